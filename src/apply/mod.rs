@@ -1,0 +1,647 @@
+//! Apply layer: executes a [`Plan`] over its dependency graph.
+//!
+//! Each operation starts as soon as its own dependencies are done (not in waves), at most
+//! `parallelism` at once. State is written after every resource operation, with a journal entry
+//! before each AWS write. A failure skips only the operations that depend on it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::manifest::refs::{self, UNKNOWN};
+use crate::manifest::{Kind, Manifest};
+use crate::plan::{Action, Plan, ResourceChange};
+use crate::providers::{self, Aws, Desired, ProviderError};
+use crate::state::{ResourceState, StackState, StateError, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{action} {resource}: {source}")]
+    Provider {
+        resource: String,
+        action: &'static str,
+        #[source]
+        source: ProviderError,
+    },
+    #[error("{resource}: recording state: {source}")]
+    State {
+        resource: String,
+        #[source]
+        source: StateError,
+    },
+    #[error(
+        "{resource}: `protect = true` refuses its {action}; remove the flag first if you mean it"
+    )]
+    Protected {
+        resource: String,
+        action: &'static str,
+    },
+    #[error("{resource}: `{field}` still refers to an unknown value after its dependencies ran")]
+    Unresolved { resource: String, field: String },
+    #[error("{resource}: not in the manifest")]
+    NotInManifest { resource: String },
+}
+
+/// Progress events, for whoever shows them.
+#[derive(Debug, Clone)]
+pub enum Event<'a> {
+    Started {
+        name: &'a str,
+        action: Action,
+    },
+    Finished {
+        name: &'a str,
+        action: Action,
+        elapsed: Duration,
+    },
+    Failed {
+        name: &'a str,
+        action: Action,
+        error: &'a str,
+    },
+    Skipped {
+        name: &'a str,
+        action: Action,
+        because: &'a str,
+    },
+}
+
+pub trait Reporter: Sync {
+    fn event(&self, event: Event<'_>);
+}
+
+/// A reporter that shows nothing.
+pub struct Silent;
+impl Reporter for Silent {
+    fn event(&self, _: Event<'_>) {}
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Done,
+    Failed,
+    Skipped,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub name: String,
+    pub action: Action,
+    pub status: Status,
+    pub error: Option<String>,
+    pub elapsed_ms: u128,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub outcomes: Vec<Outcome>,
+    pub outputs: BTreeMap<String, String>,
+}
+
+impl Report {
+    pub fn failed(&self) -> bool {
+        self.outcomes.iter().any(|o| o.status != Status::Done)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub parallelism: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { parallelism: 10 }
+    }
+}
+
+struct Ctx<'a> {
+    aws: &'a Aws,
+    store: &'a Store,
+    stack: &'a str,
+    manifest: Option<&'a Manifest>,
+    state: &'a StackState,
+    outputs: Mutex<HashMap<String, BTreeMap<String, String>>>,
+}
+
+/// Which operations each operation waits for: creates and updates after the operations on what they
+/// reference; a delete after the operations on everything that depended on the deleted resource.
+pub fn dependencies(plan: &Plan, state: &StackState) -> Vec<Vec<usize>> {
+    let nodes: Vec<&ResourceChange> = plan
+        .resources
+        .iter()
+        .filter(|r| r.action != Action::NoOp)
+        .collect();
+    let index: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.name.as_str(), i))
+        .collect();
+    nodes
+        .iter()
+        .map(|r| {
+            let mut deps: Vec<usize> = match r.action {
+                Action::Delete => nodes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, other)| {
+                        let old_deps = state.resources.get(&other.name).map(|s| &s.depends_on);
+                        other.name != r.name && old_deps.is_some_and(|d| d.contains(&r.name))
+                    })
+                    .map(|(i, _)| i)
+                    .collect(),
+                _ => r
+                    .depends_on
+                    .iter()
+                    .filter_map(|d| index.get(d.as_str()).copied())
+                    .collect(),
+            };
+            deps.sort();
+            deps.dedup();
+            deps
+        })
+        .collect()
+}
+
+/// Carries out the plan. `manifest` is `None` for destroy.
+pub async fn execute(
+    plan: &Plan,
+    manifest: Option<&Manifest>,
+    state: &StackState,
+    store: &Store,
+    aws: &Aws,
+    options: Options,
+    reporter: &dyn Reporter,
+) -> Report {
+    let nodes: Vec<&ResourceChange> = plan
+        .resources
+        .iter()
+        .filter(|r| r.action != Action::NoOp)
+        .collect();
+    let deps = dependencies(plan, state);
+    let ctx = Ctx {
+        aws,
+        store,
+        stack: &plan.stack,
+        manifest,
+        state,
+        outputs: Mutex::new(plan.known_outputs.clone()),
+    };
+
+    let outcomes = run_graph(&deps, options.parallelism.max(1), |i| {
+        let ctx = &ctx;
+        let node = nodes[i];
+        async move {
+            reporter.event(Event::Started {
+                name: &node.name,
+                action: node.action,
+            });
+            let start = Instant::now();
+            let result = run(ctx, node).await.map_err(|e| e.to_string());
+            match &result {
+                Ok(()) => reporter.event(Event::Finished {
+                    name: &node.name,
+                    action: node.action,
+                    elapsed: start.elapsed(),
+                }),
+                Err(e) => reporter.event(Event::Failed {
+                    name: &node.name,
+                    action: node.action,
+                    error: e,
+                }),
+            }
+            (result, start.elapsed())
+        }
+    })
+    .await;
+
+    let mut report = Vec::with_capacity(nodes.len());
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        let node = nodes[i];
+        let (status, error, elapsed) = match outcome {
+            NodeOutcome::Done(elapsed) => (Status::Done, None, elapsed),
+            NodeOutcome::Failed(e, elapsed) => (Status::Failed, Some(e), elapsed),
+            NodeOutcome::Skipped(because) => {
+                let because = format!("skipped: depends on {} which failed", nodes[because].name);
+                reporter.event(Event::Skipped {
+                    name: &node.name,
+                    action: node.action,
+                    because: &because,
+                });
+                (Status::Skipped, Some(because), Duration::ZERO)
+            }
+        };
+        report.push(Outcome {
+            name: node.name.clone(),
+            action: node.action,
+            status,
+            error,
+            elapsed_ms: elapsed.as_millis(),
+        });
+    }
+
+    let known = ctx.outputs.lock().map(|o| o.clone()).unwrap_or_default();
+    let outputs = match manifest {
+        Some(m) => stack_outputs(m, &known),
+        None => BTreeMap::new(),
+    };
+    if let Err(e) = store.set_outputs(&plan.stack, &outputs).await {
+        tracing::error!(error = %e, "recording stack outputs");
+    }
+    Report {
+        outcomes: report,
+        outputs,
+    }
+}
+
+/// Resolves the manifest's `[outputs]` with what is known; unresolved ones are left out.
+pub fn stack_outputs(
+    manifest: &Manifest,
+    known: &HashMap<String, BTreeMap<String, String>>,
+) -> BTreeMap<String, String> {
+    let lookup = |res: &str, out: &str| known.get(res).and_then(|o| o.get(out)).cloned();
+    manifest
+        .outputs
+        .iter()
+        .filter_map(|(k, v)| {
+            let (resolved, unknown) = refs::resolve(&Value::String(v.clone()), &lookup);
+            (!unknown).then(|| (k.clone(), resolved.as_str().unwrap_or_default().to_string()))
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeOutcome {
+    Done(Duration),
+    Failed(String, Duration),
+    /// Skipped because of the failure of this node.
+    Skipped(usize),
+}
+
+/// Runs a dependency graph: `deps[i]` lists what node `i` waits for. Every node starts as soon as
+/// its own dependencies are done, at most `parallelism` at once; a failed node's dependents
+/// (transitively) are skipped, everything else still runs.
+pub async fn run_graph<F, Fut>(
+    deps: &[Vec<usize>],
+    parallelism: usize,
+    mut run: F,
+) -> Vec<NodeOutcome>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = (Result<(), String>, Duration)>,
+{
+    let n = deps.len();
+    let mut remaining: Vec<usize> = deps.iter().map(Vec::len).collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, ds) in deps.iter().enumerate() {
+        for &d in ds {
+            dependents[d].push(i);
+        }
+    }
+    let mut outcomes: Vec<Option<NodeOutcome>> = vec![None; n];
+    let mut ready: std::collections::VecDeque<usize> =
+        (0..n).filter(|i| remaining[*i] == 0).collect();
+    let mut running = FuturesUnordered::new();
+    loop {
+        while running.len() < parallelism {
+            let Some(i) = ready.pop_front() else { break };
+            let fut = run(i);
+            running.push(async move { (i, fut.await) });
+        }
+        let Some((i, (result, elapsed))) = running.next().await else {
+            break;
+        };
+        match result {
+            Ok(()) => {
+                outcomes[i] = Some(NodeOutcome::Done(elapsed));
+                for &d in &dependents[i] {
+                    remaining[d] -= 1;
+                    if remaining[d] == 0 && outcomes[d].is_none() {
+                        ready.push_back(d);
+                    }
+                }
+            }
+            Err(e) => {
+                outcomes[i] = Some(NodeOutcome::Failed(e, elapsed));
+                let mut stack = dependents[i].clone();
+                while let Some(d) = stack.pop() {
+                    if outcomes[d].is_none() {
+                        outcomes[d] = Some(NodeOutcome::Skipped(i));
+                        stack.extend(dependents[d].iter().copied());
+                    }
+                }
+            }
+        }
+    }
+    // A node never reached (only possible with a cycle) counts as skipped by itself.
+    outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| o.unwrap_or(NodeOutcome::Skipped(i)))
+        .collect()
+}
+
+async fn run(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), ApplyError> {
+    let name = change.name.as_str();
+    match change.action {
+        Action::NoOp => Ok(()),
+        Action::Create => create(ctx, change).await,
+        Action::Update => {
+            let (desired, resource) = desired(ctx, change)?;
+            let id = change.physical_id.as_deref().unwrap_or_default();
+            let current = change.current.clone().unwrap_or_default();
+            let op = journal(ctx, name, resource.kind, "update", Some(id)).await?;
+            let applied = providers::update(
+                ctx.aws,
+                resource.kind,
+                id,
+                &current,
+                Desired {
+                    attrs: &desired,
+                    artifact: resource.artifact.as_ref(),
+                },
+            )
+            .await
+            .map_err(|source| ApplyError::Provider {
+                resource: name.into(),
+                action: "update",
+                source,
+            });
+            finish(ctx, op, &applied).await;
+            let applied = applied?;
+            record(
+                ctx,
+                change,
+                resource.kind,
+                applied.physical_id,
+                desired,
+                applied.outputs,
+                resource.deps.iter().cloned().collect(),
+            )
+            .await
+        }
+        Action::Replace => {
+            let (_, resource) = desired(ctx, change)?;
+            if resource.protect {
+                return Err(ApplyError::Protected {
+                    resource: name.into(),
+                    action: "replacement",
+                });
+            }
+            let old_kind = ctx
+                .state
+                .resources
+                .get(name)
+                .map_or(change.kind, |s| s.kind);
+            delete(
+                ctx,
+                name,
+                old_kind,
+                change.physical_id.as_deref().unwrap_or_default(),
+            )
+            .await?;
+            create(ctx, change).await
+        }
+        Action::Delete => {
+            if ctx
+                .manifest
+                .and_then(|m| m.resource(name))
+                .is_some_and(|r| r.protect)
+            {
+                return Err(ApplyError::Protected {
+                    resource: name.into(),
+                    action: "deletion",
+                });
+            }
+            delete(
+                ctx,
+                name,
+                change.kind,
+                change.physical_id.as_deref().unwrap_or_default(),
+            )
+            .await
+        }
+    }
+}
+
+/// The resource's attributes with every reference resolved.
+fn desired<'m>(
+    ctx: &Ctx<'m>,
+    change: &ResourceChange,
+) -> Result<
+    (
+        serde_json::Map<String, Value>,
+        &'m crate::manifest::Resource,
+    ),
+    ApplyError,
+> {
+    let resource = ctx
+        .manifest
+        .and_then(|m| m.resource(&change.name))
+        .ok_or_else(|| ApplyError::NotInManifest {
+            resource: change.name.clone(),
+        })?;
+    let known = ctx.outputs.lock().map(|o| o.clone()).unwrap_or_default();
+    let lookup = |res: &str, out: &str| known.get(res).and_then(|o| o.get(out)).cloned();
+    let mut attrs = serde_json::Map::new();
+    for (k, v) in &resource.attrs {
+        let (resolved, unknown) = refs::resolve(v, &lookup);
+        if unknown || refs::contains_unknown(&resolved) && !refs::contains_unknown(v) {
+            return Err(ApplyError::Unresolved {
+                resource: change.name.clone(),
+                field: k.clone(),
+            });
+        }
+        attrs.insert(k.clone(), resolved);
+    }
+    debug_assert!(!attrs.values().any(|v| v.as_str() == Some(UNKNOWN)));
+    Ok((attrs, resource))
+}
+
+async fn journal(
+    ctx: &Ctx<'_>,
+    name: &str,
+    kind: Kind,
+    action: &str,
+    physical: Option<&str>,
+) -> Result<i64, ApplyError> {
+    ctx.store
+        .begin_operation(ctx.stack, name, kind, action, physical)
+        .await
+        .map_err(|source| ApplyError::State {
+            resource: name.into(),
+            source,
+        })
+}
+
+async fn finish<T>(ctx: &Ctx<'_>, op: i64, result: &Result<T, ApplyError>) {
+    let outcome = match result {
+        Ok(_) => "ok".to_string(),
+        Err(e) => format!("failed: {e}"),
+    };
+    if let Err(e) = ctx.store.finish_operation(op, &outcome).await {
+        tracing::error!(error = %e, "recording the end of an operation");
+    }
+}
+
+async fn create(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), ApplyError> {
+    let (desired, resource) = desired(ctx, change)?;
+    let name = change.name.as_str();
+    let physical = resource
+        .attrs
+        .get(resource.kind.schema().physical_name)
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let op = journal(ctx, name, resource.kind, "create", physical.as_deref()).await?;
+    let applied = providers::create(
+        ctx.aws,
+        resource.kind,
+        Desired {
+            attrs: &desired,
+            artifact: resource.artifact.as_ref(),
+        },
+    )
+    .await
+    .map_err(|source| ApplyError::Provider {
+        resource: name.into(),
+        action: "create",
+        source,
+    });
+    finish(ctx, op, &applied).await;
+    let applied = applied?;
+    record(
+        ctx,
+        change,
+        resource.kind,
+        applied.physical_id,
+        desired,
+        applied.outputs,
+        resource.deps.iter().cloned().collect(),
+    )
+    .await
+}
+
+async fn record(
+    ctx: &Ctx<'_>,
+    change: &ResourceChange,
+    kind: Kind,
+    physical_id: String,
+    attributes: serde_json::Map<String, Value>,
+    outputs: BTreeMap<String, String>,
+    depends_on: Vec<String>,
+) -> Result<(), ApplyError> {
+    let state = ResourceState {
+        name: change.name.clone(),
+        kind,
+        physical_id,
+        attributes: Value::Object(attributes),
+        outputs,
+        depends_on,
+    };
+    ctx.store
+        .put_resource(ctx.stack, &state)
+        .await
+        .map_err(|source| ApplyError::State {
+            resource: change.name.clone(),
+            source,
+        })?;
+    if let Ok(mut o) = ctx.outputs.lock() {
+        o.insert(change.name.clone(), state.outputs);
+    }
+    Ok(())
+}
+
+async fn delete(ctx: &Ctx<'_>, name: &str, kind: Kind, id: &str) -> Result<(), ApplyError> {
+    let op = journal(ctx, name, kind, "delete", Some(id)).await?;
+    let result = providers::delete(ctx.aws, kind, id)
+        .await
+        .map_err(|source| ApplyError::Provider {
+            resource: name.into(),
+            action: "delete",
+            source,
+        });
+    finish(ctx, op, &result).await;
+    result?;
+    ctx.store
+        .delete_resource(ctx.stack, name)
+        .await
+        .map_err(|source| ApplyError::State {
+            resource: name.into(),
+            source,
+        })?;
+    if let Ok(mut o) = ctx.outputs.lock() {
+        o.remove(name);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn done(elapsed: Duration) -> (Result<(), String>, Duration) {
+        (Ok(()), elapsed)
+    }
+
+    #[tokio::test]
+    async fn respects_dependency_order_and_starts_nodes_as_soon_as_ready() {
+        // 0 ← 1 ← 2, and 3 independent.
+        let deps = vec![vec![], vec![0], vec![1], vec![]];
+        let log = Mutex::new(Vec::new());
+        let out = run_graph(&deps, 4, |i| {
+            log.lock().unwrap().push(i);
+            async move { done(Duration::ZERO) }
+        })
+        .await;
+        assert!(out.iter().all(|o| matches!(o, NodeOutcome::Done(_))));
+        let order = log.into_inner().unwrap();
+        let pos = |n| order.iter().position(|x| *x == n).unwrap();
+        assert!(pos(0) < pos(1) && pos(1) < pos(2));
+    }
+
+    #[tokio::test]
+    async fn a_failure_skips_only_its_dependents() {
+        // 0 fails; 1 depends on 0; 2 depends on 1; 3 is independent; 4 depends on 3.
+        let deps = vec![vec![], vec![0], vec![1], vec![], vec![3]];
+        let out = run_graph(&deps, 2, |i| async move {
+            if i == 0 {
+                (Err("boom".to_string()), Duration::ZERO)
+            } else {
+                done(Duration::ZERO)
+            }
+        })
+        .await;
+        assert_eq!(out[0], NodeOutcome::Failed("boom".into(), Duration::ZERO));
+        assert_eq!(out[1], NodeOutcome::Skipped(0));
+        assert_eq!(out[2], NodeOutcome::Skipped(0));
+        assert!(matches!(out[3], NodeOutcome::Done(_)));
+        assert!(matches!(out[4], NodeOutcome::Done(_)));
+    }
+
+    #[tokio::test]
+    async fn never_runs_more_than_parallelism_at_once() {
+        let deps = vec![vec![]; 12];
+        let running = AtomicUsize::new(0);
+        let peak = AtomicUsize::new(0);
+        run_graph(&deps, 3, |_| {
+            let (running, peak) = (&running, &peak);
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                done(Duration::ZERO)
+            }
+        })
+        .await;
+        assert_eq!(peak.load(Ordering::SeqCst), 3);
+    }
+}

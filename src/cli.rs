@@ -1,0 +1,141 @@
+//! The command line: clap tree, shared options, exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::commands;
+
+/// Declarative provisioning for serverless API stacks on AWS: API Gateway, Lambda, IAM,
+/// CloudWatch Logs and WAFv2, from a TOML manifest.
+///
+/// AWS credentials, region and endpoint come from the standard AWS chain: environment
+/// (AWS_PROFILE, AWS_REGION, AWS_ACCESS_KEY_ID…, AWS_ENDPOINT_URL), shared config and profiles.
+#[derive(Debug, Parser)]
+#[command(
+    name = "reconcile",
+    version,
+    propagate_version = true,
+    max_term_width = 110
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The manifest to reconcile.
+    #[arg(
+        short = 'f',
+        long = "manifest",
+        global = true,
+        env = "RECONCILE_MANIFEST",
+        default_value = "manifests/apigw-lambda-basic.toml"
+    )]
+    pub manifest: PathBuf,
+    /// The state file (SQLite); created with mode 0600 if missing.
+    #[arg(
+        long,
+        global = true,
+        env = "RECONCILE_STATE",
+        default_value = "reconcile.db"
+    )]
+    pub state: PathBuf,
+    /// AWS region (overrides AWS_REGION and the profile's region).
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// Print machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors and the final result.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More logging on stderr (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the manifest (types, fields, references, cycles) without calling AWS.
+    Validate,
+    /// Show what apply would change, field by field (manifest vs state vs live AWS).
+    Plan(PlanArgs),
+    /// Create, update and delete resources so AWS matches the manifest.
+    Apply(ApplyArgs),
+    /// Delete every resource the state owns, in reverse dependency order.
+    Destroy(ApplyArgs),
+    /// Show the stack's outputs as recorded by the last apply (no AWS call).
+    Output(OutputArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Exit 0 when there are no changes, 2 when there are changes, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Do not ask for confirmation (required when stdin is not a terminal).
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// How many resource operations run at once.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallelism: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// One output's name; prints its bare value.
+    pub name: Option<String>,
+}
+
+/// Exit statuses a script can rely on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Success; for `plan --detailed-exitcode`, no changes.
+    Ok = 0,
+    /// Any error (bad manifest, AWS error, failed operation, refused confirmation).
+    Error = 1,
+    /// `plan --detailed-exitcode`: changes present.
+    Changes = 2,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.global);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(Exit::Error as u8);
+        }
+    };
+    let exit = runtime.block_on(commands::run(cli));
+    ExitCode::from(exit as u8)
+}
+
+fn init_tracing(g: &Global) {
+    let default = match (g.quiet, g.verbose) {
+        (true, _) => "error",
+        (_, 0) => "warn",
+        (_, 1) => "info,aws_smithy_runtime=warn,aws_config=warn,sqlx=warn",
+        _ => "debug,hyper=info,h2=info,rustls=info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

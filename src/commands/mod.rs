@@ -1,0 +1,113 @@
+//! One module per subcommand; each is a thin shell over the manifest, plan, apply and state layers.
+
+mod apply;
+mod output;
+mod plan;
+mod progress;
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use crate::cli::{Cli, Command, Exit, Global};
+use crate::manifest::{self, Manifest, ManifestError};
+use crate::plan::PlanError;
+use crate::providers::{Aws, ProviderError};
+use crate::state::{StateError, Store};
+
+/// Everything a command can fail with, reported once at the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Aws(#[from] ProviderError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("cannot write output: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub async fn run(cli: Cli) -> Exit {
+    let g = &cli.global;
+    let result = match &cli.command {
+        Command::Validate => validate(g),
+        Command::Plan(args) => plan::run(g, args).await,
+        Command::Apply(args) => apply::apply(g, args).await,
+        Command::Destroy(args) => apply::destroy(g, args).await,
+        Command::Output(args) => output::run(g, args).await,
+    };
+    match result {
+        Ok(exit) => exit,
+        Err(e) => {
+            report_error(g, &e);
+            Exit::Error
+        }
+    }
+}
+
+fn report_error(g: &Global, e: &CliError) {
+    if g.json {
+        let diagnostics = match e {
+            CliError::Manifest(m) => serde_json::to_value(m.diagnostics()).unwrap_or_default(),
+            _ => serde_json::Value::Array(vec![]),
+        };
+        let doc = serde_json::json!({"error": e.to_string(), "diagnostics": diagnostics});
+        println!("{doc}");
+    }
+    eprintln!("error: {e}");
+}
+
+fn validate(g: &Global) -> Result<Exit, CliError> {
+    let m = load_manifest(g)?;
+    if g.json {
+        let resources: Vec<_> = m
+            .resources
+            .iter()
+            .map(|r| serde_json::json!({"name": r.name, "type": r.kind, "depends_on": r.deps}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"valid": true, "stack": m.stack, "resources": resources})
+        );
+    } else if !g.quiet {
+        println!(
+            "{}: stack `{}` is valid ({} resources).",
+            m.path.display(),
+            m.stack,
+            m.resources.len()
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+pub(crate) fn load_manifest(g: &Global) -> Result<Manifest, CliError> {
+    Ok(manifest::load(&g.manifest)?)
+}
+
+pub(crate) async fn open_state(g: &Global) -> Result<Store, CliError> {
+    Ok(Store::open(&g.state).await?)
+}
+
+pub(crate) async fn connect(g: &Global) -> Result<Aws, CliError> {
+    Ok(Aws::connect(g.region.clone()).await?)
+}
+
+/// Asks on the terminal; refuses when stdin is not one.
+pub(crate) fn confirm(question: &str) -> Result<(), CliError> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(CliError::Refused("refusing to make changes without confirmation: stdin is not a terminal; pass --auto-approve".into()));
+    }
+    eprint!("{question} Only 'yes' will be accepted: ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer)?;
+    if answer.trim() == "yes" {
+        Ok(())
+    } else {
+        Err(CliError::Refused("cancelled: nothing was changed".into()))
+    }
+}

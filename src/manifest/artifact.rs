@@ -1,0 +1,143 @@
+//! Lambda code: a file or a folder next to the manifest, zipped in-process, deterministically, so the
+//! same content always gives the same zip and the same `CodeSha256` that Lambda reports.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use zip::write::SimpleFileOptions;
+
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    pub path: PathBuf,
+    pub zip: Arc<Vec<u8>>,
+    /// Base64 of the SHA-256 of the zip: Lambda's `CodeSha256`.
+    pub sha256: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("code path {} does not exist", .0.display())]
+    Missing(PathBuf),
+    #[error("code folder {} is empty", .0.display())]
+    Empty(PathBuf),
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot zip {}: {source}", path.display())]
+    Zip {
+        path: PathBuf,
+        #[source]
+        source: zip::result::ZipError,
+    },
+}
+
+pub fn package(path: &Path) -> Result<Artifact, ArtifactError> {
+    let io = |source| ArtifactError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(|_| ArtifactError::Missing(path.to_path_buf()))?;
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    if meta.is_dir() {
+        walk(path, path, &mut files).map_err(io)?;
+        if files.is_empty() {
+            return Err(ArtifactError::Empty(path.to_path_buf()));
+        }
+    } else {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        files.push((name, path.to_path_buf()));
+    }
+    files.sort();
+
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .last_modified_time(zip::DateTime::default())
+        .unix_permissions(0o644);
+    let zerr = |source| ArtifactError::Zip {
+        path: path.to_path_buf(),
+        source,
+    };
+    for (name, file) in &files {
+        let bytes = std::fs::read(file).map_err(|source| ArtifactError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        writer.start_file(name.as_str(), options).map_err(zerr)?;
+        writer.write_all(&bytes).map_err(io)?;
+    }
+    let zip = writer.finish().map_err(zerr)?.into_inner();
+    let sha256 = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&zip));
+    Ok(Artifact {
+        path: path.to_path_buf(),
+        zip: Arc::new(zip),
+        sha256,
+    })
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || name == "__pycache__" {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            walk(root, &path, out)?;
+        } else {
+            let rel = path.strip_prefix(root).unwrap_or(&path);
+            let rel = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
+            out.push((rel, path));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zip_is_deterministic_and_tracks_content() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("index.py"),
+            "def handler(e, c):\n    return 1\n",
+        )
+        .unwrap();
+        let a = package(dir.path()).unwrap();
+        let b = package(dir.path()).unwrap();
+        assert_eq!(a.sha256, b.sha256);
+        std::fs::write(
+            dir.path().join("index.py"),
+            "def handler(e, c):\n    return 2\n",
+        )
+        .unwrap();
+        assert_ne!(package(dir.path()).unwrap().sha256, a.sha256);
+        let archive = zip::ZipArchive::new(std::io::Cursor::new(a.zip.to_vec())).unwrap();
+        assert_eq!(archive.file_names().collect::<Vec<_>>(), vec!["index.py"]);
+    }
+
+    #[test]
+    fn missing_path_is_an_error() {
+        assert!(matches!(
+            package(Path::new("/nonexistent/code")),
+            Err(ArtifactError::Missing(_))
+        ));
+    }
+}

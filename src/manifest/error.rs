@@ -1,0 +1,117 @@
+//! Manifest errors: each points at file:line:column.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A place in a manifest file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+/// Maps byte offsets of one source text to lines and columns.
+#[derive(Debug, Clone)]
+pub struct SourceMap {
+    pub file: PathBuf,
+    pub text: String,
+}
+
+impl SourceMap {
+    pub fn new(file: &Path, text: String) -> Self {
+        SourceMap {
+            file: file.to_path_buf(),
+            text,
+        }
+    }
+
+    pub fn location(&self, offset: usize) -> Location {
+        let offset = offset.min(self.text.len());
+        let before = self.text.get(..offset).unwrap_or(&self.text);
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        Location {
+            file: self.file.clone(),
+            line,
+            column,
+        }
+    }
+
+    fn line_text(&self, line: usize) -> &str {
+        self.text.lines().nth(line.saturating_sub(1)).unwrap_or("")
+    }
+
+    pub fn diagnostic(&self, offset: usize, message: impl Into<String>) -> Diagnostic {
+        let location = self.location(offset);
+        let snippet = self.line_text(location.line).to_string();
+        Diagnostic {
+            location,
+            message: message.into(),
+            snippet,
+        }
+    }
+}
+
+/// One problem in a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Diagnostic {
+    pub location: Location,
+    pub message: String,
+    #[serde(skip)]
+    pub snippet: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}: error: {}", self.location, self.message)?;
+        let gutter = self.location.line.to_string();
+        writeln!(f, "{} | {}", gutter, self.snippet)?;
+        write!(
+            f,
+            "{} | {}^",
+            " ".repeat(gutter.len()),
+            " ".repeat(self.location.column.saturating_sub(1))
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read manifest {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", render(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+fn render(diags: &[Diagnostic]) -> String {
+    let mut out = diags
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    if diags.len() > 1 {
+        out.push_str(&format!("\n{} errors in manifest", diags.len()));
+    }
+    out
+}
+
+impl ManifestError {
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match self {
+            ManifestError::Invalid(d) => d,
+            ManifestError::Read { .. } => &[],
+        }
+    }
+}

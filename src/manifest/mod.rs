@@ -1,0 +1,763 @@
+//! Manifest layer: TOML → validated desired resources with their reference graph.
+//!
+//! Everything here is checked before any AWS call: unknown types and fields, missing required fields,
+//! wrong value types, dangling references, reference cycles and duplicate physical names. Each problem
+//! is a [`Diagnostic`] pointing at file:line:column.
+
+pub mod artifact;
+pub mod error;
+pub mod refs;
+pub mod schema;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+pub use artifact::Artifact;
+pub use error::{Diagnostic, Location, ManifestError, SourceMap};
+pub use schema::{Field, FieldType, Kind};
+
+/// Tag keys the engine puts on everything it creates.
+pub const TAG_STACK: &str = "reconcile:stack";
+pub const TAG_MANAGED_BY: &str = "reconcile:managed-by";
+pub const TAG_RESOURCE: &str = "reconcile:resource";
+pub const MANAGED_BY: &str = "reconcile";
+
+/// A validated manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub path: PathBuf,
+    pub stack: String,
+    /// In file order.
+    pub resources: Vec<Resource>,
+    /// Stack outputs: name → string with references.
+    pub outputs: BTreeMap<String, String>,
+}
+
+/// One desired resource.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub name: String,
+    pub kind: Kind,
+    /// Attributes with defaults filled in; strings may still hold `${resource.output}` references.
+    pub attrs: Map<String, Value>,
+    /// Resources this one depends on (references and `depends_on`).
+    pub deps: BTreeSet<String>,
+    /// Refuse to delete or replace it.
+    pub protect: bool,
+    pub location: Location,
+    /// Zipped code, for kinds that carry code.
+    pub artifact: Option<Artifact>,
+}
+
+impl Manifest {
+    pub fn resource(&self, name: &str) -> Option<&Resource> {
+        self.resources.iter().find(|r| r.name == name)
+    }
+}
+
+impl Resource {
+    /// The physical name written in the manifest (a literal, or a reference before apply).
+    pub fn physical_name(&self) -> Option<&str> {
+        self.attrs
+            .get(self.kind.schema().physical_name)
+            .and_then(Value::as_str)
+    }
+}
+
+/// Reads and validates a manifest file.
+pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, text)
+}
+
+/// Validates manifest text; `path` names the file in messages and anchors relative code paths.
+pub fn parse(path: &Path, text: String) -> Result<Manifest, ManifestError> {
+    let src = SourceMap::new(path, text);
+    let mut v = Validator {
+        src: &src,
+        diags: Vec::new(),
+    };
+    let manifest = v.manifest();
+    if v.diags.is_empty()
+        && let Some(m) = manifest
+    {
+        return Ok(m);
+    }
+    let mut diags = v.diags;
+    diags.sort_by_key(|d| (d.location.line, d.location.column));
+    diags.dedup();
+    Err(ManifestError::Invalid(diags))
+}
+
+struct Validator<'a> {
+    src: &'a SourceMap,
+    diags: Vec<Diagnostic>,
+}
+
+/// A resource table before references are checked.
+struct Draft {
+    name: String,
+    kind: Kind,
+    attrs: Map<String, Value>,
+    /// Each string value's span, to point reference errors at them.
+    string_spans: Vec<(Range<usize>, String)>,
+    explicit_deps: Vec<(String, Range<usize>)>,
+    protect: bool,
+    header: usize,
+    physical_span: Option<Range<usize>>,
+    artifact: Option<Artifact>,
+}
+
+impl<'a> Validator<'a> {
+    fn err(&mut self, span: &Range<usize>, message: impl Into<String>) {
+        self.diags.push(self.src.diagnostic(span.start, message));
+    }
+
+    fn manifest(&mut self) -> Option<Manifest> {
+        let root = match DeTable::parse(&self.src.text) {
+            Ok(root) => root,
+            Err(e) => {
+                let offset = e.span().map_or(0, |s| s.start);
+                let msg = e.message().trim().to_string();
+                self.diags
+                    .push(self.src.diagnostic(offset, format!("invalid TOML: {msg}")));
+                return None;
+            }
+        };
+        let root_span = root.span();
+        let root = root.into_inner();
+        let mut stack = None;
+        let mut resources_table = None;
+        let mut outputs_table = None;
+        for (key, value) in root.iter() {
+            match key.get_ref().as_ref() {
+                "stack" => stack = Some(value),
+                "resources" => resources_table = Some(value),
+                "outputs" => outputs_table = Some(value),
+                other => self.err(&key.span(), format!("unknown top-level key `{other}`; expected `stack`, `resources` or `outputs`")),
+            }
+        }
+        let stack_name = match stack {
+            None => {
+                self.err(&root_span, "missing `[stack]` table with `name = \"...\"`");
+                None
+            }
+            Some(v) => self.stack(v),
+        };
+        let mut drafts = Vec::new();
+        match resources_table {
+            None => self.err(
+                &root_span,
+                "missing `[resources]`: a manifest declares at least one resource",
+            ),
+            Some(v) => match v.get_ref() {
+                DeValue::Table(t) => {
+                    for (key, value) in t.iter() {
+                        if let Some(d) = self.resource(key, value) {
+                            drafts.push(d);
+                        }
+                    }
+                }
+                other => self.err(
+                    &v.span(),
+                    format!("`resources` must be a table, found {}", other.type_str()),
+                ),
+            },
+        }
+        drafts.sort_by_key(|d| d.header);
+        let outputs = outputs_table.map(|t| self.outputs(t)).unwrap_or_default();
+        let resources = self.link(drafts, &outputs);
+        let stack = stack_name?;
+        let resources = resources?;
+        let resources = resources
+            .into_iter()
+            .map(|mut r| {
+                if r.kind.schema().taggable {
+                    add_ownership_tags(&mut r.attrs, &stack, &r.name);
+                }
+                r
+            })
+            .collect();
+        Some(Manifest {
+            path: self.src.file.clone(),
+            stack,
+            resources,
+            outputs: outputs.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+        })
+    }
+
+    fn stack(&mut self, value: &Spanned<DeValue<'_>>) -> Option<String> {
+        let DeValue::Table(t) = value.get_ref() else {
+            self.err(
+                &value.span(),
+                "`stack` must be a table with `name = \"...\"`",
+            );
+            return None;
+        };
+        let mut name = None;
+        for (key, v) in t.iter() {
+            match key.get_ref().as_ref() {
+                "name" => match v.get_ref() {
+                    DeValue::String(s) if is_stack_name(s) => name = Some(s.to_string()),
+                    DeValue::String(_) => self.err(
+                        &v.span(),
+                        "stack name must be 1-64 characters: letters, digits, `-` and `_`",
+                    ),
+                    other => self.err(
+                        &v.span(),
+                        format!("`stack.name` must be a string, found {}", other.type_str()),
+                    ),
+                },
+                "description" => {}
+                other => self.err(
+                    &key.span(),
+                    format!("unknown key `{other}` in `[stack]`; expected `name` or `description`"),
+                ),
+            }
+        }
+        if name.is_none()
+            && !self
+                .diags
+                .iter()
+                .any(|d| d.message.starts_with("stack name"))
+        {
+            self.err(&value.span(), "`[stack]` needs `name = \"...\"`");
+        }
+        name
+    }
+
+    fn outputs(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+    ) -> BTreeMap<String, (String, Range<usize>)> {
+        let mut out = BTreeMap::new();
+        let DeValue::Table(t) = value.get_ref() else {
+            self.err(&value.span(), "`outputs` must be a table of strings");
+            return out;
+        };
+        for (key, v) in t.iter() {
+            match v.get_ref() {
+                DeValue::String(s) => {
+                    out.insert(key.get_ref().to_string(), (s.to_string(), v.span()));
+                }
+                other => self.err(
+                    &v.span(),
+                    format!(
+                        "output `{}` must be a string, found {}",
+                        key.get_ref(),
+                        other.type_str()
+                    ),
+                ),
+            }
+        }
+        out
+    }
+
+    fn resource(
+        &mut self,
+        key: &Spanned<std::borrow::Cow<'_, str>>,
+        value: &Spanned<DeValue<'_>>,
+    ) -> Option<Draft> {
+        let name = key.get_ref().to_string();
+        if !refs::is_ident(&name) {
+            self.err(&key.span(), format!("resource name `{name}` must start with a letter or `_` and hold only letters, digits, `_` and `-`"));
+        }
+        let DeValue::Table(table) = value.get_ref() else {
+            self.err(&value.span(), format!("resource `{name}` must be a table"));
+            return None;
+        };
+        let header = key.span().start;
+        let Some(type_value) = table.get("type") else {
+            self.err(
+                &key.span(),
+                format!("resource `{name}` has no `type`; one of: {}", type_list()),
+            );
+            return None;
+        };
+        let kind = match type_value.get_ref() {
+            DeValue::String(t) => match Kind::from_type_name(t) {
+                Some(k) => k,
+                None => {
+                    self.err(
+                        &type_value.span(),
+                        format!("unknown resource type `{t}`; one of: {}", type_list()),
+                    );
+                    return None;
+                }
+            },
+            other => {
+                self.err(
+                    &type_value.span(),
+                    format!("`type` must be a string, found {}", other.type_str()),
+                );
+                return None;
+            }
+        };
+        let schema = kind.schema();
+        let mut draft = Draft {
+            name: name.clone(),
+            kind,
+            attrs: Map::new(),
+            string_spans: Vec::new(),
+            explicit_deps: Vec::new(),
+            protect: false,
+            header,
+            physical_span: None,
+            artifact: None,
+        };
+        let mut failed = BTreeSet::new();
+        for (fkey, fvalue) in table.iter() {
+            let fname = fkey.get_ref().as_ref();
+            match fname {
+                "type" => continue,
+                "protect" => match fvalue.get_ref() {
+                    DeValue::Boolean(b) => draft.protect = *b,
+                    other => self.err(
+                        &fvalue.span(),
+                        format!("`protect` must be a boolean, found {}", other.type_str()),
+                    ),
+                },
+                "depends_on" => match self.string_list(fvalue) {
+                    Some(items) => draft.explicit_deps = items,
+                    None => self.err(
+                        &fvalue.span(),
+                        "`depends_on` must be an array of resource names",
+                    ),
+                },
+                _ => {
+                    let Some(field) = schema.field(fname) else {
+                        let known: Vec<_> = schema.fields.iter().map(|f| f.name).collect();
+                        self.err(
+                            &fkey.span(),
+                            format!(
+                                "unknown field `{fname}` for {kind}; known fields: {}",
+                                known.join(", ")
+                            ),
+                        );
+                        continue;
+                    };
+                    if fname == schema.physical_name {
+                        draft.physical_span = Some(fvalue.span());
+                    }
+                    match self.field_value(&mut draft, field, fvalue) {
+                        Some(v) => {
+                            draft.attrs.insert(fname.to_string(), v);
+                        }
+                        None => {
+                            failed.insert(field.name);
+                        }
+                    }
+                }
+            }
+        }
+        for field in schema.fields {
+            if draft.attrs.contains_key(field.name) {
+                continue;
+            }
+            if field.required {
+                if !failed.contains(field.name) {
+                    self.err(
+                        &key.span(),
+                        format!(
+                            "resource `{name}` ({kind}) is missing required field `{}` ({})",
+                            field.name,
+                            field.ty.describe()
+                        ),
+                    );
+                }
+            } else if let Some(d) = field.default {
+                draft.attrs.insert(field.name.to_string(), d.value());
+            }
+        }
+        Some(draft)
+    }
+
+    fn string_list(&mut self, value: &Spanned<DeValue<'_>>) -> Option<Vec<(String, Range<usize>)>> {
+        let DeValue::Array(items) = value.get_ref() else {
+            return None;
+        };
+        items
+            .iter()
+            .map(|i| match i.get_ref() {
+                DeValue::String(s) => Some((s.to_string(), i.span())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn field_value(
+        &mut self,
+        draft: &mut Draft,
+        field: &Field,
+        value: &Spanned<DeValue<'_>>,
+    ) -> Option<Value> {
+        let span = value.span();
+        let wrong = |v: &mut Self, found: &DeValue<'_>| {
+            v.err(
+                &span,
+                format!(
+                    "`{}` must be {}, found {}",
+                    field.name,
+                    field.ty.describe(),
+                    found.type_str()
+                ),
+            );
+            None
+        };
+        let out = match (field.ty, value.get_ref()) {
+            (FieldType::String, DeValue::String(s)) => {
+                if !field.one_of.is_empty() && !field.one_of.contains(&s.as_ref()) {
+                    self.err(
+                        &span,
+                        format!(
+                            "`{}` = \"{s}\" is not supported; one of: {}",
+                            field.name,
+                            field.one_of.join(", ")
+                        ),
+                    );
+                    return None;
+                }
+                draft.string_spans.push((span.clone(), s.to_string()));
+                json!(s)
+            }
+            (FieldType::Integer { min, max }, DeValue::Integer(i)) => {
+                let Some(n) = i64::from_str_radix(i.as_str(), i.radix()).ok() else {
+                    self.err(&span, format!("`{}` is out of range", field.name));
+                    return None;
+                };
+                if n < min || n > max {
+                    self.err(
+                        &span,
+                        format!("`{}` = {n} is out of range {min}..={max}", field.name),
+                    );
+                    return None;
+                }
+                if draft.kind == Kind::LogGroup
+                    && field.name == "retention_in_days"
+                    && n != 0
+                    && !schema::LOG_RETENTION_DAYS.contains(&n)
+                {
+                    let allowed: Vec<_> = schema::LOG_RETENTION_DAYS
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect();
+                    self.err(&span, format!("`retention_in_days` = {n} is not a value CloudWatch Logs accepts; one of: 0 (never expire), {}", allowed.join(", ")));
+                    return None;
+                }
+                json!(n)
+            }
+            (FieldType::Boolean, DeValue::Boolean(b)) => json!(b),
+            (FieldType::StringList, DeValue::Array(_)) => match self.string_list(value) {
+                Some(items) => {
+                    let vals: Vec<Value> = items.iter().map(|(s, _)| json!(s)).collect();
+                    draft
+                        .string_spans
+                        .extend(items.into_iter().map(|(s, r)| (r, s)));
+                    Value::Array(vals)
+                }
+                None => {
+                    self.err(
+                        &span,
+                        format!("`{}` must be an array of strings", field.name),
+                    );
+                    return None;
+                }
+            },
+            (FieldType::StringMap, DeValue::Table(t)) => {
+                let mut map = Map::new();
+                for (k, v) in t.iter() {
+                    match v.get_ref() {
+                        DeValue::String(s) => {
+                            if field.name == "tags" && k.get_ref().starts_with("reconcile:") {
+                                self.err(&k.span(), format!("tag key `{}` is reserved: the `reconcile:` prefix marks ownership", k.get_ref()));
+                            }
+                            draft.string_spans.push((v.span(), s.to_string()));
+                            map.insert(k.get_ref().to_string(), json!(s));
+                        }
+                        other => {
+                            self.err(
+                                &v.span(),
+                                format!(
+                                    "`{}.{}` must be a string, found {}",
+                                    field.name,
+                                    k.get_ref(),
+                                    other.type_str()
+                                ),
+                            );
+                        }
+                    }
+                }
+                Value::Object(map)
+            }
+            (FieldType::Json, DeValue::Table(_)) => self.json(draft, value),
+            (FieldType::JsonMap, DeValue::Table(t)) => {
+                let mut map = Map::new();
+                for (k, v) in t.iter() {
+                    match v.get_ref() {
+                        DeValue::Table(_) => {
+                            let doc = self.json(draft, v);
+                            map.insert(k.get_ref().to_string(), doc);
+                        }
+                        other => {
+                            self.err(
+                                &v.span(),
+                                format!(
+                                    "`{}.{}` must be a table (JSON document), found {}",
+                                    field.name,
+                                    k.get_ref(),
+                                    other.type_str()
+                                ),
+                            );
+                        }
+                    }
+                }
+                Value::Object(map)
+            }
+            (FieldType::Path, DeValue::String(s)) => {
+                let base = self.src.file.parent().unwrap_or(Path::new("."));
+                match artifact::package(&base.join(s.as_ref())) {
+                    Ok(a) => {
+                        draft
+                            .attrs
+                            .insert(schema::CODE_SHA256.into(), json!(a.sha256));
+                        draft.artifact = Some(a);
+                    }
+                    Err(e) => {
+                        self.err(&span, format!("`{}`: {e}", field.name));
+                        return None;
+                    }
+                }
+                json!(s)
+            }
+            (_, other) => return wrong(self, other),
+        };
+        Some(out)
+    }
+
+    fn json(&mut self, draft: &mut Draft, value: &Spanned<DeValue<'_>>) -> Value {
+        match value.get_ref() {
+            DeValue::String(s) => {
+                draft.string_spans.push((value.span(), s.to_string()));
+                json!(s)
+            }
+            DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
+                .map(Value::from)
+                .unwrap_or(Value::Null),
+            DeValue::Float(f) => f
+                .as_str()
+                .parse::<f64>()
+                .ok()
+                .and_then(|f| serde_json::Number::from_f64(f))
+                .map_or(Value::Null, Value::Number),
+            DeValue::Boolean(b) => json!(b),
+            DeValue::Datetime(d) => json!(d.to_string()),
+            DeValue::Array(items) => {
+                Value::Array(items.iter().map(|i| self.json(draft, i)).collect())
+            }
+            DeValue::Table(t) => {
+                let mut entries: Vec<_> = t.iter().collect();
+                entries.sort_by_key(|(k, _)| k.span().start);
+                Value::Object(
+                    entries
+                        .into_iter()
+                        .map(|(k, v)| (k.get_ref().to_string(), self.json(draft, v)))
+                        .collect(),
+                )
+            }
+        }
+    }
+
+    /// Checks references, explicit dependencies, cycles and duplicate physical names.
+    fn link(
+        &mut self,
+        drafts: Vec<Draft>,
+        outputs: &BTreeMap<String, (String, Range<usize>)>,
+    ) -> Option<Vec<Resource>> {
+        let kinds: HashMap<&str, Kind> = drafts.iter().map(|d| (d.name.as_str(), d.kind)).collect();
+        let mut deps: Vec<BTreeSet<String>> = Vec::with_capacity(drafts.len());
+        let check = |v: &mut Self, span: &Range<usize>, s: &str, deps: &mut BTreeSet<String>| {
+            match refs::scan(s) {
+                Err(refs::RefError::Unterminated { offset }) => {
+                    v.err_in_string(span, s, offset, "unterminated reference: `${` without `}`")
+                }
+                Err(refs::RefError::Malformed { offset, text }) => v.err_in_string(
+                    span,
+                    s,
+                    offset,
+                    &format!("malformed reference `{text}`: expected `${{resource.output}}`"),
+                ),
+                Ok(found) => {
+                    for r in found {
+                        match kinds.get(r.resource.as_str()) {
+                            None => v.err_in_string(
+                                span,
+                                s,
+                                r.offset,
+                                &format!(
+                                    "reference `{}` names no resource `{}` in this manifest",
+                                    r.text, r.resource
+                                ),
+                            ),
+                            Some(kind) if !kind.schema().has_output(&r.output) => {
+                                let outs: Vec<_> =
+                                    kind.schema().outputs.iter().map(|(o, _)| *o).collect();
+                                v.err_in_string(
+                                    span,
+                                    s,
+                                    r.offset,
+                                    &format!(
+                                        "reference `{}`: {} has no output `{}`; outputs: {}",
+                                        r.text,
+                                        kind,
+                                        r.output,
+                                        outs.join(", ")
+                                    ),
+                                )
+                            }
+                            Some(_) => {
+                                deps.insert(r.resource);
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        for d in &drafts {
+            let mut set = BTreeSet::new();
+            for (span, s) in &d.string_spans {
+                check(self, span, s, &mut set);
+            }
+            for (dep, span) in &d.explicit_deps {
+                if kinds.contains_key(dep.as_str()) {
+                    set.insert(dep.clone());
+                } else {
+                    self.err(
+                        span,
+                        format!("`depends_on` names no resource `{dep}` in this manifest"),
+                    );
+                }
+            }
+            deps.push(set);
+        }
+        for (s, span) in outputs.values() {
+            check(self, span, s, &mut BTreeSet::new());
+        }
+
+        // Cycles, through the strongly connected components of the dependency graph.
+        let mut graph = petgraph::graph::DiGraph::<usize, ()>::new();
+        let nodes: Vec<_> = (0..drafts.len()).map(|i| graph.add_node(i)).collect();
+        let index: HashMap<&str, usize> = drafts
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.name.as_str(), i))
+            .collect();
+        for (i, set) in deps.iter().enumerate() {
+            for dep in set {
+                if let Some(&j) = index.get(dep.as_str()) {
+                    graph.add_edge(nodes[i], nodes[j], ());
+                }
+            }
+        }
+        for scc in petgraph::algo::tarjan_scc(&graph) {
+            let self_loop =
+                scc.len() == 1 && deps[graph[scc[0]]].contains(&drafts[graph[scc[0]]].name);
+            if scc.len() > 1 || self_loop {
+                let mut members: Vec<usize> = scc.iter().map(|n| graph[*n]).collect();
+                members.sort();
+                let first = &drafts[members[0]];
+                let mut path: Vec<&str> =
+                    members.iter().map(|i| drafts[*i].name.as_str()).collect();
+                path.push(first.name.as_str());
+                let header = first.header;
+                self.err(
+                    &(header..header),
+                    format!("reference cycle: {}", path.join(" → ")),
+                );
+            }
+        }
+
+        // Duplicate physical names within a kind.
+        let mut seen: HashMap<(Kind, String), usize> = HashMap::new();
+        for d in &drafts {
+            let field = d.kind.schema().physical_name;
+            let Some(name) = d.attrs.get(field).and_then(Value::as_str) else {
+                continue;
+            };
+            if name.contains("${") {
+                continue;
+            }
+            if let Some(first) = seen.get(&(d.kind, name.to_string())) {
+                let at = self.src.location(*first);
+                let span = d.physical_span.clone().unwrap_or(d.header..d.header);
+                self.err(&span, format!("duplicate {} `{field}` = \"{name}\": already used by the resource at line {}", d.kind, at.line));
+            } else {
+                seen.insert(
+                    (d.kind, name.to_string()),
+                    d.physical_span.clone().map_or(d.header, |s| s.start),
+                );
+            }
+        }
+
+        if !self.diags.is_empty() {
+            return None;
+        }
+        Some(
+            drafts
+                .into_iter()
+                .zip(deps)
+                .map(|(d, deps)| Resource {
+                    location: self.src.location(d.header),
+                    name: d.name,
+                    kind: d.kind,
+                    attrs: d.attrs,
+                    deps,
+                    protect: d.protect,
+                    artifact: d.artifact,
+                })
+                .collect(),
+        )
+    }
+
+    /// Points at `offset` inside the string value at `span`, when the raw text lets us find it.
+    fn err_in_string(&mut self, span: &Range<usize>, value: &str, offset: usize, message: &str) {
+        let raw = self.src.text.get(span.clone()).unwrap_or("");
+        let needle = &value[offset..];
+        let needle = &needle[..needle.find('}').map_or(needle.len(), |i| i + 1)];
+        let at = raw.find(needle).map_or(span.start, |i| span.start + i);
+        self.err(&(at..at), message.to_string());
+    }
+}
+
+fn add_ownership_tags(attrs: &mut Map<String, Value>, stack: &str, resource: &str) {
+    let tags = attrs.entry("tags").or_insert_with(|| json!({}));
+    if let Value::Object(map) = tags {
+        map.insert(TAG_STACK.into(), json!(stack));
+        map.insert(TAG_MANAGED_BY.into(), json!(MANAGED_BY));
+        map.insert(TAG_RESOURCE.into(), json!(resource));
+    }
+}
+
+fn type_list() -> String {
+    Kind::ALL
+        .iter()
+        .map(|k| k.type_name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn is_stack_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,152 @@
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::manifest;
+use crate::providers::Live;
+use crate::state::{ResourceState, StackState};
+
+fn manifest(text: &str) -> Manifest {
+    manifest::parse(Path::new("/tmp/x/stack.toml"), text.to_string()).unwrap()
+}
+
+const M: &str = r#"
+[stack]
+name = "s"
+
+[resources.role]
+type = "aws_iam_role"
+name = "r"
+assume_role_policy = { Version = "2012-10-17" }
+
+[resources.logs]
+type = "aws_cloudwatch_log_group"
+name = "lg"
+retention_in_days = 7
+tags = { team = "${role.name}" }
+"#;
+
+fn live_of(m: &Manifest, name: &str, outputs: &[(&str, &str)]) -> Live {
+    let r = m.resource(name).unwrap();
+    let lookup = |res: &str, out: &str| Some(format!("{res}.{out}"));
+    let (attrs, _) = manifest::refs::resolve(&Value::Object(r.attrs.clone()), &lookup);
+    Live {
+        attrs: attrs.as_object().cloned().unwrap(),
+        outputs: outputs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+fn recorded(m: &Manifest, name: &str) -> ResourceState {
+    let r = m.resource(name).unwrap();
+    ResourceState {
+        name: name.into(),
+        kind: r.kind,
+        physical_id: r.physical_name().unwrap().into(),
+        attributes: Value::Object(r.attrs.clone()),
+        outputs: BTreeMap::new(),
+        depends_on: r.deps.iter().cloned().collect(),
+    }
+}
+
+#[test]
+fn empty_state_plans_creates_in_dependency_order_with_unknown_references() {
+    let m = manifest(M);
+    let plan = diff_all(&m, &StackState::default(), &HashMap::new());
+    assert_eq!(
+        plan.summary,
+        Summary {
+            create: 2,
+            ..Summary::default()
+        }
+    );
+    let logs = plan.resources.iter().find(|r| r.name == "logs").unwrap();
+    let tags = logs.changes.iter().find(|c| c.path == "tags").unwrap();
+    assert_eq!(
+        tags.after.as_ref().unwrap()["team"],
+        json!(manifest::refs::UNKNOWN)
+    );
+    assert_eq!(plan.resources[0].name, "role");
+}
+
+#[test]
+fn in_sync_is_empty_and_drift_is_an_update_and_missing_is_a_create() {
+    let m = manifest(M);
+    let mut state = StackState::default();
+    for n in ["role", "logs"] {
+        state.resources.insert(n.into(), recorded(&m, n));
+    }
+    let mut live = HashMap::new();
+    live.insert(
+        "role".to_string(),
+        Some(live_of(&m, "role", &[("name", "role.name")])),
+    );
+    live.insert("logs".to_string(), Some(live_of(&m, "logs", &[])));
+    let plan = diff_all(&m, &state, &live);
+    assert!(!plan.has_changes(), "{:#?}", plan.resources);
+
+    // Out-of-band change of the retention: an update of exactly that field.
+    let mut drifted = live_of(&m, "logs", &[]);
+    drifted.attrs.insert("retention_in_days".into(), json!(30));
+    live.insert("logs".to_string(), Some(drifted));
+    let plan = diff_all(&m, &state, &live);
+    let logs = plan.resources.iter().find(|r| r.name == "logs").unwrap();
+    assert_eq!(logs.action, Action::Update);
+    assert_eq!(logs.changes.len(), 1);
+    assert_eq!(
+        (
+            logs.changes[0].before.clone(),
+            logs.changes[0].after.clone()
+        ),
+        (Some(json!(30)), Some(json!(7)))
+    );
+
+    // Deleted out of band: a create, with the reason.
+    live.insert("logs".to_string(), None);
+    let plan = diff_all(&m, &state, &live);
+    let logs = plan.resources.iter().find(|r| r.name == "logs").unwrap();
+    assert_eq!(logs.action, Action::Create);
+    assert!(
+        logs.reason
+            .as_deref()
+            .unwrap()
+            .contains("deleted outside reconcile")
+    );
+}
+
+#[test]
+fn removed_from_manifest_is_a_delete_and_renamed_is_a_replace() {
+    let m = manifest(M);
+    let mut state = StackState::default();
+    for n in ["role", "logs"] {
+        state.resources.insert(n.into(), recorded(&m, n));
+    }
+    let mut live = HashMap::new();
+    live.insert(
+        "role".to_string(),
+        Some(live_of(&m, "role", &[("name", "role.name")])),
+    );
+    let mut renamed = live_of(&m, "logs", &[]);
+    renamed.attrs.insert("name".into(), json!("old-name"));
+    live.insert("logs".to_string(), Some(renamed));
+    let plan = diff_all(&m, &state, &live);
+    let logs = plan.resources.iter().find(|r| r.name == "logs").unwrap();
+    assert_eq!(logs.action, Action::Replace);
+
+    let only_role = manifest(&M[..M.find("[resources.logs]").unwrap()]);
+    let plan = diff_all(&only_role, &state, &live);
+    let logs = plan.resources.iter().find(|r| r.name == "logs").unwrap();
+    assert_eq!(logs.action, Action::Delete);
+    assert_eq!(plan.summary.delete, 1);
+    let doc = serde_json::to_value(&plan).unwrap();
+    assert_eq!(doc["format_version"], json!(FORMAT_VERSION));
+    assert_eq!(doc["resources"][1]["action"], json!("delete"));
+    assert_eq!(
+        doc["resources"][1]["type"],
+        json!("aws_cloudwatch_log_group")
+    );
+}

@@ -1,0 +1,214 @@
+//! Provider layer: one module per AWS service, each with the same shape — `read`, `create`, `update`,
+//! `delete` — dispatched here by resource kind.
+
+pub mod error;
+pub mod iam;
+pub mod lambda;
+pub mod logs;
+pub mod retry;
+
+use std::collections::BTreeMap;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_sdk_iam::config::ProvideCredentials as _;
+use serde_json::{Map, Value};
+
+pub use error::{ProviderError, Result};
+
+use crate::manifest::{Artifact, Kind};
+
+/// Shared SDK clients, built once from the standard AWS chain (env, profiles, `AWS_ENDPOINT_URL`).
+#[derive(Debug, Clone)]
+pub struct Aws {
+    pub iam: aws_sdk_iam::Client,
+    pub lambda: aws_sdk_lambda::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub region: String,
+}
+
+impl Aws {
+    /// Loads configuration and checks that a region and credentials are there (no AWS call is made).
+    pub async fn connect(region: Option<String>) -> Result<Aws> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(r) = region {
+            loader = loader.region(aws_config::Region::new(r));
+        }
+        if std::env::var_os("AWS_MAX_ATTEMPTS").is_none() {
+            // Throttling, 5xx, timeouts and connection resets: capped exponential backoff with jitter.
+            loader = loader.retry_config(RetryConfig::standard().with_max_attempts(8));
+        }
+        let config = loader.load().await;
+        let region = config
+            .region()
+            .map(|r| r.to_string())
+            .ok_or(ProviderError::NoRegion)?;
+        let Some(creds) = config.credentials_provider() else {
+            return Err(ProviderError::NoCredentials(
+                "no credentials provider is configured".into(),
+            ));
+        };
+        if let Err(e) = creds.provide_credentials().await {
+            return Err(ProviderError::NoCredentials(e.to_string()));
+        }
+        Ok(Aws {
+            iam: aws_sdk_iam::Client::new(&config),
+            lambda: aws_sdk_lambda::Client::new(&config),
+            logs: aws_sdk_cloudwatchlogs::Client::new(&config),
+            region,
+        })
+    }
+}
+
+/// A resource as AWS has it now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Live {
+    /// Attributes in the manifest's shape (only what the kind's schema knows).
+    pub attrs: Map<String, Value>,
+    pub outputs: BTreeMap<String, String>,
+}
+
+/// The result of a create or update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub physical_id: String,
+    pub outputs: BTreeMap<String, String>,
+}
+
+/// What a provider is asked to make real: resolved attributes and, for code, the zip.
+#[derive(Debug, Clone, Copy)]
+pub struct Desired<'a> {
+    pub attrs: &'a Map<String, Value>,
+    pub artifact: Option<&'a Artifact>,
+}
+
+pub async fn read(aws: &Aws, kind: Kind, id: &str) -> Result<Option<Live>> {
+    match kind {
+        Kind::IamRole => iam::read(aws, id).await,
+        Kind::LogGroup => logs::read(aws, id).await,
+        Kind::LambdaFunction => lambda::read(aws, id).await,
+    }
+}
+
+pub async fn create(aws: &Aws, kind: Kind, desired: Desired<'_>) -> Result<Applied> {
+    match kind {
+        Kind::IamRole => iam::create(aws, desired).await,
+        Kind::LogGroup => logs::create(aws, desired).await,
+        Kind::LambdaFunction => lambda::create(aws, desired).await,
+    }
+}
+
+/// Brings the resource from `current` (its live attributes) to `desired`.
+pub async fn update(
+    aws: &Aws,
+    kind: Kind,
+    id: &str,
+    current: &Map<String, Value>,
+    desired: Desired<'_>,
+) -> Result<Applied> {
+    match kind {
+        Kind::IamRole => iam::update(aws, id, current, desired).await,
+        Kind::LogGroup => logs::update(aws, id, current, desired).await,
+        Kind::LambdaFunction => lambda::update(aws, id, current, desired).await,
+    }
+}
+
+/// Deletes the resource; one already gone is success.
+pub async fn delete(aws: &Aws, kind: Kind, id: &str) -> Result<()> {
+    match kind {
+        Kind::IamRole => iam::delete(aws, id).await,
+        Kind::LogGroup => logs::delete(aws, id).await,
+        Kind::LambdaFunction => lambda::delete(aws, id).await,
+    }
+}
+
+// ---- small helpers shared by the provider modules ----
+
+pub(crate) fn str_attr<'a>(attrs: &'a Map<String, Value>, key: &str) -> &'a str {
+    attrs.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+pub(crate) fn int_attr(attrs: &Map<String, Value>, key: &str) -> i64 {
+    attrs.get(key).and_then(Value::as_i64).unwrap_or_default()
+}
+
+pub(crate) fn string_map(attrs: &Map<String, Value>, key: &str) -> BTreeMap<String, String> {
+    attrs
+        .get(key)
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub(crate) fn string_list(attrs: &Map<String, Value>, key: &str) -> Vec<String> {
+    attrs
+        .get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub(crate) fn changed(
+    current: &Map<String, Value>,
+    desired: &Map<String, Value>,
+    key: &str,
+) -> bool {
+    current.get(key) != desired.get(key)
+}
+
+/// Tags to set and tag keys to remove to go from `current` to `desired`.
+pub(crate) fn tag_changes(
+    current: &Map<String, Value>,
+    desired: &Map<String, Value>,
+) -> (BTreeMap<String, String>, Vec<String>) {
+    let now = string_map(current, "tags");
+    let want = string_map(desired, "tags");
+    let set = want
+        .iter()
+        .filter(|(k, v)| now.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let remove = now
+        .keys()
+        .filter(|k| !want.contains_key(*k))
+        .cloned()
+        .collect();
+    (set, remove)
+}
+
+pub(crate) fn tags_value<'a>(tags: impl IntoIterator<Item = (&'a String, &'a String)>) -> Value {
+    Value::Object(
+        tags.into_iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tag_changes_sets_and_removes() {
+        let cur = json!({"tags": {"a": "1", "b": "2"}});
+        let want = json!({"tags": {"a": "1", "b": "3", "c": "4"}});
+        let (set, remove) = tag_changes(cur.as_object().unwrap(), want.as_object().unwrap());
+        assert_eq!(
+            set,
+            BTreeMap::from([("b".into(), "3".into()), ("c".into(), "4".into())])
+        );
+        assert!(remove.is_empty());
+        let (set, remove) = tag_changes(want.as_object().unwrap(), cur.as_object().unwrap());
+        assert_eq!(set.len(), 1);
+        assert_eq!(remove, vec!["c".to_string()]);
+    }
+}
