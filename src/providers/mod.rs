@@ -36,7 +36,7 @@ impl Aws {
         }
         if std::env::var_os("AWS_MAX_ATTEMPTS").is_none() {
             // Throttling, 5xx, timeouts and connection resets: capped exponential backoff with jitter.
-            loader = loader.retry_config(RetryConfig::standard().with_max_attempts(8));
+            loader = loader.retry_config(RetryConfig::standard().with_max_attempts(5));
         }
         let config = loader.load().await;
         let region = config

@@ -113,7 +113,12 @@ impl Moto {
         drop(port_tx);
 
         // From here on a panic drops `moto`, which kills the child.
-        let mut moto = Moto { url: String::new(), port: 0, child, log };
+        let mut moto = Moto {
+            url: String::new(),
+            port: 0,
+            child,
+            log,
+        };
         let deadline = Instant::now() + MOTO_START_TIMEOUT;
         moto.port = loop {
             match port_rx.recv_timeout(Duration::from_millis(100)) {
@@ -131,7 +136,10 @@ impl Moto {
             }
             if let Ok(Some(status)) = moto.child.try_wait() {
                 thread::sleep(Duration::from_millis(200)); // let the drain threads catch up
-                panic!("moto_server exited ({status}) during start-up:\n{}", moto.log());
+                panic!(
+                    "moto_server exited ({status}) during start-up:\n{}",
+                    moto.log()
+                );
             }
             if Instant::now() > deadline {
                 panic!(
@@ -152,7 +160,11 @@ impl Moto {
                 Err(e) => e.to_string(),
             };
             if let Ok(Some(status)) = moto.child.try_wait() {
-                panic!("moto_server exited ({status}) at {}:\n{}", moto.url, moto.log());
+                panic!(
+                    "moto_server exited ({status}) at {}:\n{}",
+                    moto.url,
+                    moto.log()
+                );
             }
             if Instant::now() > deadline {
                 panic!(
@@ -205,14 +217,24 @@ impl Moto {
     /// The last lines moto printed (startup messages and its request log).
     pub fn log(&self) -> String {
         let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        log.iter().map(String::as_str).collect::<Vec<_>>().join("\n")
+        log.iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     fn expect_2xx(&self, method: &str, path: &str, body: &str) -> String {
         match self.request(method, path, body) {
             Ok((status, text)) if (200..300).contains(&status) => text,
-            Ok((status, text)) => panic!("{method} {}{path} answered HTTP {status}:\n{text}", self.url),
-            Err(e) => panic!("{method} {}{path} failed: {e}\nmoto log:\n{}", self.url, self.log()),
+            Ok((status, text)) => panic!(
+                "{method} {}{path} answered HTTP {status}:\n{text}",
+                self.url
+            ),
+            Err(e) => panic!(
+                "{method} {}{path} failed: {e}\nmoto log:\n{}",
+                self.url,
+                self.log()
+            ),
         }
     }
 }
@@ -226,7 +248,10 @@ impl Drop for Moto {
 
 impl fmt::Debug for Moto {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Moto").field("url", &self.url).field("pid", &self.child.id()).finish()
+        f.debug_struct("Moto")
+            .field("url", &self.url)
+            .field("pid", &self.child.id())
+            .finish()
     }
 }
 
@@ -259,7 +284,12 @@ fn drain(pipe: Box<dyn Read + Send>, log: &Mutex<VecDeque<String>>, port_tx: &mp
 }
 
 /// Minimal HTTP/1.1 client for 127.0.0.1 (`Connection: close`, handles chunked answers).
-pub fn http_request(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let invalid = |msg: String| std::io::Error::new(std::io::ErrorKind::InvalidData, msg);
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -351,7 +381,12 @@ impl Output {
 
 impl fmt::Display for Output {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "`reconcile {}` exited with {}", self.args.join(" "), self.status)?;
+        writeln!(
+            f,
+            "`reconcile {}` exited with {}",
+            self.args.join(" "),
+            self.status
+        )?;
         writeln!(f, "--- stdout ---\n{}", self.stdout.trim_end())?;
         write!(f, "--- stderr ---\n{}", self.stderr.trim_end())
     }
@@ -397,7 +432,11 @@ impl Cli {
             .prefix("reconcile-e2e-")
             .tempdir()
             .expect("cannot create a temporary directory for the test");
-        Cli { dir, env: moto.env(), timeout: CLI_TIMEOUT }
+        Cli {
+            dir,
+            env: moto.env(),
+            timeout: CLI_TIMEOUT,
+        }
     }
 
     /// The work directory (the binary's current directory).
@@ -414,8 +453,16 @@ impl Cli {
     /// `Path::new("manifests")`) recursively into the work directory under its own name and
     /// returns the copy's path, e.g. `<tmp>/manifests`.
     pub fn copy_manifest_tree(&self, src: &Path) -> PathBuf {
-        let src = if src.is_absolute() { src.to_path_buf() } else { repo_dir().join(src) };
-        assert!(src.is_dir(), "copy_manifest_tree: {} is not a directory", src.display());
+        let src = if src.is_absolute() {
+            src.to_path_buf()
+        } else {
+            repo_dir().join(src)
+        };
+        assert!(
+            src.is_dir(),
+            "copy_manifest_tree: {} is not a directory",
+            src.display()
+        );
         let name = src
             .file_name()
             .unwrap_or_else(|| panic!("copy_manifest_tree: {} has no file name", src.display()));
@@ -431,7 +478,8 @@ impl Cli {
             fs::create_dir_all(parent)
                 .unwrap_or_else(|e| panic!("cannot create {}: {e}", parent.display()));
         }
-        fs::write(&path, contents).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        fs::write(&path, contents)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
         path
     }
 
@@ -461,7 +509,10 @@ impl Cli {
         }
         // Never read the developer's ~/.aws: point the SDK at files that do not exist.
         cmd.env("AWS_CONFIG_FILE", self.join(".no-aws/config"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", self.join(".no-aws/credentials"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.join(".no-aws/credentials"),
+            )
             .env("NO_COLOR", "1");
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         for (name, value) in overrides {
@@ -472,7 +523,9 @@ impl Cli {
         }
 
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
         let out = Collector::start(child.stdout.take().expect("piped stdout"));
         let err = Collector::start(child.stderr.take().expect("piped stderr"));
         let deadline = Instant::now() + self.timeout;
@@ -506,7 +559,9 @@ impl Cli {
 
 impl fmt::Debug for Cli {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cli").field("dir", &self.dir.path()).finish()
+        f.debug_struct("Cli")
+            .field("dir", &self.dir.path())
+            .finish()
     }
 }
 
@@ -532,7 +587,10 @@ impl Collector {
             loop {
                 match pipe.read(&mut chunk) {
                     Ok(0) => return,
-                    Ok(n) => sink.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(&chunk[..n]),
+                    Ok(n) => sink
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend_from_slice(&chunk[..n]),
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(_) => return,
                 }
@@ -568,18 +626,21 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 
 fn copy_dir(src: &Path, dest: &Path) {
     fs::create_dir_all(dest).unwrap_or_else(|e| panic!("cannot create {}: {e}", dest.display()));
-    let entries = fs::read_dir(src).unwrap_or_else(|e| panic!("cannot list {}: {e}", src.display()));
+    let entries =
+        fs::read_dir(src).unwrap_or_else(|e| panic!("cannot list {}: {e}", src.display()));
     for entry in entries {
         let entry = entry.unwrap_or_else(|e| panic!("cannot list {}: {e}", src.display()));
         let from = entry.path();
         let to = dest.join(entry.file_name());
         // fs::metadata follows symlinks: a linked file or directory is copied as its target.
-        let meta = fs::metadata(&from).unwrap_or_else(|e| panic!("cannot stat {}: {e}", from.display()));
+        let meta =
+            fs::metadata(&from).unwrap_or_else(|e| panic!("cannot stat {}: {e}", from.display()));
         if meta.is_dir() {
             copy_dir(&from, &to);
         } else {
-            fs::copy(&from, &to)
-                .unwrap_or_else(|e| panic!("cannot copy {} to {}: {e}", from.display(), to.display()));
+            fs::copy(&from, &to).unwrap_or_else(|e| {
+                panic!("cannot copy {} to {}: {e}", from.display(), to.display())
+            });
         }
     }
 }
