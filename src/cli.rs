@@ -13,12 +13,7 @@ use crate::commands;
 /// AWS credentials, region and endpoint come from the standard AWS chain: environment
 /// (AWS_PROFILE, AWS_REGION, AWS_ACCESS_KEY_ID…, AWS_ENDPOINT_URL), shared config and profiles.
 #[derive(Debug, Parser)]
-#[command(
-    name = "reconcile",
-    version,
-    propagate_version = true,
-    max_term_width = 110
-)]
+#[command(name = "reconcile", version, propagate_version = true, max_term_width = 110)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -29,21 +24,10 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// The manifest to reconcile.
-    #[arg(
-        short = 'f',
-        long = "manifest",
-        global = true,
-        env = "RECONCILE_MANIFEST",
-        default_value = "manifests/apigw-lambda-basic.toml"
-    )]
+    #[arg(short = 'f', long = "manifest", global = true, env = "RECONCILE_MANIFEST", default_value = "manifests/apigw-lambda-basic.toml")]
     pub manifest: PathBuf,
     /// The state file (SQLite); created with mode 0600 if missing.
-    #[arg(
-        long,
-        global = true,
-        env = "RECONCILE_STATE",
-        default_value = "reconcile.db"
-    )]
+    #[arg(long, global = true, env = "RECONCILE_STATE", default_value = "reconcile.db")]
     pub state: PathBuf,
     /// AWS region (overrides AWS_REGION and the profile's region).
     #[arg(long, global = true)]
@@ -110,10 +94,7 @@ pub enum Exit {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.global);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -131,11 +112,6 @@ fn init_tracing(g: &Global) {
         (_, 1) => "info,aws_smithy_runtime=warn,aws_config=warn,sqlx=warn",
         _ => "debug,hyper=info,h2=info,rustls=info",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }

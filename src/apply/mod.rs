@@ -34,13 +34,8 @@ pub enum ApplyError {
         #[source]
         source: StateError,
     },
-    #[error(
-        "{resource}: `protect = true` refuses its {action}; remove the flag first if you mean it"
-    )]
-    Protected {
-        resource: String,
-        action: &'static str,
-    },
+    #[error("{resource}: `protect = true` refuses its {action}; remove the flag first if you mean it")]
+    Protected { resource: String, action: &'static str },
     #[error("{resource}: `{field}` still refers to an unknown value after its dependencies ran")]
     Unresolved { resource: String, field: String },
     #[error("{resource}: not in the manifest")]
@@ -50,25 +45,10 @@ pub enum ApplyError {
 /// Progress events, for whoever shows them.
 #[derive(Debug, Clone)]
 pub enum Event<'a> {
-    Started {
-        name: &'a str,
-        action: Action,
-    },
-    Finished {
-        name: &'a str,
-        action: Action,
-        elapsed: Duration,
-    },
-    Failed {
-        name: &'a str,
-        action: Action,
-        error: &'a str,
-    },
-    Skipped {
-        name: &'a str,
-        action: Action,
-        because: &'a str,
-    },
+    Started { name: &'a str, action: Action },
+    Finished { name: &'a str, action: Action, elapsed: Duration },
+    Failed { name: &'a str, action: Action, error: &'a str },
+    Skipped { name: &'a str, action: Action, because: &'a str },
 }
 
 pub trait Reporter: Sync {
@@ -130,43 +110,98 @@ struct Ctx<'a> {
     outputs: Mutex<HashMap<String, BTreeMap<String, String>>>,
 }
 
-/// Which operations each operation waits for: creates and updates after the operations on what they
-/// reference; a delete after the operations on everything that depended on the deleted resource.
-pub fn dependencies(plan: &Plan, state: &StackState) -> Vec<Vec<usize>> {
-    let nodes: Vec<&ResourceChange> = plan
-        .resources
-        .iter()
-        .filter(|r| r.action != Action::NoOp)
-        .collect();
-    let index: HashMap<&str, usize> = nodes
+/// One operation of the executor's graph.
+#[derive(Debug, Clone, Copy)]
+pub struct Node<'a> {
+    pub change: &'a ResourceChange,
+    pub step: Step,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The change as planned.
+    Whole,
+    /// Create-before-destroy replacement, first half: the new resource.
+    CreateNew,
+    /// Create-before-destroy replacement, second half: the old resource, once its dependents moved.
+    DeleteOld,
+}
+
+impl Node<'_> {
+    pub fn label(&self) -> String {
+        match self.step {
+            Step::DeleteOld => format!("{} (previous)", self.change.name),
+            _ => self.change.name.clone(),
+        }
+    }
+    fn action(&self) -> Action {
+        match self.step {
+            Step::Whole => self.change.action,
+            Step::CreateNew => Action::Create,
+            Step::DeleteOld => Action::Delete,
+        }
+    }
+}
+
+/// The operations and what each waits for: creates and updates after the operations on what they
+/// reference; a delete after the operations on everything that depended on the deleted resource;
+/// the old half of a create-before-destroy replacement after its dependents moved to the new one.
+pub fn graph<'a>(plan: &'a Plan, state: &StackState) -> (Vec<Node<'a>>, Vec<Vec<usize>>) {
+    let mut nodes = Vec::new();
+    for change in plan.resources.iter().filter(|r| r.action != Action::NoOp) {
+        if change.action == Action::Replace && change.kind.schema().create_before_destroy {
+            nodes.push(Node { change, step: Step::CreateNew });
+            nodes.push(Node { change, step: Step::DeleteOld });
+        } else {
+            nodes.push(Node { change, step: Step::Whole });
+        }
+    }
+    let main: HashMap<&str, usize> =
+        nodes.iter().enumerate().filter(|(_, n)| n.step != Step::DeleteOld).map(|(i, n)| (n.change.name.as_str(), i)).collect();
+    let deps = nodes
         .iter()
         .enumerate()
-        .map(|(i, r)| (r.name.as_str(), i))
-        .collect();
-    nodes
-        .iter()
-        .map(|r| {
-            let mut deps: Vec<usize> = match r.action {
-                Action::Delete => nodes
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, other)| {
-                        let old_deps = state.resources.get(&other.name).map(|s| &s.depends_on);
-                        other.name != r.name && old_deps.is_some_and(|d| d.contains(&r.name))
-                    })
+        .map(|(me, node)| {
+            let r = node.change;
+            let others = || nodes.iter().enumerate().filter(move |(i, o)| *i != me && o.step != Step::DeleteOld);
+            let mut deps: Vec<usize> = match (node.step, r.action) {
+                (Step::DeleteOld, _) => {
+                    let mut d: Vec<usize> = others().filter(|(_, o)| o.change.depends_on.contains(&r.name)).map(|(i, _)| i).collect();
+                    d.extend(main.get(r.name.as_str()));
+                    d
+                }
+                (_, Action::Delete) => others()
+                    .filter(|(_, o)| state.resources.get(&o.change.name).is_some_and(|s| s.depends_on.contains(&r.name)))
                     .map(|(i, _)| i)
                     .collect(),
-                _ => r
-                    .depends_on
-                    .iter()
-                    .filter_map(|d| index.get(d.as_str()).copied())
-                    .collect(),
+                _ => {
+                    let mut d: Vec<usize> = r.depends_on.iter().filter_map(|d| main.get(d.as_str()).copied()).collect();
+                    // A resource renamed in the manifest keeps its AWS name: the old one goes first.
+                    if let Some(physical) = desired_physical_name(r) {
+                        d.extend(
+                            others()
+                                .filter(|(_, o)| {
+                                    o.change.action == Action::Delete
+                                        && o.change.kind == r.kind
+                                        && o.change.physical_id.as_deref() == Some(physical)
+                                })
+                                .map(|(i, _)| i),
+                        );
+                    }
+                    d
+                }
             };
             deps.sort();
             deps.dedup();
             deps
         })
-        .collect()
+        .collect();
+    (nodes, deps)
+}
+
+fn desired_physical_name(r: &ResourceChange) -> Option<&str> {
+    let field = r.kind.schema().physical_name;
+    r.changes.iter().find(|c| c.path == field).and_then(|c| c.after.as_ref()).and_then(Value::as_str)
 }
 
 /// Carries out the plan. `manifest` is `None` for destroy.
@@ -179,42 +214,20 @@ pub async fn execute(
     options: Options,
     reporter: &dyn Reporter,
 ) -> Report {
-    let nodes: Vec<&ResourceChange> = plan
-        .resources
-        .iter()
-        .filter(|r| r.action != Action::NoOp)
-        .collect();
-    let deps = dependencies(plan, state);
-    let ctx = Ctx {
-        aws,
-        store,
-        stack: &plan.stack,
-        manifest,
-        state,
-        outputs: Mutex::new(plan.known_outputs.clone()),
-    };
+    let (nodes, deps) = graph(plan, state);
+    let ctx = Ctx { aws, store, stack: &plan.stack, manifest, state, outputs: Mutex::new(plan.known_outputs.clone()) };
 
     let outcomes = run_graph(&deps, options.parallelism.max(1), |i| {
         let ctx = &ctx;
         let node = nodes[i];
         async move {
-            reporter.event(Event::Started {
-                name: &node.name,
-                action: node.action,
-            });
+            let label = node.label();
+            reporter.event(Event::Started { name: &label, action: node.action() });
             let start = Instant::now();
             let result = run(ctx, node).await.map_err(|e| e.to_string());
             match &result {
-                Ok(()) => reporter.event(Event::Finished {
-                    name: &node.name,
-                    action: node.action,
-                    elapsed: start.elapsed(),
-                }),
-                Err(e) => reporter.event(Event::Failed {
-                    name: &node.name,
-                    action: node.action,
-                    error: e,
-                }),
+                Ok(()) => reporter.event(Event::Finished { name: &label, action: node.action(), elapsed: start.elapsed() }),
+                Err(e) => reporter.event(Event::Failed { name: &label, action: node.action(), error: e }),
             }
             (result, start.elapsed())
         }
@@ -228,22 +241,12 @@ pub async fn execute(
             NodeOutcome::Done(elapsed) => (Status::Done, None, elapsed),
             NodeOutcome::Failed(e, elapsed) => (Status::Failed, Some(e), elapsed),
             NodeOutcome::Skipped(because) => {
-                let because = format!("skipped: depends on {} which failed", nodes[because].name);
-                reporter.event(Event::Skipped {
-                    name: &node.name,
-                    action: node.action,
-                    because: &because,
-                });
+                let because = format!("skipped: depends on {} which failed", nodes[because].label());
+                reporter.event(Event::Skipped { name: &node.label(), action: node.action(), because: &because });
                 (Status::Skipped, Some(because), Duration::ZERO)
             }
         };
-        report.push(Outcome {
-            name: node.name.clone(),
-            action: node.action,
-            status,
-            error,
-            elapsed_ms: elapsed.as_millis(),
-        });
+        report.push(Outcome { name: node.label(), action: node.action(), status, error, elapsed_ms: elapsed.as_millis() });
     }
 
     let known = ctx.outputs.lock().map(|o| o.clone()).unwrap_or_default();
@@ -254,17 +257,11 @@ pub async fn execute(
     if let Err(e) = store.set_outputs(&plan.stack, &outputs).await {
         tracing::error!(error = %e, "recording stack outputs");
     }
-    Report {
-        outcomes: report,
-        outputs,
-    }
+    Report { outcomes: report, outputs }
 }
 
 /// Resolves the manifest's `[outputs]` with what is known; unresolved ones are left out.
-pub fn stack_outputs(
-    manifest: &Manifest,
-    known: &HashMap<String, BTreeMap<String, String>>,
-) -> BTreeMap<String, String> {
+pub fn stack_outputs(manifest: &Manifest, known: &HashMap<String, BTreeMap<String, String>>) -> BTreeMap<String, String> {
     let lookup = |res: &str, out: &str| known.get(res).and_then(|o| o.get(out)).cloned();
     manifest
         .outputs
@@ -287,11 +284,7 @@ pub enum NodeOutcome {
 /// Runs a dependency graph: `deps[i]` lists what node `i` waits for. Every node starts as soon as
 /// its own dependencies are done, at most `parallelism` at once; a failed node's dependents
 /// (transitively) are skipped, everything else still runs.
-pub async fn run_graph<F, Fut>(
-    deps: &[Vec<usize>],
-    parallelism: usize,
-    mut run: F,
-) -> Vec<NodeOutcome>
+pub async fn run_graph<F, Fut>(deps: &[Vec<usize>], parallelism: usize, mut run: F) -> Vec<NodeOutcome>
 where
     F: FnMut(usize) -> Fut,
     Fut: std::future::Future<Output = (Result<(), String>, Duration)>,
@@ -305,8 +298,7 @@ where
         }
     }
     let mut outcomes: Vec<Option<NodeOutcome>> = vec![None; n];
-    let mut ready: std::collections::VecDeque<usize> =
-        (0..n).filter(|i| remaining[*i] == 0).collect();
+    let mut ready: std::collections::VecDeque<usize> = (0..n).filter(|i| remaining[*i] == 0).collect();
     let mut running = FuturesUnordered::new();
     loop {
         while running.len() < parallelism {
@@ -340,15 +332,27 @@ where
         }
     }
     // A node never reached (only possible with a cycle) counts as skipped by itself.
-    outcomes
-        .into_iter()
-        .enumerate()
-        .map(|(i, o)| o.unwrap_or(NodeOutcome::Skipped(i)))
-        .collect()
+    outcomes.into_iter().enumerate().map(|(i, o)| o.unwrap_or(NodeOutcome::Skipped(i))).collect()
 }
 
-async fn run(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), ApplyError> {
+async fn run(ctx: &Ctx<'_>, node: Node<'_>) -> Result<(), ApplyError> {
+    let change = node.change;
     let name = change.name.as_str();
+    match node.step {
+        Step::CreateNew => return create(ctx, change).await,
+        Step::DeleteOld => {
+            let id = change.physical_id.as_deref().unwrap_or_default();
+            let op = journal(ctx, name, change.kind, "delete-previous", Some(id)).await?;
+            let result = providers::delete(ctx.aws, change.kind, id).await.map_err(|source| ApplyError::Provider {
+                resource: name.into(),
+                action: "delete previous",
+                source,
+            });
+            finish(ctx, op, &result).await;
+            return result;
+        }
+        Step::Whole => {}
+    }
     match change.action {
         Action::NoOp => Ok(()),
         Action::Create => create(ctx, change).await,
@@ -357,75 +361,28 @@ async fn run(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), ApplyError> {
             let id = change.physical_id.as_deref().unwrap_or_default();
             let current = change.current.clone().unwrap_or_default();
             let op = journal(ctx, name, resource.kind, "update", Some(id)).await?;
-            let applied = providers::update(
-                ctx.aws,
-                resource.kind,
-                id,
-                &current,
-                Desired {
-                    attrs: &desired,
-                    artifact: resource.artifact.as_ref(),
-                },
-            )
-            .await
-            .map_err(|source| ApplyError::Provider {
-                resource: name.into(),
-                action: "update",
-                source,
-            });
+            let applied =
+                providers::update(ctx.aws, resource.kind, id, &current, Desired { attrs: &desired, artifact: resource.artifact.as_ref() })
+                    .await
+                    .map_err(|source| ApplyError::Provider { resource: name.into(), action: "update", source });
             finish(ctx, op, &applied).await;
             let applied = applied?;
-            record(
-                ctx,
-                change,
-                resource.kind,
-                applied.physical_id,
-                desired,
-                applied.outputs,
-                resource.deps.iter().cloned().collect(),
-            )
-            .await
+            record(ctx, change, resource.kind, applied.physical_id, desired, applied.outputs, resource.deps.iter().cloned().collect()).await
         }
         Action::Replace => {
             let (_, resource) = desired(ctx, change)?;
             if resource.protect {
-                return Err(ApplyError::Protected {
-                    resource: name.into(),
-                    action: "replacement",
-                });
+                return Err(ApplyError::Protected { resource: name.into(), action: "replacement" });
             }
-            let old_kind = ctx
-                .state
-                .resources
-                .get(name)
-                .map_or(change.kind, |s| s.kind);
-            delete(
-                ctx,
-                name,
-                old_kind,
-                change.physical_id.as_deref().unwrap_or_default(),
-            )
-            .await?;
+            let old_kind = ctx.state.resources.get(name).map_or(change.kind, |s| s.kind);
+            delete(ctx, name, old_kind, change.physical_id.as_deref().unwrap_or_default()).await?;
             create(ctx, change).await
         }
         Action::Delete => {
-            if ctx
-                .manifest
-                .and_then(|m| m.resource(name))
-                .is_some_and(|r| r.protect)
-            {
-                return Err(ApplyError::Protected {
-                    resource: name.into(),
-                    action: "deletion",
-                });
+            if ctx.manifest.and_then(|m| m.resource(name)).is_some_and(|r| r.protect) {
+                return Err(ApplyError::Protected { resource: name.into(), action: "deletion" });
             }
-            delete(
-                ctx,
-                name,
-                change.kind,
-                change.physical_id.as_deref().unwrap_or_default(),
-            )
-            .await
+            delete(ctx, name, change.kind, change.physical_id.as_deref().unwrap_or_default()).await
         }
     }
 }
@@ -434,29 +391,16 @@ async fn run(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), ApplyError> {
 fn desired<'m>(
     ctx: &Ctx<'m>,
     change: &ResourceChange,
-) -> Result<
-    (
-        serde_json::Map<String, Value>,
-        &'m crate::manifest::Resource,
-    ),
-    ApplyError,
-> {
-    let resource = ctx
-        .manifest
-        .and_then(|m| m.resource(&change.name))
-        .ok_or_else(|| ApplyError::NotInManifest {
-            resource: change.name.clone(),
-        })?;
+) -> Result<(serde_json::Map<String, Value>, &'m crate::manifest::Resource), ApplyError> {
+    let resource =
+        ctx.manifest.and_then(|m| m.resource(&change.name)).ok_or_else(|| ApplyError::NotInManifest { resource: change.name.clone() })?;
     let known = ctx.outputs.lock().map(|o| o.clone()).unwrap_or_default();
     let lookup = |res: &str, out: &str| known.get(res).and_then(|o| o.get(out)).cloned();
     let mut attrs = serde_json::Map::new();
     for (k, v) in &resource.attrs {
         let (resolved, unknown) = refs::resolve(v, &lookup);
         if unknown || refs::contains_unknown(&resolved) && !refs::contains_unknown(v) {
-            return Err(ApplyError::Unresolved {
-                resource: change.name.clone(),
-                field: k.clone(),
-            });
+            return Err(ApplyError::Unresolved { resource: change.name.clone(), field: k.clone() });
         }
         attrs.insert(k.clone(), resolved);
     }
@@ -464,20 +408,11 @@ fn desired<'m>(
     Ok((attrs, resource))
 }
 
-async fn journal(
-    ctx: &Ctx<'_>,
-    name: &str,
-    kind: Kind,
-    action: &str,
-    physical: Option<&str>,
-) -> Result<i64, ApplyError> {
+async fn journal(ctx: &Ctx<'_>, name: &str, kind: Kind, action: &str, physical: Option<&str>) -> Result<i64, ApplyError> {
     ctx.store
         .begin_operation(ctx.stack, name, kind, action, physical)
         .await
-        .map_err(|source| ApplyError::State {
-            resource: name.into(),
-            source,
-        })
+        .map_err(|source| ApplyError::State { resource: name.into(), source })
 }
 
 async fn finish<T>(ctx: &Ctx<'_>, op: i64, result: &Result<T, ApplyError>) {
@@ -493,38 +428,14 @@ async fn finish<T>(ctx: &Ctx<'_>, op: i64, result: &Result<T, ApplyError>) {
 async fn create(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), ApplyError> {
     let (desired, resource) = desired(ctx, change)?;
     let name = change.name.as_str();
-    let physical = resource
-        .attrs
-        .get(resource.kind.schema().physical_name)
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let physical = resource.attrs.get(resource.kind.schema().physical_name).and_then(Value::as_str).map(str::to_string);
     let op = journal(ctx, name, resource.kind, "create", physical.as_deref()).await?;
-    let applied = providers::create(
-        ctx.aws,
-        resource.kind,
-        Desired {
-            attrs: &desired,
-            artifact: resource.artifact.as_ref(),
-        },
-    )
-    .await
-    .map_err(|source| ApplyError::Provider {
-        resource: name.into(),
-        action: "create",
-        source,
-    });
+    let applied = providers::create(ctx.aws, resource.kind, Desired { attrs: &desired, artifact: resource.artifact.as_ref() })
+        .await
+        .map_err(|source| ApplyError::Provider { resource: name.into(), action: "create", source });
     finish(ctx, op, &applied).await;
     let applied = applied?;
-    record(
-        ctx,
-        change,
-        resource.kind,
-        applied.physical_id,
-        desired,
-        applied.outputs,
-        resource.deps.iter().cloned().collect(),
-    )
-    .await
+    record(ctx, change, resource.kind, applied.physical_id, desired, applied.outputs, resource.deps.iter().cloned().collect()).await
 }
 
 async fn record(
@@ -536,21 +447,8 @@ async fn record(
     outputs: BTreeMap<String, String>,
     depends_on: Vec<String>,
 ) -> Result<(), ApplyError> {
-    let state = ResourceState {
-        name: change.name.clone(),
-        kind,
-        physical_id,
-        attributes: Value::Object(attributes),
-        outputs,
-        depends_on,
-    };
-    ctx.store
-        .put_resource(ctx.stack, &state)
-        .await
-        .map_err(|source| ApplyError::State {
-            resource: change.name.clone(),
-            source,
-        })?;
+    let state = ResourceState { name: change.name.clone(), kind, physical_id, attributes: Value::Object(attributes), outputs, depends_on };
+    ctx.store.put_resource(ctx.stack, &state).await.map_err(|source| ApplyError::State { resource: change.name.clone(), source })?;
     if let Ok(mut o) = ctx.outputs.lock() {
         o.insert(change.name.clone(), state.outputs);
     }
@@ -559,22 +457,14 @@ async fn record(
 
 async fn delete(ctx: &Ctx<'_>, name: &str, kind: Kind, id: &str) -> Result<(), ApplyError> {
     let op = journal(ctx, name, kind, "delete", Some(id)).await?;
-    let result = providers::delete(ctx.aws, kind, id)
-        .await
-        .map_err(|source| ApplyError::Provider {
-            resource: name.into(),
-            action: "delete",
-            source,
-        });
+    let result = providers::delete(ctx.aws, kind, id).await.map_err(|source| ApplyError::Provider {
+        resource: name.into(),
+        action: "delete",
+        source,
+    });
     finish(ctx, op, &result).await;
     result?;
-    ctx.store
-        .delete_resource(ctx.stack, name)
-        .await
-        .map_err(|source| ApplyError::State {
-            resource: name.into(),
-            source,
-        })?;
+    ctx.store.delete_resource(ctx.stack, name).await.map_err(|source| ApplyError::State { resource: name.into(), source })?;
     if let Ok(mut o) = ctx.outputs.lock() {
         o.remove(name);
     }
@@ -610,14 +500,9 @@ mod tests {
     async fn a_failure_skips_only_its_dependents() {
         // 0 fails; 1 depends on 0; 2 depends on 1; 3 is independent; 4 depends on 3.
         let deps = vec![vec![], vec![0], vec![1], vec![], vec![3]];
-        let out = run_graph(&deps, 2, |i| async move {
-            if i == 0 {
-                (Err("boom".to_string()), Duration::ZERO)
-            } else {
-                done(Duration::ZERO)
-            }
-        })
-        .await;
+        let out =
+            run_graph(&deps, 2, |i| async move { if i == 0 { (Err("boom".to_string()), Duration::ZERO) } else { done(Duration::ZERO) } })
+                .await;
         assert_eq!(out[0], NodeOutcome::Failed("boom".into(), Duration::ZERO));
         assert_eq!(out[1], NodeOutcome::Skipped(0));
         assert_eq!(out[2], NodeOutcome::Skipped(0));

@@ -22,21 +22,9 @@ pub async fn apply(g: &Global, args: &ApplyArgs) -> Result<Exit, CliError> {
     if !args.auto_approve {
         confirm("\nApply these changes?")?;
     }
-    let progress = Progress {
-        enabled: !g.json && !g.quiet,
-    };
-    let report = apply::execute(
-        &plan,
-        Some(&manifest),
-        &state,
-        &store,
-        &aws,
-        Options {
-            parallelism: args.parallelism.into(),
-        },
-        &progress,
-    )
-    .await;
+    let progress = Progress { enabled: !g.json && !g.quiet };
+    let report =
+        apply::execute(&plan, Some(&manifest), &state, &store, &aws, Options { parallelism: args.parallelism.into() }, &progress).await;
     finish(g, &plan, Some(report), &store).await
 }
 
@@ -44,17 +32,10 @@ pub async fn destroy(g: &Global, args: &ApplyArgs) -> Result<Exit, CliError> {
     let manifest = load_manifest(g)?;
     let store = open_state(g).await?;
     let state = store.load(&manifest.stack).await?;
-    let protected: Vec<&str> = manifest
-        .resources
-        .iter()
-        .filter(|r| r.protect && state.resources.contains_key(&r.name))
-        .map(|r| r.name.as_str())
-        .collect();
+    let protected: Vec<&str> =
+        manifest.resources.iter().filter(|r| r.protect && state.resources.contains_key(&r.name)).map(|r| r.name.as_str()).collect();
     if !protected.is_empty() {
-        return Err(CliError::Refused(format!(
-            "refusing to destroy: `protect = true` on {}",
-            protected.join(", ")
-        )));
+        return Err(CliError::Refused(format!("refusing to destroy: `protect = true` on {}", protected.join(", "))));
     }
     let plan = plan::destroy(&manifest.stack, &state);
     if !plan.has_changes() {
@@ -67,44 +48,20 @@ pub async fn destroy(g: &Global, args: &ApplyArgs) -> Result<Exit, CliError> {
         confirm("\nDelete all of these resources?")?;
     }
     let aws = connect(g).await?;
-    let progress = Progress {
-        enabled: !g.json && !g.quiet,
-    };
-    let report = apply::execute(
-        &plan,
-        None,
-        &state,
-        &store,
-        &aws,
-        Options {
-            parallelism: args.parallelism.into(),
-        },
-        &progress,
-    )
-    .await;
+    let progress = Progress { enabled: !g.json && !g.quiet };
+    let report = apply::execute(&plan, None, &state, &store, &aws, Options { parallelism: args.parallelism.into() }, &progress).await;
     finish(g, &plan, Some(report), &store).await
 }
 
-async fn finish(
-    g: &Global,
-    plan: &Plan,
-    report: Option<Report>,
-    store: &crate::state::Store,
-) -> Result<Exit, CliError> {
-    let serial = store
-        .load(&plan.stack)
-        .await
-        .map(|s| s.serial)
-        .unwrap_or(plan.state_serial);
+async fn finish(g: &Global, plan: &Plan, report: Option<Report>, store: &crate::state::Store) -> Result<Exit, CliError> {
+    let serial = store.load(&plan.stack).await.map(|s| s.serial).unwrap_or(plan.state_serial);
     store.close().await;
     let failed = report.as_ref().is_some_and(Report::failed);
     if g.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(
-                &json!({"plan": plan, "result": report, "state_serial": serial, "success": !failed})
-            )
-            .unwrap_or_default()
+            serde_json::to_string_pretty(&json!({"plan": plan, "result": report, "state_serial": serial, "success": !failed}))
+                .unwrap_or_default()
         );
     } else {
         match &report {
@@ -113,11 +70,7 @@ async fn finish(
                 let count = |s: Status| r.outcomes.iter().filter(|o| o.status == s).count();
                 println!(
                     "\n{}: {} done, {} failed, {} skipped (state serial {serial}).",
-                    if failed {
-                        "Apply failed"
-                    } else {
-                        "Apply complete"
-                    },
+                    if failed { "Apply failed" } else { "Apply complete" },
                     count(Status::Done),
                     count(Status::Failed),
                     count(Status::Skipped)

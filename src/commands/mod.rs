@@ -16,6 +16,7 @@ use crate::state::{StateError, Store};
 /// Everything a command can fail with, reported once at the edge.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
+    // (PlanError is boxed: it carries a whole provider error and would make every Result large.)
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error(transparent)]
@@ -23,7 +24,7 @@ pub enum CliError {
     #[error(transparent)]
     Aws(#[from] ProviderError),
     #[error(transparent)]
-    Plan(#[from] PlanError),
+    Plan(#[from] Box<PlanError>),
     #[error("{0}")]
     Refused(String),
     #[error("cannot write output: {0}")]
@@ -63,24 +64,19 @@ fn report_error(g: &Global, e: &CliError) {
 fn validate(g: &Global) -> Result<Exit, CliError> {
     let m = load_manifest(g)?;
     if g.json {
-        let resources: Vec<_> = m
-            .resources
-            .iter()
-            .map(|r| serde_json::json!({"name": r.name, "type": r.kind, "depends_on": r.deps}))
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({"valid": true, "stack": m.stack, "resources": resources})
-        );
+        let resources: Vec<_> =
+            m.resources.iter().map(|r| serde_json::json!({"name": r.name, "type": r.kind, "depends_on": r.deps})).collect();
+        println!("{}", serde_json::json!({"valid": true, "stack": m.stack, "resources": resources}));
     } else if !g.quiet {
-        println!(
-            "{}: stack `{}` is valid ({} resources).",
-            m.path.display(),
-            m.stack,
-            m.resources.len()
-        );
+        println!("{}: stack `{}` is valid ({} resources).", m.path.display(), m.stack, m.resources.len());
     }
     Ok(Exit::Ok)
+}
+
+impl From<PlanError> for CliError {
+    fn from(e: PlanError) -> Self {
+        CliError::Plan(Box::new(e))
+    }
 }
 
 pub(crate) fn load_manifest(g: &Global) -> Result<Manifest, CliError> {
@@ -99,15 +95,13 @@ pub(crate) async fn connect(g: &Global) -> Result<Aws, CliError> {
 pub(crate) fn confirm(question: &str) -> Result<(), CliError> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
-        return Err(CliError::Refused("refusing to make changes without confirmation: stdin is not a terminal; pass --auto-approve".into()));
+        return Err(CliError::Refused(
+            "refusing to make changes without confirmation: stdin is not a terminal; pass --auto-approve".into(),
+        ));
     }
     eprint!("{question} Only 'yes' will be accepted: ");
     std::io::stderr().flush()?;
     let mut answer = String::new();
     stdin.lock().read_line(&mut answer)?;
-    if answer.trim() == "yes" {
-        Ok(())
-    } else {
-        Err(CliError::Refused("cancelled: nothing was changed".into()))
-    }
+    if answer.trim() == "yes" { Ok(()) } else { Err(CliError::Refused("cancelled: nothing was changed".into())) }
 }

@@ -11,22 +11,11 @@ pub async fn run(g: &Global, args: &OutputArgs) -> Result<Exit, CliError> {
         Some(name) => {
             let value = state.outputs.get(name).ok_or_else(|| {
                 let known: Vec<_> = state.outputs.keys().map(String::as_str).collect();
-                CliError::Refused(format!(
-                    "no output `{name}` in the state of stack `{}`; known: {}",
-                    manifest.stack,
-                    known.join(", ")
-                ))
+                CliError::Refused(format!("no output `{name}` in the state of stack `{}`; known: {}", manifest.stack, known.join(", ")))
             })?;
-            if g.json {
-                println!("{}", serde_json::json!(value))
-            } else {
-                println!("{value}")
-            }
+            if g.json { println!("{}", serde_json::json!(value)) } else { println!("{value}") }
         }
-        None if g.json => println!(
-            "{}",
-            serde_json::to_string_pretty(&state.outputs).unwrap_or_default()
-        ),
+        None if g.json => println!("{}", serde_json::to_string_pretty(&state.outputs).unwrap_or_default()),
         None => {
             for (k, v) in &state.outputs {
                 println!("{k} = {v}");

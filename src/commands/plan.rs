@@ -10,17 +10,10 @@ pub async fn run(g: &Global, args: &PlanArgs) -> Result<Exit, CliError> {
     let aws = connect(g).await?;
     let plan = plan::compute(&manifest, &state, &aws).await?;
     if g.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&plan).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(&plan).unwrap_or_default());
     } else {
         print!("{}", plan::render::human(&plan));
     }
     store.close().await;
-    Ok(if args.detailed_exitcode && plan.has_changes() {
-        Exit::Changes
-    } else {
-        Exit::Ok
-    })
+    Ok(if args.detailed_exitcode && plan.has_changes() { Exit::Changes } else { Exit::Ok })
 }

@@ -36,30 +36,13 @@ impl Reporter for Progress {
                     eprintln!("  {name}: {}…", doing(action));
                 }
             }
-            Event::Finished {
-                name,
-                action,
-                elapsed,
-            } => {
-                tracing::info!(
-                    resource = name,
-                    action = action.verb(),
-                    elapsed_ms = elapsed.as_millis() as u64,
-                    "finished"
-                );
+            Event::Finished { name, action, elapsed } => {
+                tracing::info!(resource = name, action = action.verb(), elapsed_ms = elapsed.as_millis() as u64, "finished");
                 if self.enabled {
-                    eprintln!(
-                        "  {name}: {} in {:.1}s",
-                        done(action),
-                        elapsed.as_secs_f64()
-                    );
+                    eprintln!("  {name}: {} in {:.1}s", done(action), elapsed.as_secs_f64());
                 }
             }
-            Event::Failed {
-                name,
-                action,
-                error,
-            } => {
+            Event::Failed { name, action, error } => {
                 tracing::warn!(resource = name, action = action.verb(), error, "failed");
                 eprintln!("  {name}: {} FAILED: {error}", doing(action));
             }

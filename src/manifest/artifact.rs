@@ -38,10 +38,7 @@ pub enum ArtifactError {
 }
 
 pub fn package(path: &Path) -> Result<Artifact, ArtifactError> {
-    let io = |source| ArtifactError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| ArtifactError::Io { path: path.to_path_buf(), source };
     let meta = std::fs::metadata(path).map_err(|_| ArtifactError::Missing(path.to_path_buf()))?;
     let mut files: Vec<(String, PathBuf)> = Vec::new();
     if meta.is_dir() {
@@ -50,10 +47,7 @@ pub fn package(path: &Path) -> Result<Artifact, ArtifactError> {
             return Err(ArtifactError::Empty(path.to_path_buf()));
         }
     } else {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         files.push((name, path.to_path_buf()));
     }
     files.sort();
@@ -63,25 +57,15 @@ pub fn package(path: &Path) -> Result<Artifact, ArtifactError> {
         .compression_method(zip::CompressionMethod::Deflated)
         .last_modified_time(zip::DateTime::default())
         .unix_permissions(0o644);
-    let zerr = |source| ArtifactError::Zip {
-        path: path.to_path_buf(),
-        source,
-    };
+    let zerr = |source| ArtifactError::Zip { path: path.to_path_buf(), source };
     for (name, file) in &files {
-        let bytes = std::fs::read(file).map_err(|source| ArtifactError::Io {
-            path: file.clone(),
-            source,
-        })?;
+        let bytes = std::fs::read(file).map_err(|source| ArtifactError::Io { path: file.clone(), source })?;
         writer.start_file(name.as_str(), options).map_err(zerr)?;
         writer.write_all(&bytes).map_err(io)?;
     }
     let zip = writer.finish().map_err(zerr)?.into_inner();
     let sha256 = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&zip));
-    Ok(Artifact {
-        path: path.to_path_buf(),
-        zip: Arc::new(zip),
-        sha256,
-    })
+    Ok(Artifact { path: path.to_path_buf(), zip: Arc::new(zip), sha256 })
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
@@ -97,11 +81,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> std::io::R
             walk(root, &path, out)?;
         } else {
             let rel = path.strip_prefix(root).unwrap_or(&path);
-            let rel = rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join("/");
+            let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
             out.push((rel, path));
         }
     }
@@ -115,19 +95,11 @@ mod tests {
     #[test]
     fn zip_is_deterministic_and_tracks_content() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("index.py"),
-            "def handler(e, c):\n    return 1\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("index.py"), "def handler(e, c):\n    return 1\n").unwrap();
         let a = package(dir.path()).unwrap();
         let b = package(dir.path()).unwrap();
         assert_eq!(a.sha256, b.sha256);
-        std::fs::write(
-            dir.path().join("index.py"),
-            "def handler(e, c):\n    return 2\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("index.py"), "def handler(e, c):\n    return 2\n").unwrap();
         assert_ne!(package(dir.path()).unwrap().sha256, a.sha256);
         let archive = zip::ZipArchive::new(std::io::Cursor::new(a.zip.to_vec())).unwrap();
         assert_eq!(archive.file_names().collect::<Vec<_>>(), vec!["index.py"]);
@@ -135,9 +107,6 @@ mod tests {
 
     #[test]
     fn missing_path_is_an_error() {
-        assert!(matches!(
-            package(Path::new("/nonexistent/code")),
-            Err(ArtifactError::Missing(_))
-        ));
+        assert!(matches!(package(Path::new("/nonexistent/code")), Err(ArtifactError::Missing(_))));
     }
 }

@@ -26,10 +26,7 @@ pub struct SourceMap {
 
 impl SourceMap {
     pub fn new(file: &Path, text: String) -> Self {
-        SourceMap {
-            file: file.to_path_buf(),
-            text,
-        }
+        SourceMap { file: file.to_path_buf(), text }
     }
 
     pub fn location(&self, offset: usize) -> Location {
@@ -38,11 +35,7 @@ impl SourceMap {
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let column = before[line_start..].chars().count() + 1;
-        Location {
-            file: self.file.clone(),
-            line,
-            column,
-        }
+        Location { file: self.file.clone(), line, column }
     }
 
     fn line_text(&self, line: usize) -> &str {
@@ -52,11 +45,7 @@ impl SourceMap {
     pub fn diagnostic(&self, offset: usize, message: impl Into<String>) -> Diagnostic {
         let location = self.location(offset);
         let snippet = self.line_text(location.line).to_string();
-        Diagnostic {
-            location,
-            message: message.into(),
-            snippet,
-        }
+        Diagnostic { location, message: message.into(), snippet }
     }
 }
 
@@ -74,12 +63,7 @@ impl fmt::Display for Diagnostic {
         writeln!(f, "{}: error: {}", self.location, self.message)?;
         let gutter = self.location.line.to_string();
         writeln!(f, "{} | {}", gutter, self.snippet)?;
-        write!(
-            f,
-            "{} | {}^",
-            " ".repeat(gutter.len()),
-            " ".repeat(self.location.column.saturating_sub(1))
-        )
+        write!(f, "{} | {}^", " ".repeat(gutter.len()), " ".repeat(self.location.column.saturating_sub(1)))
     }
 }
 
@@ -96,11 +80,7 @@ pub enum ManifestError {
 }
 
 fn render(diags: &[Diagnostic]) -> String {
-    let mut out = diags
-        .iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join("\n");
+    let mut out = diags.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n");
     if diags.len() > 1 {
         out.push_str(&format!("\n{} errors in manifest", diags.len()));
     }

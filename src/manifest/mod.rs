@@ -63,28 +63,20 @@ impl Manifest {
 impl Resource {
     /// The physical name written in the manifest (a literal, or a reference before apply).
     pub fn physical_name(&self) -> Option<&str> {
-        self.attrs
-            .get(self.kind.schema().physical_name)
-            .and_then(Value::as_str)
+        self.attrs.get(self.kind.schema().physical_name).and_then(Value::as_str)
     }
 }
 
 /// Reads and validates a manifest file.
 pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
     parse(path, text)
 }
 
 /// Validates manifest text; `path` names the file in messages and anchors relative code paths.
 pub fn parse(path: &Path, text: String) -> Result<Manifest, ManifestError> {
     let src = SourceMap::new(path, text);
-    let mut v = Validator {
-        src: &src,
-        diags: Vec::new(),
-    };
+    let mut v = Validator { src: &src, diags: Vec::new() };
     let manifest = v.manifest();
     if v.diags.is_empty()
         && let Some(m) = manifest
@@ -127,8 +119,7 @@ impl<'a> Validator<'a> {
             Err(e) => {
                 let offset = e.span().map_or(0, |s| s.start);
                 let msg = e.message().trim().to_string();
-                self.diags
-                    .push(self.src.diagnostic(offset, format!("invalid TOML: {msg}")));
+                self.diags.push(self.src.diagnostic(offset, format!("invalid TOML: {msg}")));
                 return None;
             }
         };
@@ -154,10 +145,7 @@ impl<'a> Validator<'a> {
         };
         let mut drafts = Vec::new();
         match resources_table {
-            None => self.err(
-                &root_span,
-                "missing `[resources]`: a manifest declares at least one resource",
-            ),
+            None => self.err(&root_span, "missing `[resources]`: a manifest declares at least one resource"),
             Some(v) => match v.get_ref() {
                 DeValue::Table(t) => {
                     for (key, value) in t.iter() {
@@ -166,10 +154,7 @@ impl<'a> Validator<'a> {
                         }
                     }
                 }
-                other => self.err(
-                    &v.span(),
-                    format!("`resources` must be a table, found {}", other.type_str()),
-                ),
+                other => self.err(&v.span(), format!("`resources` must be a table, found {}", other.type_str())),
             },
         }
         drafts.sort_by_key(|d| d.header);
@@ -186,20 +171,12 @@ impl<'a> Validator<'a> {
                 r
             })
             .collect();
-        Some(Manifest {
-            path: self.src.file.clone(),
-            stack,
-            resources,
-            outputs: outputs.into_iter().map(|(k, (v, _))| (k, v)).collect(),
-        })
+        Some(Manifest { path: self.src.file.clone(), stack, resources, outputs: outputs.into_iter().map(|(k, (v, _))| (k, v)).collect() })
     }
 
     fn stack(&mut self, value: &Spanned<DeValue<'_>>) -> Option<String> {
         let DeValue::Table(t) = value.get_ref() else {
-            self.err(
-                &value.span(),
-                "`stack` must be a table with `name = \"...\"`",
-            );
+            self.err(&value.span(), "`stack` must be a table with `name = \"...\"`");
             return None;
         };
         let mut name = None;
@@ -207,37 +184,20 @@ impl<'a> Validator<'a> {
             match key.get_ref().as_ref() {
                 "name" => match v.get_ref() {
                     DeValue::String(s) if is_stack_name(s) => name = Some(s.to_string()),
-                    DeValue::String(_) => self.err(
-                        &v.span(),
-                        "stack name must be 1-64 characters: letters, digits, `-` and `_`",
-                    ),
-                    other => self.err(
-                        &v.span(),
-                        format!("`stack.name` must be a string, found {}", other.type_str()),
-                    ),
+                    DeValue::String(_) => self.err(&v.span(), "stack name must be 1-64 characters: letters, digits, `-` and `_`"),
+                    other => self.err(&v.span(), format!("`stack.name` must be a string, found {}", other.type_str())),
                 },
                 "description" => {}
-                other => self.err(
-                    &key.span(),
-                    format!("unknown key `{other}` in `[stack]`; expected `name` or `description`"),
-                ),
+                other => self.err(&key.span(), format!("unknown key `{other}` in `[stack]`; expected `name` or `description`")),
             }
         }
-        if name.is_none()
-            && !self
-                .diags
-                .iter()
-                .any(|d| d.message.starts_with("stack name"))
-        {
+        if name.is_none() && !self.diags.iter().any(|d| d.message.starts_with("stack name")) {
             self.err(&value.span(), "`[stack]` needs `name = \"...\"`");
         }
         name
     }
 
-    fn outputs(
-        &mut self,
-        value: &Spanned<DeValue<'_>>,
-    ) -> BTreeMap<String, (String, Range<usize>)> {
+    fn outputs(&mut self, value: &Spanned<DeValue<'_>>) -> BTreeMap<String, (String, Range<usize>)> {
         let mut out = BTreeMap::new();
         let DeValue::Table(t) = value.get_ref() else {
             self.err(&value.span(), "`outputs` must be a table of strings");
@@ -248,27 +208,19 @@ impl<'a> Validator<'a> {
                 DeValue::String(s) => {
                     out.insert(key.get_ref().to_string(), (s.to_string(), v.span()));
                 }
-                other => self.err(
-                    &v.span(),
-                    format!(
-                        "output `{}` must be a string, found {}",
-                        key.get_ref(),
-                        other.type_str()
-                    ),
-                ),
+                other => self.err(&v.span(), format!("output `{}` must be a string, found {}", key.get_ref(), other.type_str())),
             }
         }
         out
     }
 
-    fn resource(
-        &mut self,
-        key: &Spanned<std::borrow::Cow<'_, str>>,
-        value: &Spanned<DeValue<'_>>,
-    ) -> Option<Draft> {
+    fn resource(&mut self, key: &Spanned<std::borrow::Cow<'_, str>>, value: &Spanned<DeValue<'_>>) -> Option<Draft> {
         let name = key.get_ref().to_string();
         if !refs::is_ident(&name) {
-            self.err(&key.span(), format!("resource name `{name}` must start with a letter or `_` and hold only letters, digits, `_` and `-`"));
+            self.err(
+                &key.span(),
+                format!("resource name `{name}` must start with a letter or `_` and hold only letters, digits, `_` and `-`"),
+            );
         }
         let DeValue::Table(table) = value.get_ref() else {
             self.err(&value.span(), format!("resource `{name}` must be a table"));
@@ -276,28 +228,19 @@ impl<'a> Validator<'a> {
         };
         let header = key.span().start;
         let Some(type_value) = table.get("type") else {
-            self.err(
-                &key.span(),
-                format!("resource `{name}` has no `type`; one of: {}", type_list()),
-            );
+            self.err(&key.span(), format!("resource `{name}` has no `type`; one of: {}", type_list()));
             return None;
         };
         let kind = match type_value.get_ref() {
             DeValue::String(t) => match Kind::from_type_name(t) {
                 Some(k) => k,
                 None => {
-                    self.err(
-                        &type_value.span(),
-                        format!("unknown resource type `{t}`; one of: {}", type_list()),
-                    );
+                    self.err(&type_value.span(), format!("unknown resource type `{t}`; one of: {}", type_list()));
                     return None;
                 }
             },
             other => {
-                self.err(
-                    &type_value.span(),
-                    format!("`type` must be a string, found {}", other.type_str()),
-                );
+                self.err(&type_value.span(), format!("`type` must be a string, found {}", other.type_str()));
                 return None;
             }
         };
@@ -320,28 +263,16 @@ impl<'a> Validator<'a> {
                 "type" => continue,
                 "protect" => match fvalue.get_ref() {
                     DeValue::Boolean(b) => draft.protect = *b,
-                    other => self.err(
-                        &fvalue.span(),
-                        format!("`protect` must be a boolean, found {}", other.type_str()),
-                    ),
+                    other => self.err(&fvalue.span(), format!("`protect` must be a boolean, found {}", other.type_str())),
                 },
                 "depends_on" => match self.string_list(fvalue) {
                     Some(items) => draft.explicit_deps = items,
-                    None => self.err(
-                        &fvalue.span(),
-                        "`depends_on` must be an array of resource names",
-                    ),
+                    None => self.err(&fvalue.span(), "`depends_on` must be an array of resource names"),
                 },
                 _ => {
                     let Some(field) = schema.field(fname) else {
                         let known: Vec<_> = schema.fields.iter().map(|f| f.name).collect();
-                        self.err(
-                            &fkey.span(),
-                            format!(
-                                "unknown field `{fname}` for {kind}; known fields: {}",
-                                known.join(", ")
-                            ),
-                        );
+                        self.err(&fkey.span(), format!("unknown field `{fname}` for {kind}; known fields: {}", known.join(", ")));
                         continue;
                     };
                     if fname == schema.physical_name {
@@ -366,11 +297,7 @@ impl<'a> Validator<'a> {
                 if !failed.contains(field.name) {
                     self.err(
                         &key.span(),
-                        format!(
-                            "resource `{name}` ({kind}) is missing required field `{}` ({})",
-                            field.name,
-                            field.ty.describe()
-                        ),
+                        format!("resource `{name}` ({kind}) is missing required field `{}` ({})", field.name, field.ty.describe()),
                     );
                 }
             } else if let Some(d) = field.default {
@@ -393,36 +320,16 @@ impl<'a> Validator<'a> {
             .collect()
     }
 
-    fn field_value(
-        &mut self,
-        draft: &mut Draft,
-        field: &Field,
-        value: &Spanned<DeValue<'_>>,
-    ) -> Option<Value> {
+    fn field_value(&mut self, draft: &mut Draft, field: &Field, value: &Spanned<DeValue<'_>>) -> Option<Value> {
         let span = value.span();
         let wrong = |v: &mut Self, found: &DeValue<'_>| {
-            v.err(
-                &span,
-                format!(
-                    "`{}` must be {}, found {}",
-                    field.name,
-                    field.ty.describe(),
-                    found.type_str()
-                ),
-            );
+            v.err(&span, format!("`{}` must be {}, found {}", field.name, field.ty.describe(), found.type_str()));
             None
         };
         let out = match (field.ty, value.get_ref()) {
             (FieldType::String, DeValue::String(s)) => {
                 if !field.one_of.is_empty() && !field.one_of.contains(&s.as_ref()) {
-                    self.err(
-                        &span,
-                        format!(
-                            "`{}` = \"{s}\" is not supported; one of: {}",
-                            field.name,
-                            field.one_of.join(", ")
-                        ),
-                    );
+                    self.err(&span, format!("`{}` = \"{s}\" is not supported; one of: {}", field.name, field.one_of.join(", ")));
                     return None;
                 }
                 draft.string_spans.push((span.clone(), s.to_string()));
@@ -434,22 +341,18 @@ impl<'a> Validator<'a> {
                     return None;
                 };
                 if n < min || n > max {
-                    self.err(
-                        &span,
-                        format!("`{}` = {n} is out of range {min}..={max}", field.name),
-                    );
+                    self.err(&span, format!("`{}` = {n} is out of range {min}..={max}", field.name));
                     return None;
                 }
-                if draft.kind == Kind::LogGroup
-                    && field.name == "retention_in_days"
-                    && n != 0
-                    && !schema::LOG_RETENTION_DAYS.contains(&n)
-                {
-                    let allowed: Vec<_> = schema::LOG_RETENTION_DAYS
-                        .iter()
-                        .map(|d| d.to_string())
-                        .collect();
-                    self.err(&span, format!("`retention_in_days` = {n} is not a value CloudWatch Logs accepts; one of: 0 (never expire), {}", allowed.join(", ")));
+                if draft.kind == Kind::LogGroup && field.name == "retention_in_days" && n != 0 && !schema::LOG_RETENTION_DAYS.contains(&n) {
+                    let allowed: Vec<_> = schema::LOG_RETENTION_DAYS.iter().map(|d| d.to_string()).collect();
+                    self.err(
+                        &span,
+                        format!(
+                            "`retention_in_days` = {n} is not a value CloudWatch Logs accepts; one of: 0 (never expire), {}",
+                            allowed.join(", ")
+                        ),
+                    );
                     return None;
                 }
                 json!(n)
@@ -458,16 +361,11 @@ impl<'a> Validator<'a> {
             (FieldType::StringList, DeValue::Array(_)) => match self.string_list(value) {
                 Some(items) => {
                     let vals: Vec<Value> = items.iter().map(|(s, _)| json!(s)).collect();
-                    draft
-                        .string_spans
-                        .extend(items.into_iter().map(|(s, r)| (r, s)));
+                    draft.string_spans.extend(items.into_iter().map(|(s, r)| (r, s)));
                     Value::Array(vals)
                 }
                 None => {
-                    self.err(
-                        &span,
-                        format!("`{}` must be an array of strings", field.name),
-                    );
+                    self.err(&span, format!("`{}` must be an array of strings", field.name));
                     return None;
                 }
             },
@@ -477,27 +375,54 @@ impl<'a> Validator<'a> {
                     match v.get_ref() {
                         DeValue::String(s) => {
                             if field.name == "tags" && k.get_ref().starts_with("reconcile:") {
-                                self.err(&k.span(), format!("tag key `{}` is reserved: the `reconcile:` prefix marks ownership", k.get_ref()));
+                                self.err(
+                                    &k.span(),
+                                    format!("tag key `{}` is reserved: the `reconcile:` prefix marks ownership", k.get_ref()),
+                                );
                             }
                             draft.string_spans.push((v.span(), s.to_string()));
                             map.insert(k.get_ref().to_string(), json!(s));
                         }
                         other => {
-                            self.err(
-                                &v.span(),
-                                format!(
-                                    "`{}.{}` must be a string, found {}",
-                                    field.name,
-                                    k.get_ref(),
-                                    other.type_str()
-                                ),
-                            );
+                            self.err(&v.span(), format!("`{}.{}` must be a string, found {}", field.name, k.get_ref(), other.type_str()));
                         }
                     }
                 }
                 Value::Object(map)
             }
-            (FieldType::Json, DeValue::Table(_)) => self.json(draft, value),
+            (FieldType::Json, DeValue::Table(_)) => {
+                let doc = self.json(draft, value);
+                match schema::structured(draft.kind, field.name, doc) {
+                    Ok(v) => v,
+                    Err(msg) => {
+                        self.err(&span, format!("`{}`: {msg}", field.name));
+                        return None;
+                    }
+                }
+            }
+            (FieldType::JsonList, DeValue::Array(items)) => {
+                let mut list = Vec::new();
+                let mut ok = true;
+                for (i, item) in items.iter().enumerate() {
+                    if !matches!(item.get_ref(), DeValue::Table(_)) {
+                        self.err(&item.span(), format!("`{}[{i}]` must be a table, found {}", field.name, item.get_ref().type_str()));
+                        ok = false;
+                        continue;
+                    }
+                    let doc = self.json(draft, item);
+                    match schema::structured(draft.kind, field.name, doc) {
+                        Ok(v) => list.push(v),
+                        Err(msg) => {
+                            self.err(&item.span(), format!("`{}[{i}]`: {msg}", field.name));
+                            ok = false;
+                        }
+                    }
+                }
+                if !ok {
+                    return None;
+                }
+                Value::Array(list)
+            }
             (FieldType::JsonMap, DeValue::Table(t)) => {
                 let mut map = Map::new();
                 for (k, v) in t.iter() {
@@ -509,12 +434,7 @@ impl<'a> Validator<'a> {
                         other => {
                             self.err(
                                 &v.span(),
-                                format!(
-                                    "`{}.{}` must be a table (JSON document), found {}",
-                                    field.name,
-                                    k.get_ref(),
-                                    other.type_str()
-                                ),
+                                format!("`{}.{}` must be a table (JSON document), found {}", field.name, k.get_ref(), other.type_str()),
                             );
                         }
                     }
@@ -525,9 +445,7 @@ impl<'a> Validator<'a> {
                 let base = self.src.file.parent().unwrap_or(Path::new("."));
                 match artifact::package(&base.join(s.as_ref())) {
                     Ok(a) => {
-                        draft
-                            .attrs
-                            .insert(schema::CODE_SHA256.into(), json!(a.sha256));
+                        draft.attrs.insert(schema::CODE_SHA256.into(), json!(a.sha256));
                         draft.artifact = Some(a);
                     }
                     Err(e) => {
@@ -548,83 +466,50 @@ impl<'a> Validator<'a> {
                 draft.string_spans.push((value.span(), s.to_string()));
                 json!(s)
             }
-            DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
-                .map(Value::from)
-                .unwrap_or(Value::Null),
-            DeValue::Float(f) => f
-                .as_str()
-                .parse::<f64>()
-                .ok()
-                .and_then(|f| serde_json::Number::from_f64(f))
-                .map_or(Value::Null, Value::Number),
+            DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).map(Value::from).unwrap_or(Value::Null),
+            DeValue::Float(f) => {
+                f.as_str().parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number)
+            }
             DeValue::Boolean(b) => json!(b),
             DeValue::Datetime(d) => json!(d.to_string()),
-            DeValue::Array(items) => {
-                Value::Array(items.iter().map(|i| self.json(draft, i)).collect())
-            }
+            DeValue::Array(items) => Value::Array(items.iter().map(|i| self.json(draft, i)).collect()),
             DeValue::Table(t) => {
                 let mut entries: Vec<_> = t.iter().collect();
                 entries.sort_by_key(|(k, _)| k.span().start);
-                Value::Object(
-                    entries
-                        .into_iter()
-                        .map(|(k, v)| (k.get_ref().to_string(), self.json(draft, v)))
-                        .collect(),
-                )
+                Value::Object(entries.into_iter().map(|(k, v)| (k.get_ref().to_string(), self.json(draft, v))).collect())
             }
         }
     }
 
     /// Checks references, explicit dependencies, cycles and duplicate physical names.
-    fn link(
-        &mut self,
-        drafts: Vec<Draft>,
-        outputs: &BTreeMap<String, (String, Range<usize>)>,
-    ) -> Option<Vec<Resource>> {
+    fn link(&mut self, drafts: Vec<Draft>, outputs: &BTreeMap<String, (String, Range<usize>)>) -> Option<Vec<Resource>> {
         let kinds: HashMap<&str, Kind> = drafts.iter().map(|d| (d.name.as_str(), d.kind)).collect();
         let mut deps: Vec<BTreeSet<String>> = Vec::with_capacity(drafts.len());
-        let check = |v: &mut Self, span: &Range<usize>, s: &str, deps: &mut BTreeSet<String>| {
-            match refs::scan(s) {
-                Err(refs::RefError::Unterminated { offset }) => {
-                    v.err_in_string(span, s, offset, "unterminated reference: `${` without `}`")
-                }
-                Err(refs::RefError::Malformed { offset, text }) => v.err_in_string(
-                    span,
-                    s,
-                    offset,
-                    &format!("malformed reference `{text}`: expected `${{resource.output}}`"),
-                ),
-                Ok(found) => {
-                    for r in found {
-                        match kinds.get(r.resource.as_str()) {
-                            None => v.err_in_string(
+        let check = |v: &mut Self, span: &Range<usize>, s: &str, deps: &mut BTreeSet<String>| match refs::scan(s) {
+            Err(refs::RefError::Unterminated { offset }) => v.err_in_string(span, s, offset, "unterminated reference: `${` without `}`"),
+            Err(refs::RefError::Malformed { offset, text }) => {
+                v.err_in_string(span, s, offset, &format!("malformed reference `{text}`: expected `${{resource.output}}`"))
+            }
+            Ok(found) => {
+                for r in found {
+                    match kinds.get(r.resource.as_str()) {
+                        None => v.err_in_string(
+                            span,
+                            s,
+                            r.offset,
+                            &format!("reference `{}` names no resource `{}` in this manifest", r.text, r.resource),
+                        ),
+                        Some(kind) if !kind.schema().has_output(&r.output) => {
+                            let outs: Vec<_> = kind.schema().outputs.iter().map(|(o, _)| *o).collect();
+                            v.err_in_string(
                                 span,
                                 s,
                                 r.offset,
-                                &format!(
-                                    "reference `{}` names no resource `{}` in this manifest",
-                                    r.text, r.resource
-                                ),
-                            ),
-                            Some(kind) if !kind.schema().has_output(&r.output) => {
-                                let outs: Vec<_> =
-                                    kind.schema().outputs.iter().map(|(o, _)| *o).collect();
-                                v.err_in_string(
-                                    span,
-                                    s,
-                                    r.offset,
-                                    &format!(
-                                        "reference `{}`: {} has no output `{}`; outputs: {}",
-                                        r.text,
-                                        kind,
-                                        r.output,
-                                        outs.join(", ")
-                                    ),
-                                )
-                            }
-                            Some(_) => {
-                                deps.insert(r.resource);
-                            }
+                                &format!("reference `{}`: {} has no output `{}`; outputs: {}", r.text, kind, r.output, outs.join(", ")),
+                            )
+                        }
+                        Some(_) => {
+                            deps.insert(r.resource);
                         }
                     }
                 }
@@ -639,10 +524,7 @@ impl<'a> Validator<'a> {
                 if kinds.contains_key(dep.as_str()) {
                     set.insert(dep.clone());
                 } else {
-                    self.err(
-                        span,
-                        format!("`depends_on` names no resource `{dep}` in this manifest"),
-                    );
+                    self.err(span, format!("`depends_on` names no resource `{dep}` in this manifest"));
                 }
             }
             deps.push(set);
@@ -654,11 +536,7 @@ impl<'a> Validator<'a> {
         // Cycles, through the strongly connected components of the dependency graph.
         let mut graph = petgraph::graph::DiGraph::<usize, ()>::new();
         let nodes: Vec<_> = (0..drafts.len()).map(|i| graph.add_node(i)).collect();
-        let index: HashMap<&str, usize> = drafts
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (d.name.as_str(), i))
-            .collect();
+        let index: HashMap<&str, usize> = drafts.iter().enumerate().map(|(i, d)| (d.name.as_str(), i)).collect();
         for (i, set) in deps.iter().enumerate() {
             for dep in set {
                 if let Some(&j) = index.get(dep.as_str()) {
@@ -667,20 +545,15 @@ impl<'a> Validator<'a> {
             }
         }
         for scc in petgraph::algo::tarjan_scc(&graph) {
-            let self_loop =
-                scc.len() == 1 && deps[graph[scc[0]]].contains(&drafts[graph[scc[0]]].name);
+            let self_loop = scc.len() == 1 && deps[graph[scc[0]]].contains(&drafts[graph[scc[0]]].name);
             if scc.len() > 1 || self_loop {
                 let mut members: Vec<usize> = scc.iter().map(|n| graph[*n]).collect();
                 members.sort();
                 let first = &drafts[members[0]];
-                let mut path: Vec<&str> =
-                    members.iter().map(|i| drafts[*i].name.as_str()).collect();
+                let mut path: Vec<&str> = members.iter().map(|i| drafts[*i].name.as_str()).collect();
                 path.push(first.name.as_str());
                 let header = first.header;
-                self.err(
-                    &(header..header),
-                    format!("reference cycle: {}", path.join(" → ")),
-                );
+                self.err(&(header..header), format!("reference cycle: {}", path.join(" → ")));
             }
         }
 
@@ -699,10 +572,7 @@ impl<'a> Validator<'a> {
                 let span = d.physical_span.clone().unwrap_or(d.header..d.header);
                 self.err(&span, format!("duplicate {} `{field}` = \"{name}\": already used by the resource at line {}", d.kind, at.line));
             } else {
-                seen.insert(
-                    (d.kind, name.to_string()),
-                    d.physical_span.clone().map_or(d.header, |s| s.start),
-                );
+                seen.insert((d.kind, name.to_string()), d.physical_span.clone().map_or(d.header, |s| s.start));
             }
         }
 
@@ -746,17 +616,11 @@ fn add_ownership_tags(attrs: &mut Map<String, Value>, stack: &str, resource: &st
 }
 
 fn type_list() -> String {
-    Kind::ALL
-        .iter()
-        .map(|k| k.type_name())
-        .collect::<Vec<_>>()
-        .join(", ")
+    Kind::ALL.iter().map(|k| k.type_name()).collect::<Vec<_>>().join(", ")
 }
 
 fn is_stack_name(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    (1..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 #[cfg(test)]

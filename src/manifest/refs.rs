@@ -38,21 +38,11 @@ pub fn scan(s: &str) -> Result<Vec<Ref>, RefError> {
             };
             let text = &s[i..i + end + 1];
             let inner = &text[2..text.len() - 1];
-            let parsed = inner
-                .split_once('.')
-                .filter(|(r, o)| is_ident(r) && is_ident(o));
+            let parsed = inner.split_once('.').filter(|(r, o)| is_ident(r) && is_ident(o));
             let Some((resource, output)) = parsed else {
-                return Err(RefError::Malformed {
-                    offset: i,
-                    text: text.to_string(),
-                });
+                return Err(RefError::Malformed { offset: i, text: text.to_string() });
             };
-            refs.push(Ref {
-                resource: resource.into(),
-                output: output.into(),
-                offset: i,
-                text: text.into(),
-            });
+            refs.push(Ref { resource: resource.into(), output: output.into(), offset: i, text: text.into() });
             i += end + 1;
             continue;
         }
@@ -63,10 +53,7 @@ pub fn scan(s: &str) -> Result<Vec<Ref>, RefError> {
 
 pub fn is_ident(s: &str) -> bool {
     let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// Every reference anywhere in a JSON value (strings inside arrays and objects included).
@@ -153,31 +140,20 @@ mod tests {
     #[test]
     fn scans_references_and_escapes() {
         let refs = scan("arn:${fn.arn}/x/${role.name}$${literal.x}").unwrap();
-        let names: Vec<_> = refs
-            .iter()
-            .map(|r| (r.resource.as_str(), r.output.as_str(), r.offset))
-            .collect();
+        let names: Vec<_> = refs.iter().map(|r| (r.resource.as_str(), r.output.as_str(), r.offset)).collect();
         assert_eq!(names, vec![("fn", "arn", 4), ("role", "name", 16)]);
         assert_eq!(scan("${oops"), Err(RefError::Unterminated { offset: 0 }));
-        assert!(matches!(
-            scan("x ${a}"),
-            Err(RefError::Malformed { offset: 2, .. })
-        ));
+        assert!(matches!(scan("x ${a}"), Err(RefError::Malformed { offset: 2, .. })));
         assert!(matches!(scan("${a.b.c}"), Err(RefError::Malformed { .. })));
     }
 
     #[test]
     fn resolves_known_and_marks_unknown() {
-        let lookup =
-            |r: &str, o: &str| (r == "fn" && o == "arn").then(|| "arn:aws:lambda:x".to_string());
-        let v =
-            json!({"a": "${fn.arn}/invocations", "b": ["${role.arn}"], "c": 3, "d": "$${fn.arn}"});
+        let lookup = |r: &str, o: &str| (r == "fn" && o == "arn").then(|| "arn:aws:lambda:x".to_string());
+        let v = json!({"a": "${fn.arn}/invocations", "b": ["${role.arn}"], "c": 3, "d": "$${fn.arn}"});
         let (out, unknown) = resolve(&v, &lookup);
         assert!(unknown);
-        assert_eq!(
-            out,
-            json!({"a": "arn:aws:lambda:x/invocations", "b": [UNKNOWN], "c": 3, "d": "${fn.arn}"})
-        );
+        assert_eq!(out, json!({"a": "arn:aws:lambda:x/invocations", "b": [UNKNOWN], "c": 3, "d": "${fn.arn}"}));
         assert!(contains_unknown(&out));
     }
 }

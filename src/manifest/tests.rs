@@ -13,11 +13,7 @@ fn errors(text: &str) -> Vec<String> {
     std::fs::write(dir.path().join("index.py"), "def handler(e, c): pass\n").unwrap();
     match parse_in(dir.path(), text) {
         Ok(_) => panic!("expected errors for:\n{text}"),
-        Err(e) => e
-            .diagnostics()
-            .iter()
-            .map(|d| format!("{}:{}: {}", d.location.line, d.location.column, d.message))
-            .collect(),
+        Err(e) => e.diagnostics().iter().map(|d| format!("{}:{}: {}", d.location.line, d.location.column, d.message)).collect(),
     }
 }
 
@@ -42,11 +38,7 @@ fn parses_a_valid_manifest_with_defaults_references_and_tags() {
     assert_eq!(f.attrs["role"], json!("${role.arn}"));
     assert_eq!(f.attrs["tags"][TAG_STACK], json!("s"));
     assert_eq!(f.attrs["tags"][TAG_RESOURCE], json!("fn"));
-    assert!(
-        f.attrs[schema::CODE_SHA256]
-            .as_str()
-            .is_some_and(|s| s.len() == 44)
-    );
+    assert!(f.attrs[schema::CODE_SHA256].as_str().is_some_and(|s| s.len() == 44));
     assert!(f.artifact.is_some());
     assert_eq!(f.location.line, 9);
     assert_eq!(m.outputs["arn"], "${fn.arn}");
@@ -65,24 +57,14 @@ fn seed_manifest_is_valid() {
 fn unknown_type_points_at_the_type_value() {
     let e = errors(&format!("{HEAD}[resources.x]\ntype = \"aws_nope\"\n"));
     assert_eq!(e.len(), 1);
-    assert!(
-        e[0].starts_with("5:8: unknown resource type `aws_nope`"),
-        "{e:?}"
-    );
+    assert!(e[0].starts_with("5:8: unknown resource type `aws_nope`"), "{e:?}");
 }
 
 #[test]
 fn unknown_field_and_missing_required_field() {
-    let e = errors(&format!(
-        "{HEAD}[resources.lg]\ntype = \"aws_cloudwatch_log_group\"\nretention = 7\n"
-    ));
+    let e = errors(&format!("{HEAD}[resources.lg]\ntype = \"aws_cloudwatch_log_group\"\nretention = 7\n"));
     assert_eq!(e.len(), 2, "{e:?}");
-    assert!(
-        e[0].starts_with(
-            "4:12: resource `lg` (aws_cloudwatch_log_group) is missing required field `name`"
-        ),
-        "{e:?}"
-    );
+    assert!(e[0].starts_with("4:12: resource `lg` (aws_cloudwatch_log_group) is missing required field `name`"), "{e:?}");
     assert!(e[1].starts_with("6:1: unknown field `retention`"), "{e:?}");
 }
 
@@ -92,14 +74,8 @@ fn wrong_value_types_and_ranges() {
         "{HEAD}[resources.lg]\ntype = \"aws_cloudwatch_log_group\"\nname = 3\nretention_in_days = 13\ntags = {{ a = 1 }}\n"
     ));
     assert_eq!(e.len(), 3, "{e:?}");
-    assert!(
-        e[0].starts_with("6:8: `name` must be a string, found integer"),
-        "{e:?}"
-    );
-    assert!(
-        e[1].starts_with("7:21: `retention_in_days` = 13 is not a value CloudWatch Logs accepts"),
-        "{e:?}"
-    );
+    assert!(e[0].starts_with("6:8: `name` must be a string, found integer"), "{e:?}");
+    assert!(e[1].starts_with("7:21: `retention_in_days` = 13 is not a value CloudWatch Logs accepts"), "{e:?}");
     assert!(e[2].starts_with("8:14: `tags.a` must be a string"), "{e:?}");
 }
 
@@ -108,13 +84,7 @@ fn dangling_reference_points_inside_the_string() {
     let e = errors(&format!(
         "{HEAD}[resources.fn]\ntype = \"aws_lambda_function\"\nfunction_name = \"f\"\nruntime = \"python3.13\"\nhandler = \"h\"\ncode = \"index.py\"\nrole = \"x ${{missing.arn}}\"\n"
     ));
-    assert_eq!(
-        e,
-        vec![
-            "10:11: reference `${missing.arn}` names no resource `missing` in this manifest"
-                .to_string()
-        ]
-    );
+    assert_eq!(e, vec!["10:11: reference `${missing.arn}` names no resource `missing` in this manifest".to_string()]);
 }
 
 #[test]
@@ -140,47 +110,31 @@ fn duplicate_physical_names() {
         "{HEAD}[resources.a]\ntype = \"aws_cloudwatch_log_group\"\nname = \"same\"\n\n[resources.b]\ntype = \"aws_cloudwatch_log_group\"\nname = \"same\"\n"
     ));
     assert_eq!(e.len(), 1);
-    assert!(e[0].starts_with("10:8: duplicate aws_cloudwatch_log_group `name` = \"same\": already used by the resource at line 6"), "{e:?}");
+    assert!(
+        e[0].starts_with("10:8: duplicate aws_cloudwatch_log_group `name` = \"same\": already used by the resource at line 6"),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn invalid_toml_and_missing_code_and_reserved_tags() {
     let e = errors("[stack\nname = 1");
-    assert!(
-        e[0].starts_with("1:") && e[0].contains("invalid TOML"),
-        "{e:?}"
-    );
+    assert!(e[0].starts_with("1:") && e[0].contains("invalid TOML"), "{e:?}");
     let e = errors(&format!(
         "{HEAD}[resources.fn]\ntype = \"aws_lambda_function\"\nfunction_name = \"f\"\nruntime = \"python3.13\"\nhandler = \"h\"\nrole = \"r\"\ncode = \"nowhere\"\ntags = {{ \"reconcile:stack\" = \"x\" }}\n"
     ));
     assert_eq!(e.len(), 2, "{e:?}");
-    assert!(
-        e[0].starts_with("10:8: `code`: code path") && e[0].contains("does not exist"),
-        "{e:?}"
-    );
-    assert!(
-        e[1].starts_with("11:10: tag key `reconcile:stack` is reserved"),
-        "{e:?}"
-    );
+    assert!(e[0].starts_with("10:8: `code`: code path") && e[0].contains("does not exist"), "{e:?}");
+    assert!(e[1].starts_with("11:10: tag key `reconcile:stack` is reserved"), "{e:?}");
 }
 
 #[test]
 fn error_display_names_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
-    let err = parse_in(
-        dir.path(),
-        &format!("{HEAD}[resources.x]\ntype = \"aws_nope\"\n"),
-    )
-    .unwrap_err();
+    let err = parse_in(dir.path(), &format!("{HEAD}[resources.x]\ntype = \"aws_nope\"\n")).unwrap_err();
     let text = err.to_string();
     let file = dir.path().join("stack.toml");
-    assert!(
-        text.starts_with(&format!(
-            "{}:5:8: error: unknown resource type",
-            file.display()
-        )),
-        "{text}"
-    );
+    assert!(text.starts_with(&format!("{}:5:8: error: unknown resource type", file.display())), "{text}");
     assert!(text.contains("5 | type = \"aws_nope\""), "{text}");
 }
 
@@ -188,8 +142,40 @@ fn error_display_names_file_line_and_column() {
 fn missing_stack_and_resources() {
     let e = errors("[resources]\n");
     assert!(e.iter().any(|m| m.contains("missing `[stack]`")), "{e:?}");
-    let e = errors(
-        "[stack]\nname = \"bad name!\"\n[resources.a]\ntype = \"aws_cloudwatch_log_group\"\nname = \"x\"\n",
-    );
+    let e = errors("[stack]\nname = \"bad name!\"\n[resources.a]\ntype = \"aws_cloudwatch_log_group\"\nname = \"x\"\n");
     assert!(e[0].starts_with("2:8: stack name must be"), "{e:?}");
+}
+
+#[test]
+fn routes_and_waf_rules_get_defaults_and_structural_errors_point_at_the_element() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{HEAD}[resources.api]\ntype = \"aws_api_gateway_rest_api\"\nname = \"a\"\nroutes = [\n  {{ path = \"/order\", method = \"get\", integration = {{ type = \"AWS_PROXY\", uri = \"u\" }} }},\n]\n"
+    );
+    let m = parse_in(dir.path(), &text).unwrap();
+    assert_eq!(
+        m.resource("api").unwrap().attrs["routes"][0],
+        json!({"path": "/order", "method": "GET", "authorization": "NONE", "method_responses": [],
+               "integration": {"type": "AWS_PROXY", "uri": "u", "http_method": "POST", "credentials": "", "integration_responses": []}})
+    );
+    let e = errors(&format!(
+        "{HEAD}[resources.api]\ntype = \"aws_api_gateway_rest_api\"\nname = \"a\"\nroutes = [\n  {{ path = \"order\", method = \"GET\", integration = {{ type = \"AWS_PROXY\", uri = \"u\" }} }},\n]\n"
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("8:3: `routes[0]`: `path` = \"order\" must start with `/`"), "{e:?}");
+
+    let waf = format!(
+        "{HEAD}[resources.acl]\ntype = \"aws_wafv2_web_acl\"\nname = \"w\"\nvisibility = {{ metric_name = \"m\" }}\n\n\
+         [[resources.acl.rules]]\nname = \"rate\"\npriority = 1\naction = \"block\"\nstatement = {{ rate_based = {{ limit = 2000 }} }}\n"
+    );
+    let m = parse_in(dir.path(), &waf).unwrap();
+    let acl = m.resource("acl").unwrap();
+    assert_eq!(acl.attrs["visibility"], json!({"metric_name": "m", "sampled_requests": true, "cloudwatch_metrics": true}));
+    assert_eq!(
+        acl.attrs["rules"][0]["statement"],
+        json!({"rate_based": {"limit": 2000, "aggregate_key_type": "IP", "evaluation_window_sec": 300}})
+    );
+    assert_eq!(acl.attrs["rules"][0]["visibility"]["metric_name"], json!("rate"));
+    let e = errors(&waf.replace("action = \"block\"", "override_action = \"none\""));
+    assert!(e[0].contains("`rules[0]`: this rule takes `action`"), "{e:?}");
 }

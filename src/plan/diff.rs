@@ -23,23 +23,14 @@ pub fn creation(kind: Kind, desired: &Map<String, Value>) -> Vec<FieldChange> {
         })
         .collect();
     if let Some(sha) = desired.get(CODE_SHA256) {
-        out.push(FieldChange {
-            path: CODE_SHA256.into(),
-            before: None,
-            after: Some(sha.clone()),
-            forces_replacement: false,
-        });
+        out.push(FieldChange { path: CODE_SHA256.into(), before: None, after: Some(sha.clone()), forces_replacement: false });
     }
     out
 }
 
 /// What differs between `current` (live, completed from state) and `desired`, for the fields the
 /// manifest declares. Maps are compared key by key.
-pub fn fields(
-    kind: Kind,
-    current: &Map<String, Value>,
-    desired: &Map<String, Value>,
-) -> Vec<FieldChange> {
+pub fn fields(kind: Kind, current: &Map<String, Value>, desired: &Map<String, Value>) -> Vec<FieldChange> {
     let mut out = Vec::new();
     for field in kind.schema().fields {
         // Code is compared by content hash (`code_sha256`), not by path.
@@ -58,33 +49,18 @@ pub fn fields(
                 for (k, w) in want_map {
                     let h = have_map.get(k);
                     if h.map(|h| normalize(field.ty, h)) != Some(normalize(field.ty, w)) {
-                        out.push(change(
-                            format!("{}.{k}", field.name),
-                            h.cloned(),
-                            Some(w.clone()),
-                            field.force_new,
-                        ));
+                        out.push(change(format!("{}.{k}", field.name), h.cloned(), Some(w.clone()), field.force_new));
                     }
                 }
                 for (k, h) in have_map {
                     if !want_map.contains_key(k) {
-                        out.push(change(
-                            format!("{}.{k}", field.name),
-                            Some(h.clone()),
-                            None,
-                            field.force_new,
-                        ));
+                        out.push(change(format!("{}.{k}", field.name), Some(h.clone()), None, field.force_new));
                     }
                 }
             }
             _ => {
                 if have.map(|h| normalize(field.ty, h)) != Some(normalize(field.ty, want)) {
-                    out.push(change(
-                        field.name.to_string(),
-                        have.cloned(),
-                        Some(want.clone()),
-                        field.force_new,
-                    ));
+                    out.push(change(field.name.to_string(), have.cloned(), Some(want.clone()), field.force_new));
                 }
             }
         }
@@ -92,28 +68,13 @@ pub fn fields(
     if let Some(want) = desired.get(CODE_SHA256)
         && current.get(CODE_SHA256) != Some(want)
     {
-        out.push(change(
-            CODE_SHA256.into(),
-            current.get(CODE_SHA256).cloned(),
-            Some(want.clone()),
-            false,
-        ));
+        out.push(change(CODE_SHA256.into(), current.get(CODE_SHA256).cloned(), Some(want.clone()), false));
     }
     out
 }
 
-fn change(
-    path: String,
-    before: Option<Value>,
-    after: Option<Value>,
-    force_new: bool,
-) -> FieldChange {
-    FieldChange {
-        path,
-        before,
-        after,
-        forces_replacement: force_new,
-    }
+fn change(path: String, before: Option<Value>, after: Option<Value>, force_new: bool) -> FieldChange {
+    FieldChange { path, before, after, forces_replacement: force_new }
 }
 
 /// Normalises a value for comparison: string lists are sets; JSON documents ignore the difference
@@ -125,24 +86,41 @@ pub fn normalize(ty: FieldType, v: &Value) -> Value {
     match ty {
         FieldType::StringList => {
             let mut items: Vec<Value> = v.as_array().cloned().unwrap_or_default();
-            items.sort_by(|a, b| a.to_string().cmp(&b.to_string()));
+            items.sort_by_key(|a| a.to_string());
             items.dedup();
             Value::Array(items)
         }
         FieldType::Json | FieldType::JsonMap => canonical_document(v),
+        FieldType::JsonList => {
+            let mut items: Vec<Value> = v.as_array().map(|a| a.iter().map(canonical_document).collect()).unwrap_or_default();
+            items.sort_by_key(canonical_string);
+            Value::Array(items)
+        }
         _ => v.clone(),
     }
+}
+
+/// JSON text with object keys sorted at every level: equal values give equal strings.
+pub fn canonical_string(v: &Value) -> String {
+    fn sorted(v: &Value) -> Value {
+        match v {
+            Value::Object(map) => {
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), sorted(v))).collect())
+            }
+            Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    sorted(v).to_string()
 }
 
 fn canonical_document(v: &Value) -> Value {
     match v {
         Value::Array(items) if items.len() == 1 => canonical_document(&items[0]),
         Value::Array(items) => Value::Array(items.iter().map(canonical_document).collect()),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), canonical_document(v)))
-                .collect(),
-        ),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), canonical_document(v))).collect()),
         other => other.clone(),
     }
 }
@@ -158,12 +136,8 @@ mod tests {
 
     #[test]
     fn reports_only_what_differs_field_by_field() {
-        let current = obj(
-            json!({"function_name": "f", "memory_size": 256, "tags": {"a": "1", "x": "9"}, "code_sha256": "A"}),
-        );
-        let desired = obj(
-            json!({"function_name": "f", "memory_size": 512, "tags": {"a": "1"}, "code_sha256": "A", "code": "lambda"}),
-        );
+        let current = obj(json!({"function_name": "f", "memory_size": 256, "tags": {"a": "1", "x": "9"}, "code_sha256": "A"}));
+        let desired = obj(json!({"function_name": "f", "memory_size": 512, "tags": {"a": "1"}, "code_sha256": "A", "code": "lambda"}));
         let changes = fields(Kind::LambdaFunction, &current, &desired);
         let paths: Vec<_> = changes.iter().map(|c| c.path.as_str()).collect();
         assert_eq!(paths, vec!["memory_size", "tags.x"]);
@@ -174,26 +148,16 @@ mod tests {
 
     #[test]
     fn physical_name_change_forces_replacement() {
-        let changes = fields(
-            Kind::LogGroup,
-            &obj(json!({"name": "a"})),
-            &obj(json!({"name": "b"})),
-        );
+        let changes = fields(Kind::LogGroup, &obj(json!({"name": "a"})), &obj(json!({"name": "b"})));
         assert!(changes[0].forces_replacement);
     }
 
     #[test]
     fn policy_documents_compare_semantically() {
-        let a = obj(
-            json!({"assume_role_policy": {"Statement": [{"Action": ["sts:AssumeRole"], "Effect": "Allow"}]}}),
-        );
-        let b = obj(
-            json!({"assume_role_policy": {"Statement": {"Effect": "Allow", "Action": "sts:AssumeRole"}}}),
-        );
+        let a = obj(json!({"assume_role_policy": {"Statement": [{"Action": ["sts:AssumeRole"], "Effect": "Allow"}]}}));
+        let b = obj(json!({"assume_role_policy": {"Statement": {"Effect": "Allow", "Action": "sts:AssumeRole"}}}));
         assert!(fields(Kind::IamRole, &a, &b).is_empty());
-        let c = obj(
-            json!({"assume_role_policy": {"Statement": {"Effect": "Deny", "Action": "sts:AssumeRole"}}}),
-        );
+        let c = obj(json!({"assume_role_policy": {"Statement": {"Effect": "Deny", "Action": "sts:AssumeRole"}}}));
         assert_eq!(fields(Kind::IamRole, &a, &c).len(), 1);
     }
 

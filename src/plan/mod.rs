@@ -126,48 +126,35 @@ pub enum PlanError {
     },
 }
 
+/// Shown for settings that are forgotten, not deleted.
+pub const RETAINED: &str = "a region-wide setting: reconcile stops managing it and leaves it as it is in AWS";
+
 /// How many reads run at once while refreshing.
 pub const REFRESH_CONCURRENCY: usize = 10;
 
 /// Reads every resource the state owns from AWS, concurrently.
-pub async fn refresh(
-    aws: &Aws,
-    state: &StackState,
-) -> Result<HashMap<String, Option<Live>>, PlanError> {
+pub async fn refresh(aws: &Aws, state: &StackState) -> Result<HashMap<String, Option<Live>>, PlanError> {
     let reads = state.resources.values().map(|r| async move {
-        let live = providers::read(aws, r.kind, &r.physical_id)
-            .await
-            .map_err(|source| PlanError::Refresh {
-                resource: r.name.clone(),
-                kind: r.kind,
-                id: r.physical_id.clone(),
-                source,
-            })?;
+        let live = providers::read(aws, r.kind, &r.physical_id).await.map_err(|source| PlanError::Refresh {
+            resource: r.name.clone(),
+            kind: r.kind,
+            id: r.physical_id.clone(),
+            source,
+        })?;
         Ok::<_, PlanError>((r.name.clone(), live))
     });
-    let results: Vec<_> = futures::stream::iter(reads)
-        .buffer_unordered(REFRESH_CONCURRENCY)
-        .collect()
-        .await;
+    let results: Vec<_> = futures::stream::iter(reads).buffer_unordered(REFRESH_CONCURRENCY).collect().await;
     results.into_iter().collect()
 }
 
 /// Computes the plan from the manifest, the state and what AWS has now.
-pub async fn compute(
-    manifest: &Manifest,
-    state: &StackState,
-    aws: &Aws,
-) -> Result<Plan, PlanError> {
+pub async fn compute(manifest: &Manifest, state: &StackState, aws: &Aws) -> Result<Plan, PlanError> {
     let live = refresh(aws, state).await?;
     Ok(diff_all(manifest, state, &live))
 }
 
 /// The pure part of planning: no I/O.
-pub fn diff_all(
-    manifest: &Manifest,
-    state: &StackState,
-    live: &HashMap<String, Option<Live>>,
-) -> Plan {
+pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, Option<Live>>) -> Plan {
     let mut known: HashMap<String, BTreeMap<String, String>> = HashMap::new();
     let mut changes = Vec::new();
     for r in topo_order(manifest) {
@@ -176,9 +163,16 @@ pub fn diff_all(
         let desired = desired.as_object().cloned().unwrap_or_default();
         let depends_on: Vec<String> = r.deps.iter().cloned().collect();
         let recorded = state.resources.get(&r.name);
-        let current = recorded
-            .and_then(|s| live.get(&s.name))
-            .and_then(Option::as_ref);
+        // Outputs that follow from the manifest alone are known even before apply.
+        let derived = if refs::contains_unknown(&Value::Object(desired.clone())) {
+            BTreeMap::new()
+        } else {
+            providers::derived_outputs(r.kind, &desired)
+        };
+        if !derived.is_empty() {
+            known.insert(r.name.clone(), derived.clone());
+        }
+        let current = recorded.and_then(|s| live.get(&s.name)).and_then(Option::as_ref);
         let change = match (recorded, current) {
             (None, _) => ResourceChange {
                 name: r.name.clone(),
@@ -228,14 +222,18 @@ pub fn diff_all(
                     Action::Update
                 };
                 if !replace {
-                    known.insert(r.name.clone(), l.outputs.clone());
+                    let mut outputs = l.outputs.clone();
+                    outputs.extend(derived);
+                    known.insert(r.name.clone(), outputs);
                 }
+                let reason = (replace && r.kind.schema().create_before_destroy)
+                    .then(|| "the new one is created first, dependents move to it, then the old one is deleted".to_string());
                 ResourceChange {
                     name: r.name.clone(),
                     kind: r.kind,
                     action,
                     physical_id: Some(s.physical_id.clone()),
-                    reason: None,
+                    reason,
                     changes: fields,
                     depends_on,
                     current: Some(current),
@@ -253,7 +251,9 @@ pub fn diff_all(
                 kind: s.kind,
                 action: Action::Delete,
                 physical_id: Some(s.physical_id.clone()),
-                reason: Some(if gone {
+                reason: Some(if s.kind.schema().retain_on_delete {
+                    RETAINED.into()
+                } else if gone {
                     "removed from the manifest (already gone from AWS)".into()
                 } else {
                     "removed from the manifest".into()
@@ -295,7 +295,7 @@ pub fn destroy(stack: &str, state: &StackState) -> Plan {
             kind: s.kind,
             action: Action::Delete,
             physical_id: Some(s.physical_id.clone()),
-            reason: None,
+            reason: s.kind.schema().retain_on_delete.then(|| RETAINED.to_string()),
             changes: Vec::new(),
             depends_on: s.depends_on.clone(),
             current: None,
@@ -327,12 +327,7 @@ pub fn topo_order(manifest: &Manifest) -> Vec<&crate::manifest::Resource> {
         }
         if out.len() == before {
             // Unreachable for a validated manifest; keep the rest in file order rather than loop.
-            out.extend(
-                manifest
-                    .resources
-                    .iter()
-                    .filter(|r| !done.contains(r.name.as_str())),
-            );
+            out.extend(manifest.resources.iter().filter(|r| !done.contains(r.name.as_str())));
             break;
         }
     }

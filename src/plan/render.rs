@@ -20,11 +20,7 @@ fn sigil(a: Action) -> &'static str {
 pub fn human(plan: &Plan) -> String {
     let mut out = String::new();
     if !plan.has_changes() {
-        let _ = writeln!(
-            out,
-            "No changes: AWS matches the manifest for stack `{}` ({} resources).",
-            plan.stack, plan.summary.no_op
-        );
+        let _ = writeln!(out, "No changes: AWS matches the manifest for stack `{}` ({} resources).", plan.stack, plan.summary.no_op);
         return out;
     }
     let _ = writeln!(out, "Stack `{}`:\n", plan.stack);
@@ -41,19 +37,8 @@ pub fn human(plan: &Plan) -> String {
 }
 
 fn resource(out: &mut String, r: &ResourceChange) {
-    let id = r
-        .physical_id
-        .as_deref()
-        .map(|id| format!(" [{id}]"))
-        .unwrap_or_default();
-    let _ = write!(
-        out,
-        "  {} {} ({}){id} will be {}",
-        sigil(r.action),
-        r.name,
-        r.kind,
-        past(r.action)
-    );
+    let id = r.physical_id.as_deref().map(|id| format!(" [{id}]")).unwrap_or_default();
+    let _ = write!(out, "  {} {} ({}){id} will be {}", sigil(r.action), r.name, r.kind, past(r.action));
     if let Some(reason) = &r.reason {
         let _ = write!(out, ": {reason}");
     }
@@ -77,35 +62,16 @@ fn past(a: Action) -> &'static str {
 
 fn field(out: &mut String, action: Action, c: &FieldChange, width: usize) {
     let pad = " ".repeat(width - c.path.len());
-    let note = if c.forces_replacement && action == Action::Replace {
-        "  # forces replacement"
-    } else {
-        ""
-    };
+    let note = if c.forces_replacement && action == Action::Replace { "  # forces replacement" } else { "" };
     match (&c.before, &c.after) {
         (None, Some(after)) if action == Action::Create || action == Action::Replace => {
-            let _ = writeln!(
-                out,
-                "      {}{pad} = {}{note}",
-                c.path,
-                value(after, 8 + width)
-            );
+            let _ = writeln!(out, "      {}{pad} = {}{note}", c.path, value(after, 8 + width));
         }
         (None, Some(after)) => {
-            let _ = writeln!(
-                out,
-                "    + {}{pad} = {}{note}",
-                c.path,
-                value(after, 8 + width)
-            );
+            let _ = writeln!(out, "    + {}{pad} = {}{note}", c.path, value(after, 8 + width));
         }
         (Some(before), None) => {
-            let _ = writeln!(
-                out,
-                "    - {}{pad} = {}{note}",
-                c.path,
-                value(before, 8 + width)
-            );
+            let _ = writeln!(out, "    - {}{pad} = {}{note}", c.path, value(before, 8 + width));
         }
         (Some(before), Some(after)) if before.is_object() && after.is_object() => {
             let _ = writeln!(out, "    ~ {}{note}", c.path);
@@ -121,13 +87,7 @@ fn field(out: &mut String, action: Action, c: &FieldChange, width: usize) {
             }
         }
         (Some(before), Some(after)) => {
-            let _ = writeln!(
-                out,
-                "    ~ {}{pad} = {} → {}{note}",
-                c.path,
-                value(before, 8 + width),
-                value(after, 8 + width)
-            );
+            let _ = writeln!(out, "    ~ {}{pad} = {} → {}{note}", c.path, value(before, 8 + width), value(after, 8 + width));
         }
         (None, None) => {}
     }
@@ -138,10 +98,7 @@ fn value(v: &Value, indent: usize) -> String {
     match v {
         Value::Object(m) if !m.is_empty() => {
             let pretty = serde_json::to_string_pretty(v).unwrap_or_default();
-            pretty
-                .lines()
-                .collect::<Vec<_>>()
-                .join(&format!("\n{}", " ".repeat(indent)))
+            pretty.lines().collect::<Vec<_>>().join(&format!("\n{}", " ".repeat(indent)))
         }
         other => other.to_string(),
     }
@@ -160,10 +117,7 @@ mod tests {
             format_version: FORMAT_VERSION,
             stack: "s".into(),
             state_serial: 1,
-            summary: Summary {
-                update: 1,
-                ..Summary::default()
-            },
+            summary: Summary { update: 1, ..Summary::default() },
             resources: vec![ResourceChange {
                 name: "fn".into(),
                 kind: Kind::LambdaFunction,
@@ -183,10 +137,7 @@ mod tests {
             known_outputs: Default::default(),
         };
         let text = human(&plan);
-        assert!(
-            text.contains("~ fn (aws_lambda_function) [Hello] will be updated in place"),
-            "{text}"
-        );
+        assert!(text.contains("~ fn (aws_lambda_function) [Hello] will be updated in place"), "{text}");
         assert!(text.contains("memory_size = 256 → 512"), "{text}");
         assert!(text.contains("Plan: 0 to create, 1 to update"), "{text}");
     }

@@ -32,13 +32,7 @@ fn live_of(m: &Manifest, name: &str, outputs: &[(&str, &str)]) -> Live {
     let r = m.resource(name).unwrap();
     let lookup = |res: &str, out: &str| Some(format!("{res}.{out}"));
     let (attrs, _) = manifest::refs::resolve(&Value::Object(r.attrs.clone()), &lookup);
-    Live {
-        attrs: attrs.as_object().cloned().unwrap(),
-        outputs: outputs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    }
+    Live { attrs: attrs.as_object().cloned().unwrap(), outputs: outputs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
 }
 
 fn recorded(m: &Manifest, name: &str) -> ResourceState {
@@ -57,19 +51,10 @@ fn recorded(m: &Manifest, name: &str) -> ResourceState {
 fn empty_state_plans_creates_in_dependency_order_with_unknown_references() {
     let m = manifest(M);
     let plan = diff_all(&m, &StackState::default(), &HashMap::new());
-    assert_eq!(
-        plan.summary,
-        Summary {
-            create: 2,
-            ..Summary::default()
-        }
-    );
+    assert_eq!(plan.summary, Summary { create: 2, ..Summary::default() });
     let logs = plan.resources.iter().find(|r| r.name == "logs").unwrap();
     let tags = logs.changes.iter().find(|c| c.path == "tags").unwrap();
-    assert_eq!(
-        tags.after.as_ref().unwrap()["team"],
-        json!(manifest::refs::UNKNOWN)
-    );
+    assert_eq!(tags.after.as_ref().unwrap()["team"], json!(manifest::refs::UNKNOWN));
     assert_eq!(plan.resources[0].name, "role");
 }
 
@@ -81,10 +66,7 @@ fn in_sync_is_empty_and_drift_is_an_update_and_missing_is_a_create() {
         state.resources.insert(n.into(), recorded(&m, n));
     }
     let mut live = HashMap::new();
-    live.insert(
-        "role".to_string(),
-        Some(live_of(&m, "role", &[("name", "role.name")])),
-    );
+    live.insert("role".to_string(), Some(live_of(&m, "role", &[("name", "role.name")])));
     live.insert("logs".to_string(), Some(live_of(&m, "logs", &[])));
     let plan = diff_all(&m, &state, &live);
     assert!(!plan.has_changes(), "{:#?}", plan.resources);
@@ -97,25 +79,14 @@ fn in_sync_is_empty_and_drift_is_an_update_and_missing_is_a_create() {
     let logs = plan.resources.iter().find(|r| r.name == "logs").unwrap();
     assert_eq!(logs.action, Action::Update);
     assert_eq!(logs.changes.len(), 1);
-    assert_eq!(
-        (
-            logs.changes[0].before.clone(),
-            logs.changes[0].after.clone()
-        ),
-        (Some(json!(30)), Some(json!(7)))
-    );
+    assert_eq!((logs.changes[0].before.clone(), logs.changes[0].after.clone()), (Some(json!(30)), Some(json!(7))));
 
     // Deleted out of band: a create, with the reason.
     live.insert("logs".to_string(), None);
     let plan = diff_all(&m, &state, &live);
     let logs = plan.resources.iter().find(|r| r.name == "logs").unwrap();
     assert_eq!(logs.action, Action::Create);
-    assert!(
-        logs.reason
-            .as_deref()
-            .unwrap()
-            .contains("deleted outside reconcile")
-    );
+    assert!(logs.reason.as_deref().unwrap().contains("deleted outside reconcile"));
 }
 
 #[test]
@@ -126,10 +97,7 @@ fn removed_from_manifest_is_a_delete_and_renamed_is_a_replace() {
         state.resources.insert(n.into(), recorded(&m, n));
     }
     let mut live = HashMap::new();
-    live.insert(
-        "role".to_string(),
-        Some(live_of(&m, "role", &[("name", "role.name")])),
-    );
+    live.insert("role".to_string(), Some(live_of(&m, "role", &[("name", "role.name")])));
     let mut renamed = live_of(&m, "logs", &[]);
     renamed.attrs.insert("name".into(), json!("old-name"));
     live.insert("logs".to_string(), Some(renamed));
@@ -145,8 +113,83 @@ fn removed_from_manifest_is_a_delete_and_renamed_is_a_replace() {
     let doc = serde_json::to_value(&plan).unwrap();
     assert_eq!(doc["format_version"], json!(FORMAT_VERSION));
     assert_eq!(doc["resources"][1]["action"], json!("delete"));
-    assert_eq!(
-        doc["resources"][1]["type"],
-        json!("aws_cloudwatch_log_group")
-    );
+    assert_eq!(doc["resources"][1]["type"], json!("aws_cloudwatch_log_group"));
+}
+
+const API: &str = r#"
+[stack]
+name = "s"
+
+[resources.api]
+type = "aws_api_gateway_rest_api"
+name = "a"
+routes = [{ path = "/x", method = "GET", integration = { type = "MOCK" } }]
+
+[resources.deployment]
+type = "aws_api_gateway_deployment"
+rest_api_id = "${api.id}"
+triggers = { model = "${api.model_hash}" }
+
+[resources.stage]
+type = "aws_api_gateway_stage"
+rest_api_id = "${api.id}"
+stage_name = "prod"
+deployment_id = "${deployment.id}"
+"#;
+
+#[test]
+fn a_route_change_replaces_the_deployment_first_and_moves_the_stage() {
+    let m = manifest(API);
+    let api = m.resource("api").unwrap();
+    let hash = crate::providers::derived_outputs(api.kind, &api.attrs)["model_hash"].clone();
+    let mut state = StackState::default();
+    let mut live = HashMap::new();
+    for (name, id, outputs) in [
+        ("api", "a1", vec![("id", "a1"), ("model_hash", hash.as_str())]),
+        ("deployment", "a1/d1", vec![("id", "d1")]),
+        ("stage", "a1/prod", vec![("name", "prod")]),
+    ] {
+        let r = m.resource(name).unwrap();
+        let lookup = |res: &str, out: &str| match (res, out) {
+            ("api", "id") => Some("a1".to_string()),
+            ("api", "model_hash") => Some(hash.clone()),
+            ("deployment", "id") => Some("d1".to_string()),
+            _ => None,
+        };
+        let (attrs, unknown) = manifest::refs::resolve(&Value::Object(r.attrs.clone()), &lookup);
+        assert!(!unknown);
+        let outputs: BTreeMap<String, String> = outputs.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        state.resources.insert(
+            name.into(),
+            ResourceState {
+                name: name.into(),
+                kind: r.kind,
+                physical_id: id.into(),
+                attributes: attrs.clone(),
+                outputs: outputs.clone(),
+                depends_on: r.deps.iter().cloned().collect(),
+            },
+        );
+        let mut live_attrs = attrs.as_object().cloned().unwrap();
+        live_attrs.remove("triggers"); // not readable from AWS
+        live.insert(name.to_string(), Some(Live { attrs: live_attrs, outputs }));
+    }
+    assert!(!diff_all(&m, &state, &live).has_changes());
+
+    let changed = manifest(&API.replace("path = \"/x\"", "path = \"/y\""));
+    let plan = diff_all(&changed, &state, &live);
+    let actions: Vec<_> = plan.resources.iter().map(|r| (r.name.as_str(), r.action)).collect();
+    assert_eq!(actions, vec![("api", Action::Update), ("deployment", Action::Replace), ("stage", Action::Update)]);
+    assert!(plan.resources[1].reason.as_deref().unwrap().contains("created first"));
+    let stage = &plan.resources[2];
+    assert_eq!(stage.changes[0].path, "deployment_id");
+    assert_eq!(stage.changes[0].after, Some(json!(manifest::refs::UNKNOWN)));
+
+    // The executor creates the new deployment, moves the stage, then deletes the old one.
+    let (nodes, deps) = crate::apply::graph(&plan, &state);
+    let labels: Vec<_> = nodes.iter().map(|n| n.label()).collect();
+    assert_eq!(labels, vec!["api", "deployment", "deployment (previous)", "stage"]);
+    assert_eq!(deps[1], vec![0]); // new deployment after the API update
+    assert_eq!(deps[3], vec![0, 1]); // stage after the API update and the new deployment
+    assert_eq!(deps[2], vec![1, 3]); // old deployment after the new one and the stage move
 }

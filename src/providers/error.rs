@@ -7,38 +7,18 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
     #[error("{operation}: {code}: {message}")]
-    Aws {
-        operation: &'static str,
-        code: String,
-        message: String,
-        status: Option<u16>,
-    },
-    #[error(
-        "{operation}: cannot reach the AWS endpoint ({detail}); check AWS_ENDPOINT_URL, the network, or the region"
-    )]
-    Unreachable {
-        operation: &'static str,
-        detail: String,
-    },
+    Aws { operation: &'static str, code: String, message: String, status: Option<u16> },
+    #[error("{operation}: cannot reach the AWS endpoint ({detail}); check AWS_ENDPOINT_URL, the network, or the region")]
+    Unreachable { operation: &'static str, detail: String },
     #[error(
         "{operation}: the endpoint answered with something that is not an AWS response (HTTP {status}); it may not support this operation"
     )]
-    Unsupported {
-        operation: &'static str,
-        status: u16,
-    },
+    Unsupported { operation: &'static str, status: u16 },
     #[error("{operation}: timed out: {detail}")]
-    Timeout {
-        operation: &'static str,
-        detail: String,
-    },
-    #[error(
-        "no AWS region configured: set AWS_REGION (or AWS_DEFAULT_REGION), pass --region, or set `region` in your AWS profile"
-    )]
+    Timeout { operation: &'static str, detail: String },
+    #[error("no AWS region configured: set AWS_REGION (or AWS_DEFAULT_REGION), pass --region, or set `region` in your AWS profile")]
     NoRegion,
-    #[error(
-        "no AWS credentials found ({0}): set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-    )]
+    #[error("no AWS credentials found ({0}): set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")]
     NoCredentials(String),
     #[error("{0}")]
     Other(String),
@@ -70,28 +50,17 @@ impl ProviderError {
         match &err {
             SdkError::DispatchFailure(f) => {
                 let detail = if f.is_io() || f.is_timeout() {
-                    format!(
-                        "{:?}",
-                        f.as_connector_error()
-                            .map(|c| c.to_string())
-                            .unwrap_or_default()
-                    )
+                    format!("{:?}", f.as_connector_error().map(|c| c.to_string()).unwrap_or_default())
                 } else {
                     format!("{err:?}")
                 };
                 if f.is_timeout() {
                     ProviderError::Timeout { operation, detail }
                 } else {
-                    ProviderError::Unreachable {
-                        operation,
-                        detail: detail.trim_matches('"').to_string(),
-                    }
+                    ProviderError::Unreachable { operation, detail: detail.trim_matches('"').to_string() }
                 }
             }
-            SdkError::TimeoutError(_) => ProviderError::Timeout {
-                operation,
-                detail: "no answer in time".into(),
-            },
+            SdkError::TimeoutError(_) => ProviderError::Timeout { operation, detail: "no answer in time".into() },
             _ => {
                 let status = err.raw_response().map(|r| r.status().as_u16());
                 match err.code() {
@@ -103,10 +72,9 @@ impl ProviderError {
                     },
                     None => match status {
                         Some(status) => ProviderError::Unsupported { operation, status },
-                        None => ProviderError::Other(format!(
-                            "{operation}: {}",
-                            aws_smithy_types::error::display::DisplayErrorContext(&err)
-                        )),
+                        None => {
+                            ProviderError::Other(format!("{operation}: {}", aws_smithy_types::error::display::DisplayErrorContext(&err)))
+                        }
                     },
                 }
             }

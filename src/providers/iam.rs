@@ -6,25 +6,13 @@ use aws_sdk_iam::types::Tag;
 use futures::future::try_join_all;
 use serde_json::{Map, Value, json};
 
-use super::{
-    Applied, Aws, Desired, Live, ProviderError, Result, changed, int_attr, str_attr, string_list,
-    tag_changes,
-};
+use super::{Applied, Aws, Desired, Live, ProviderError, Result, changed, int_attr, str_attr, string_list, tag_changes};
 
 fn err<E>(
     op: &'static str,
-) -> impl FnOnce(
-    aws_smithy_runtime_api::client::result::SdkError<
-        E,
-        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
-    >,
-) -> ProviderError
+) -> impl FnOnce(aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>) -> ProviderError
 where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
-        + std::error::Error
-        + Send
-        + Sync
-        + 'static,
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     move |e| ProviderError::sdk(op, e)
 }
@@ -36,23 +24,13 @@ pub fn decode_policy(doc: &str) -> Value {
 }
 
 fn outputs(arn: &str, name: &str, id: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("arn".into(), arn.into()),
-        ("name".into(), name.into()),
-        ("id".into(), id.into()),
-    ])
+    BTreeMap::from([("arn".into(), arn.into()), ("name".into(), name.into()), ("id".into(), id.into())])
 }
 
 fn tags(desired: &Map<String, Value>) -> Result<Vec<Tag>> {
     super::string_map(desired, "tags")
         .into_iter()
-        .map(|(k, v)| {
-            Tag::builder()
-                .key(k)
-                .value(v)
-                .build()
-                .map_err(|e| ProviderError::Other(e.to_string()))
-        })
+        .map(|(k, v)| Tag::builder().key(k).value(v).build().map_err(|e| ProviderError::Other(e.to_string())))
         .collect()
 }
 
@@ -62,45 +40,23 @@ pub async fn read(aws: &Aws, name: &str) -> Result<Option<Live>> {
             Some(role) => role,
             None => return Ok(None),
         },
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|e| e.is_no_such_entity_exception()) =>
-        {
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_entity_exception()) => {
             return Ok(None);
         }
         Err(e) => return Err(ProviderError::sdk("iam:GetRole", e)),
     };
-    let (inline, attached) =
-        tokio::try_join!(inline_policies(aws, name), attached_policies(aws, name))?;
-    let tags: Map<String, Value> = role
-        .tags()
-        .iter()
-        .map(|t| (t.key().to_string(), json!(t.value())))
-        .collect();
+    let (inline, attached) = tokio::try_join!(inline_policies(aws, name), attached_policies(aws, name))?;
+    let tags: Map<String, Value> = role.tags().iter().map(|t| (t.key().to_string(), json!(t.value()))).collect();
     let mut attrs = Map::new();
     attrs.insert("name".into(), json!(role.role_name()));
-    attrs.insert(
-        "assume_role_policy".into(),
-        role.assume_role_policy_document()
-            .map(decode_policy)
-            .unwrap_or(Value::Null),
-    );
-    attrs.insert(
-        "description".into(),
-        json!(role.description().unwrap_or_default()),
-    );
+    attrs.insert("assume_role_policy".into(), role.assume_role_policy_document().map(decode_policy).unwrap_or(Value::Null));
+    attrs.insert("description".into(), json!(role.description().unwrap_or_default()));
     attrs.insert("path".into(), json!(role.path()));
-    attrs.insert(
-        "max_session_duration".into(),
-        json!(role.max_session_duration().unwrap_or(3600)),
-    );
+    attrs.insert("max_session_duration".into(), json!(role.max_session_duration().unwrap_or(3600)));
     attrs.insert("inline_policies".into(), Value::Object(inline));
     attrs.insert("managed_policy_arns".into(), json!(attached));
     attrs.insert("tags".into(), Value::Object(tags));
-    Ok(Some(Live {
-        attrs,
-        outputs: outputs(role.arn(), role.role_name(), role.role_id()),
-    }))
+    Ok(Some(Live { attrs, outputs: outputs(role.arn(), role.role_name(), role.role_id()) }))
 }
 
 async fn inline_policies(aws: &Aws, role: &str) -> Result<Map<String, Value>> {
@@ -115,14 +71,7 @@ async fn inline_policies(aws: &Aws, role: &str) -> Result<Map<String, Value>> {
         .await
         .map_err(err("iam:ListRolePolicies"))?;
     let docs = try_join_all(names.iter().map(|policy| async move {
-        let out = aws
-            .iam
-            .get_role_policy()
-            .role_name(role)
-            .policy_name(policy)
-            .send()
-            .await
-            .map_err(err("iam:GetRolePolicy"))?;
+        let out = aws.iam.get_role_policy().role_name(role).policy_name(policy).send().await.map_err(err("iam:GetRolePolicy"))?;
         Ok::<_, ProviderError>((policy.clone(), decode_policy(out.policy_document())))
     }))
     .await?;
@@ -140,10 +89,7 @@ async fn attached_policies(aws: &Aws, role: &str) -> Result<Vec<String>> {
         .collect::<Result<Vec<_>, _>>()
         .await
         .map_err(err("iam:ListAttachedRolePolicies"))?;
-    let mut arns: Vec<String> = attached
-        .iter()
-        .filter_map(|p| p.policy_arn().map(str::to_string))
-        .collect();
+    let mut arns: Vec<String> = attached.iter().filter_map(|p| p.policy_arn().map(str::to_string)).collect();
     arns.sort();
     Ok(arns)
 }
@@ -157,43 +103,23 @@ pub async fn create(aws: &Aws, desired: Desired<'_>) -> Result<Applied> {
         .create_role()
         .role_name(name)
         .path(str_attr(d, "path"))
-        .assume_role_policy_document(
-            d.get("assume_role_policy")
-                .map(Value::to_string)
-                .unwrap_or_default(),
-        )
+        .assume_role_policy_document(d.get("assume_role_policy").map(Value::to_string).unwrap_or_default())
         .set_description((!description.is_empty()).then(|| description.to_string()))
         .max_session_duration(int_attr(d, "max_session_duration") as i32)
         .set_tags(Some(tags(d)?))
         .send()
         .await
         .map_err(err("iam:CreateRole"))?;
-    let role = out
-        .role
-        .ok_or_else(|| ProviderError::Other("iam:CreateRole returned no role".into()))?;
+    let role = out.role.ok_or_else(|| ProviderError::Other("iam:CreateRole returned no role".into()))?;
     sync_policies(aws, name, &Map::new(), d).await?;
-    Ok(Applied {
-        physical_id: name.to_string(),
-        outputs: outputs(role.arn(), role.role_name(), role.role_id()),
-    })
+    Ok(Applied { physical_id: name.to_string(), outputs: outputs(role.arn(), role.role_name(), role.role_id()) })
 }
 
 /// Puts, deletes, attaches and detaches policies to go from `current` to `desired`.
-async fn sync_policies(
-    aws: &Aws,
-    name: &str,
-    current: &Map<String, Value>,
-    desired: &Map<String, Value>,
-) -> Result<()> {
+async fn sync_policies(aws: &Aws, name: &str, current: &Map<String, Value>, desired: &Map<String, Value>) -> Result<()> {
     let empty = Map::new();
-    let have = current
-        .get("inline_policies")
-        .and_then(Value::as_object)
-        .unwrap_or(&empty);
-    let want = desired
-        .get("inline_policies")
-        .and_then(Value::as_object)
-        .unwrap_or(&empty);
+    let have = current.get("inline_policies").and_then(Value::as_object).unwrap_or(&empty);
+    let want = desired.get("inline_policies").and_then(Value::as_object).unwrap_or(&empty);
     for (policy, doc) in want {
         if have.get(policy) != Some(doc) {
             aws.iam
@@ -207,31 +133,16 @@ async fn sync_policies(
         }
     }
     for policy in have.keys().filter(|p| !want.contains_key(*p)) {
-        match aws
-            .iam
-            .delete_role_policy()
-            .role_name(name)
-            .policy_name(policy)
-            .send()
-            .await
-        {
+        match aws.iam.delete_role_policy().role_name(name).policy_name(policy).send().await {
             Ok(_) => {}
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_no_such_entity_exception()) => {}
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_entity_exception()) => {}
             Err(e) => return Err(ProviderError::sdk("iam:DeleteRolePolicy", e)),
         }
     }
     let have = string_list(current, "managed_policy_arns");
     let want = string_list(desired, "managed_policy_arns");
     for arn in want.iter().filter(|a| !have.contains(a)) {
-        aws.iam
-            .attach_role_policy()
-            .role_name(name)
-            .policy_arn(arn)
-            .send()
-            .await
-            .map_err(err("iam:AttachRolePolicy"))?;
+        aws.iam.attach_role_policy().role_name(name).policy_arn(arn).send().await.map_err(err("iam:AttachRolePolicy"))?;
     }
     for arn in have.iter().filter(|a| !want.contains(a)) {
         detach(aws, name, arn).await?;
@@ -240,41 +151,20 @@ async fn sync_policies(
 }
 
 async fn detach(aws: &Aws, role: &str, arn: &str) -> Result<()> {
-    match aws
-        .iam
-        .detach_role_policy()
-        .role_name(role)
-        .policy_arn(arn)
-        .send()
-        .await
-    {
+    match aws.iam.detach_role_policy().role_name(role).policy_arn(arn).send().await {
         Ok(_) => Ok(()),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|e| e.is_no_such_entity_exception()) =>
-        {
-            Ok(())
-        }
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_entity_exception()) => Ok(()),
         Err(e) => Err(ProviderError::sdk("iam:DetachRolePolicy", e)),
     }
 }
 
-pub async fn update(
-    aws: &Aws,
-    name: &str,
-    current: &Map<String, Value>,
-    desired: Desired<'_>,
-) -> Result<Applied> {
+pub async fn update(aws: &Aws, name: &str, current: &Map<String, Value>, desired: Desired<'_>) -> Result<Applied> {
     let d = desired.attrs;
     if changed(current, d, "assume_role_policy") {
         aws.iam
             .update_assume_role_policy()
             .role_name(name)
-            .policy_document(
-                d.get("assume_role_policy")
-                    .map(Value::to_string)
-                    .unwrap_or_default(),
-            )
+            .policy_document(d.get("assume_role_policy").map(Value::to_string).unwrap_or_default())
             .send()
             .await
             .map_err(err("iam:UpdateAssumeRolePolicy"))?;
@@ -294,45 +184,16 @@ pub async fn update(
     if !set.is_empty() {
         let tags = set
             .into_iter()
-            .map(|(k, v)| {
-                Tag::builder()
-                    .key(k)
-                    .value(v)
-                    .build()
-                    .map_err(|e| ProviderError::Other(e.to_string()))
-            })
+            .map(|(k, v)| Tag::builder().key(k).value(v).build().map_err(|e| ProviderError::Other(e.to_string())))
             .collect::<Result<Vec<_>>>()?;
-        aws.iam
-            .tag_role()
-            .role_name(name)
-            .set_tags(Some(tags))
-            .send()
-            .await
-            .map_err(err("iam:TagRole"))?;
+        aws.iam.tag_role().role_name(name).set_tags(Some(tags)).send().await.map_err(err("iam:TagRole"))?;
     }
     if !remove.is_empty() {
-        aws.iam
-            .untag_role()
-            .role_name(name)
-            .set_tag_keys(Some(remove))
-            .send()
-            .await
-            .map_err(err("iam:UntagRole"))?;
+        aws.iam.untag_role().role_name(name).set_tag_keys(Some(remove)).send().await.map_err(err("iam:UntagRole"))?;
     }
-    let role = aws
-        .iam
-        .get_role()
-        .role_name(name)
-        .send()
-        .await
-        .map_err(err("iam:GetRole"))?
-        .role;
-    let role =
-        role.ok_or_else(|| ProviderError::Other(format!("role {name} vanished during update")))?;
-    Ok(Applied {
-        physical_id: name.to_string(),
-        outputs: outputs(role.arn(), role.role_name(), role.role_id()),
-    })
+    let role = aws.iam.get_role().role_name(name).send().await.map_err(err("iam:GetRole"))?.role;
+    let role = role.ok_or_else(|| ProviderError::Other(format!("role {name} vanished during update")))?;
+    Ok(Applied { physical_id: name.to_string(), outputs: outputs(role.arn(), role.role_name(), role.role_id()) })
 }
 
 pub async fn delete(aws: &Aws, name: &str) -> Result<()> {
@@ -358,29 +219,15 @@ pub async fn delete(aws: &Aws, name: &str) -> Result<()> {
         detach(aws, name, arn).await?;
     }
     for policy in &inline {
-        match aws
-            .iam
-            .delete_role_policy()
-            .role_name(name)
-            .policy_name(policy)
-            .send()
-            .await
-        {
+        match aws.iam.delete_role_policy().role_name(name).policy_name(policy).send().await {
             Ok(_) => {}
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_no_such_entity_exception()) => {}
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_entity_exception()) => {}
             Err(e) => return Err(ProviderError::sdk("iam:DeleteRolePolicy", e)),
         }
     }
     match aws.iam.delete_role().role_name(name).send().await {
         Ok(_) => Ok(()),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|e| e.is_no_such_entity_exception()) =>
-        {
-            Ok(())
-        }
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_entity_exception()) => Ok(()),
         Err(e) => Err(ProviderError::sdk("iam:DeleteRole", e)),
     }
 }
@@ -391,9 +238,7 @@ mod tests {
 
     #[test]
     fn decodes_percent_encoded_policy() {
-        let v = decode_policy(
-            "%7B%22Version%22%3A%20%222012-10-17%22%2C%20%22Statement%22%3A%20%5B%5D%7D",
-        );
+        let v = decode_policy("%7B%22Version%22%3A%20%222012-10-17%22%2C%20%22Statement%22%3A%20%5B%5D%7D");
         assert_eq!(v, json!({"Version": "2012-10-17", "Statement": []}));
     }
 }

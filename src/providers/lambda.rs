@@ -9,18 +9,14 @@ use aws_sdk_lambda::types::{Architecture, Environment, FunctionCode, Runtime};
 use serde_json::{Map, Value, json};
 
 use super::retry::{Backoff, with_backoff};
-use super::{
-    Applied, Aws, Desired, Live, ProviderError, Result, changed, int_attr, str_attr, string_map,
-    tag_changes,
-};
+use super::{Applied, Aws, Desired, Live, ProviderError, Result, changed, int_attr, str_attr, string_map, tag_changes};
 use crate::manifest::schema::CODE_SHA256;
 
 const SETTLE: Duration = Duration::from_secs(300);
 
 /// The error Lambda gives while a new role has not propagated through IAM yet.
 fn is_role_propagation(e: &ProviderError) -> bool {
-    e.code() == Some("InvalidParameterValueException")
-        && e.message().contains("cannot be assumed by Lambda")
+    e.code() == Some("InvalidParameterValueException") && e.message().contains("cannot be assumed by Lambda")
 }
 
 fn outputs(arn: &str, name: &str, sha: &str, region: &str) -> BTreeMap<String, String> {
@@ -28,12 +24,7 @@ fn outputs(arn: &str, name: &str, sha: &str, region: &str) -> BTreeMap<String, S
     BTreeMap::from([
         ("arn".into(), arn.to_string()),
         ("name".into(), name.to_string()),
-        (
-            "invoke_arn".into(),
-            format!(
-                "arn:{partition}:apigateway:{region}:lambda:path/2015-03-31/functions/{arn}/invocations"
-            ),
-        ),
+        ("invoke_arn".into(), format!("arn:{partition}:apigateway:{region}:lambda:path/2015-03-31/functions/{arn}/invocations")),
         ("code_sha256".into(), sha.to_string()),
     ])
 }
@@ -41,10 +32,7 @@ fn outputs(arn: &str, name: &str, sha: &str, region: &str) -> BTreeMap<String, S
 pub async fn read(aws: &Aws, name: &str) -> Result<Option<Live>> {
     let out = match aws.lambda.get_function().function_name(name).send().await {
         Ok(out) => out,
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|e| e.is_resource_not_found_exception()) =>
-        {
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
             return Ok(None);
         }
         Err(e) => return Err(ProviderError::sdk("lambda:GetFunction", e)),
@@ -52,61 +40,31 @@ pub async fn read(aws: &Aws, name: &str) -> Result<Option<Live>> {
     let Some(c) = out.configuration() else {
         return Ok(None);
     };
-    let env: BTreeMap<String, String> = c
-        .environment()
-        .and_then(|e| e.variables())
-        .map(|v| v.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default();
-    let tags: BTreeMap<String, String> = out
-        .tags()
-        .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default();
+    let env: BTreeMap<String, String> =
+        c.environment().and_then(|e| e.variables()).map(|v| v.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+    let tags: BTreeMap<String, String> = out.tags().map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
     let mut attrs = Map::new();
-    attrs.insert(
-        "function_name".into(),
-        json!(c.function_name().unwrap_or(name)),
-    );
-    attrs.insert(
-        "runtime".into(),
-        json!(c.runtime().map(|r| r.as_str()).unwrap_or_default()),
-    );
+    attrs.insert("function_name".into(), json!(c.function_name().unwrap_or(name)));
+    attrs.insert("runtime".into(), json!(c.runtime().map(|r| r.as_str()).unwrap_or_default()));
     attrs.insert("handler".into(), json!(c.handler().unwrap_or_default()));
     attrs.insert("role".into(), json!(c.role().unwrap_or_default()));
     attrs.insert("memory_size".into(), json!(c.memory_size().unwrap_or(128)));
     attrs.insert("timeout".into(), json!(c.timeout().unwrap_or(3)));
-    attrs.insert(
-        "description".into(),
-        json!(c.description().unwrap_or_default()),
-    );
-    attrs.insert(
-        "architecture".into(),
-        json!(c.architectures().first().map_or("x86_64", |a| a.as_str())),
-    );
+    attrs.insert("description".into(), json!(c.description().unwrap_or_default()));
+    attrs.insert("architecture".into(), json!(c.architectures().first().map_or("x86_64", |a| a.as_str())));
     attrs.insert("environment".into(), super::tags_value(&env));
     attrs.insert("tags".into(), super::tags_value(&tags));
-    attrs.insert(
-        CODE_SHA256.into(),
-        json!(c.code_sha256().unwrap_or_default()),
-    );
-    let outputs = outputs(
-        c.function_arn().unwrap_or_default(),
-        name,
-        c.code_sha256().unwrap_or_default(),
-        &aws.region,
-    );
+    attrs.insert(CODE_SHA256.into(), json!(c.code_sha256().unwrap_or_default()));
+    let outputs = outputs(c.function_arn().unwrap_or_default(), name, c.code_sha256().unwrap_or_default(), &aws.region);
     Ok(Some(Live { attrs, outputs }))
 }
 
 fn environment(d: &Map<String, Value>) -> Environment {
-    Environment::builder()
-        .set_variables(Some(string_map(d, "environment").into_iter().collect()))
-        .build()
+    Environment::builder().set_variables(Some(string_map(d, "environment").into_iter().collect())).build()
 }
 
 fn zip(desired: Desired<'_>) -> Result<Blob> {
-    let artifact = desired
-        .artifact
-        .ok_or_else(|| ProviderError::Other("no code was packaged for this function".into()))?;
+    let artifact = desired.artifact.ok_or_else(|| ProviderError::Other("no code was packaged for this function".into()))?;
     Ok(Blob::new(artifact.zip.as_slice()))
 }
 
@@ -129,40 +87,19 @@ pub async fn create(aws: &Aws, desired: Desired<'_>) -> Result<Applied> {
         .environment(environment(d))
         .set_tags(Some(string_map(d, "tags").into_iter().collect()));
     // A role created seconds ago may not be assumable yet: retry that documented error with backoff.
-    let out = with_backoff(
-        "lambda:CreateFunction",
-        Backoff::PROPAGATION,
-        is_role_propagation,
-        || {
-            let request = request.clone();
-            async move {
-                request
-                    .send()
-                    .await
-                    .map_err(|e| ProviderError::sdk("lambda:CreateFunction", e))
-            }
-        },
-    )
+    let out = with_backoff("lambda:CreateFunction", Backoff::PROPAGATION, is_role_propagation, || {
+        let request = request.clone();
+        async move { request.send().await.map_err(|e| ProviderError::sdk("lambda:CreateFunction", e)) }
+    })
     .await?;
     aws.lambda
         .wait_until_function_active_v2()
         .function_name(name)
         .wait(SETTLE)
         .await
-        .map_err(|e| ProviderError::Timeout {
-            operation: "lambda:GetFunction (until Active)",
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| ProviderError::Timeout { operation: "lambda:GetFunction (until Active)", detail: e.to_string() })?;
     let arn = out.function_arn().unwrap_or_default();
-    Ok(Applied {
-        physical_id: name.to_string(),
-        outputs: outputs(
-            arn,
-            name,
-            out.code_sha256().unwrap_or_default(),
-            &aws.region,
-        ),
-    })
+    Ok(Applied { physical_id: name.to_string(), outputs: outputs(arn, name, out.code_sha256().unwrap_or_default(), &aws.region) })
 }
 
 async fn wait_updated(aws: &Aws, name: &str) -> Result<()> {
@@ -172,10 +109,7 @@ async fn wait_updated(aws: &Aws, name: &str) -> Result<()> {
         .wait(SETTLE)
         .await
         .map(|_| ())
-        .map_err(|e| ProviderError::Timeout {
-            operation: "lambda:GetFunction (until LastUpdateStatus Successful)",
-            detail: e.to_string(),
-        })
+        .map_err(|e| ProviderError::Timeout { operation: "lambda:GetFunction (until LastUpdateStatus Successful)", detail: e.to_string() })
 }
 
 /// Lambda refuses a second update while one is in progress; the waiter covers ours, this covers others'.
@@ -183,12 +117,7 @@ fn is_update_in_progress(e: &ProviderError) -> bool {
     e.code() == Some("ResourceConflictException") || is_role_propagation(e)
 }
 
-pub async fn update(
-    aws: &Aws,
-    name: &str,
-    current: &Map<String, Value>,
-    desired: Desired<'_>,
-) -> Result<Applied> {
+pub async fn update(aws: &Aws, name: &str, current: &Map<String, Value>, desired: Desired<'_>) -> Result<Applied> {
     let d = desired.attrs;
     if changed(current, d, CODE_SHA256) || changed(current, d, "architecture") {
         let request = aws
@@ -197,32 +126,14 @@ pub async fn update(
             .function_name(name)
             .zip_file(zip(desired)?)
             .architectures(Architecture::from(str_attr(d, "architecture")));
-        with_backoff(
-            "lambda:UpdateFunctionCode",
-            Backoff::PROPAGATION,
-            is_update_in_progress,
-            || {
-                let request = request.clone();
-                async move {
-                    request
-                        .send()
-                        .await
-                        .map_err(|e| ProviderError::sdk("lambda:UpdateFunctionCode", e))
-                }
-            },
-        )
+        with_backoff("lambda:UpdateFunctionCode", Backoff::PROPAGATION, is_update_in_progress, || {
+            let request = request.clone();
+            async move { request.send().await.map_err(|e| ProviderError::sdk("lambda:UpdateFunctionCode", e)) }
+        })
         .await?;
         wait_updated(aws, name).await?;
     }
-    let config_fields = [
-        "runtime",
-        "handler",
-        "role",
-        "memory_size",
-        "timeout",
-        "description",
-        "environment",
-    ];
+    let config_fields = ["runtime", "handler", "role", "memory_size", "timeout", "description", "environment"];
     if config_fields.iter().any(|f| changed(current, d, f)) {
         let request = aws
             .lambda
@@ -235,26 +146,14 @@ pub async fn update(
             .timeout(int_attr(d, "timeout") as i32)
             .description(str_attr(d, "description"))
             .environment(environment(d));
-        with_backoff(
-            "lambda:UpdateFunctionConfiguration",
-            Backoff::PROPAGATION,
-            is_update_in_progress,
-            || {
-                let request = request.clone();
-                async move {
-                    request
-                        .send()
-                        .await
-                        .map_err(|e| ProviderError::sdk("lambda:UpdateFunctionConfiguration", e))
-                }
-            },
-        )
+        with_backoff("lambda:UpdateFunctionConfiguration", Backoff::PROPAGATION, is_update_in_progress, || {
+            let request = request.clone();
+            async move { request.send().await.map_err(|e| ProviderError::sdk("lambda:UpdateFunctionConfiguration", e)) }
+        })
         .await?;
         wait_updated(aws, name).await?;
     }
-    let live = read(aws, name)
-        .await?
-        .ok_or_else(|| ProviderError::Other(format!("function {name} vanished during update")))?;
+    let live = read(aws, name).await?.ok_or_else(|| ProviderError::Other(format!("function {name} vanished during update")))?;
     let arn = live.outputs.get("arn").cloned().unwrap_or_default();
     let (set, remove) = tag_changes(current, d);
     if !set.is_empty() {
@@ -275,27 +174,13 @@ pub async fn update(
             .await
             .map_err(|e| ProviderError::sdk("lambda:UntagResource", e))?;
     }
-    Ok(Applied {
-        physical_id: name.to_string(),
-        outputs: live.outputs,
-    })
+    Ok(Applied { physical_id: name.to_string(), outputs: live.outputs })
 }
 
 pub async fn delete(aws: &Aws, name: &str) -> Result<()> {
-    match aws
-        .lambda
-        .delete_function()
-        .function_name(name)
-        .send()
-        .await
-    {
+    match aws.lambda.delete_function().function_name(name).send().await {
         Ok(_) => Ok(()),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|e| e.is_resource_not_found_exception()) =>
-        {
-            Ok(())
-        }
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(()),
         Err(e) => Err(ProviderError::sdk("lambda:DeleteFunction", e)),
     }
 }

@@ -4,10 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use super::{
-    Applied, Aws, Desired, Live, ProviderError, Result, changed, int_attr, str_attr, string_map,
-    tag_changes,
-};
+use super::{Applied, Aws, Desired, Live, ProviderError, Result, changed, int_attr, str_attr, string_map, tag_changes};
 
 struct Group {
     name: String,
@@ -26,22 +23,11 @@ async fn find(aws: &Aws, name: &str) -> Result<Option<Group>> {
             .send()
             .await
             .map_err(|e| ProviderError::sdk("logs:DescribeLogGroups", e))?;
-        if let Some(g) = out
-            .log_groups()
-            .iter()
-            .find(|g| g.log_group_name() == Some(name))
-        {
+        if let Some(g) = out.log_groups().iter().find(|g| g.log_group_name() == Some(name)) {
             // `logGroupArn` is the ARN without the trailing `:*` that other services (API Gateway) expect.
-            let arn = g
-                .log_group_arn()
-                .map(str::to_string)
-                .or_else(|| g.arn().map(|a| a.trim_end_matches(":*").to_string()))
-                .unwrap_or_default();
-            return Ok(Some(Group {
-                name: name.to_string(),
-                arn,
-                retention: g.retention_in_days().map_or(0, i64::from),
-            }));
+            let arn =
+                g.log_group_arn().map(str::to_string).or_else(|| g.arn().map(|a| a.trim_end_matches(":*").to_string())).unwrap_or_default();
+            return Ok(Some(Group { name: name.to_string(), arn, retention: g.retention_in_days().map_or(0, i64::from) }));
         }
         match out.next_token {
             Some(t) => token = Some(t),
@@ -51,10 +37,7 @@ async fn find(aws: &Aws, name: &str) -> Result<Option<Group>> {
 }
 
 fn outputs(g: &Group) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("arn".into(), g.arn.clone()),
-        ("name".into(), g.name.clone()),
-    ])
+    BTreeMap::from([("arn".into(), g.arn.clone()), ("name".into(), g.name.clone())])
 }
 
 pub async fn read(aws: &Aws, name: &str) -> Result<Option<Live>> {
@@ -73,14 +56,8 @@ pub async fn read(aws: &Aws, name: &str) -> Result<Option<Live>> {
     let mut attrs = Map::new();
     attrs.insert("name".into(), json!(group.name));
     attrs.insert("retention_in_days".into(), json!(group.retention));
-    attrs.insert(
-        "tags".into(),
-        super::tags_value(&tags.into_iter().collect::<BTreeMap<_, _>>()),
-    );
-    Ok(Some(Live {
-        outputs: outputs(&group),
-        attrs,
-    }))
+    attrs.insert("tags".into(), super::tags_value(&tags.into_iter().collect::<BTreeMap<_, _>>()));
+    Ok(Some(Live { outputs: outputs(&group), attrs }))
 }
 
 pub async fn create(aws: &Aws, desired: Desired<'_>) -> Result<Applied> {
@@ -97,15 +74,9 @@ pub async fn create(aws: &Aws, desired: Desired<'_>) -> Result<Applied> {
     if days > 0 {
         set_retention(aws, name, days).await?;
     }
-    let group = find(aws, name).await?.ok_or_else(|| {
-        ProviderError::Other(format!(
-            "log group {name} not found right after creating it"
-        ))
-    })?;
-    Ok(Applied {
-        physical_id: name.to_string(),
-        outputs: outputs(&group),
-    })
+    let group =
+        find(aws, name).await?.ok_or_else(|| ProviderError::Other(format!("log group {name} not found right after creating it")))?;
+    Ok(Applied { physical_id: name.to_string(), outputs: outputs(&group) })
 }
 
 async fn set_retention(aws: &Aws, name: &str, days: i64) -> Result<()> {
@@ -128,19 +99,12 @@ async fn set_retention(aws: &Aws, name: &str, days: i64) -> Result<()> {
     Ok(())
 }
 
-pub async fn update(
-    aws: &Aws,
-    name: &str,
-    current: &Map<String, Value>,
-    desired: Desired<'_>,
-) -> Result<Applied> {
+pub async fn update(aws: &Aws, name: &str, current: &Map<String, Value>, desired: Desired<'_>) -> Result<Applied> {
     let d = desired.attrs;
     if changed(current, d, "retention_in_days") {
         set_retention(aws, name, int_attr(d, "retention_in_days")).await?;
     }
-    let group = find(aws, name)
-        .await?
-        .ok_or_else(|| ProviderError::Other(format!("log group {name} vanished during update")))?;
+    let group = find(aws, name).await?.ok_or_else(|| ProviderError::Other(format!("log group {name} vanished during update")))?;
     let (set, remove) = tag_changes(current, d);
     if !set.is_empty() {
         aws.logs
@@ -160,27 +124,13 @@ pub async fn update(
             .await
             .map_err(|e| ProviderError::sdk("logs:UntagResource", e))?;
     }
-    Ok(Applied {
-        physical_id: name.to_string(),
-        outputs: outputs(&group),
-    })
+    Ok(Applied { physical_id: name.to_string(), outputs: outputs(&group) })
 }
 
 pub async fn delete(aws: &Aws, name: &str) -> Result<()> {
-    match aws
-        .logs
-        .delete_log_group()
-        .log_group_name(name)
-        .send()
-        .await
-    {
+    match aws.logs.delete_log_group().log_group_name(name).send().await {
         Ok(_) => Ok(()),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|e| e.is_resource_not_found_exception()) =>
-        {
-            Ok(())
-        }
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(()),
         Err(e) => Err(ProviderError::sdk("logs:DeleteLogGroup", e)),
     }
 }

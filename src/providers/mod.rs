@@ -1,11 +1,14 @@
 //! Provider layer: one module per AWS service, each with the same shape — `read`, `create`, `update`,
 //! `delete` — dispatched here by resource kind.
 
+pub mod apigateway;
 pub mod error;
 pub mod iam;
 pub mod lambda;
+pub mod lambda_permission;
 pub mod logs;
 pub mod retry;
+pub mod wafv2;
 
 use std::collections::BTreeMap;
 
@@ -24,7 +27,11 @@ pub struct Aws {
     pub iam: aws_sdk_iam::Client,
     pub lambda: aws_sdk_lambda::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub apigateway: aws_sdk_apigateway::Client,
+    pub wafv2: aws_sdk_wafv2::Client,
+    pub sts: aws_sdk_sts::Client,
     pub region: String,
+    account: std::sync::Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl Aws {
@@ -39,14 +46,9 @@ impl Aws {
             loader = loader.retry_config(RetryConfig::standard().with_max_attempts(5));
         }
         let config = loader.load().await;
-        let region = config
-            .region()
-            .map(|r| r.to_string())
-            .ok_or(ProviderError::NoRegion)?;
+        let region = config.region().map(|r| r.to_string()).ok_or(ProviderError::NoRegion)?;
         let Some(creds) = config.credentials_provider() else {
-            return Err(ProviderError::NoCredentials(
-                "no credentials provider is configured".into(),
-            ));
+            return Err(ProviderError::NoCredentials("no credentials provider is configured".into()));
         };
         if let Err(e) = creds.provide_credentials().await {
             return Err(ProviderError::NoCredentials(e.to_string()));
@@ -55,8 +57,23 @@ impl Aws {
             iam: aws_sdk_iam::Client::new(&config),
             lambda: aws_sdk_lambda::Client::new(&config),
             logs: aws_sdk_cloudwatchlogs::Client::new(&config),
+            apigateway: aws_sdk_apigateway::Client::new(&config),
+            wafv2: aws_sdk_wafv2::Client::new(&config),
+            sts: aws_sdk_sts::Client::new(&config),
             region,
+            account: Default::default(),
         })
+    }
+
+    /// The account id of the credentials in use (asked of STS once, when first needed).
+    pub async fn account_id(&self) -> Result<String> {
+        self.account
+            .get_or_try_init(|| async {
+                let out = self.sts.get_caller_identity().send().await.map_err(|e| ProviderError::sdk("sts:GetCallerIdentity", e))?;
+                out.account.ok_or_else(|| ProviderError::Other("sts:GetCallerIdentity returned no account".into()))
+            })
+            .await
+            .cloned()
     }
 }
 
@@ -82,43 +99,49 @@ pub struct Desired<'a> {
     pub artifact: Option<&'a Artifact>,
 }
 
+/// Calls `$f` of the module that handles `$kind`; every module has the same four functions.
+macro_rules! dispatch {
+    ($kind:expr, $f:ident($($arg:expr),*)) => {
+        match $kind {
+            Kind::IamRole => iam::$f($($arg),*).await,
+            Kind::LogGroup => logs::$f($($arg),*).await,
+            Kind::LambdaFunction => lambda::$f($($arg),*).await,
+            Kind::LambdaPermission => lambda_permission::$f($($arg),*).await,
+            Kind::RestApi => apigateway::rest_api::$f($($arg),*).await,
+            Kind::Deployment => apigateway::deployment::$f($($arg),*).await,
+            Kind::Stage => apigateway::stage::$f($($arg),*).await,
+            Kind::ApiGatewayAccount => apigateway::account::$f($($arg),*).await,
+            Kind::WebAcl => wafv2::web_acl::$f($($arg),*).await,
+            Kind::WebAclAssociation => wafv2::association::$f($($arg),*).await,
+        }
+    };
+}
+
+/// Reads the resource with physical id `id`; `None` if it does not exist.
 pub async fn read(aws: &Aws, kind: Kind, id: &str) -> Result<Option<Live>> {
-    match kind {
-        Kind::IamRole => iam::read(aws, id).await,
-        Kind::LogGroup => logs::read(aws, id).await,
-        Kind::LambdaFunction => lambda::read(aws, id).await,
-    }
+    dispatch!(kind, read(aws, id))
 }
 
 pub async fn create(aws: &Aws, kind: Kind, desired: Desired<'_>) -> Result<Applied> {
-    match kind {
-        Kind::IamRole => iam::create(aws, desired).await,
-        Kind::LogGroup => logs::create(aws, desired).await,
-        Kind::LambdaFunction => lambda::create(aws, desired).await,
-    }
+    dispatch!(kind, create(aws, desired))
 }
 
 /// Brings the resource from `current` (its live attributes) to `desired`.
-pub async fn update(
-    aws: &Aws,
-    kind: Kind,
-    id: &str,
-    current: &Map<String, Value>,
-    desired: Desired<'_>,
-) -> Result<Applied> {
-    match kind {
-        Kind::IamRole => iam::update(aws, id, current, desired).await,
-        Kind::LogGroup => logs::update(aws, id, current, desired).await,
-        Kind::LambdaFunction => lambda::update(aws, id, current, desired).await,
-    }
+pub async fn update(aws: &Aws, kind: Kind, id: &str, current: &Map<String, Value>, desired: Desired<'_>) -> Result<Applied> {
+    dispatch!(kind, update(aws, id, current, desired))
 }
 
 /// Deletes the resource; one already gone is success.
 pub async fn delete(aws: &Aws, kind: Kind, id: &str) -> Result<()> {
+    dispatch!(kind, delete(aws, id))
+}
+
+/// Outputs that follow from the desired attributes alone, known at plan time even before the
+/// resource exists (e.g. a REST API's `model_hash`, which deployments use as a trigger).
+pub fn derived_outputs(kind: Kind, desired: &Map<String, Value>) -> BTreeMap<String, String> {
     match kind {
-        Kind::IamRole => iam::delete(aws, id).await,
-        Kind::LogGroup => logs::delete(aws, id).await,
-        Kind::LambdaFunction => lambda::delete(aws, id).await,
+        Kind::RestApi => BTreeMap::from([("model_hash".to_string(), apigateway::rest_api::model_hash(desired))]),
+        _ => BTreeMap::new(),
     }
 }
 
@@ -136,60 +159,29 @@ pub(crate) fn string_map(attrs: &Map<String, Value>, key: &str) -> BTreeMap<Stri
     attrs
         .get(key)
         .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
-                .collect()
-        })
+        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect())
         .unwrap_or_default()
 }
 
 pub(crate) fn string_list(attrs: &Map<String, Value>, key: &str) -> Vec<String> {
-    attrs
-        .get(key)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+    attrs.get(key).and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default()
 }
 
-pub(crate) fn changed(
-    current: &Map<String, Value>,
-    desired: &Map<String, Value>,
-    key: &str,
-) -> bool {
+pub(crate) fn changed(current: &Map<String, Value>, desired: &Map<String, Value>, key: &str) -> bool {
     current.get(key) != desired.get(key)
 }
 
 /// Tags to set and tag keys to remove to go from `current` to `desired`.
-pub(crate) fn tag_changes(
-    current: &Map<String, Value>,
-    desired: &Map<String, Value>,
-) -> (BTreeMap<String, String>, Vec<String>) {
+pub(crate) fn tag_changes(current: &Map<String, Value>, desired: &Map<String, Value>) -> (BTreeMap<String, String>, Vec<String>) {
     let now = string_map(current, "tags");
     let want = string_map(desired, "tags");
-    let set = want
-        .iter()
-        .filter(|(k, v)| now.get(*k) != Some(*v))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let remove = now
-        .keys()
-        .filter(|k| !want.contains_key(*k))
-        .cloned()
-        .collect();
+    let set = want.iter().filter(|(k, v)| now.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let remove = now.keys().filter(|k| !want.contains_key(*k)).cloned().collect();
     (set, remove)
 }
 
 pub(crate) fn tags_value<'a>(tags: impl IntoIterator<Item = (&'a String, &'a String)>) -> Value {
-    Value::Object(
-        tags.into_iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect(),
-    )
+    Value::Object(tags.into_iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
 }
 
 #[cfg(test)]
@@ -202,10 +194,7 @@ mod tests {
         let cur = json!({"tags": {"a": "1", "b": "2"}});
         let want = json!({"tags": {"a": "1", "b": "3", "c": "4"}});
         let (set, remove) = tag_changes(cur.as_object().unwrap(), want.as_object().unwrap());
-        assert_eq!(
-            set,
-            BTreeMap::from([("b".into(), "3".into()), ("c".into(), "4".into())])
-        );
+        assert_eq!(set, BTreeMap::from([("b".into(), "3".into()), ("c".into(), "4".into())]));
         assert!(remove.is_empty());
         let (set, remove) = tag_changes(want.as_object().unwrap(), cur.as_object().unwrap());
         assert_eq!(set.len(), 1);

@@ -16,21 +16,18 @@ pub struct Backoff {
 
 impl Backoff {
     /// IAM propagation takes seconds, occasionally over a minute.
-    pub const PROPAGATION: Backoff = Backoff {
-        initial: Duration::from_millis(500),
-        max_delay: Duration::from_secs(8),
-        budget: Duration::from_secs(120),
-    };
+    pub const PROPAGATION: Backoff =
+        Backoff { initial: Duration::from_millis(500), max_delay: Duration::from_secs(8), budget: Duration::from_secs(120) };
+
+    /// API Gateway's control-plane limits (about 10 requests/s per account, CreateRestApi one per 3 s,
+    /// DeleteRestApi one per 30 s, CreateDeployment one per 5 s): slow, long retries.
+    pub const THROTTLE: Backoff =
+        Backoff { initial: Duration::from_secs(1), max_delay: Duration::from_secs(30), budget: Duration::from_secs(180) };
 
     /// The delay before attempt `n` (1-based retry number), with up to 25% jitter.
     pub fn delay(&self, n: u32) -> Duration {
-        let base = self
-            .initial
-            .saturating_mul(2u32.saturating_pow(n.saturating_sub(1)))
-            .min(self.max_delay);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
+        let base = self.initial.saturating_mul(2u32.saturating_pow(n.saturating_sub(1))).min(self.max_delay);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let jitter = base.mul_f64(f64::from(nanos % 1000) / 4000.0);
         base + jitter
     }
@@ -71,22 +68,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retries_only_what_is_retryable() {
         let calls = AtomicU32::new(0);
-        let policy = Backoff {
-            initial: Duration::from_millis(10),
-            max_delay: Duration::from_millis(40),
-            budget: Duration::from_secs(5),
-        };
+        let policy = Backoff { initial: Duration::from_millis(10), max_delay: Duration::from_millis(40), budget: Duration::from_secs(5) };
         let out = with_backoff(
             "t",
             policy,
             |e| e.to_string().contains("later"),
             || async {
                 let n = calls.fetch_add(1, Ordering::SeqCst);
-                if n < 3 {
-                    Err(ProviderError::Other("try later".into()))
-                } else {
-                    Ok(n)
-                }
+                if n < 3 { Err(ProviderError::Other("try later".into())) } else { Ok(n) }
             },
         )
         .await;
@@ -109,9 +98,7 @@ mod tests {
     #[test]
     fn delay_grows_and_is_capped() {
         let p = Backoff::PROPAGATION;
-        assert!(
-            p.delay(1) >= Duration::from_millis(500) && p.delay(1) < Duration::from_millis(700)
-        );
+        assert!(p.delay(1) >= Duration::from_millis(500) && p.delay(1) < Duration::from_millis(700));
         assert!(p.delay(10) <= Duration::from_secs(10));
     }
 }

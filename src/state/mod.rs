@@ -88,69 +88,40 @@ impl Store {
     pub async fn open(path: &Path) -> Result<Store> {
         if !path.exists() {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|source| StateError::Create {
-                    path: path.into(),
-                    source,
-                })?;
+                std::fs::create_dir_all(parent).map_err(|source| StateError::Create { path: path.into(), source })?;
             }
-            create_private(path).map_err(|source| StateError::Create {
-                path: path.into(),
-                source,
-            })?;
+            create_private(path).map_err(|source| StateError::Create { path: path.into(), source })?;
         }
         let options = SqliteConnectOptions::from_str("sqlite:")
-            .map_err(|source| StateError::Open {
-                path: path.into(),
-                source,
-            })?
+            .map_err(|source| StateError::Open { path: path.into(), source })?
             .filename(path)
             .create_if_missing(false)
             .journal_mode(SqliteJournalMode::Wal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(|e| classify_open_error(path, e))?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(|e| classify_open_error(path, e))?;
         Self::migrate(&pool, path).await?;
-        Ok(Store {
-            pool,
-            path: path.to_path_buf(),
-        })
+        Ok(Store { pool, path: path.to_path_buf() })
     }
 
     /// An in-memory store, for tests.
     pub async fn memory() -> Result<Store> {
         let options = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
         Self::migrate(&pool, Path::new(":memory:")).await?;
-        Ok(Store {
-            pool,
-            path: PathBuf::from(":memory:"),
-        })
+        Ok(Store { pool, path: PathBuf::from(":memory:") })
     }
 
     async fn migrate(pool: &SqlitePool, path: &Path) -> Result<()> {
         // A schema newer than this binary knows is refused before anything is written.
         let newest_known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-        let applied: Option<i64> =
-            match sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
-                .fetch_one(pool)
-                .await
-            {
-                Ok(v) => v,
-                Err(sqlx::Error::Database(e)) if e.message().contains("no such table") => None,
-                Err(e) => return Err(classify_open_error(path, e)),
-            };
+        let applied: Option<i64> = match sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations").fetch_one(pool).await {
+            Ok(v) => v,
+            Err(sqlx::Error::Database(e)) if e.message().contains("no such table") => None,
+            Err(e) => return Err(classify_open_error(path, e)),
+        };
         if let Some(found) = applied.filter(|v| *v > newest_known) {
-            return Err(StateError::NewerSchema {
-                path: path.into(),
-                found,
-            });
+            return Err(StateError::NewerSchema { path: path.into(), found });
         }
         MIGRATOR.run(pool).await.map_err(|e| match e {
             sqlx::migrate::MigrateError::Execute(e) => classify_open_error(path, e),
@@ -165,18 +136,15 @@ impl Store {
     #[instrument(skip_all, fields(stack))]
     pub async fn load(&self, stack: &str) -> Result<StackState> {
         let mut state = StackState::default();
-        if let Some(row) = sqlx::query("SELECT serial, outputs FROM stacks WHERE name = ?")
-            .bind(stack)
-            .fetch_optional(&self.pool)
-            .await?
-        {
+        if let Some(row) = sqlx::query("SELECT serial, outputs FROM stacks WHERE name = ?").bind(stack).fetch_optional(&self.pool).await? {
             state.serial = row.try_get("serial")?;
             state.outputs = decode(&row.try_get::<String, _>("outputs")?, "stack outputs")?;
         }
-        let rows = sqlx::query("SELECT name, kind, physical_id, attributes, outputs, depends_on FROM resources WHERE stack = ? ORDER BY name")
-            .bind(stack)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT name, kind, physical_id, attributes, outputs, depends_on FROM resources WHERE stack = ? ORDER BY name")
+                .bind(stack)
+                .fetch_all(&self.pool)
+                .await?;
         for row in rows {
             let name: String = row.try_get("name")?;
             let kind: String = row.try_get("kind")?;
@@ -227,21 +195,13 @@ impl Store {
     pub async fn delete_resource(&self, stack: &str, resource: &str) -> Result<i64> {
         let mut tx = self.pool.begin().await?;
         let serial = bump(&mut tx, stack).await?;
-        sqlx::query("DELETE FROM resources WHERE stack = ? AND name = ?")
-            .bind(stack)
-            .bind(resource)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("DELETE FROM resources WHERE stack = ? AND name = ?").bind(stack).bind(resource).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(serial)
     }
 
     #[instrument(skip_all, fields(stack))]
-    pub async fn set_outputs(
-        &self,
-        stack: &str,
-        outputs: &BTreeMap<String, String>,
-    ) -> Result<i64> {
+    pub async fn set_outputs(&self, stack: &str, outputs: &BTreeMap<String, String>) -> Result<i64> {
         let mut tx = self.pool.begin().await?;
         let serial = bump(&mut tx, stack).await?;
         sqlx::query("UPDATE stacks SET outputs = ? WHERE name = ?")
@@ -254,14 +214,7 @@ impl Store {
     }
 
     /// Journals a write before it is sent to AWS; returns the operation id.
-    pub async fn begin_operation(
-        &self,
-        stack: &str,
-        resource: &str,
-        kind: Kind,
-        action: &str,
-        physical_name: Option<&str>,
-    ) -> Result<i64> {
+    pub async fn begin_operation(&self, stack: &str, resource: &str, kind: Kind, action: &str, physical_name: Option<&str>) -> Result<i64> {
         let id = sqlx::query("INSERT INTO operations (stack, resource, kind, action, physical_name) VALUES (?, ?, ?, ?, ?)")
             .bind(stack)
             .bind(resource)
@@ -320,10 +273,7 @@ async fn bump(tx: &mut Transaction<'_, Sqlite>, stack: &str) -> Result<i64> {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|source| StateError::Decode {
-        what: what.to_string(),
-        source,
-    })
+    serde_json::from_str(s).map_err(|source| StateError::Decode { what: what.to_string(), source })
 }
 
 fn classify_open_error(path: &Path, e: sqlx::Error) -> StateError {
@@ -331,31 +281,19 @@ fn classify_open_error(path: &Path, e: sqlx::Error) -> StateError {
     if text.contains("file is not a database") || text.contains("malformed") {
         StateError::Corrupt { path: path.into() }
     } else {
-        StateError::Open {
-            path: path.into(),
-            source: e,
-        }
+        StateError::Open { path: path.into(), source: e }
     }
 }
 
 #[cfg(unix)]
 fn create_private(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map(|_| ())
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map(|_| ())
 }
 
 #[cfg(not(unix))]
 fn create_private(path: &Path) -> std::io::Result<()> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map(|_| ())
+    std::fs::OpenOptions::new().write(true).create_new(true).open(path).map(|_| ())
 }
 
 #[cfg(test)]
@@ -397,17 +335,15 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
         let reopened = Store::open(&path).await.unwrap();
         assert_eq!(reopened.load("s").await.unwrap().serial, 1);
         reopened.close().await;
 
         let bad = dir.path().join("bad.db");
-        std::fs::write(&bad, b"this is not sqlite, just text that is long enough to matter.............................................").unwrap();
+        std::fs::write(&bad, b"this is not sqlite, just text that is long enough to matter.............................................")
+            .unwrap();
         let before = std::fs::read(&bad).unwrap();
         let err = Store::open(&bad).await.unwrap_err();
         assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
@@ -417,10 +353,7 @@ mod tests {
     #[tokio::test]
     async fn pending_operations_are_listed_until_finished() {
         let store = Store::memory().await.unwrap();
-        let id = store
-            .begin_operation("s", "fn", Kind::LambdaFunction, "create", Some("Hello"))
-            .await
-            .unwrap();
+        let id = store.begin_operation("s", "fn", Kind::LambdaFunction, "create", Some("Hello")).await.unwrap();
         assert_eq!(store.pending_operations("s").await.unwrap().len(), 1);
         store.finish_operation(id, "ok").await.unwrap();
         assert!(store.pending_operations("s").await.unwrap().is_empty());
