@@ -16,6 +16,8 @@ struct Aws {
     iam: aws_sdk_iam::Client,
     lambda: aws_sdk_lambda::Client,
     logs: aws_sdk_cloudwatchlogs::Client,
+    apigw: aws_sdk_apigateway::Client,
+    waf: aws_sdk_wafv2::Client,
 }
 
 async fn aws(moto: &Moto) -> Aws {
@@ -29,6 +31,8 @@ async fn aws(moto: &Moto) -> Aws {
         iam: aws_sdk_iam::Client::new(&config),
         lambda: aws_sdk_lambda::Client::new(&config),
         logs: aws_sdk_cloudwatchlogs::Client::new(&config),
+        apigw: aws_sdk_apigateway::Client::new(&config),
+        waf: aws_sdk_wafv2::Client::new(&config),
     }
 }
 
@@ -41,8 +45,7 @@ fn seeded() -> (Moto, Cli) {
 fn plan_json(cli: &Cli, manifest: &str) -> Value {
     let out = cli.run(&["-f", manifest, "--json", "plan"]);
     out.assert_success();
-    serde_json::from_str(&out.stdout)
-        .unwrap_or_else(|e| panic!("plan --json is not JSON ({e}):\n{out}"))
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("plan --json is not JSON ({e}):\n{out}"))
 }
 
 /// (resource, action, changed paths) of every resource that changes.
@@ -53,17 +56,8 @@ fn changes(plan: &Value) -> Vec<(String, String, Vec<String>)> {
         .iter()
         .filter(|r| r["action"] != "no_op")
         .map(|r| {
-            let paths = r["changes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|c| c["path"].as_str().unwrap().to_string())
-                .collect();
-            (
-                r["name"].as_str().unwrap().to_string(),
-                r["action"].as_str().unwrap().to_string(),
-                paths,
-            )
+            let paths = r["changes"].as_array().unwrap().iter().map(|c| c["path"].as_str().unwrap().to_string()).collect();
+            (r["name"].as_str().unwrap().to_string(), r["action"].as_str().unwrap().to_string(), paths)
         })
         .collect()
 }
@@ -73,24 +67,13 @@ fn decode(doc: &str) -> Value {
 }
 
 async fn log_group(aws: &Aws, name: &str) -> Option<aws_sdk_cloudwatchlogs::types::LogGroup> {
-    let out = aws
-        .logs
-        .describe_log_groups()
-        .log_group_name_prefix(name)
-        .send()
-        .await
-        .unwrap();
-    out.log_groups()
-        .iter()
-        .find(|g| g.log_group_name() == Some(name))
-        .cloned()
+    let out = aws.logs.describe_log_groups().log_group_name_prefix(name).send().await.unwrap();
+    out.log_groups().iter().find(|g| g.log_group_name() == Some(name)).cloned()
 }
 
 fn serial(cli: &Cli) -> i64 {
     let out = cli.run(&["-f", SEED, "--json", "plan"]);
-    serde_json::from_str::<Value>(&out.stdout)
-        .map(|v| v["state_serial"].as_i64().unwrap_or(-1))
-        .unwrap_or(-1)
+    serde_json::from_str::<Value>(&out.stdout).map(|v| v["state_serial"].as_i64().unwrap_or(-1)).unwrap_or(-1)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -98,148 +81,46 @@ async fn apply_from_empty_creates_everything_and_second_plan_is_empty() {
     let (moto, cli) = seeded();
     let out = cli.run(&["-f", SEED, "apply", "--auto-approve"]);
     out.assert_success();
-    assert!(
-        out.stdout
-            .contains("Apply complete: 5 done, 0 failed, 0 skipped"),
-        "{out}"
-    );
-    assert!(
-        out.stdout.contains(
-            "function_arn = arn:aws:lambda:us-east-1:123456789012:function:HelloLambdaTest"
-        ),
-        "{out}"
-    );
+    assert!(out.stdout.contains("Apply complete: 17 done, 0 failed, 0 skipped"), "{out}");
+    assert!(out.stdout.contains("function_arn = arn:aws:lambda:us-east-1:123456789012:function:HelloLambdaTest"), "{out}");
     let aws = aws(&moto).await;
 
     // Lambda: configuration, role, tags and code as the manifest says.
-    let f = aws
-        .lambda
-        .get_function()
-        .function_name("HelloLambdaTest")
-        .send()
-        .await
-        .unwrap();
+    let f = aws.lambda.get_function().function_name("HelloLambdaTest").send().await.unwrap();
     let c = f.configuration().unwrap();
     assert_eq!(c.memory_size(), Some(512));
     assert_eq!(c.timeout(), Some(10));
     assert_eq!(c.runtime().map(|r| r.as_str()), Some("python3.13"));
     assert_eq!(c.handler(), Some("index.handler"));
-    assert_eq!(
-        c.role(),
-        Some("arn:aws:iam::123456789012:role/HelloLambdaTest-role")
-    );
+    assert_eq!(c.role(), Some("arn:aws:iam::123456789012:role/HelloLambdaTest-role"));
     let tags = f.tags().unwrap();
-    assert_eq!(
-        tags.get("reconcile:stack").map(String::as_str),
-        Some("apigw-lambda-basic")
-    );
-    assert_eq!(
-        tags.get("reconcile:managed-by").map(String::as_str),
-        Some("reconcile")
-    );
-    let local =
-        reconcile::manifest::artifact::package(&cli.join("manifests/apigw-lambda-basic/lambda"))
-            .unwrap();
+    assert_eq!(tags.get("reconcile:stack").map(String::as_str), Some("apigw-lambda-basic"));
+    assert_eq!(tags.get("reconcile:managed-by").map(String::as_str), Some("reconcile"));
+    let local = reconcile::manifest::artifact::package(&cli.join("manifests/apigw-lambda-basic/lambda")).unwrap();
     assert_eq!(c.code_sha256(), Some(local.sha256.as_str()));
 
     // Roles: trust policies, the managed policy, the inline policies (with the resolved ARN).
-    let role = aws
-        .iam
-        .get_role()
-        .role_name("HelloLambdaTest-role")
-        .send()
-        .await
-        .unwrap()
-        .role
-        .unwrap();
+    let role = aws.iam.get_role().role_name("HelloLambdaTest-role").send().await.unwrap().role.unwrap();
     let trust = decode(role.assume_role_policy_document().unwrap());
-    assert_eq!(
-        trust["Statement"][0]["Principal"]["Service"],
-        "lambda.amazonaws.com"
-    );
-    assert!(
-        role.tags()
-            .iter()
-            .any(|t| t.key() == "reconcile:stack" && t.value() == "apigw-lambda-basic")
-    );
-    let attached = aws
-        .iam
-        .list_attached_role_policies()
-        .role_name("HelloLambdaTest-role")
-        .send()
-        .await
-        .unwrap();
-    let arns: Vec<_> = attached
-        .attached_policies()
-        .iter()
-        .filter_map(|p| p.policy_arn())
-        .collect();
-    assert_eq!(
-        arns,
-        vec!["arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"]
-    );
-    let invoke = aws
-        .iam
-        .get_role_policy()
-        .role_name("ApiGwInvokeLambda")
-        .policy_name("invoke-lambda")
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(trust["Statement"][0]["Principal"]["Service"], "lambda.amazonaws.com");
+    assert!(role.tags().iter().any(|t| t.key() == "reconcile:stack" && t.value() == "apigw-lambda-basic"));
+    let attached = aws.iam.list_attached_role_policies().role_name("HelloLambdaTest-role").send().await.unwrap();
+    let arns: Vec<_> = attached.attached_policies().iter().filter_map(|p| p.policy_arn()).collect();
+    assert_eq!(arns, vec!["arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"]);
+    let invoke = aws.iam.get_role_policy().role_name("ApiGwInvokeLambda").policy_name("invoke-lambda").send().await.unwrap();
     let invoke = decode(invoke.policy_document());
-    assert_eq!(
-        invoke["Statement"][0]["Resource"][0],
-        "arn:aws:lambda:us-east-1:123456789012:function:HelloLambdaTest"
-    );
-    let logs_policy = aws
-        .iam
-        .get_role_policy()
-        .role_name("ApiGwInvokeLambda")
-        .policy_name("write-logs")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        decode(logs_policy.policy_document())["Statement"][0]["Action"]
-            .as_array()
-            .unwrap()
-            .len(),
-        7
-    );
-    let api_role = aws
-        .iam
-        .get_role()
-        .role_name("ApiGwInvokeLambda")
-        .send()
-        .await
-        .unwrap()
-        .role
-        .unwrap();
-    assert_eq!(
-        decode(api_role.assume_role_policy_document().unwrap())["Statement"][0]["Principal"]["Service"],
-        "apigateway.amazonaws.com"
-    );
+    assert_eq!(invoke["Statement"][0]["Resource"][0], "arn:aws:lambda:us-east-1:123456789012:function:HelloLambdaTest");
+    let logs_policy = aws.iam.get_role_policy().role_name("ApiGwInvokeLambda").policy_name("write-logs").send().await.unwrap();
+    assert_eq!(decode(logs_policy.policy_document())["Statement"][0]["Action"].as_array().unwrap().len(), 7);
+    let api_role = aws.iam.get_role().role_name("ApiGwInvokeLambda").send().await.unwrap().role.unwrap();
+    assert_eq!(decode(api_role.assume_role_policy_document().unwrap())["Statement"][0]["Principal"]["Service"], "apigateway.amazonaws.com");
 
     // Log groups: retention and ownership tags.
     for name in ["DevLogGroupAccessLog", "ProdLogGroupAccessLog"] {
-        let g = log_group(&aws, name)
-            .await
-            .unwrap_or_else(|| panic!("log group {name} missing"));
+        let g = log_group(&aws, name).await.unwrap_or_else(|| panic!("log group {name} missing"));
         assert_eq!(g.retention_in_days(), Some(731));
-        let tags = aws
-            .logs
-            .list_tags_for_resource()
-            .resource_arn(g.log_group_arn().unwrap())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            tags.tags()
-                .unwrap()
-                .get("reconcile:stack")
-                .map(String::as_str),
-            Some("apigw-lambda-basic")
-        );
+        let tags = aws.logs.list_tags_for_resource().resource_arn(g.log_group_arn().unwrap()).send().await.unwrap();
+        assert_eq!(tags.tags().unwrap().get("reconcile:stack").map(String::as_str), Some("apigw-lambda-basic"));
     }
 
     // Second plan: empty, exit 0 with --detailed-exitcode; a second apply changes nothing.
@@ -253,170 +134,68 @@ async fn apply_from_empty_creates_everything_and_second_plan_is_empty() {
     assert_eq!(serial(&cli), before);
 
     // Outputs are kept in state and shown without AWS (endpoint made unreachable on purpose).
-    let out = cli.run_with_env(
-        &["-f", SEED, "output", "function_arn"],
-        &[("AWS_ENDPOINT_URL", Some("http://127.0.0.1:9"))],
-    );
+    let out = cli.run_with_env(&["-f", SEED, "output", "function_arn"], &[("AWS_ENDPOINT_URL", Some("http://127.0.0.1:9"))]);
     out.assert_success();
-    assert_eq!(
-        out.stdout.trim(),
-        "arn:aws:lambda:us-east-1:123456789012:function:HelloLambdaTest"
-    );
+    assert_eq!(out.stdout.trim(), "arn:aws:lambda:us-east-1:123456789012:function:HelloLambdaTest");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn out_of_band_changes_are_detected_and_repaired() {
     let (moto, cli) = seeded();
-    cli.run(&["-f", SEED, "apply", "--auto-approve"])
-        .assert_success();
+    cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
     let aws = aws(&moto).await;
-    aws.lambda
-        .update_function_configuration()
-        .function_name("HelloLambdaTest")
-        .memory_size(256)
-        .send()
-        .await
-        .unwrap();
-    aws.logs
-        .delete_log_group()
-        .log_group_name("DevLogGroupAccessLog")
-        .send()
-        .await
-        .unwrap();
-    aws.logs
-        .put_retention_policy()
-        .log_group_name("ProdLogGroupAccessLog")
-        .retention_in_days(7)
-        .send()
-        .await
-        .unwrap();
+    aws.lambda.update_function_configuration().function_name("HelloLambdaTest").memory_size(256).send().await.unwrap();
+    aws.logs.delete_log_group().log_group_name("DevLogGroupAccessLog").send().await.unwrap();
+    aws.logs.put_retention_policy().log_group_name("ProdLogGroupAccessLog").retention_in_days(7).send().await.unwrap();
 
     let plan = cli.run(&["-f", SEED, "plan", "--detailed-exitcode"]);
     plan.assert_status(2);
     assert!(plan.stdout.contains("memory_size = 256 → 512"), "{plan}");
-    assert!(
-        plan.stdout.contains("retention_in_days = 7 → 731"),
-        "{plan}"
-    );
-    assert!(
-        plan.stdout
-            .contains("DevLogGroupAccessLog was deleted outside reconcile"),
-        "{plan}"
-    );
+    assert!(plan.stdout.contains("retention_in_days = 7 → 731"), "{plan}");
+    assert!(plan.stdout.contains("DevLogGroupAccessLog was deleted outside reconcile"), "{plan}");
     let mut got = changes(&plan_json(&cli, SEED));
     got.sort();
     assert_eq!(
         got,
         vec![
-            (
-                "dev_access_logs".into(),
-                "create".into(),
-                vec!["name".into(), "retention_in_days".into(), "tags".into()]
-            ),
-            (
-                "hello_function".into(),
-                "update".into(),
-                vec!["memory_size".into()]
-            ),
-            (
-                "prod_access_logs".into(),
-                "update".into(),
-                vec!["retention_in_days".into()]
-            ),
+            ("dev_access_logs".into(), "create".into(), vec!["name".into(), "retention_in_days".into(), "tags".into()]),
+            // The stage refers to the recreated group's ARN, known only after apply.
+            ("dev_stage".into(), "update".into(), vec!["access_log_destination_arn".into()]),
+            ("hello_function".into(), "update".into(), vec!["memory_size".into()]),
+            ("prod_access_logs".into(), "update".into(), vec!["retention_in_days".into()]),
         ]
     );
 
-    cli.run(&["-f", SEED, "apply", "--auto-approve"])
-        .assert_success();
-    let f = aws
-        .lambda
-        .get_function_configuration()
-        .function_name("HelloLambdaTest")
-        .send()
-        .await
-        .unwrap();
+    cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
+    let f = aws.lambda.get_function_configuration().function_name("HelloLambdaTest").send().await.unwrap();
     assert_eq!(f.memory_size(), Some(512));
-    assert_eq!(
-        log_group(&aws, "DevLogGroupAccessLog")
-            .await
-            .unwrap()
-            .retention_in_days(),
-        Some(731)
-    );
-    assert_eq!(
-        log_group(&aws, "ProdLogGroupAccessLog")
-            .await
-            .unwrap()
-            .retention_in_days(),
-        Some(731)
-    );
-    cli.run(&["-f", SEED, "plan", "--detailed-exitcode"])
-        .assert_status(0);
+    assert_eq!(log_group(&aws, "DevLogGroupAccessLog").await.unwrap().retention_in_days(), Some(731));
+    assert_eq!(log_group(&aws, "ProdLogGroupAccessLog").await.unwrap().retention_in_days(), Some(731));
+    cli.run(&["-f", SEED, "plan", "--detailed-exitcode"]).assert_status(0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn manifest_edits_update_exactly_what_changed() {
     let (moto, cli) = seeded();
-    cli.run(&["-f", SEED, "apply", "--auto-approve"])
-        .assert_success();
+    cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
     let aws = aws(&moto).await;
     let path = cli.join(SEED);
     let text = std::fs::read_to_string(&path).unwrap();
 
     // Memory.
-    std::fs::write(
-        &path,
-        text.replace("memory_size = 512", "memory_size = 1024"),
-    )
-    .unwrap();
-    assert_eq!(
-        changes(&plan_json(&cli, SEED)),
-        vec![(
-            "hello_function".into(),
-            "update".into(),
-            vec!["memory_size".into()]
-        )]
-    );
-    cli.run(&["-f", SEED, "apply", "--auto-approve"])
-        .assert_success();
-    let c = aws
-        .lambda
-        .get_function_configuration()
-        .function_name("HelloLambdaTest")
-        .send()
-        .await
-        .unwrap();
+    std::fs::write(&path, text.replace("memory_size = 512", "memory_size = 1024")).unwrap();
+    assert_eq!(changes(&plan_json(&cli, SEED)), vec![("hello_function".into(), "update".into(), vec!["memory_size".into()])]);
+    cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
+    let c = aws.lambda.get_function_configuration().function_name("HelloLambdaTest").send().await.unwrap();
     assert_eq!(c.memory_size(), Some(1024));
 
     // Code: detected by content hash, deployed, then in sync.
     let code = cli.join("manifests/apigw-lambda-basic/lambda/index.py");
-    std::fs::write(
-        &code,
-        std::fs::read_to_string(&code)
-            .unwrap()
-            .replace("time.sleep(2)", "time.sleep(0)"),
-    )
-    .unwrap();
-    assert_eq!(
-        changes(&plan_json(&cli, SEED)),
-        vec![(
-            "hello_function".into(),
-            "update".into(),
-            vec!["code_sha256".into()]
-        )]
-    );
-    cli.run(&["-f", SEED, "apply", "--auto-approve"])
-        .assert_success();
-    let local =
-        reconcile::manifest::artifact::package(&cli.join("manifests/apigw-lambda-basic/lambda"))
-            .unwrap();
-    let c = aws
-        .lambda
-        .get_function_configuration()
-        .function_name("HelloLambdaTest")
-        .send()
-        .await
-        .unwrap();
+    std::fs::write(&code, std::fs::read_to_string(&code).unwrap().replace("time.sleep(2)", "time.sleep(0)")).unwrap();
+    assert_eq!(changes(&plan_json(&cli, SEED)), vec![("hello_function".into(), "update".into(), vec!["code_sha256".into()])]);
+    cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
+    let local = reconcile::manifest::artifact::package(&cli.join("manifests/apigw-lambda-basic/lambda")).unwrap();
+    let c = aws.lambda.get_function_configuration().function_name("HelloLambdaTest").send().await.unwrap();
     assert_eq!(c.code_sha256(), Some(local.sha256.as_str()));
 
     // Policy: one inline policy document.
@@ -424,36 +203,14 @@ async fn manifest_edits_update_exactly_what_changed() {
     std::fs::write(&path, text.replace("  \"logs:FilterLogEvents\",\n", "")).unwrap();
     assert_eq!(
         changes(&plan_json(&cli, SEED)),
-        vec![(
-            "api_invoke_role".into(),
-            "update".into(),
-            vec!["inline_policies.write-logs".into()]
-        )]
+        vec![("api_invoke_role".into(), "update".into(), vec!["inline_policies.write-logs".into()])]
     );
     let plan = cli.run(&["-f", SEED, "plan"]);
-    assert!(
-        plan.stdout.contains("-         \"logs:FilterLogEvents\""),
-        "{plan}"
-    );
-    cli.run(&["-f", SEED, "apply", "--auto-approve"])
-        .assert_success();
-    let doc = aws
-        .iam
-        .get_role_policy()
-        .role_name("ApiGwInvokeLambda")
-        .policy_name("write-logs")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        decode(doc.policy_document())["Statement"][0]["Action"]
-            .as_array()
-            .unwrap()
-            .len(),
-        6
-    );
-    cli.run(&["-f", SEED, "plan", "--detailed-exitcode"])
-        .assert_status(0);
+    assert!(plan.stdout.contains("-         \"logs:FilterLogEvents\""), "{plan}");
+    cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
+    let doc = aws.iam.get_role_policy().role_name("ApiGwInvokeLambda").policy_name("write-logs").send().await.unwrap();
+    assert_eq!(decode(doc.policy_document())["Statement"][0]["Action"].as_array().unwrap().len(), 6);
+    cli.run(&["-f", SEED, "plan", "--detailed-exitcode"]).assert_status(0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -461,54 +218,36 @@ async fn removing_a_resource_deletes_it_and_destroy_leaves_only_what_is_not_ours
     let (moto, cli) = seeded();
     let aws = aws(&moto).await;
     // Something we do not own, with a name close to ours.
-    aws.logs
-        .create_log_group()
-        .log_group_name("DevLogGroupAccessLog-not-ours")
-        .send()
-        .await
-        .unwrap();
-    cli.run(&["-f", SEED, "apply", "--auto-approve"])
-        .assert_success();
+    aws.logs.create_log_group().log_group_name("DevLogGroupAccessLog-not-ours").send().await.unwrap();
+    cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
 
     let path = cli.join(SEED);
     let text = std::fs::read_to_string(&path).unwrap();
-    let start = text.find("# Access logs of the dev stage").unwrap();
-    let end = text.find("# Access logs of the prod stage").unwrap();
+    let start = text.find("# Lets API Gateway invoke the function for ApiGwDemo").unwrap();
+    let end = text.find("# --- API Gateway").unwrap();
     std::fs::write(&path, format!("{}{}", &text[..start], &text[end..])).unwrap();
-    assert_eq!(
-        changes(&plan_json(&cli, SEED)),
-        vec![("dev_access_logs".into(), "delete".into(), vec![])]
-    );
-    cli.run(&["-f", SEED, "apply", "--auto-approve"])
-        .assert_success();
-    assert!(log_group(&aws, "DevLogGroupAccessLog").await.is_none());
+    assert_eq!(changes(&plan_json(&cli, SEED)), vec![("api_demo_invoke_permission".into(), "delete".into(), vec![])]);
+    assert!(aws.lambda.get_policy().function_name("HelloLambdaTest").send().await.is_ok());
+    cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
+    let policy = aws.lambda.get_policy().function_name("HelloLambdaTest").send().await;
+    assert!(policy.is_err() || !policy.unwrap().policy().unwrap_or_default().contains("AllowApiGwDemoGetOrder"));
 
     let out = cli.run(&["-f", SEED, "destroy", "--auto-approve"]);
     out.assert_success();
-    assert!(out.stdout.contains("Apply complete: 4 done"), "{out}");
-    assert!(
-        aws.lambda
-            .list_functions()
-            .send()
-            .await
-            .unwrap()
-            .functions()
-            .is_empty()
-    );
+    assert!(out.stdout.contains("Apply complete: 16 done"), "{out}");
+    assert!(aws.apigw.get_rest_apis().send().await.unwrap().items().is_empty());
+    assert!(aws.waf.list_web_acls().scope(aws_sdk_wafv2::types::Scope::Regional).send().await.unwrap().web_acls().is_empty());
+    assert!(aws.lambda.list_functions().send().await.unwrap().functions().is_empty());
     let roles = aws.iam.list_roles().send().await.unwrap();
     let ours: Vec<_> = roles
         .roles()
         .iter()
         .map(|r| r.role_name())
-        .filter(|n| *n == "ApiGwInvokeLambda" || *n == "HelloLambdaTest-role")
+        .filter(|n| ["ApiGwInvokeLambda", "HelloLambdaTest-role", "ApiGwPushToCloudWatchLogs"].contains(n))
         .collect();
     assert!(ours.is_empty(), "{ours:?}");
     let groups = aws.logs.describe_log_groups().send().await.unwrap();
-    let names: Vec<_> = groups
-        .log_groups()
-        .iter()
-        .filter_map(|g| g.log_group_name())
-        .collect();
+    let names: Vec<_> = groups.log_groups().iter().filter_map(|g| g.log_group_name()).collect();
     assert_eq!(names, vec!["DevLogGroupAccessLog-not-ours"]);
     // Destroying again is a no-op.
     let again = cli.run(&["-f", SEED, "destroy", "--auto-approve"]);
@@ -519,28 +258,16 @@ async fn removing_a_resource_deletes_it_and_destroy_leaves_only_what_is_not_ours
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_manifests_fail_before_any_aws_call_and_leave_state_alone() {
     let (moto, cli) = seeded();
-    cli.run(&["-f", SEED, "apply", "--auto-approve"])
-        .assert_success();
+    cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
     let state_before = std::fs::read(cli.join("reconcile.db")).unwrap();
-    let requests_before = moto
-        .log()
-        .lines()
-        .filter(|l| l.contains("HTTP/1.1\""))
-        .count();
+    let requests_before = moto.log().lines().filter(|l| l.contains("HTTP/1.1\"")).count();
 
     let text = std::fs::read_to_string(cli.join(SEED)).unwrap();
     let bad = text
-        .replace(
-            "role = \"${hello_lambda_role.arn}\"",
-            "role = \"${hello_lambda_rol.arn}\"",
-        )
+        .replace("role = \"${hello_lambda_role.arn}\"", "role = \"${hello_lambda_rol.arn}\"")
         .replace("memory_size = 512", "memory_size = \"big\"");
     cli.write_file("manifests/bad.toml", &bad);
-    let line = bad
-        .lines()
-        .position(|l| l.starts_with("role = \"${hello_lambda_rol"))
-        .unwrap()
-        + 1;
+    let line = bad.lines().position(|l| l.starts_with("role = \"${hello_lambda_rol")).unwrap() + 1;
     for cmd in ["plan", "apply", "destroy"] {
         let out = cli.run(
             &["-f", "manifests/bad.toml", cmd, "--auto-approve"]
@@ -550,28 +277,15 @@ async fn bad_manifests_fail_before_any_aws_call_and_leave_state_alone() {
                 .collect::<Vec<_>>(),
         );
         out.assert_status(1);
-        assert!(out.stderr.contains(&format!("manifests/bad.toml:{line}:9: error: reference `${{hello_lambda_rol.arn}}` names no resource")), "{out}");
         assert!(
-            out.stderr
-                .contains("`memory_size` must be an integer, found string"),
+            out.stderr.contains(&format!("manifests/bad.toml:{line}:9: error: reference `${{hello_lambda_rol.arn}}` names no resource")),
             "{out}"
         );
+        assert!(out.stderr.contains("`memory_size` must be an integer, found string"), "{out}");
     }
-    let requests_after = moto
-        .log()
-        .lines()
-        .filter(|l| l.contains("HTTP/1.1\""))
-        .count();
-    assert_eq!(
-        requests_before,
-        requests_after,
-        "a bad manifest made AWS calls:\n{}",
-        moto.log()
-    );
-    assert_eq!(
-        std::fs::read(cli.join("reconcile.db")).unwrap(),
-        state_before
-    );
+    let requests_after = moto.log().lines().filter(|l| l.contains("HTTP/1.1\"")).count();
+    assert_eq!(requests_before, requests_after, "a bad manifest made AWS calls:\n{}", moto.log());
+    assert_eq!(std::fs::read(cli.join("reconcile.db")).unwrap(), state_before);
 
     // --json gives the diagnostics as data.
     let out = cli.run(&["-f", "manifests/bad.toml", "--json", "validate"]);
@@ -587,43 +301,200 @@ async fn apply_refuses_without_a_terminal_or_approval_and_errors_are_actionable(
     out.assert_status(1);
     assert!(out.stderr.contains("pass --auto-approve"), "{out}");
     let aws = aws(&moto).await;
-    assert!(
-        aws.lambda
-            .list_functions()
-            .send()
-            .await
-            .unwrap()
-            .functions()
-            .is_empty()
-    );
+    assert!(aws.lambda.list_functions().send().await.unwrap().functions().is_empty());
 
     let out = cli.run_with_env(&["-f", SEED, "plan"], &[("AWS_REGION", None)]);
     out.assert_status(1);
     assert!(out.stderr.contains("no AWS region configured"), "{out}");
-    let out = cli.run_with_env(
-        &["-f", SEED, "plan"],
-        &[("AWS_ACCESS_KEY_ID", None), ("AWS_SECRET_ACCESS_KEY", None)],
-    );
+    let out = cli.run_with_env(&["-f", SEED, "plan"], &[("AWS_ACCESS_KEY_ID", None), ("AWS_SECRET_ACCESS_KEY", None)]);
     out.assert_status(1);
     assert!(out.stderr.contains("no AWS credentials found"), "{out}");
     // Refreshing what the state owns needs the endpoint: an unreachable one is named as such.
-    cli.run(&["-f", SEED, "apply", "--auto-approve"])
-        .assert_success();
-    let out = cli.run_with_env(
-        &["-f", SEED, "plan"],
-        &[("AWS_ENDPOINT_URL", Some("http://127.0.0.1:9"))],
-    );
-    assert!(
-        out.status == 1 && out.stderr.contains("cannot reach the AWS endpoint"),
-        "{out}"
-    );
+    cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
+    let out = cli.run_with_env(&["-f", SEED, "plan"], &[("AWS_ENDPOINT_URL", Some("http://127.0.0.1:9"))]);
+    assert!(out.status == 1 && out.stderr.contains("cannot reach the AWS endpoint"), "{out}");
     // Corrupt state: clear error, file untouched.
     cli.write_file("corrupt.db", &"not a database ".repeat(100));
     let out = cli.run(&["-f", SEED, "--state", "corrupt.db", "plan"]);
     out.assert_status(1);
-    assert!(
-        out.stderr.contains("is not a reconcile state database"),
-        "{out}"
-    );
+    assert!(out.stderr.contains("is not a reconcile state database"), "{out}");
     assert_eq!(cli.read_file("corrupt.db"), "not a database ".repeat(100));
+}
+
+async fn api_id(aws: &Aws, name: &str) -> String {
+    let apis = aws.apigw.get_rest_apis().send().await.unwrap();
+    apis.items().iter().find(|a| a.name() == Some(name)).and_then(|a| a.id()).unwrap_or_else(|| panic!("no REST API {name}")).to_string()
+}
+
+/// (path, method) → integration of every method of an API.
+async fn methods(aws: &Aws, api: &str) -> Vec<(String, String, aws_sdk_apigateway::types::Integration)> {
+    let resources = aws.apigw.get_resources().rest_api_id(api).embed("methods").send().await.unwrap();
+    let mut out = Vec::new();
+    for r in resources.items() {
+        for (verb, m) in r.resource_methods().into_iter().flatten() {
+            out.push((r.path().unwrap_or_default().to_string(), verb.clone(), m.method_integration().cloned().unwrap()));
+        }
+    }
+    out
+}
+
+async fn web_acl(aws: &Aws) -> aws_sdk_wafv2::types::WebAcl {
+    use aws_sdk_wafv2::types::Scope;
+    let list = aws.waf.list_web_acls().scope(Scope::Regional).send().await.unwrap();
+    let s = list.web_acls().iter().find(|a| a.name() == Some("ApiGwWebAcl")).expect("web ACL ApiGwWebAcl");
+    let got = aws.waf.get_web_acl().scope(Scope::Regional).name("ApiGwWebAcl").id(s.id().unwrap()).send().await.unwrap();
+    got.web_acl().cloned().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_stack_apis_stages_and_waf_converge_and_repair() {
+    let (moto, cli) = seeded();
+    cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
+    let aws = aws(&moto).await;
+    let fn_arn = "arn:aws:lambda:us-east-1:123456789012:function:HelloLambdaTest";
+
+    // Both APIs: paths, methods, Lambda proxy integrations (one through the invoke role).
+    let demo = api_id(&aws, "ApiGwDemo").await;
+    let hello = api_id(&aws, "HelloApiGw").await;
+    let m = methods(&aws, &demo).await;
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert_eq!((m[0].0.as_str(), m[0].1.as_str()), ("/order", "GET"));
+    assert_eq!(m[0].2.r#type().map(|t| t.as_str()), Some("AWS_PROXY"));
+    assert!(m[0].2.uri().unwrap().contains(&format!("functions/{fn_arn}/invocations")));
+    assert_eq!(m[0].2.credentials(), None);
+    let m = methods(&aws, &hello).await;
+    assert_eq!((m[0].0.as_str(), m[0].1.as_str()), ("/book", "GET"));
+    assert_eq!(m[0].2.credentials(), Some("arn:aws:iam::123456789012:role/ApiGwInvokeLambda"));
+    let policy = aws.lambda.get_policy().function_name("HelloLambdaTest").send().await.unwrap();
+    let policy = policy.policy().unwrap();
+    assert!(policy.contains("AllowApiGwDemoGetOrder") && policy.contains(&format!(":{demo}/*/GET/order")), "{policy}");
+    let account = aws.apigw.get_account().send().await.unwrap();
+    assert_eq!(account.cloudwatch_role_arn(), Some("arn:aws:iam::123456789012:role/ApiGwPushToCloudWatchLogs"));
+
+    // Stages: one deployment, access logs to their own group in JSON with the request id, data trace on.
+    let dev = aws.apigw.get_stage().rest_api_id(&hello).stage_name("dev").send().await.unwrap();
+    let prod = aws.apigw.get_stage().rest_api_id(&hello).stage_name("prod").send().await.unwrap();
+    assert_eq!(dev.deployment_id(), prod.deployment_id());
+    let first_deployment = prod.deployment_id().unwrap().to_string();
+    for (stage, group) in [(&dev, "DevLogGroupAccessLog"), (&prod, "ProdLogGroupAccessLog")] {
+        let logs = stage.access_log_settings().unwrap();
+        assert_eq!(logs.destination_arn(), Some(format!("arn:aws:logs:us-east-1:123456789012:log-group:{group}").as_str()));
+        assert!(logs.format().unwrap().contains("\"requestId\":\"$context.requestId\""));
+        let all = stage.method_settings().unwrap().get("*/*").unwrap();
+        assert!(all.data_trace_enabled());
+        assert_eq!(all.logging_level(), Some("INFO"));
+    }
+
+    // WAF: the seed's three rules exactly, associated with the prod stage.
+    let acl = web_acl(&aws).await;
+    let mut rules: Vec<_> = acl.rules().iter().map(|r| (r.priority(), r.name().to_string())).collect();
+    rules.sort();
+    assert_eq!(
+        rules,
+        vec![(1, "LimiteRequestsThreshold".into()), (2, "RuleGeoRestrict".into()), (10, "AWSManagedRulesCommonRuleSet".into())]
+    );
+    for r in acl.rules() {
+        let s = r.statement().unwrap();
+        match r.priority() {
+            1 => {
+                let rb = s.rate_based_statement().unwrap();
+                assert_eq!((rb.limit(), rb.aggregate_key_type().as_str()), (2000, "IP"));
+                assert!(r.action().unwrap().block().is_some());
+            }
+            2 => {
+                assert_eq!(s.geo_match_statement().unwrap().country_codes().iter().map(|c| c.as_str()).collect::<Vec<_>>(), vec!["SG"]);
+                assert!(r.action().unwrap().block().is_some());
+            }
+            _ => {
+                assert_eq!(s.managed_rule_group_statement().unwrap().name(), "AWSManagedRulesCommonRuleSet");
+                assert!(r.override_action().unwrap().none().is_some());
+            }
+        }
+        assert!(r.visibility_config().unwrap().sampled_requests_enabled());
+    }
+    let prod_arn = format!("arn:aws:apigateway:us-east-1::/restapis/{hello}/stages/prod");
+    let assoc = aws.waf.get_web_acl_for_resource().resource_arn(&prod_arn).send().await.unwrap();
+    assert_eq!(assoc.web_acl().map(|a| a.arn()), Some(acl.arn()));
+
+    // Outputs and the empty second plan.
+    let url = cli.run(&["-f", SEED, "output", "hello_api_prod_url"]);
+    assert_eq!(url.stdout.trim(), format!("https://{hello}.execute-api.us-east-1.amazonaws.com/prod"));
+    assert_eq!(cli.run(&["-f", SEED, "output", "web_acl_arn"]).stdout.trim(), acl.arn());
+    cli.run(&["-f", SEED, "plan", "--detailed-exitcode"]).assert_status(0);
+
+    // A route change: the API is updated, a new deployment is made, both stages move, the old one goes.
+    let path = cli.join(SEED);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("path = \"/book\"", "path = \"/books\"")).unwrap();
+    let mut got = changes(&plan_json(&cli, SEED));
+    got.sort();
+    let names: Vec<_> = got.iter().map(|(n, a, _)| format!("{n}:{a}")).collect();
+    assert_eq!(names, vec!["dev_stage:update", "hello_api:update", "hello_deployment:replace", "prod_stage:update"]);
+    assert_eq!(got[0].2, vec!["deployment_id".to_string()]);
+    let out = cli.run(&["-f", SEED, "apply", "--auto-approve"]);
+    out.assert_success();
+    let prod = aws.apigw.get_stage().rest_api_id(&hello).stage_name("prod").send().await.unwrap();
+    let dev = aws.apigw.get_stage().rest_api_id(&hello).stage_name("dev").send().await.unwrap();
+    assert_ne!(prod.deployment_id().unwrap(), first_deployment);
+    assert_eq!(dev.deployment_id(), prod.deployment_id());
+    assert!(aws.apigw.get_deployment().rest_api_id(&hello).deployment_id(&first_deployment).send().await.is_err());
+    assert_eq!(methods(&aws, &hello).await[0].0, "/books");
+    cli.run(&["-f", SEED, "plan", "--detailed-exitcode"]).assert_status(0);
+
+    // Out of band: a stage setting, a WAF rule and the association.
+    use aws_sdk_apigateway::types::{Op, PatchOperation};
+    aws.apigw
+        .update_stage()
+        .rest_api_id(&hello)
+        .stage_name("prod")
+        .patch_operations(PatchOperation::builder().op(Op::Replace).path("/*/*/logging/dataTrace").value("false").build())
+        .send()
+        .await
+        .unwrap();
+    let acl = web_acl(&aws).await;
+    let token = aws
+        .waf
+        .get_web_acl()
+        .scope(aws_sdk_wafv2::types::Scope::Regional)
+        .name("ApiGwWebAcl")
+        .id(acl.id())
+        .send()
+        .await
+        .unwrap()
+        .lock_token()
+        .unwrap()
+        .to_string();
+    aws.waf
+        .update_web_acl()
+        .scope(aws_sdk_wafv2::types::Scope::Regional)
+        .name("ApiGwWebAcl")
+        .id(acl.id())
+        .lock_token(token)
+        .set_default_action(acl.default_action().cloned())
+        .set_visibility_config(acl.visibility_config().cloned())
+        .set_rules(Some(acl.rules().iter().filter(|r| r.priority() != 2).cloned().collect()))
+        .send()
+        .await
+        .unwrap();
+    aws.waf.disassociate_web_acl().resource_arn(&prod_arn).send().await.unwrap();
+    let plan = cli.run(&["-f", SEED, "plan", "--detailed-exitcode"]);
+    plan.assert_status(2);
+    assert!(plan.stdout.contains("data_trace_enabled = false → true"), "{plan}");
+    let mut got = changes(&plan_json(&cli, SEED));
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("prod_stage".into(), "update".into(), vec!["data_trace_enabled".into()]),
+            ("waf_acl".into(), "update".into(), vec!["rules".into()]),
+            ("waf_prod_association".into(), "create".into(), vec!["web_acl_arn".into(), "resource_arn".into()]),
+        ]
+    );
+    cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
+    assert_eq!(web_acl(&aws).await.rules().len(), 3);
+    let assoc = aws.waf.get_web_acl_for_resource().resource_arn(&prod_arn).send().await.unwrap();
+    assert!(assoc.web_acl().is_some());
+    let prod = aws.apigw.get_stage().rest_api_id(&hello).stage_name("prod").send().await.unwrap();
+    assert!(prod.method_settings().unwrap().get("*/*").unwrap().data_trace_enabled());
+    cli.run(&["-f", SEED, "plan", "--detailed-exitcode"]).assert_status(0);
 }

@@ -38,11 +38,7 @@ pub fn moto_server_path() -> PathBuf {
     PATH.get_or_init(|| {
         if let Some(p) = std::env::var_os("MOTO_SERVER").filter(|p| !p.is_empty()) {
             let p = PathBuf::from(p);
-            assert!(
-                p.is_file(),
-                "MOTO_SERVER={} does not exist; run `scripts/moto install` or unset MOTO_SERVER",
-                p.display()
-            );
+            assert!(p.is_file(), "MOTO_SERVER={} does not exist; run `scripts/moto install` or unset MOTO_SERVER", p.display());
             return p;
         }
         let local = repo_dir().join(".venv/bin/moto_server");
@@ -66,11 +62,7 @@ pub fn moto_server_path() -> PathBuf {
             String::from_utf8_lossy(&out.stderr)
         );
         let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        assert!(
-            p.is_file(),
-            "`scripts/moto install` printed {:?}, which is not a file",
-            p.display()
-        );
+        assert!(p.is_file(), "`scripts/moto install` printed {:?}, which is not a file", p.display());
         p
     })
     .clone()
@@ -113,12 +105,7 @@ impl Moto {
         drop(port_tx);
 
         // From here on a panic drops `moto`, which kills the child.
-        let mut moto = Moto {
-            url: String::new(),
-            port: 0,
-            child,
-            log,
-        };
+        let mut moto = Moto { url: String::new(), port: 0, child, log };
         let deadline = Instant::now() + MOTO_START_TIMEOUT;
         moto.port = loop {
             match port_rx.recv_timeout(Duration::from_millis(100)) {
@@ -127,25 +114,15 @@ impl Moto {
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     // Both pipes closed without the address line: the server died.
                     let status = moto.child.wait().map(|s| s.to_string()).unwrap_or_default();
-                    panic!(
-                        "moto_server ({}) exited ({status}) before printing `{RUNNING_ON}<port>`:\n{}",
-                        server.display(),
-                        moto.log()
-                    );
+                    panic!("moto_server ({}) exited ({status}) before printing `{RUNNING_ON}<port>`:\n{}", server.display(), moto.log());
                 }
             }
             if let Ok(Some(status)) = moto.child.try_wait() {
                 thread::sleep(Duration::from_millis(200)); // let the drain threads catch up
-                panic!(
-                    "moto_server exited ({status}) during start-up:\n{}",
-                    moto.log()
-                );
+                panic!("moto_server exited ({status}) during start-up:\n{}", moto.log());
             }
             if Instant::now() > deadline {
-                panic!(
-                    "moto_server did not print `{RUNNING_ON}<port>` within {MOTO_START_TIMEOUT:?}:\n{}",
-                    moto.log()
-                );
+                panic!("moto_server did not print `{RUNNING_ON}<port>` within {MOTO_START_TIMEOUT:?}:\n{}", moto.log());
             }
         };
         moto.url = format!("http://127.0.0.1:{}", moto.port);
@@ -160,11 +137,7 @@ impl Moto {
                 Err(e) => e.to_string(),
             };
             if let Ok(Some(status)) = moto.child.try_wait() {
-                panic!(
-                    "moto_server exited ({status}) at {}:\n{}",
-                    moto.url,
-                    moto.log()
-                );
+                panic!("moto_server exited ({status}) at {}:\n{}", moto.url, moto.log());
             }
             if Instant::now() > deadline {
                 panic!(
@@ -217,24 +190,14 @@ impl Moto {
     /// The last lines moto printed (startup messages and its request log).
     pub fn log(&self) -> String {
         let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        log.iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join("\n")
+        log.iter().map(String::as_str).collect::<Vec<_>>().join("\n")
     }
 
     fn expect_2xx(&self, method: &str, path: &str, body: &str) -> String {
         match self.request(method, path, body) {
             Ok((status, text)) if (200..300).contains(&status) => text,
-            Ok((status, text)) => panic!(
-                "{method} {}{path} answered HTTP {status}:\n{text}",
-                self.url
-            ),
-            Err(e) => panic!(
-                "{method} {}{path} failed: {e}\nmoto log:\n{}",
-                self.url,
-                self.log()
-            ),
+            Ok((status, text)) => panic!("{method} {}{path} answered HTTP {status}:\n{text}", self.url),
+            Err(e) => panic!("{method} {}{path} failed: {e}\nmoto log:\n{}", self.url, self.log()),
         }
     }
 }
@@ -248,10 +211,7 @@ impl Drop for Moto {
 
 impl fmt::Debug for Moto {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Moto")
-            .field("url", &self.url)
-            .field("pid", &self.child.id())
-            .finish()
+        f.debug_struct("Moto").field("url", &self.url).field("pid", &self.child.id()).finish()
     }
 }
 
@@ -267,10 +227,7 @@ fn drain(pipe: Box<dyn Read + Send>, log: &Mutex<VecDeque<String>>, port_tx: &mp
         }
         let line = String::from_utf8_lossy(&buf).trim_end().to_string();
         if let Some(i) = line.find(RUNNING_ON) {
-            let digits: String = line[i + RUNNING_ON.len()..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
+            let digits: String = line[i + RUNNING_ON.len()..].chars().take_while(char::is_ascii_digit).collect();
             if let Ok(port) = digits.parse::<u16>() {
                 let _ = port_tx.send(port); // the receiver is gone after start-up; keep draining
             }
@@ -284,12 +241,7 @@ fn drain(pipe: Box<dyn Read + Send>, log: &Mutex<VecDeque<String>>, port_tx: &mp
 }
 
 /// Minimal HTTP/1.1 client for 127.0.0.1 (`Connection: close`, handles chunked answers).
-pub fn http_request(
-    port: u16,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> std::io::Result<(u16, String)> {
+pub fn http_request(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
     let invalid = |msg: String| std::io::Error::new(std::io::ErrorKind::InvalidData, msg);
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -305,10 +257,8 @@ pub fn http_request(
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
 
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| invalid(format!("no end of headers in {} bytes", raw.len())))?;
+    let split =
+        raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| invalid(format!("no end of headers in {} bytes", raw.len())))?;
     let head = String::from_utf8_lossy(&raw[..split]);
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
@@ -381,12 +331,7 @@ impl Output {
 
 impl fmt::Display for Output {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "`reconcile {}` exited with {}",
-            self.args.join(" "),
-            self.status
-        )?;
+        writeln!(f, "`reconcile {}` exited with {}", self.args.join(" "), self.status)?;
         writeln!(f, "--- stdout ---\n{}", self.stdout.trim_end())?;
         write!(f, "--- stderr ---\n{}", self.stderr.trim_end())
     }
@@ -428,15 +373,8 @@ const SCRUBBED_ENV: &[&str] = &[
 
 impl Cli {
     pub fn new(moto: &Moto) -> Cli {
-        let dir = tempfile::Builder::new()
-            .prefix("reconcile-e2e-")
-            .tempdir()
-            .expect("cannot create a temporary directory for the test");
-        Cli {
-            dir,
-            env: moto.env(),
-            timeout: CLI_TIMEOUT,
-        }
+        let dir = tempfile::Builder::new().prefix("reconcile-e2e-").tempdir().expect("cannot create a temporary directory for the test");
+        Cli { dir, env: moto.env(), timeout: CLI_TIMEOUT }
     }
 
     /// The work directory (the binary's current directory).
@@ -453,19 +391,9 @@ impl Cli {
     /// `Path::new("manifests")`) recursively into the work directory under its own name and
     /// returns the copy's path, e.g. `<tmp>/manifests`.
     pub fn copy_manifest_tree(&self, src: &Path) -> PathBuf {
-        let src = if src.is_absolute() {
-            src.to_path_buf()
-        } else {
-            repo_dir().join(src)
-        };
-        assert!(
-            src.is_dir(),
-            "copy_manifest_tree: {} is not a directory",
-            src.display()
-        );
-        let name = src
-            .file_name()
-            .unwrap_or_else(|| panic!("copy_manifest_tree: {} has no file name", src.display()));
+        let src = if src.is_absolute() { src.to_path_buf() } else { repo_dir().join(src) };
+        assert!(src.is_dir(), "copy_manifest_tree: {} is not a directory", src.display());
+        let name = src.file_name().unwrap_or_else(|| panic!("copy_manifest_tree: {} has no file name", src.display()));
         let dest = self.join(name);
         copy_dir(&src, &dest);
         dest
@@ -475,11 +403,9 @@ impl Cli {
     pub fn write_file(&self, rel: impl AsRef<Path>, contents: &str) -> PathBuf {
         let path = self.join(rel);
         if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)
-                .unwrap_or_else(|e| panic!("cannot create {}: {e}", parent.display()));
+            fs::create_dir_all(parent).unwrap_or_else(|e| panic!("cannot create {}: {e}", parent.display()));
         }
-        fs::write(&path, contents)
-            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        fs::write(&path, contents).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
         path
     }
 
@@ -499,20 +425,13 @@ impl Cli {
     pub fn run_with_env(&self, args: &[&str], overrides: &[(&str, Option<&str>)]) -> Output {
         let bin = env!("CARGO_BIN_EXE_reconcile");
         let mut cmd = Command::new(bin);
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(args).current_dir(self.dir.path()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         for name in SCRUBBED_ENV {
             cmd.env_remove(name);
         }
         // Never read the developer's ~/.aws: point the SDK at files that do not exist.
         cmd.env("AWS_CONFIG_FILE", self.join(".no-aws/config"))
-            .env(
-                "AWS_SHARED_CREDENTIALS_FILE",
-                self.join(".no-aws/credentials"),
-            )
+            .env("AWS_SHARED_CREDENTIALS_FILE", self.join(".no-aws/credentials"))
             .env("NO_COLOR", "1");
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         for (name, value) in overrides {
@@ -523,9 +442,7 @@ impl Cli {
         }
 
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
         let out = Collector::start(child.stdout.take().expect("piped stdout"));
         let err = Collector::start(child.stderr.take().expect("piped stderr"));
         let deadline = Instant::now() + self.timeout;
@@ -548,20 +465,13 @@ impl Cli {
             }
         };
         // A leftover grandchild could hold the pipes open; do not wait for it forever.
-        Output {
-            status: exit_code(status),
-            stdout: out.finish(Duration::from_secs(5)),
-            stderr: err.finish(Duration::from_secs(5)),
-            args,
-        }
+        Output { status: exit_code(status), stdout: out.finish(Duration::from_secs(5)), stderr: err.finish(Duration::from_secs(5)), args }
     }
 }
 
 impl fmt::Debug for Cli {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cli")
-            .field("dir", &self.dir.path())
-            .finish()
+        f.debug_struct("Cli").field("dir", &self.dir.path()).finish()
     }
 }
 
@@ -587,10 +497,7 @@ impl Collector {
             loop {
                 match pipe.read(&mut chunk) {
                     Ok(0) => return,
-                    Ok(n) => sink
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .extend_from_slice(&chunk[..n]),
+                    Ok(n) => sink.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(&chunk[..n]),
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(_) => return,
                 }
@@ -626,21 +533,17 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 
 fn copy_dir(src: &Path, dest: &Path) {
     fs::create_dir_all(dest).unwrap_or_else(|e| panic!("cannot create {}: {e}", dest.display()));
-    let entries =
-        fs::read_dir(src).unwrap_or_else(|e| panic!("cannot list {}: {e}", src.display()));
+    let entries = fs::read_dir(src).unwrap_or_else(|e| panic!("cannot list {}: {e}", src.display()));
     for entry in entries {
         let entry = entry.unwrap_or_else(|e| panic!("cannot list {}: {e}", src.display()));
         let from = entry.path();
         let to = dest.join(entry.file_name());
         // fs::metadata follows symlinks: a linked file or directory is copied as its target.
-        let meta =
-            fs::metadata(&from).unwrap_or_else(|e| panic!("cannot stat {}: {e}", from.display()));
+        let meta = fs::metadata(&from).unwrap_or_else(|e| panic!("cannot stat {}: {e}", from.display()));
         if meta.is_dir() {
             copy_dir(&from, &to);
         } else {
-            fs::copy(&from, &to).unwrap_or_else(|e| {
-                panic!("cannot copy {} to {}: {e}", from.display(), to.display())
-            });
+            fs::copy(&from, &to).unwrap_or_else(|e| panic!("cannot copy {} to {}: {e}", from.display(), to.display()));
         }
     }
 }
