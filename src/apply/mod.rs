@@ -338,6 +338,9 @@ where
 async fn run(ctx: &Ctx<'_>, node: Node<'_>) -> Result<(), ApplyError> {
     let change = node.change;
     let name = change.name.as_str();
+    if node.step != Step::Whole && ctx.manifest.and_then(|m| m.resource(name)).is_some_and(|r| r.protect) {
+        return Err(ApplyError::Protected { resource: name.into(), action: "replacement" });
+    }
     match node.step {
         Step::CreateNew => return create(ctx, change).await,
         Step::DeleteOld => {

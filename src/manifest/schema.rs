@@ -195,8 +195,12 @@ impl KindSchema {
 
 use FieldType as T;
 
-const TAGS: Field = Field::new("tags", T::StringMap, "Tags; the ownership tags `reconcile:stack` and `reconcile:managed-by` are added")
-    .default(Default::EmptyMap);
+const TAGS: Field = Field::new(
+    "tags",
+    T::StringMap,
+    "Tags; the ownership tags `reconcile:stack`, `reconcile:managed-by` and `reconcile:resource` are added",
+)
+.default(Default::EmptyMap);
 
 /// Log group retention values CloudWatch Logs accepts.
 pub const LOG_RETENTION_DAYS: &[i64] =

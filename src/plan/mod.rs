@@ -164,11 +164,12 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
         let depends_on: Vec<String> = r.deps.iter().cloned().collect();
         let recorded = state.resources.get(&r.name);
         // Outputs that follow from the manifest alone are known even before apply.
-        let derived = if refs::contains_unknown(&Value::Object(desired.clone())) {
-            BTreeMap::new()
-        } else {
-            providers::derived_outputs(r.kind, &desired)
-        };
+        // When the manifest side is not fully known yet, neither are they: the old values must not stand in.
+        let mut derived = providers::derived_outputs(r.kind, &desired);
+        let derived_unknown = refs::contains_unknown(&Value::Object(desired.clone()));
+        if derived_unknown {
+            derived.clear();
+        }
         if !derived.is_empty() {
             known.insert(r.name.clone(), derived.clone());
         }
@@ -223,6 +224,11 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                 };
                 if !replace {
                     let mut outputs = l.outputs.clone();
+                    if derived_unknown {
+                        for key in providers::derived_outputs(r.kind, &desired).keys() {
+                            outputs.remove(key);
+                        }
+                    }
                     outputs.extend(derived);
                     known.insert(r.name.clone(), outputs);
                 }

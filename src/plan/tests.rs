@@ -193,3 +193,49 @@ fn a_route_change_replaces_the_deployment_first_and_moves_the_stage() {
     assert_eq!(deps[3], vec![0, 1]); // stage after the API update and the new deployment
     assert_eq!(deps[2], vec![1, 3]); // old deployment after the new one and the stage move
 }
+
+#[test]
+fn an_unknown_route_value_makes_the_model_hash_unknown_so_the_deployment_is_still_replaced() {
+    // The API's live outputs carry the old hash; its routes now refer to a log group being created.
+    let m = manifest(
+        &API.replace("integration = { type = \"MOCK\" }", "integration = { type = \"MOCK\", uri = \"${group.arn}\" }")
+            .replace("[resources.api]", "[resources.group]\ntype = \"aws_cloudwatch_log_group\"\nname = \"x\"\n\n[resources.api]"),
+    );
+    let mut state = StackState::default();
+    let mut live = HashMap::new();
+    let api = m.resource("api").unwrap();
+    let dep = m.resource("deployment").unwrap();
+    let mut api_attrs = api.attrs.clone();
+    api_attrs.insert("routes".into(), json!([]));
+    let outputs: BTreeMap<String, String> = [("id", "a1"), ("model_hash", "old")].into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+    state.resources.insert(
+        "api".into(),
+        ResourceState {
+            name: "api".into(),
+            kind: api.kind,
+            physical_id: "a1".into(),
+            attributes: Value::Object(api_attrs.clone()),
+            outputs: outputs.clone(),
+            depends_on: vec![],
+        },
+    );
+    live.insert("api".to_string(), Some(Live { attrs: api_attrs, outputs }));
+    let dep_attrs = json!({"rest_api_id": "a1", "description": "", "triggers": {"model": "old"}});
+    state.resources.insert(
+        "deployment".into(),
+        ResourceState {
+            name: "deployment".into(),
+            kind: dep.kind,
+            physical_id: "a1/d1".into(),
+            attributes: dep_attrs.clone(),
+            outputs: BTreeMap::from([("id".into(), "d1".into())]),
+            depends_on: vec!["api".into()],
+        },
+    );
+    let mut dep_live = dep_attrs.as_object().cloned().unwrap();
+    dep_live.remove("triggers");
+    live.insert("deployment".to_string(), Some(Live { attrs: dep_live, outputs: BTreeMap::from([("id".into(), "d1".into())]) }));
+    let plan = diff_all(&m, &state, &live);
+    let d = plan.resources.iter().find(|r| r.name == "deployment").unwrap();
+    assert_eq!(d.action, Action::Replace, "{:#?}", plan.resources);
+}
