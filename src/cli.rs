@@ -38,6 +38,9 @@ pub struct Global {
     /// Print only errors and the final result.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// After plan/apply/destroy, show every AWS call made, by service and operation.
+    #[arg(long, global = true)]
+    pub stats: bool,
     /// More logging on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -55,6 +58,14 @@ pub enum Command {
     Destroy(ApplyArgs),
     /// Show the stack's outputs as recorded by the last apply (no AWS call).
     Output(OutputArgs),
+    /// Break the stack's lock left by a process that died (needs the lock id the error showed).
+    ForceUnlock(ForceUnlockArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ForceUnlockArgs {
+    /// The lock id, as printed by the command that found the stack locked.
+    pub lock_id: String,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +83,9 @@ pub struct ApplyArgs {
     /// How many resource operations run at once.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallelism: u16,
+    /// How long to wait for another apply/destroy of the same stack to finish (e.g. `30s`, `5m`).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub lock_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

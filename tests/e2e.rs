@@ -498,3 +498,71 @@ async fn seed_stack_apis_stages_and_waf_converge_and_repair() {
     assert!(prod.method_settings().unwrap().get("*/*").unwrap().data_trace_enabled());
     cli.run(&["-f", SEED, "plan", "--detailed-exitcode"]).assert_status(0);
 }
+
+const STACK: &str = "apigw-lambda-basic";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_writer_per_stack_waits_or_fails_fast_and_force_unlock_needs_the_id() {
+    use reconcile::state::Store;
+    use std::time::Duration;
+    let (moto, cli) = seeded();
+    let db = cli.join("reconcile.db");
+    let store = Store::open(&db).await.unwrap();
+    let held = store.lock(STACK, "apply", Duration::ZERO).await.unwrap();
+
+    // A second writer fails fast, saying who holds the lock and how to break it; nothing is created.
+    let out = cli.run(&["-f", SEED, "apply", "--auto-approve"]);
+    out.assert_status(1);
+    assert!(out.stderr.contains(&format!("stack `{STACK}` is locked by apply (pid {}", std::process::id())), "{out}");
+    assert!(out.stderr.contains(&format!("reconcile force-unlock {}", held.id)), "{out}");
+    let aws = aws(&moto).await;
+    assert!(aws.lambda.list_functions().send().await.unwrap().functions().is_empty());
+
+    // With --lock-timeout it waits until the holder is done.
+    let (db2, id) = (db.clone(), held.id.clone());
+    let releaser = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            Store::open(&db2).await.unwrap().unlock(STACK, &id).await.unwrap();
+        });
+    });
+    let out = cli.run(&["-f", SEED, "apply", "--auto-approve", "--lock-timeout", "60s"]);
+    releaser.join().unwrap();
+    out.assert_success();
+    assert!(store.lock_info(STACK).await.unwrap().is_none(), "apply must release its lock");
+
+    // A lock left behind is broken only explicitly, with its id.
+    let stale = store.lock(STACK, "apply", Duration::ZERO).await.unwrap();
+    let out = cli.run(&["-f", SEED, "force-unlock", "not-the-id"]);
+    out.assert_status(1);
+    assert!(out.stderr.contains(&format!("it is held as `{}`", stale.id)), "{out}");
+    cli.run(&["-f", SEED, "force-unlock", &stale.id]).assert_success();
+    cli.run(&["-f", SEED, "destroy", "--auto-approve"]).assert_success();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stats_count_every_aws_call_and_a_no_op_plan_reads_each_resource_once() {
+    let (_moto, cli) = seeded();
+    let out = cli.run(&["-f", SEED, "--json", "--stats", "apply", "--auto-approve"]);
+    out.assert_success();
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    let calls = doc["aws_calls"].as_array().unwrap();
+    let count = |op: &str| calls.iter().filter(|c| c["operation"] == op).map(|c| c["calls"].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(count("CreateFunction"), 1);
+    assert_eq!(count("CreateRole"), 3);
+    assert_eq!(count("CreateRestApi"), 2);
+    assert_eq!(count("CreateWebACL"), 1);
+    let plan = cli.run(&["-f", SEED, "--json", "--stats", "plan"]);
+    let doc: Value = serde_json::from_str(&plan.stdout).unwrap();
+    let calls = doc["aws_calls"].as_array().unwrap();
+    let count = |op: &str| calls.iter().filter(|c| c["operation"] == op).map(|c| c["calls"].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(count("GetFunction"), 1, "{calls:?}");
+    assert_eq!(count("GetRole"), 3, "{calls:?}");
+    assert_eq!(count("GetStage"), 3, "{calls:?}");
+    assert!(calls.iter().all(|c| c["operation"].as_str().unwrap().starts_with("Get")
+        || c["operation"].as_str().unwrap().starts_with("List")
+        || c["operation"].as_str().unwrap().starts_with("Describe")), "a plan only reads: {calls:?}");
+    let human = cli.run(&["-f", SEED, "--stats", "plan"]);
+    assert!(human.stderr.contains("AWS calls: "), "{human}");
+}

@@ -2,19 +2,50 @@ use serde_json::json;
 
 use crate::apply::{self, Options, Report, Status};
 use crate::cli::{ApplyArgs, Exit, Global};
+use crate::manifest::Manifest;
 use crate::plan::{self, Plan};
+use crate::state::Store;
 
 use super::progress::Progress;
-use super::{CliError, confirm, connect, load_manifest, open_state};
+use super::{CliError, confirm, connect, load_manifest, open_state, print_stats, stats_json};
+use crate::providers::Aws;
 
 pub async fn apply(g: &Global, args: &ApplyArgs) -> Result<Exit, CliError> {
     let manifest = load_manifest(g)?;
     let store = open_state(g).await?;
+    let result = locked(&store, &manifest.stack, "apply", args, || apply_locked(g, args, &manifest, &store)).await;
+    store.close().await;
+    result
+}
+
+pub async fn destroy(g: &Global, args: &ApplyArgs) -> Result<Exit, CliError> {
+    let manifest = load_manifest(g)?;
+    let store = open_state(g).await?;
+    let result = locked(&store, &manifest.stack, "destroy", args, || destroy_locked(g, args, &manifest, &store)).await;
+    store.close().await;
+    result
+}
+
+/// Runs `body` holding the stack's write lock, and releases it whatever happens.
+async fn locked<F, Fut>(store: &Store, stack: &str, operation: &str, args: &ApplyArgs, body: F) -> Result<Exit, CliError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Exit, CliError>>,
+{
+    let lock = store.lock(stack, operation, args.lock_timeout).await?;
+    let result = body().await;
+    if let Err(e) = store.unlock(stack, &lock.id).await {
+        tracing::error!(error = %e, "releasing the stack lock");
+    }
+    result
+}
+
+async fn apply_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store: &Store) -> Result<Exit, CliError> {
     let state = store.load(&manifest.stack).await?;
     let aws = connect(g).await?;
-    let plan = plan::compute(&manifest, &state, &aws).await?;
+    let plan = plan::compute(manifest, &state, &aws).await?;
     if !plan.has_changes() {
-        return finish(g, &plan, None, &store).await;
+        return finish(g, &plan, None, store, Some(&aws)).await;
     }
     if !g.json && !g.quiet {
         print!("{}", plan::render::human(&plan));
@@ -23,14 +54,12 @@ pub async fn apply(g: &Global, args: &ApplyArgs) -> Result<Exit, CliError> {
         confirm("\nApply these changes?")?;
     }
     let progress = Progress { enabled: !g.json && !g.quiet };
-    let report =
-        apply::execute(&plan, Some(&manifest), &state, &store, &aws, Options { parallelism: args.parallelism.into() }, &progress).await;
-    finish(g, &plan, Some(report), &store).await
+    let options = Options { parallelism: args.parallelism.into() };
+    let report = apply::execute(&plan, Some(manifest), &state, store, &aws, options, &progress).await;
+    finish(g, &plan, Some(report), store, Some(&aws)).await
 }
 
-pub async fn destroy(g: &Global, args: &ApplyArgs) -> Result<Exit, CliError> {
-    let manifest = load_manifest(g)?;
-    let store = open_state(g).await?;
+async fn destroy_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store: &Store) -> Result<Exit, CliError> {
     let state = store.load(&manifest.stack).await?;
     let protected: Vec<&str> =
         manifest.resources.iter().filter(|r| r.protect && state.resources.contains_key(&r.name)).map(|r| r.name.as_str()).collect();
@@ -39,7 +68,7 @@ pub async fn destroy(g: &Global, args: &ApplyArgs) -> Result<Exit, CliError> {
     }
     let plan = plan::destroy(&manifest.stack, &state);
     if !plan.has_changes() {
-        return finish(g, &plan, None, &store).await;
+        return finish(g, &plan, None, store, None).await;
     }
     if !g.json && !g.quiet {
         print!("{}", plan::render::human(&plan));
@@ -49,42 +78,42 @@ pub async fn destroy(g: &Global, args: &ApplyArgs) -> Result<Exit, CliError> {
     }
     let aws = connect(g).await?;
     let progress = Progress { enabled: !g.json && !g.quiet };
-    let report = apply::execute(&plan, None, &state, &store, &aws, Options { parallelism: args.parallelism.into() }, &progress).await;
-    finish(g, &plan, Some(report), &store).await
+    let options = Options { parallelism: args.parallelism.into() };
+    let report = apply::execute(&plan, None, &state, store, &aws, options, &progress).await;
+    finish(g, &plan, Some(report), store, Some(&aws)).await
 }
 
-async fn finish(g: &Global, plan: &Plan, report: Option<Report>, store: &crate::state::Store) -> Result<Exit, CliError> {
+async fn finish(g: &Global, plan: &Plan, report: Option<Report>, store: &Store, aws: Option<&Aws>) -> Result<Exit, CliError> {
     let serial = store.load(&plan.stack).await.map(|s| s.serial).unwrap_or(plan.state_serial);
-    store.close().await;
     let failed = report.as_ref().is_some_and(Report::failed);
+    print_stats(g, aws);
     if g.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({"plan": plan, "result": report, "state_serial": serial, "success": !failed}))
-                .unwrap_or_default()
-        );
-    } else {
-        match &report {
-            None => print!("{}", plan::render::human(plan)),
-            Some(r) => {
-                let count = |s: Status| r.outcomes.iter().filter(|o| o.status == s).count();
-                println!(
-                    "\n{}: {} done, {} failed, {} skipped (state serial {serial}).",
-                    if failed { "Apply failed" } else { "Apply complete" },
-                    count(Status::Done),
-                    count(Status::Failed),
-                    count(Status::Skipped)
-                );
-                for o in r.outcomes.iter().filter(|o| o.status == Status::Failed) {
-                    println!("  {}: {}", o.name, o.error.as_deref().unwrap_or_default());
-                }
-                if !r.outputs.is_empty() {
-                    println!("\nOutputs:");
-                    for (k, v) in &r.outputs {
-                        println!("  {k} = {v}");
-                    }
-                }
-            }
+        let mut doc = json!({"plan": plan, "result": report, "state_serial": serial, "success": !failed});
+        if let (Some(calls), Some(obj)) = (stats_json(g, aws), doc.as_object_mut()) {
+            obj.insert("aws_calls".into(), calls);
+        }
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return Ok(if failed { Exit::Error } else { Exit::Ok });
+    }
+    let Some(r) = &report else {
+        print!("{}", plan::render::human(plan));
+        return Ok(Exit::Ok);
+    };
+    let count = |s: Status| r.outcomes.iter().filter(|o| o.status == s).count();
+    println!(
+        "\n{}: {} done, {} failed, {} skipped (state serial {serial}).",
+        if failed { "Apply failed" } else { "Apply complete" },
+        count(Status::Done),
+        count(Status::Failed),
+        count(Status::Skipped)
+    );
+    for o in r.outcomes.iter().filter(|o| o.status == Status::Failed) {
+        println!("  {}: {}", o.name, o.error.as_deref().unwrap_or_default());
+    }
+    if !r.outputs.is_empty() {
+        println!("\nOutputs:");
+        for (k, v) in &r.outputs {
+            println!("  {k} = {v}");
         }
     }
     Ok(if failed { Exit::Error } else { Exit::Ok })

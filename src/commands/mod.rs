@@ -39,6 +39,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Apply(args) => apply::apply(g, args).await,
         Command::Destroy(args) => apply::destroy(g, args).await,
         Command::Output(args) => output::run(g, args).await,
+        Command::ForceUnlock(args) => force_unlock(g, &args.lock_id).await,
     };
     match result {
         Ok(exit) => exit,
@@ -76,6 +77,46 @@ fn validate(g: &Global) -> Result<Exit, CliError> {
 impl From<PlanError> for CliError {
     fn from(e: PlanError) -> Self {
         CliError::Plan(Box::new(e))
+    }
+}
+
+async fn force_unlock(g: &Global, id: &str) -> Result<Exit, CliError> {
+    let manifest = load_manifest(g)?;
+    let store = open_state(g).await?;
+    let held = store.force_unlock(&manifest.stack, id).await?;
+    store.close().await;
+    if !g.quiet {
+        println!(
+            "Broke the lock of stack `{}` held by {} (pid {} on {}) since {}.",
+            manifest.stack, held.operation, held.pid, held.host, held.acquired_at
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+/// The AWS call counts as JSON (for `--json` documents) when `--stats` asked for them.
+pub(crate) fn stats_json(g: &Global, aws: Option<&Aws>) -> Option<serde_json::Value> {
+    (g.stats).then(|| serde_json::Value::Array(aws.map(|a| a.calls.rows()).unwrap_or_default()))
+}
+
+/// Prints the AWS call counts on stderr, for people.
+pub(crate) fn print_stats(g: &Global, aws: Option<&Aws>) {
+    if !g.stats || g.json {
+        return;
+    }
+    let Some(aws) = aws else {
+        eprintln!("\nAWS calls: none");
+        return;
+    };
+    let total = aws.calls.total();
+    eprintln!("\nAWS calls: {} ({} errors, {} throttled)", total.calls, total.errors, total.throttled);
+    for ((service, op), c) in aws.calls.snapshot() {
+        eprintln!(
+            "  {:<40} {:>5}{}",
+            format!("{service}:{op}"),
+            c.calls,
+            if c.errors > 0 { format!("  ({} errors)", c.errors) } else { String::new() }
+        );
     }
 }
 

@@ -10,10 +10,15 @@ pub async fn run(g: &Global, args: &PlanArgs) -> Result<Exit, CliError> {
     let aws = connect(g).await?;
     let plan = plan::compute(&manifest, &state, &aws).await?;
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&plan).unwrap_or_default());
+        let mut doc = serde_json::to_value(&plan).unwrap_or_default();
+        if let (Some(calls), Some(obj)) = (super::stats_json(g, Some(&aws)), doc.as_object_mut()) {
+            obj.insert("aws_calls".into(), calls);
+        }
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
         print!("{}", plan::render::human(&plan));
     }
+    super::print_stats(g, Some(&aws));
     store.close().await;
     Ok(if args.detailed_exitcode && plan.has_changes() { Exit::Changes } else { Exit::Ok })
 }

@@ -467,9 +467,7 @@ impl<'a> Validator<'a> {
                 json!(s)
             }
             DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).map(Value::from).unwrap_or(Value::Null),
-            DeValue::Float(f) => {
-                f.as_str().parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number)
-            }
+            DeValue::Float(f) => f.as_str().parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number),
             DeValue::Boolean(b) => json!(b),
             DeValue::Datetime(d) => json!(d.to_string()),
             DeValue::Array(items) => Value::Array(items.iter().map(|i| self.json(draft, i)).collect()),

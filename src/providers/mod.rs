@@ -2,6 +2,7 @@
 //! `delete` — dispatched here by resource kind.
 
 pub mod apigateway;
+pub mod calls;
 pub mod error;
 pub mod iam;
 pub mod lambda;
@@ -31,6 +32,8 @@ pub struct Aws {
     pub wafv2: aws_sdk_wafv2::Client,
     pub sts: aws_sdk_sts::Client,
     pub region: String,
+    /// Every AWS call this run made, by service and operation.
+    pub calls: std::sync::Arc<calls::CallStats>,
     account: std::sync::Arc<tokio::sync::OnceCell<String>>,
 }
 
@@ -53,14 +56,21 @@ impl Aws {
         if let Err(e) = creds.provide_credentials().await {
             return Err(ProviderError::NoCredentials(e.to_string()));
         }
+        let stats = calls::CallStats::new();
+        let count = calls::CountCalls(stats.clone());
         Ok(Aws {
-            iam: aws_sdk_iam::Client::new(&config),
-            lambda: aws_sdk_lambda::Client::new(&config),
-            logs: aws_sdk_cloudwatchlogs::Client::new(&config),
-            apigateway: aws_sdk_apigateway::Client::new(&config),
-            wafv2: aws_sdk_wafv2::Client::new(&config),
-            sts: aws_sdk_sts::Client::new(&config),
+            iam: aws_sdk_iam::Client::from_conf(aws_sdk_iam::config::Builder::from(&config).interceptor(count.clone()).build()),
+            lambda: aws_sdk_lambda::Client::from_conf(aws_sdk_lambda::config::Builder::from(&config).interceptor(count.clone()).build()),
+            logs: aws_sdk_cloudwatchlogs::Client::from_conf(
+                aws_sdk_cloudwatchlogs::config::Builder::from(&config).interceptor(count.clone()).build(),
+            ),
+            apigateway: aws_sdk_apigateway::Client::from_conf(
+                aws_sdk_apigateway::config::Builder::from(&config).interceptor(count.clone()).build(),
+            ),
+            wafv2: aws_sdk_wafv2::Client::from_conf(aws_sdk_wafv2::config::Builder::from(&config).interceptor(count.clone()).build()),
+            sts: aws_sdk_sts::Client::from_conf(aws_sdk_sts::config::Builder::from(&config).interceptor(count).build()),
             region,
+            calls: stats,
             account: Default::default(),
         })
     }

@@ -32,6 +32,13 @@ pub enum StateError {
     },
     #[error("state database error: {0}")]
     Db(#[from] sqlx::Error),
+    #[error(
+        "stack `{stack}` is locked by {} (pid {} on {}) since {}; wait with --lock-timeout, or if that process is gone, run `reconcile force-unlock {}`",
+        .holder.operation, .holder.pid, .holder.host, .holder.acquired_at, .holder.id
+    )]
+    Locked { stack: String, holder: LockInfo },
+    #[error("stack `{stack}` has no lock with id `{id}`{}", .current.as_ref().map(|c| format!(" (it is held as `{}`)", c.id)).unwrap_or_else(|| " (it is not locked)".into()))]
+    NoSuchLock { stack: String, id: String, current: Option<LockInfo> },
     #[error("state holds invalid data for {what}: {source}")]
     Decode {
         what: String,
@@ -71,6 +78,16 @@ pub struct PendingOperation {
     pub action: String,
     pub physical_name: Option<String>,
     pub started_at: String,
+}
+
+/// Who holds a stack's lock.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LockInfo {
+    pub id: String,
+    pub operation: String,
+    pub pid: i64,
+    pub host: String,
+    pub acquired_at: String,
 }
 
 /// The SQLite state store.
@@ -255,9 +272,92 @@ impl Store {
             .collect()
     }
 
+    /// Takes the stack's write lock, waiting up to `timeout` (with backoff) while another holds it.
+    #[instrument(skip_all, fields(stack, operation))]
+    pub async fn lock(&self, stack: &str, operation: &str, timeout: Duration) -> Result<LockInfo> {
+        let start = std::time::Instant::now();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let id = lock_id();
+            let host = hostname();
+            let inserted =
+                sqlx::query("INSERT INTO locks (stack, id, operation, pid, host) VALUES (?, ?, ?, ?, ?) ON CONFLICT (stack) DO NOTHING")
+                    .bind(stack)
+                    .bind(&id)
+                    .bind(operation)
+                    .bind(i64::from(std::process::id()))
+                    .bind(&host)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+            if inserted == 1 {
+                return self.lock_info(stack).await?.ok_or_else(|| StateError::NoSuchLock { stack: stack.into(), id, current: None });
+            }
+            let holder = self.lock_info(stack).await?;
+            match holder {
+                None => continue,
+                Some(holder) if start.elapsed() + delay > timeout => return Err(StateError::Locked { stack: stack.into(), holder }),
+                Some(holder) => {
+                    tracing::info!(stack, holder = %holder.id, ?delay, "stack is locked; waiting (backoff)");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    pub async fn lock_info(&self, stack: &str) -> Result<Option<LockInfo>> {
+        let row = sqlx::query("SELECT id, operation, pid, host, acquired_at FROM locks WHERE stack = ?")
+            .bind(stack)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(LockInfo {
+                id: r.try_get("id")?,
+                operation: r.try_get("operation")?,
+                pid: r.try_get("pid")?,
+                host: r.try_get("host")?,
+                acquired_at: r.try_get("acquired_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Releases a lock this process holds.
+    pub async fn unlock(&self, stack: &str, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM locks WHERE stack = ? AND id = ?").bind(stack).bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Breaks a lock left by a process that died; only the exact lock id is accepted.
+    pub async fn force_unlock(&self, stack: &str, id: &str) -> Result<LockInfo> {
+        let current = self.lock_info(stack).await?;
+        match current {
+            Some(c) if c.id == id => {
+                self.unlock(stack, id).await?;
+                Ok(c)
+            }
+            current => Err(StateError::NoSuchLock { stack: stack.into(), id: id.into(), current }),
+        }
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+fn lock_id() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{:x}-{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".into())
 }
 
 async fn bump(tx: &mut Transaction<'_, Sqlite>, stack: &str) -> Result<i64> {
@@ -348,6 +448,25 @@ mod tests {
         let err = Store::open(&bad).await.unwrap_err();
         assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
         assert_eq!(std::fs::read(&bad).unwrap(), before);
+    }
+
+    #[tokio::test]
+    async fn one_writer_per_stack_and_force_unlock_needs_the_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let a = Store::open(&path).await.unwrap();
+        let b = Store::open(&path).await.unwrap();
+        let held = a.lock("s", "apply", Duration::ZERO).await.unwrap();
+        let err = b.lock("s", "destroy", Duration::from_millis(300)).await.unwrap_err();
+        assert!(matches!(&err, StateError::Locked { holder, .. } if holder.id == held.id), "{err}");
+        assert!(err.to_string().contains(&format!("reconcile force-unlock {}", held.id)), "{err}");
+        // Another stack is independent.
+        b.lock("other", "apply", Duration::ZERO).await.unwrap();
+        assert!(matches!(b.force_unlock("s", "wrong").await, Err(StateError::NoSuchLock { .. })));
+        b.force_unlock("s", &held.id).await.unwrap();
+        let again = b.lock("s", "apply", Duration::ZERO).await.unwrap();
+        b.unlock("s", &again.id).await.unwrap();
+        assert!(b.lock_info("s").await.unwrap().is_none());
     }
 
     #[tokio::test]

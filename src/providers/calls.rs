@@ -1,0 +1,131 @@
+//! Counts every AWS call (each HTTP attempt) by service and operation, with an SDK interceptor.
+//!
+//! The same interceptor carries a crash hook for tests: `RECONCILE_CRASH_AT=after:N` aborts the
+//! process right after the N-th AWS response arrives (before anything is recorded), `before:N`
+//! right before the N-th request is sent — the places a `kill -9` hurts most.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::{BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef};
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use serde::Serialize;
+
+/// Calls, errors and throttling answers of one operation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CallCount {
+    pub calls: u64,
+    pub errors: u64,
+    pub throttled: u64,
+}
+
+/// Shared counters for every client of one run.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    by_operation: Mutex<BTreeMap<(String, String), CallCount>>,
+    sent: AtomicU64,
+    received: AtomicU64,
+    crash: Option<Crash>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Crash {
+    Before(u64),
+    After(u64),
+}
+
+impl CallStats {
+    pub fn new() -> Arc<CallStats> {
+        let crash = std::env::var("RECONCILE_CRASH_AT").ok().and_then(|v| {
+            let (when, n) = v.split_once(':')?;
+            let n: u64 = n.parse().ok()?;
+            match when {
+                "before" => Some(Crash::Before(n)),
+                "after" => Some(Crash::After(n)),
+                _ => None,
+            }
+        });
+        Arc::new(CallStats { crash, ..CallStats::default() })
+    }
+
+    /// `(service, operation) → counts`, sorted.
+    pub fn snapshot(&self) -> BTreeMap<(String, String), CallCount> {
+        self.by_operation.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    pub fn total(&self) -> CallCount {
+        self.snapshot().values().fold(CallCount::default(), |a, c| CallCount {
+            calls: a.calls + c.calls,
+            errors: a.errors + c.errors,
+            throttled: a.throttled + c.throttled,
+        })
+    }
+
+    /// As a JSON-friendly list.
+    pub fn rows(&self) -> Vec<serde_json::Value> {
+        self.snapshot()
+            .into_iter()
+            .map(|((service, operation), c)| {
+                serde_json::json!({"service": service, "operation": operation, "calls": c.calls, "errors": c.errors, "throttled": c.throttled})
+            })
+            .collect()
+    }
+}
+
+/// The interceptor installed on every SDK client.
+#[derive(Debug, Clone)]
+pub struct CountCalls(pub Arc<CallStats>);
+
+impl Intercept for CountCalls {
+    fn name(&self) -> &'static str {
+        "reconcile::CountCalls"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let n = self.0.sent.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.0.crash == Some(Crash::Before(n)) {
+            eprintln!("RECONCILE_CRASH_AT: aborting before AWS call {n}");
+            std::process::abort();
+        }
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        ctx: &FinalizerInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let (service, operation) = cfg.load::<Metadata>().map_or(("unknown", "unknown"), |m| (m.service(), m.name()));
+        let (error, throttled) = match ctx.response() {
+            Some(r) => {
+                let status = r.status().as_u16();
+                let kind = r.headers().get("x-amzn-errortype").unwrap_or_default();
+                (status >= 400, status == 429 || kind.contains("Throttl") || kind.contains("TooManyRequests"))
+            }
+            None => (true, false),
+        };
+        if let Ok(mut m) = self.0.by_operation.lock() {
+            let c = m.entry((service.to_lowercase().replace(' ', ""), operation.to_string())).or_default();
+            c.calls += 1;
+            c.errors += u64::from(error);
+            c.throttled += u64::from(throttled);
+        }
+        let n = self.0.received.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.0.crash == Some(Crash::After(n)) {
+            eprintln!("RECONCILE_CRASH_AT: aborting after AWS call {n}");
+            std::process::abort();
+        }
+        Ok(())
+    }
+}
