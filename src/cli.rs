@@ -60,6 +60,21 @@ pub enum Command {
     Output(OutputArgs),
     /// Break the stack's lock left by a process that died (needs the lock id the error showed).
     ForceUnlock(ForceUnlockArgs),
+    /// Adopt an existing AWS resource as a manifest resource (recorded in state as AWS has it; the
+    /// next plan shows what differs from the manifest). Refused if another stack's tags are on it.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The manifest resource it becomes.
+    pub resource: String,
+    /// Its physical id (a role or log group name, a function name, a REST API id,
+    /// `<api id>/<stage>`, `<scope>/<name>/<id>` for a web ACL…; see the manifest reference).
+    pub id: String,
+    /// How long to wait for the stack's lock.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub lock_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

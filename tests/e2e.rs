@@ -560,9 +560,145 @@ async fn stats_count_every_aws_call_and_a_no_op_plan_reads_each_resource_once() 
     assert_eq!(count("GetFunction"), 1, "{calls:?}");
     assert_eq!(count("GetRole"), 3, "{calls:?}");
     assert_eq!(count("GetStage"), 3, "{calls:?}");
-    assert!(calls.iter().all(|c| c["operation"].as_str().unwrap().starts_with("Get")
-        || c["operation"].as_str().unwrap().starts_with("List")
-        || c["operation"].as_str().unwrap().starts_with("Describe")), "a plan only reads: {calls:?}");
+    assert!(
+        calls.iter().all(|c| c["operation"].as_str().unwrap().starts_with("Get")
+            || c["operation"].as_str().unwrap().starts_with("List")
+            || c["operation"].as_str().unwrap().starts_with("Describe")),
+        "a plan only reads: {calls:?}"
+    );
     let human = cli.run(&["-f", SEED, "--stats", "plan"]);
     assert!(human.stderr.contains("AWS calls: "), "{human}");
+}
+
+/// Every resource of the seed stack exists exactly once in moto (names, and ownership tags where
+/// names are not unique).
+async fn assert_seed_exactly_once(aws: &Aws) {
+    let functions = aws.lambda.list_functions().send().await.unwrap();
+    assert_eq!(functions.functions().len(), 1, "functions: {:?}", functions.functions());
+    let roles = aws.iam.list_roles().send().await.unwrap();
+    let mut names: Vec<_> = roles.roles().iter().map(|r| r.role_name()).collect();
+    names.sort();
+    assert_eq!(names, vec!["ApiGwInvokeLambda", "ApiGwPushToCloudWatchLogs", "HelloLambdaTest-role"]);
+    let groups = aws.logs.describe_log_groups().send().await.unwrap();
+    assert_eq!(groups.log_groups().len(), 2);
+    let apis = aws.apigw.get_rest_apis().send().await.unwrap();
+    let mut api_names: Vec<_> = apis.items().iter().filter_map(|a| a.name()).collect();
+    api_names.sort();
+    assert_eq!(api_names, vec!["ApiGwDemo", "HelloApiGw"], "duplicate REST APIs");
+    for api in apis.items() {
+        let id = api.id().unwrap();
+        let deployments = aws.apigw.get_deployments().rest_api_id(id).send().await.unwrap();
+        assert_eq!(deployments.items().len(), 1, "deployments of {:?}: {:?}", api.name(), deployments.items());
+        let stages = aws.apigw.get_stages().rest_api_id(id).send().await.unwrap();
+        assert_eq!(stages.item().len(), if api.name() == Some("HelloApiGw") { 2 } else { 1 });
+        for s in stages.item() {
+            assert_eq!(s.deployment_id(), deployments.items()[0].id(), "stage {:?} serves the deployment", s.stage_name());
+        }
+    }
+    let acls = aws.waf.list_web_acls().scope(aws_sdk_wafv2::types::Scope::Regional).send().await.unwrap();
+    assert_eq!(acls.web_acls().len(), 1);
+    let policy = aws.lambda.get_policy().function_name("HelloLambdaTest").send().await.unwrap();
+    assert_eq!(policy.policy().unwrap().matches("AllowApiGwDemoGetOrder").count(), 1, "permission statements");
+}
+
+/// Breaks the lock a killed process left, the explicit way.
+async fn break_stale_lock(cli: &Cli) {
+    let store = reconcile::state::Store::open(&cli.join("reconcile.db")).await.unwrap();
+    if let Some(lock) = store.lock_info(STACK).await.unwrap() {
+        cli.run(&["-f", SEED, "force-unlock", &lock.id]).assert_success();
+    }
+    store.close().await;
+}
+
+async fn kill_points(points: impl Iterator<Item = String>) -> usize {
+    let (moto, cli) = seeded();
+    let aws = aws(&moto).await;
+    let mut survived = 0;
+    for point in points {
+        moto.reset();
+        let _ = std::fs::remove_file(cli.join("reconcile.db"));
+        let killed = cli.run_with_env(&["-f", SEED, "apply", "--auto-approve"], &[("RECONCILE_CRASH_AT", Some(point.as_str()))]);
+        if killed.status == 0 {
+            // The apply made fewer calls than the point: nothing left to kill.
+            continue;
+        }
+        assert!(killed.stderr.contains("RECONCILE_CRASH_AT: aborting"), "{point}: not our crash:\n{killed}");
+        break_stale_lock(&cli).await;
+        let again = cli.run(&["-f", SEED, "apply", "--auto-approve"]);
+        assert!(again.success(), "{point}: re-apply failed:\n{again}\nfirst run:\n{killed}");
+        let plan = cli.run(&["-f", SEED, "plan", "--detailed-exitcode"]);
+        assert_eq!(plan.status, 0, "{point}: state does not match AWS after recovery:\n{plan}");
+        assert_seed_exactly_once(&aws).await;
+        let state = reconcile::state::Store::open(&cli.join("reconcile.db")).await.unwrap();
+        assert_eq!(state.load(STACK).await.unwrap().resources.len(), 17, "{point}");
+        assert!(state.pending_operations(STACK).await.unwrap().is_empty(), "{point}: journal entries left open");
+        state.close().await;
+        survived += 1;
+    }
+    survived
+}
+
+/// kill -9 (abort) right after AWS answered each call of an apply from empty, before anything was
+/// recorded: the next apply adopts what was made and creates the rest, exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_killed_after_each_aws_call_converges_without_duplicates() {
+    let survived = kill_points((1..=42).filter(|n| n % 2 == 1).map(|n| format!("after:{n}"))).await;
+    eprintln!("kill points survived (after odd calls): {survived}");
+    assert!(survived >= 18, "only {survived} kill points were reached");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_killed_after_or_before_other_calls_converges_without_duplicates() {
+    let points = (1..=42).filter(|n| n % 2 == 0).map(|n| format!("after:{n}")).chain([3, 9, 17, 25].map(|n| format!("before:{n}")));
+    let survived = kill_points(points).await;
+    eprintln!("kill points survived (after even calls, and before some): {survived}");
+    assert!(survived >= 20, "only {survived} kill points were reached");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resources_we_do_not_own_are_never_deleted_and_name_clashes_are_conflicts() {
+    let (moto, cli) = seeded();
+    let aws = aws(&moto).await;
+    // Somebody else's log group with our name: a conflict; everything else still converges.
+    aws.logs.create_log_group().log_group_name("DevLogGroupAccessLog").send().await.unwrap();
+    let out = cli.run(&["-f", SEED, "apply", "--auto-approve"]);
+    out.assert_status(1);
+    assert!(
+        out.stdout.contains("dev_access_logs: DevLogGroupAccessLog already exists in AWS but this stack's state does not own it"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains("dev_stage: skipped: depends on dev_access_logs which failed") || out.stderr.contains("dev_stage: skipped"),
+        "{out}"
+    );
+    assert!(aws.lambda.get_function().function_name("HelloLambdaTest").send().await.is_ok());
+
+    // Import is explicit; a resource tagged for another stack is refused.
+    aws.logs
+        .tag_resource()
+        .resource_arn("arn:aws:logs:us-east-1:123456789012:log-group:DevLogGroupAccessLog")
+        .tags("reconcile:stack", "someone-else")
+        .send()
+        .await
+        .unwrap();
+    let out = cli.run(&["-f", SEED, "import", "dev_access_logs", "DevLogGroupAccessLog"]);
+    out.assert_status(1);
+    assert!(out.stderr.contains("belongs to stack `someone-else`"), "{out}");
+
+    // A resource the state owns whose ownership tag was changed outside: destroy refuses it.
+    aws.logs
+        .tag_resource()
+        .resource_arn("arn:aws:logs:us-east-1:123456789012:log-group:ProdLogGroupAccessLog")
+        .tags("reconcile:stack", "someone-else")
+        .send()
+        .await
+        .unwrap();
+    let out = cli.run(&["-f", SEED, "destroy", "--auto-approve"]);
+    out.assert_status(1);
+    assert!(out.stdout.contains("prod_access_logs: refusing to delete ProdLogGroupAccessLog"), "{out}");
+    let groups = aws.logs.describe_log_groups().send().await.unwrap();
+    let mut names: Vec<_> = groups.log_groups().iter().filter_map(|g| g.log_group_name()).collect();
+    names.sort();
+    assert_eq!(names, vec!["DevLogGroupAccessLog", "ProdLogGroupAccessLog"], "what is not ours survives destroy");
+    assert!(aws.lambda.list_functions().send().await.unwrap().functions().is_empty(), "what is ours is gone");
 }

@@ -38,6 +38,13 @@ pub enum ApplyError {
     Protected { resource: String, action: &'static str },
     #[error("{resource}: `{field}` still refers to an unknown value after its dependencies ran")]
     Unresolved { resource: String, field: String },
+    #[error("{resource}: refusing to delete {id}: it does not carry this stack's ownership tag ({found}); it was not made by this stack")]
+    NotOwned { resource: String, id: String, found: String },
+    #[error(
+        "{resource}: {name} already exists in AWS but this stack's state does not own it (made outside reconcile, or by another stack): \
+         delete or rename it, rename ours, or adopt it with `reconcile import {resource} <id>` ({detail})"
+    )]
+    Conflict { resource: String, name: String, detail: String },
     #[error("{resource}: not in the manifest")]
     NotInManifest { resource: String },
 }
@@ -148,8 +155,10 @@ impl Node<'_> {
 /// the old half of a create-before-destroy replacement after its dependents moved to the new one.
 pub fn graph<'a>(plan: &'a Plan, state: &StackState) -> (Vec<Node<'a>>, Vec<Vec<usize>>) {
     let mut nodes = Vec::new();
-    for change in plan.resources.iter().filter(|r| r.action != Action::NoOp) {
-        if change.action == Action::Replace && change.kind.schema().create_before_destroy {
+    for change in plan.resources.iter().filter(|r| r.action != Action::NoOp || r.adopt.is_some()) {
+        if change.deposed {
+            nodes.push(Node { change, step: Step::DeleteOld });
+        } else if change.action == Action::Replace && change.kind.schema().create_before_destroy {
             nodes.push(Node { change, step: Step::CreateNew });
             nodes.push(Node { change, step: Step::DeleteOld });
         } else {
@@ -249,6 +258,11 @@ pub async fn execute(
         report.push(Outcome { name: node.label(), action: node.action(), status, error, elapsed_ms: elapsed.as_millis() });
     }
 
+    for id in &plan.interrupted_operations {
+        if let Err(e) = store.finish_operation(*id, "reconciled by a later run").await {
+            tracing::error!(error = %e, "closing a journal entry of an interrupted run");
+        }
+    }
     let known = ctx.outputs.lock().map(|o| o.clone()).unwrap_or_default();
     let outputs = match manifest {
         Some(m) => stack_outputs(m, &known),
@@ -342,19 +356,29 @@ async fn run(ctx: &Ctx<'_>, node: Node<'_>) -> Result<(), ApplyError> {
         return Err(ApplyError::Protected { resource: name.into(), action: "replacement" });
     }
     match node.step {
-        Step::CreateNew => return create(ctx, change).await,
+        Step::CreateNew => {
+            // Journaled before the new one exists, closed when the old one is gone: a crash in between
+            // leaves an entry the next run uses to delete the old one.
+            let old = change.physical_id.as_deref().unwrap_or_default();
+            journal(ctx, name, change.kind, "delete-previous", Some(old)).await?;
+            return create(ctx, change).await;
+        }
         Step::DeleteOld => {
             let id = change.physical_id.as_deref().unwrap_or_default();
-            let op = journal(ctx, name, change.kind, "delete-previous", Some(id)).await?;
             let result = providers::delete(ctx.aws, change.kind, id).await.map_err(|source| ApplyError::Provider {
                 resource: name.into(),
                 action: "delete previous",
                 source,
             });
-            finish(ctx, op, &result).await;
+            if result.is_ok() {
+                close_delete_previous(ctx, name, id).await;
+            }
             return result;
         }
         Step::Whole => {}
+    }
+    if let Some(id) = &change.adopt {
+        adopt(ctx, change, id).await?;
     }
     match change.action {
         Action::NoOp => Ok(()),
@@ -368,9 +392,14 @@ async fn run(ctx: &Ctx<'_>, node: Node<'_>) -> Result<(), ApplyError> {
                 providers::update(ctx.aws, resource.kind, id, &current, Desired { attrs: &desired, artifact: resource.artifact.as_ref() })
                     .await
                     .map_err(|source| ApplyError::Provider { resource: name.into(), action: "update", source });
-            finish(ctx, op, &applied).await;
-            let applied = applied?;
-            record(ctx, change, resource.kind, applied.physical_id, desired, applied.outputs, resource.deps.iter().cloned().collect()).await
+            let recorded = match applied {
+                Ok(a) => {
+                    record(ctx, change, resource.kind, a.physical_id, desired, a.outputs, resource.deps.iter().cloned().collect()).await
+                }
+                Err(e) => Err(e),
+            };
+            finish(ctx, op, &recorded).await;
+            recorded
         }
         Action::Replace => {
             let (_, resource) = desired(ctx, change)?;
@@ -378,14 +407,14 @@ async fn run(ctx: &Ctx<'_>, node: Node<'_>) -> Result<(), ApplyError> {
                 return Err(ApplyError::Protected { resource: name.into(), action: "replacement" });
             }
             let old_kind = ctx.state.resources.get(name).map_or(change.kind, |s| s.kind);
-            delete(ctx, name, old_kind, change.physical_id.as_deref().unwrap_or_default()).await?;
+            delete(ctx, name, old_kind, change.physical_id.as_deref().unwrap_or_default(), change.current.as_ref()).await?;
             create(ctx, change).await
         }
         Action::Delete => {
             if ctx.manifest.and_then(|m| m.resource(name)).is_some_and(|r| r.protect) {
                 return Err(ApplyError::Protected { resource: name.into(), action: "deletion" });
             }
-            delete(ctx, name, change.kind, change.physical_id.as_deref().unwrap_or_default()).await
+            delete(ctx, name, change.kind, change.physical_id.as_deref().unwrap_or_default(), change.current.as_ref()).await
         }
     }
 }
@@ -411,6 +440,16 @@ fn desired<'m>(
     Ok((attrs, resource))
 }
 
+/// Closes the journal entries that announced the deletion of a previous physical resource.
+async fn close_delete_previous(ctx: &Ctx<'_>, name: &str, id: &str) {
+    let pending = ctx.store.pending_operations(ctx.stack).await.unwrap_or_default();
+    for op in pending.iter().filter(|op| op.resource == name && op.action == "delete-previous" && op.physical_name.as_deref() == Some(id)) {
+        if let Err(e) = ctx.store.finish_operation(op.id, "ok").await {
+            tracing::error!(error = %e, "closing a journal entry");
+        }
+    }
+}
+
 async fn journal(ctx: &Ctx<'_>, name: &str, kind: Kind, action: &str, physical: Option<&str>) -> Result<i64, ApplyError> {
     ctx.store
         .begin_operation(ctx.stack, name, kind, action, physical)
@@ -431,14 +470,26 @@ async fn finish<T>(ctx: &Ctx<'_>, op: i64, result: &Result<T, ApplyError>) {
 async fn create(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), ApplyError> {
     let (desired, resource) = desired(ctx, change)?;
     let name = change.name.as_str();
-    let physical = resource.attrs.get(resource.kind.schema().physical_name).and_then(Value::as_str).map(str::to_string);
+    let physical = desired.get(resource.kind.schema().physical_name).and_then(Value::as_str).map(str::to_string);
     let op = journal(ctx, name, resource.kind, "create", physical.as_deref()).await?;
     let applied = providers::create(ctx.aws, resource.kind, Desired { attrs: &desired, artifact: resource.artifact.as_ref() })
         .await
-        .map_err(|source| ApplyError::Provider { resource: name.into(), action: "create", source });
-    finish(ctx, op, &applied).await;
-    let applied = applied?;
-    record(ctx, change, resource.kind, applied.physical_id, desired, applied.outputs, resource.deps.iter().cloned().collect()).await
+        .map_err(|source| match source.code() {
+            Some(code) if is_already_exists(code, source.message()) => ApplyError::Conflict {
+                resource: name.into(),
+                name: physical.clone().unwrap_or_else(|| "it".into()),
+                detail: source.to_string(),
+            },
+            _ => ApplyError::Provider { resource: name.into(), action: "create", source },
+        });
+    // The journal entry is closed only once the state has the resource: a crash in between leaves it
+    // open, and the next run adopts what was made.
+    let recorded = match applied {
+        Ok(a) => record(ctx, change, resource.kind, a.physical_id, desired, a.outputs, resource.deps.iter().cloned().collect()).await,
+        Err(e) => Err(e),
+    };
+    finish(ctx, op, &recorded).await;
+    recorded
 }
 
 async fn record(
@@ -458,16 +509,63 @@ async fn record(
     Ok(())
 }
 
-async fn delete(ctx: &Ctx<'_>, name: &str, kind: Kind, id: &str) -> Result<(), ApplyError> {
+/// The "it exists already" answers of the services we create in.
+fn is_already_exists(code: &str, message: &str) -> bool {
+    matches!(code, "EntityAlreadyExists" | "ResourceAlreadyExistsException" | "WAFDuplicateItemException" | "WafV2DuplicateItem")
+        || (matches!(code, "ResourceConflictException" | "ConflictException") && message.to_ascii_lowercase().contains("already exist"))
+}
+
+/// Records a resource an interrupted run made, as AWS has it, before the planned action runs.
+async fn adopt(ctx: &Ctx<'_>, change: &ResourceChange, id: &str) -> Result<(), ApplyError> {
+    let outputs = ctx.outputs.lock().ok().and_then(|o| o.get(&change.name).cloned()).unwrap_or_default();
+    let deps = ctx.manifest.and_then(|m| m.resource(&change.name)).map(|r| r.deps.iter().cloned().collect()).unwrap_or_default();
+    let attributes = change.current.clone().unwrap_or_default();
+    record(ctx, change, change.kind, id.to_string(), attributes, outputs, deps).await
+}
+
+/// Deletes only what carries this stack's ownership tag (for kinds that have tags).
+fn check_owned(
+    ctx: &Ctx<'_>,
+    name: &str,
+    kind: Kind,
+    id: &str,
+    current: Option<&serde_json::Map<String, Value>>,
+) -> Result<(), ApplyError> {
+    let Some(current) = current.filter(|_| kind.schema().taggable) else { return Ok(()) };
+    let tag = current.get("tags").and_then(|t| t.get(crate::manifest::TAG_STACK)).and_then(Value::as_str);
+    if tag == Some(ctx.stack) {
+        return Ok(());
+    }
+    let found =
+        tag.map_or_else(|| format!("no `{}` tag", crate::manifest::TAG_STACK), |t| format!("`{}` = `{t}`", crate::manifest::TAG_STACK));
+    Err(ApplyError::NotOwned { resource: name.into(), id: id.into(), found })
+}
+
+async fn delete(
+    ctx: &Ctx<'_>,
+    name: &str,
+    kind: Kind,
+    id: &str,
+    current: Option<&serde_json::Map<String, Value>>,
+) -> Result<(), ApplyError> {
+    check_owned(ctx, name, kind, id, current)?;
     let op = journal(ctx, name, kind, "delete", Some(id)).await?;
     let result = providers::delete(ctx.aws, kind, id).await.map_err(|source| ApplyError::Provider {
         resource: name.into(),
         action: "delete",
         source,
     });
+    let result = match result {
+        Ok(()) => ctx
+            .store
+            .delete_resource(ctx.stack, name)
+            .await
+            .map(|_| ())
+            .map_err(|source| ApplyError::State { resource: name.into(), source }),
+        Err(e) => Err(e),
+    };
     finish(ctx, op, &result).await;
     result?;
-    ctx.store.delete_resource(ctx.stack, name).await.map_err(|source| ApplyError::State { resource: name.into(), source })?;
     if let Ok(mut o) = ctx.outputs.lock() {
         o.remove(name);
     }

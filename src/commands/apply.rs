@@ -43,7 +43,8 @@ where
 async fn apply_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store: &Store) -> Result<Exit, CliError> {
     let state = store.load(&manifest.stack).await?;
     let aws = connect(g).await?;
-    let plan = plan::compute(manifest, &state, &aws).await?;
+    let pending = store.pending_operations(&manifest.stack).await?;
+    let plan = plan::compute(manifest, &state, &pending, &aws).await?;
     if !plan.has_changes() {
         return finish(g, &plan, None, store, Some(&aws)).await;
     }
@@ -66,9 +67,12 @@ async fn destroy_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store
     if !protected.is_empty() {
         return Err(CliError::Refused(format!("refusing to destroy: `protect = true` on {}", protected.join(", "))));
     }
-    let plan = plan::destroy(&manifest.stack, &state);
+    let aws = connect(g).await?;
+    let pending = store.pending_operations(&manifest.stack).await?;
+    let inspection = plan::inspect(manifest, &state, &pending, &aws).await?;
+    let plan = plan::destroy(&manifest.stack, &inspection);
     if !plan.has_changes() {
-        return finish(g, &plan, None, store, None).await;
+        return finish(g, &plan, None, store, Some(&aws)).await;
     }
     if !g.json && !g.quiet {
         print!("{}", plan::render::human(&plan));
@@ -76,7 +80,6 @@ async fn destroy_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store
     if !args.auto_approve {
         confirm("\nDelete all of these resources?")?;
     }
-    let aws = connect(g).await?;
     let progress = Progress { enabled: !g.json && !g.quiet };
     let options = Options { parallelism: args.parallelism.into() };
     let report = apply::execute(&plan, None, &state, store, &aws, options, &progress).await;

@@ -40,6 +40,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Destroy(args) => apply::destroy(g, args).await,
         Command::Output(args) => output::run(g, args).await,
         Command::ForceUnlock(args) => force_unlock(g, &args.lock_id).await,
+        Command::Import(args) => import(g, args).await,
     };
     match result {
         Ok(exit) => exit,
@@ -78,6 +79,54 @@ impl From<PlanError> for CliError {
     fn from(e: PlanError) -> Self {
         CliError::Plan(Box::new(e))
     }
+}
+
+async fn import(g: &Global, args: &crate::cli::ImportArgs) -> Result<Exit, CliError> {
+    let manifest = load_manifest(g)?;
+    let resource = manifest
+        .resource(&args.resource)
+        .ok_or_else(|| CliError::Refused(format!("no resource `{}` in {}", args.resource, manifest.path.display())))?;
+    let store = open_state(g).await?;
+    let lock = store.lock(&manifest.stack, "import", args.lock_timeout).await?;
+    let result = async {
+        let state = store.load(&manifest.stack).await?;
+        if let Some(existing) = state.resources.get(&resource.name) {
+            return Err(CliError::Refused(format!("`{}` is already in the state as {}", resource.name, existing.physical_id)));
+        }
+        let aws = connect(g).await?;
+        let live = crate::providers::read(&aws, resource.kind, &args.id)
+            .await?
+            .ok_or_else(|| CliError::Refused(format!("no {} `{}` in AWS", resource.kind, args.id)))?;
+        let owner = live.attrs.get("tags").and_then(|t| t.get(crate::manifest::TAG_STACK)).and_then(serde_json::Value::as_str);
+        if let Some(owner) = owner.filter(|o| *o != manifest.stack) {
+            return Err(CliError::Refused(format!(
+                "{} `{}` belongs to stack `{owner}` (its `{}` tag); refusing to import it",
+                resource.kind,
+                args.id,
+                crate::manifest::TAG_STACK
+            )));
+        }
+        let record = crate::state::ResourceState {
+            name: resource.name.clone(),
+            kind: resource.kind,
+            physical_id: args.id.clone(),
+            attributes: serde_json::Value::Object(live.attrs),
+            outputs: live.outputs,
+            depends_on: resource.deps.iter().cloned().collect(),
+        };
+        store.put_resource(&manifest.stack, &record).await?;
+        if !g.quiet {
+            println!(
+                "Imported {} `{}` as `{}`; `reconcile plan` shows how it differs from the manifest.",
+                resource.kind, args.id, resource.name
+            );
+        }
+        Ok(Exit::Ok)
+    }
+    .await;
+    store.unlock(&manifest.stack, &lock.id).await?;
+    store.close().await;
+    result
 }
 
 async fn force_unlock(g: &Global, id: &str) -> Result<Exit, CliError> {

@@ -8,7 +8,8 @@ pub async fn run(g: &Global, args: &PlanArgs) -> Result<Exit, CliError> {
     let store = open_state(g).await?;
     let state = store.load(&manifest.stack).await?;
     let aws = connect(g).await?;
-    let plan = plan::compute(&manifest, &state, &aws).await?;
+    let pending = store.pending_operations(&manifest.stack).await?;
+    let plan = plan::compute(&manifest, &state, &pending, &aws).await?;
     if g.json {
         let mut doc = serde_json::to_value(&plan).unwrap_or_default();
         if let (Some(calls), Some(obj)) = (super::stats_json(g, Some(&aws)), doc.as_object_mut()) {

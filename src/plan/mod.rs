@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use crate::manifest::refs::{self, UNKNOWN};
 use crate::manifest::{Kind, Manifest};
 use crate::providers::{self, Aws, Live, ProviderError};
-use crate::state::StackState;
+use crate::state::{PendingOperation, ResourceState, StackState};
 
 /// Version of the JSON plan document; bumped on any incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
@@ -63,13 +63,19 @@ pub struct ResourceChange {
     pub reason: Option<String>,
     pub changes: Vec<FieldChange>,
     pub depends_on: Vec<String>,
-    /// The live attributes the update starts from.
+    /// Physical id of a resource an interrupted run created and this run adopts into the state.
+    pub adopt: Option<String>,
+    /// The change deletes a previous physical resource left over by an interrupted replacement;
+    /// the state's record of the resource is left as it is.
+    pub deposed: bool,
+    /// The live attributes the update starts from (and, for a delete, what shows whose it is).
     #[serde(skip)]
     pub current: Option<Map<String, Value>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
+    pub adopt: usize,
     pub create: usize,
     pub update: usize,
     pub replace: usize,
@@ -88,6 +94,8 @@ pub struct Plan {
     pub resources: Vec<ResourceChange>,
     /// Stack outputs as far as they are known before apply.
     pub outputs: BTreeMap<String, String>,
+    /// Journal entries of interrupted runs that this plan reconciles (apply closes them).
+    pub interrupted_operations: Vec<i64>,
     /// Outputs of resources that exist and are not being replaced: what references resolve to.
     #[serde(skip)]
     pub known_outputs: HashMap<String, BTreeMap<String, String>>,
@@ -95,12 +103,13 @@ pub struct Plan {
 
 impl Plan {
     pub fn has_changes(&self) -> bool {
-        self.resources.iter().any(|r| r.action != Action::NoOp)
+        self.resources.iter().any(|r| r.action != Action::NoOp || r.adopt.is_some())
     }
 
     fn finish(mut self) -> Plan {
         let mut s = Summary::default();
         for r in &self.resources {
+            s.adopt += usize::from(r.adopt.is_some());
             match r.action {
                 Action::NoOp => s.no_op += 1,
                 Action::Create => s.create += 1,
@@ -116,6 +125,12 @@ impl Plan {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
+    #[error("looking for what an interrupted run made for {resource}: {source}")]
+    Recovery {
+        resource: String,
+        #[source]
+        source: ProviderError,
+    },
     #[error("reading {resource} ({kind} {id}) from AWS: {source}")]
     Refresh {
         resource: String,
@@ -147,10 +162,118 @@ pub async fn refresh(aws: &Aws, state: &StackState) -> Result<HashMap<String, Op
     results.into_iter().collect()
 }
 
-/// Computes the plan from the manifest, the state and what AWS has now.
-pub async fn compute(manifest: &Manifest, state: &StackState, aws: &Aws) -> Result<Plan, PlanError> {
+/// Computes the plan from the manifest, the state, the journal of interrupted runs and what AWS has now.
+pub async fn compute(manifest: &Manifest, state: &StackState, pending: &[PendingOperation], aws: &Aws) -> Result<Plan, PlanError> {
+    let inspection = inspect(manifest, state, pending, aws).await?;
+    let mut plan = diff_all(manifest, &inspection.state, &inspection.live);
+    for change in &mut plan.resources {
+        if let Some(id) = inspection.adopted.get(&change.name) {
+            change.adopt = Some(id.clone());
+            change.reason = Some(match &change.reason {
+                Some(r) => format!("made by an interrupted run, adopted; {r}"),
+                None => "made by an interrupted run, adopted".into(),
+            });
+        }
+    }
+    plan.resources.extend(inspection.deposed_changes());
+    plan.interrupted_operations = inspection.pending.clone();
+    Ok(plan.finish())
+}
+
+/// What AWS and the journal say beyond the state: live attributes of everything the state owns,
+/// resources interrupted creates made (found by name or ownership tags, to adopt), and previous
+/// physical resources an interrupted replacement left (to delete).
+#[derive(Debug, Clone, Default)]
+pub struct Inspection {
+    /// The state with the adopted resources added.
+    pub state: StackState,
+    pub live: HashMap<String, Option<Live>>,
+    /// Resource name → physical id adopted.
+    pub adopted: BTreeMap<String, String>,
+    /// (resource, kind, physical id) of previous resources to delete.
+    pub deposed: Vec<(String, Kind, String)>,
+    /// Journal entries looked at.
+    pub pending: Vec<i64>,
+}
+
+impl Inspection {
+    fn deposed_changes(&self) -> Vec<ResourceChange> {
+        self.deposed
+            .iter()
+            .map(|(name, kind, id)| ResourceChange {
+                name: name.clone(),
+                kind: *kind,
+                action: Action::Delete,
+                physical_id: Some(id.clone()),
+                reason: Some("a previous one left by an interrupted replacement".into()),
+                changes: Vec::new(),
+                depends_on: Vec::new(),
+                adopt: None,
+                deposed: true,
+                current: None,
+            })
+            .collect()
+    }
+}
+
+/// Reads AWS for everything the state owns and reconciles the journal of interrupted runs.
+pub async fn inspect(manifest: &Manifest, state: &StackState, pending: &[PendingOperation], aws: &Aws) -> Result<Inspection, PlanError> {
     let live = refresh(aws, state).await?;
-    Ok(diff_all(manifest, state, &live))
+    let mut insp = Inspection { state: state.clone(), live, pending: pending.iter().map(|p| p.id).collect(), ..Inspection::default() };
+    for op in pending {
+        let Some(kind) = Kind::from_type_name(&op.kind) else { continue };
+        match op.action.as_str() {
+            "create" if !insp.state.resources.contains_key(&op.resource) => {
+                let Some(r) = manifest.resource(&op.resource).filter(|r| r.kind == kind) else { continue };
+                let known: HashMap<&str, &BTreeMap<String, String>> =
+                    insp.live.iter().filter_map(|(n, l)| l.as_ref().map(|l| (n.as_str(), &l.outputs))).collect();
+                let lookup = |res: &str, out: &str| known.get(res).and_then(|o| o.get(out)).cloned();
+                let (desired, unknown) = refs::resolve(&Value::Object(r.attrs.clone()), &lookup);
+                let Some(desired) = desired.as_object().filter(|_| !unknown) else { continue };
+                let taken = insp.state.resources.values().map(|s| s.physical_id.clone()).collect();
+                let found = providers::find(aws, kind, desired, &taken)
+                    .await
+                    .map_err(|source| PlanError::Recovery { resource: r.name.clone(), source })?;
+                let Some((id, live)) = found else { continue };
+                if kind.schema().taggable && !owned_by(&live.attrs, desired) {
+                    continue;
+                }
+                tracing::info!(resource = %r.name, id, "adopting what an interrupted run created");
+                insp.state.resources.insert(
+                    r.name.clone(),
+                    ResourceState {
+                        name: r.name.clone(),
+                        kind,
+                        physical_id: id.clone(),
+                        attributes: Value::Object(live.attrs.clone()),
+                        outputs: live.outputs.clone(),
+                        depends_on: r.deps.iter().cloned().collect(),
+                    },
+                );
+                insp.live.insert(r.name.clone(), Some(live));
+                insp.adopted.insert(r.name.clone(), id);
+            }
+            "delete-previous" => {
+                let Some(old) = op.physical_name.clone() else { continue };
+                let current = insp.state.resources.get(&op.resource).map(|s| s.physical_id.as_str());
+                if current != Some(old.as_str()) {
+                    // Its own delete closes the entry once the old one is gone.
+                    insp.pending.retain(|id| *id != op.id);
+                    if !insp.deposed.iter().any(|(_, _, id)| *id == old) {
+                        insp.deposed.push((op.resource.clone(), kind, old));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(insp)
+}
+
+/// Whether live tags say the resource belongs to this stack and this resource.
+pub fn owned_by(live: &Map<String, Value>, desired: &Map<String, Value>) -> bool {
+    let tag = |m: &Map<String, Value>, k: &str| m.get("tags").and_then(|t| t.get(k)).and_then(Value::as_str).map(str::to_string);
+    [crate::manifest::TAG_STACK, crate::manifest::TAG_RESOURCE].iter().all(|k| tag(live, k).is_some() && tag(live, k) == tag(desired, k))
 }
 
 /// The pure part of planning: no I/O.
@@ -183,6 +306,8 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                 reason: None,
                 changes: diff::creation(r.kind, &desired),
                 depends_on,
+                adopt: None,
+                deposed: false,
                 current: None,
             },
             (Some(s), _) if s.kind != r.kind => ResourceChange {
@@ -193,6 +318,8 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                 reason: Some(format!("type changed from {} to {}", s.kind, r.kind)),
                 changes: diff::creation(r.kind, &desired),
                 depends_on,
+                adopt: None,
+                deposed: false,
                 current: None,
             },
             (Some(s), None) => ResourceChange {
@@ -203,6 +330,8 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                 reason: Some(format!("{} was deleted outside reconcile", s.physical_id)),
                 changes: diff::creation(r.kind, &desired),
                 depends_on,
+                adopt: None,
+                deposed: false,
                 current: None,
             },
             (Some(s), Some(l)) => {
@@ -242,6 +371,8 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                     reason,
                     changes: fields,
                     depends_on,
+                    adopt: None,
+                    deposed: false,
                     current: Some(current),
                 }
             }
@@ -266,7 +397,9 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                 }),
                 changes: Vec::new(),
                 depends_on: s.depends_on.clone(),
-                current: None,
+                adopt: None,
+                deposed: false,
+                current: live.get(&s.name).and_then(Option::as_ref).map(|l| l.attrs.clone()),
             });
         }
     }
@@ -286,34 +419,51 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
         summary: Summary::default(),
         resources: changes,
         outputs,
+        interrupted_operations: Vec::new(),
         known_outputs: known,
     }
     .finish()
 }
 
-/// A plan that deletes everything the state owns.
-pub fn destroy(stack: &str, state: &StackState) -> Plan {
-    let resources = state
+/// A plan that deletes everything the state owns, plus what interrupted runs left behind.
+pub fn destroy(stack: &str, inspection: &Inspection) -> Plan {
+    let live = &inspection.live;
+    let mut resources: Vec<ResourceChange> = inspection
+        .state
         .resources
         .values()
-        .map(|s| ResourceChange {
-            name: s.name.clone(),
-            kind: s.kind,
-            action: Action::Delete,
-            physical_id: Some(s.physical_id.clone()),
-            reason: s.kind.schema().retain_on_delete.then(|| RETAINED.to_string()),
-            changes: Vec::new(),
-            depends_on: s.depends_on.clone(),
-            current: None,
+        .map(|s| {
+            let current = live.get(&s.name).and_then(Option::as_ref);
+            let reason = if s.kind.schema().retain_on_delete {
+                Some(RETAINED.to_string())
+            } else if live.contains_key(&s.name) && current.is_none() {
+                Some("already gone from AWS".to_string())
+            } else {
+                None
+            };
+            ResourceChange {
+                name: s.name.clone(),
+                kind: s.kind,
+                action: Action::Delete,
+                physical_id: Some(s.physical_id.clone()),
+                reason,
+                changes: Vec::new(),
+                depends_on: s.depends_on.clone(),
+                adopt: inspection.adopted.get(&s.name).cloned(),
+                deposed: false,
+                current: current.map(|l| l.attrs.clone()),
+            }
         })
         .collect();
+    resources.extend(inspection.deposed_changes());
     Plan {
         format_version: FORMAT_VERSION,
         stack: stack.to_string(),
-        state_serial: state.serial,
+        state_serial: inspection.state.serial,
         summary: Summary::default(),
         resources,
         outputs: BTreeMap::new(),
+        interrupted_operations: inspection.pending.clone(),
         known_outputs: HashMap::new(),
     }
     .finish()

@@ -24,13 +24,14 @@ pub fn human(plan: &Plan) -> String {
         return out;
     }
     let _ = writeln!(out, "Stack `{}`:\n", plan.stack);
-    for r in plan.resources.iter().filter(|r| r.action != Action::NoOp) {
+    for r in plan.resources.iter().filter(|r| r.action != Action::NoOp || r.adopt.is_some()) {
         resource(&mut out, r);
     }
     let s = &plan.summary;
+    let adopt = if s.adopt > 0 { format!("{} to adopt, ", s.adopt) } else { String::new() };
     let _ = writeln!(
         out,
-        "Plan: {} to create, {} to update, {} to replace, {} to delete, {} unchanged.",
+        "Plan: {adopt}{} to create, {} to update, {} to replace, {} to delete, {} unchanged.",
         s.create, s.update, s.replace, s.delete, s.no_op
     );
     out
@@ -38,7 +39,15 @@ pub fn human(plan: &Plan) -> String {
 
 fn resource(out: &mut String, r: &ResourceChange) {
     let id = r.physical_id.as_deref().map(|id| format!(" [{id}]")).unwrap_or_default();
-    let _ = write!(out, "  {} {} ({}){id} will be {}", sigil(r.action), r.name, r.kind, past(r.action));
+    let what = match (&r.adopt, r.action, r.deposed) {
+        (_, _, true) => "previous one will be deleted",
+        (Some(_), Action::NoOp, _) => "will be adopted into the state",
+        (Some(_), _, _) => "will be adopted into the state and then",
+        _ => "will be",
+    };
+    let verb = if r.deposed || (r.adopt.is_some() && r.action == Action::NoOp) { "" } else { past(r.action) };
+    let sigil = if r.adopt.is_some() && r.action == Action::NoOp { "<=" } else { sigil(r.action) };
+    let _ = write!(out, "  {sigil} {} ({}){id} {what}{}{verb}", r.name, r.kind, if verb.is_empty() { "" } else { " " });
     if let Some(reason) = &r.reason {
         let _ = write!(out, ": {reason}");
     }
@@ -131,9 +140,12 @@ mod tests {
                     forces_replacement: false,
                 }],
                 depends_on: vec![],
+                adopt: None,
+                deposed: false,
                 current: None,
             }],
             outputs: Default::default(),
+            interrupted_operations: vec![],
             known_outputs: Default::default(),
         };
         let text = human(&plan);

@@ -146,6 +146,45 @@ pub async fn delete(aws: &Aws, kind: Kind, id: &str) -> Result<()> {
     dispatch!(kind, delete(aws, id))
 }
 
+/// The physical id a resource must have, for kinds where the desired attributes fix it.
+pub fn physical_id_of(kind: Kind, d: &Map<String, Value>) -> Option<String> {
+    let s = |k: &str| str_attr(d, k).to_string();
+    let id = match kind {
+        Kind::IamRole | Kind::LogGroup => s("name"),
+        Kind::LambdaFunction => s("function_name"),
+        Kind::LambdaPermission => format!("{}/{}", s("function_name"), s("statement_id")),
+        Kind::Stage => format!("{}/{}", s("rest_api_id"), s("stage_name")),
+        Kind::WebAclAssociation => s("resource_arn"),
+        Kind::ApiGatewayAccount => "account".into(),
+        Kind::RestApi | Kind::Deployment | Kind::WebAcl => return None,
+    };
+    Some(id)
+}
+
+/// Looks for what an interrupted create may have made, from the desired attributes: by physical
+/// name where it is unique, by name and ownership tags for REST APIs, the newest unowned deployment
+/// of the API. `taken` holds the physical ids the state already owns. Tag ownership is checked by
+/// the caller.
+pub async fn find(
+    aws: &Aws,
+    kind: Kind,
+    d: &Map<String, Value>,
+    taken: &std::collections::HashSet<String>,
+) -> Result<Option<(String, Live)>> {
+    if let Some(id) = physical_id_of(kind, d) {
+        return Ok(read(aws, kind, &id).await?.map(|live| (id, live)));
+    }
+    match kind {
+        Kind::RestApi => {
+            let ownership = string_map(d, "tags").into_iter().filter(|(k, _)| k.starts_with("reconcile:")).collect();
+            apigateway::rest_api::find(aws, str_attr(d, "name"), &ownership).await
+        }
+        Kind::Deployment => apigateway::deployment::find(aws, str_attr(d, "rest_api_id"), taken).await,
+        Kind::WebAcl => wafv2::web_acl::find(aws, str_attr(d, "scope"), str_attr(d, "name")).await,
+        _ => Ok(None),
+    }
+}
+
 /// Outputs that follow from the desired attributes alone, known at plan time even before the
 /// resource exists (e.g. a REST API's `model_hash`, which deployments use as a trigger).
 pub fn derived_outputs(kind: Kind, desired: &Map<String, Value>) -> BTreeMap<String, String> {

@@ -54,6 +54,33 @@ async fn exists(aws: &Aws, api_id: &str, deployment_id: &str) -> Result<bool> {
     }
 }
 
+/// The newest deployment of the API whose physical id is not in `taken` (deployments carry no name
+/// or tags): for recovering an interrupted create.
+pub async fn find(aws: &Aws, api_id: &str, taken: &std::collections::HashSet<String>) -> Result<Option<(String, Live)>> {
+    let items = aws
+        .apigateway
+        .get_deployments()
+        .rest_api_id(api_id)
+        .into_paginator()
+        .page_size(500)
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await;
+    let items = match items {
+        Ok(items) => items,
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found_exception()) => return Ok(None),
+        Err(e) => return Err(ProviderError::sdk("apigateway:GetDeployments", e)),
+    };
+    let newest = items
+        .iter()
+        .filter_map(|d| d.id().map(|id| (d.created_date().map(|t| t.secs()).unwrap_or_default(), format!("{api_id}/{id}"))))
+        .filter(|(_, physical)| !taken.contains(physical))
+        .max();
+    let Some((_, physical)) = newest else { return Ok(None) };
+    Ok(read(aws, &physical).await?.map(|l| (physical, l)))
+}
+
 pub async fn create(aws: &Aws, desired: Desired<'_>) -> Result<Applied> {
     let d = desired.attrs;
     let api_id = str_attr(d, "rest_api_id");

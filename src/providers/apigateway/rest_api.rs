@@ -498,3 +498,24 @@ pub fn model_hash(desired: &Map<String, Value>) -> String {
     let digest = sha2::Sha256::digest(routes.join("\n").as_bytes());
     digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
 }
+
+/// Finds a REST API by name among those carrying `ownership` tags (API names are not unique, tags
+/// tell ours apart): for recovering an interrupted create.
+pub async fn find(aws: &Aws, name: &str, ownership: &BTreeMap<String, String>) -> Result<Option<(String, Live)>> {
+    let apis = aws
+        .apigateway
+        .get_rest_apis()
+        .into_paginator()
+        .page_size(500)
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(|e| ProviderError::sdk("apigateway:GetRestApis", e))?;
+    let ours = apis.iter().filter(|a| a.name() == Some(name)).find(|a| {
+        let tags = a.tags();
+        ownership.iter().all(|(k, v)| tags.and_then(|t| t.get(k)) == Some(v))
+    });
+    let Some(id) = ours.and_then(|a| a.id()) else { return Ok(None) };
+    Ok(read(aws, id).await?.map(|l| (id.to_string(), l)))
+}
