@@ -23,6 +23,10 @@ pub enum ArtifactError {
     Missing(PathBuf),
     #[error("code folder {} is empty", .0.display())]
     Empty(PathBuf),
+    #[error("code path {} is neither a regular file nor a folder", .0.display())]
+    NotAFile(PathBuf),
+    #[error("code under {} is larger than Lambda's {} MiB limit for unzipped code", .0.display(), MAX_UNZIPPED / (1024 * 1024))]
+    TooLarge(PathBuf),
     #[error("cannot read {}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -37,15 +41,26 @@ pub enum ArtifactError {
     },
 }
 
+/// Lambda refuses deployment packages whose unzipped size is over 250 MiB.
+pub const MAX_UNZIPPED: u64 = 250 * 1024 * 1024;
+
 pub fn package(path: &Path) -> Result<Artifact, ArtifactError> {
     let io = |source| ArtifactError::Io { path: path.to_path_buf(), source };
     let meta = std::fs::metadata(path).map_err(|_| ArtifactError::Missing(path.to_path_buf()))?;
     let mut files: Vec<(String, PathBuf)> = Vec::new();
     if meta.is_dir() {
-        walk(path, path, &mut files).map_err(io)?;
+        let mut size = 0;
+        walk(path, path, &mut files, &mut size).map_err(io)?;
+        if size > MAX_UNZIPPED {
+            return Err(ArtifactError::TooLarge(path.to_path_buf()));
+        }
         if files.is_empty() {
             return Err(ArtifactError::Empty(path.to_path_buf()));
         }
+    } else if !meta.is_file() {
+        return Err(ArtifactError::NotAFile(path.to_path_buf()));
+    } else if meta.len() > MAX_UNZIPPED {
+        return Err(ArtifactError::TooLarge(path.to_path_buf()));
     } else {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         files.push((name, path.to_path_buf()));
@@ -68,8 +83,12 @@ pub fn package(path: &Path) -> Result<Artifact, ArtifactError> {
     Ok(Artifact { path: path.to_path_buf(), zip: Arc::new(zip), sha256 })
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
+/// Regular files under `dir` (hidden ones and `__pycache__` left out); stops once `size` passes the limit.
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>, size: &mut u64) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
+        if *size > MAX_UNZIPPED {
+            return Ok(());
+        }
         let entry = entry?;
         let path = entry.path();
         let name = entry.file_name();
@@ -77,9 +96,11 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> std::io::R
         if name.starts_with('.') || name == "__pycache__" {
             continue;
         }
-        if entry.file_type()?.is_dir() {
-            walk(root, &path, out)?;
-        } else {
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            walk(root, &path, out, size)?;
+        } else if kind.is_file() {
+            *size += entry.metadata()?.len();
             let rel = path.strip_prefix(root).unwrap_or(&path);
             let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
             out.push((rel, path));
@@ -106,7 +127,10 @@ mod tests {
     }
 
     #[test]
-    fn missing_path_is_an_error() {
+    fn missing_path_and_special_files_are_errors() {
         assert!(matches!(package(Path::new("/nonexistent/code")), Err(ArtifactError::Missing(_))));
+        assert!(matches!(package(Path::new("/dev/zero")), Err(ArtifactError::NotAFile(_))));
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(package(dir.path()), Err(ArtifactError::Empty(_))));
     }
 }

@@ -441,6 +441,10 @@ impl<'a> Validator<'a> {
                 }
                 Value::Object(map)
             }
+            (FieldType::Path, DeValue::String(s)) if s.trim().is_empty() => {
+                self.err(&span, format!("`{}` must name a file or folder", field.name));
+                return None;
+            }
             (FieldType::Path, DeValue::String(s)) => {
                 let base = self.src.file.parent().unwrap_or(Path::new("."));
                 match artifact::package(&base.join(s.as_ref())) {
@@ -621,5 +625,7 @@ fn is_stack_name(s: &str) -> bool {
     (1..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+#[cfg(test)]
+mod fuzz_tests;
 #[cfg(test)]
 mod tests;

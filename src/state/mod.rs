@@ -36,9 +36,9 @@ pub enum StateError {
         "stack `{stack}` is locked by {} (pid {} on {}) since {}; wait with --lock-timeout, or if that process is gone, run `reconcile force-unlock {}`",
         .holder.operation, .holder.pid, .holder.host, .holder.acquired_at, .holder.id
     )]
-    Locked { stack: String, holder: LockInfo },
+    Locked { stack: String, holder: Box<LockInfo> },
     #[error("stack `{stack}` has no lock with id `{id}`{}", .current.as_ref().map(|c| format!(" (it is held as `{}`)", c.id)).unwrap_or_else(|| " (it is not locked)".into()))]
-    NoSuchLock { stack: String, id: String, current: Option<LockInfo> },
+    NoSuchLock { stack: String, id: String, current: Option<Box<LockInfo>> },
     #[error("state holds invalid data for {what}: {source}")]
     Decode {
         what: String,
@@ -296,7 +296,9 @@ impl Store {
             let holder = self.lock_info(stack).await?;
             match holder {
                 None => continue,
-                Some(holder) if start.elapsed() + delay > timeout => return Err(StateError::Locked { stack: stack.into(), holder }),
+                Some(holder) if start.elapsed() + delay > timeout => {
+                    return Err(StateError::Locked { stack: stack.into(), holder: Box::new(holder) });
+                }
                 Some(holder) => {
                     tracing::info!(stack, holder = %holder.id, ?delay, "stack is locked; waiting (backoff)");
                     tokio::time::sleep(delay).await;
@@ -337,7 +339,7 @@ impl Store {
                 self.unlock(stack, id).await?;
                 Ok(c)
             }
-            current => Err(StateError::NoSuchLock { stack: stack.into(), id: id.into(), current }),
+            current => Err(StateError::NoSuchLock { stack: stack.into(), id: id.into(), current: current.map(Box::new) }),
         }
     }
 

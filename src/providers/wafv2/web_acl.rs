@@ -460,6 +460,29 @@ pub async fn delete(aws: &Aws, id: &str) -> Result<()> {
     .await
 }
 
+/// Finds a web ACL by scope and name (names are unique per scope): for recovering an interrupted create.
+pub async fn find(aws: &Aws, scope: &str, name: &str) -> Result<Option<(String, Live)>> {
+    let mut marker = None;
+    loop {
+        let out = aws
+            .wafv2
+            .list_web_acls()
+            .scope(Scope::from(scope))
+            .set_next_marker(marker)
+            .send()
+            .await
+            .map_err(|e| ProviderError::sdk("wafv2:ListWebACLs", e))?;
+        if let Some(id) = out.web_acls().iter().find(|a| a.name() == Some(name)).and_then(|a| a.id()) {
+            let physical = format!("{scope}/{name}/{id}");
+            return Ok(read(aws, &physical).await?.map(|l| (physical, l)));
+        }
+        match out.next_marker {
+            Some(m) if !out.web_acls().is_empty() => marker = Some(m),
+            _ => return Ok(None),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,28 +536,5 @@ mod tests {
         assert!(parse_id("REGIONAL/name").is_err());
         let id = parse_id("REGIONAL/acl/abc-123").unwrap();
         assert_eq!((id.scope, id.name, id.id), (Scope::Regional, "acl", "abc-123"));
-    }
-}
-
-/// Finds a web ACL by scope and name (names are unique per scope): for recovering an interrupted create.
-pub async fn find(aws: &Aws, scope: &str, name: &str) -> Result<Option<(String, Live)>> {
-    let mut marker = None;
-    loop {
-        let out = aws
-            .wafv2
-            .list_web_acls()
-            .scope(Scope::from(scope))
-            .set_next_marker(marker)
-            .send()
-            .await
-            .map_err(|e| ProviderError::sdk("wafv2:ListWebACLs", e))?;
-        if let Some(id) = out.web_acls().iter().find(|a| a.name() == Some(name)).and_then(|a| a.id()) {
-            let physical = format!("{scope}/{name}/{id}");
-            return Ok(read(aws, &physical).await?.map(|l| (physical, l)));
-        }
-        match out.next_marker {
-            Some(m) if !out.web_acls().is_empty() => marker = Some(m),
-            _ => return Ok(None),
-        }
     }
 }
