@@ -702,3 +702,51 @@ async fn resources_we_do_not_own_are_never_deleted_and_name_clashes_are_conflict
     assert_eq!(names, vec!["DevLogGroupAccessLog", "ProdLogGroupAccessLog"], "what is not ours survives destroy");
     assert!(aws.lambda.list_functions().send().await.unwrap().functions().is_empty(), "what is ours is gone");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secret_environment_values_never_show_nor_reach_the_state_file() {
+    let (moto, cli) = seeded();
+    let aws = aws(&moto).await;
+    let path = cli.join(SEED);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let with_secret = |v: &str| {
+        text.replace("code = \"apigw-lambda-basic/lambda\"", &format!("code = \"apigw-lambda-basic/lambda\"\nsecret_environment = {{ DB_PASSWORD = \"{v}\" }}\nenvironment = {{ STAGE = \"demo\" }}"))
+    };
+    std::fs::write(&path, with_secret("hunter2-first-secret")).unwrap();
+
+    let mut seen = String::new();
+    for args in [vec!["-f", SEED, "-vv", "plan"], vec!["-f", SEED, "--json", "plan"], vec!["-f", SEED, "-vv", "apply", "--auto-approve"]] {
+        let out = cli.run(&args);
+        out.assert_success();
+        seen.push_str(&out.combined());
+    }
+    assert!(seen.contains("secret_environment") && seen.contains("(sensitive)"), "{seen}");
+    assert!(!seen.contains("hunter2"), "a secret value was shown");
+    let env = aws.lambda.get_function_configuration().function_name("HelloLambdaTest").send().await.unwrap();
+    let vars = env.environment().unwrap().variables().unwrap();
+    assert_eq!(vars.get("DB_PASSWORD").map(String::as_str), Some("hunter2-first-secret"));
+    assert_eq!(vars.get("STAGE").map(String::as_str), Some("demo"));
+    cli.run(&["-f", SEED, "plan", "--detailed-exitcode"]).assert_status(0);
+
+    // A changed secret is an update of that key, still without its values.
+    std::fs::write(&path, with_secret("hunter2-second-secret")).unwrap();
+    let plan = cli.run(&["-f", SEED, "plan"]);
+    assert!(plan.stdout.contains("secret_environment.DB_PASSWORD = \"(sensitive)\" → \"(sensitive)\""), "{plan}");
+    assert!(!plan.combined().contains("hunter2"), "{plan}");
+    assert_eq!(
+        changes(&plan_json(&cli, SEED)),
+        vec![("hello_function".into(), "update".into(), vec!["secret_environment.DB_PASSWORD".into()])]
+    );
+    let out = cli.run(&["-f", SEED, "--json", "apply", "--auto-approve"]);
+    out.assert_success();
+    assert!(!out.combined().contains("hunter2"));
+    let env = aws.lambda.get_function_configuration().function_name("HelloLambdaTest").send().await.unwrap();
+    assert_eq!(env.environment().unwrap().variables().unwrap().get("DB_PASSWORD").map(String::as_str), Some("hunter2-second-secret"));
+
+    // The state file (and its WAL) holds only a hash.
+    for file in ["reconcile.db", "reconcile.db-wal"] {
+        if let Ok(bytes) = std::fs::read(cli.join(file)) {
+            assert!(!String::from_utf8_lossy(&bytes).contains("hunter2"), "{file} holds a secret value");
+        }
+    }
+}

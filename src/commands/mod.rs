@@ -97,6 +97,8 @@ async fn import(g: &Global, args: &crate::cli::ImportArgs) -> Result<Exit, CliEr
         let live = crate::providers::read(&aws, resource.kind, &args.id)
             .await?
             .ok_or_else(|| CliError::Refused(format!("no {} `{}` in AWS", resource.kind, args.id)))?;
+        let mut live = live;
+        crate::manifest::schema::split_secrets(resource.kind, &mut live.attrs, &resource.attrs);
         let owner = live.attrs.get("tags").and_then(|t| t.get(crate::manifest::TAG_STACK)).and_then(serde_json::Value::as_str);
         if let Some(owner) = owner.filter(|o| *o != manifest.stack) {
             return Err(CliError::Refused(format!(

@@ -142,12 +142,14 @@ pub struct Field {
     pub default: Option<Default>,
     /// One of these values, if set.
     pub one_of: &'static [&'static str],
+    /// Values never shown (plan, JSON, logs) nor stored (the state keeps a hash).
+    pub secret: bool,
     pub doc: &'static str,
 }
 
 impl Field {
     const fn new(name: &'static str, ty: FieldType, doc: &'static str) -> Field {
-        Field { name, ty, required: false, force_new: false, default: None, one_of: &[], doc }
+        Field { name, ty, required: false, force_new: false, default: None, one_of: &[], secret: false, doc }
     }
     const fn required(mut self) -> Field {
         self.required = true;
@@ -159,6 +161,10 @@ impl Field {
     }
     const fn default(mut self, d: Default) -> Field {
         self.default = Some(d);
+        self
+    }
+    const fn secret(mut self) -> Field {
+        self.secret = true;
         self
     }
     const fn one_of(mut self, values: &'static [&'static str]) -> Field {
@@ -284,6 +290,13 @@ static LAMBDA_FUNCTION: KindSchema = KindSchema {
         Field::new("description", T::String, "Description").default(Default::Str("")),
         Field::new("architecture", T::String, "Instruction set").default(Default::Str("x86_64")).one_of(&["x86_64", "arm64"]),
         Field::new("environment", T::StringMap, "Environment variables").default(Default::EmptyMap),
+        Field::new(
+            "secret_environment",
+            T::StringMap,
+            "Environment variables whose values are never shown nor stored in the state (only a hash)",
+        )
+        .default(Default::EmptyMap)
+        .secret(),
         TAGS,
     ],
     physical_name: "function_name",
@@ -436,6 +449,44 @@ static WEB_ACL_ASSOCIATION: KindSchema = KindSchema {
     outputs: &[("id", "The protected resource's ARN")],
     taggable: false,
 };
+
+/// What a secret value is shown as.
+pub const SENSITIVE: &str = "(sensitive)";
+
+/// Replaces the values of secret fields by a hash (`sha256:<hex>`), for storing.
+pub fn hash_secrets(kind: Kind, attrs: &mut serde_json::Map<String, Value>) {
+    use sha2::Digest;
+    for field in kind.schema().fields.iter().filter(|f| f.secret) {
+        if let Some(Value::Object(map)) = attrs.get_mut(field.name) {
+            for v in map.values_mut() {
+                if let Value::String(s) = v
+                    && !s.starts_with("sha256:")
+                {
+                    let digest = sha2::Sha256::digest(s.as_bytes());
+                    *s = format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>());
+                }
+            }
+        }
+    }
+}
+
+/// Moves the live values of keys the manifest declares secret from the plain map (`environment`)
+/// to the secret one (`secret_environment`), so both compare like for like.
+pub fn split_secrets(kind: Kind, live: &mut serde_json::Map<String, Value>, desired: &serde_json::Map<String, Value>) {
+    for field in kind.schema().fields.iter().filter(|f| f.secret) {
+        let Some(plain) = field.name.strip_prefix("secret_") else { continue };
+        let keys: Vec<String> = desired.get(field.name).and_then(Value::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let mut secret = serde_json::Map::new();
+        if let Some(Value::Object(map)) = live.get_mut(plain) {
+            for k in keys {
+                if let Some(v) = map.remove(&k) {
+                    secret.insert(k, v);
+                }
+            }
+        }
+        live.insert(field.name.to_string(), Value::Object(secret));
+    }
+}
 
 /// Fields computed from the manifest rather than written in it.
 pub const CODE_SHA256: &str = "code_sha256";

@@ -14,12 +14,9 @@ pub fn creation(kind: Kind, desired: &Map<String, Value>) -> Vec<FieldChange> {
         .fields
         .iter()
         .filter_map(|f| {
-            desired.get(f.name).map(|v| FieldChange {
-                path: f.name.into(),
-                before: None,
-                after: Some(v.clone()),
-                forces_replacement: false,
-            })
+            let v = desired.get(f.name)?;
+            let v = if f.secret { redact_map(v) } else { v.clone() };
+            Some(FieldChange { path: f.name.into(), before: None, after: Some(v), forces_replacement: false })
         })
         .collect();
     if let Some(sha) = desired.get(CODE_SHA256) {
@@ -49,12 +46,14 @@ pub fn fields(kind: Kind, current: &Map<String, Value>, desired: &Map<String, Va
                 for (k, w) in want_map {
                     let h = have_map.get(k);
                     if h.map(|h| normalize(field.ty, h)) != Some(normalize(field.ty, w)) {
-                        out.push(change(format!("{}.{k}", field.name), h.cloned(), Some(w.clone()), field.force_new));
+                        let (h, w) = if field.secret { (h.map(|_| sensitive()), sensitive()) } else { (h.cloned(), w.clone()) };
+                        out.push(change(format!("{}.{k}", field.name), h, Some(w), field.force_new));
                     }
                 }
                 for (k, h) in have_map {
                     if !want_map.contains_key(k) {
-                        out.push(change(format!("{}.{k}", field.name), Some(h.clone()), None, field.force_new));
+                        let h = if field.secret { sensitive() } else { h.clone() };
+                        out.push(change(format!("{}.{k}", field.name), Some(h), None, field.force_new));
                     }
                 }
             }
@@ -71,6 +70,18 @@ pub fn fields(kind: Kind, current: &Map<String, Value>, desired: &Map<String, Va
         out.push(change(CODE_SHA256.into(), current.get(CODE_SHA256).cloned(), Some(want.clone()), false));
     }
     out
+}
+
+fn sensitive() -> Value {
+    Value::String(crate::manifest::schema::SENSITIVE.into())
+}
+
+/// A map with every value replaced by the sensitive marker.
+fn redact_map(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(m.keys().map(|k| (k.clone(), sensitive())).collect()),
+        _ => sensitive(),
+    }
 }
 
 fn change(path: String, before: Option<Value>, after: Option<Value>, force_new: bool) -> FieldChange {

@@ -59,8 +59,11 @@ pub async fn read(aws: &Aws, name: &str) -> Result<Option<Live>> {
     Ok(Some(Live { attrs, outputs }))
 }
 
+/// The plain and the secret variables together, as Lambda keeps them.
 fn environment(d: &Map<String, Value>) -> Environment {
-    Environment::builder().set_variables(Some(string_map(d, "environment").into_iter().collect())).build()
+    let mut vars = string_map(d, "environment");
+    vars.extend(string_map(d, "secret_environment"));
+    Environment::builder().set_variables(Some(vars.into_iter().collect())).build()
 }
 
 fn zip(desired: Desired<'_>) -> Result<Blob> {
@@ -133,7 +136,7 @@ pub async fn update(aws: &Aws, name: &str, current: &Map<String, Value>, desired
         .await?;
         wait_updated(aws, name).await?;
     }
-    let config_fields = ["runtime", "handler", "role", "memory_size", "timeout", "description", "environment"];
+    let config_fields = ["runtime", "handler", "role", "memory_size", "timeout", "description", "environment", "secret_environment"];
     if config_fields.iter().any(|f| changed(current, d, f)) {
         let request = aws
             .lambda

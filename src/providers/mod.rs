@@ -50,6 +50,11 @@ impl Aws {
         }
         let config = loader.load().await;
         let region = config.region().map(|r| r.to_string()).ok_or(ProviderError::NoRegion)?;
+        if !is_region_name(&region) {
+            return Err(ProviderError::Other(format!(
+                "`{region}` is not an AWS region name (like `us-east-1`); check AWS_REGION, --region or the profile's region"
+            )));
+        }
         let Some(creds) = config.credentials_provider() else {
             return Err(ProviderError::NoCredentials("no credentials provider is configured".into()));
         };
@@ -194,6 +199,15 @@ pub fn derived_outputs(kind: Kind, desired: &Map<String, Value>) -> BTreeMap<Str
     }
 }
 
+/// `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`, `us-isob-east-1`…
+fn is_region_name(r: &str) -> bool {
+    let parts: Vec<&str> = r.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
+        && parts.last().is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()))
+}
+
 // ---- small helpers shared by the provider modules ----
 
 pub(crate) fn str_attr<'a>(attrs: &'a Map<String, Value>, key: &str) -> &'a str {
@@ -237,6 +251,16 @@ pub(crate) fn tags_value<'a>(tags: impl IntoIterator<Item = (&'a String, &'a Str
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn region_names() {
+        for ok in ["us-east-1", "eu-central-2", "us-gov-west-1", "cn-north-1", "us-isob-east-1", "ap-southeast-5"] {
+            assert!(is_region_name(ok), "{ok}");
+        }
+        for bad in ["", "useast1", "us-east", "US-EAST-1", "us-east-1a", "moon-1"] {
+            assert!(!is_region_name(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn tag_changes_sets_and_removes() {

@@ -186,6 +186,11 @@ impl Store {
     /// Records a resource after a successful create or update.
     #[instrument(skip_all, fields(stack, resource = %r.name))]
     pub async fn put_resource(&self, stack: &str, r: &ResourceState) -> Result<i64> {
+        // Secret values never reach the file: only their hash does.
+        let mut attributes = r.attributes.clone();
+        if let Value::Object(map) = &mut attributes {
+            crate::manifest::schema::hash_secrets(r.kind, map);
+        }
         let mut tx = self.pool.begin().await?;
         let serial = bump(&mut tx, stack).await?;
         sqlx::query(
@@ -198,7 +203,7 @@ impl Store {
         .bind(&r.name)
         .bind(r.kind.type_name())
         .bind(&r.physical_id)
-        .bind(r.attributes.to_string())
+        .bind(attributes.to_string())
         .bind(serde_json::to_string(&r.outputs).unwrap_or_default())
         .bind(serde_json::to_string(&r.depends_on).unwrap_or_default())
         .execute(&mut *tx)
@@ -469,6 +474,29 @@ mod tests {
         let again = b.lock("s", "apply", Duration::ZERO).await.unwrap();
         b.unlock("s", &again.id).await.unwrap();
         assert!(b.lock_info("s").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_newer_schema_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Store::open(&path).await.unwrap();
+        store.put_resource("s", &role("a")).await.unwrap();
+        sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (99990101000000, 'from the future', 1, x'00', 0)")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        store.close().await;
+        let err = Store::open(&path).await.unwrap_err();
+        assert!(matches!(err, StateError::NewerSchema { found: 99990101000000, .. }), "{err}");
+        assert!(err.to_string().contains("upgrade reconcile"), "{err}");
+        // Nothing was migrated or written: the rows are as they were.
+        let options = SqliteConnectOptions::from_str("sqlite:").unwrap().filename(&path).read_only(true);
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+        let versions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(&pool).await.unwrap();
+        assert_eq!(versions as usize, MIGRATOR.iter().count() + 1);
+        let serial: i64 = sqlx::query_scalar("SELECT serial FROM stacks WHERE name = 's'").fetch_one(&pool).await.unwrap();
+        assert_eq!(serial, 1);
     }
 
     #[tokio::test]
