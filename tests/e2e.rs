@@ -79,7 +79,8 @@ fn serial(cli: &Cli) -> i64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn apply_from_empty_creates_everything_and_second_plan_is_empty() {
     let (moto, cli) = seeded();
-    let out = cli.run(&["-f", SEED, "apply", "--auto-approve"]);
+    // With API Gateway pacing on, as against real AWS.
+    let out = cli.run_with_env(&["-f", SEED, "apply", "--auto-approve"], &[("RECONCILE_PACING", Some("on"))]);
     out.assert_success();
     assert!(out.stdout.contains("Apply complete: 17 done, 0 failed, 0 skipped"), "{out}");
     assert!(out.stdout.contains("function_arn = arn:aws:lambda:us-east-1:123456789012:function:HelloLambdaTest"), "{out}");

@@ -82,7 +82,11 @@ pub struct Outcome {
     pub action: Action,
     pub status: Status,
     pub error: Option<String>,
+    /// When it started, from the start of the run.
+    pub started_ms: Option<u128>,
     pub elapsed_ms: u128,
+    /// The operations it waited for (names as in `name`).
+    pub waited_for: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -225,21 +229,28 @@ pub async fn execute(
 ) -> Report {
     let (nodes, deps) = graph(plan, state);
     let ctx = Ctx { aws, store, stack: &plan.stack, manifest, state, outputs: Mutex::new(plan.known_outputs.clone()) };
+    let began = Instant::now();
+    let starts: Mutex<Vec<Option<Duration>>> = Mutex::new(vec![None; nodes.len()]);
 
-    let outcomes = run_graph(&deps, options.parallelism.max(1), |i| {
-        let ctx = &ctx;
+    // Boxed with an explicit lifetime so the whole execution is `Send` (the watch daemon spawns it).
+    type NodeFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = (Result<(), String>, Duration)> + Send + 'a>>;
+    let (ctx, starts) = (&ctx, &starts);
+    let outcomes = run_graph(&deps, options.parallelism.max(1), |i| -> NodeFuture<'_> {
         let node = nodes[i];
-        async move {
+        Box::pin(async move {
             let label = node.label();
             reporter.event(Event::Started { name: &label, action: node.action() });
             let start = Instant::now();
-            let result = run(ctx, node).await.map_err(|e| e.to_string());
+            if let Ok(mut s) = starts.lock() {
+                s[i] = Some(start.duration_since(began));
+            }
+            let result = crate::providers::calls::RESOURCE.scope(label.as_str().into(), run(ctx, node)).await.map_err(|e| e.to_string());
             match &result {
                 Ok(()) => reporter.event(Event::Finished { name: &label, action: node.action(), elapsed: start.elapsed() }),
                 Err(e) => reporter.event(Event::Failed { name: &label, action: node.action(), error: e }),
             }
             (result, start.elapsed())
-        }
+        })
     })
     .await;
 
@@ -255,7 +266,9 @@ pub async fn execute(
                 (Status::Skipped, Some(because), Duration::ZERO)
             }
         };
-        report.push(Outcome { name: node.label(), action: node.action(), status, error, elapsed_ms: elapsed.as_millis() });
+        let started_ms = starts.lock().ok().and_then(|s| s[i]).map(|d| d.as_millis());
+        let waited_for = deps[i].iter().map(|d| nodes[*d].label()).collect();
+        report.push(Outcome { name: node.label(), action: node.action(), status, error, started_ms, elapsed_ms: elapsed.as_millis(), waited_for });
     }
 
     for id in &plan.interrupted_operations {

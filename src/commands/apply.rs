@@ -7,7 +7,7 @@ use crate::plan::{self, Plan};
 use crate::state::Store;
 
 use super::progress::Progress;
-use super::{CliError, confirm, connect, load_manifest, open_state, print_stats, stats_json};
+use super::{CliError, calls_by_resource_json, confirm, connect, load_manifest, open_state, print_stats, stats_json};
 use crate::providers::Aws;
 
 pub async fn apply(g: &Global, args: &ApplyArgs) -> Result<Exit, CliError> {
@@ -92,8 +92,9 @@ async fn finish(g: &Global, plan: &Plan, report: Option<Report>, store: &Store, 
     print_stats(g, aws);
     if g.json {
         let mut doc = json!({"plan": plan, "result": report, "state_serial": serial, "success": !failed});
-        if let (Some(calls), Some(obj)) = (stats_json(g, aws), doc.as_object_mut()) {
+        if let (Some(calls), Some(by_resource), Some(obj)) = (stats_json(g, aws), calls_by_resource_json(g, aws), doc.as_object_mut()) {
             obj.insert("aws_calls".into(), calls);
+            obj.insert("aws_calls_by_resource".into(), by_resource);
         }
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return Ok(if failed { Exit::Error } else { Exit::Ok });

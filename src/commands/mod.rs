@@ -150,6 +150,11 @@ pub(crate) fn stats_json(g: &Global, aws: Option<&Aws>) -> Option<serde_json::Va
     (g.stats).then(|| serde_json::Value::Array(aws.map(|a| a.calls.rows()).unwrap_or_default()))
 }
 
+/// AWS calls made for each resource operation of an apply, when `--stats` asked for them.
+pub(crate) fn calls_by_resource_json(g: &Global, aws: Option<&Aws>) -> Option<serde_json::Value> {
+    (g.stats).then(|| serde_json::json!(aws.map(|a| a.calls.by_resource()).unwrap_or_default()))
+}
+
 /// Prints the AWS call counts on stderr, for people.
 pub(crate) fn print_stats(g: &Global, aws: Option<&Aws>) {
     if !g.stats || g.json {

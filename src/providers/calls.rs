@@ -16,6 +16,11 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use serde::Serialize;
 
+tokio::task_local! {
+    /// The resource operation a call is made for (set by the executor), to count calls per resource.
+    pub static RESOURCE: std::sync::Arc<str>;
+}
+
 /// Calls, errors and throttling answers of one operation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct CallCount {
@@ -28,6 +33,7 @@ pub struct CallCount {
 #[derive(Debug, Default)]
 pub struct CallStats {
     by_operation: Mutex<BTreeMap<(String, String), CallCount>>,
+    by_resource: Mutex<BTreeMap<String, u64>>,
     sent: AtomicU64,
     received: AtomicU64,
     crash: Option<Crash>,
@@ -56,6 +62,11 @@ impl CallStats {
     /// `(service, operation) → counts`, sorted.
     pub fn snapshot(&self) -> BTreeMap<(String, String), CallCount> {
         self.by_operation.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Calls made on behalf of each resource operation of an apply.
+    pub fn by_resource(&self) -> BTreeMap<String, u64> {
+        self.by_resource.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     pub fn total(&self) -> CallCount {
@@ -120,6 +131,11 @@ impl Intercept for CountCalls {
             c.calls += 1;
             c.errors += u64::from(error);
             c.throttled += u64::from(throttled);
+        }
+        if let Ok(resource) = RESOURCE.try_with(|r| r.to_string())
+            && let Ok(mut m) = self.0.by_resource.lock()
+        {
+            *m.entry(resource).or_default() += 1;
         }
         let n = self.0.received.fetch_add(1, Ordering::SeqCst) + 1;
         if self.0.crash == Some(Crash::After(n)) {

@@ -8,13 +8,17 @@ pub mod iam;
 pub mod lambda;
 pub mod lambda_permission;
 pub mod logs;
+pub mod pace;
 pub mod retry;
 pub mod wafv2;
 
 use std::collections::BTreeMap;
 
 use aws_config::BehaviorVersion;
+use std::time::Duration;
+
 use aws_config::retry::RetryConfig;
+use aws_smithy_runtime::client::retries::{RetryPartition, TokenBucket};
 use aws_sdk_iam::config::ProvideCredentials as _;
 use serde_json::{Map, Value};
 
@@ -45,8 +49,15 @@ impl Aws {
             loader = loader.region(aws_config::Region::new(r));
         }
         if std::env::var_os("AWS_MAX_ATTEMPTS").is_none() {
-            // Throttling, 5xx, timeouts and connection resets: capped exponential backoff with jitter.
-            loader = loader.retry_config(RetryConfig::standard().with_max_attempts(5));
+            // The one retry policy for every call: throttling, 5xx, timeouts and connection resets are
+            // retried with capped exponential backoff and full jitter (0.2 s doubling to 20 s, 10
+            // attempts, like Terraform's generous defaults); everything else fails at once.
+            loader = loader.retry_config(
+                RetryConfig::standard().with_max_attempts(10).with_initial_backoff(Duration::from_millis(200)).with_max_backoff(Duration::from_secs(20)),
+            );
+        }
+        if pace::enabled() {
+            loader = loader.http_client(pace::http_client(std::sync::Arc::new(pace::Pacer::api_gateway())));
         }
         let config = loader.load().await;
         let region = config.region().map(|r| r.to_string()).ok_or(ProviderError::NoRegion)?;
@@ -63,17 +74,21 @@ impl Aws {
         }
         let stats = calls::CallStats::new();
         let count = calls::CountCalls(stats.clone());
+        // Throttling retries cost nothing from the retry quota: being told to slow down is no sign of
+        // an outage, and fifty stacks in one run must not run it dry.
+        let quota = TokenBucket::builder().capacity(5000).throttling_retry_cost(0).build();
+        let partition = RetryPartition::custom("reconcile").token_bucket(quota).build();
         Ok(Aws {
-            iam: aws_sdk_iam::Client::from_conf(aws_sdk_iam::config::Builder::from(&config).interceptor(count.clone()).build()),
-            lambda: aws_sdk_lambda::Client::from_conf(aws_sdk_lambda::config::Builder::from(&config).interceptor(count.clone()).build()),
+            iam: aws_sdk_iam::Client::from_conf(aws_sdk_iam::config::Builder::from(&config).interceptor(count.clone()).retry_partition(partition.clone()).build()),
+            lambda: aws_sdk_lambda::Client::from_conf(aws_sdk_lambda::config::Builder::from(&config).interceptor(count.clone()).retry_partition(partition.clone()).build()),
             logs: aws_sdk_cloudwatchlogs::Client::from_conf(
-                aws_sdk_cloudwatchlogs::config::Builder::from(&config).interceptor(count.clone()).build(),
+                aws_sdk_cloudwatchlogs::config::Builder::from(&config).interceptor(count.clone()).retry_partition(partition.clone()).build(),
             ),
             apigateway: aws_sdk_apigateway::Client::from_conf(
-                aws_sdk_apigateway::config::Builder::from(&config).interceptor(count.clone()).build(),
+                aws_sdk_apigateway::config::Builder::from(&config).interceptor(count.clone()).retry_partition(partition.clone()).build(),
             ),
-            wafv2: aws_sdk_wafv2::Client::from_conf(aws_sdk_wafv2::config::Builder::from(&config).interceptor(count.clone()).build()),
-            sts: aws_sdk_sts::Client::from_conf(aws_sdk_sts::config::Builder::from(&config).interceptor(count).build()),
+            wafv2: aws_sdk_wafv2::Client::from_conf(aws_sdk_wafv2::config::Builder::from(&config).interceptor(count.clone()).retry_partition(partition.clone()).build()),
+            sts: aws_sdk_sts::Client::from_conf(aws_sdk_sts::config::Builder::from(&config).interceptor(count).retry_partition(partition).build()),
             region,
             calls: stats,
             account: Default::default(),

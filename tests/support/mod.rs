@@ -161,6 +161,8 @@ impl Moto {
             ("AWS_REGION", "us-east-1"),
             ("AWS_EC2_METADATA_DISABLED", "true"),
             ("AWS_MAX_ATTEMPTS", "2"),
+            // moto enforces no API Gateway limits; tests that want the pacing turn it back on.
+            ("RECONCILE_PACING", "off"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -545,5 +547,258 @@ fn copy_dir(src: &Path, dest: &Path) {
         } else {
             fs::copy(&from, &to).unwrap_or_else(|e| panic!("cannot copy {} to {}: {e}", from.display(), to.display()));
         }
+    }
+}
+
+/// How long the fault proxy may take to print its address.
+pub const FAULT_PROXY_START_TIMEOUT: Duration = Duration::from_secs(10);
+const LISTENING_ON: &str = "listening on http://127.0.0.1:";
+
+/// The `faultproxy` binary (src/bin/faultproxy.rs) in front of an upstream, normally a [`Moto`]:
+/// injects latency, throttling errors, 503s and dropped connections. Dropping it kills the process.
+///
+/// Point a [`Cli`] run at it with `cli.run_with_env(args, &[("AWS_ENDPOINT_URL", Some(&proxy.url)),
+/// ("AWS_MAX_ATTEMPTS", None)])` (without `AWS_MAX_ATTEMPTS` the binary makes up to 5 attempts;
+/// [`Moto::env`] sets 2). Faults can be switched on and off mid-test with [`FaultProxy::configure`].
+pub struct FaultProxy {
+    /// `http://127.0.0.1:<port>`
+    pub url: String,
+    pub port: u16,
+    child: Child,
+    log: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl FaultProxy {
+    /// Starts the proxy on a free loopback port in front of `upstream` (e.g. `&moto.url`), with extra
+    /// flags such as `["--throttle-rate", "0.3", "--seed", "7", "--only", "iam,logs"]`.
+    pub fn start(upstream: &str, args: &[&str]) -> FaultProxy {
+        let bin = env!("CARGO_BIN_EXE_faultproxy");
+        let mut child = Command::new(bin)
+            .arg("--upstream")
+            .arg(upstream)
+            .args(args)
+            .env_remove("FAULTPROXY_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        let (port_tx, port_rx) = mpsc::channel::<u16>();
+        let stdout: Box<dyn Read + Send> = Box::new(child.stdout.take().expect("piped stdout"));
+        let stderr: Box<dyn Read + Send> = Box::new(child.stderr.take().expect("piped stderr"));
+        for pipe in [stdout, stderr] {
+            let log = Arc::clone(&log);
+            let port_tx = port_tx.clone();
+            thread::spawn(move || drain_lines(pipe, &log, LISTENING_ON, &port_tx));
+        }
+        drop(port_tx);
+
+        let mut proxy = FaultProxy { url: String::new(), port: 0, child, log };
+        let deadline = Instant::now() + FAULT_PROXY_START_TIMEOUT;
+        proxy.port = loop {
+            match port_rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(port) => break port,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = proxy.child.wait().map(|s| s.to_string()).unwrap_or_default();
+                    panic!("faultproxy {args:?} exited ({status}) before printing `{LISTENING_ON}<port>`:\n{}", proxy.log());
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("faultproxy did not print `{LISTENING_ON}<port>` within {FAULT_PROXY_START_TIMEOUT:?}:\n{}", proxy.log());
+            }
+        };
+        proxy.url = format!("http://127.0.0.1:{}", proxy.port);
+        proxy
+    }
+
+    /// `GET /__faultproxy/stats`: `requests`, `forwarded`, `throttled`, `errored`, `dropped`,
+    /// `upstream_errors`, `by_service.<service>.<counter>` (SigV4 service names, plus `moto-api`
+    /// and `unknown`), `connections`, `added_latency_ms`, `config`.
+    pub fn stats(&self) -> serde_json::Value {
+        let body = self.expect_2xx("GET", "/__faultproxy/stats", "");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("faultproxy stats are not JSON ({e}):\n{body}"))
+    }
+
+    /// `POST /__faultproxy/config` with `json`, e.g. `{"throttle_rate": 0, "error_rate": 0}` (only the
+    /// keys given change); returns the new configuration. Panics on an invalid configuration.
+    pub fn configure(&self, json: &str) -> serde_json::Value {
+        let body = self.expect_2xx("POST", "/__faultproxy/config", json);
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("faultproxy config answer is not JSON ({e}):\n{body}"))
+    }
+
+    /// What the proxy printed (stderr; `-v` in the args logs each fault).
+    pub fn log(&self) -> String {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.iter().map(String::as_str).collect::<Vec<_>>().join("\n")
+    }
+
+    fn expect_2xx(&self, method: &str, path: &str, body: &str) -> String {
+        match http_request(self.port, method, path, body) {
+            Ok((status, text)) if (200..300).contains(&status) => text,
+            Ok((status, text)) => panic!("{method} {}{path} answered HTTP {status}:\n{text}", self.url),
+            Err(e) => panic!("{method} {}{path} failed: {e}\nfaultproxy log:\n{}", self.url, self.log()),
+        }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl fmt::Debug for FaultProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FaultProxy").field("url", &self.url).field("pid", &self.child.id()).finish()
+    }
+}
+
+/// Reads a pipe to its end: records lines, reports the port that follows `marker` once seen.
+fn drain_lines(pipe: Box<dyn Read + Send>, log: &Mutex<VecDeque<String>>, marker: &str, port_tx: &mpsc::Sender<u16>) {
+    let mut reader = BufReader::new(pipe);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+        if let Some(Ok(port)) = line.strip_prefix(marker).map(|rest| rest.trim().parse::<u16>()) {
+            let _ = port_tx.send(port);
+        }
+        let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+        if log.len() == LOG_LINES {
+            log.pop_front();
+        }
+        log.push_back(line);
+    }
+}
+
+/// A long-running `reconcile` process (e.g. `watch`) started by [`Cli::spawn`], with the same
+/// environment as [`Cli::run`]. Its output is collected as it comes; dropping it kills the process.
+pub struct Daemon {
+    child: Child,
+    stdout: Option<Collector>,
+    stderr: Option<Collector>,
+    pub args: Vec<String>,
+}
+
+impl Cli {
+    /// Starts `reconcile <args>` in the work directory with the moto environment, without waiting.
+    pub fn spawn(&self, args: &[&str]) -> Daemon {
+        let bin = env!("CARGO_BIN_EXE_reconcile");
+        let mut cmd = Command::new(bin);
+        cmd.args(args).current_dir(self.dir.path()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for name in SCRUBBED_ENV {
+            cmd.env_remove(name);
+        }
+        cmd.env("AWS_CONFIG_FILE", self.join(".no-aws/config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", self.join(".no-aws/credentials"))
+            .env("NO_COLOR", "1");
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
+        let stdout = Collector::start(child.stdout.take().expect("piped stdout"));
+        let stderr = Collector::start(child.stderr.take().expect("piped stderr"));
+        Daemon { child, stdout: Some(stdout), stderr: Some(stderr), args: args.iter().map(|s| s.to_string()).collect() }
+    }
+}
+
+impl Daemon {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What it printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.as_ref().map(Collector::snapshot).unwrap_or_default()
+    }
+
+    /// What it printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.as_ref().map(Collector::snapshot).unwrap_or_default()
+    }
+
+    /// Panics (with its output) if the process has exited.
+    #[track_caller]
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("`reconcile {}` exited ({status}):\n--- stdout ---\n{}\n--- stderr ---\n{}", self.args.join(" "), self.stdout(), self.stderr());
+        }
+    }
+
+    /// Waits until stdout has `<prefix><port>` (e.g. `listening on http://127.0.0.1:`) and returns the port.
+    #[track_caller]
+    pub fn port_after(&mut self, prefix: &str, timeout: Duration) -> u16 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.stdout();
+            if let Some(port) = out.lines().find_map(|l| l.trim().strip_prefix(prefix).and_then(|p| p.trim().parse::<u16>().ok())) {
+                return port;
+            }
+            self.assert_running();
+            assert!(Instant::now() < deadline, "no `{prefix}<port>` on stdout within {timeout:?}:\n{out}\n--- stderr ---\n{}", self.stderr());
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`…) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status().expect("cannot run kill");
+        assert!(status.success(), "kill -{name} {} failed", self.pid());
+    }
+
+    /// Waits for the process to exit (killing it after `timeout`) and returns what it printed.
+    pub fn wait(mut self, timeout: Duration) -> Output {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break exit_code(status),
+                Ok(None) if Instant::now() > deadline => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break -1;
+                }
+                Ok(None) => thread::sleep(Duration::from_millis(20)),
+                Err(e) => panic!("waiting for reconcile: {e}"),
+            }
+        };
+        let stdout = self.stdout.take().map(|c| c.finish(Duration::from_secs(5))).unwrap_or_default();
+        let stderr = self.stderr.take().map(|c| c.finish(Duration::from_secs(5))).unwrap_or_default();
+        Output { status, stdout, stderr, args: self.args.clone() }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Collector {
+    /// What was read so far.
+    fn snapshot(&self) -> String {
+        String::from_utf8_lossy(&self.buf.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+/// Calls `check` every 100 ms until it returns `Some`, or panics after `timeout` with `what` and the
+/// last state `describe` gives.
+#[track_caller]
+pub fn poll_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>, describe: impl Fn() -> String) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}\n{}", describe());
+        }
+        thread::sleep(Duration::from_millis(100));
     }
 }

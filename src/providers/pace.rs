@@ -1,0 +1,180 @@
+//! Client-side pacing that encodes API Gateway's documented per-account control-plane limits, so a
+//! run (or fifty stacks in one process) stays under them instead of collecting 429s.
+//!
+//! The limits (AWS docs, "Amazon API Gateway quotas"): about 10 requests per second in total with
+//! a burst of 40, `CreateRestApi` one every 3 s, `CreateDeployment` one every 5 s, `DeleteRestApi`
+//! one every 30 s. Pacing sits in the HTTP layer, under the SDK's retries, so every attempt of every
+//! API Gateway call is paced the same way. `RECONCILE_PACING=off` turns it off (for emulators that do
+//! not enforce limits, e.g. in tests).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_smithy_http_client::tls;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// A token bucket plus minimum spacings per operation.
+#[derive(Debug)]
+pub struct Pacer {
+    rate: f64,
+    burst: f64,
+    spacing: &'static [(&'static str, Duration)],
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    tokens: f64,
+    refilled: Instant,
+    next: HashMap<&'static str, Instant>,
+}
+
+/// API Gateway's documented account limits.
+pub const APIGW_SPACING: &[(&str, Duration)] = &[
+    ("CreateRestApi", Duration::from_secs(3)),
+    ("CreateDeployment", Duration::from_secs(5)),
+    ("DeleteRestApi", Duration::from_secs(30)),
+];
+
+impl Pacer {
+    pub fn new(rate: f64, burst: f64, spacing: &'static [(&'static str, Duration)]) -> Pacer {
+        Pacer { rate, burst, spacing, state: Mutex::new(State { tokens: burst, refilled: Instant::now(), next: HashMap::new() }) }
+    }
+
+    pub fn api_gateway() -> Pacer {
+        Pacer::new(10.0, 40.0, APIGW_SPACING)
+    }
+
+    /// Reserves the next slot for `operation` and waits for it.
+    pub async fn acquire(&self, operation: Option<&str>) {
+        let at = {
+            let mut s = self.state.lock().await;
+            let now = Instant::now();
+            s.tokens = (s.tokens + now.duration_since(s.refilled).as_secs_f64() * self.rate).min(self.burst);
+            s.refilled = now;
+            // The token is taken now; if the bucket is empty we owe it, and wait until it refills.
+            s.tokens -= 1.0;
+            let mut at = if s.tokens >= 0.0 { now } else { now + Duration::from_secs_f64(-s.tokens / self.rate) };
+            if let Some((op, gap)) = operation.and_then(|o| self.spacing.iter().find(|(name, _)| *name == o)) {
+                let slot = s.next.get(op).copied().unwrap_or(now).max(at);
+                s.next.insert(op, slot + *gap);
+                at = slot;
+            }
+            at
+        };
+        if at > Instant::now() {
+            tracing::debug!(?operation, wait_ms = (at - Instant::now()).as_millis() as u64, "pacing API Gateway call");
+            tokio::time::sleep_until(at).await;
+        }
+    }
+}
+
+/// The API Gateway operations that have their own limit, told apart by method and path.
+pub fn apigw_operation(method: &str, path: &str) -> Option<&'static str> {
+    let segments: Vec<&str> = path.split('?').next().unwrap_or("").trim_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        ("POST", ["restapis"]) => Some("CreateRestApi"),
+        ("DELETE", ["restapis", _]) => Some("DeleteRestApi"),
+        ("POST", ["restapis", _, "deployments"]) => Some("CreateDeployment"),
+        _ => None,
+    }
+}
+
+/// The signing service of a request (`Credential=AKID/date/region/SERVICE/aws4_request`).
+fn service(request: &HttpRequest) -> Option<&str> {
+    let auth = request.headers().get("authorization")?;
+    let scope = auth.split("Credential=").nth(1)?.split(',').next()?;
+    scope.split('/').nth(3)
+}
+
+/// Whether pacing is on (`RECONCILE_PACING=off` turns it off).
+pub fn enabled() -> bool {
+    !matches!(std::env::var("RECONCILE_PACING").as_deref(), Ok("off" | "0" | "false"))
+}
+
+/// The SDK's default HTTPS client, with API Gateway requests paced.
+pub fn http_client(pacer: Arc<Pacer>) -> SharedHttpClient {
+    let inner = aws_smithy_http_client::Builder::new().build_with_connector_fn(|settings, components| {
+        let mut builder =
+            aws_smithy_http_client::ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc));
+        builder.set_connector_settings(settings.cloned());
+        if let Some(c) = components {
+            builder.set_sleep_impl(c.sleep_impl());
+        }
+        builder.set_proxy_config(Some(aws_smithy_http_client::proxy::ProxyConfig::from_env()));
+        builder.build()
+    });
+    SharedHttpClient::new(PacedClient { inner, pacer })
+}
+
+#[derive(Debug, Clone)]
+struct PacedClient {
+    inner: SharedHttpClient,
+    pacer: Arc<Pacer>,
+}
+
+impl HttpClient for PacedClient {
+    fn http_connector(&self, settings: &HttpConnectorSettings, components: &RuntimeComponents) -> SharedHttpConnector {
+        SharedHttpConnector::new(PacedConnector { inner: self.inner.http_connector(settings, components), pacer: self.pacer.clone() })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PacedConnector {
+    inner: SharedHttpConnector,
+    pacer: Arc<Pacer>,
+}
+
+impl HttpConnector for PacedConnector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        if service(&request) != Some("apigateway") {
+            return self.inner.call(request);
+        }
+        let operation = apigw_operation(request.method(), request.uri());
+        let (inner, pacer) = (self.inner.clone(), self.pacer.clone());
+        HttpConnectorFuture::new(async move {
+            pacer.acquire(operation).await;
+            inner.call(request).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_the_limited_operations_apart() {
+        assert_eq!(apigw_operation("POST", "/restapis"), Some("CreateRestApi"));
+        assert_eq!(apigw_operation("DELETE", "/restapis/abc123"), Some("DeleteRestApi"));
+        assert_eq!(apigw_operation("POST", "/restapis/abc123/deployments"), Some("CreateDeployment"));
+        assert_eq!(apigw_operation("GET", "/restapis/abc123/deployments"), None);
+        assert_eq!(apigw_operation("DELETE", "/restapis/abc123/stages/prod"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn spaces_limited_operations_and_bounds_the_rate() {
+        let pacer = Pacer::new(10.0, 40.0, APIGW_SPACING);
+        let start = Instant::now();
+        for _ in 0..3 {
+            pacer.acquire(Some("CreateDeployment")).await;
+        }
+        assert_eq!((Instant::now() - start).as_secs(), 10, "three deployments: at 0 s, 5 s and 10 s");
+
+        // 40 calls of burst, then 10 per second: 60 more calls take about 6 s.
+        let pacer = Pacer::new(10.0, 40.0, APIGW_SPACING);
+        let start = Instant::now();
+        for _ in 0..100 {
+            pacer.acquire(None).await;
+        }
+        let took = Instant::now() - start;
+        assert!(took >= Duration::from_millis(5900) && took <= Duration::from_millis(6100), "{took:?}");
+    }
+}
