@@ -751,3 +751,52 @@ async fn secret_environment_values_never_show_nor_reach_the_state_file() {
         }
     }
 }
+
+// ---- faults: throttling, 5xx and dropped connections through the fault proxy ----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_and_plan_succeed_with_30_percent_throttling_and_5xx_injected() {
+    let (moto, cli) = seeded();
+    let proxy = support::FaultProxy::start(&moto.url, &["--throttle-rate", "0.2", "--error-rate", "0.1", "--seed", "7"]);
+    // The tool's own retry policy (not the tests' 2 attempts).
+    let through_proxy = [("AWS_ENDPOINT_URL", Some(proxy.url.as_str())), ("AWS_MAX_ATTEMPTS", None)];
+    let out = cli.run_with_env(&["-f", SEED, "--stats", "apply", "--auto-approve"], &through_proxy);
+    out.assert_success();
+    assert!(out.stdout.contains("Apply complete: 17 done, 0 failed"), "{out}");
+    let plan = cli.run_with_env(&["-f", SEED, "plan", "--detailed-exitcode"], &through_proxy);
+    plan.assert_status(0);
+    let stats = proxy.stats();
+    let (throttled, errored, requests) =
+        (stats["throttled"].as_u64().unwrap(), stats["errored"].as_u64().unwrap(), stats["requests"].as_u64().unwrap());
+    eprintln!("faults injected: {throttled} throttled, {errored} 5xx out of {requests} requests; all retried");
+    assert!(throttled >= 5 && errored >= 2, "too few faults to mean anything: {stats}");
+    // And without the proxy the state matches AWS exactly.
+    cli.run(&["-f", SEED, "plan", "--detailed-exitcode"]).assert_status(0);
+    assert_seed_exactly_once(&aws(&moto).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permanent_error_fails_only_that_resource_and_its_dependents() {
+    let (moto, cli) = seeded();
+    let proxy = support::FaultProxy::start(&moto.url, &["--only", "wafv2", "--error-rate", "1.0"]);
+    let out = cli.run_with_env(&["-f", SEED, "apply", "--auto-approve"], &[("AWS_ENDPOINT_URL", Some(proxy.url.as_str()))]);
+    out.assert_status(1);
+    assert!(out.stdout.contains("Apply failed: 15 done, 1 failed, 1 skipped"), "{out}");
+    assert!(
+        out.stdout.contains("waf_acl: create waf_acl: wafv2:CreateWebACL"),
+        "the error names the resource, the operation and the AWS error:\n{out}"
+    );
+    assert!(out.stderr.contains("waf_prod_association: skipped: depends on waf_acl which failed"), "{out}");
+    // The state holds exactly what happened.
+    let store = reconcile::state::Store::open(&cli.join("reconcile.db")).await.unwrap();
+    let state = store.load(STACK).await.unwrap();
+    assert_eq!(state.resources.len(), 15);
+    assert!(!state.resources.contains_key("waf_acl") && !state.resources.contains_key("waf_prod_association"));
+    store.close().await;
+    // Once the service answers again, the next apply finishes the job.
+    proxy.configure(r#"{"error_rate": 0.0}"#);
+    let out = cli.run_with_env(&["-f", SEED, "apply", "--auto-approve"], &[("AWS_ENDPOINT_URL", Some(proxy.url.as_str()))]);
+    out.assert_success();
+    assert!(out.stdout.contains("Apply complete: 2 done"), "{out}");
+    cli.run(&["-f", SEED, "plan", "--detailed-exitcode"]).assert_status(0);
+}
