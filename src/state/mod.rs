@@ -12,6 +12,9 @@ use tracing::instrument;
 
 use crate::manifest::Kind;
 
+pub mod drift;
+pub use drift::{DELETED, Drift, DriftEvent, Resolution};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot open state file {}: {source}", path.display())]

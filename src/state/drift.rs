@@ -1,0 +1,316 @@
+//! Drift events (`drift_events`): what `reconcile watch` found different from the manifest, when it
+//! was first and last seen, and how it ended. One open row per (stack, resource, field); a drift that
+//! comes back after it was resolved opens a new row.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+use tracing::instrument;
+
+use super::{Result, Store};
+use crate::manifest::Kind;
+
+/// The `field` of a resource deleted outside reconcile.
+pub const DELETED: &str = "*";
+
+/// One field of one resource that differs from the manifest, as a pass saw it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Drift {
+    pub resource: String,
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    /// A plan field path (`memory_size`, `tags.env`), or [`DELETED`].
+    pub field: String,
+    /// What the manifest says.
+    pub expected: Value,
+    /// What AWS has.
+    pub actual: Value,
+}
+
+/// How a drift ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Resolution {
+    /// `watch --remediate` put the manifest's value back.
+    Remediated,
+    /// AWS matches the manifest again (changed back by hand, by `apply`, or the manifest changed).
+    BackInSync,
+    /// The resource is neither in the manifest nor in the state any more.
+    NoLongerManaged,
+}
+
+impl Resolution {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resolution::Remediated => "remediated",
+            Resolution::BackInSync => "back in sync",
+            Resolution::NoLongerManaged => "no longer managed",
+        }
+    }
+}
+
+/// A drift event as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DriftEvent {
+    pub id: i64,
+    pub stack: String,
+    pub resource: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub field: String,
+    pub expected: Value,
+    pub actual: Value,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub resolved_at: Option<String>,
+    /// `remediated`, `back in sync` or `no longer managed` once resolved.
+    pub how: Option<String>,
+}
+
+impl DriftEvent {
+    pub fn is_open(&self) -> bool {
+        self.resolved_at.is_none()
+    }
+}
+
+/// What one pass changes in a stack's open events.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventDelta {
+    /// Drift not open before: a new event each.
+    pub opened: Vec<Drift>,
+    /// Open events seen again (id, what was seen now: the values may have moved).
+    pub seen_again: Vec<(i64, Drift)>,
+    /// Open events that are over, and how.
+    pub resolved: Vec<(DriftEvent, Resolution)>,
+}
+
+/// Decides what a pass does to the open events: drift not open yet opens an event; drift already open
+/// is seen again; an open event whose resource was read this pass (`checked`) and shows no drift on
+/// that field any more is back in sync; one whose resource is no longer `managed` (neither in the
+/// manifest nor in the state) is over; the events of resources not read this pass (their read
+/// failed, or they wait for their backoff) are left as they are.
+pub fn delta(open: &[DriftEvent], observed: &[Drift], checked: &BTreeSet<String>, managed: &BTreeSet<String>) -> EventDelta {
+    let by_key: BTreeMap<(&str, &str), &DriftEvent> = open.iter().map(|e| ((e.resource.as_str(), e.field.as_str()), e)).collect();
+    let mut out = EventDelta::default();
+    let mut seen: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for d in observed {
+        let key = (d.resource.as_str(), d.field.as_str());
+        if !seen.insert(key) {
+            continue;
+        }
+        match by_key.get(&key) {
+            Some(e) => out.seen_again.push((e.id, d.clone())),
+            None => out.opened.push(d.clone()),
+        }
+    }
+    for e in open {
+        if seen.contains(&(e.resource.as_str(), e.field.as_str())) {
+            continue;
+        }
+        if !managed.contains(&e.resource) {
+            out.resolved.push((e.clone(), Resolution::NoLongerManaged));
+        } else if checked.contains(&e.resource) {
+            out.resolved.push((e.clone(), Resolution::BackInSync));
+        }
+    }
+    out
+}
+
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+const COLUMNS: &str = "id, stack, resource, kind, field, expected, actual, first_seen, last_seen, resolved_at, how";
+
+fn event(row: &sqlx::sqlite::SqliteRow) -> Result<DriftEvent> {
+    let json = |col: &str| -> Result<Value> {
+        let text: String = row.try_get(col)?;
+        Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    };
+    Ok(DriftEvent {
+        id: row.try_get("id")?,
+        stack: row.try_get("stack")?,
+        resource: row.try_get("resource")?,
+        kind: row.try_get("kind")?,
+        field: row.try_get("field")?,
+        expected: json("expected")?,
+        actual: json("actual")?,
+        first_seen: row.try_get("first_seen")?,
+        last_seen: row.try_get("last_seen")?,
+        resolved_at: row.try_get("resolved_at")?,
+        how: row.try_get("how")?,
+    })
+}
+
+impl Store {
+    /// Drift events, oldest first: the open ones, or with `all` every one; of one stack or of all.
+    #[instrument(skip_all)]
+    pub async fn drift_events(&self, stack: Option<&str>, all: bool) -> Result<Vec<DriftEvent>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM drift_events WHERE (?1 IS NULL OR stack = ?1) AND (?2 OR resolved_at IS NULL) ORDER BY stack, id"
+        );
+        let rows = sqlx::query(&sql).bind(stack).bind(all).fetch_all(&self.pool).await?;
+        rows.iter().map(event).collect()
+    }
+
+    /// Records what one pass saw, in one transaction (see [`delta`]); returns what changed.
+    #[instrument(skip_all, fields(stack))]
+    pub async fn record_drift(
+        &self,
+        stack: &str,
+        observed: &[Drift],
+        checked: &BTreeSet<String>,
+        managed: &BTreeSet<String>,
+    ) -> Result<EventDelta> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM drift_events WHERE stack = ? AND resolved_at IS NULL ORDER BY id"))
+            .bind(stack)
+            .fetch_all(&mut *tx)
+            .await?;
+        let open = rows.iter().map(event).collect::<Result<Vec<_>>>()?;
+        let change = delta(&open, observed, checked, managed);
+        for d in &change.opened {
+            sqlx::query("INSERT INTO drift_events (stack, resource, kind, field, expected, actual) VALUES (?, ?, ?, ?, ?, ?)")
+                .bind(stack)
+                .bind(&d.resource)
+                .bind(d.kind.type_name())
+                .bind(&d.field)
+                .bind(d.expected.to_string())
+                .bind(d.actual.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (id, d) in &change.seen_again {
+            sqlx::query(&format!("UPDATE drift_events SET last_seen = {NOW}, expected = ?, actual = ?, kind = ? WHERE id = ?"))
+                .bind(d.expected.to_string())
+                .bind(d.actual.to_string())
+                .bind(d.kind.type_name())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (e, how) in &change.resolved {
+            sqlx::query(&format!("UPDATE drift_events SET resolved_at = {NOW}, how = ? WHERE id = ? AND resolved_at IS NULL"))
+                .bind(how.as_str())
+                .bind(e.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(change)
+    }
+
+    /// Resolves every open event of one resource (e.g. after remediation); returns those events.
+    #[instrument(skip_all, fields(stack, resource))]
+    pub async fn resolve_drift(&self, stack: &str, resource: &str, how: Resolution) -> Result<Vec<DriftEvent>> {
+        let rows = sqlx::query(&format!(
+            "UPDATE drift_events SET resolved_at = {NOW}, how = ? WHERE stack = ? AND resource = ? AND resolved_at IS NULL RETURNING {COLUMNS}"
+        ))
+        .bind(how.as_str())
+        .bind(stack)
+        .bind(resource)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event).collect()
+    }
+
+    /// Open drift fields per resource of a stack.
+    pub async fn open_drift_counts(&self, stack: &str) -> Result<BTreeMap<String, u64>> {
+        let rows =
+            sqlx::query("SELECT resource, COUNT(*) AS n FROM drift_events WHERE stack = ? AND resolved_at IS NULL GROUP BY resource")
+                .bind(stack)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|r| Ok((r.try_get("resource")?, r.try_get::<i64, _>("n")?.max(0) as u64))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn drift(resource: &str, field: &str, expected: Value, actual: Value) -> Drift {
+        Drift { resource: resource.into(), kind: Kind::LambdaFunction, field: field.into(), expected, actual }
+    }
+
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn open(id: i64, resource: &str, field: &str) -> DriftEvent {
+        DriftEvent {
+            id,
+            stack: "s".into(),
+            resource: resource.into(),
+            kind: "aws_lambda_function".into(),
+            field: field.into(),
+            expected: json!(512),
+            actual: json!(256),
+            first_seen: "t0".into(),
+            last_seen: "t0".into(),
+            resolved_at: None,
+            how: None,
+        }
+    }
+
+    #[test]
+    fn new_drift_opens_known_drift_is_seen_again_and_gone_drift_resolves_only_where_read() {
+        let events = [open(1, "f", "memory_size"), open(2, "f", "timeout"), open(3, "g", "memory_size"), open(4, "gone", "*")];
+        let observed = [
+            drift("f", "memory_size", json!(512), json!(128)),
+            drift("f", "memory_size", json!(512), json!(128)), // duplicates count once
+            drift("h", "*", json!("present"), json!("deleted")),
+        ];
+        // `g` was not read this pass (backoff): its event stays open, untouched.
+        let d = delta(&events, &observed, &set(&["f", "h"]), &set(&["f", "g", "h"]));
+        assert_eq!(d.opened, vec![observed[2].clone()]);
+        assert_eq!(d.seen_again, vec![(1, observed[0].clone())]);
+        let resolved: Vec<_> = d.resolved.iter().map(|(e, how)| (e.id, *how)).collect();
+        assert_eq!(resolved, vec![(2, Resolution::BackInSync), (4, Resolution::NoLongerManaged)]);
+    }
+
+    #[tokio::test]
+    async fn events_open_update_resolve_and_reopen_as_new_rows() {
+        let store = Store::memory().await.unwrap();
+        let all = set(&["f"]);
+        let d = store.record_drift("s", &[drift("f", "memory_size", json!(512), json!(256))], &all, &all).await.unwrap();
+        assert_eq!(d.opened.len(), 1);
+        // Seen again with another value: the same event, values updated.
+        let d = store.record_drift("s", &[drift("f", "memory_size", json!(512), json!(128))], &all, &all).await.unwrap();
+        assert_eq!((d.opened.len(), d.seen_again.len()), (0, 1));
+        let events = store.drift_events(Some("s"), false).await.unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!((events[0].expected.clone(), events[0].actual.clone()), (json!(512), json!(128)));
+        assert!(events[0].is_open());
+        assert_eq!(store.open_drift_counts("s").await.unwrap(), BTreeMap::from([("f".to_string(), 1)]));
+
+        // Read again and in sync: resolved.
+        let d = store.record_drift("s", &[], &all, &all).await.unwrap();
+        assert_eq!(d.resolved, vec![(events[0].clone(), Resolution::BackInSync)]);
+        assert!(store.drift_events(Some("s"), false).await.unwrap().is_empty());
+        let past = store.drift_events(Some("s"), true).await.unwrap();
+        assert_eq!(past[0].how.as_deref(), Some("back in sync"));
+        assert!(past[0].resolved_at.is_some());
+
+        // It comes back: a new row; remediation resolves it with how = remediated.
+        store.record_drift("s", &[drift("f", "memory_size", json!(512), json!(64))], &all, &all).await.unwrap();
+        let resolved = store.resolve_drift("s", "f", Resolution::Remediated).await.unwrap();
+        assert_eq!(resolved.len(), 1);
+        assert_ne!(resolved[0].id, past[0].id);
+        assert_eq!(resolved[0].how.as_deref(), Some("remediated"));
+        assert_eq!(store.drift_events(None, true).await.unwrap().len(), 2);
+        assert!(store.open_drift_counts("s").await.unwrap().is_empty());
+        // Other stacks are separate.
+        assert!(store.drift_events(Some("other"), true).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn only_one_open_event_per_resource_and_field() {
+        let store = Store::memory().await.unwrap();
+        store.record_drift("s", &[drift("f", "timeout", json!(10), json!(3))], &set(&["f"]), &set(&["f"])).await.unwrap();
+        let dup =
+            sqlx::query("INSERT INTO drift_events (stack, resource, kind, field) VALUES ('s', 'f', 'aws_lambda_function', 'timeout')")
+                .execute(&store.pool)
+                .await;
+        assert!(dup.is_err(), "the unique index must refuse a second open event");
+    }
+}
