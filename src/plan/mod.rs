@@ -162,6 +162,82 @@ pub async fn refresh(aws: &Aws, state: &StackState) -> Result<HashMap<String, Op
     results.into_iter().collect()
 }
 
+/// Like [`refresh`], but tolerant: reads the resources `due` says (by name) and returns each one's
+/// own outcome, so one failing read does not hide the others.
+pub async fn refresh_each(aws: &Aws, state: &StackState, due: impl Fn(&str) -> bool) -> BTreeMap<String, Result<Option<Live>, PlanError>> {
+    // The futures are made before the stream, so it holds no closure over `due` (which would keep
+    // the whole future from being `Send` for callers that spawn it).
+    let reads: Vec<_> = state.resources.values().filter(|r| due(&r.name)).map(|r| read_one(aws, r)).collect();
+    futures::stream::iter(reads).buffer_unordered(REFRESH_CONCURRENCY).collect().await
+}
+
+async fn read_one(aws: &Aws, r: &ResourceState) -> (String, Result<Option<Live>, PlanError>) {
+    let live = providers::read(aws, r.kind, &r.physical_id).await.map_err(|source| PlanError::Refresh {
+        resource: r.name.clone(),
+        kind: r.kind,
+        id: r.physical_id.clone(),
+        source,
+    });
+    (r.name.clone(), live)
+}
+
+/// A plan computed from what could be read, and how each read went.
+#[derive(Debug)]
+pub struct Observation {
+    /// Resources the state owns that were not read (left out, or their read failed) are `NoOp`
+    /// here, whatever they are in AWS: nothing is known about them this time.
+    pub plan: Plan,
+    /// Each resource read: what AWS has (`None`: gone), or why the read failed.
+    pub reads: BTreeMap<String, Result<Option<Live>, PlanError>>,
+}
+
+impl Observation {
+    /// Whether `resource` was read successfully (or is not in the state, so needed no read).
+    pub fn was_read(&self, resource: &str) -> bool {
+        self.reads.get(resource).is_some_and(Result::is_ok)
+    }
+}
+
+/// The plan as [`compute`] makes it, from a tolerant refresh of the resources `due` says: a resource
+/// that was not read stands in with what the state recorded (so what references it still resolves)
+/// and its own change is `NoOp`. The journal of interrupted runs is not looked at (`compute` does
+/// that for apply).
+pub async fn compute_tolerant(manifest: &Manifest, state: &StackState, aws: &Aws, due: impl Fn(&str) -> bool) -> Observation {
+    let reads = refresh_each(aws, state, due).await;
+    let live: HashMap<String, Option<Live>> = state
+        .resources
+        .values()
+        .map(|s| {
+            let live = match reads.get(&s.name) {
+                Some(Ok(live)) => live.clone(),
+                _ => Some(Live { attrs: s.attributes.as_object().cloned().unwrap_or_default(), outputs: s.outputs.clone() }),
+            };
+            (s.name.clone(), live)
+        })
+        .collect();
+    let plan = diff_all(manifest, state, &live);
+    let unread = |c: &ResourceChange| state.resources.contains_key(&c.name) && !reads.get(&c.name).is_some_and(Result::is_ok);
+    let plan = plan.restricted(|c| !unread(c));
+    Observation { plan, reads }
+}
+
+impl Plan {
+    /// This plan with only the changes `keep` accepts; the others become `NoOp` without field changes.
+    pub fn restricted(&self, keep: impl Fn(&ResourceChange) -> bool) -> Plan {
+        let mut plan = self.clone();
+        for c in &mut plan.resources {
+            if !keep(c) {
+                c.action = Action::NoOp;
+                c.changes.clear();
+                c.adopt = None;
+            }
+        }
+        plan.resources.retain(|c| !c.deposed || c.action != Action::NoOp);
+        plan.interrupted_operations.clear();
+        plan.finish()
+    }
+}
+
 /// Computes the plan from the manifest, the state, the journal of interrupted runs and what AWS has now.
 pub async fn compute(manifest: &Manifest, state: &StackState, pending: &[PendingOperation], aws: &Aws) -> Result<Plan, PlanError> {
     let inspection = inspect(manifest, state, pending, aws).await?;
