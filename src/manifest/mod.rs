@@ -36,6 +36,8 @@ pub struct Manifest {
     pub resources: Vec<Resource>,
     /// Stack outputs: name → string with references.
     pub outputs: BTreeMap<String, String>,
+    /// `[stack] remediate = true`: `reconcile watch` repairs this stack's drift (as `--remediate` does).
+    pub remediate: bool,
 }
 
 /// One desired resource.
@@ -136,12 +138,13 @@ impl<'a> Validator<'a> {
                 other => self.err(&key.span(), format!("unknown top-level key `{other}`; expected `stack`, `resources` or `outputs`")),
             }
         }
+        let mut remediate = false;
         let stack_name = match stack {
             None => {
                 self.err(&root_span, "missing `[stack]` table with `name = \"...\"`");
                 None
             }
-            Some(v) => self.stack(v),
+            Some(v) => self.stack(v, &mut remediate),
         };
         let mut drafts = Vec::new();
         match resources_table {
@@ -171,10 +174,16 @@ impl<'a> Validator<'a> {
                 r
             })
             .collect();
-        Some(Manifest { path: self.src.file.clone(), stack, resources, outputs: outputs.into_iter().map(|(k, (v, _))| (k, v)).collect() })
+        Some(Manifest {
+            path: self.src.file.clone(),
+            stack,
+            resources,
+            outputs: outputs.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+            remediate,
+        })
     }
 
-    fn stack(&mut self, value: &Spanned<DeValue<'_>>) -> Option<String> {
+    fn stack(&mut self, value: &Spanned<DeValue<'_>>, remediate: &mut bool) -> Option<String> {
         let DeValue::Table(t) = value.get_ref() else {
             self.err(&value.span(), "`stack` must be a table with `name = \"...\"`");
             return None;
@@ -188,7 +197,13 @@ impl<'a> Validator<'a> {
                     other => self.err(&v.span(), format!("`stack.name` must be a string, found {}", other.type_str())),
                 },
                 "description" => {}
-                other => self.err(&key.span(), format!("unknown key `{other}` in `[stack]`; expected `name` or `description`")),
+                "remediate" => match v.get_ref() {
+                    DeValue::Boolean(b) => *remediate = *b,
+                    other => self.err(&v.span(), format!("`stack.remediate` must be a boolean, found {}", other.type_str())),
+                },
+                other => {
+                    self.err(&key.span(), format!("unknown key `{other}` in `[stack]`; expected `name`, `description` or `remediate`"))
+                }
             }
         }
         if name.is_none() && !self.diags.iter().any(|d| d.message.starts_with("stack name")) {

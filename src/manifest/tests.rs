@@ -179,3 +179,16 @@ fn routes_and_waf_rules_get_defaults_and_structural_errors_point_at_the_element(
     let e = errors(&waf.replace("action = \"block\"", "override_action = \"none\""));
     assert!(e[0].contains("`rules[0]`: this rule takes `action`"), "{e:?}");
 }
+
+#[test]
+fn stack_remediate_is_an_optional_boolean_and_unknown_stack_keys_stay_errors() {
+    let body = "[resources.a]\ntype = \"aws_cloudwatch_log_group\"\nname = \"x\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    assert!(!parse_in(dir.path(), &format!("{HEAD}{body}")).unwrap().remediate);
+    let m = parse_in(dir.path(), &format!("[stack]\nname = \"s\"\nremediate = true\n\n{body}")).unwrap();
+    assert!(m.remediate);
+    let e = errors(&format!("[stack]\nname = \"s\"\nremediate = \"yes\"\n\n{body}"));
+    assert!(e[0].starts_with("3:13: `stack.remediate` must be a boolean, found string"), "{e:?}");
+    let e = errors(&format!("[stack]\nname = \"s\"\nremediat = true\n\n{body}"));
+    assert!(e[0].starts_with("3:1: unknown key `remediat` in `[stack]`"), "{e:?}");
+}
