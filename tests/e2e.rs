@@ -800,3 +800,30 @@ async fn a_permanent_error_fails_only_that_resource_and_its_dependents() {
     assert!(out.stdout.contains("Apply complete: 2 done"), "{out}");
     cli.run(&["-f", SEED, "plan", "--detailed-exitcode"]).assert_status(0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn protect_refuses_replacement_and_destroy_and_a_wrong_region_is_named() {
+    let (moto, cli) = seeded();
+    let path = cli.join(SEED);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let protected = text.replace("name = \"ProdLogGroupAccessLog\"\n", "name = \"ProdLogGroupAccessLog\"\nprotect = true\n");
+    std::fs::write(&path, &protected).unwrap();
+    cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
+
+    // Renaming forces a replacement: refused, the group stays.
+    std::fs::write(&path, protected.replace("name = \"ProdLogGroupAccessLog\"", "name = \"ProdLogGroupAccessLog2\"")).unwrap();
+    let out = cli.run(&["-f", SEED, "apply", "--auto-approve"]);
+    out.assert_status(1);
+    assert!(out.stdout.contains("prod_access_logs: `protect = true` refuses its replacement"), "{out}");
+    let aws = aws(&moto).await;
+    assert!(log_group(&aws, "ProdLogGroupAccessLog").await.is_some());
+    std::fs::write(&path, &protected).unwrap();
+    let out = cli.run(&["-f", SEED, "destroy", "--auto-approve"]);
+    out.assert_status(1);
+    assert!(out.stderr.contains("refusing to destroy: `protect = true` on prod_access_logs"), "{out}");
+    assert!(aws.lambda.get_function().function_name("HelloLambdaTest").send().await.is_ok(), "nothing was destroyed");
+
+    let out = cli.run_with_env(&["-f", SEED, "plan"], &[("AWS_REGION", Some("moon-base"))]);
+    out.assert_status(1);
+    assert!(out.stderr.contains("`moon-base` is not an AWS region name"), "{out}");
+}
