@@ -35,8 +35,8 @@ pub async fn read(aws: &Aws, id: &str) -> Result<Option<Live>> {
     Ok(Some(Live { attrs, outputs: outputs(out.id().unwrap_or(deployment_id)) }))
 }
 
-/// Whether the API lists the deployment (false if the API itself is gone).
-async fn exists(aws: &Aws, api_id: &str, deployment_id: &str) -> Result<bool> {
+/// Every deployment of the API; `None` if the API itself is gone.
+async fn list(aws: &Aws, api_id: &str) -> Result<Option<Vec<aws_sdk_apigateway::types::Deployment>>> {
     let items = aws
         .apigateway
         .get_deployments()
@@ -48,30 +48,21 @@ async fn exists(aws: &Aws, api_id: &str, deployment_id: &str) -> Result<bool> {
         .collect::<Result<Vec<_>, _>>()
         .await;
     match items {
-        Ok(items) => Ok(items.iter().any(|d| d.id() == Some(deployment_id))),
-        Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found_exception()) => Ok(false),
+        Ok(items) => Ok(Some(items)),
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found_exception()) => Ok(None),
         Err(e) => Err(ProviderError::sdk("apigateway:GetDeployments", e)),
     }
+}
+
+/// Whether the API lists the deployment (false if the API itself is gone).
+async fn exists(aws: &Aws, api_id: &str, deployment_id: &str) -> Result<bool> {
+    Ok(list(aws, api_id).await?.is_some_and(|items| items.iter().any(|d| d.id() == Some(deployment_id))))
 }
 
 /// The newest deployment of the API whose physical id is not in `taken` (deployments carry no name
 /// or tags): for recovering an interrupted create.
 pub async fn find(aws: &Aws, api_id: &str, taken: &std::collections::HashSet<String>) -> Result<Option<(String, Live)>> {
-    let items = aws
-        .apigateway
-        .get_deployments()
-        .rest_api_id(api_id)
-        .into_paginator()
-        .page_size(500)
-        .items()
-        .send()
-        .collect::<Result<Vec<_>, _>>()
-        .await;
-    let items = match items {
-        Ok(items) => items,
-        Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found_exception()) => return Ok(None),
-        Err(e) => return Err(ProviderError::sdk("apigateway:GetDeployments", e)),
-    };
+    let Some(items) = list(aws, api_id).await? else { return Ok(None) };
     let newest = items
         .iter()
         .filter_map(|d| d.id().map(|id| (d.created_date().map(|t| t.secs()).unwrap_or_default(), format!("{api_id}/{id}"))))
