@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::commands;
 
@@ -44,6 +44,15 @@ pub struct Global {
     /// More logging on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Log lines on stderr as text (`human`) or one JSON object per line (`json`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,6 +72,43 @@ pub enum Command {
     /// Adopt an existing AWS resource as a manifest resource (recorded in state as AWS has it; the
     /// next plan shows what differs from the manifest). Refused if another stack's tags are on it.
     Import(ImportArgs),
+    /// Watch stacks for drift until stopped: re-read AWS every interval, record drift events in the
+    /// state file, serve /healthz, /readyz and /metrics; with --remediate, put the manifest back.
+    Watch(WatchArgs),
+    /// List drift recorded by `watch` (open drift; with --all, resolved drift too). No AWS call.
+    Drift(DriftArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Manifests to watch, or directories whose *.toml files are manifests (default: -f).
+    pub paths: Vec<PathBuf>,
+    /// Time between passes (with ±10% jitter), e.g. `60s`, `5m`.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+    /// Address of the /healthz, /readyz and /metrics endpoint; port 0 picks a free one (printed).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub listen: std::net::SocketAddr,
+    /// Repair drift (updates and creates through the same executor as apply; never deletes).
+    /// Without it (and without `[stack] remediate = true`), watch never writes to AWS.
+    #[arg(long)]
+    pub remediate: bool,
+    /// How long remediation waits for the stack's lock (held by an apply) before skipping the pass.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub lock_timeout: std::time::Duration,
+    /// How many resource operations one remediation runs at once.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallelism: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct DriftArgs {
+    /// Also list resolved drift, with when and how it ended.
+    #[arg(long)]
+    pub all: bool,
+    /// Only this stack (default: every stack in the state file).
+    #[arg(long)]
+    pub stack: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -122,7 +168,7 @@ pub enum Exit {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.global);
+    init_tracing(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -134,13 +180,21 @@ pub fn main() -> ExitCode {
     ExitCode::from(exit as u8)
 }
 
-fn init_tracing(g: &Global) {
+fn init_tracing(cli: &Cli) {
+    let g = &cli.global;
+    // The watcher's log is its output: info by default.
+    let daemon = matches!(cli.command, Command::Watch(_));
     let default = match (g.quiet, g.verbose) {
         (true, _) => "error",
+        (_, 0) if daemon => "info,aws_smithy_runtime=warn,aws_config=warn,sqlx=warn",
         (_, 0) => "warn",
         (_, 1) => "info,aws_smithy_runtime=warn,aws_config=warn,sqlx=warn",
         _ => "debug,hyper=info,h2=info,rustls=info",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let _ = match g.log_format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).try_init(),
+    };
 }

@@ -10,3 +10,4 @@ pub mod manifest;
 pub mod plan;
 pub mod providers;
 pub mod state;
+pub mod watch;

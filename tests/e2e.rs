@@ -752,6 +752,285 @@ async fn secret_environment_values_never_show_nor_reach_the_state_file() {
     }
 }
 
+// ---- watch: the drift-watch daemon ----
+
+/// Longest a watch test waits for something a pass should show (interval 1 s + one pass, with room).
+const WATCH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `reconcile --json drift [--all]`: the events.
+fn drift_events(cli: &Cli, all: bool) -> Vec<Value> {
+    let mut args = vec!["--json", "drift"];
+    if all {
+        args.push("--all");
+    }
+    let out = cli.run(&args);
+    out.assert_success();
+    serde_json::from_str::<Value>(&out.stdout)
+        .unwrap_or_else(|e| panic!("drift --json is not JSON ({e}):\n{out}"))
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn event<'a>(events: &'a [Value], resource: &str, field: &str) -> Option<&'a Value> {
+    events.iter().find(|e| e["resource"] == resource && e["field"] == field)
+}
+
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    support::http_request(port, "GET", path, "").unwrap_or_else(|e| panic!("GET {path} on port {port}: {e}"))
+}
+
+/// The value of the sample `series` (name with labels, exactly as rendered) in a /metrics body.
+fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+}
+
+/// Passes the watcher finished so far, from /metrics.
+fn passes(port: u16) -> f64 {
+    let (_, body) = http_get(port, "/metrics");
+    ["complete", "partial"]
+        .iter()
+        .filter_map(|r| sample(&body, &format!("reconcile_passes_total{{stack=\"{STACK}\",result=\"{r}\"}}")))
+        .sum()
+}
+
+/// Waits until the watcher finished `n` more passes.
+fn wait_passes(w: &mut support::Daemon, port: u16, n: f64) {
+    let target = passes(port) + n;
+    support::poll_until(WATCH_DEADLINE, &format!("{n} more passes"), || (passes(port) >= target).then_some(()), || w.stderr());
+}
+
+/// Starts `reconcile watch` on the seed stack (interval 1 s, a free port, JSON logs) and waits until
+/// it is ready (its first pass is done).
+fn start_watch(cli: &Cli, extra: &[&str]) -> (support::Daemon, u16) {
+    let mut args = vec!["-f", SEED];
+    args.extend_from_slice(extra);
+    let (mut w, port) = spawn_watch(cli, &args, &[]);
+    support::poll_until(WATCH_DEADLINE, "/readyz to answer 200", || (http_get(port, "/readyz").0 == 200).then_some(()), || w.stderr());
+    w.assert_running();
+    (w, port)
+}
+
+/// Spawns `reconcile --log-format json watch --interval 1s --listen 127.0.0.1:0 <args>` and returns it
+/// with its HTTP port, once /healthz answers.
+fn spawn_watch(cli: &Cli, args: &[&str], env: &[(&str, Option<&str>)]) -> (support::Daemon, u16) {
+    let mut all = vec!["--log-format", "json", "watch", "--interval", "1s", "--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let mut w = cli.spawn_with_env(&all, env);
+    let port = w.port_after("listening on http://127.0.0.1:", WATCH_DEADLINE);
+    assert_eq!(http_get(port, "/healthz").0, 200);
+    (w, port)
+}
+
+/// The JSON log lines of a watcher whose `message` is `msg`.
+fn log_lines(stderr: &str, msg: &str) -> Vec<Value> {
+    stderr.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v["message"] == msg).collect()
+}
+
+async fn out_of_band_drift(aws: &Aws) {
+    use aws_sdk_apigateway::types::{Op, PatchOperation};
+    let hello = api_id(aws, "HelloApiGw").await;
+    aws.apigw
+        .update_stage()
+        .rest_api_id(&hello)
+        .stage_name("prod")
+        .patch_operations(PatchOperation::builder().op(Op::Replace).path("/*/*/logging/dataTrace").value("false").build())
+        .send()
+        .await
+        .unwrap();
+    aws.lambda.update_function_configuration().function_name("HelloLambdaTest").memory_size(256).send().await.unwrap();
+    aws.logs.delete_log_group().log_group_name("DevLogGroupAccessLog").send().await.unwrap();
+}
+
+async fn prod_data_trace(aws: &Aws) -> bool {
+    let hello = api_id(aws, "HelloApiGw").await;
+    let prod = aws.apigw.get_stage().rest_api_id(&hello).stage_name("prod").send().await.unwrap();
+    prod.method_settings().unwrap().get("*/*").unwrap().data_trace_enabled()
+}
+
+async fn memory(aws: &Aws) -> Option<i32> {
+    aws.lambda.get_function_configuration().function_name("HelloLambdaTest").send().await.unwrap().memory_size()
+}
+
+/// SIGTERM ends the watcher with status 0 and leaves the state whole: it opens, holds no lock and no
+/// unfinished journal entry, and `plan --detailed-exitcode` runs (exit `plan_status`).
+async fn stop_watch_cleanly(cli: &Cli, w: support::Daemon, plan_status: i32) -> support::Output {
+    w.signal("TERM");
+    let out = w.wait(WATCH_DEADLINE);
+    out.assert_success();
+    assert!(!log_lines(&out.stderr, "stopped").is_empty(), "{out}");
+    let store = reconcile::state::Store::open(&cli.join("reconcile.db")).await.unwrap();
+    assert!(store.lock_info(STACK).await.unwrap().is_none(), "a lock was left behind");
+    assert!(store.pending_operations(STACK).await.unwrap().is_empty(), "journal entries left open");
+    assert_eq!(store.load(STACK).await.unwrap().resources.len(), 17);
+    store.close().await;
+    cli.run(&["-f", SEED, "plan", "--detailed-exitcode"]).assert_status(plan_status);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_reports_drift_as_events_and_metrics_follows_manifest_edits_and_never_writes_to_aws() {
+    let (moto, cli) = seeded();
+    cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
+    let aws = aws(&moto).await;
+    let (mut w, port) = start_watch(&cli, &[]);
+    assert!(drift_events(&cli, true).is_empty(), "in sync: no drift");
+    let human = cli.run(&["drift"]);
+    assert!(human.stdout.contains("No open drift."), "{human}");
+
+    // A manifest edit while running is picked up: a new drift for that field, without a restart.
+    let path = cli.join(SEED);
+    let original = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, original.replace("timeout = 10", "timeout = 20")).unwrap();
+    let timeout = support::poll_until(
+        WATCH_DEADLINE,
+        "a drift event for the edited timeout",
+        || event(&drift_events(&cli, false), "hello_function", "timeout").cloned(),
+        || w.stderr(),
+    );
+    assert_eq!((timeout["expected"].clone(), timeout["actual"].clone()), (20.into(), 10.into()), "{timeout}");
+    assert_eq!(timeout["type"], "aws_lambda_function");
+    assert!(!log_lines(&w.stderr(), "manifest changed: reloaded").is_empty());
+
+    // An invalid edit is reported with file:line:col, and the last good version is still watched.
+    std::fs::write(&path, original.replace("timeout = 10", "timeout = 20").replace("memory_size = 512", "memory_size = \"lots\"")).unwrap();
+    let warning = support::poll_until(
+        WATCH_DEADLINE,
+        "the invalid manifest warning",
+        || log_lines(&w.stderr(), "manifest edit is invalid; still watching its last good version").first().cloned(),
+        || w.stderr(),
+    );
+    let line = original.lines().position(|l| l.starts_with("memory_size")).unwrap() + 1;
+    assert_eq!(warning["level"], "WARN");
+    assert!(warning["location"].as_str().unwrap().ends_with(&format!("apigw-lambda-basic.toml:{line}:15")), "{warning}");
+    wait_passes(&mut w, port, 2.0);
+    assert!(event(&drift_events(&cli, false), "hello_function", "timeout").is_some(), "the last good manifest is still watched");
+    w.assert_running();
+
+    // Back to the original: the drift it made is over, "back in sync".
+    std::fs::write(&path, &original).unwrap();
+    support::poll_until(
+        WATCH_DEADLINE,
+        "the timeout drift to resolve",
+        || drift_events(&cli, false).is_empty().then_some(()),
+        || w.stderr(),
+    );
+    let past = drift_events(&cli, true);
+    assert_eq!(past.len(), 1);
+    assert_eq!(past[0]["how"], "back in sync");
+    assert!(past[0]["resolved_at"].is_string() && past[0]["first_seen"].is_string() && past[0]["last_seen"].is_string());
+
+    // Out of band: a stage setting, the function's memory, a deleted log group.
+    let changed = std::time::Instant::now();
+    out_of_band_drift(&aws).await;
+    let events = support::poll_until(
+        WATCH_DEADLINE,
+        "drift events for the three out-of-band changes",
+        || {
+            let events = drift_events(&cli, false);
+            let all = ["prod_stage:data_trace_enabled", "hello_function:memory_size", "dev_access_logs:*"]
+                .iter()
+                .all(|k| k.split_once(':').is_some_and(|(r, f)| event(&events, r, f).is_some()));
+            all.then_some(events)
+        },
+        || w.stderr(),
+    );
+    let latency = changed.elapsed();
+    let trace = event(&events, "prod_stage", "data_trace_enabled").unwrap();
+    assert_eq!((trace["expected"].clone(), trace["actual"].clone()), (true.into(), false.into()));
+    let mem = event(&events, "hello_function", "memory_size").unwrap();
+    assert_eq!((mem["expected"].clone(), mem["actual"].clone()), (512.into(), 256.into()));
+    assert_eq!(event(&events, "dev_access_logs", "*").unwrap()["actual"], "deleted outside reconcile");
+    // The stage's log destination follows from the deleted group: not drift itself.
+    assert_eq!(events.len(), 3, "{events:#?}");
+    assert!(events.iter().all(|e| e["resolved_at"].is_null() && e["stack"] == STACK));
+    let human = cli.run(&["drift"]);
+    assert!(human.stdout.contains("hello_function.memory_size: expected 512, actual 256"), "{human}");
+    assert!(human.stdout.contains("dev_access_logs: deleted outside reconcile"), "{human}");
+
+    // The same through /metrics.
+    let (status, body) = http_get(port, "/metrics");
+    assert_eq!(status, 200);
+    let drift = |r: &str| sample(&body, &format!("reconcile_drift{{stack=\"{STACK}\",resource=\"{r}\"}}"));
+    assert_eq!(
+        (drift("hello_function"), drift("prod_stage"), drift("dev_access_logs"), drift("waf_acl")),
+        (Some(1.0), Some(1.0), Some(1.0), Some(0.0))
+    );
+    assert!(sample(&body, "reconcile_aws_calls_total{service=\"lambda\",operation=\"GetFunction\"}").unwrap() >= 2.0, "{body}");
+    assert!(sample(&body, "reconcile_aws_errors_total{service=\"cloudwatchlogs\",operation=\"DescribeLogGroups\"}").is_some(), "{body}");
+    assert!(sample(&body, &format!("reconcile_pass_duration_seconds_count{{stack=\"{STACK}\"}}")).unwrap() >= 3.0, "{body}");
+    assert!(sample(&body, &format!("reconcile_last_success_timestamp_seconds{{stack=\"{STACK}\"}}")).unwrap() > 1.7e9, "{body}");
+
+    // Without --remediate AWS is left as it is, pass after pass.
+    wait_passes(&mut w, port, 2.0);
+    assert_eq!(memory(&aws).await, Some(256));
+    assert!(!prod_data_trace(&aws).await);
+    assert!(log_group(&aws, "DevLogGroupAccessLog").await.is_none());
+    let stderr = w.stderr();
+    let detected = log_lines(&stderr, "drift detected");
+    assert!(detected.iter().any(|l| l["resource"] == "hello_function" && l["field"] == "memory_size" && l["actual"] == "256"), "{stderr}");
+    let passes = log_lines(&stderr, "pass finished");
+    let calls: Vec<u64> = passes.iter().filter(|p| p["complete"] == true).map(|p| p["aws_calls"].as_u64().unwrap()).collect();
+    let took: Vec<u64> = passes.iter().map(|p| p["duration_ms"].as_u64().unwrap()).collect();
+    eprintln!("watch: detection latency {latency:?}; AWS calls per pass {calls:?}; pass durations (ms) {took:?}");
+    assert!(calls.iter().all(|c| *c > 0 && *c < 60), "{calls:?}");
+
+    stop_watch_cleanly(&cli, w, 2).await;
+    assert_eq!(drift_events(&cli, false).len(), 3, "open drift stays recorded after the watcher stops");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_remediate_waits_for_a_locked_stack_then_reverts_drift_and_records_it() {
+    use reconcile::state::Store;
+    let (moto, cli) = seeded();
+    cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
+    let aws = aws(&moto).await;
+    out_of_band_drift(&aws).await;
+
+    // An apply holds the stack: drift is recorded, remediation is skipped and says so.
+    let store = Store::open(&cli.join("reconcile.db")).await.unwrap();
+    let held = store.lock(STACK, "apply", std::time::Duration::ZERO).await.unwrap();
+    let (mut w, port) = start_watch(&cli, &["--remediate", "--lock-timeout", "200ms"]);
+    support::poll_until(
+        WATCH_DEADLINE,
+        "remediation to be skipped while the stack is locked",
+        || w.stderr().contains("skipping remediation this pass").then_some(()),
+        || w.stderr(),
+    );
+    assert_eq!(drift_events(&cli, false).len(), 3);
+    assert_eq!(memory(&aws).await, Some(256), "nothing is written while another holds the lock");
+    store.unlock(STACK, &held.id).await.unwrap();
+
+    // Once it is free: AWS is back to the manifest, and the events say so.
+    let past = support::poll_until(
+        WATCH_DEADLINE,
+        "the drift to be remediated",
+        || {
+            let all = drift_events(&cli, true);
+            (all.len() == 3 && all.iter().all(|e| e["how"] == "remediated")).then_some(all)
+        },
+        || format!("{:#?}\n{}", drift_events(&cli, true), w.stderr()),
+    );
+    assert!(past.iter().all(|e| e["resolved_at"].is_string()));
+    assert!(drift_events(&cli, false).is_empty());
+    assert_eq!(memory(&aws).await, Some(512));
+    assert!(prod_data_trace(&aws).await);
+    assert_eq!(log_group(&aws, "DevLogGroupAccessLog").await.unwrap().retention_in_days(), Some(731));
+    let stderr = w.stderr();
+    let reverted = log_lines(&stderr, "drift remediated");
+    assert!(reverted.iter().any(|l| l["resource"] == "hello_function" && l["reverted_from"] == "256" && l["to"] == "512"), "{stderr}");
+
+    // The next passes find nothing to do.
+    wait_passes(&mut w, port, 2.0);
+    assert!(drift_events(&cli, false).is_empty());
+    let (_, body) = http_get(port, "/metrics");
+    assert_eq!(sample(&body, &format!("reconcile_drift{{stack=\"{STACK}\",resource=\"hello_function\"}}")), Some(0.0));
+    assert!(sample(&body, &format!("reconcile_remediations_total{{stack=\"{STACK}\"}}")).unwrap() >= 3.0, "{body}");
+    assert!(store.lock_info(STACK).await.unwrap().is_none(), "remediation released its lock");
+    store.close().await;
+    stop_watch_cleanly(&cli, w, 0).await;
+}
+
 // ---- faults: throttling, 5xx and dropped connections through the fault proxy ----
 
 #[tokio::test(flavor = "multi_thread")]
@@ -826,4 +1105,41 @@ async fn protect_refuses_replacement_and_destroy_and_a_wrong_region_is_named() {
     let out = cli.run_with_env(&["-f", SEED, "plan"], &[("AWS_REGION", Some("moon-base"))]);
     out.assert_status(1);
     assert!(out.stderr.contains("`moon-base` is not an AWS region name"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_backs_off_an_unreadable_resource_alone_and_keeps_watching_the_rest() {
+    let (moto, cli) = seeded();
+    cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
+    let aws = aws(&moto).await;
+    // Every WAF call fails (HTTP 503); the other services answer. The watcher is given the directory.
+    let proxy = support::FaultProxy::start(&moto.url, &["--only", "wafv2", "--error-rate", "1.0"]);
+    let (mut w, port) = spawn_watch(&cli, &["manifests"], &[("AWS_ENDPOINT_URL", Some(proxy.url.as_str()))]);
+    wait_passes(&mut w, port, 3.0);
+    assert_eq!(http_get(port, "/readyz").0, 503, "not ready while resources cannot be read");
+
+    // The rest is still watched: drift elsewhere is found.
+    aws.lambda.update_function_configuration().function_name("HelloLambdaTest").memory_size(256).send().await.unwrap();
+    support::poll_until(
+        WATCH_DEADLINE,
+        "the memory drift",
+        || event(&drift_events(&cli, false), "hello_function", "memory_size").map(|_| ()),
+        || w.stderr(),
+    );
+    // Each failing resource is reported and waits 2, 4, 8… intervals: fewer reads than passes.
+    let stderr = w.stderr();
+    let failed = log_lines(&stderr, "read failed; this resource backs off, the others are still watched");
+    let waits: Vec<u64> = failed.iter().filter(|l| l["resource"] == "waf_acl").map(|l| l["retry_in_s"].as_u64().unwrap()).collect();
+    assert!(waits.len() >= 2, "{stderr}");
+    assert_eq!(&waits[..2], &[2, 4], "{stderr}");
+    assert!(failed.iter().any(|l| l["resource"] == "waf_prod_association"), "{stderr}");
+    assert!(failed.iter().all(|l| l["resource"].as_str().unwrap().starts_with("waf_")), "{stderr}");
+    let total_passes = log_lines(&stderr, "pass finished").len();
+    assert!(waits.len() < total_passes, "{} reads of waf_acl in {total_passes} passes", waits.len());
+    assert!(drift_events(&cli, true).iter().all(|e| !e["resource"].as_str().unwrap().starts_with("waf_")), "no drift is made up");
+
+    // When WAF answers again, the next read of each succeeds and the stack is ready.
+    proxy.configure(r#"{"error_rate": 0.0}"#);
+    support::poll_until(WATCH_DEADLINE, "/readyz to answer 200", || (http_get(port, "/readyz").0 == 200).then_some(()), || w.stderr());
+    stop_watch_cleanly(&cli, w, 2).await;
 }

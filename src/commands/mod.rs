@@ -1,9 +1,11 @@
 //! One module per subcommand; each is a thin shell over the manifest, plan, apply and state layers.
 
 mod apply;
+mod drift;
 mod output;
 mod plan;
 mod progress;
+mod watch;
 
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -41,6 +43,8 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Output(args) => output::run(g, args).await,
         Command::ForceUnlock(args) => force_unlock(g, &args.lock_id).await,
         Command::Import(args) => import(g, args).await,
+        Command::Watch(args) => watch::run(g, args).await,
+        Command::Drift(args) => drift::run(g, args).await,
     };
     match result {
         Ok(exit) => exit,

@@ -691,6 +691,11 @@ pub struct Daemon {
 impl Cli {
     /// Starts `reconcile <args>` in the work directory with the moto environment, without waiting.
     pub fn spawn(&self, args: &[&str]) -> Daemon {
+        self.spawn_with_env(args, &[])
+    }
+
+    /// Like [`Cli::spawn`], with environment overrides as in [`Cli::run_with_env`].
+    pub fn spawn_with_env(&self, args: &[&str], overrides: &[(&str, Option<&str>)]) -> Daemon {
         let bin = env!("CARGO_BIN_EXE_reconcile");
         let mut cmd = Command::new(bin);
         cmd.args(args).current_dir(self.dir.path()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -701,6 +706,12 @@ impl Cli {
             .env("AWS_SHARED_CREDENTIALS_FILE", self.join(".no-aws/credentials"))
             .env("NO_COLOR", "1");
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        for (name, value) in overrides {
+            match value {
+                Some(v) => cmd.env(name, v),
+                None => cmd.env_remove(name),
+            };
+        }
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
         let stdout = Collector::start(child.stdout.take().expect("piped stdout"));
         let stderr = Collector::start(child.stderr.take().expect("piped stderr"));
@@ -727,7 +738,12 @@ impl Daemon {
     #[track_caller]
     pub fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("`reconcile {}` exited ({status}):\n--- stdout ---\n{}\n--- stderr ---\n{}", self.args.join(" "), self.stdout(), self.stderr());
+            panic!(
+                "`reconcile {}` exited ({status}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                self.args.join(" "),
+                self.stdout(),
+                self.stderr()
+            );
         }
     }
 
@@ -741,7 +757,11 @@ impl Daemon {
                 return port;
             }
             self.assert_running();
-            assert!(Instant::now() < deadline, "no `{prefix}<port>` on stdout within {timeout:?}:\n{out}\n--- stderr ---\n{}", self.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "no `{prefix}<port>` on stdout within {timeout:?}:\n{out}\n--- stderr ---\n{}",
+                self.stderr()
+            );
             thread::sleep(Duration::from_millis(50));
         }
     }

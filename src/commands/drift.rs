@@ -1,0 +1,50 @@
+use crate::cli::{DriftArgs, Exit, Global};
+use crate::state::DriftEvent;
+
+use super::{CliError, open_state};
+
+/// Lists drift recorded by `watch`, from the state file only.
+pub async fn run(g: &Global, args: &DriftArgs) -> Result<Exit, CliError> {
+    let store = open_state(g).await?;
+    let events = store.drift_events(args.stack.as_deref(), args.all).await;
+    store.close().await;
+    let events = events?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&events).unwrap_or_default());
+        return Ok(Exit::Ok);
+    }
+    if events.is_empty() {
+        if !g.quiet {
+            println!("{}", if args.all { "No drift recorded." } else { "No open drift." });
+        }
+        return Ok(Exit::Ok);
+    }
+    let mut stack = "";
+    for e in &events {
+        if e.stack != stack {
+            stack = &e.stack;
+            println!("{}Stack {stack}:", if std::ptr::eq(e, &events[0]) { "" } else { "\n" });
+        }
+        println!("  {}", line(e));
+    }
+    Ok(Exit::Ok)
+}
+
+fn line(e: &DriftEvent) -> String {
+    let what = if e.field == crate::state::DELETED {
+        format!("{}: deleted outside reconcile", e.resource)
+    } else {
+        format!("{}.{}: expected {}, actual {}", e.resource, e.field, short(&e.expected), short(&e.actual))
+    };
+    let when = format!("first seen {}, last seen {}", e.first_seen, e.last_seen);
+    match (&e.resolved_at, &e.how) {
+        (Some(at), how) => format!("{what} ({when}; resolved {at}: {})", how.as_deref().unwrap_or("resolved")),
+        (None, _) => format!("{what} ({when})"),
+    }
+}
+
+/// A value on one line, cut at 60 characters.
+fn short(v: &serde_json::Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 60 { format!("{}…", s.chars().take(59).collect::<String>()) } else { s }
+}

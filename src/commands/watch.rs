@@ -1,0 +1,32 @@
+use crate::cli::{Exit, Global, WatchArgs};
+use crate::watch::{self, Config, WatchError};
+
+use super::{CliError, connect, open_state};
+
+pub async fn run(g: &Global, args: &WatchArgs) -> Result<Exit, CliError> {
+    let paths = if args.paths.is_empty() { vec![g.manifest.clone()] } else { args.paths.clone() };
+    let config = Config {
+        paths,
+        interval: args.interval.max(std::time::Duration::from_millis(100)),
+        listen: args.listen,
+        remediate: args.remediate,
+        lock_timeout: args.lock_timeout,
+        parallelism: args.parallelism.into(),
+    };
+    let store = open_state(g).await?;
+    let aws = match connect(g).await {
+        Ok(aws) => aws,
+        Err(e) => {
+            store.close().await;
+            return Err(e);
+        }
+    };
+    let result = watch::run(config, store.clone(), aws).await;
+    store.close().await;
+    match result {
+        Ok(()) => Ok(Exit::Ok),
+        Err(WatchError::Manifest(e)) => Err(CliError::Manifest(e)),
+        Err(WatchError::State(e)) => Err(CliError::State(e)),
+        Err(e) => Err(CliError::Refused(e.to_string())),
+    }
+}

@@ -1,0 +1,217 @@
+//! What a plan says about drift. The plan layer is the one source of truth for "what differs"; this
+//! module only sorts its changes: drift of resources the state owns, resources never applied,
+//! resources removed from the manifest, and which changes remediation may carry out.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::manifest::refs::contains_unknown;
+use crate::manifest::schema::SENSITIVE;
+use crate::plan::{Action, Plan, ResourceChange};
+use crate::state::{DELETED, Drift, StackState};
+
+/// What one pass found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Findings {
+    /// Field changes (and out-of-band deletions) of resources the state owns and this pass read.
+    pub drift: Vec<Drift>,
+    /// In the manifest, never applied: not drift.
+    pub not_applied: Vec<String>,
+    /// Owned, removed from the manifest: `apply` deletes them; not drift, and never remediated.
+    pub removed: Vec<String>,
+    /// Owned and drifted on a field that forces replacement: reported, not remediated.
+    pub needs_replacement: Vec<String>,
+    /// Resources read this pass.
+    pub checked: BTreeSet<String>,
+    /// Resources in the manifest or in the state.
+    pub managed: BTreeSet<String>,
+}
+
+/// Sorts the plan's changes. `read` says whether a resource the state owns was read this pass (a
+/// resource not read has a `NoOp` change in a tolerant plan, and its open events stay as they are).
+pub fn findings(plan: &Plan, state: &StackState, read: impl Fn(&str) -> bool) -> Findings {
+    let mut out = Findings::default();
+    for c in plan.resources.iter().filter(|c| !c.deposed) {
+        out.managed.insert(c.name.clone());
+        let Some(owned) = state.resources.get(&c.name) else {
+            if c.action == Action::Create {
+                out.not_applied.push(c.name.clone());
+            }
+            continue;
+        };
+        if !read(&c.name) {
+            continue;
+        }
+        out.checked.insert(c.name.clone());
+        match c.action {
+            Action::Delete => out.removed.push(c.name.clone()),
+            Action::Create => out.drift.push(Drift {
+                resource: c.name.clone(),
+                kind: c.kind,
+                field: DELETED.into(),
+                expected: Value::String(format!("{} exists", owned.physical_id)),
+                actual: Value::String("deleted outside reconcile".into()),
+            }),
+            Action::Update | Action::Replace => {
+                if c.action == Action::Replace {
+                    out.needs_replacement.push(c.name.clone());
+                }
+                out.drift.extend(field_drift(c));
+            }
+            Action::NoOp => {}
+        }
+    }
+    out
+}
+
+/// One drift per changed field; a change whose new value is only known after apply follows from
+/// another resource's drift (e.g. the ARN of a log group to recreate) and is not drift itself.
+fn field_drift(c: &ResourceChange) -> impl Iterator<Item = Drift> + '_ {
+    c.changes.iter().filter(|f| !f.after.as_ref().is_some_and(contains_unknown)).map(move |f| {
+        let top = f.path.split('.').next().unwrap_or_default();
+        let secret = c.kind.schema().fields.iter().any(|s| s.secret && s.name == top);
+        let show = |v: &Option<Value>| match v {
+            // Redacted by the plan already; kept redacted here whatever the plan does.
+            Some(_) if secret => Value::String(SENSITIVE.into()),
+            Some(v) => v.clone(),
+            None => Value::Null,
+        };
+        Drift { resource: c.name.clone(), kind: c.kind, field: f.path.clone(), expected: show(&f.after), actual: show(&f.before) }
+    })
+}
+
+/// The part of the plan remediation carries out: updates of owned resources that were read, and
+/// creates (of resources deleted outside reconcile, and of resources never applied). Never a delete,
+/// never a replacement.
+pub fn remediation(plan: &Plan, state: &StackState, read: impl Fn(&str) -> bool) -> Plan {
+    plan.restricted(|c| match c.action {
+        Action::Update => state.resources.contains_key(&c.name) && read(&c.name),
+        Action::Create => !state.resources.contains_key(&c.name) || read(&c.name),
+        Action::NoOp | Action::Replace | Action::Delete => false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+    use std::path::Path;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::manifest::{self, Kind, Manifest};
+    use crate::plan::diff_all;
+    use crate::providers::Live;
+    use crate::state::ResourceState;
+
+    const M: &str = r#"
+[stack]
+name = "s"
+
+[resources.logs]
+type = "aws_cloudwatch_log_group"
+name = "lg"
+retention_in_days = 7
+
+[resources.other]
+type = "aws_cloudwatch_log_group"
+name = "other"
+
+[resources.new]
+type = "aws_cloudwatch_log_group"
+name = "new"
+tags = { about = "${logs.arn}" }
+"#;
+
+    fn manifest() -> Manifest {
+        manifest::parse(Path::new("/tmp/x/stack.toml"), M.to_string()).unwrap()
+    }
+
+    fn owned(m: &Manifest, name: &str) -> ResourceState {
+        let r = m.resource(name).unwrap();
+        ResourceState {
+            name: name.into(),
+            kind: r.kind,
+            physical_id: r.physical_name().unwrap().into(),
+            attributes: Value::Object(r.attrs.clone()),
+            outputs: BTreeMap::from([("arn".to_string(), format!("arn:{name}"))]),
+            depends_on: vec![],
+        }
+    }
+
+    #[test]
+    fn drift_is_owned_field_changes_and_deletions_not_unapplied_or_removed_resources() {
+        let m = manifest();
+        let mut state = StackState::default();
+        for n in ["logs", "other"] {
+            state.resources.insert(n.into(), owned(&m, n));
+        }
+        let gone = ResourceState { name: "gone".into(), kind: Kind::LogGroup, physical_id: "gone".into(), ..owned(&m, "logs") };
+        state.resources.insert("gone".into(), gone);
+        let mut logs = m.resource("logs").unwrap().attrs.clone();
+        logs.insert("retention_in_days".into(), json!(30));
+        let live = HashMap::from([
+            ("logs".to_string(), Some(Live { attrs: logs, outputs: BTreeMap::new() })),
+            ("other".to_string(), None),
+            ("gone".to_string(), Some(Live { attrs: Default::default(), outputs: BTreeMap::new() })),
+        ]);
+        let plan = diff_all(&m, &state, &live);
+        let f = findings(&plan, &state, |_| true);
+        assert_eq!(
+            f.drift,
+            vec![
+                Drift {
+                    resource: "logs".into(),
+                    kind: Kind::LogGroup,
+                    field: "retention_in_days".into(),
+                    expected: json!(7),
+                    actual: json!(30)
+                },
+                Drift {
+                    resource: "other".into(),
+                    kind: Kind::LogGroup,
+                    field: DELETED.into(),
+                    expected: json!("other exists"),
+                    actual: json!("deleted outside reconcile"),
+                },
+            ]
+        );
+        assert_eq!(f.not_applied, vec!["new".to_string()]);
+        assert_eq!(f.removed, vec!["gone".to_string()]);
+        assert_eq!(f.checked.len(), 3);
+        assert_eq!(f.managed.len(), 4);
+
+        // Not read this pass: not checked, no drift claimed.
+        let f = findings(&plan, &state, |n| n != "logs");
+        assert!(!f.checked.contains("logs") && f.drift.iter().all(|d| d.resource != "logs"));
+
+        // Remediation: the update and both creates, never the delete.
+        let fix = remediation(&plan, &state, |_| true);
+        let actions: Vec<_> = fix.resources.iter().map(|c| (c.name.as_str(), c.action)).collect();
+        assert_eq!(actions, vec![("logs", Action::Update), ("other", Action::Create), ("new", Action::Create), ("gone", Action::NoOp)]);
+    }
+
+    #[test]
+    fn secret_fields_stay_redacted_in_drift() {
+        let change = ResourceChange {
+            name: "f".into(),
+            kind: Kind::LambdaFunction,
+            action: Action::Update,
+            physical_id: Some("f".into()),
+            reason: None,
+            changes: vec![crate::plan::FieldChange {
+                path: "secret_environment.DB_PASSWORD".into(),
+                before: Some(json!("hunter2")),
+                after: Some(json!("hunter3")),
+                forces_replacement: false,
+            }],
+            depends_on: vec![],
+            adopt: None,
+            deposed: false,
+            current: None,
+        };
+        let d: Vec<_> = field_drift(&change).collect();
+        assert_eq!((d[0].expected.clone(), d[0].actual.clone()), (json!(SENSITIVE), json!(SENSITIVE)));
+    }
+}

@@ -1,0 +1,208 @@
+//! What `/metrics` and `/readyz` show, rendered in the Prometheus text format (version 0.0.4).
+//!
+//! The format is a handful of lines per family; rendering it here keeps the dependency tree small and
+//! lets the AWS call counters be read straight from the SDK interceptor's snapshot at scrape time.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use crate::providers::calls::CallCount;
+
+/// Upper bounds (seconds) of the pass duration histogram.
+pub const BUCKETS: [f64; 12] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
+#[derive(Debug, Clone, Default)]
+struct Histogram {
+    /// Per bucket (not cumulative).
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, v: f64) {
+        if let Some(i) = BUCKETS.iter().position(|b| v <= *b) {
+            self.counts[i] += 1;
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct StackMetrics {
+    /// Open drift fields per managed resource (0 for those in sync).
+    drift: BTreeMap<String, u64>,
+    duration: Histogram,
+    last_success: Option<f64>,
+    passes_complete: u64,
+    passes_partial: u64,
+    remediations: u64,
+}
+
+/// Shared by the stack tasks (writers) and the HTTP server (reader).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    stacks: Mutex<BTreeMap<String, StackMetrics>>,
+}
+
+impl Metrics {
+    fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<String, StackMetrics>) -> T) -> T {
+        let mut guard = self.stacks.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard)
+    }
+
+    /// A stack is watched from now on (not ready until its first successful pass).
+    pub fn register(&self, stack: &str) {
+        self.with(|s| {
+            s.entry(stack.to_string()).or_default();
+        });
+    }
+
+    /// Records a finished pass; a `complete` one saw every resource of the stack. `drift` replaces the
+    /// stack's drift gauges; `None` keeps them.
+    pub fn pass(&self, stack: &str, elapsed: Duration, complete: bool, drift: Option<BTreeMap<String, u64>>) {
+        self.with(|s| {
+            let m = s.entry(stack.to_string()).or_default();
+            m.duration.observe(elapsed.as_secs_f64());
+            if complete {
+                m.passes_complete += 1;
+                m.last_success = Some(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
+            } else {
+                m.passes_partial += 1;
+            }
+            if let Some(d) = drift {
+                m.drift = d;
+            }
+        });
+    }
+
+    pub fn remediated(&self, stack: &str, resources: u64) {
+        self.with(|s| s.entry(stack.to_string()).or_default().remediations += resources);
+    }
+
+    /// Every watched stack has had a complete pass.
+    pub fn ready(&self) -> bool {
+        self.with(|s| !s.is_empty() && s.values().all(|m| m.last_success.is_some()))
+    }
+
+    /// Stacks still waiting for their first complete pass.
+    pub fn not_ready(&self) -> Vec<String> {
+        self.with(|s| s.iter().filter(|(_, m)| m.last_success.is_none()).map(|(k, _)| k.clone()).collect())
+    }
+
+    /// The Prometheus text exposition, with the AWS call counters of the process.
+    pub fn render(&self, calls: &BTreeMap<(String, String), CallCount>) -> String {
+        let stacks = self.with(|s| s.clone());
+        let mut out = String::new();
+        family(&mut out, "reconcile_drift", "gauge", "Open drift (fields differing from the manifest) per managed resource.");
+        for (stack, m) in &stacks {
+            for (resource, n) in &m.drift {
+                let _ = writeln!(out, "reconcile_drift{{stack=\"{}\",resource=\"{}\"}} {n}", esc(stack), esc(resource));
+            }
+        }
+        family(&mut out, "reconcile_pass_duration_seconds", "histogram", "Duration of a watch pass (read, compare, record, remediate).");
+        for (stack, m) in &stacks {
+            let h = &m.duration;
+            let mut cumulative = 0;
+            for (b, n) in BUCKETS.iter().zip(h.counts) {
+                cumulative += n;
+                let _ = writeln!(out, "reconcile_pass_duration_seconds_bucket{{stack=\"{}\",le=\"{b}\"}} {cumulative}", esc(stack));
+            }
+            let _ = writeln!(out, "reconcile_pass_duration_seconds_bucket{{stack=\"{}\",le=\"+Inf\"}} {}", esc(stack), h.count);
+            let _ = writeln!(out, "reconcile_pass_duration_seconds_sum{{stack=\"{}\"}} {}", esc(stack), h.sum);
+            let _ = writeln!(out, "reconcile_pass_duration_seconds_count{{stack=\"{}\"}} {}", esc(stack), h.count);
+        }
+        family(
+            &mut out,
+            "reconcile_passes_total",
+            "counter",
+            "Watch passes, by result (partial: some resource unreadable or backing off, or the state failed).",
+        );
+        for (stack, m) in &stacks {
+            let _ = writeln!(out, "reconcile_passes_total{{stack=\"{}\",result=\"complete\"}} {}", esc(stack), m.passes_complete);
+            let _ = writeln!(out, "reconcile_passes_total{{stack=\"{}\",result=\"partial\"}} {}", esc(stack), m.passes_partial);
+        }
+        family(&mut out, "reconcile_remediations_total", "counter", "Resources `watch --remediate` brought back to the manifest.");
+        for (stack, m) in &stacks {
+            let _ = writeln!(out, "reconcile_remediations_total{{stack=\"{}\"}} {}", esc(stack), m.remediations);
+        }
+        family(
+            &mut out,
+            "reconcile_last_success_timestamp_seconds",
+            "gauge",
+            "Unix time of the end of the last complete pass (every resource of the stack read).",
+        );
+        for (stack, m) in &stacks {
+            if let Some(t) = m.last_success {
+                let _ = writeln!(out, "reconcile_last_success_timestamp_seconds{{stack=\"{}\"}} {t:.3}", esc(stack));
+            }
+        }
+        family(&mut out, "reconcile_aws_calls_total", "counter", "AWS API calls (each HTTP attempt) by service and operation.");
+        for ((service, op), c) in calls {
+            let _ = writeln!(out, "reconcile_aws_calls_total{{service=\"{}\",operation=\"{}\"}} {}", esc(service), esc(op), c.calls);
+        }
+        family(
+            &mut out,
+            "reconcile_aws_errors_total",
+            "counter",
+            "AWS API calls answered with an error (or none), by service and operation.",
+        );
+        for ((service, op), c) in calls {
+            let _ = writeln!(out, "reconcile_aws_errors_total{{service=\"{}\",operation=\"{}\"}} {}", esc(service), esc(op), c.errors);
+        }
+        out
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Escapes a label value: backslash, double quote and newline.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_gauges_histogram_and_counters_and_readiness_follows_first_success() {
+        let m = Metrics::default();
+        assert!(!m.ready(), "no stack yet: not ready");
+        m.register("s");
+        m.register("t");
+        m.pass("s", Duration::from_millis(300), true, Some(BTreeMap::from([("fn".into(), 2), ("logs".into(), 0)])));
+        assert!(!m.ready());
+        assert_eq!(m.not_ready(), vec!["t".to_string()]);
+        m.pass("t", Duration::from_secs(3), false, None);
+        assert!(!m.ready(), "a partial pass does not make a stack ready");
+        m.pass("t", Duration::from_secs(3), true, Some(BTreeMap::new()));
+        assert!(m.ready());
+
+        let calls = BTreeMap::from([(("lambda".to_string(), "GetFunction".to_string()), CallCount { calls: 3, errors: 1, throttled: 0 })]);
+        let text = m.render(&calls);
+        for line in [
+            "# TYPE reconcile_drift gauge",
+            "reconcile_drift{stack=\"s\",resource=\"fn\"} 2",
+            "reconcile_drift{stack=\"s\",resource=\"logs\"} 0",
+            "# TYPE reconcile_pass_duration_seconds histogram",
+            "reconcile_pass_duration_seconds_bucket{stack=\"s\",le=\"0.25\"} 0",
+            "reconcile_pass_duration_seconds_bucket{stack=\"s\",le=\"0.5\"} 1",
+            "reconcile_pass_duration_seconds_bucket{stack=\"t\",le=\"+Inf\"} 2",
+            "reconcile_pass_duration_seconds_count{stack=\"t\"} 2",
+            "reconcile_passes_total{stack=\"t\",result=\"partial\"} 1",
+            "reconcile_aws_calls_total{service=\"lambda\",operation=\"GetFunction\"} 3",
+            "reconcile_aws_errors_total{service=\"lambda\",operation=\"GetFunction\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+        }
+        assert!(text.contains("reconcile_last_success_timestamp_seconds{stack=\"s\"} "), "{text}");
+        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

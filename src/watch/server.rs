@@ -1,0 +1,51 @@
+//! The HTTP endpoint: `/healthz`, `/readyz` and Prometheus `/metrics`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use super::metrics::Metrics;
+use crate::providers::calls::CallStats;
+
+#[derive(Clone)]
+struct Shared {
+    metrics: Arc<Metrics>,
+    calls: Arc<CallStats>,
+}
+
+pub fn router(metrics: Arc<Metrics>, calls: Arc<CallStats>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(Shared { metrics, calls })
+}
+
+/// 200 while the process runs.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// 200 once every stack has had a complete pass (every resource read), 503 before.
+async fn readyz(State(s): State<Shared>) -> impl IntoResponse {
+    if s.metrics.ready() {
+        (StatusCode::OK, "ready\n".to_string())
+    } else {
+        let waiting = s.metrics.not_ready();
+        let body = if waiting.is_empty() {
+            "no stack watched yet\n".to_string()
+        } else {
+            format!("waiting for a first pass of: {}\n", waiting.join(", "))
+        };
+        (StatusCode::SERVICE_UNAVAILABLE, body)
+    }
+}
+
+async fn metrics_text(State(s): State<Shared>) -> impl IntoResponse {
+    let body = s.metrics.render(&s.calls.snapshot());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+}
