@@ -37,11 +37,8 @@ struct State {
 }
 
 /// API Gateway's documented account limits.
-pub const APIGW_SPACING: &[(&str, Duration)] = &[
-    ("CreateRestApi", Duration::from_secs(3)),
-    ("CreateDeployment", Duration::from_secs(5)),
-    ("DeleteRestApi", Duration::from_secs(30)),
-];
+pub const APIGW_SPACING: &[(&str, Duration)] =
+    &[("CreateRestApi", Duration::from_secs(3)), ("CreateDeployment", Duration::from_secs(5)), ("DeleteRestApi", Duration::from_secs(30))];
 
 impl Pacer {
     pub fn new(rate: f64, burst: f64, spacing: &'static [(&'static str, Duration)]) -> Pacer {
@@ -102,8 +99,8 @@ pub fn enabled() -> bool {
 /// The SDK's default HTTPS client, with API Gateway requests paced.
 pub fn http_client(pacer: Arc<Pacer>) -> SharedHttpClient {
     let inner = aws_smithy_http_client::Builder::new().build_with_connector_fn(|settings, components| {
-        let mut builder =
-            aws_smithy_http_client::ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc));
+        let mut builder = aws_smithy_http_client::ConnectorBuilder::default()
+            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc));
         builder.set_connector_settings(settings.cloned());
         if let Some(c) = components {
             builder.set_sleep_impl(c.sleep_impl());
@@ -157,6 +154,31 @@ mod tests {
         assert_eq!(apigw_operation("POST", "/restapis/abc123/deployments"), Some("CreateDeployment"));
         assert_eq!(apigw_operation("GET", "/restapis/abc123/deployments"), None);
         assert_eq!(apigw_operation("DELETE", "/restapis/abc123/stages/prod"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_callers_share_the_limits() {
+        let pacer = Arc::new(Pacer::api_gateway());
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..6)
+            .map(|i| {
+                let pacer = pacer.clone();
+                tokio::spawn(async move {
+                    pacer.acquire(Some(if i % 2 == 0 { "CreateDeployment" } else { "CreateRestApi" })).await;
+                    Instant::now() - start
+                })
+            })
+            .collect();
+        let mut deployments = Vec::new();
+        let mut apis = Vec::new();
+        for (i, t) in tasks.into_iter().enumerate() {
+            let at = t.await.unwrap().as_secs();
+            if i % 2 == 0 { deployments.push(at) } else { apis.push(at) }
+        }
+        deployments.sort();
+        apis.sort();
+        assert_eq!(deployments, vec![0, 5, 10], "one deployment every 5 s, whoever asks");
+        assert_eq!(apis, vec![0, 3, 6], "one REST API every 3 s, independent of deployments");
     }
 
     #[tokio::test(start_paused = true)]
