@@ -268,7 +268,15 @@ pub async fn execute(
         };
         let started_ms = starts.lock().ok().and_then(|s| s[i]).map(|d| d.as_millis());
         let waited_for = deps[i].iter().map(|d| nodes[*d].label()).collect();
-        report.push(Outcome { name: node.label(), action: node.action(), status, error, started_ms, elapsed_ms: elapsed.as_millis(), waited_for });
+        report.push(Outcome {
+            name: node.label(),
+            action: node.action(),
+            status,
+            error,
+            started_ms,
+            elapsed_ms: elapsed.as_millis(),
+            waited_for,
+        });
     }
 
     for id in &plan.interrupted_operations {

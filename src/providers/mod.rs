@@ -18,8 +18,8 @@ use aws_config::BehaviorVersion;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
-use aws_smithy_runtime::client::retries::{RetryPartition, TokenBucket};
 use aws_sdk_iam::config::ProvideCredentials as _;
+use aws_smithy_runtime::client::retries::{RetryPartition, TokenBucket};
 use serde_json::{Map, Value};
 
 pub use error::{ProviderError, Result};
@@ -53,7 +53,10 @@ impl Aws {
             // retried with capped exponential backoff and full jitter (0.2 s doubling to 20 s, 10
             // attempts, like Terraform's generous defaults); everything else fails at once.
             loader = loader.retry_config(
-                RetryConfig::standard().with_max_attempts(10).with_initial_backoff(Duration::from_millis(200)).with_max_backoff(Duration::from_secs(20)),
+                RetryConfig::standard()
+                    .with_max_attempts(10)
+                    .with_initial_backoff(Duration::from_millis(200))
+                    .with_max_backoff(Duration::from_secs(20)),
             );
         }
         if pace::enabled() {
@@ -79,16 +82,27 @@ impl Aws {
         let quota = TokenBucket::builder().capacity(5000).throttling_retry_cost(0).build();
         let partition = RetryPartition::custom("reconcile").token_bucket(quota).build();
         Ok(Aws {
-            iam: aws_sdk_iam::Client::from_conf(aws_sdk_iam::config::Builder::from(&config).interceptor(count.clone()).retry_partition(partition.clone()).build()),
-            lambda: aws_sdk_lambda::Client::from_conf(aws_sdk_lambda::config::Builder::from(&config).interceptor(count.clone()).retry_partition(partition.clone()).build()),
+            iam: aws_sdk_iam::Client::from_conf(
+                aws_sdk_iam::config::Builder::from(&config).interceptor(count.clone()).retry_partition(partition.clone()).build(),
+            ),
+            lambda: aws_sdk_lambda::Client::from_conf(
+                aws_sdk_lambda::config::Builder::from(&config).interceptor(count.clone()).retry_partition(partition.clone()).build(),
+            ),
             logs: aws_sdk_cloudwatchlogs::Client::from_conf(
-                aws_sdk_cloudwatchlogs::config::Builder::from(&config).interceptor(count.clone()).retry_partition(partition.clone()).build(),
+                aws_sdk_cloudwatchlogs::config::Builder::from(&config)
+                    .interceptor(count.clone())
+                    .retry_partition(partition.clone())
+                    .build(),
             ),
             apigateway: aws_sdk_apigateway::Client::from_conf(
                 aws_sdk_apigateway::config::Builder::from(&config).interceptor(count.clone()).retry_partition(partition.clone()).build(),
             ),
-            wafv2: aws_sdk_wafv2::Client::from_conf(aws_sdk_wafv2::config::Builder::from(&config).interceptor(count.clone()).retry_partition(partition.clone()).build()),
-            sts: aws_sdk_sts::Client::from_conf(aws_sdk_sts::config::Builder::from(&config).interceptor(count).retry_partition(partition).build()),
+            wafv2: aws_sdk_wafv2::Client::from_conf(
+                aws_sdk_wafv2::config::Builder::from(&config).interceptor(count.clone()).retry_partition(partition.clone()).build(),
+            ),
+            sts: aws_sdk_sts::Client::from_conf(
+                aws_sdk_sts::config::Builder::from(&config).interceptor(count).retry_partition(partition).build(),
+            ),
             region,
             calls: stats,
             account: Default::default(),
