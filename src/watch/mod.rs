@@ -346,7 +346,12 @@ impl StackWatcher {
             }
         };
         let hash = sha256(text.as_bytes());
-        if hash == self.good_hash || Some(hash) == self.bad_hash {
+        if hash == self.good_hash {
+            // Back to the version in use: a later bad edit is news again.
+            self.bad_hash = None;
+            return;
+        }
+        if Some(hash) == self.bad_hash {
             return;
         }
         match manifest::parse(&self.path, text) {
