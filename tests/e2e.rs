@@ -1143,3 +1143,18 @@ async fn watch_backs_off_an_unreadable_resource_alone_and_keeps_watching_the_res
     support::poll_until(WATCH_DEADLINE, "/readyz to answer 200", || (http_get(port, "/readyz").0 == 200).then_some(()), || w.stderr());
     stop_watch_cleanly(&cli, w, 2).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_applies_at_once_one_runs_and_the_other_gets_the_lock_error() {
+    let (_moto, cli) = seeded();
+    // With API Gateway pacing on an apply of the seed stack takes several seconds, so they overlap.
+    let pacing = [("RECONCILE_PACING", Some("on"))];
+    let first = cli.spawn_with_env(&["-f", SEED, "apply", "--auto-approve"], &pacing);
+    let second = cli.spawn_with_env(&["-f", SEED, "apply", "--auto-approve"], &pacing);
+    let (a, b) = (first.wait(std::time::Duration::from_secs(120)), second.wait(std::time::Duration::from_secs(120)));
+    let (ok, locked): (Vec<_>, Vec<_>) = [&a, &b].into_iter().partition(|o| o.success());
+    assert_eq!((ok.len(), locked.len()), (1, 1), "exactly one apply must run:\n{a}\n{b}");
+    assert!(locked[0].stderr.contains(&format!("stack `{STACK}` is locked by apply")), "{}", locked[0]);
+    assert!(ok[0].stdout.contains("Apply complete: 17 done"), "{}", ok[0]);
+    cli.run(&["-f", SEED, "plan", "--detailed-exitcode"]).assert_status(0);
+}

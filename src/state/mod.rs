@@ -398,12 +398,13 @@ fn classify_open_error(path: &Path, e: sqlx::Error) -> StateError {
 #[cfg(unix)]
 fn create_private(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map(|_| ())
+    // `create`, not `create_new`: two processes opening a new state file at once must both succeed.
+    std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path).map(|_| ())
 }
 
 #[cfg(not(unix))]
 fn create_private(path: &Path) -> std::io::Result<()> {
-    std::fs::OpenOptions::new().write(true).create_new(true).open(path).map(|_| ())
+    std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).map(|_| ())
 }
 
 #[cfg(test)]

@@ -417,16 +417,10 @@ impl Cli {
         fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
     }
 
-    /// Runs `reconcile <args>` in the work directory with the moto environment.
-    pub fn run(&self, args: &[&str]) -> Output {
-        self.run_with_env(args, &[])
-    }
-
-    /// Like [`Cli::run`], with environment overrides applied last: `(name, Some(value))` sets,
-    /// `(name, None)` removes (e.g. `("AWS_REGION", None)` to test a missing region).
-    pub fn run_with_env(&self, args: &[&str], overrides: &[(&str, Option<&str>)]) -> Output {
-        let bin = env!("CARGO_BIN_EXE_reconcile");
-        let mut cmd = Command::new(bin);
+    /// `reconcile <args>` in the work directory with the moto environment and `overrides` applied
+    /// last (`(name, Some(value))` sets, `(name, None)` removes), stdin closed, output piped.
+    fn command(&self, args: &[&str], overrides: &[(&str, Option<&str>)]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_reconcile"));
         cmd.args(args).current_dir(self.dir.path()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         for name in SCRUBBED_ENV {
             cmd.env_remove(name);
@@ -442,6 +436,19 @@ impl Cli {
                 None => cmd.env_remove(name),
             };
         }
+        cmd
+    }
+
+    /// Runs `reconcile <args>` in the work directory with the moto environment.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_with_env(args, &[])
+    }
+
+    /// Like [`Cli::run`], with environment overrides applied last: `(name, Some(value))` sets,
+    /// `(name, None)` removes (e.g. `("AWS_REGION", None)` to test a missing region).
+    pub fn run_with_env(&self, args: &[&str], overrides: &[(&str, Option<&str>)]) -> Output {
+        let bin = env!("CARGO_BIN_EXE_reconcile");
+        let mut cmd = self.command(args, overrides);
 
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
@@ -697,21 +704,7 @@ impl Cli {
     /// Like [`Cli::spawn`], with environment overrides as in [`Cli::run_with_env`].
     pub fn spawn_with_env(&self, args: &[&str], overrides: &[(&str, Option<&str>)]) -> Daemon {
         let bin = env!("CARGO_BIN_EXE_reconcile");
-        let mut cmd = Command::new(bin);
-        cmd.args(args).current_dir(self.dir.path()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        for name in SCRUBBED_ENV {
-            cmd.env_remove(name);
-        }
-        cmd.env("AWS_CONFIG_FILE", self.join(".no-aws/config"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", self.join(".no-aws/credentials"))
-            .env("NO_COLOR", "1");
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        for (name, value) in overrides {
-            match value {
-                Some(v) => cmd.env(name, v),
-                None => cmd.env_remove(name),
-            };
-        }
+        let mut cmd = self.command(args, overrides);
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
         let stdout = Collector::start(child.stdout.take().expect("piped stdout"));
         let stderr = Collector::start(child.stderr.take().expect("piped stderr"));
