@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! faultproxy --upstream http://127.0.0.1:5000 [--listen 127.0.0.1:0] [--latency-ms N] [--jitter-ms N]
-//!            [--throttle-rate F] [--error-rate F] [--drop-rate F] [--seed N] [--only iam,logs,...] [-v]
+//!            [--throttle-rate F] [--error-rate F] [--drop-rate F] [--seed N] [--only iam,logs,...]
+//!            [--apigw-limits] [-v]
 //! ```
 //!
 //! Prints `listening on http://ADDR` on stdout once bound, then forwards every request to the upstream
@@ -20,6 +21,14 @@
 //! * answers HTTP 503 in the same protocol's error shape (`ServiceUnavailable` /
 //!   `ServiceUnavailableException`) (`--error-rate`);
 //! * closes the connection after reading the request, without answering (`--drop-rate`).
+//!
+//! With `--apigw-limits` the proxy also enforces API Gateway's account-level control-plane limits on
+//! every `apigateway` request (whatever `--only` says), as token buckets checked when the request
+//! arrives: 10 requests per second with a burst of 40 in total, and one `CreateRestApi` every 3 s,
+//! one `CreateDeployment` every 5 s, one `DeleteRestApi` every 30 s (each a bucket of one token).
+//! A request over a limit takes no token and is answered, after the latency, like `--throttle-rate`
+//! answers API Gateway: HTTP 429 `TooManyRequestsException`. Those answers count as `limited`, and
+//! `apigw_limited` in the statistics says which limit each one hit (`rate` for the account bucket).
 //!
 //! The service (for statistics and `--only`) is the SigV4 credential scope's service
 //! (`Credential=AKID/DATE/REGION/SERVICE/aws4_request`); requests to `/moto-api/...` are never faulted.
@@ -49,7 +58,7 @@ use std::io::{self, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde_json::{Map, Value, json};
@@ -92,6 +101,10 @@ struct Args {
     /// Inject faults only into these services (SigV4 names: iam, sts, logs, wafv2, lambda, apigateway)
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Enforce API Gateway's account limits (10 rps burst 40; CreateRestApi 1/3 s, CreateDeployment
+    /// 1/5 s, DeleteRestApi 1/30 s): requests over them get 429 TooManyRequestsException
+    #[arg(long)]
+    apigw_limits: bool,
     /// Log faults (-v) or every request (-vv) on stderr
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -110,6 +123,8 @@ struct Config {
     seed: u64,
     /// Empty: every service.
     only: Vec<String>,
+    /// Enforce API Gateway's account limits.
+    apigw_limits: bool,
 }
 
 impl Config {
@@ -139,6 +154,7 @@ impl Config {
             "drop_rate": self.drop_rate,
             "seed": self.seed,
             "only": self.only,
+            "apigw_limits": self.apigw_limits,
         })
     }
 
@@ -160,6 +176,9 @@ impl Config {
                 "error_rate" => c.error_rate = rate()?,
                 "drop_rate" => c.drop_rate = rate()?,
                 "only" => c.only = parse_only(value)?,
+                "apigw_limits" => {
+                    c.apigw_limits = value.as_bool().ok_or_else(|| format!("{key} must be true or false, got {value}"))?;
+                }
                 _ => return Err(format!("unknown key {key:?}")),
             }
         }
@@ -195,6 +214,8 @@ struct Counters {
     throttled: u64,
     errored: u64,
     dropped: u64,
+    /// Answered 429 by `--apigw-limits`.
+    limited: u64,
     upstream_errors: u64,
 }
 
@@ -206,6 +227,7 @@ impl Counters {
             "throttled": self.throttled,
             "errored": self.errored,
             "dropped": self.dropped,
+            "limited": self.limited,
             "upstream_errors": self.upstream_errors,
         })
     }
@@ -217,6 +239,8 @@ struct Stats {
     by_service: BTreeMap<String, Counters>,
     connections: u64,
     added_latency_ms: u64,
+    /// `--apigw-limits` answers by the limit hit (`rate` or the operation).
+    apigw_limited: BTreeMap<&'static str, u64>,
 }
 
 impl Stats {
@@ -389,10 +413,93 @@ fn fingerprint(service: &str, method: &str, amz_target: &str, target: &str, body
         .0
 }
 
+// ---------------------------------------------------------------------------------------------------
+// API Gateway account limits (`--apigw-limits`)
+
+/// Requests per second and burst of the account-wide API Gateway control-plane bucket.
+const APIGW_RATE: f64 = 10.0;
+const APIGW_BURST: f64 = 40.0;
+/// Operations with their own limit: one request every so many seconds.
+const APIGW_OPERATION_SPACING: [(&str, f64); 3] = [("CreateRestApi", 3.0), ("CreateDeployment", 5.0), ("DeleteRestApi", 30.0)];
+
+/// A token bucket: `burst` tokens, refilled at `rate` per second.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64, burst: f64, now: Instant) -> Bucket {
+        Bucket { rate, burst, tokens: burst, at: now }
+    }
+
+    /// Whether a token is there at `now` (refilling first; a clock going backwards refills nothing).
+    fn has_token(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.at = self.at.max(now);
+        self.tokens >= 1.0 - 1e-9
+    }
+
+    fn take(&mut self) {
+        self.tokens -= 1.0;
+    }
+}
+
+/// API Gateway's per-account limits: the account bucket and one bucket per limited operation.
+#[derive(Debug)]
+struct ApigwLimits {
+    total: Bucket,
+    operations: BTreeMap<&'static str, Bucket>,
+}
+
+impl ApigwLimits {
+    fn new(now: Instant) -> ApigwLimits {
+        ApigwLimits {
+            total: Bucket::new(APIGW_RATE, APIGW_BURST, now),
+            operations: APIGW_OPERATION_SPACING.iter().map(|(op, every)| (*op, Bucket::new(1.0 / every, 1.0, now))).collect(),
+        }
+    }
+
+    /// Admits a request (taking its tokens) or names the limit it is over; a refused request takes
+    /// no token.
+    fn admit(&mut self, operation: Option<&'static str>, now: Instant) -> Result<(), &'static str> {
+        if !self.total.has_token(now) {
+            return Err("rate");
+        }
+        if let Some(op) = operation
+            && let Some(bucket) = self.operations.get_mut(op)
+        {
+            if !bucket.has_token(now) {
+                return Err(op);
+            }
+            bucket.take();
+        }
+        self.total.take();
+        Ok(())
+    }
+}
+
+/// The API Gateway operations with their own limit, told apart by method and path.
+fn apigw_operation(method: &str, target: &str) -> Option<&'static str> {
+    let path = target.split('?').next().unwrap_or_default();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method.to_ascii_uppercase().as_str(), segments.as_slice()) {
+        ("POST", ["restapis"]) => Some("CreateRestApi"),
+        ("DELETE", ["restapis", _]) => Some("DeleteRestApi"),
+        ("POST", ["restapis", _, "deployments"]) => Some("CreateDeployment"),
+        _ => None,
+    }
+}
+
 struct Shared {
     upstream: SocketAddr,
     config: Mutex<Config>,
     stats: Mutex<Stats>,
+    limits: Mutex<ApigwLimits>,
     /// How many times each request fingerprint was seen (reset when the seed changes).
     seen: Mutex<HashMap<u64, u64>>,
 }
@@ -406,6 +513,15 @@ impl Shared {
         self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// `--apigw-limits`: the limit an API Gateway request arriving now is over, if any.
+    fn over_apigw_limit(&self, cfg: &Config, service: &str, method: &str, target: &str) -> Option<&'static str> {
+        if !cfg.apigw_limits || service != "apigateway" {
+            return None;
+        }
+        let mut limits = self.limits.lock().unwrap_or_else(|e| e.into_inner());
+        limits.admit(apigw_operation(method, target), Instant::now()).err()
+    }
+
     fn stats_json(&self) -> Value {
         let config = self.config().to_json();
         let s = self.stats();
@@ -417,6 +533,7 @@ impl Shared {
         out.insert("added_latency_ms".into(), json!(s.added_latency_ms));
         let by: Map<String, Value> = s.by_service.iter().map(|(k, c)| (k.clone(), c.to_json())).collect();
         out.insert("by_service".into(), Value::Object(by));
+        out.insert("apigw_limited".into(), json!(s.apigw_limited));
         out.insert("config".into(), config);
         Value::Object(out)
     }
@@ -993,6 +1110,8 @@ async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         shared.stats().bump(&service, |c| c.requests += 1);
 
         let cfg = shared.config();
+        // Checked on arrival, so the added latency does not change the spacing the client kept.
+        let over_limit = shared.over_apigw_limit(&cfg, &service, &method, &target);
         let eligible = service != "moto-api" && cfg.applies_to(&service);
         let (delay, fault, mut rng, key) = if eligible {
             let amz_target = head.get("x-amz-target").unwrap_or_default();
@@ -1008,6 +1127,19 @@ async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
             tokio::time::sleep(delay).await;
         }
         let what = describe(&method, &target, &head, &body);
+        if let Some(limit) = over_limit {
+            {
+                let mut stats = shared.stats();
+                stats.bump(&service, |c| c.limited += 1);
+                *stats.apigw_limited.entry(limit).or_default() += 1;
+            }
+            tracing::info!(%service, limit, request = %what, "API Gateway limit exceeded: answering 429");
+            let bytes = fault_response(Fault::Throttle, protocol_of(&head, &body), &service, &rng.request_id(), close);
+            if down.write(&bytes).await.is_err() || close {
+                return;
+            }
+            continue;
+        }
         let bytes = match fault {
             Fault::Drop => {
                 shared.stats().bump(&service, |c| c.dropped += 1);
@@ -1130,6 +1262,7 @@ async fn main() -> ExitCode {
         drop_rate: args.drop_rate,
         seed: args.seed,
         only: normalize_services(args.only.clone()),
+        apigw_limits: args.apigw_limits,
     };
     if let Err(e) = config.validate() {
         eprintln!("faultproxy: {e}");
@@ -1165,8 +1298,13 @@ async fn main() -> ExitCode {
         }
     };
 
-    let shared =
-        Arc::new(Shared { upstream, config: Mutex::new(config), stats: Mutex::new(Stats::default()), seen: Mutex::new(HashMap::new()) });
+    let shared = Arc::new(Shared {
+        upstream,
+        config: Mutex::new(config),
+        stats: Mutex::new(Stats::default()),
+        limits: Mutex::new(ApigwLimits::new(Instant::now())),
+        seen: Mutex::new(HashMap::new()),
+    });
     {
         let mut out = io::stdout().lock();
         let _ = writeln!(out, "listening on http://{local}");
@@ -1231,22 +1369,43 @@ mod tests {
 
     #[test]
     fn rates_are_validated_and_patched() {
-        let c = Config { latency_ms: 0, jitter_ms: 0, throttle_rate: 0.0, error_rate: 0.0, drop_rate: 0.0, seed: 1, only: vec![] };
+        let c = Config {
+            latency_ms: 0,
+            jitter_ms: 0,
+            throttle_rate: 0.0,
+            error_rate: 0.0,
+            drop_rate: 0.0,
+            seed: 1,
+            only: vec![],
+            apigw_limits: false,
+        };
         let p = c.patched(&json!({"throttle-rate": 0.5, "only": "IAM, logs"})).unwrap();
         assert_eq!(p.throttle_rate, 0.5);
         assert_eq!(p.only, ["iam", "logs"]);
         assert!(c.patched(&json!({"throttle_rate": 0.7, "error_rate": 0.4})).is_err());
         assert!(c.patched(&json!({"nope": 1})).is_err());
         assert!(c.patched(&json!({"only": null})).unwrap().only.is_empty());
+        assert!(c.patched(&json!({"apigw-limits": true})).unwrap().apigw_limits);
+        assert!(c.patched(&json!({"apigw_limits": "yes"})).is_err());
     }
 
     #[test]
     fn decisions_are_deterministic_and_follow_the_rates() {
-        let cfg = Config { latency_ms: 100, jitter_ms: 20, throttle_rate: 0.3, error_rate: 0.1, drop_rate: 0.0, seed: 7, only: vec![] };
+        let cfg = Config {
+            latency_ms: 100,
+            jitter_ms: 20,
+            throttle_rate: 0.3,
+            error_rate: 0.1,
+            drop_rate: 0.0,
+            seed: 7,
+            only: vec![],
+            apigw_limits: false,
+        };
         let new = || Shared {
             upstream: "127.0.0.1:1".parse().unwrap(),
             config: Mutex::new(cfg.clone()),
             stats: Mutex::new(Stats::default()),
+            limits: Mutex::new(ApigwLimits::new(Instant::now())),
             seen: Mutex::new(HashMap::new()),
         };
         let (a, b) = (new(), new());
@@ -1319,5 +1478,57 @@ mod tests {
         );
         let e = String::from_utf8(fault_response(Fault::Error, Protocol::RestJson, "apigateway", "rid", false)).unwrap();
         assert!(e.starts_with("HTTP/1.1 503 "));
+    }
+
+    #[test]
+    fn apigw_operations_are_told_apart() {
+        assert_eq!(apigw_operation("POST", "/restapis"), Some("CreateRestApi"));
+        assert_eq!(apigw_operation("POST", "/restapis/"), Some("CreateRestApi"));
+        assert_eq!(apigw_operation("DELETE", "/restapis/abc123"), Some("DeleteRestApi"));
+        assert_eq!(apigw_operation("POST", "/restapis/abc123/deployments?x=1"), Some("CreateDeployment"));
+        assert_eq!(apigw_operation("GET", "/restapis"), None);
+        assert_eq!(apigw_operation("GET", "/restapis/abc123/deployments"), None);
+        assert_eq!(apigw_operation("DELETE", "/restapis/abc123/stages/prod"), None);
+    }
+
+    #[test]
+    fn apigw_limits_allow_the_burst_then_ten_per_second() {
+        let t0 = Instant::now();
+        let mut l = ApigwLimits::new(t0);
+        for i in 0..40 {
+            assert_eq!(l.admit(None, t0), Ok(()), "call {i} of the burst");
+        }
+        assert_eq!(l.admit(None, t0), Err("rate"));
+        // A refused request takes nothing; 100 ms later one token is back, and only one.
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(l.admit(None, t1), Ok(()));
+        assert_eq!(l.admit(None, t1), Err("rate"));
+        // After a long pause the bucket holds the burst again, not more.
+        let t2 = t1 + Duration::from_secs(3600);
+        assert_eq!((0..50).filter(|_| l.admit(None, t2).is_ok()).count(), 40);
+    }
+
+    #[test]
+    fn apigw_limits_space_the_limited_operations() {
+        let t0 = Instant::now();
+        let mut l = ApigwLimits::new(t0);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(l.admit(Some("CreateDeployment"), at(0)), Ok(()));
+        assert_eq!(l.admit(Some("CreateDeployment"), at(4990)), Err("CreateDeployment"));
+        assert_eq!(l.admit(Some("CreateRestApi"), at(4990)), Ok(()), "each operation has its own bucket");
+        assert_eq!(l.admit(None, at(4990)), Ok(()));
+        assert_eq!(l.admit(Some("CreateDeployment"), at(5000)), Ok(()));
+        assert_eq!(l.admit(Some("CreateRestApi"), at(7000)), Err("CreateRestApi"));
+        assert_eq!(l.admit(Some("CreateRestApi"), at(7990)), Ok(()));
+        assert_eq!(l.admit(Some("DeleteRestApi"), at(8000)), Ok(()));
+        assert_eq!(l.admit(Some("DeleteRestApi"), at(37_000)), Err("DeleteRestApi"));
+        assert_eq!(l.admit(Some("DeleteRestApi"), at(38_000)), Ok(()));
+        // The account bucket is checked first: when it is empty even a spaced operation is refused.
+        let mut l = ApigwLimits::new(t0);
+        for _ in 0..40 {
+            l.admit(None, t0).unwrap();
+        }
+        assert_eq!(l.admit(Some("CreateRestApi"), t0), Err("rate"));
+        assert_eq!(l.admit(Some("CreateRestApi"), at(100)), Ok(()));
     }
 }
