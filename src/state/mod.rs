@@ -143,10 +143,25 @@ impl Store {
         if let Some(found) = applied.filter(|v| *v > newest_known) {
             return Err(StateError::NewerSchema { path: path.into(), found });
         }
-        MIGRATOR.run(pool).await.map_err(|e| match e {
-            sqlx::migrate::MigrateError::Execute(e) => classify_open_error(path, e),
-            other => StateError::Db(sqlx::Error::Migrate(Box::new(other))),
-        })
+        // Two processes opening a new file at once both try to migrate it; SQLite serialises their
+        // transactions, and the loser finds the tables made. Retried with backoff, it finds the
+        // migrations recorded and has nothing left to do.
+        let mut delay = Duration::from_millis(50);
+        for attempt in 1.. {
+            match MIGRATOR.run(pool).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 6 && e.to_string().contains("already exists") => {
+                    tracing::debug!(attempt, "another process is migrating the state file; retrying after backoff");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(sqlx::migrate::MigrateError::Execute(e) | sqlx::migrate::MigrateError::ExecuteMigration(e, _)) => {
+                    return Err(classify_open_error(path, e));
+                }
+                Err(other) => return Err(StateError::Db(sqlx::Error::Migrate(Box::new(other)))),
+            }
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -501,6 +516,24 @@ mod tests {
         assert_eq!(versions as usize, MIGRATOR.iter().count() + 1);
         let serial: i64 = sqlx::query_scalar("SELECT serial FROM stacks WHERE name = 's'").fetch_one(&pool).await.unwrap();
         assert_eq!(serial, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn many_processes_can_open_a_new_state_file_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let opens: Vec<_> = (0..8)
+            .map(|_| {
+                tokio::spawn({
+                    let path = path.clone();
+                    async move { Store::open(&path).await }
+                })
+            })
+            .collect();
+        for o in opens {
+            let store = o.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
+            store.close().await;
+        }
     }
 
     #[tokio::test]
