@@ -1,0 +1,927 @@
+#!/usr/bin/env python3
+"""reconcile benchmark (issue #6): moto behind the fault proxy with a fixed per-call latency and
+API Gateway's account limits. Run it with `bench/run` (installs what it needs, builds, then runs this).
+
+Sections (each against a freshly reset moto and a fresh state file unless said otherwise):
+  1. apply of the seed stack from empty: wall time, AWS calls, ratio to the critical-path bound
+     (bench/critical_path.py) computed from the apply's own JSON;
+  2. the same creates done by a plain sequential boto3 script (bench/seq_boto3.py);
+  3. no-op plan after that apply vs a sequential boto3 script reading the same resources;
+  4. 1, 10 and 50 copies of the stack in one manifest (bench/copies.py): plan, apply, no-op plan,
+     peak RSS, calls, 429s;
+  5. `reconcile watch`: drift detection latency (boto3 change -> /metrics and `reconcile --json drift`)
+     with --interval 1s and 5s, AWS calls per pass.
+
+Writes bench/results/<date>-<short sha>.md (+ .json with the raw numbers) and prints the markdown.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import copies  # noqa: E402
+import critical_path  # noqa: E402
+
+SEED = ROOT / "manifests" / "apigw-lambda-basic.toml"
+SEED_CODE = ROOT / "manifests" / "apigw-lambda-basic" / "lambda"
+VENV = ROOT / ".venv"
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP helpers
+
+
+def http(method, url, body=None, timeout=10):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"} if data else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes we start (and stop, by pid)
+
+
+class Proc:
+    """A child process: stderr (and stdout unless captured) go to `log_path`."""
+
+    def __init__(self, name, argv, env, log_path, capture_stdout=True):
+        self.name = name
+        self.log_path = log_path
+        self.log = open(log_path, "w")
+        stdout = subprocess.PIPE if capture_stdout else self.log
+        self.p = subprocess.Popen(argv, env=env, stdout=stdout, stderr=self.log, stdin=subprocess.DEVNULL, text=True)
+
+    def stop(self, timeout=15):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.log.close()
+
+
+def start_moto(work):
+    env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true", "PYTHONUNBUFFERED": "1"}
+    logf = work / "moto.log"
+    proc = Proc("moto", [str(VENV / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", "0"], env, logf, capture_stdout=False)
+    deadline = time.time() + 60
+    url = None
+    while time.time() < deadline and not url:
+        if proc.p.poll() is not None:
+            raise RuntimeError(f"moto_server exited:\n{logf.read_text()}")
+        m = re.search(r"Running on (http://127\.0\.0\.1:\d+)", logf.read_text())
+        url = m.group(1) if m else None
+        time.sleep(0.1)
+    if not url:
+        proc.stop()
+        raise RuntimeError("moto_server did not report its address within 60 s")
+    proc.url = url
+    reset_moto(url)
+    return proc
+
+
+def reset_moto(url):
+    deadline = time.time() + 30
+    while True:
+        try:
+            http("POST", f"{url}/moto-api/reset")
+            status, _ = http("POST", f"{url}/moto-api/config", {"lambda": {"use_docker": False}})
+            if status < 300:
+                break
+        except OSError:
+            pass
+        if time.time() > deadline:
+            raise RuntimeError(f"moto at {url} does not answer")
+        time.sleep(0.2)
+    warm_up(url)
+
+
+def warm_up(url):
+    """moto builds each service's backend on its first request after a reset (IAM loads the AWS
+    managed policies: about 0.4 s; CloudWatch Logs about 1 s here). Pay that outside the measurements,
+    straight to moto (not through the proxy: no latency, not counted)."""
+    import seq_boto3
+
+    aws = seq_boto3.clients(url, seq_boto3.Calls())
+    aws["iam"].list_roles()
+    aws["logs"].describe_log_groups()
+    aws["lambda"].list_functions()
+    aws["apigateway"].get_rest_apis()
+    aws["wafv2"].list_web_acls(Scope="REGIONAL")
+    aws["sts"].get_caller_identity()
+
+
+def start_proxy(work, upstream, latency_ms):
+    # -vv: one log line per request, with its time (the limited operations' timeline is read from it).
+    argv = [str(ROOT / "target" / "release" / "faultproxy"), "--upstream", upstream, "--latency-ms", str(latency_ms), "--apigw-limits", "-vv"]
+    proc = Proc("faultproxy", argv, dict(os.environ), work / "faultproxy.log")
+    line = proc.p.stdout.readline().strip()
+    m = re.match(r"listening on (http://\S+)", line)
+    if not m:
+        proc.stop()
+        raise RuntimeError(f"faultproxy did not start: {line!r}\n{(work / 'faultproxy.log').read_text()}")
+    proc.url = m.group(1)
+    return proc
+
+
+LIMITED_GAP = {"CreateRestApi": 3.0, "CreateDeployment": 5.0, "DeleteRestApi": 30.0}
+PROXY_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z\s+\w+\s+(forwarded|API Gateway limit exceeded).*?request=(POST|DELETE) (\S+)(?:.*status=(\d+))?")
+
+
+def limited_op(method, path):
+    seg = path.split("?")[0].strip("/").split("/")
+    if method == "POST" and seg == ["restapis"]:
+        return "CreateRestApi"
+    if method == "DELETE" and len(seg) == 2 and seg[0] == "restapis":
+        return "DeleteRestApi"
+    if method == "POST" and len(seg) == 3 and seg[0] == "restapis" and seg[2] == "deployments":
+        return "CreateDeployment"
+    return None
+
+
+def limited_timeline(log_path, start_offset, end_offset):
+    """From the proxy's -vv log between two offsets: per limited operation, the successes and 429s,
+    and how much longer the successes were spread than the limit requires.
+
+    `span_s`: first to last success; `min_span_s`: (successes - 1) x the operation's spacing;
+    `idle_s`: the sum over consecutive successes of the time the operation's bucket held a token
+    while some caller had already been refused (a 429 before the token came back) and was still
+    waiting: time lost to the retry schedule, not to the limit."""
+    with open(log_path, "rb") as f:
+        f.seek(start_offset)
+        text = f.read(end_offset - start_offset).decode(errors="replace")
+    events = {}
+    for line in text.splitlines():
+        m = PROXY_LINE.match(line)
+        if not m:
+            continue
+        op = limited_op(m.group(3), m.group(4))
+        if not op:
+            continue
+        t = datetime.datetime.fromisoformat(m.group(1)).timestamp()
+        ok = m.group(2) == "forwarded" and (m.group(5) or "").startswith("2")
+        events.setdefault(op, []).append((t, ok))
+    out = {}
+    for op, evs in events.items():
+        evs.sort()
+        gap = LIMITED_GAP[op]
+        succ = [t for t, ok in evs if ok]
+        refused = [t for t, ok in evs if not ok]
+        idle = 0.0
+        for a, b in zip(succ, succ[1:]):
+            ready = a + gap
+            # someone was refused between the previous success and the moment the token came back
+            if b > ready and any(a < r <= ready for r in refused):
+                idle += b - ready
+        out[op] = {
+            "successes": len(succ),
+            "refused": len(refused),
+            "span_s": (succ[-1] - succ[0]) if succ else 0.0,
+            "min_span_s": max(0, len(succ) - 1) * gap,
+            "idle_s": idle,
+        }
+    return out
+
+
+def proxy_stats(proxy):
+    status, body = http("GET", f"{proxy.url}/__faultproxy/stats")
+    return json.loads(body)
+
+
+def stats_delta(before, after):
+    d = {k: after.get(k, 0) - before.get(k, 0) for k in ["requests", "forwarded", "throttled", "errored", "dropped", "limited"]}
+    d["apigw_limited"] = {k: v - before.get("apigw_limited", {}).get(k, 0) for k, v in after.get("apigw_limited", {}).items()}
+    d["apigw_limited"] = {k: v for k, v in d["apigw_limited"].items() if v}
+    return d
+
+
+# ---------------------------------------------------------------------------------------------
+# reconcile runs
+
+
+def aws_env(endpoint):
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "RUST_LOG")}
+    env.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_REGION="us-east-1",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+        NO_COLOR="1",
+    )
+    return env
+
+
+GNU_TIME = "/usr/bin/time" if Path("/usr/bin/time").exists() else None
+
+
+def peak_rss_poll(pid, stop, out):
+    """Fallback when GNU time is missing: poll VmHWM of the process."""
+    while not stop.is_set():
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    out[0] = max(out[0], int(line.split()[1]))
+        except OSError:
+            break
+        time.sleep(0.05)
+
+
+def run_reconcile(bin_path, args, endpoint, work, timeout):
+    """Runs reconcile; returns dict(wall_s, rc, doc (parsed stdout JSON or None), stderr, maxrss_kb, timed_out)."""
+    argv = [str(bin_path), *args]
+    timefile = work / "time.txt"
+    if GNU_TIME:
+        argv = [GNU_TIME, "-v", "-o", str(timefile), *argv]
+    t0 = time.monotonic()
+    p = subprocess.Popen(argv, env=aws_env(endpoint), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    rss = [0]
+    stop = threading.Event()
+    poller = None
+    if not GNU_TIME:
+        poller = threading.Thread(target=peak_rss_poll, args=(p.pid, stop, rss), daemon=True)
+        poller.start()
+    timed_out = False
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        p.send_signal(signal.SIGTERM)
+        try:
+            out, err = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+    wall = time.monotonic() - t0
+    stop.set()
+    if GNU_TIME and timefile.exists():
+        m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", timefile.read_text())
+        rss[0] = int(m.group(1)) if m else 0
+    try:
+        doc = json.loads(out) if out.strip() else None
+    except json.JSONDecodeError:
+        doc = None
+    return {"wall_s": wall, "rc": p.returncode, "doc": doc, "stdout": out, "stderr": err, "maxrss_kb": rss[0], "timed_out": timed_out}
+
+
+def calls_summary(doc):
+    rows = (doc or {}).get("aws_calls") or []
+    return {
+        "calls": sum(r["calls"] for r in rows),
+        "errors": sum(r["errors"] for r in rows),
+        "throttled": sum(r["throttled"] for r in rows),
+        "by_op": {f"{r['service']}:{r['operation']}": r["calls"] for r in rows},
+    }
+
+
+def graph_span(doc):
+    outs = (doc.get("result") or {}).get("outcomes") or []
+    return max(((o.get("started_ms") or 0) + o["elapsed_ms"] for o in outs), default=0) / 1000
+
+
+def apply_ok(r):
+    return r["rc"] == 0 and r["doc"] is not None and r["doc"].get("success") is True
+
+
+def fmt(x, digits=2):
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+
+def spread(xs, digits=2):
+    if not xs:
+        return "–"
+    if len(xs) == 1:
+        return fmt(xs[0], digits)
+    return f"{fmt(med(xs), digits)} ({fmt(min(xs), digits)}–{fmt(max(xs), digits)})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.latency_s = args.latency_ms / 1000
+        self.bin = Path(args.reconcile_bin) if args.reconcile_bin else ROOT / "target" / "release" / "reconcile"
+        self.work = Path(tempfile.mkdtemp(prefix="reconcile-bench-"))
+        self.results = {}
+        self.notes = []
+
+    def fresh(self):
+        reset_moto(self.moto.url)
+
+    def rec(self, manifest, state, *args, timeout=None):
+        a = ["--json", "--stats", "-f", str(manifest), "--state", str(state), *args]
+        return run_reconcile(self.bin, a, self.proxy.url, self.work, timeout or self.args.step_timeout)
+
+    def new_state(self, tag):
+        p = self.work / f"{tag}.db"
+        for suffix in ["", "-shm", "-wal", "-journal"]:
+            Path(str(p) + suffix).unlink(missing_ok=True)
+        return p
+
+    def proxy_log_offset(self):
+        self.proxy.log.flush()
+        return self.proxy.log_path.stat().st_size
+
+    def set_limits(self, on):
+        status, body = http("POST", f"{self.proxy.url}/__faultproxy/config", {"apigw_limits": on})
+        if status != 200:
+            raise RuntimeError(f"faultproxy refused apigw_limits={on}: {body}")
+
+    def calibrate(self, manifest, tag):
+        """An apply from empty with the proxy's API Gateway limits off (same latency): no 429, so its
+        per-operation call counts are the calls each operation needs (for the bound), and its time
+        is what the limits cost."""
+        self.fresh()
+        state = self.new_state(f"calibrate-{tag}")
+        self.set_limits(False)
+        try:
+            before = proxy_stats(self.proxy)
+            r = self.rec(manifest, state, "apply", "--auto-approve", "--parallelism", str(self.args.parallelism))
+            after = proxy_stats(self.proxy)
+        finally:
+            self.set_limits(True)
+        if not apply_ok(r):
+            raise RuntimeError(f"calibration apply of {manifest} failed:\n{r['stdout'][-2000:]}\n{r['stderr'][-2000:]}")
+        s = calls_summary(r["doc"])
+        if s["throttled"] or stats_delta(before, after)["limited"]:
+            raise RuntimeError("calibration apply met throttling with the limits off")
+        log(f"calibration ({tag}, limits off): {r['wall_s']:.2f} s, {s['calls']} calls")
+        return r["doc"], {"wall_s": r["wall_s"], "calls": s["calls"], "span_s": graph_span(r["doc"]),
+                          "bound_s": critical_path.bound(r["doc"], self.latency_s, with_limits=False)["bound_s"]}
+
+    # 1 + 3 (reconcile side)
+    def seed_apply(self):
+        runs = []
+        cal_doc, cal = self.calibrate(SEED, "seed")
+        self.results["seed_calibration"] = {**cal, "by_resource": cal_doc.get("aws_calls_by_resource")}
+        for i in range(self.args.repeat):
+            self.fresh()
+            state = self.new_state(f"seed-{i}")
+            before = proxy_stats(self.proxy)
+            off0 = self.proxy_log_offset()
+            r = self.rec(SEED, state, "apply", "--auto-approve", "--parallelism", str(self.args.parallelism))
+            after = proxy_stats(self.proxy)
+            timeline = limited_timeline(self.proxy.log_path, off0, self.proxy_log_offset())
+            if not apply_ok(r):
+                raise RuntimeError(f"seed apply failed (rc {r['rc']}):\n{r['stdout'][-3000:]}\n{r['stderr'][-3000:]}")
+            b = critical_path.bound(r["doc"], self.latency_s, calibration=cal_doc)
+            chain = critical_path.actual_chain(r["doc"], b["chain"])
+            # The no-op plan right after, on the same state.
+            before_plan = proxy_stats(self.proxy)
+            p = self.rec(SEED, state, "plan")
+            after_plan = proxy_stats(self.proxy)
+            if p["rc"] != 0 or p["doc"] is None or any(x["action"] != "no_op" for x in p["doc"]["resources"]):
+                raise RuntimeError(f"no-op plan after the seed apply is not empty:\n{p['stdout'][-3000:]}\n{p['stderr'][-2000:]}")
+            resources = [(x["type"], x["physical_id"]) for x in p["doc"]["resources"]]
+            runs.append(
+                {
+                    "wall_s": r["wall_s"],
+                    "span_s": graph_span(r["doc"]),
+                    "maxrss_kb": r["maxrss_kb"],
+                    **calls_summary(r["doc"]),
+                    "proxy": stats_delta(before, after),
+                    "limited_ops": timeline,
+                    "bound": {k: v for k, v in b.items() if k != "nodes"},
+                    "chain": chain,
+                    "outcomes": r["doc"]["result"]["outcomes"],
+                    "by_resource": r["doc"].get("aws_calls_by_resource"),
+                    "plan": {
+                        "wall_s": p["wall_s"],
+                        "maxrss_kb": p["maxrss_kb"],
+                        **calls_summary(p["doc"]),
+                        "proxy": stats_delta(before_plan, after_plan),
+                    },
+                }
+            )
+            log(f"seed apply {i + 1}/{self.args.repeat}: {r['wall_s']:.2f} s, bound {b['bound_s']:.2f} s; no-op plan {p['wall_s']:.2f} s")
+        self.results["seed"] = runs
+        self.seed_resources = resources
+
+    # 2 + 3 (boto3 side)
+    def boto3_side(self):
+        import seq_boto3
+
+        applies, reads = [], []
+        for i in range(self.args.repeat):
+            self.fresh()
+            before = proxy_stats(self.proxy)
+            secs, calls = seq_boto3.apply_seed(self.proxy.url, str(SEED_CODE))
+            after = proxy_stats(self.proxy)
+            applies.append({"wall_s": secs, "calls": sum(calls.count.values()), "spacing_wait_s": calls.waited,
+                            "by_op": {f"{s}:{o}": n for (s, o), n in sorted(calls.count.items())}, "proxy": stats_delta(before, after)})
+            # Read what reconcile's plan read: the ids come from a reconcile-made stack, so make one.
+            self.fresh()
+            state = self.new_state(f"boto-read-{i}")
+            r = self.rec(SEED, state, "apply", "--auto-approve")
+            if not apply_ok(r):
+                raise RuntimeError(f"apply before the boto3 read failed:\n{r['stderr'][-3000:]}")
+            p = self.rec(SEED, state, "plan")
+            resources = [(x["type"], x["physical_id"]) for x in p["doc"]["resources"]]
+            before = proxy_stats(self.proxy)
+            secs, calls = seq_boto3.read_resources(self.proxy.url, resources)
+            after = proxy_stats(self.proxy)
+            reads.append({"wall_s": secs, "calls": sum(calls.count.values()),
+                          "by_op": {f"{s}:{o}": n for (s, o), n in sorted(calls.count.items())}, "proxy": stats_delta(before, after)})
+            log(f"boto3 {i + 1}/{self.args.repeat}: sequential apply {applies[-1]['wall_s']:.2f} s, reads {secs:.2f} s")
+        self.results["boto3_apply"] = applies
+        self.results["boto3_read"] = reads
+
+    # 4
+    def copies(self):
+        rows = []
+        for n in self.args.copies:
+            self.fresh()
+            d = self.work / f"copies-{n}"
+            shutil.rmtree(d, ignore_errors=True)
+            manifest = copies.generate(SEED, n, d)
+            cal_doc, cal = self.calibrate(manifest, f"{n}x")
+            self.fresh()
+            state = self.new_state(f"copies-{n}")
+            before = proxy_stats(self.proxy)
+            off0 = self.proxy_log_offset()
+            plan = self.rec(manifest, state, "plan")
+            log(f"{n} copies: plan {plan['wall_s']:.1f} s (rc {plan['rc']}); applying")
+            apply = self.rec(manifest, state, "apply", "--auto-approve", "--parallelism", str(self.args.parallelism))
+            after = proxy_stats(self.proxy)
+            timeline = limited_timeline(self.proxy.log_path, off0, self.proxy_log_offset())
+            ok = apply_ok(apply)
+            row = {
+                "copies": n,
+                "resources": len((apply["doc"] or plan["doc"] or {}).get("plan", {}).get("resources", []))
+                or len((plan["doc"] or {}).get("resources", [])),
+                "plan_s": plan["wall_s"],
+                "plan_rss_kb": plan["maxrss_kb"],
+                "plan_rc": plan["rc"],
+                "apply_s": apply["wall_s"],
+                "apply_rss_kb": apply["maxrss_kb"],
+                "apply_rc": apply["rc"],
+                "apply_timed_out": apply["timed_out"],
+                "success": ok,
+                "calibration": cal,
+                "limited_ops": timeline,
+                **calls_summary(apply["doc"]),
+                "proxy": stats_delta(before, after),
+            }
+            if apply["doc"] and apply["doc"].get("result"):
+                outs = apply["doc"]["result"]["outcomes"]
+                row["failed"] = [(o["name"], o["error"]) for o in outs if o["status"] != "done"][:10]
+                row["span_s"] = graph_span(apply["doc"])
+                b = critical_path.bound(apply["doc"], self.latency_s, calibration=cal_doc)
+                row["bound_s"] = b["bound_s"]
+                row["bound_chain"] = [s["name"] for s in b["chain"]]
+                row["outcomes"] = outs
+            else:
+                row["failed"] = [("(no result)", apply["stderr"][-2000:])]
+            log(f"{n} copies: apply {apply['wall_s']:.1f} s ok={ok} calls={row['calls']} throttled={row['throttled']} "
+                f"limited={row['proxy']['limited']} rss={apply['maxrss_kb'] / 1024:.0f} MB")
+            if apply["doc"] is not None:
+                b0 = proxy_stats(self.proxy)
+                noop = self.rec(manifest, state, "plan")
+                b1 = proxy_stats(self.proxy)
+                row["noop_plan_s"] = noop["wall_s"]
+                row["noop_plan_rss_kb"] = noop["maxrss_kb"]
+                row["noop_plan_calls"] = calls_summary(noop["doc"])["calls"] if noop["doc"] else None
+                row["noop_plan_throttled"] = calls_summary(noop["doc"])["throttled"] if noop["doc"] else None
+                row["noop_plan_limited"] = stats_delta(b0, b1)["limited"]
+                row["noop_plan_empty"] = bool(noop["doc"]) and all(x["action"] == "no_op" for x in noop["doc"]["resources"])
+                log(f"{n} copies: no-op plan {noop['wall_s']:.1f} s")
+            rows.append(row)
+            if apply["timed_out"]:
+                self.notes.append(f"{n} copies: apply did not finish within {self.args.step_timeout} s and was stopped; larger counts skipped.")
+                break
+        self.results["copies"] = rows
+
+    # 5
+    def watch(self):
+        help_rc = subprocess.run([str(self.bin), "watch", "--help"], capture_output=True).returncode
+        if help_rc != 0:
+            self.results["watch"] = {"available": False}
+            self.notes.append("`reconcile watch` is not available in this build: section 5 not measured.")
+            return
+        import seq_boto3
+
+        out = {"available": True, "runs": []}
+        self.fresh()
+        state = self.new_state("watch")
+        r = self.rec(SEED, state, "apply", "--auto-approve")
+        if not apply_ok(r):
+            raise RuntimeError(f"apply before watch failed:\n{r['stderr'][-3000:]}")
+        logs = seq_boto3.clients(self.proxy.url, seq_boto3.Calls())["logs"]
+        for interval in self.args.watch_intervals:
+            out["runs"].append(self.watch_one(state, interval, logs))
+        self.results["watch"] = out
+
+    def watch_one(self, state, interval, logs):
+        argv = [str(self.bin), "--log-format", "json", "-f", str(SEED), "--state", str(state),
+                "watch", "--interval", f"{interval}s", "--listen", "127.0.0.1:0"]
+        logpath = self.work / f"watch-{interval}s.log"
+        before = proxy_stats(self.proxy)
+        proc = Proc("watch", argv, aws_env(self.proxy.url), logpath)
+        try:
+            line = proc.p.stdout.readline().strip()
+            m = re.match(r"listening on (http://\S+)", line)
+            if not m:
+                raise RuntimeError(f"watch did not start: {line!r}\n{logpath.read_text()[-3000:]}")
+            base = m.group(1)
+            deadline = time.time() + 120
+            while http("GET", f"{base}/readyz")[0] != 200:
+                if time.time() > deadline or proc.p.poll() is not None:
+                    raise RuntimeError(f"watch never got ready:\n{logpath.read_text()[-3000:]}")
+                time.sleep(0.1)
+            m0 = metrics(base)
+            t_ready = time.monotonic()
+            trials = []
+            group = "DevLogGroupAccessLog"
+            for k in range(self.args.watch_trials):
+                time.sleep(random.uniform(0, interval))  # a random phase against the pass cadence
+                for value, want_open in [(30, True), (731, False)]:
+                    logs.put_retention_policy(logGroupName=group, retentionInDays=value)
+                    t0 = time.monotonic()
+                    seen_metrics, seen_cli = detect(base, self.bin, state, self.proxy.url, want_open, t0,
+                                                    timeout=interval * 4 + 30)
+                    trials.append({"trial": k, "change": "drift" if want_open else "revert", "metrics_s": seen_metrics, "cli_s": seen_cli})
+                log(f"watch {interval}s trial {k + 1}: detected via /metrics {fmt(trials[-2]['metrics_s'])} s, "
+                    f"drift CLI {fmt(trials[-2]['cli_s'])} s; resolved {fmt(trials[-1]['metrics_s'])} s")
+            m1 = metrics(base)
+            t_end = time.monotonic()
+        finally:
+            proc.stop()
+        after = proxy_stats(self.proxy)
+        passes = []
+        for line in logpath.read_text().splitlines():
+            try:
+                ev = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if ev.get("message") == "pass finished":
+                passes.append(ev)
+        calls_delta = m1["calls"] - m0["calls"]
+        passes_delta = m1["passes"] - m0["passes"]
+        return {
+            "interval_s": interval,
+            "trials": trials,
+            "passes_logged": len(passes),
+            "calls_per_pass_log": [p.get("aws_calls") for p in passes],
+            "pass_ms": [p.get("duration_ms") for p in passes],
+            "metrics_calls_per_pass": calls_delta / passes_delta if passes_delta else None,
+            "metrics_window_s": t_end - t_ready,
+            "metrics_passes": passes_delta,
+            "metrics_calls": calls_delta,
+            "proxy": stats_delta(before, after),
+        }
+
+
+def metrics(base):
+    status, body = http("GET", f"{base}/metrics")
+    calls = passes = 0
+    drift = {}
+    for line in body.splitlines():
+        if line.startswith("reconcile_aws_calls_total{"):
+            calls += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("reconcile_passes_total{"):
+            passes += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("reconcile_drift{"):
+            m = re.search(r'resource="([^"]+)"\}\s+(\S+)', line)
+            if m:
+                drift[m.group(1)] = float(m.group(2))
+    return {"calls": calls, "passes": passes, "drift": drift}
+
+
+def detect(base, bin_path, state, endpoint, want_open, t0, timeout):
+    """Polls /metrics (every 20 ms) and `reconcile --json drift` (back to back) until both show the
+    dev_access_logs drift open (want_open) or closed; returns their delays from t0."""
+    found = {"metrics": None, "cli": None}
+    stop = threading.Event()
+
+    def poll_metrics():
+        while not stop.is_set() and time.monotonic() - t0 < timeout:
+            d = metrics(base)["drift"].get("dev_access_logs", 0)
+            if (d > 0) == want_open:
+                found["metrics"] = time.monotonic() - t0
+                return
+            time.sleep(0.02)
+
+    def poll_cli():
+        env = aws_env(endpoint)
+        while not stop.is_set() and time.monotonic() - t0 < timeout:
+            p = subprocess.run([str(bin_path), "--json", "--state", str(state), "drift", "--stack", "apigw-lambda-basic"],
+                               capture_output=True, text=True, env=env)
+            try:
+                events = json.loads(p.stdout) if p.stdout.strip() else []
+            except json.JSONDecodeError:
+                events = []
+            is_open = any(e["resource"] == "dev_access_logs" and e.get("resolved_at") is None for e in events)
+            if is_open == want_open:
+                found["cli"] = time.monotonic() - t0
+                return
+
+    threads = [threading.Thread(target=poll_metrics), threading.Thread(target=poll_cli)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    return found["metrics"], found["cli"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def machine(args):
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+        mem = f"{kb / 1024 / 1024:.1f} GiB"
+    except (OSError, AttributeError):
+        pass
+
+    def out(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=30).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+
+    py = str(VENV / "bin" / "python")
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "git": out(["git", "rev-parse", "--short", "HEAD"]),
+        "dirty": bool(out(["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "Cargo.toml", "Cargo.lock"])),
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory": mem,
+        "kernel": platform.release(),
+        "moto": out([py, "-c", "import moto; print(moto.__version__)"]),
+        "boto3": out([py, "-c", "import boto3; print(boto3.__version__)"]),
+        "rustc": out(["rustc", "--version"]),
+        "latency_ms": args.latency_ms,
+        "parallelism": args.parallelism,
+        "loadavg_start": os.getloadavg(),
+    }
+
+
+def render(m, res, notes, args):
+    L = []
+    w = L.append
+    w(f"# reconcile benchmark — {m['date']}, {m['git']}{' (+ uncommitted changes in src/)' if m['dirty'] else ''}")
+    w("")
+    w(f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} RAM, Linux {m['kernel']}; {m['rustc']}, release build. "
+      f"Endpoint: moto {m['moto']} behind `faultproxy --latency-ms {m['latency_ms']} --apigw-limits` "
+      f"(every call +{m['latency_ms']} ms; API Gateway: 10 rps burst 40, CreateRestApi 1/3 s, CreateDeployment 1/5 s, "
+      f"DeleteRestApi 1/30 s, else 429). boto3 {m['boto3']}. `--parallelism {m['parallelism']}`, pacing on (default). "
+      f"Times are wall-clock seconds, median (min–max) of {args.repeat} runs where repeated. "
+      f"Load average (1/5/15 min) at start {'/'.join(f'{x:.1f}' for x in m['loadavg_start'])}, "
+      f"at end {'/'.join(f'{x:.1f}' for x in m['loadavg_end'])} (other work on the machine competes for the CPUs).")
+    w("")
+    seed = res.get("seed") or []
+    if seed:
+        walls = [r["wall_s"] for r in seed]
+        bounds = [r["bound"]["bound_s"] for r in seed]
+        ratios = [r["wall_s"] / r["bound"]["bound_s"] for r in seed]
+        spans = [r["span_s"] / r["bound"]["bound_s"] for r in seed]
+        w("## 1. Apply of the seed stack from empty (17 resources)")
+        w("")
+        w("| Wall time | Executor span | AWS calls | Throttled (reconcile) | 429 from the limits | Critical-path bound | Wall / bound | Span / bound | Peak RSS |")
+        w("|---|---|---|---|---|---|---|---|---|")
+        w(f"| {spread(walls)} s | {spread([r['span_s'] for r in seed])} s | {spread([r['calls'] for r in seed], 0)} "
+          f"| {spread([r['throttled'] for r in seed], 0)} | {spread([r['proxy']['limited'] for r in seed], 0)} | {spread(bounds)} s "
+          f"| **{spread(ratios)}×** | {spread(spans)}× | {med([r['maxrss_kb'] for r in seed]) / 1024:.0f} MB |")
+        w("")
+        best = min(seed, key=lambda r: r["wall_s"] / r["bound"]["bound_s"])
+        b = best["bound"]
+        w(f"Bound = makespan of the ideal schedule (bench/critical_path.py): each call exactly {m['latency_ms']} ms, "
+          f"operations start when everything in `waited_for` is done, unlimited parallelism, API Gateway limits "
+          f"first come first served; {b['unattributed_calls']} call(s) outside any operation (plan phase) added in front. "
+          f"Its longest chain (from the median run; model start → finish, then what really happened):")
+        w("")
+        med_run = sorted(seed, key=lambda r: r["wall_s"])[len(seed) // 2]
+        w("| Operation | Calls needed / made | Model start–finish | Limit wait (model) | Actual start | Actual elapsed | Start after deps done |")
+        w("|---|---|---|---|---|---|---|")
+        for s in med_run["chain"]:
+            causes = "; ".join(f"{c} {v:.2f} s" for c, v in s["limit_causes"]) or "–"
+            w(f"| {s['name']} | {s['calls']} / {s['calls_made']} | {s['model_start_s']:.2f}–{s['model_finish_s']:.2f} s | {causes} "
+              f"| {s['start_s']:.2f} s | {s['elapsed_s']:.2f} s | {s['start_delay_s'] * 1000:.0f} ms |")
+        w("")
+        tl = med_run.get("limited_ops") or {}
+        if tl:
+            w("Rate-limited API Gateway operations in that run, as the proxy saw them (spread = first to last success; "
+              "the limit needs (successes − 1) × spacing; idle = time the operation's bucket had a token back while a "
+              "refused caller was still waiting for its retry):")
+            w("")
+            w("| Operation | Successes | 429s | Spread | Needed by the limit | Idle after a 429 |")
+            w("|---|---|---|---|---|---|")
+            for op, t in sorted(tl.items()):
+                w(f"| {op} | {t['successes']} | {t['refused']} | {t['span_s']:.2f} s | {t['min_span_s']:.2f} s | {t['idle_s']:.2f} s |")
+            w("")
+        cal = res.get("seed_calibration")
+        if cal:
+            w(f"Calibration apply with the proxy's API Gateway limits switched off (same latency; gives the calls each "
+              f"operation needs): {fmt(cal['wall_s'])} s wall, {cal['calls']} calls, no 429; its bound without limits "
+              f"{fmt(cal['bound_s'])} s (wall / that bound {cal['wall_s'] / cal['bound_s']:.2f}×).")
+            w("")
+        w(f"Calls by operation (median run): " + ", ".join(f"{k} {v}" for k, v in sorted(med_run["by_op"].items())))
+        w("")
+    ba = res.get("boto3_apply") or []
+    if seed and ba:
+        w("## 2. The same creates as a plain sequential boto3 script")
+        w("")
+        w("| | Wall time | AWS calls | 429 from the limits |")
+        w("|---|---|---|---|")
+        w(f"| reconcile apply (parallel, paced) | {spread(walls)} s | {spread([r['calls'] for r in seed], 0)} | {spread([r['proxy']['limited'] for r in seed], 0)} |")
+        w(f"| bench/seq_boto3.py `apply_seed` (sequential; sleeps for the API Gateway spacing: {spread([r['spacing_wait_s'] for r in ba])} s) "
+          f"| {spread([r['wall_s'] for r in ba])} s | {spread([r['proxy']['requests'] for r in ba], 0)} | {spread([r['proxy']['limited'] for r in ba], 0)} |")
+        w(f"| **boto3 sequential / reconcile** | **{med([r['wall_s'] for r in ba]) / med(walls):.2f}×** | | |")
+        w("")
+        w("(boto3 calls counted by the proxy: requests it received during the script.)")
+        w("")
+    br = res.get("boto3_read") or []
+    if seed and br:
+        pw = [r["plan"]["wall_s"] for r in seed]
+        w("## 3. No-op plan (everything in sync)")
+        w("")
+        w("| | Wall time | AWS calls |")
+        w("|---|---|---|")
+        w(f"| `reconcile plan` (whole process) | {spread(pw)} s | {spread([r['plan']['calls'] for r in seed], 0)} |")
+        w(f"| bench/seq_boto3.py `read_resources` (same reads, sequential) | {spread([r['wall_s'] for r in br])} s "
+          f"| {spread([r['proxy']['requests'] for r in br], 0)} |")
+        w(f"| **boto3 sequential / reconcile** | **{med([r['wall_s'] for r in br]) / med(pw):.2f}×** | |")
+        w("")
+    cp = res.get("copies") or []
+    if cp:
+        w("## 4. N copies of the stack in one manifest (one `reconcile apply`)")
+        w("")
+        w("| Copies | Resources | Plan from empty | Apply | Apply bound | Apply / bound | Apply, limits off | No-op plan | Peak RSS plan / apply / no-op | Apply calls (needed) | Throttled (reconcile) | 429 from the limits | Apply succeeded |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in cp:
+            bound_s = r.get("bound_s")
+            ratio = r["apply_s"] / bound_s if bound_s else None
+            rss = f"{r['plan_rss_kb'] / 1024:.0f} / {r['apply_rss_kb'] / 1024:.0f} / " + (
+                f"{r['noop_plan_rss_kb'] / 1024:.0f} MB" if r.get("noop_plan_rss_kb") else "– MB")
+            noop = f"{fmt(r.get('noop_plan_s'), 1)} s ({r.get('noop_plan_calls')} calls)" if r.get("noop_plan_s") else "–"
+            if r.get("noop_plan_s") and not r.get("noop_plan_empty"):
+                noop += ", not empty: the failed part"
+            status = "yes" if r["success"] else ("timed out" if r["apply_timed_out"] else f"**no** ({len(r.get('failed', []))} failed/skipped)")
+            cal = r.get("calibration") or {}
+            w(f"| {r['copies']} | {r['resources']} | {fmt(r['plan_s'], 1)} s | {fmt(r['apply_s'], 1)} s | {fmt(bound_s, 1)} s | {fmt(ratio)}× "
+              f"| {fmt(cal.get('wall_s'), 1)} s | {noop} | {rss} | {r['calls']} ({cal.get('calls', '–')}) | {r['throttled']} | {r['proxy']['limited']} "
+              f"{json.dumps(r['proxy']['apigw_limited']) if r['proxy']['apigw_limited'] else ''} | {status} |")
+        w("")
+        w("The bound for N copies uses the same model (calls × latency along `waited_for`, API Gateway limits first come first "
+          "served, unlimited parallelism, call counts from the calibration apply); with many copies the `CreateDeployment` "
+          "spacing (2 per copy, 5 s each) dominates it. \"Apply, limits off\": the calibration apply, same manifest and "
+          "latency with the proxy's API Gateway limits switched off (reconcile's own pacing still on).")
+        w("")
+        w("Rate-limited operations during each apply (proxy log; columns as in section 1):")
+        w("")
+        w("| Copies | Operation | Successes | 429s | Spread | Needed by the limit | Idle after a 429 |")
+        w("|---|---|---|---|---|---|---|")
+        for r in cp:
+            for op, t in sorted((r.get("limited_ops") or {}).items()):
+                w(f"| {r['copies']} | {op} | {t['successes']} | {t['refused']} | {t['span_s']:.1f} s | {t['min_span_s']:.1f} s | {t['idle_s']:.1f} s |")
+        w("")
+    for r in cp:
+        for name, err in r.get("failed") or []:
+            w(f"- {r['copies']} copies, `{name}`: {err}")
+    if any(r.get("failed") for r in cp):
+        w("")
+    wr = res.get("watch")
+    if wr is not None:
+        w("## 5. `reconcile watch`: drift detection")
+        w("")
+        if not wr.get("available"):
+            w("`reconcile watch` is not available in this build: not measured (the code path is in bench/bench.py).")
+        else:
+            w("Out-of-band change: boto3 `PutRetentionPolicy` on `DevLogGroupAccessLog` (731 → 30 days); detection = from the "
+              "moment that call returned to `reconcile_drift{resource=\"dev_access_logs\"} > 0` in `/metrics` (polled every 20 ms) "
+              "and to an open event in `reconcile --json drift` (polled back to back). Then reverted, and the time to "
+              "resolution measured the same way. A random wait (0–interval) before each change spreads the phase.")
+            w("")
+            w("| Interval | Trials | Detected in /metrics | Detected in `drift` | Resolved in /metrics | Passes | AWS calls per pass (log) | /metrics calls ÷ passes | Pass duration | 429 from the limits |")
+            w("|---|---|---|---|---|---|---|---|---|---|")
+            for r in wr["runs"]:
+                det = [t["metrics_s"] for t in r["trials"] if t["change"] == "drift" and t["metrics_s"] is not None]
+                cli = [t["cli_s"] for t in r["trials"] if t["change"] == "drift" and t["cli_s"] is not None]
+                res_ = [t["metrics_s"] for t in r["trials"] if t["change"] == "revert" and t["metrics_s"] is not None]
+                cpp = [c for c in r["calls_per_pass_log"] if c is not None]
+                pm = [c for c in r["pass_ms"] if c is not None]
+                missed = sum(1 for t in r["trials"] if t["metrics_s"] is None)
+                w(f"| {r['interval_s']} s | {len([t for t in r['trials'] if t['change'] == 'drift'])}{f' ({missed} missed)' if missed else ''} "
+                  f"| {spread(det)} s | {spread(cli)} s | {spread(res_)} s | {r['passes_logged']} "
+                  f"| {spread(cpp, 0)} | {fmt(r['metrics_calls_per_pass'], 1)} | {spread([x / 1000 for x in pm])} s | {r['proxy']['limited']} |")
+        w("")
+    if notes:
+        w("## Notes")
+        w("")
+        for n in notes:
+            w(f"- {n}")
+        w("")
+    w(f"Reproduce: `bench/run` (options: `bench/run --help`). Raw numbers: the .json file next to this one.")
+    return "\n".join(L) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--latency-ms", type=int, default=100, help="latency the proxy adds to every call (default 100)")
+    ap.add_argument("--parallelism", type=int, default=10, help="reconcile --parallelism (default 10)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of sections 1-3 (default 3)")
+    ap.add_argument("--copies", default="1,10,50", help="stack copies for section 4 (default 1,10,50; empty to skip)")
+    ap.add_argument("--watch-intervals", default="1,5", help="watch --interval values in seconds (default 1,5; empty to skip)")
+    ap.add_argument("--watch-trials", type=int, default=5, help="changes per interval (default 5)")
+    ap.add_argument("--step-timeout", type=int, default=900, help="seconds one reconcile run may take (default 900)")
+    ap.add_argument("--sections", default="1,2,3,4,5", help="which sections to run (default all)")
+    ap.add_argument("--out", default=str(HERE / "results"), help="results directory (default bench/results)")
+    ap.add_argument("--reconcile-bin", help="reconcile binary to measure (default target/release/reconcile)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, state files, manifests)")
+    args = ap.parse_args()
+    args.copies = [int(x) for x in args.copies.split(",") if x.strip()]
+    args.watch_intervals = [int(x) for x in args.watch_intervals.split(",") if x.strip()]
+    sections = {int(x) for x in args.sections.split(",") if x.strip()}
+
+    for b in ["reconcile", "faultproxy"]:
+        if not (ROOT / "target" / "release" / b).exists():
+            sys.exit(f"target/release/{b} is missing: run `cargo build --release --bins` (bench/run does)")
+    bench = Bench(args)
+    m = machine(args)
+    log(f"work directory {bench.work}")
+    started = time.monotonic()
+    bench.moto = start_moto(bench.work)
+    try:
+        bench.proxy = start_proxy(bench.work, bench.moto.url, args.latency_ms)
+        try:
+            log(f"moto at {bench.moto.url}, proxy at {bench.proxy.url} (+{args.latency_ms} ms, API Gateway limits)")
+            if sections & {1, 3}:
+                bench.seed_apply()
+            if sections & {2, 3}:
+                bench.boto3_side()
+            if 4 in sections and args.copies:
+                bench.copies()
+            if 5 in sections and args.watch_intervals:
+                bench.watch()
+        finally:
+            bench.proxy.stop()
+    finally:
+        bench.moto.stop()
+    m["total_s"] = time.monotonic() - started
+    m["loadavg_end"] = os.getloadavg()
+    bench.notes.append(f"Whole benchmark: {m['total_s'] / 60:.1f} minutes.")
+    md = render(m, bench.results, bench.notes, args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{datetime.date.today().isoformat()}-{m['git']}"
+    (out / f"{stem}.md").write_text(md)
+    (out / f"{stem}.json").write_text(json.dumps({"machine": m, "results": bench.results, "notes": bench.notes}, indent=1, default=str))
+    print(md)
+    log(f"wrote {out / (stem + '.md')}")
+    if not args.keep:
+        shutil.rmtree(bench.work, ignore_errors=True)
+    else:
+        log(f"kept {bench.work}")
+
+
+if __name__ == "__main__":
+    main()
