@@ -3,7 +3,8 @@
 //!
 //! The limits (AWS docs, "Amazon API Gateway quotas"): about 10 requests per second in total with
 //! a burst of 40, `CreateRestApi` one every 3 s, `CreateDeployment` one every 5 s, `DeleteRestApi`
-//! one every 30 s. Pacing sits in the HTTP layer, under the SDK's retries, so every attempt of every
+//! one every 30 s. The client keeps a little under them (`APIGW_MARGIN`), since a request released
+//! exactly on time can still arrive a hair early. Pacing sits in the HTTP layer, under the SDK's retries, so every attempt of every
 //! API Gateway call is paced the same way. `RECONCILE_PACING=off` turns it off (for emulators that do
 //! not enforce limits, e.g. in tests).
 
@@ -26,6 +27,9 @@ pub struct Pacer {
     rate: f64,
     burst: f64,
     spacing: &'static [(&'static str, Duration)],
+    /// Added to every spacing, so requests released exactly on time still arrive after the limit's
+    /// token is back (arrival times jitter by connection setup and scheduling).
+    margin: Duration,
     state: Mutex<State>,
 }
 
@@ -36,17 +40,33 @@ struct State {
     next: HashMap<&'static str, Instant>,
 }
 
+/// How far under the documented limits the client stays: each spacing gets this much on top, and the
+/// account bucket runs at 95% of its rate with two tokens less of burst.
+pub const APIGW_MARGIN: Duration = Duration::from_millis(100);
+
 /// API Gateway's documented account limits.
 pub const APIGW_SPACING: &[(&str, Duration)] =
     &[("CreateRestApi", Duration::from_secs(3)), ("CreateDeployment", Duration::from_secs(5)), ("DeleteRestApi", Duration::from_secs(30))];
 
 impl Pacer {
     pub fn new(rate: f64, burst: f64, spacing: &'static [(&'static str, Duration)]) -> Pacer {
-        Pacer { rate, burst, spacing, state: Mutex::new(State { tokens: burst, refilled: Instant::now(), next: HashMap::new() }) }
+        Pacer {
+            rate,
+            burst,
+            spacing,
+            margin: Duration::ZERO,
+            state: Mutex::new(State { tokens: burst, refilled: Instant::now(), next: HashMap::new() }),
+        }
     }
 
+    /// The same pacer, keeping `margin` more than each spacing between limited operations.
+    pub fn with_margin(self, margin: Duration) -> Pacer {
+        Pacer { margin, ..self }
+    }
+
+    /// API Gateway's limits (10 requests per second, burst 40, and the spacings), kept with a margin.
     pub fn api_gateway() -> Pacer {
-        Pacer::new(10.0, 40.0, APIGW_SPACING)
+        Pacer::new(10.0 * 0.95, 40.0 - 2.0, APIGW_SPACING).with_margin(APIGW_MARGIN)
     }
 
     /// Reserves the next slot for `operation` and waits for it.
@@ -61,7 +81,7 @@ impl Pacer {
             let mut at = if s.tokens >= 0.0 { now } else { now + Duration::from_secs_f64(-s.tokens / self.rate) };
             if let Some((op, gap)) = operation.and_then(|o| self.spacing.iter().find(|(name, _)| *name == o)) {
                 let slot = s.next.get(op).copied().unwrap_or(now).max(at);
-                s.next.insert(op, slot + *gap);
+                s.next.insert(op, slot + *gap + self.margin);
                 at = slot;
             }
             at
@@ -73,14 +93,24 @@ impl Pacer {
     }
 }
 
-/// The API Gateway operations that have their own limit, told apart by method and path.
-pub fn apigw_operation(method: &str, path: &str) -> Option<&'static str> {
-    let segments: Vec<&str> = path.split('?').next().unwrap_or("").trim_matches('/').split('/').collect();
+/// The API Gateway operations that have their own limit, told apart by method and URI (a full URL,
+/// as the HTTP layer sees it, or just a path).
+pub fn apigw_operation(method: &str, uri: &str) -> Option<&'static str> {
+    let segments: Vec<&str> = path_of(uri).split(['?', '#']).next().unwrap_or("").trim_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
         ("POST", ["restapis"]) => Some("CreateRestApi"),
         ("DELETE", ["restapis", _]) => Some("DeleteRestApi"),
         ("POST", ["restapis", _, "deployments"]) => Some("CreateDeployment"),
         _ => None,
+    }
+}
+
+/// The path (and query) of a URI: what follows `scheme://authority`, or the URI itself when it is
+/// already a path.
+fn path_of(uri: &str) -> &str {
+    match uri.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => uri,
     }
 }
 
@@ -154,6 +184,12 @@ mod tests {
         assert_eq!(apigw_operation("POST", "/restapis/abc123/deployments"), Some("CreateDeployment"));
         assert_eq!(apigw_operation("GET", "/restapis/abc123/deployments"), None);
         assert_eq!(apigw_operation("DELETE", "/restapis/abc123/stages/prod"), None);
+        // The HTTP layer sees full URLs, not paths.
+        assert_eq!(apigw_operation("POST", "http://127.0.0.1:4566/restapis"), Some("CreateRestApi"));
+        assert_eq!(apigw_operation("POST", "https://apigateway.us-east-1.amazonaws.com/restapis/a1/deployments"), Some("CreateDeployment"));
+        assert_eq!(apigw_operation("DELETE", "https://apigateway.eu-west-1.amazonaws.com/restapis/a1?x=1"), Some("DeleteRestApi"));
+        assert_eq!(apigw_operation("GET", "https://apigateway.eu-west-1.amazonaws.com/restapis"), None);
+        assert_eq!(apigw_operation("POST", "https://apigateway.eu-west-1.amazonaws.com"), None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -172,13 +208,13 @@ mod tests {
         let mut deployments = Vec::new();
         let mut apis = Vec::new();
         for (i, t) in tasks.into_iter().enumerate() {
-            let at = t.await.unwrap().as_secs();
+            let at = t.await.unwrap().as_millis();
             if i % 2 == 0 { deployments.push(at) } else { apis.push(at) }
         }
         deployments.sort();
         apis.sort();
-        assert_eq!(deployments, vec![0, 5, 10], "one deployment every 5 s, whoever asks");
-        assert_eq!(apis, vec![0, 3, 6], "one REST API every 3 s, independent of deployments");
+        assert_eq!(deployments, vec![0, 5100, 10200], "one deployment every 5 s (+ margin), whoever asks");
+        assert_eq!(apis, vec![0, 3100, 6200], "one REST API every 3 s (+ margin), independent of deployments");
     }
 
     #[tokio::test(start_paused = true)]
@@ -198,5 +234,55 @@ mod tests {
         }
         let took = Instant::now() - start;
         assert!(took >= Duration::from_millis(5900) && took <= Duration::from_millis(6100), "{took:?}");
+    }
+    /// An inner connector that answers 200 at once and records when each request reached it.
+    #[derive(Debug, Clone, Default)]
+    struct Recorder(Arc<std::sync::Mutex<Vec<(String, Duration)>>>, Option<Instant>);
+
+    impl HttpConnector for Recorder {
+        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+            let start = self.1.unwrap_or_else(Instant::now);
+            if let Ok(mut seen) = self.0.lock() {
+                seen.push((request.uri().to_string(), Instant::now() - start));
+            }
+            let response =
+                aws_smithy_runtime_api::http::Response::new(200u16.try_into().expect("200"), aws_smithy_types::body::SdkBody::empty());
+            HttpConnectorFuture::ready(Ok(response))
+        }
+    }
+
+    fn request(method: &str, uri: &str, service: &str) -> HttpRequest {
+        let mut r = HttpRequest::new(aws_smithy_types::body::SdkBody::empty());
+        r.set_method(method).expect("method");
+        r.set_uri(uri).expect("uri");
+        let auth = format!("AWS4-HMAC-SHA256 Credential=AKID/20261125/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=00");
+        r.headers_mut().insert("authorization", auth);
+        r
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_connector_paces_signed_api_gateway_requests_by_their_full_url() {
+        let recorder = Recorder(Default::default(), Some(Instant::now()));
+        let connector = PacedConnector { inner: SharedHttpConnector::new(recorder.clone()), pacer: Arc::new(Pacer::api_gateway()) };
+        let calls = [
+            ("POST", "http://127.0.0.1:4566/restapis", "apigateway"),
+            ("POST", "http://127.0.0.1:4566/restapis", "apigateway"),
+            ("POST", "http://127.0.0.1:4566/restapis/a1/deployments", "apigateway"),
+            ("POST", "http://127.0.0.1:4566/restapis/a1/deployments", "apigateway"),
+            ("POST", "http://127.0.0.1:4566/2015-03-31/functions", "lambda"),
+        ];
+        let tasks: Vec<_> = calls.iter().map(|(m, u, s)| tokio::spawn(connector.call(request(m, u, s)))).collect();
+        for t in tasks {
+            t.await.expect("task").expect("response");
+        }
+        let seen = recorder.0.lock().expect("lock").clone();
+        let at =
+            |suffix: &str| -> Vec<u64> { seen.iter().filter(|(u, _)| u.ends_with(suffix)).map(|(_, d)| d.as_millis() as u64).collect() };
+        let apis = at("/restapis");
+        assert_eq!(apis.len(), 2);
+        assert!(apis[0] == 0 && apis[1] >= 3000, "CreateRestApi spaced 3 s apart: {seen:?}");
+        let deployments = at("/deployments");
+        assert!(deployments[0] == 0 && deployments[1] >= 5000, "CreateDeployment spaced 5 s apart: {seen:?}");
+        assert_eq!(at("/functions"), vec![0], "other services are not paced");
     }
 }
