@@ -1054,6 +1054,53 @@ async fn apply_and_plan_succeed_with_30_percent_throttling_and_5xx_injected() {
     assert_seed_exactly_once(&aws(&moto).await).await;
 }
 
+/// Through a proxy that enforces API Gateway's account limits (10 rps burst 40, one CreateRestApi per
+/// 3 s, one CreateDeployment per 5 s), the client-side pacing (on by default) keeps every request under
+/// them: the seed's two REST APIs and two deployments go through without a single 429.
+#[tokio::test(flavor = "multi_thread")]
+async fn pacing_keeps_the_seed_apply_under_api_gateway_limits() {
+    let (moto, cli) = seeded();
+    let proxy = support::FaultProxy::start(&moto.url, &["--apigw-limits"]);
+    let paced = [("AWS_ENDPOINT_URL", Some(proxy.url.as_str())), ("RECONCILE_PACING", None), ("AWS_MAX_ATTEMPTS", None)];
+    let out = cli.run_with_env(&["-f", SEED, "--json", "--stats", "apply", "--auto-approve"], &paced);
+    out.assert_success();
+    let stats = proxy.stats();
+    assert_eq!(stats["limited"].as_u64(), Some(0), "the proxy answered 429 to paced requests: {stats}");
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    let calls = doc["aws_calls"].as_array().unwrap();
+    let count = |op: &str| calls.iter().filter(|c| c["operation"] == op).map(|c| c["calls"].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((count("CreateRestApi"), count("CreateDeployment")), (2, 2), "one attempt each: {calls:?}");
+    assert!(calls.iter().all(|c| c["throttled"].as_u64() == Some(0)), "{calls:?}");
+    cli.run_with_env(&["-f", SEED, "plan", "--detailed-exitcode"], &paced).assert_status(0);
+
+    // Three REST APIs: the third waits 6.2 s in the pacer, longer than the SDK's 5 s upload stall
+    // grace period, and must not time out. (A proxy of its own: limits as a fresh account has them,
+    // not half used by the apply above, which would rightly cost a 429 and a retry.)
+    let proxy = support::FaultProxy::start(&moto.url, &["--apigw-limits"]);
+    let paced = [("AWS_ENDPOINT_URL", Some(proxy.url.as_str())), ("RECONCILE_PACING", None), ("AWS_MAX_ATTEMPTS", None)];
+    let three: String =
+        (1..=3).map(|i| format!("[resources.api{i}]\ntype = \"aws_api_gateway_rest_api\"\nname = \"Paced{i}\"\n\n")).collect();
+    let manifest = cli.write_file("manifests/three.toml", &format!("[stack]\nname = \"paced\"\n\n{three}"));
+    let manifest = manifest.to_str().unwrap();
+    let out = cli.run_with_env(&["-f", manifest, "--json", "--stats", "apply", "--auto-approve"], &paced);
+    out.assert_success();
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    let create_calls: u64 = doc["aws_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["operation"] == "CreateRestApi")
+        .map(|c| c["calls"].as_u64().unwrap())
+        .sum();
+    assert_eq!(create_calls, 3, "{out}");
+    let stats = proxy.stats();
+    assert_eq!(stats["limited"].as_u64(), Some(0), "{stats}");
+    assert!(stats["requests"].as_u64().unwrap() >= 3, "the apply went through the proxy: {stats}");
+    let apis = aws(&moto).await.apigw.get_rest_apis().send().await.unwrap();
+    let names: Vec<_> = apis.items().iter().filter_map(|a| a.name()).filter(|n| n.starts_with("Paced")).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_permanent_error_fails_only_that_resource_and_its_dependents() {
     let (moto, cli) = seeded();

@@ -18,6 +18,7 @@ use aws_config::BehaviorVersion;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
+use aws_sdk_apigateway::config::StalledStreamProtectionConfig;
 use aws_sdk_iam::config::ProvideCredentials as _;
 use aws_smithy_runtime::client::retries::{RetryPartition, TokenBucket};
 use serde_json::{Map, Value};
@@ -95,7 +96,15 @@ impl Aws {
                     .build(),
             ),
             apigateway: aws_sdk_apigateway::Client::from_conf(
-                aws_sdk_apigateway::config::Builder::from(&config).interceptor(count.clone()).retry_partition(partition.clone()).build(),
+                aws_sdk_apigateway::config::Builder::from(&config)
+                    .interceptor(count.clone())
+                    .retry_partition(partition.clone())
+                    // The SDK's upload stall check starts its 5 s grace period when the request is
+                    // handed to the HTTP layer, where the pacer may hold it longer than that (the
+                    // tenth CreateDeployment in a row waits 45 s): it would fail paced calls as
+                    // timeouts. API Gateway request bodies are small JSON; downloads stay checked.
+                    .stalled_stream_protection(StalledStreamProtectionConfig::enabled().upload_enabled(false).build())
+                    .build(),
             ),
             wafv2: aws_sdk_wafv2::Client::from_conf(
                 aws_sdk_wafv2::config::Builder::from(&config).interceptor(count.clone()).retry_partition(partition.clone()).build(),
