@@ -319,6 +319,12 @@ pub enum NodeOutcome {
 /// Runs a dependency graph: `deps[i]` lists what node `i` waits for. Every node starts as soon as
 /// its own dependencies are done, at most `parallelism` at once; a failed node's dependents
 /// (transitively) are skipped, everything else still runs.
+///
+/// When more nodes are ready than there are free slots, the deepest goes first (the longest chain of
+/// dependencies behind it), the earliest ready among equals: chains under way are carried through
+/// before new ones start. With API Gateway's per-operation limits this keeps the slowest limited
+/// operation (`CreateDeployment`, one per 5 s) fed, instead of queueing every deployment behind every
+/// `CreateRestApi` of a many-stack run.
 pub async fn run_graph<F, Fut>(deps: &[Vec<usize>], parallelism: usize, mut run: F) -> Vec<NodeOutcome>
 where
     F: FnMut(usize) -> Fut,
@@ -332,12 +338,22 @@ where
             dependents[d].push(i);
         }
     }
+    let depth = depths(deps, &dependents);
     let mut outcomes: Vec<Option<NodeOutcome>> = vec![None; n];
-    let mut ready: std::collections::VecDeque<usize> = (0..n).filter(|i| remaining[*i] == 0).collect();
+    // Max-heap on (depth, earliest ready); `seq` counts readiness.
+    let mut seq = 0usize;
+    let mut ready = std::collections::BinaryHeap::new();
+    let mut make_ready = |ready: &mut std::collections::BinaryHeap<(usize, std::cmp::Reverse<usize>, usize)>, i: usize| {
+        ready.push((depth[i], std::cmp::Reverse(seq), i));
+        seq += 1;
+    };
+    for i in (0..n).filter(|i| remaining[*i] == 0) {
+        make_ready(&mut ready, i);
+    }
     let mut running = FuturesUnordered::new();
     loop {
         while running.len() < parallelism {
-            let Some(i) = ready.pop_front() else { break };
+            let Some((_, _, i)) = ready.pop() else { break };
             let fut = run(i);
             running.push(async move { (i, fut.await) });
         }
@@ -350,7 +366,7 @@ where
                 for &d in &dependents[i] {
                     remaining[d] -= 1;
                     if remaining[d] == 0 && outcomes[d].is_none() {
-                        ready.push_back(d);
+                        make_ready(&mut ready, d);
                     }
                 }
             }
@@ -368,6 +384,24 @@ where
     }
     // A node never reached (only possible with a cycle) counts as skipped by itself.
     outcomes.into_iter().enumerate().map(|(i, o)| o.unwrap_or(NodeOutcome::Skipped(i))).collect()
+}
+
+/// The depth of each node: the number of nodes on its longest chain of dependencies (0 for a node
+/// that waits for nothing; nodes on a cycle, never run, count 0).
+fn depths(deps: &[Vec<usize>], dependents: &[Vec<usize>]) -> Vec<usize> {
+    let mut depth = vec![0usize; deps.len()];
+    let mut waiting: Vec<usize> = deps.iter().map(Vec::len).collect();
+    let mut queue: Vec<usize> = (0..deps.len()).filter(|i| waiting[*i] == 0).collect();
+    while let Some(i) = queue.pop() {
+        for &d in &dependents[i] {
+            depth[d] = depth[d].max(depth[i] + 1);
+            waiting[d] -= 1;
+            if waiting[d] == 0 {
+                queue.push(d);
+            }
+        }
+    }
+    depth
 }
 
 async fn run(ctx: &Ctx<'_>, node: Node<'_>) -> Result<(), ApplyError> {
@@ -630,6 +664,33 @@ mod tests {
         assert_eq!(out[2], NodeOutcome::Skipped(0));
         assert!(matches!(out[3], NodeOutcome::Done(_)));
         assert!(matches!(out[4], NodeOutcome::Done(_)));
+    }
+
+    #[test]
+    fn depth_is_the_longest_chain_of_dependencies() {
+        // 1 waits for 0; 2 for 1 and (a shortcut) 0; 3 for nothing; 4 for itself.
+        let deps = vec![vec![], vec![0], vec![1, 0], vec![], vec![4]];
+        let mut dependents = vec![Vec::new(); deps.len()];
+        for (i, ds) in deps.iter().enumerate() {
+            for &d in ds {
+                dependents[d].push(i);
+            }
+        }
+        assert_eq!(depths(&deps, &dependents), vec![0, 1, 2, 0, 0], "the longest chain counts; a cycle counts 0");
+    }
+
+    #[tokio::test]
+    async fn when_slots_are_scarce_chains_under_way_go_before_new_ones() {
+        // Three copies of a chain a → b → c (nodes 3k, 3k+1, 3k+2), one slot: first-come-first-served
+        // would run every `a` before any `b`; deepest-first finishes each chain before the next starts.
+        let deps: Vec<Vec<usize>> = (0..9).map(|i| if i % 3 == 0 { vec![] } else { vec![i - 1] }).collect();
+        let log = Mutex::new(Vec::new());
+        run_graph(&deps, 1, |i| {
+            log.lock().unwrap().push(i);
+            async move { done(Duration::ZERO) }
+        })
+        .await;
+        assert_eq!(log.into_inner().unwrap(), vec![0, 1, 2, 3, 4, 5, 6, 7, 8]);
     }
 
     #[tokio::test]
