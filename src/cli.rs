@@ -12,6 +12,8 @@ use crate::commands;
 ///
 /// AWS credentials, region and endpoint come from the standard AWS chain: environment
 /// (AWS_PROFILE, AWS_REGION, AWS_ACCESS_KEY_ID…, AWS_ENDPOINT_URL), shared config and profiles.
+/// API Gateway calls are paced to its account limits (RECONCILE_PACING=off turns that off, for
+/// emulators that do not enforce them).
 #[derive(Debug, Parser)]
 #[command(name = "reconcile", version, propagate_version = true, max_term_width = 110)]
 pub struct Cli {
@@ -141,7 +143,7 @@ pub struct ApplyArgs {
     /// Do not ask for confirmation (required when stdin is not a terminal).
     #[arg(long)]
     pub auto_approve: bool,
-    /// How many resource operations run at once.
+    /// How many resource operations run at once (each starts as soon as its own dependencies are done).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallelism: u16,
     /// How long to wait for another apply/destroy of the same stack to finish (e.g. `30s`, `5m`).
