@@ -4,9 +4,9 @@
 //! The limits (AWS docs, "Amazon API Gateway quotas"): about 10 requests per second in total with
 //! a burst of 40, `CreateRestApi` one every 3 s, `CreateDeployment` one every 5 s, `DeleteRestApi`
 //! one every 30 s. The client keeps a little under them (`APIGW_MARGIN`), since a request released
-//! exactly on time can still arrive a hair early. Pacing sits in the HTTP layer, under the SDK's retries, so every attempt of every
-//! API Gateway call is paced the same way. `RECONCILE_PACING=off` turns it off (for emulators that do
-//! not enforce limits, e.g. in tests).
+//! exactly on time can still arrive a hair early. Pacing sits in the HTTP layer, under the SDK's
+//! retries, so every attempt of every API Gateway call is paced the same way. `RECONCILE_PACING=off`
+//! turns it off (for emulators that do not enforce limits, e.g. in tests).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -235,15 +235,16 @@ mod tests {
         let took = Instant::now() - start;
         assert!(took >= Duration::from_millis(5900) && took <= Duration::from_millis(6100), "{took:?}");
     }
-    /// An inner connector that answers 200 at once and records when each request reached it.
-    #[derive(Debug, Clone, Default)]
-    struct Recorder(Arc<std::sync::Mutex<Vec<(String, Duration)>>>, Option<Instant>);
+
+    /// An inner connector that answers 200 at once and records when (since its start) each request
+    /// reached it.
+    #[derive(Debug, Clone)]
+    struct Recorder(Arc<std::sync::Mutex<Vec<(String, Duration)>>>, Instant);
 
     impl HttpConnector for Recorder {
         fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-            let start = self.1.unwrap_or_else(Instant::now);
             if let Ok(mut seen) = self.0.lock() {
-                seen.push((request.uri().to_string(), Instant::now() - start));
+                seen.push((request.uri().to_string(), Instant::now() - self.1));
             }
             let response =
                 aws_smithy_runtime_api::http::Response::new(200u16.try_into().expect("200"), aws_smithy_types::body::SdkBody::empty());
@@ -262,7 +263,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_connector_paces_signed_api_gateway_requests_by_their_full_url() {
-        let recorder = Recorder(Default::default(), Some(Instant::now()));
+        let recorder = Recorder(Default::default(), Instant::now());
         let connector = PacedConnector { inner: SharedHttpConnector::new(recorder.clone()), pacer: Arc::new(Pacer::api_gateway()) };
         let calls = [
             ("POST", "http://127.0.0.1:4566/restapis", "apigateway"),
