@@ -71,6 +71,11 @@ async fn log_group(aws: &Aws, name: &str) -> Option<aws_sdk_cloudwatchlogs::type
     out.log_groups().iter().find(|g| g.log_group_name() == Some(name)).cloned()
 }
 
+/// Calls made to `operation`, from a `--stats` document's `aws_calls`.
+fn calls_to(aws_calls: &[Value], operation: &str) -> u64 {
+    aws_calls.iter().filter(|c| c["operation"] == operation).map(|c| c["calls"].as_u64().unwrap()).sum()
+}
+
 fn serial(cli: &Cli) -> i64 {
     let out = cli.run(&["-f", SEED, "--json", "plan"]);
     serde_json::from_str::<Value>(&out.stdout).map(|v| v["state_serial"].as_i64().unwrap_or(-1)).unwrap_or(-1)
@@ -549,7 +554,7 @@ async fn stats_count_every_aws_call_and_a_no_op_plan_reads_each_resource_once() 
     out.assert_success();
     let doc: Value = serde_json::from_str(&out.stdout).unwrap();
     let calls = doc["aws_calls"].as_array().unwrap();
-    let count = |op: &str| calls.iter().filter(|c| c["operation"] == op).map(|c| c["calls"].as_u64().unwrap()).sum::<u64>();
+    let count = |op: &str| calls_to(calls, op);
     assert_eq!(count("CreateFunction"), 1);
     assert_eq!(count("CreateRole"), 3);
     assert_eq!(count("CreateRestApi"), 2);
@@ -557,7 +562,7 @@ async fn stats_count_every_aws_call_and_a_no_op_plan_reads_each_resource_once() 
     let plan = cli.run(&["-f", SEED, "--json", "--stats", "plan"]);
     let doc: Value = serde_json::from_str(&plan.stdout).unwrap();
     let calls = doc["aws_calls"].as_array().unwrap();
-    let count = |op: &str| calls.iter().filter(|c| c["operation"] == op).map(|c| c["calls"].as_u64().unwrap()).sum::<u64>();
+    let count = |op: &str| calls_to(calls, op);
     assert_eq!(count("GetFunction"), 1, "{calls:?}");
     assert_eq!(count("GetRole"), 3, "{calls:?}");
     assert_eq!(count("GetStage"), 3, "{calls:?}");
@@ -1068,7 +1073,7 @@ async fn pacing_keeps_the_seed_apply_under_api_gateway_limits() {
     assert_eq!(stats["limited"].as_u64(), Some(0), "the proxy answered 429 to paced requests: {stats}");
     let doc: Value = serde_json::from_str(&out.stdout).unwrap();
     let calls = doc["aws_calls"].as_array().unwrap();
-    let count = |op: &str| calls.iter().filter(|c| c["operation"] == op).map(|c| c["calls"].as_u64().unwrap()).sum::<u64>();
+    let count = |op: &str| calls_to(calls, op);
     assert_eq!((count("CreateRestApi"), count("CreateDeployment")), (2, 2), "one attempt each: {calls:?}");
     assert!(calls.iter().all(|c| c["throttled"].as_u64() == Some(0)), "{calls:?}");
     cli.run_with_env(&["-f", SEED, "plan", "--detailed-exitcode"], &paced).assert_status(0);
@@ -1085,14 +1090,7 @@ async fn pacing_keeps_the_seed_apply_under_api_gateway_limits() {
     let out = cli.run_with_env(&["-f", manifest, "--json", "--stats", "apply", "--auto-approve"], &paced);
     out.assert_success();
     let doc: Value = serde_json::from_str(&out.stdout).unwrap();
-    let create_calls: u64 = doc["aws_calls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["operation"] == "CreateRestApi")
-        .map(|c| c["calls"].as_u64().unwrap())
-        .sum();
-    assert_eq!(create_calls, 3, "{out}");
+    assert_eq!(calls_to(doc["aws_calls"].as_array().unwrap(), "CreateRestApi"), 3, "{out}");
     let stats = proxy.stats();
     assert_eq!(stats["limited"].as_u64(), Some(0), "{stats}");
     assert!(stats["requests"].as_u64().unwrap() >= 3, "the apply went through the proxy: {stats}");
