@@ -448,15 +448,7 @@ async fn seed_stack_apis_stages_and_waf_converge_and_repair() {
     cli.run(&["-f", SEED, "plan", "--detailed-exitcode"]).assert_status(0);
 
     // Out of band: a stage setting, a WAF rule and the association.
-    use aws_sdk_apigateway::types::{Op, PatchOperation};
-    aws.apigw
-        .update_stage()
-        .rest_api_id(&hello)
-        .stage_name("prod")
-        .patch_operations(PatchOperation::builder().op(Op::Replace).path("/*/*/logging/dataTrace").value("false").build())
-        .send()
-        .await
-        .unwrap();
+    turn_off_prod_data_trace(&aws).await;
     let acl = web_acl(&aws).await;
     let token = aws
         .waf
@@ -832,7 +824,8 @@ fn log_lines(stderr: &str, msg: &str) -> Vec<Value> {
     stderr.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v["message"] == msg).collect()
 }
 
-async fn out_of_band_drift(aws: &Aws) {
+/// Out of band: data trace off on HelloApiGw's prod stage (the manifest has it on).
+async fn turn_off_prod_data_trace(aws: &Aws) {
     use aws_sdk_apigateway::types::{Op, PatchOperation};
     let hello = api_id(aws, "HelloApiGw").await;
     aws.apigw
@@ -843,6 +836,10 @@ async fn out_of_band_drift(aws: &Aws) {
         .send()
         .await
         .unwrap();
+}
+
+async fn out_of_band_drift(aws: &Aws) {
+    turn_off_prod_data_trace(aws).await;
     aws.lambda.update_function_configuration().function_name("HelloLambdaTest").memory_size(256).send().await.unwrap();
     aws.logs.delete_log_group().log_group_name("DevLogGroupAccessLog").send().await.unwrap();
 }
