@@ -3,6 +3,22 @@
 
 mod support;
 
+// Topic modules, in tests/e2e/; they reach the helpers below with `use super::*`.
+#[path = "e2e/crash.rs"]
+mod crash;
+#[path = "e2e/identity.rs"]
+mod identity;
+#[path = "e2e/inputs.rs"]
+mod inputs;
+#[path = "e2e/ownership.rs"]
+mod ownership;
+#[path = "e2e/partial.rs"]
+mod partial;
+#[path = "e2e/state_files.rs"]
+mod state_files;
+#[path = "e2e/watch_safety.rs"]
+mod watch_safety;
+
 use std::path::Path;
 
 use aws_config::{BehaviorVersion, Region};
