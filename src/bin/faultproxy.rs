@@ -43,12 +43,25 @@
 //! fresh emulator gets the same faults as long as the client makes the same requests, and each retry
 //! of a request gets a fresh draw.
 //!
+//! Per-operation faults (`fail` in the configuration, set through the control endpoint) fail chosen
+//! calls of one named operation, whatever the rates say: each rule
+//! `{"operation": "UpdateStage", "service": "apigateway", "nth": 1, "times": 1, "status": 400,
+//! "code": "BadRequestException", "message": "..."}` answers the `nth` call (1-based, counted from when
+//! the rules were set) of that operation, and the `times - 1` calls after it, with that error in the
+//! request's protocol; every other call goes on as usual. `service` (SigV4 name), `nth` (1), `times`
+//! (1), `status` (400), `code` (by protocol: `ValidationError`, `ValidationException`,
+//! `BadRequestException`) and `message` are optional. The operation is the query `Action` (IAM, STS),
+//! the `X-Amz-Target` operation (CloudWatch Logs, WAFv2), or the operation told from the method and
+//! path (API Gateway, Lambda; see [`rest_operation`]). Such answers count as `failed`, by service and
+//! in `failed_by_rule` (how many calls each rule failed) of the statistics.
+//!
 //! Control endpoints on the same port (never forwarded):
 //! * `GET /__faultproxy/stats`: counters (total and by service) and the current configuration as JSON;
 //! * `GET /__faultproxy/config`: the configuration;
 //! * `POST /__faultproxy/config`: a JSON object with any of `latency_ms`, `jitter_ms`, `throttle_rate`,
 //!   `error_rate`, `drop_rate`, `seed`, `only` (array or comma-separated string; `null` or empty for
-//!   every service); `-` may be used for `_`. Unknown keys or invalid values answer 400.
+//!   every service), `fail` (an array of rules, replacing the previous ones and restarting their
+//!   counts; `[]` or `null` for none); `-` may be used for `_`. Unknown keys or invalid values answer 400.
 //!
 //! SIGTERM or SIGINT prints the statistics JSON on stdout and exits 0. Logging goes to stderr
 //! (`-v` logs each fault, `-vv` each request; `FAULTPROXY_LOG` overrides with a tracing filter).
@@ -125,6 +138,81 @@ struct Config {
     only: Vec<String>,
     /// Enforce API Gateway's account limits.
     apigw_limits: bool,
+    /// Per-operation faults.
+    fail: Vec<FailRule>,
+}
+
+/// Fails chosen calls of one named operation (see the module documentation).
+#[derive(Debug, Clone, PartialEq)]
+struct FailRule {
+    /// SigV4 service name; `None`: any service.
+    service: Option<String>,
+    operation: String,
+    /// The first call failed (1-based).
+    nth: u64,
+    /// How many calls in a row, from the `nth`.
+    times: u64,
+    status: u16,
+    /// `None`: the protocol's validation error code.
+    code: Option<String>,
+    message: String,
+}
+
+impl FailRule {
+    fn parse(v: &Value) -> Result<FailRule, String> {
+        let obj = v.as_object().ok_or_else(|| format!("fail: each rule must be a JSON object, got {v}"))?;
+        let text = |k: &str| -> Result<Option<String>, String> {
+            match obj.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
+                Some(other) => Err(format!("fail: `{k}` must be a non-empty string, got {other}")),
+            }
+        };
+        let uint = |k: &str, default: u64| -> Result<u64, String> {
+            match obj.get(k) {
+                None | Some(Value::Null) => Ok(default),
+                Some(v) => v.as_u64().filter(|n| *n >= 1).ok_or_else(|| format!("fail: `{k}` must be an integer of at least 1, got {v}")),
+            }
+        };
+        if let Some(k) = obj.keys().find(|k| !["operation", "service", "nth", "times", "status", "code", "message"].contains(&k.as_str())) {
+            return Err(format!("fail: unknown key {k:?}"));
+        }
+        let operation = text("operation")?.ok_or("fail: every rule needs an `operation` (e.g. \"UpdateStage\")")?;
+        let status = uint("status", 400)?;
+        if !(400..=599).contains(&status) {
+            return Err(format!("fail: `status` must be an HTTP error status (400-599), got {status}"));
+        }
+        Ok(FailRule {
+            service: text("service")?.map(|s| s.to_ascii_lowercase()),
+            operation,
+            nth: uint("nth", 1)?,
+            times: uint("times", 1)?,
+            status: status as u16,
+            code: text("code")?,
+            message: text("message")?.unwrap_or_else(|| "injected by faultproxy".into()),
+        })
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "service": self.service,
+            "operation": self.operation,
+            "nth": self.nth,
+            "times": self.times,
+            "status": self.status,
+            "code": self.code,
+            "message": self.message,
+        })
+    }
+
+    fn matches(&self, service: &str, operation: &str) -> bool {
+        self.operation == operation && self.service.as_deref().is_none_or(|s| s == service)
+    }
+
+    /// Whether the `call`-th matching call (1-based) is failed.
+    fn fails_call(&self, call: u64) -> bool {
+        call >= self.nth && call - self.nth < self.times
+    }
 }
 
 impl Config {
@@ -155,6 +243,7 @@ impl Config {
             "seed": self.seed,
             "only": self.only,
             "apigw_limits": self.apigw_limits,
+            "fail": self.fail.iter().map(FailRule::to_json).collect::<Vec<_>>(),
         })
     }
 
@@ -178,6 +267,13 @@ impl Config {
                 "only" => c.only = parse_only(value)?,
                 "apigw_limits" => {
                     c.apigw_limits = value.as_bool().ok_or_else(|| format!("{key} must be true or false, got {value}"))?;
+                }
+                "fail" => {
+                    c.fail = match value {
+                        Value::Null => Vec::new(),
+                        Value::Array(rules) => rules.iter().map(FailRule::parse).collect::<Result<_, _>>()?,
+                        other => return Err(format!("fail must be an array of rules, got {other}")),
+                    };
                 }
                 _ => return Err(format!("unknown key {key:?}")),
             }
@@ -216,6 +312,8 @@ struct Counters {
     dropped: u64,
     /// Answered 429 by `--apigw-limits`.
     limited: u64,
+    /// Answered by a `fail` rule.
+    failed: u64,
     upstream_errors: u64,
 }
 
@@ -228,6 +326,7 @@ impl Counters {
             "errored": self.errored,
             "dropped": self.dropped,
             "limited": self.limited,
+            "failed": self.failed,
             "upstream_errors": self.upstream_errors,
         })
     }
@@ -502,6 +601,8 @@ struct Shared {
     limits: Mutex<ApigwLimits>,
     /// How many times each request fingerprint was seen (reset when the seed changes).
     seen: Mutex<HashMap<u64, u64>>,
+    /// Per `fail` rule: (matching calls seen, calls failed); reset when the rules are set.
+    fail_counts: Mutex<Vec<(u64, u64)>>,
 }
 
 impl Shared {
@@ -522,6 +623,24 @@ impl Shared {
         limits.admit(apigw_operation(method, target), Instant::now()).err()
     }
 
+    /// The `fail` rule that fails this call of `operation`, if any (every matching rule counts the call).
+    fn failing_rule(&self, cfg: &Config, service: &str, operation: Option<&str>) -> Option<FailRule> {
+        let operation = operation?;
+        let mut counts = self.fail_counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.resize(cfg.fail.len(), (0, 0));
+        let mut hit = None;
+        for (rule, (seen, failed)) in cfg.fail.iter().zip(counts.iter_mut()) {
+            if rule.matches(service, operation) {
+                *seen += 1;
+                if hit.is_none() && rule.fails_call(*seen) {
+                    *failed += 1;
+                    hit = Some(rule.clone());
+                }
+            }
+        }
+        hit
+    }
+
     fn stats_json(&self) -> Value {
         let config = self.config().to_json();
         let s = self.stats();
@@ -534,6 +653,8 @@ impl Shared {
         let by: Map<String, Value> = s.by_service.iter().map(|(k, c)| (k.clone(), c.to_json())).collect();
         out.insert("by_service".into(), Value::Object(by));
         out.insert("apigw_limited".into(), json!(s.apigw_limited));
+        let counts = self.fail_counts.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(_, failed)| *failed).collect::<Vec<_>>();
+        out.insert("failed_by_rule".into(), json!(counts));
         out.insert("config".into(), config);
         Value::Object(out)
     }
@@ -873,6 +994,153 @@ fn fault_response(fault: Fault, protocol: Protocol, service: &str, request_id: &
     }
 }
 
+/// The operation a request calls: the query `Action` (IAM, STS), the `X-Amz-Target` operation
+/// (CloudWatch Logs, WAFv2), or for restJson services (API Gateway, Lambda) the one told from the
+/// method and path.
+fn operation_of(protocol: Protocol, service: &str, method: &str, target: &str, head: &Head, body: &[u8]) -> Option<String> {
+    match protocol {
+        Protocol::Query => {
+            let query = target.split_once('?').map(|(_, q)| q.as_bytes()).unwrap_or_default();
+            body.split(|&b| b == b'&')
+                .chain(query.split(|&b| b == b'&'))
+                .find_map(|p| p.strip_prefix(b"Action="))
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+        }
+        Protocol::AwsJson(_) => head.get("x-amz-target").and_then(|t| t.rsplit('.').next()).map(str::to_string),
+        Protocol::RestJson => rest_operation(service, method, target).map(str::to_string),
+    }
+}
+
+/// The API Gateway and Lambda operations reconcile calls, told apart by method and path.
+fn rest_operation(service: &str, method: &str, target: &str) -> Option<&'static str> {
+    let path = target.split('?').next().unwrap_or_default();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = method.to_ascii_uppercase();
+    let m = method.as_str();
+    let op = match (service, segments.as_slice()) {
+        ("apigateway", ["account"]) => match m {
+            "GET" => "GetAccount",
+            "PATCH" => "UpdateAccount",
+            _ => return None,
+        },
+        ("apigateway", ["tags", ..]) => match m {
+            "PUT" => "TagResource",
+            "DELETE" => "UntagResource",
+            "GET" => "GetTags",
+            _ => return None,
+        },
+        ("apigateway", ["restapis", rest @ ..]) => match (m, rest) {
+            ("POST", []) => "CreateRestApi",
+            ("GET", []) => "GetRestApis",
+            ("GET", [_]) => "GetRestApi",
+            ("PATCH", [_]) => "UpdateRestApi",
+            ("PUT", [_]) => "PutRestApi",
+            ("DELETE", [_]) => "DeleteRestApi",
+            ("GET", [_, "resources"]) => "GetResources",
+            ("POST", [_, "resources", _]) => "CreateResource",
+            ("GET", [_, "resources", _]) => "GetResource",
+            ("PATCH", [_, "resources", _]) => "UpdateResource",
+            ("DELETE", [_, "resources", _]) => "DeleteResource",
+            ("PUT", [_, "resources", _, "methods", _]) => "PutMethod",
+            ("GET", [_, "resources", _, "methods", _]) => "GetMethod",
+            ("PATCH", [_, "resources", _, "methods", _]) => "UpdateMethod",
+            ("DELETE", [_, "resources", _, "methods", _]) => "DeleteMethod",
+            ("PUT", [_, "resources", _, "methods", _, "integration"]) => "PutIntegration",
+            ("GET", [_, "resources", _, "methods", _, "integration"]) => "GetIntegration",
+            ("PATCH", [_, "resources", _, "methods", _, "integration"]) => "UpdateIntegration",
+            ("DELETE", [_, "resources", _, "methods", _, "integration"]) => "DeleteIntegration",
+            ("PUT", [_, "resources", _, "methods", _, "integration", "responses", _]) => "PutIntegrationResponse",
+            ("GET", [_, "resources", _, "methods", _, "integration", "responses", _]) => "GetIntegrationResponse",
+            ("DELETE", [_, "resources", _, "methods", _, "integration", "responses", _]) => "DeleteIntegrationResponse",
+            ("PUT", [_, "resources", _, "methods", _, "responses", _]) => "PutMethodResponse",
+            ("GET", [_, "resources", _, "methods", _, "responses", _]) => "GetMethodResponse",
+            ("DELETE", [_, "resources", _, "methods", _, "responses", _]) => "DeleteMethodResponse",
+            ("POST", [_, "deployments"]) => "CreateDeployment",
+            ("GET", [_, "deployments"]) => "GetDeployments",
+            ("GET", [_, "deployments", _]) => "GetDeployment",
+            ("PATCH", [_, "deployments", _]) => "UpdateDeployment",
+            ("DELETE", [_, "deployments", _]) => "DeleteDeployment",
+            ("POST", [_, "stages"]) => "CreateStage",
+            ("GET", [_, "stages"]) => "GetStages",
+            ("GET", [_, "stages", _]) => "GetStage",
+            ("PATCH", [_, "stages", _]) => "UpdateStage",
+            ("DELETE", [_, "stages", _]) => "DeleteStage",
+            _ => return None,
+        },
+        ("lambda", [_, "tags", ..]) => match m {
+            "POST" => "TagResource",
+            "DELETE" => "UntagResource",
+            "GET" => "ListTags",
+            _ => return None,
+        },
+        ("lambda", [_, "functions", rest @ ..]) => match (m, rest) {
+            ("POST", []) => "CreateFunction",
+            ("GET", []) => "ListFunctions",
+            ("GET", [_]) => "GetFunction",
+            ("DELETE", [_]) => "DeleteFunction",
+            ("GET", [_, "configuration"]) => "GetFunctionConfiguration",
+            ("PUT", [_, "configuration"]) => "UpdateFunctionConfiguration",
+            ("PUT", [_, "code"]) => "UpdateFunctionCode",
+            ("POST", [_, "policy"]) => "AddPermission",
+            ("GET", [_, "policy"]) => "GetPolicy",
+            ("DELETE", [_, "policy", _]) => "RemovePermission",
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(op)
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        409 => "Conflict",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+/// The answer of a `fail` rule, in the request's protocol.
+fn rule_response(rule: &FailRule, protocol: Protocol, service: &str, request_id: &str, close: bool) -> Vec<u8> {
+    let rid = ("x-amzn-RequestId".to_string(), request_id.to_string());
+    let (status, reason, message) = (rule.status, reason_phrase(rule.status), rule.message.as_str());
+    match protocol {
+        Protocol::Query => {
+            let code = rule.code.as_deref().unwrap_or("ValidationError");
+            let kind = if status < 500 { "Sender" } else { "Receiver" };
+            let xmlns = query_namespace(service).map(|ns| format!(" xmlns=\"{ns}\"")).unwrap_or_default();
+            let body = format!(
+                "<ErrorResponse{xmlns}>\n  <Error>\n    <Type>{kind}</Type>\n    <Code>{}</Code>\n    \
+                 <Message>{}</Message>\n  </Error>\n  <RequestId>{request_id}</RequestId>\n</ErrorResponse>\n",
+                xml_escape(code),
+                xml_escape(message)
+            );
+            response_bytes(status, reason, &[("Content-Type".into(), "text/xml".into()), rid], body.as_bytes(), close)
+        }
+        Protocol::AwsJson(content_type) => {
+            let code = rule.code.as_deref().unwrap_or("ValidationException");
+            let body = json!({"__type": code, "message": message}).to_string();
+            let headers = [("Content-Type".into(), content_type.into()), ("x-amzn-ErrorType".into(), code.into()), rid];
+            response_bytes(status, reason, &headers, body.as_bytes(), close)
+        }
+        Protocol::RestJson => {
+            let code = rule.code.as_deref().unwrap_or("BadRequestException");
+            let body = json!({"message": message}).to_string();
+            let headers = [("Content-Type".into(), "application/json".into()), ("x-amzn-ErrorType".into(), code.into()), rid];
+            response_bytes(status, reason, &headers, body.as_bytes(), close)
+        }
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Proxying
 
@@ -896,6 +1164,10 @@ fn control(shared: &Shared, method: &str, path: &str, body: &[u8]) -> (u16, &'st
                 Ok(new) => {
                     if new.seed != cfg.seed {
                         shared.seen.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                    }
+                    if patch.get("fail").is_some() {
+                        let mut counts = shared.fail_counts.lock().unwrap_or_else(|e| e.into_inner());
+                        *counts = vec![(0, 0); new.fail.len()];
                     }
                     tracing::info!(config = %new.to_json(), "configuration changed");
                     *cfg = new;
@@ -1042,6 +1314,11 @@ fn describe(method: &str, target: &str, head: &Head, body: &[u8]) -> String {
     }
 }
 
+/// `fail` rules apply to every AWS request (whatever `--only` says), never to `/moto-api`.
+fn eligible_for_rules(service: &str, cfg: &Config) -> bool {
+    service != "moto-api" && !cfg.fail.is_empty()
+}
+
 /// Serves one downstream connection until it closes.
 async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let mut down = Conn::new(stream);
@@ -1139,6 +1416,19 @@ async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
                 return;
             }
             continue;
+        }
+        if eligible_for_rules(&service, &cfg) {
+            let protocol = protocol_of(&head, &body);
+            let operation = operation_of(protocol, &service, &method, &target, &head, &body);
+            if let Some(rule) = shared.failing_rule(&cfg, &service, operation.as_deref()) {
+                shared.stats().bump(&service, |c| c.failed += 1);
+                tracing::info!(%service, operation = %rule.operation, status = rule.status, request = %what, "fault: failing this call of the operation");
+                let bytes = rule_response(&rule, protocol, &service, &rng.request_id(), close);
+                if down.write(&bytes).await.is_err() || close {
+                    return;
+                }
+                continue;
+            }
         }
         let bytes = match fault {
             Fault::Drop => {
@@ -1263,6 +1553,7 @@ async fn main() -> ExitCode {
         seed: args.seed,
         only: normalize_services(args.only.clone()),
         apigw_limits: args.apigw_limits,
+        fail: Vec::new(),
     };
     if let Err(e) = config.validate() {
         eprintln!("faultproxy: {e}");
@@ -1304,6 +1595,7 @@ async fn main() -> ExitCode {
         stats: Mutex::new(Stats::default()),
         limits: Mutex::new(ApigwLimits::new(Instant::now())),
         seen: Mutex::new(HashMap::new()),
+        fail_counts: Mutex::new(Vec::new()),
     });
     {
         let mut out = io::stdout().lock();
@@ -1378,6 +1670,7 @@ mod tests {
             seed: 1,
             only: vec![],
             apigw_limits: false,
+            fail: Vec::new(),
         };
         let p = c.patched(&json!({"throttle-rate": 0.5, "only": "IAM, logs"})).unwrap();
         assert_eq!(p.throttle_rate, 0.5);
@@ -1400,6 +1693,7 @@ mod tests {
             seed: 7,
             only: vec![],
             apigw_limits: false,
+            fail: Vec::new(),
         };
         let new = || Shared {
             upstream: "127.0.0.1:1".parse().unwrap(),
@@ -1407,6 +1701,7 @@ mod tests {
             stats: Mutex::new(Stats::default()),
             limits: Mutex::new(ApigwLimits::new(Instant::now())),
             seen: Mutex::new(HashMap::new()),
+            fail_counts: Mutex::new(Vec::new()),
         };
         let (a, b) = (new(), new());
         let mut counts = [0u32; 4];
@@ -1478,6 +1773,111 @@ mod tests {
         );
         let e = String::from_utf8(fault_response(Fault::Error, Protocol::RestJson, "apigateway", "rid", false)).unwrap();
         assert!(e.starts_with("HTTP/1.1 503 "));
+    }
+
+    #[test]
+    fn operations_are_named_for_every_protocol() {
+        let q = head("POST / HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\n");
+        let body = b"Action=PutRolePolicy&Version=2010-05-08&RoleName=r";
+        assert_eq!(operation_of(protocol_of(&q, body), "iam", "POST", "/", &q, body).as_deref(), Some("PutRolePolicy"));
+        let j =
+            head("POST / HTTP/1.1\r\nX-Amz-Target: Logs_20140328.PutRetentionPolicy\r\nContent-Type: application/x-amz-json-1.1\r\n\r\n");
+        assert_eq!(operation_of(protocol_of(&j, b"{}"), "logs", "POST", "/", &j, b"{}").as_deref(), Some("PutRetentionPolicy"));
+        let w = head("POST / HTTP/1.1\r\nX-Amz-Target: AWSWAF_20190729.CreateWebACL\r\nContent-Type: application/x-amz-json-1.1\r\n\r\n");
+        assert_eq!(operation_of(protocol_of(&w, b"{}"), "wafv2", "POST", "/", &w, b"{}").as_deref(), Some("CreateWebACL"));
+        let r = head("PATCH /restapis/a1b2/stages/prod HTTP/1.1\r\nContent-Type: application/json\r\n\r\n");
+        assert_eq!(
+            operation_of(protocol_of(&r, b"{}"), "apigateway", "PATCH", "/restapis/a1b2/stages/prod", &r, b"{}").as_deref(),
+            Some("UpdateStage")
+        );
+        let cases = [
+            ("apigateway", "POST", "/restapis", "CreateRestApi"),
+            ("apigateway", "POST", "/restapis/a1/stages", "CreateStage"),
+            ("apigateway", "GET", "/restapis/a1/stages/prod", "GetStage"),
+            ("apigateway", "DELETE", "/restapis/a1/stages/prod", "DeleteStage"),
+            ("apigateway", "POST", "/restapis/a1/deployments", "CreateDeployment"),
+            ("apigateway", "PUT", "/restapis/a1/resources/r1/methods/GET/integration", "PutIntegration"),
+            ("apigateway", "PUT", "/tags/arn%3Aaws%3Aapigateway%3Aus-east-1%3A%3A%2Frestapis%2Fa1", "TagResource"),
+            ("apigateway", "DELETE", "/tags/arn%3Aaws%3Aapigateway%3Aus-east-1%3A%3A%2Frestapis%2Fa1?tagKeys=x", "UntagResource"),
+            ("apigateway", "PATCH", "/account", "UpdateAccount"),
+            ("lambda", "POST", "/2015-03-31/functions", "CreateFunction"),
+            ("lambda", "GET", "/2015-03-31/functions/HelloLambdaTest", "GetFunction"),
+            ("lambda", "PUT", "/2015-03-31/functions/HelloLambdaTest/configuration", "UpdateFunctionConfiguration"),
+            ("lambda", "PUT", "/2015-03-31/functions/HelloLambdaTest/code", "UpdateFunctionCode"),
+            ("lambda", "POST", "/2015-03-31/functions/HelloLambdaTest/policy", "AddPermission"),
+            ("lambda", "DELETE", "/2015-03-31/functions/HelloLambdaTest/policy/sid", "RemovePermission"),
+            ("lambda", "POST", "/2017-03-31/tags/arn%3Aaws%3Alambda%3Aus-east-1%3A1%3Afunction%3Af", "TagResource"),
+        ];
+        for (service, method, path, want) in cases {
+            assert_eq!(rest_operation(service, method, path), Some(want), "{method} {path}");
+        }
+        assert_eq!(rest_operation("apigateway", "POST", "/restapis/a1/stages/prod"), None);
+        assert_eq!(rest_operation("lambda", "PATCH", "/restapis/a1/stages/prod"), None, "the service decides the table");
+    }
+
+    #[test]
+    fn fail_rules_fail_the_nth_calls_of_their_operation_only() {
+        let c = Config {
+            latency_ms: 0,
+            jitter_ms: 0,
+            throttle_rate: 0.0,
+            error_rate: 0.0,
+            drop_rate: 0.0,
+            seed: 1,
+            only: vec![],
+            apigw_limits: false,
+            fail: Vec::new(),
+        };
+        let cfg = c.patched(&json!({"fail": [{"operation": "UpdateStage", "service": "apigateway", "nth": 2, "times": 2}]})).unwrap();
+        assert_eq!(cfg.fail[0].status, 400);
+        let shared = Shared {
+            upstream: "127.0.0.1:1".parse().unwrap(),
+            config: Mutex::new(cfg.clone()),
+            stats: Mutex::new(Stats::default()),
+            limits: Mutex::new(ApigwLimits::new(Instant::now())),
+            seen: Mutex::new(HashMap::new()),
+            fail_counts: Mutex::new(Vec::new()),
+        };
+        let calls: Vec<bool> = (0..5).map(|_| shared.failing_rule(&cfg, "apigateway", Some("UpdateStage")).is_some()).collect();
+        assert_eq!(calls, [false, true, true, false, false]);
+        assert!(shared.failing_rule(&cfg, "apigateway", Some("GetStage")).is_none());
+        assert!(shared.failing_rule(&cfg, "lambda", Some("UpdateStage")).is_none());
+        assert!(shared.failing_rule(&cfg, "apigateway", None).is_none());
+        assert_eq!(shared.stats_json()["failed_by_rule"], json!([2]));
+
+        for bad in [
+            json!({"fail": [{"nth": 1}]}),
+            json!({"fail": [{"operation": "X", "nth": 0}]}),
+            json!({"fail": [{"operation": "X", "status": 200}]}),
+            json!({"fail": [{"operation": "X", "bogus": 1}]}),
+            json!({"fail": {"operation": "X"}}),
+        ] {
+            assert!(c.patched(&bad).is_err(), "{bad}");
+        }
+        assert!(cfg.patched(&json!({"fail": null})).unwrap().fail.is_empty());
+    }
+
+    #[test]
+    fn fail_rule_answers_have_the_protocol_shape() {
+        let rule = |code: Option<&str>| FailRule {
+            service: None,
+            operation: "X".into(),
+            nth: 1,
+            times: 1,
+            status: 400,
+            code: code.map(str::to_string),
+            message: "no <way>".into(),
+        };
+        let q = String::from_utf8(rule_response(&rule(Some("MalformedPolicyDocument")), Protocol::Query, "iam", "rid", false)).unwrap();
+        assert!(
+            q.starts_with("HTTP/1.1 400 Bad Request") && q.contains("<Code>MalformedPolicyDocument</Code>") && q.contains("no &lt;way&gt;"),
+            "{q}"
+        );
+        let j =
+            String::from_utf8(rule_response(&rule(None), Protocol::AwsJson("application/x-amz-json-1.1"), "logs", "rid", false)).unwrap();
+        assert!(j.contains("x-amzn-ErrorType: ValidationException") && j.contains(r#""__type":"ValidationException""#), "{j}");
+        let r = String::from_utf8(rule_response(&rule(None), Protocol::RestJson, "apigateway", "rid", false)).unwrap();
+        assert!(r.contains("x-amzn-ErrorType: BadRequestException") && r.contains(r#""message":"no <way>""#), "{r}");
     }
 
     #[test]
