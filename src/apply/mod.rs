@@ -47,6 +47,15 @@ pub enum ApplyError {
     Conflict { resource: String, name: String, detail: String },
     #[error("{resource}: not in the manifest")]
     NotInManifest { resource: String },
+    #[error(
+        "create {resource}: {id} was made but not finished: {source}; it is recorded as incomplete, and the next apply finishes or replaces it"
+    )]
+    Incomplete {
+        resource: String,
+        id: String,
+        #[source]
+        source: ProviderError,
+    },
 }
 
 /// Progress events, for whoever shows them.
@@ -527,21 +536,23 @@ async fn create(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), ApplyError
     let name = change.name.as_str();
     let physical = desired.get(resource.kind.schema().physical_name).and_then(Value::as_str).map(str::to_string);
     let op = journal(ctx, name, resource.kind, "create", physical.as_deref()).await?;
-    let applied = providers::create(ctx.aws, resource.kind, Desired { attrs: &desired, artifact: resource.artifact.as_ref() })
-        .await
-        .map_err(|source| match source.code() {
+    let applied = providers::create(ctx.aws, resource.kind, Desired { attrs: &desired, artifact: resource.artifact.as_ref() }).await;
+    let deps: Vec<String> = resource.deps.iter().cloned().collect();
+    // The journal entry is closed only once the state has the resource: a crash in between leaves it
+    // open, and the next run adopts what was made.
+    let recorded = match applied {
+        Ok(a) => record(ctx, change, resource.kind, a.physical_id, desired, a.outputs, deps).await,
+        Err(ProviderError::Incomplete { id, outputs, source }) => {
+            record_incomplete(ctx, change, resource.kind, id, desired, outputs, deps, *source).await
+        }
+        Err(source) => Err(match source.code() {
             Some(code) if is_already_exists(code, source.message()) => ApplyError::Conflict {
                 resource: name.into(),
                 name: physical.clone().unwrap_or_else(|| "it".into()),
                 detail: source.to_string(),
             },
             _ => ApplyError::Provider { resource: name.into(), action: "create", source },
-        });
-    // The journal entry is closed only once the state has the resource: a crash in between leaves it
-    // open, and the next run adopts what was made.
-    let recorded = match applied {
-        Ok(a) => record(ctx, change, resource.kind, a.physical_id, desired, a.outputs, resource.deps.iter().cloned().collect()).await,
-        Err(e) => Err(e),
+        }),
     };
     finish(ctx, op, &recorded).await;
     recorded
@@ -562,6 +573,34 @@ async fn record(
         o.insert(change.name.clone(), state.outputs);
     }
     Ok(())
+}
+
+/// Records what a create made before one of its later calls failed, marked incomplete (the next plan
+/// finishes or replaces it; `destroy` deletes it), and fails the resource with the reason. If even
+/// the state cannot take it, the resource is deleted rather than left untracked.
+#[allow(clippy::too_many_arguments)]
+async fn record_incomplete(
+    ctx: &Ctx<'_>,
+    change: &ResourceChange,
+    kind: Kind,
+    id: String,
+    attributes: serde_json::Map<String, Value>,
+    outputs: BTreeMap<String, String>,
+    depends_on: Vec<String>,
+    source: ProviderError,
+) -> Result<(), ApplyError> {
+    let name = change.name.clone();
+    tracing::warn!(resource = %name, id, error = %source, "created but not finished: recording it as incomplete");
+    let state =
+        ResourceState { name: name.clone(), kind, physical_id: id.clone(), attributes: Value::Object(attributes), outputs, depends_on };
+    if let Err(e) = ctx.store.put_incomplete_resource(ctx.stack, &state, &source.to_string()).await {
+        tracing::error!(resource = %name, id, error = %e, "cannot record the incomplete resource: deleting it");
+        if let Err(d) = providers::delete(ctx.aws, kind, &id).await {
+            tracing::error!(resource = %name, id, error = %d, "could not delete the incomplete resource either; delete it by hand");
+        }
+        return Err(ApplyError::State { resource: name, source: e });
+    }
+    Err(ApplyError::Incomplete { resource: name, id, source })
 }
 
 /// The "it exists already" answers of the services we create in.

@@ -420,10 +420,14 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                     }
                 }
                 let fields = diff::fields(r.kind, &current, &desired);
-                let replace = fields.iter().any(|f| f.forces_replacement);
+                // A create that did not finish: finished by an update (even with no field to change,
+                // e.g. a function to wait for), or replaced where the kind cannot be finished.
+                let incomplete = state.incomplete.get(&r.name);
+                let replace =
+                    fields.iter().any(|f| f.forces_replacement) || incomplete.is_some() && !providers::finishes_incomplete(r.kind);
                 let action = if replace {
                     Action::Replace
-                } else if fields.is_empty() {
+                } else if fields.is_empty() && incomplete.is_none() {
                     Action::NoOp
                 } else {
                     Action::Update
@@ -438,8 +442,12 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                     outputs.extend(derived);
                     known.insert(r.name.clone(), outputs);
                 }
-                let reason = (replace && r.kind.schema().create_before_destroy)
-                    .then(|| "the new one is created first, dependents move to it, then the old one is deleted".to_string());
+                let reason = match incomplete {
+                    Some(why) if replace => Some(format!("incomplete: replacing (its create did not finish: {why})")),
+                    Some(why) => Some(format!("incomplete: finishing (its create did not finish: {why})")),
+                    None => (replace && r.kind.schema().create_before_destroy)
+                        .then(|| "the new one is created first, dependents move to it, then the old one is deleted".to_string()),
+                };
                 ResourceChange {
                     name: r.name.clone(),
                     kind: r.kind,

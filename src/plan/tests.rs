@@ -239,3 +239,45 @@ fn an_unknown_route_value_makes_the_model_hash_unknown_so_the_deployment_is_stil
     let d = plan.resources.iter().find(|r| r.name == "deployment").unwrap();
     assert_eq!(d.action, Action::Replace, "{:#?}", plan.resources);
 }
+
+#[test]
+fn an_incomplete_resource_is_finished_even_when_no_field_differs() {
+    let m = manifest(M);
+    let mut state = StackState::default();
+    for n in ["role", "logs"] {
+        state.resources.insert(n.into(), recorded(&m, n));
+    }
+    state.incomplete.insert("logs".into(), "logs:PutRetentionPolicy: InvalidParameterException: no".into());
+    let mut live = HashMap::new();
+    live.insert("role".to_string(), Some(live_of(&m, "role", &[("name", "role.name")])));
+    live.insert("logs".to_string(), Some(live_of(&m, "logs", &[])));
+    let plan = diff_all(&m, &state, &live);
+    let logs = plan.resources.iter().find(|r| r.name == "logs").unwrap();
+    assert_eq!(logs.action, Action::Update);
+    assert!(logs.changes.is_empty());
+    assert_eq!(
+        logs.reason.as_deref(),
+        Some("incomplete: finishing (its create did not finish: logs:PutRetentionPolicy: InvalidParameterException: no)")
+    );
+    assert_eq!(plan.summary, Summary { update: 1, no_op: 1, ..Summary::default() });
+    assert!(render::human(&plan).contains("~ logs (aws_cloudwatch_log_group) [lg] will be updated in place: incomplete: finishing"));
+}
+
+#[test]
+fn an_incomplete_function_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.py"), "def handler(e, c): pass\n").unwrap();
+    let text = "[stack]\nname = \"s\"\n\n[resources.f]\ntype = \"aws_lambda_function\"\nfunction_name = \"f\"\nruntime = \"python3.13\"\n\
+                handler = \"index.handler\"\nrole = \"arn:aws:iam::123456789012:role/r\"\ncode = \"index.py\"\n";
+    let m = manifest::parse(&dir.path().join("stack.toml"), text.to_string()).unwrap();
+    let mut state = StackState::default();
+    state.resources.insert("f".into(), recorded(&m, "f"));
+    state.incomplete.insert("f".into(), "lambda:GetFunction (until Active): timed out".into());
+    let live = HashMap::from([(
+        "f".to_string(),
+        Some(Live { attrs: state.resources["f"].attributes.as_object().cloned().unwrap(), outputs: BTreeMap::new() }),
+    )]);
+    let plan = diff_all(&m, &state, &live);
+    assert_eq!(plan.resources[0].action, Action::Replace, "{:#?}", plan.resources);
+    assert!(plan.resources[0].reason.as_deref().unwrap().starts_with("incomplete: replacing"));
+}

@@ -22,6 +22,10 @@ pub enum ProviderError {
     NoCredentials(String),
     #[error("{0}")]
     Other(String),
+    /// A create made the resource (`id`) but a later call of the same create failed (`source`): the
+    /// resource exists and must be recorded (as incomplete) or removed, never forgotten.
+    #[error("{source}")]
+    Incomplete { id: String, outputs: std::collections::BTreeMap<String, String>, source: Box<ProviderError> },
 }
 
 pub type Result<T, E = ProviderError> = std::result::Result<T, E>;
@@ -31,6 +35,7 @@ impl ProviderError {
     pub fn code(&self) -> Option<&str> {
         match self {
             ProviderError::Aws { code, .. } => Some(code),
+            ProviderError::Incomplete { source, .. } => source.code(),
             _ => None,
         }
     }
@@ -38,7 +43,16 @@ impl ProviderError {
     pub fn message(&self) -> &str {
         match self {
             ProviderError::Aws { message, .. } => message,
+            ProviderError::Incomplete { source, .. } => source.message(),
             _ => "",
+        }
+    }
+
+    /// Marks a failure that came after the create call made the resource `id`.
+    pub fn after_create(self, id: impl Into<String>, outputs: std::collections::BTreeMap<String, String>) -> ProviderError {
+        match self {
+            e @ ProviderError::Incomplete { .. } => e,
+            source => ProviderError::Incomplete { id: id.into(), outputs, source: Box::new(source) },
         }
     }
 

@@ -111,8 +111,12 @@ pub async fn create(aws: &Aws, desired: Desired<'_>) -> Result<Applied> {
         .await
         .map_err(err("iam:CreateRole"))?;
     let role = out.role.ok_or_else(|| ProviderError::Other("iam:CreateRole returned no role".into()))?;
-    sync_policies(aws, name, &Map::new(), d).await?;
-    Ok(Applied { physical_id: name.to_string(), outputs: outputs(role.arn(), role.role_name(), role.role_id()) })
+    let outputs = outputs(role.arn(), role.role_name(), role.role_id());
+    // The role exists from here on: a refused policy leaves it incomplete, to be recorded, not lost.
+    if let Err(e) = sync_policies(aws, name, &Map::new(), d).await {
+        return Err(e.after_create(name, outputs));
+    }
+    Ok(Applied { physical_id: name.to_string(), outputs })
 }
 
 /// Puts, deletes, attaches and detaches policies to go from `current` to `desired`.

@@ -95,14 +95,13 @@ pub async fn create(aws: &Aws, desired: Desired<'_>) -> Result<Applied> {
         async move { request.send().await.map_err(|e| ProviderError::sdk("lambda:CreateFunction", e)) }
     })
     .await?;
-    aws.lambda
-        .wait_until_function_active_v2()
-        .function_name(name)
-        .wait(SETTLE)
-        .await
-        .map_err(|e| ProviderError::Timeout { operation: "lambda:GetFunction (until Active)", detail: e.to_string() })?;
-    let arn = out.function_arn().unwrap_or_default();
-    Ok(Applied { physical_id: name.to_string(), outputs: outputs(arn, name, out.code_sha256().unwrap_or_default(), &aws.region) })
+    let outputs = outputs(out.function_arn().unwrap_or_default(), name, out.code_sha256().unwrap_or_default(), &aws.region);
+    // The function exists from here on: one that never becomes Active is incomplete (the next apply
+    // replaces it), recorded rather than lost.
+    aws.lambda.wait_until_function_active_v2().function_name(name).wait(SETTLE).await.map_err(|e| {
+        ProviderError::Timeout { operation: "lambda:GetFunction (until Active)", detail: e.to_string() }.after_create(name, outputs.clone())
+    })?;
+    Ok(Applied { physical_id: name.to_string(), outputs })
 }
 
 async fn wait_updated(aws: &Aws, name: &str) -> Result<()> {

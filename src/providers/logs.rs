@@ -70,13 +70,18 @@ pub async fn create(aws: &Aws, desired: Desired<'_>) -> Result<Applied> {
         .send()
         .await
         .map_err(|e| ProviderError::sdk("logs:CreateLogGroup", e))?;
-    let days = int_attr(d, "retention_in_days");
-    if days > 0 {
-        set_retention(aws, name, days).await?;
+    // The group exists from here on: a refused retention leaves it incomplete, recorded, not lost.
+    let finish = async {
+        let days = int_attr(d, "retention_in_days");
+        if days > 0 {
+            set_retention(aws, name, days).await?;
+        }
+        find(aws, name).await?.ok_or_else(|| ProviderError::Other(format!("log group {name} not found right after creating it")))
+    };
+    match finish.await {
+        Ok(group) => Ok(Applied { physical_id: name.to_string(), outputs: outputs(&group) }),
+        Err(e) => Err(e.after_create(name, BTreeMap::from([("name".to_string(), name.to_string())]))),
     }
-    let group =
-        find(aws, name).await?.ok_or_else(|| ProviderError::Other(format!("log group {name} not found right after creating it")))?;
-    Ok(Applied { physical_id: name.to_string(), outputs: outputs(&group) })
 }
 
 async fn set_retention(aws: &Aws, name: &str, days: i64) -> Result<()> {

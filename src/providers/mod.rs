@@ -189,6 +189,13 @@ pub async fn delete(aws: &Aws, kind: Kind, id: &str) -> Result<()> {
     dispatch!(kind, delete(aws, id))
 }
 
+/// Whether an update finishes a resource whose create did not (see [`ProviderError::Incomplete`]):
+/// it brings a role's policies, a stage's settings or a log group's retention from what AWS has to
+/// the manifest. A function that never became active is replaced instead.
+pub fn finishes_incomplete(kind: Kind) -> bool {
+    !matches!(kind, Kind::LambdaFunction)
+}
+
 /// The physical id a resource must have, for kinds where the desired attributes fix it.
 pub fn physical_id_of(kind: Kind, d: &Map<String, Value>) -> Option<String> {
     let s = |k: &str| str_attr(d, k).to_string();

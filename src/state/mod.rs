@@ -70,6 +70,10 @@ pub struct StackState {
     pub serial: i64,
     pub resources: BTreeMap<String, ResourceState>,
     pub outputs: BTreeMap<String, String>,
+    /// Resources whose create did not finish (made in AWS, recorded so they are not lost): name →
+    /// what went wrong. The next apply finishes or replaces them.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub incomplete: BTreeMap<String, String>,
 }
 
 /// A write that started and never finished (the process died in between).
@@ -175,11 +179,12 @@ impl Store {
             state.serial = row.try_get("serial")?;
             state.outputs = decode(&row.try_get::<String, _>("outputs")?, "stack outputs")?;
         }
-        let rows =
-            sqlx::query("SELECT name, kind, physical_id, attributes, outputs, depends_on FROM resources WHERE stack = ? ORDER BY name")
-                .bind(stack)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT name, kind, physical_id, attributes, outputs, depends_on, incomplete FROM resources WHERE stack = ? ORDER BY name",
+        )
+        .bind(stack)
+        .fetch_all(&self.pool)
+        .await?;
         for row in rows {
             let name: String = row.try_get("name")?;
             let kind: String = row.try_get("kind")?;
@@ -196,14 +201,28 @@ impl Store {
                 depends_on: decode(&row.try_get::<String, _>("depends_on")?, &what)?,
                 name: name.clone(),
             };
+            if let Some(why) = row.try_get::<Option<String>, _>("incomplete")? {
+                state.incomplete.insert(name.clone(), why);
+            }
             state.resources.insert(name, r);
         }
         Ok(state)
     }
 
-    /// Records a resource after a successful create or update.
+    /// Records a resource after a successful create or update (it is complete).
     #[instrument(skip_all, fields(stack, resource = %r.name))]
     pub async fn put_resource(&self, stack: &str, r: &ResourceState) -> Result<i64> {
+        self.put(stack, r, None).await
+    }
+
+    /// Records a resource a create made but did not finish, with what went wrong: the next plan
+    /// finishes or replaces it, `destroy` deletes it.
+    #[instrument(skip_all, fields(stack, resource = %r.name))]
+    pub async fn put_incomplete_resource(&self, stack: &str, r: &ResourceState, why: &str) -> Result<i64> {
+        self.put(stack, r, Some(why)).await
+    }
+
+    async fn put(&self, stack: &str, r: &ResourceState, incomplete: Option<&str>) -> Result<i64> {
         // Secret values never reach the file: only their hash does.
         let mut attributes = r.attributes.clone();
         if let Value::Object(map) = &mut attributes {
@@ -212,10 +231,10 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let serial = bump(&mut tx, stack).await?;
         sqlx::query(
-            "INSERT INTO resources (stack, name, kind, physical_id, attributes, outputs, depends_on) VALUES (?, ?, ?, ?, ?, ?, ?)
+            "INSERT INTO resources (stack, name, kind, physical_id, attributes, outputs, depends_on, incomplete) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (stack, name) DO UPDATE SET kind = excluded.kind, physical_id = excluded.physical_id,
                attributes = excluded.attributes, outputs = excluded.outputs, depends_on = excluded.depends_on,
-               updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+               incomplete = excluded.incomplete, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
         )
         .bind(stack)
         .bind(&r.name)
@@ -224,6 +243,7 @@ impl Store {
         .bind(attributes.to_string())
         .bind(serde_json::to_string(&r.outputs).unwrap_or_default())
         .bind(serde_json::to_string(&r.depends_on).unwrap_or_default())
+        .bind(incomplete)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -436,6 +456,17 @@ mod tests {
             outputs: BTreeMap::from([("arn".to_string(), format!("arn:aws:iam::1:role/{name}"))]),
             depends_on: vec![],
         }
+    }
+
+    #[tokio::test]
+    async fn an_incomplete_resource_is_loaded_as_such_until_recorded_complete() {
+        let store = Store::memory().await.unwrap();
+        store.put_incomplete_resource("s", &role("a"), "iam:PutRolePolicy: MalformedPolicyDocument").await.unwrap();
+        let state = store.load("s").await.unwrap();
+        assert_eq!(state.resources["a"], role("a"));
+        assert_eq!(state.incomplete.get("a").map(String::as_str), Some("iam:PutRolePolicy: MalformedPolicyDocument"));
+        store.put_resource("s", &role("a")).await.unwrap();
+        assert!(store.load("s").await.unwrap().incomplete.is_empty(), "a later complete record clears the mark");
     }
 
     #[tokio::test]

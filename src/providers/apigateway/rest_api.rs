@@ -394,13 +394,14 @@ async fn prune(aws: &Aws, api_id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Tag calls on the API ARN are not supported by every endpoint (moto answers 404 HTML): warn, go on.
-fn tolerate_unsupported(result: Result<()>) -> Result<()> {
+/// A tag call on the API ARN that the endpoint answered with something that is not an AWS error (moto
+/// answers HTTP 404 with HTML): the write failed, and says so plainly (tags are set at creation, so
+/// only a later change needs these calls).
+fn refused(operation: &str, arn: &str, result: Result<()>) -> Result<()> {
     match result {
-        Err(e @ ProviderError::Unsupported { .. }) => {
-            tracing::warn!(error = %e, "REST API tags were not changed");
-            Ok(())
-        }
+        Err(ProviderError::Unsupported { operation: op, status }) => Err(ProviderError::Other(format!(
+            "{op}: the endpoint refused {operation} on {arn} (HTTP {status}, not an AWS answer); the REST API's tags were not changed"
+        ))),
         other => other,
     }
 }
@@ -452,7 +453,9 @@ pub async fn update(aws: &Aws, id: &str, current: &Map<String, Value>, desired: 
     let arn = rest_api_arn(&aws.region, id);
     let (set, remove) = tag_changes(current, d);
     if !set.is_empty() {
-        tolerate_unsupported(
+        refused(
+            "TagResource",
+            &arn,
             send_retrying!(
                 "apigateway:TagResource",
                 aws.apigateway.tag_resource().resource_arn(&arn).set_tags(Some(set.into_iter().collect()))
@@ -461,7 +464,9 @@ pub async fn update(aws: &Aws, id: &str, current: &Map<String, Value>, desired: 
         )?;
     }
     if !remove.is_empty() {
-        tolerate_unsupported(
+        refused(
+            "UntagResource",
+            &arn,
             send_retrying!("apigateway:UntagResource", aws.apigateway.untag_resource().resource_arn(&arn).set_tag_keys(Some(remove)))
                 .map(|_| ()),
         )?;

@@ -131,8 +131,12 @@ pub async fn create(aws: &Aws, desired: Desired<'_>) -> Result<Applied> {
             .set_description((!description.is_empty()).then(|| description.to_string()))
             .set_tags((!tags.is_empty()).then(|| tags.into_iter().collect()))
     )?;
-    update_stage(aws, api_id, stage, settings_patches(&defaults(), d)).await?;
-    Ok(Applied { physical_id: format!("{api_id}/{stage}"), outputs: outputs(&aws.region, api_id, stage) })
+    let (id, outputs) = (format!("{api_id}/{stage}"), outputs(&aws.region, api_id, stage));
+    // The stage exists from here on: failed settings leave it incomplete, to be recorded, not lost.
+    if let Err(e) = update_stage(aws, api_id, stage, settings_patches(&defaults(), d)).await {
+        return Err(e.after_create(id, outputs));
+    }
+    Ok(Applied { physical_id: id, outputs })
 }
 
 pub async fn update(aws: &Aws, id: &str, current: &Map<String, Value>, desired: Desired<'_>) -> Result<Applied> {
