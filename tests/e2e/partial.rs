@@ -198,3 +198,32 @@ async fn a_write_the_endpoint_refuses_fails_its_resource_and_the_next_apply_conv
     let stage = aws.apigw.get_stage().rest_api_id(&api_id).stage_name("dev").send().await.unwrap();
     assert_eq!(stage.tags().and_then(|t| t.get("team")).map(String::as_str), Some("payments"));
 }
+
+/// A function whose wait until Active fails (the fault proxy refuses the waiter's first GetFunction) is
+/// recorded as incomplete; the next plan replaces it and the apply converges with one function.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_that_never_became_active_is_recorded_and_replaced_by_the_next_apply() {
+    let (moto, cli) = seeded();
+    let proxy = support::FaultProxy::start(&moto.url, &[]);
+    proxy.configure(r#"{"fail": [{"service": "lambda", "operation": "GetFunction", "status": 400, "code": "InvalidParameterValueException", "message": "Refused"}]}"#);
+    let through_proxy = [("AWS_ENDPOINT_URL", Some(proxy.url.as_str()))];
+    let out = cli.run_with_env(&["-f", SEED, "apply", "--auto-approve"], &through_proxy);
+    out.assert_status(1);
+    assert!(
+        out.stdout.contains("create hello_function: HelloLambdaTest was made but not finished: lambda:GetFunction (until Active)"),
+        "{out}"
+    );
+    let incomplete = incomplete_in_state(&cli, STACK).await;
+    assert_eq!(incomplete.keys().collect::<Vec<_>>(), ["hello_function"], "{incomplete:?}");
+
+    let plan = plan_json(&cli, SEED);
+    let change = plan_entry(&plan, "hello_function");
+    assert_eq!(change["action"], "replace", "{plan}");
+    assert!(change["reason"].as_str().unwrap().starts_with("incomplete: replacing"), "{plan}");
+
+    let out = cli.run_with_env(&["-f", SEED, "apply", "--auto-approve"], &through_proxy);
+    out.assert_success();
+    assert!(incomplete_in_state(&cli, STACK).await.is_empty());
+    cli.run(&["-f", SEED, "plan", "--detailed-exitcode"]).assert_status(0);
+    assert_seed_exactly_once(&aws(&moto).await).await;
+}
