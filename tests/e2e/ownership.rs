@@ -201,3 +201,62 @@ async fn an_output_only_change_is_applied_and_shown_by_output() {
     assert!(out.stderr.contains("no output `arn`"), "{out}");
     cli.run(&["-f", "m.toml", "plan", "--detailed-exitcode"]).assert_status(0);
 }
+
+/// Passes `reconcile watch` finished for `stack`, from /metrics.
+fn stack_passes(port: u16, stack: &str) -> f64 {
+    let (_, body) = http_get(port, "/metrics");
+    ["complete", "partial"]
+        .iter()
+        .filter_map(|r| sample(&body, &format!("reconcile_passes_total{{stack=\"{stack}\",result=\"{r}\"}}")))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_watched_stacks_declaring_the_account_setting_do_not_fight_over_it() {
+    use reconcile::state::{ResourceState, Store};
+    let (moto, cli) = setup();
+    cli.write_file("a.toml", &account_manifest("logs-a", "LogsRoleA"));
+    cli.run(&["-f", "a.toml", "apply", "--auto-approve"]).assert_success();
+    // The second stack's role exists, and its state records the setting too (as a state written
+    // before a second owner was refused would).
+    let b = account_manifest("logs-b", "LogsRoleB");
+    cli.write_file("b.toml", &b[..b.find("[resources.account]").unwrap()]);
+    cli.run(&["-f", "b.toml", "apply", "--auto-approve"]).assert_success();
+    cli.write_file("b.toml", &b);
+    let role_b = "arn:aws:iam::123456789012:role/LogsRoleB";
+    let store = Store::open(&cli.join("reconcile.db")).await.unwrap();
+    let row = ResourceState {
+        name: "account".into(),
+        kind: reconcile::manifest::Kind::ApiGatewayAccount,
+        physical_id: "account".into(),
+        attributes: serde_json::json!({"cloudwatch_role_arn": role_b}),
+        outputs: std::collections::BTreeMap::from([("cloudwatch_role_arn".to_string(), role_b.to_string())]),
+        depends_on: vec!["logging_role".into()],
+    };
+    store.put_resource("logs-b", &row).await.unwrap();
+    store.close().await;
+    // The second stack was the last to write the setting.
+    let aws = aws(&moto).await;
+    use aws_sdk_apigateway::types::{Op, PatchOperation};
+    let to_b = PatchOperation::builder().op(Op::Replace).path("/cloudwatchRoleArn").value(role_b).build();
+    aws.apigw.update_account().patch_operations(to_b).send().await.unwrap();
+
+    let (mut w, port) = spawn_watch(&cli, &["--remediate", "a.toml", "b.toml"], &[]);
+    // The owner puts its role back once; the other stack refuses the setting, naming the owner, and
+    // never writes it, pass after pass.
+    support::poll_until(
+        WATCH_DEADLINE,
+        "the owner to remediate and the other stack to refuse",
+        || (w.stderr().contains("stack `logs-a` already manages it") && w.stderr().contains("drift remediated")).then_some(()),
+        || w.stderr(),
+    );
+    let target = stack_passes(port, "logs-b") + 4.0;
+    support::poll_until(WATCH_DEADLINE, "4 more passes", || (stack_passes(port, "logs-b") >= target).then_some(()), || w.stderr());
+    w.assert_running();
+    assert_eq!(aws.apigw.get_account().send().await.unwrap().cloudwatch_role_arn(), Some("arn:aws:iam::123456789012:role/LogsRoleA"));
+    let (_, body) = http_get(port, "/metrics");
+    assert_eq!(sample(&body, "reconcile_remediations_total{stack=\"logs-a\"}"), Some(1.0), "{body}");
+    assert_eq!(sample(&body, "reconcile_remediations_total{stack=\"logs-b\"}").unwrap_or(0.0), 0.0, "{body}");
+    w.signal("TERM");
+    w.wait(std::time::Duration::from_secs(20));
+}
