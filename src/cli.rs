@@ -72,7 +72,9 @@ pub enum Command {
     /// Break the stack's lock left by a process that died (needs the lock id the error showed).
     ForceUnlock(ForceUnlockArgs),
     /// Adopt an existing AWS resource as a manifest resource (recorded in state as AWS has it; the
-    /// next plan shows what differs from the manifest). Refused if another stack's tags are on it.
+    /// next plan shows what differs from the manifest). Refused if another stack's tags are on it, if a
+    /// resource of any stack in the state file already records it, or (deployments, permissions, WAF
+    /// associations) if its REST API, function or stage belongs to another stack.
     Import(ImportArgs),
     /// Watch stacks for drift until stopped: re-read AWS every interval, record drift events in the
     /// state file, serve /healthz, /readyz and /metrics; with --remediate, put the manifest back.
@@ -133,7 +135,7 @@ pub struct ForceUnlockArgs {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// Exit 0 when there are no changes, 2 when there are changes, 1 on error.
+    /// Exit 0 when there are no changes, 2 when there are changes (to resources or to outputs), 1 on error.
     #[arg(long)]
     pub detailed_exitcode: bool,
 }

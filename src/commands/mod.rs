@@ -97,10 +97,12 @@ async fn import(g: &Global, args: &crate::cli::ImportArgs) -> Result<Exit, CliEr
         if let Some(existing) = state.resources.get(&resource.name) {
             return Err(CliError::Refused(format!("`{}` is already in the state as {}", resource.name, existing.physical_id)));
         }
+        refuse_owned_in_state(&store, &manifest.stack, resource, &args.id).await?;
         let aws = connect(g).await?;
         let live = crate::providers::read(&aws, resource.kind, &args.id)
             .await?
             .ok_or_else(|| CliError::Refused(format!("no {} `{}` in AWS", resource.kind, args.id)))?;
+        refuse_owned_parent(&store, &aws, &manifest.stack, resource, &args.id).await?;
         let mut live = live;
         crate::manifest::schema::split_secrets(resource.kind, &mut live.attrs, &resource.attrs);
         let owner = live.attrs.get("tags").and_then(|t| t.get(crate::manifest::TAG_STACK)).and_then(serde_json::Value::as_str);
@@ -133,6 +135,70 @@ async fn import(g: &Global, args: &crate::cli::ImportArgs) -> Result<Exit, CliEr
     store.unlock(&manifest.stack, &lock.id).await?;
     store.close().await;
     result
+}
+
+/// A physical resource has one owner: refuses to import what a resource of any stack in this state
+/// file (this one included) already records, and a region-wide singleton another stack owns.
+async fn refuse_owned_in_state(store: &Store, stack: &str, resource: &manifest::Resource, id: &str) -> Result<(), CliError> {
+    let owner = store.owners_of(resource.kind, id).await?.into_iter().next();
+    let singleton = || async {
+        let owners = store.singleton_owners().await?;
+        Ok::<_, CliError>(owners.into_iter().find(|o| o.kind == resource.kind && resource.kind.is_singleton() && o.stack != stack))
+    };
+    let owner = match owner {
+        Some(o) => Some(o),
+        None => singleton().await?,
+    };
+    let Some(o) = owner else { return Ok(()) };
+    Err(CliError::Refused(format!(
+        "{} `{id}` is already owned by {} (recorded as `{}` in {}); a physical resource has one owner: refusing to import it as `{}`",
+        resource.kind,
+        owner_name(&o.stack, &o.resource, stack),
+        o.physical_id,
+        store.path().display(),
+        resource.name
+    )))
+}
+
+/// Resources without tags (deployments, permissions, associations) belong to whoever owns what they
+/// belong to: refuses the import when the REST API, function or stage above them is owned by another
+/// stack, by this state file's records or by its ownership tag.
+async fn refuse_owned_parent(store: &Store, aws: &Aws, stack: &str, resource: &manifest::Resource, id: &str) -> Result<(), CliError> {
+    if resource.kind.schema().taggable {
+        return Ok(());
+    }
+    let refuse = |parent_kind: manifest::Kind, parent: &str, whose: String| {
+        CliError::Refused(format!(
+            "{} `{id}` belongs to {parent_kind} `{parent}`, which {whose} owns; refusing to import it as `{}` (its owner would lose it)",
+            resource.kind, resource.name
+        ))
+    };
+    let mut next = crate::providers::parent_of(resource.kind, id);
+    while let Some((kind, parent)) = next {
+        if let Some(o) = store.owners_of(kind, &parent).await?.into_iter().next() {
+            if o.stack == stack {
+                return Ok(());
+            }
+            return Err(refuse(kind, &parent, owner_name(&o.stack, &o.resource, stack)));
+        }
+        let live = crate::providers::read(aws, kind, &parent).await?;
+        let tag =
+            live.as_ref().and_then(|l| l.attrs.get("tags")).and_then(|t| t.get(manifest::TAG_STACK)).and_then(serde_json::Value::as_str);
+        match tag {
+            Some(owner) if owner == stack => return Ok(()),
+            Some(owner) => return Err(refuse(kind, &parent, format!("stack `{owner}` (its `{}` tag)", manifest::TAG_STACK))),
+            None => next = crate::providers::parent_of(kind, &parent),
+        }
+    }
+    Ok(())
+}
+
+fn owner_name(owner_stack: &str, owner_resource: &str, stack: &str) -> String {
+    if owner_stack == stack {
+        format!("resource `{owner_resource}` of this stack")
+    } else {
+        format!("resource `{owner_resource}` of stack `{owner_stack}`")
+    }
 }
 
 async fn force_unlock(g: &Global, id: &str) -> Result<Exit, CliError> {

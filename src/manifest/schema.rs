@@ -49,6 +49,11 @@ impl Kind {
         Kind::ALL.iter().copied().find(|k| k.type_name() == name)
     }
 
+    /// A region-wide setting there is one of per account and region: one stack owns it.
+    pub fn is_singleton(self) -> bool {
+        matches!(self, Kind::ApiGatewayAccount)
+    }
+
     pub fn schema(self) -> &'static KindSchema {
         match self {
             Kind::IamRole => &IAM_ROLE,

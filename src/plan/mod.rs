@@ -73,6 +73,19 @@ pub struct ResourceChange {
     pub current: Option<Map<String, Value>>,
 }
 
+/// What happens to one stack output (`[outputs]`): recorded by apply, with or without resource changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutputChange {
+    pub name: String,
+    /// `create` (new output), `update` (its value changes) or `delete` (removed from the manifest).
+    pub action: Action,
+    pub before: Option<String>,
+    /// `None` when removed, or when its value is only known after apply.
+    pub after: Option<String>,
+    /// The value depends on a resource this plan creates or replaces.
+    pub known_after_apply: bool,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
     pub adopt: usize,
@@ -94,6 +107,8 @@ pub struct Plan {
     pub resources: Vec<ResourceChange>,
     /// Stack outputs as far as they are known before apply.
     pub outputs: BTreeMap<String, String>,
+    /// How the recorded stack outputs change (added, changed, removed `[outputs]` entries).
+    pub output_changes: Vec<OutputChange>,
     /// Journal entries of interrupted runs that this plan reconciles (apply closes them).
     pub interrupted_operations: Vec<i64>,
     /// Outputs of resources that exist and are not being replaced: what references resolve to.
@@ -103,7 +118,7 @@ pub struct Plan {
 
 impl Plan {
     pub fn has_changes(&self) -> bool {
-        self.resources.iter().any(|r| r.action != Action::NoOp || r.adopt.is_some())
+        self.resources.iter().any(|r| r.action != Action::NoOp || r.adopt.is_some()) || !self.output_changes.is_empty()
     }
 
     fn finish(mut self) -> Plan {
@@ -131,6 +146,12 @@ pub enum PlanError {
         #[source]
         source: ProviderError,
     },
+    #[error(
+        "{location}: `{resource}` ({kind}) is a region-wide setting, and stack `{owner_stack}` already manages it (its resource `{owner_resource}` in this state file); \
+         a region-wide setting has one owner: remove `{resource}` (and the `depends_on` entries naming it) from this manifest, \
+         or remove it from stack `{owner_stack}` and apply that stack first"
+    )]
+    SingletonOwned { resource: String, kind: Kind, location: String, owner_stack: String, owner_resource: String },
     #[error("reading {resource} ({kind} {id}) from AWS: {source}")]
     Refresh {
         resource: String,
@@ -139,6 +160,26 @@ pub enum PlanError {
         #[source]
         source: ProviderError,
     },
+}
+
+/// Region-wide singletons this manifest declares that another stack of the state file owns: one
+/// refusal per such resource.
+pub fn singleton_conflicts(manifest: &Manifest, state: &StackState) -> Vec<PlanError> {
+    manifest
+        .resources
+        .iter()
+        .filter(|r| r.kind.is_singleton())
+        .filter_map(|r| {
+            let owner = state.foreign_singletons.iter().find(|o| o.kind == r.kind)?;
+            Some(PlanError::SingletonOwned {
+                resource: r.name.clone(),
+                kind: r.kind,
+                location: r.location.to_string(),
+                owner_stack: owner.stack.clone(),
+                owner_resource: owner.resource.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Shown for settings that are forgotten, not deleted.
@@ -203,7 +244,7 @@ impl Observation {
 /// and its own change is `NoOp`. The journal of interrupted runs is not looked at (`compute` does
 /// that for apply).
 pub async fn compute_tolerant(manifest: &Manifest, state: &StackState, aws: &Aws, due: impl Fn(&str) -> bool) -> Observation {
-    let reads = refresh_each(aws, state, due).await;
+    let mut reads = refresh_each(aws, state, due).await;
     let live: HashMap<String, Option<Live>> = state
         .resources
         .values()
@@ -216,7 +257,17 @@ pub async fn compute_tolerant(manifest: &Manifest, state: &StackState, aws: &Aws
         })
         .collect();
     let plan = diff_all(manifest, state, &live);
-    let unread = |c: &ResourceChange| state.resources.contains_key(&c.name) && !reads.get(&c.name).is_some_and(Result::is_ok);
+    // A singleton another stack owns is never planned: it stands as a failed read that names the owner.
+    let mut refused = std::collections::HashSet::new();
+    for e in singleton_conflicts(manifest, state) {
+        if let PlanError::SingletonOwned { resource, .. } = &e {
+            refused.insert(resource.clone());
+            reads.insert(resource.clone(), Err(e));
+        }
+    }
+    let unread = |c: &ResourceChange| {
+        refused.contains(&c.name) || state.resources.contains_key(&c.name) && !reads.get(&c.name).is_some_and(Result::is_ok)
+    };
     let plan = plan.restricted(|c| !unread(c));
     Observation { plan, reads }
 }
@@ -234,12 +285,17 @@ impl Plan {
         }
         plan.resources.retain(|c| !c.deposed || c.action != Action::NoOp);
         plan.interrupted_operations.clear();
+        // Only apply records outputs.
+        plan.output_changes.clear();
         plan.finish()
     }
 }
 
 /// Computes the plan from the manifest, the state, the journal of interrupted runs and what AWS has now.
 pub async fn compute(manifest: &Manifest, state: &StackState, pending: &[PendingOperation], aws: &Aws) -> Result<Plan, PlanError> {
+    if let Some(refused) = singleton_conflicts(manifest, state).into_iter().next() {
+        return Err(refused);
+    }
     let inspection = inspect(manifest, state, pending, aws).await?;
     let mut plan = diff_all(manifest, &inspection.state, &inspection.live);
     for change in &mut plan.resources {
@@ -489,7 +545,7 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
         }
     }
     let lookup = |res: &str, out: &str| known.get(res).and_then(|o| o.get(out)).cloned();
-    let outputs = manifest
+    let outputs: BTreeMap<String, String> = manifest
         .outputs
         .iter()
         .map(|(k, v)| {
@@ -497,6 +553,7 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
             (k.clone(), resolved.as_str().unwrap_or(UNKNOWN).to_string())
         })
         .collect();
+    let output_changes = output_changes(&state.outputs, &outputs);
     Plan {
         format_version: FORMAT_VERSION,
         stack: manifest.stack.clone(),
@@ -504,6 +561,7 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
         summary: Summary::default(),
         resources: changes,
         outputs,
+        output_changes,
         interrupted_operations: Vec::new(),
         known_outputs: known,
     }
@@ -548,10 +606,38 @@ pub fn destroy(stack: &str, inspection: &Inspection) -> Plan {
         summary: Summary::default(),
         resources,
         outputs: BTreeMap::new(),
+        output_changes: Vec::new(),
         interrupted_operations: inspection.pending.clone(),
         known_outputs: HashMap::new(),
     }
     .finish()
+}
+
+/// The recorded outputs (`before`) against the manifest's as planned (`after`, unknown ones as
+/// [`UNKNOWN`]), by name.
+pub fn output_changes(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<OutputChange> {
+    let names: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let old = before.get(name);
+            let new = after.get(name);
+            let unknown = new.is_some_and(|v| refs::contains_unknown(&Value::String(v.clone())));
+            let action = match (old, new) {
+                (None, Some(_)) => Action::Create,
+                (Some(_), None) => Action::Delete,
+                (Some(o), Some(n)) if o != n || unknown => Action::Update,
+                _ => return None,
+            };
+            Some(OutputChange {
+                name: name.clone(),
+                action,
+                before: old.cloned(),
+                after: new.filter(|_| !unknown).cloned(),
+                known_after_apply: unknown,
+            })
+        })
+        .collect()
 }
 
 /// Manifest resources with dependencies first (the manifest has no cycles: validation refused them).

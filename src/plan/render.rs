@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use super::{Action, FieldChange, Plan, ResourceChange};
+use super::{Action, FieldChange, OutputChange, Plan, ResourceChange};
 
 fn sigil(a: Action) -> &'static str {
     match a {
@@ -27,14 +27,41 @@ pub fn human(plan: &Plan) -> String {
     for r in plan.resources.iter().filter(|r| r.action != Action::NoOp || r.adopt.is_some()) {
         resource(&mut out, r);
     }
+    if !plan.output_changes.is_empty() {
+        let _ = writeln!(out, "Outputs:");
+        let width = plan.output_changes.iter().map(|c| c.name.len()).max().unwrap_or(0);
+        for c in &plan.output_changes {
+            output(&mut out, c, width);
+        }
+        out.push('\n');
+    }
     let s = &plan.summary;
     let adopt = if s.adopt > 0 { format!("{} to adopt, ", s.adopt) } else { String::new() };
+    let outputs = match plan.output_changes.len() {
+        0 => String::new(),
+        1 => "; 1 output to change".to_string(),
+        n => format!("; {n} outputs to change"),
+    };
     let _ = writeln!(
         out,
-        "Plan: {adopt}{} to create, {} to update, {} to replace, {} to delete, {} unchanged.",
+        "Plan: {adopt}{} to create, {} to update, {} to replace, {} to delete, {} unchanged{outputs}.",
         s.create, s.update, s.replace, s.delete, s.no_op
     );
     out
+}
+
+fn output(out: &mut String, c: &OutputChange, width: usize) {
+    let pad = " ".repeat(width - c.name.len());
+    let after = || if c.known_after_apply { crate::manifest::refs::UNKNOWN.to_string() } else { quoted(c.after.as_deref()) };
+    let _ = match c.action {
+        Action::Create => writeln!(out, "  + {}{pad} = {}", c.name, after()),
+        Action::Delete => writeln!(out, "  - {}{pad} = {}", c.name, quoted(c.before.as_deref())),
+        _ => writeln!(out, "  ~ {}{pad} = {} → {}", c.name, quoted(c.before.as_deref()), after()),
+    };
+}
+
+fn quoted(v: Option<&str>) -> String {
+    v.map(|v| Value::String(v.into()).to_string()).unwrap_or_default()
 }
 
 fn resource(out: &mut String, r: &ResourceChange) {
@@ -145,6 +172,7 @@ mod tests {
                 current: None,
             }],
             outputs: Default::default(),
+            output_changes: vec![],
             interrupted_operations: vec![],
             known_outputs: Default::default(),
         };

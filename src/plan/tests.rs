@@ -241,6 +241,65 @@ fn an_unknown_route_value_makes_the_model_hash_unknown_so_the_deployment_is_stil
 }
 
 #[test]
+fn output_changes_are_planned_against_the_recorded_outputs() {
+    let m = manifest(&format!("{M}\n[outputs]\nrole = \"${{role.name}}\"\nlogs = \"${{logs.name}}\"\nfixed = \"x\"\n"));
+    let mut state = StackState::default();
+    for n in ["role", "logs"] {
+        state.resources.insert(n.into(), recorded(&m, n));
+    }
+    let mut live = HashMap::new();
+    live.insert("role".to_string(), Some(live_of(&m, "role", &[("name", "role.name")])));
+    live.insert("logs".to_string(), Some(live_of(&m, "logs", &[("name", "lg")])));
+    state.outputs =
+        BTreeMap::from([("role".to_string(), "role.name".to_string()), ("logs".into(), "old".into()), ("gone".into(), "g".into())]);
+    let plan = diff_all(&m, &state, &live);
+    assert_eq!(plan.summary, Summary { no_op: 2, ..Summary::default() }, "{:#?}", plan.resources);
+    assert!(plan.has_changes(), "output changes alone are changes");
+    let got: Vec<_> = plan.output_changes.iter().map(|c| (c.name.as_str(), c.action, c.before.as_deref(), c.after.as_deref())).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("fixed", Action::Create, None, Some("x")),
+            ("gone", Action::Delete, Some("g"), None),
+            ("logs", Action::Update, Some("old"), Some("lg")),
+        ]
+    );
+    let text = render::human(&plan);
+    assert!(text.contains("Outputs:\n  + fixed = \"x\"\n  - gone  = \"g\"\n  ~ logs  = \"old\" → \"lg\"\n"), "{text}");
+    assert!(text.ends_with("0 to delete, 2 unchanged; 3 outputs to change.\n"), "{text}");
+
+    // In sync: nothing to do; a value that depends on a new resource is known after apply.
+    state.outputs = plan.outputs.clone();
+    assert!(!diff_all(&m, &state, &live).has_changes());
+    live.insert("logs".to_string(), None);
+    let plan = diff_all(&m, &state, &live);
+    let logs = plan.output_changes.iter().find(|c| c.name == "logs").unwrap();
+    assert_eq!((logs.action, logs.after.as_deref(), logs.known_after_apply), (Action::Update, None, true));
+    assert!(plan.restricted(|_| true).output_changes.is_empty(), "remediation never records outputs");
+}
+
+#[test]
+fn a_singleton_another_stack_owns_is_refused_naming_the_owner() {
+    let m = manifest(
+        "[stack]\nname = \"s\"\n\n[resources.acct]\ntype = \"aws_api_gateway_account\"\ncloudwatch_role_arn = \"arn:aws:iam::1:role/x\"\n",
+    );
+    let mut state = StackState::default();
+    assert!(singleton_conflicts(&m, &state).is_empty());
+    state.foreign_singletons.push(crate::state::Owner {
+        stack: "other".into(),
+        resource: "account".into(),
+        kind: Kind::ApiGatewayAccount,
+        physical_id: "account".into(),
+    });
+    let refused = singleton_conflicts(&m, &state);
+    assert_eq!(refused.len(), 1);
+    let text = refused[0].to_string();
+    assert!(text.starts_with("/tmp/x/stack.toml:4:12: `acct` (aws_api_gateway_account) is a region-wide setting"), "{text}");
+    assert!(text.contains("stack `other` already manages it (its resource `account` in this state file)"), "{text}");
+    assert!(text.contains("remove `acct` (and the `depends_on` entries naming it) from this manifest"), "{text}");
+}
+
+#[test]
 fn an_incomplete_resource_is_finished_even_when_no_field_differs() {
     let m = manifest(M);
     let mut state = StackState::default();

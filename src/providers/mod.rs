@@ -211,6 +211,46 @@ pub fn physical_id_of(kind: Kind, d: &Map<String, Value>) -> Option<String> {
     Some(id)
 }
 
+/// The physical id as AWS identifies the resource, for telling whether two ids name the same one:
+/// a Lambda permission's function may be written as a name or as an ARN.
+pub fn canonical_id(kind: Kind, id: &str) -> String {
+    match kind {
+        Kind::LambdaPermission => match id.rsplit_once('/') {
+            Some((function, sid)) => format!("{}/{sid}", function_name(function)),
+            None => id.to_string(),
+        },
+        Kind::LambdaFunction => function_name(id).to_string(),
+        _ => id.to_string(),
+    }
+}
+
+/// `Name`, `Name:qualifier`, `123456789012:function:Name` or a function ARN → the function's name
+/// (with its qualifier, which names another policy).
+fn function_name(f: &str) -> &str {
+    f.split_once("function:").map_or(f, |(_, rest)| rest)
+}
+
+/// The resource a resource belongs to, as (kind, physical id): a deployment's or a stage's REST API,
+/// a permission's function, the API Gateway stage an association protects. For kinds without tags,
+/// the parent's owner owns the child.
+pub fn parent_of(kind: Kind, id: &str) -> Option<(Kind, String)> {
+    match kind {
+        Kind::Deployment => id.split_once('/').map(|(api, _)| (Kind::RestApi, api.to_string())),
+        Kind::LambdaPermission => id.rsplit_once('/').map(|(f, _)| {
+            let name = function_name(f);
+            (Kind::LambdaFunction, name.split(':').next().unwrap_or(name).to_string())
+        }),
+        // arn:<partition>:apigateway:<region>::/restapis/<api>/stages/<stage>
+        Kind::Stage => id.split_once('/').map(|(api, _)| (Kind::RestApi, api.to_string())),
+        Kind::WebAclAssociation => {
+            let path = id.split_once(":apigateway:")?.1.split_once("::/restapis/")?.1;
+            let (api, stage) = path.split_once("/stages/")?;
+            (!api.is_empty() && !stage.is_empty() && !stage.contains('/')).then(|| (Kind::Stage, format!("{api}/{stage}")))
+        }
+        _ => None,
+    }
+}
+
 /// Looks for what an interrupted create may have made, from the desired attributes: by physical
 /// name where it is unique, by name and ownership tags for REST APIs, the newest unowned deployment
 /// of the API. `taken` holds the physical ids the state already owns. Tag ownership is checked by
@@ -317,5 +357,30 @@ mod tests {
         let (set, remove) = tag_changes(want.as_object().unwrap(), cur.as_object().unwrap());
         assert_eq!(set.len(), 1);
         assert_eq!(remove, vec!["c".to_string()]);
+    }
+
+    #[test]
+    fn ids_name_the_same_resource_whatever_way_they_are_written() {
+        let arn = "arn:aws:lambda:us-east-1:123456789012:function:Hello/AllowApi";
+        assert_eq!(canonical_id(Kind::LambdaPermission, arn), "Hello/AllowApi");
+        assert_eq!(canonical_id(Kind::LambdaPermission, "123456789012:function:Hello/AllowApi"), "Hello/AllowApi");
+        assert_eq!(canonical_id(Kind::LambdaPermission, "Hello:live/AllowApi"), "Hello:live/AllowApi", "an alias has its own policy");
+        assert_eq!(canonical_id(Kind::LogGroup, "a/b"), "a/b");
+    }
+
+    #[test]
+    fn untaggable_resources_belong_to_a_parent() {
+        assert_eq!(parent_of(Kind::Deployment, "api1/dep1"), Some((Kind::RestApi, "api1".into())));
+        assert_eq!(parent_of(Kind::Stage, "api1/prod"), Some((Kind::RestApi, "api1".into())));
+        assert_eq!(
+            parent_of(Kind::LambdaPermission, "arn:aws:lambda:us-east-1:1:function:Hello:live/Sid"),
+            Some((Kind::LambdaFunction, "Hello".into()))
+        );
+        assert_eq!(
+            parent_of(Kind::WebAclAssociation, "arn:aws:apigateway:us-east-1::/restapis/api1/stages/prod"),
+            Some((Kind::Stage, "api1/prod".into()))
+        );
+        assert_eq!(parent_of(Kind::WebAclAssociation, "arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/app/x/y"), None);
+        assert_eq!(parent_of(Kind::ApiGatewayAccount, "account"), None);
     }
 }

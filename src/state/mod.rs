@@ -74,6 +74,19 @@ pub struct StackState {
     /// what went wrong. The next apply finishes or replaces them.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub incomplete: BTreeMap<String, String>,
+    /// Region-wide singletons (`aws_api_gateway_account`) another stack of this state file owns:
+    /// the stack that recorded one first owns it.
+    #[serde(skip)]
+    pub foreign_singletons: Vec<Owner>,
+}
+
+/// Which resource of which stack records a physical resource.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Owner {
+    pub stack: String,
+    pub resource: String,
+    pub kind: Kind,
+    pub physical_id: String,
 }
 
 /// A write that started and never finished (the process died in between).
@@ -206,7 +219,47 @@ impl Store {
             }
             state.resources.insert(name, r);
         }
+        state.foreign_singletons = self.singleton_owners().await?.into_iter().filter(|o| o.stack != stack).collect();
         Ok(state)
+    }
+
+    /// Every resource, of any stack in this state file, that records the physical resource `id` of
+    /// `kind` (ids compared as AWS would: a Lambda permission's function by name or ARN alike).
+    pub async fn owners_of(&self, kind: Kind, id: &str) -> Result<Vec<Owner>> {
+        let rows = sqlx::query("SELECT stack, name, physical_id FROM resources WHERE kind = ? ORDER BY rowid")
+            .bind(kind.type_name())
+            .fetch_all(&self.pool)
+            .await?;
+        let wanted = crate::providers::canonical_id(kind, id);
+        let mut owners = Vec::new();
+        for row in rows {
+            let physical_id: String = row.try_get("physical_id")?;
+            if crate::providers::canonical_id(kind, &physical_id) == wanted {
+                owners.push(Owner { stack: row.try_get("stack")?, resource: row.try_get("name")?, kind, physical_id });
+            }
+        }
+        Ok(owners)
+    }
+
+    /// The owner of each region-wide singleton recorded in this state file: of the stacks that record
+    /// one, the first to have recorded it (its row is the oldest).
+    pub async fn singleton_owners(&self) -> Result<Vec<Owner>> {
+        let mut owners = Vec::new();
+        for kind in Kind::ALL.iter().copied().filter(|k| k.is_singleton()) {
+            let row = sqlx::query("SELECT stack, name, physical_id FROM resources WHERE kind = ? ORDER BY rowid LIMIT 1")
+                .bind(kind.type_name())
+                .fetch_optional(&self.pool)
+                .await?;
+            if let Some(row) = row {
+                owners.push(Owner {
+                    stack: row.try_get("stack")?,
+                    resource: row.try_get("name")?,
+                    kind,
+                    physical_id: row.try_get("physical_id")?,
+                });
+            }
+        }
+        Ok(owners)
     }
 
     /// Records a resource after a successful create or update (it is complete).
@@ -565,6 +618,39 @@ mod tests {
             let store = o.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
             store.close().await;
         }
+    }
+
+    #[tokio::test]
+    async fn owners_are_found_across_stacks_and_the_first_to_record_a_singleton_owns_it() {
+        let store = Store::memory().await.unwrap();
+        let account = |name: &str| ResourceState {
+            name: name.into(),
+            kind: Kind::ApiGatewayAccount,
+            physical_id: "account".into(),
+            attributes: json!({}),
+            outputs: BTreeMap::new(),
+            depends_on: vec![],
+        };
+        store.put_resource("b", &account("acct")).await.unwrap();
+        store.put_resource("a", &account("setting")).await.unwrap();
+        store.put_resource("a", &role("r")).await.unwrap();
+        let permission = ResourceState { kind: Kind::LambdaPermission, physical_id: "Hello/Sid".into(), ..role("perm") };
+        store.put_resource("a", &permission).await.unwrap();
+
+        let owners = store.owners_of(Kind::LambdaPermission, "arn:aws:lambda:us-east-1:1:function:Hello/Sid").await.unwrap();
+        assert_eq!(owners.iter().map(|o| (o.stack.as_str(), o.resource.as_str())).collect::<Vec<_>>(), vec![("a", "perm")]);
+        assert!(store.owners_of(Kind::LambdaPermission, "Hello/Other").await.unwrap().is_empty());
+        assert!(store.owners_of(Kind::LogGroup, "r-physical").await.unwrap().is_empty(), "ids are per kind");
+
+        // `b` recorded the account setting first: it owns it, even after `a` updated its own row.
+        store.put_resource("a", &account("setting")).await.unwrap();
+        assert!(store.load("b").await.unwrap().foreign_singletons.is_empty());
+        let seen_by_a = store.load("a").await.unwrap().foreign_singletons;
+        assert_eq!(seen_by_a.iter().map(|o| (o.stack.as_str(), o.resource.as_str())).collect::<Vec<_>>(), vec![("b", "acct")]);
+        // Once `b` lets it go, `a` owns it.
+        store.delete_resource("b", "acct").await.unwrap();
+        assert!(store.load("a").await.unwrap().foreign_singletons.is_empty());
+        assert_eq!(store.load("b").await.unwrap().foreign_singletons.len(), 1);
     }
 
     #[tokio::test]
