@@ -415,7 +415,7 @@ impl<'a> Validator<'a> {
         let out = match (field.ty, value.get_ref()) {
             (FieldType::String, DeValue::String(s)) => {
                 if !field.one_of.is_empty() && !field.one_of.contains(&s.as_ref()) {
-                    self.err(&span, format!("`{}` = \"{s}\" is not supported; one of: {}", field.name, field.one_of.join(", ")));
+                    self.err(&span, format!("`{}` = \"{}\" is not supported; one of: {}", field.name, shown(s), field.one_of.join(", ")));
                     return None;
                 }
                 if let Some(check) = field.check
@@ -474,16 +474,16 @@ impl<'a> Validator<'a> {
                                 );
                             } else if field.name == "tags" {
                                 if let Err(e) = rules::tag_key(k.get_ref()) {
-                                    self.err(&k.span(), format!("tag key `{}` {e}", k.get_ref()));
+                                    self.err(&k.span(), format!("tag key `{}` {e}", shown(k.get_ref())));
                                 }
                                 let text: &str = s;
                                 if let Err(e) = Some(text).filter(|t| !t.contains("${")).map_or(Ok(()), rules::tag_value) {
-                                    self.err(&v.span(), format!("the value of tag `{}` {e}", k.get_ref()));
+                                    self.err(&v.span(), format!("the value of tag `{}` {e}", shown(k.get_ref())));
                                 }
                             } else if draft.kind == Kind::LambdaFunction
                                 && let Err(e) = rules::lambda_env_name(k.get_ref())
                             {
-                                self.err(&k.span(), format!("environment variable name `{}` {e}", k.get_ref()));
+                                self.err(&k.span(), format!("environment variable name `{}` {e}", shown(k.get_ref())));
                             }
                             draft.string_spans.push((v.span(), s.to_string()));
                             map.insert(k.get_ref().to_string(), json!(s));
@@ -548,7 +548,7 @@ impl<'a> Validator<'a> {
                             if draft.kind == Kind::IamRole
                                 && let Err(e) = rules::iam_policy_name(k.get_ref())
                             {
-                                self.err(&k.span(), format!("policy name `{}` {e}", k.get_ref()));
+                                self.err(&k.span(), format!("policy name `{}` {e}", shown(k.get_ref())));
                             }
                             let doc = self.json(draft, v);
                             map.insert(k.get_ref().to_string(), doc);
@@ -739,6 +739,12 @@ fn add_ownership_tags(attrs: &mut Map<String, Value>, stack: &str, resource: &st
         map.insert(TAG_MANAGED_BY.into(), json!(MANAGED_BY));
         map.insert(TAG_RESOURCE.into(), json!(resource));
     }
+}
+
+/// A name as messages show it: a long one is cut (it may be huge; the location points at it anyway).
+fn shown(s: &str) -> String {
+    const MAX: usize = 64;
+    if s.chars().count() <= MAX { s.to_string() } else { format!("{}…", s.chars().take(MAX).collect::<String>()) }
 }
 
 fn type_list() -> String {

@@ -307,3 +307,21 @@ fn errors_in(dir: &Path, text: &str) -> Vec<String> {
         Err(e) => e.diagnostics().iter().map(|d| format!("{}:{}: {}", d.location.line, d.location.column, d.message)).collect(),
     }
 }
+
+#[test]
+fn tag_count_environment_size_and_huge_keys_are_refused_briefly() {
+    let many: Vec<String> = (0..48).map(|i| format!("t{i} = \"v\"")).collect();
+    let e =
+        errors(&format!("{HEAD}[resources.lg]\ntype = \"aws_cloudwatch_log_group\"\nname = \"lg\"\ntags = {{ {} }}\n", many.join(", ")));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("7:8: 48 tags: AWS allows 50 per resource and reconcile adds 3 ownership tags, so at most 47"), "{e:?}");
+
+    let e = errors(&format!("{HEAD}{FN}environment = {{ BIG = \"{}\" }}\nsecret_environment = {{ MORE = \"x\" }}\n", "v".repeat(4090)));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("11:15: the environment variables take 4098 bytes"), "{e:?}");
+
+    let huge_key = "k".repeat(1_000_000);
+    let e = errors(&format!("{HEAD}[resources.lg]\ntype = \"aws_cloudwatch_log_group\"\nname = \"lg\"\ntags = {{ {huge_key} = \"v\" }}\n"));
+    assert_eq!(e.len(), 1);
+    assert!(e[0].len() < 300 && e[0].starts_with("7:10: tag key `kkk"), "{}", &e[0][..300.min(e[0].len())]);
+}
