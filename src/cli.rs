@@ -46,6 +46,11 @@ pub struct Global {
     /// More logging on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Also take Lambda code from this folder, outside the manifest's own folder tree (which is the
+    /// only place code comes from otherwise; a manifest cannot widen it). Repeatable; the variable
+    /// takes a `:`-separated list.
+    #[arg(long, global = true, value_name = "DIR", env = "RECONCILE_ALLOW_CODE_FROM", value_delimiter = ':')]
+    pub allow_code_from: Vec<PathBuf>,
     /// Log lines on stderr as text (`human`) or one JSON object per line (`json`).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -59,7 +64,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check the manifest (types, fields, references, cycles) without calling AWS.
+    /// Check the manifest (types, fields, references, cycles, AWS's rules for names and sizes, code
+    /// paths inside the manifest's folder) without calling AWS.
     Validate,
     /// Show what apply would change, field by field (manifest vs state vs live AWS).
     Plan(PlanArgs),
@@ -173,6 +179,7 @@ pub enum Exit {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli);
+    crate::manifest::set_default_options(crate::manifest::Options { allow_code_from: cli.global.allow_code_from.clone() });
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

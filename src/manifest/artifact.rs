@@ -27,6 +27,14 @@ pub enum ArtifactError {
     NotAFile(PathBuf),
     #[error("code under {} is larger than Lambda's {} MiB limit for unzipped code", .0.display(), MAX_UNZIPPED / (1024 * 1024))]
     TooLarge(PathBuf),
+    #[error(
+        "code path `{}` is {why}, outside the manifest's folder {}: Lambda code is only taken from the manifest's folder tree, \
+         so that a manifest change cannot ship other files of this machine to AWS; to allow a folder outside it, pass \
+         `--allow-code-from <DIR>` or set RECONCILE_ALLOW_CODE_FROM (never a manifest key)",
+        given.display(),
+        root.display()
+    )]
+    Outside { given: PathBuf, why: String, root: PathBuf },
     #[error("cannot read {}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -43,6 +51,29 @@ pub enum ArtifactError {
 
 /// Lambda refuses deployment packages whose unzipped size is over 250 MiB.
 pub const MAX_UNZIPPED: u64 = 250 * 1024 * 1024;
+
+/// The code path `given` (as written in the manifest) resolved against the manifest's folder `root`,
+/// refused unless it stays inside `root` or inside one of `allowed` once every symlink is resolved: no
+/// absolute path and no `..` leads out. The checks compare canonical paths, so a symlink pointing out
+/// is refused like the path it points to.
+pub fn confine(root: &Path, given: &Path, allowed: &[PathBuf]) -> Result<PathBuf, ArtifactError> {
+    let root = if root.as_os_str().is_empty() { Path::new(".") } else { root };
+    let joined = root.join(given);
+    let real = std::fs::canonicalize(&joined).map_err(|_| ArtifactError::Missing(joined.clone()))?;
+    let real_root = std::fs::canonicalize(root).map_err(|source| ArtifactError::Io { path: root.to_path_buf(), source })?;
+    let inside = |dir: &Path| std::fs::canonicalize(dir).is_ok_and(|d| real.starts_with(d));
+    if (inside(&real_root) && !given.is_absolute()) || allowed.iter().any(|d| inside(d.as_path())) {
+        return Ok(joined);
+    }
+    let why = if given.is_absolute() {
+        "an absolute path".to_string()
+    } else if given.components().any(|c| c == std::path::Component::ParentDir) {
+        format!("resolved to {}", real.display())
+    } else {
+        format!("a symlink resolved to {}", real.display())
+    };
+    Err(ArtifactError::Outside { given: given.to_path_buf(), why, root: real_root })
+}
 
 pub fn package(path: &Path) -> Result<Artifact, ArtifactError> {
     let io = |source| ArtifactError::Io { path: path.to_path_buf(), source };

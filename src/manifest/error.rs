@@ -44,9 +44,31 @@ impl SourceMap {
 
     pub fn diagnostic(&self, offset: usize, message: impl Into<String>) -> Diagnostic {
         let location = self.location(offset);
-        let snippet = self.line_text(location.line).to_string();
-        Diagnostic { location, message: message.into(), snippet }
+        let (snippet, caret) = window(self.line_text(location.line), location.column);
+        Diagnostic { location, message: message.into(), snippet, caret }
     }
+}
+
+/// Characters of a long line shown around the column an error points at.
+const SNIPPET_CHARS: usize = 120;
+
+/// The part of `line` shown under a message, and the caret's column in it: a long line (a huge
+/// string value) is cut around `column` rather than printed whole.
+fn window(line: &str, column: usize) -> (String, usize) {
+    let count = line.chars().count();
+    if count <= SNIPPET_CHARS {
+        return (line.to_string(), column);
+    }
+    let start = column.saturating_sub(1).saturating_sub(SNIPPET_CHARS / 2).min(count.saturating_sub(SNIPPET_CHARS));
+    let mut out = String::new();
+    if start > 0 {
+        out.push('…');
+    }
+    out.extend(line.chars().skip(start).take(SNIPPET_CHARS));
+    if start + SNIPPET_CHARS < count {
+        out.push('…');
+    }
+    (out, column - start + usize::from(start > 0))
 }
 
 /// One problem in a manifest.
@@ -56,6 +78,9 @@ pub struct Diagnostic {
     pub message: String,
     #[serde(skip)]
     pub snippet: String,
+    /// The column of `snippet` the caret points at (the snippet of a long line is a part of it).
+    #[serde(skip)]
+    pub caret: usize,
 }
 
 impl fmt::Display for Diagnostic {
@@ -63,7 +88,7 @@ impl fmt::Display for Diagnostic {
         writeln!(f, "{}: error: {}", self.location, self.message)?;
         let gutter = self.location.line.to_string();
         writeln!(f, "{} | {}", gutter, self.snippet)?;
-        write!(f, "{} | {}^", " ".repeat(gutter.len()), " ".repeat(self.location.column.saturating_sub(1)))
+        write!(f, "{} | {}^", " ".repeat(gutter.len()), " ".repeat(self.caret.saturating_sub(1)))
     }
 }
 

@@ -636,6 +636,9 @@ const LITERALS: &[&str] = &[
 const ROUTE_PATHS: &[&str] = &["/", "/a", "/a/b", "/{id}", "/é/{proxy+}"];
 const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "ANY", "get", "Post"];
 const INTEGRATION_TYPES: &[&str] = &["AWS_PROXY", "AWS", "HTTP", "HTTP_PROXY", "MOCK"];
+/// Values at least one of which each AWS rule accepts (see `Gen::checked`).
+const ACCEPTED: &[&str] = &["ok-1", "/", "", "lambda:InvokeFunction"];
+
 const CODE_PATHS: &[&str] = &["apigw-lambda-basic/lambda", "apigw-lambda-basic/lambda/index.py", "./apigw-lambda-basic/lambda/"];
 
 /// What the grammar generator made, and what the validator must say about it.
@@ -674,6 +677,19 @@ impl Gen<'_> {
 
     fn literal(&mut self) -> String {
         self.tape.select(LITERALS).to_string()
+    }
+
+    /// `value` if AWS accepts it (or it holds a reference, which only AWS checks); otherwise, in clean
+    /// mode, a value AWS accepts instead, and outside it a deliberate flaw.
+    fn checked(&mut self, value: String, check: schema::Check, what: &str) -> String {
+        if value.contains("${") || check(&value).is_ok() {
+            return value;
+        }
+        if self.clean {
+            return ACCEPTED.iter().find(|v| check(v).is_ok()).map_or_else(String::new, |v| v.to_string());
+        }
+        self.flaws.push(format!("{what} = {value:?}, which AWS refuses"));
+        value
     }
 
     /// A string value, maybe with a reference in it.
@@ -747,7 +763,13 @@ impl Gen<'_> {
         })
     }
 
-    fn string_map(&mut self, tags: bool) -> Tv {
+    fn string_map(&mut self, kind: Kind, field: &str) -> Tv {
+        let tags = field == "tags";
+        let key_check: Option<schema::Check> = match (kind, field) {
+            (_, "tags") => Some(super::rules::tag_key),
+            (Kind::LambdaFunction, _) => Some(super::rules::lambda_env_name),
+            _ => None,
+        };
         let mut entries = Vec::new();
         for j in 0..self.tape.pick(4) {
             let key = match self.tape.pick(5) {
@@ -757,7 +779,20 @@ impl Gen<'_> {
                 3 => format!("é{j}"),
                 _ => format!("aws:tag-{j}"),
             };
-            entries.push((key, Tv::Str(self.string())));
+            // Secret keys never share a name with plain ones (that is a validation error of its own).
+            let prefix = if field == "secret_environment" { "S" } else { "" };
+            let key = format!("{prefix}{key}");
+            let key = match key_check {
+                Some(check) if check(&key).is_err() && self.clean => format!("{prefix}k{j}"),
+                Some(check) if check(&key).is_err() => {
+                    self.flaws.push(format!("`{field}` key {key:?}, which AWS refuses"));
+                    key
+                }
+                _ => key,
+            };
+            let value = self.string();
+            let value = if tags { self.checked(value, super::rules::tag_value, "tag value") } else { value };
+            entries.push((key, Tv::Str(value)));
         }
         if tags && self.flaw(10) {
             self.flaws.push("reserved tag key".into());
@@ -787,7 +822,9 @@ impl Gen<'_> {
     fn visibility(&mut self, metric_required: bool) -> Tv {
         let mut v = Vec::new();
         if metric_required || self.tape.chance(50) {
-            v.push(("metric_name", Tv::Str(self.string())));
+            let metric = self.string();
+            let metric = self.checked(metric, super::rules::waf_metric_name, "metric_name");
+            v.push(("metric_name", Tv::Str(metric)));
         }
         if self.tape.chance(30) {
             v.push(("sampled_requests", Tv::Bool(self.tape.chance(50))));
@@ -842,7 +879,9 @@ impl Gen<'_> {
     }
 
     fn rule(&mut self) -> Tv {
-        let mut rule = vec![("name", Tv::Str(self.string())), ("priority", Tv::Int(self.tape.pick(100) as i64))];
+        let name = self.string();
+        let name = self.checked(name, super::rules::waf_name, "rule name");
+        let mut rule = vec![("name", Tv::Str(name)), ("priority", Tv::Int(self.tape.pick(100) as i64))];
         let managed = match self.tape.pick(3) {
             0 => {
                 let mut group = vec![("name", s("AWSManagedRulesCommonRuleSet"))];
@@ -929,7 +968,13 @@ impl Gen<'_> {
     fn well_typed(&mut self, kind: Kind, field: &Field) -> Tv {
         match field.ty {
             FieldType::String if !field.one_of.is_empty() => s(self.tape.select(field.one_of)),
-            FieldType::String => Tv::Str(self.string()),
+            FieldType::String => {
+                let value = self.string();
+                Tv::Str(match field.check {
+                    Some(check) => self.checked(value, check, field.name),
+                    None => value,
+                })
+            }
             FieldType::Integer { min, max } => {
                 let n = if kind == Kind::LogGroup && field.name == "retention_in_days" {
                     if self.tape.chance(10) { 0 } else { self.tape.select(schema::LOG_RETENTION_DAYS) }
@@ -947,7 +992,7 @@ impl Gen<'_> {
                 let items = (0..self.tape.pick(4)).map(|_| Tv::Str(self.string())).collect();
                 Tv::Arr(items)
             }
-            FieldType::StringMap => self.string_map(field.name == "tags"),
+            FieldType::StringMap => self.string_map(kind, field.name),
             FieldType::Json if kind == Kind::WebAcl && field.name == "visibility" => self.visibility(true),
             FieldType::Json => self.policy(),
             FieldType::JsonMap => {

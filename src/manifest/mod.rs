@@ -7,6 +7,7 @@
 pub mod artifact;
 pub mod error;
 pub mod refs;
+pub mod rules;
 pub mod schema;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -69,16 +70,45 @@ impl Resource {
     }
 }
 
+/// What the command line (never the manifest) allows a manifest to do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Folders outside the manifest's own folder tree that Lambda code may come from.
+    pub allow_code_from: Vec<PathBuf>,
+}
+
+static DEFAULT_OPTIONS: std::sync::OnceLock<Options> = std::sync::OnceLock::new();
+
+/// Sets the options [`load`] and [`parse`] use, once, from the command line at start; later calls
+/// are ignored. Without it, the defaults hold (code only from the manifest's folder tree).
+pub fn set_default_options(options: Options) {
+    let _ = DEFAULT_OPTIONS.set(options);
+}
+
+fn default_options() -> Options {
+    DEFAULT_OPTIONS.get().cloned().unwrap_or_default()
+}
+
 /// Reads and validates a manifest file.
 pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+    load_with(path, &default_options())
+}
+
+/// [`load`] with explicit options.
+pub fn load_with(path: &Path, options: &Options) -> Result<Manifest, ManifestError> {
     let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
-    parse(path, text)
+    parse_with(path, text, options)
 }
 
 /// Validates manifest text; `path` names the file in messages and anchors relative code paths.
 pub fn parse(path: &Path, text: String) -> Result<Manifest, ManifestError> {
+    parse_with(path, text, &default_options())
+}
+
+/// [`parse`] with explicit options.
+pub fn parse_with(path: &Path, text: String, options: &Options) -> Result<Manifest, ManifestError> {
     let src = SourceMap::new(path, text);
-    let mut v = Validator { src: &src, diags: Vec::new() };
+    let mut v = Validator { src: &src, diags: Vec::new(), options };
     let manifest = v.manifest();
     if v.diags.is_empty()
         && let Some(m) = manifest
@@ -94,6 +124,7 @@ pub fn parse(path: &Path, text: String) -> Result<Manifest, ManifestError> {
 struct Validator<'a> {
     src: &'a SourceMap,
     diags: Vec<Diagnostic>,
+    options: &'a Options,
 }
 
 /// A resource table before references are checked.
@@ -304,6 +335,46 @@ impl<'a> Validator<'a> {
                 }
             }
         }
+        // A key both plain and secret: Lambda has one value for it, so one of the two never converges.
+        for field in schema.fields.iter().filter(|f| f.secret) {
+            let (Some(plain), Some(DeValue::Table(secret))) =
+                (field.name.strip_prefix("secret_"), table.get(field.name).map(|v| v.get_ref()))
+            else {
+                continue;
+            };
+            let Some(Value::Object(plain_map)) = draft.attrs.get(plain) else { continue };
+            for (k, _) in secret.iter() {
+                if plain_map.contains_key(k.get_ref().as_ref()) {
+                    self.err(
+                        &k.span(),
+                        format!(
+                            "`{}` is in both `{plain}` and `{}`; keep it in one of them (`{}` if its value is secret)",
+                            k.get_ref(),
+                            field.name,
+                            field.name
+                        ),
+                    );
+                }
+            }
+        }
+        if kind == Kind::LambdaFunction {
+            let size: usize = ["environment", "secret_environment"]
+                .iter()
+                .filter_map(|f| draft.attrs.get(*f).and_then(Value::as_object))
+                .flat_map(|m| m.iter())
+                .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+                .sum();
+            if size > rules::LAMBDA_ENV_MAX_BYTES {
+                let at = table.get("environment").or_else(|| table.get("secret_environment")).map_or(key.span(), |v| v.span());
+                self.err(
+                    &at,
+                    format!(
+                        "the environment variables take {size} bytes (names and values, `environment` and `secret_environment` together); Lambda allows {}",
+                        rules::LAMBDA_ENV_MAX_BYTES
+                    ),
+                );
+            }
+        }
         for field in schema.fields {
             if draft.attrs.contains_key(field.name) {
                 continue;
@@ -344,7 +415,14 @@ impl<'a> Validator<'a> {
         let out = match (field.ty, value.get_ref()) {
             (FieldType::String, DeValue::String(s)) => {
                 if !field.one_of.is_empty() && !field.one_of.contains(&s.as_ref()) {
-                    self.err(&span, format!("`{}` = \"{s}\" is not supported; one of: {}", field.name, field.one_of.join(", ")));
+                    self.err(&span, format!("`{}` = \"{}\" is not supported; one of: {}", field.name, shown(s), field.one_of.join(", ")));
+                    return None;
+                }
+                if let Some(check) = field.check
+                    && !s.contains("${")
+                    && let Err(e) = check(s)
+                {
+                    self.err(&span, format!("`{}` {e}", field.name));
                     return None;
                 }
                 draft.string_spans.push((span.clone(), s.to_string()));
@@ -394,6 +472,18 @@ impl<'a> Validator<'a> {
                                     &k.span(),
                                     format!("tag key `{}` is reserved: the `reconcile:` prefix marks ownership", k.get_ref()),
                                 );
+                            } else if field.name == "tags" {
+                                if let Err(e) = rules::tag_key(k.get_ref()) {
+                                    self.err(&k.span(), format!("tag key `{}` {e}", shown(k.get_ref())));
+                                }
+                                let text: &str = s;
+                                if let Err(e) = Some(text).filter(|t| !t.contains("${")).map_or(Ok(()), rules::tag_value) {
+                                    self.err(&v.span(), format!("the value of tag `{}` {e}", shown(k.get_ref())));
+                                }
+                            } else if draft.kind == Kind::LambdaFunction
+                                && let Err(e) = rules::lambda_env_name(k.get_ref())
+                            {
+                                self.err(&k.span(), format!("environment variable name `{}` {e}", shown(k.get_ref())));
                             }
                             draft.string_spans.push((v.span(), s.to_string()));
                             map.insert(k.get_ref().to_string(), json!(s));
@@ -402,6 +492,18 @@ impl<'a> Validator<'a> {
                             self.err(&v.span(), format!("`{}.{}` must be a string, found {}", field.name, k.get_ref(), other.type_str()));
                         }
                     }
+                }
+                let user_tags = rules::MAX_TAGS - rules::OWNERSHIP_TAGS;
+                if field.name == "tags" && map.len() > user_tags {
+                    self.err(
+                        &span,
+                        format!(
+                            "{} tags: AWS allows {} per resource and reconcile adds {} ownership tags, so at most {user_tags}",
+                            map.len(),
+                            rules::MAX_TAGS,
+                            rules::OWNERSHIP_TAGS
+                        ),
+                    );
                 }
                 Value::Object(map)
             }
@@ -443,6 +545,11 @@ impl<'a> Validator<'a> {
                 for (k, v) in t.iter() {
                     match v.get_ref() {
                         DeValue::Table(_) => {
+                            if draft.kind == Kind::IamRole
+                                && let Err(e) = rules::iam_policy_name(k.get_ref())
+                            {
+                                self.err(&k.span(), format!("policy name `{}` {e}", shown(k.get_ref())));
+                            }
                             let doc = self.json(draft, v);
                             map.insert(k.get_ref().to_string(), doc);
                         }
@@ -462,7 +569,9 @@ impl<'a> Validator<'a> {
             }
             (FieldType::Path, DeValue::String(s)) => {
                 let base = self.src.file.parent().unwrap_or(Path::new("."));
-                match artifact::package(&base.join(s.as_ref())) {
+                let packaged =
+                    artifact::confine(base, Path::new(s.as_ref()), &self.options.allow_code_from).and_then(|p| artifact::package(&p));
+                match packaged {
                     Ok(a) => {
                         draft.attrs.insert(schema::CODE_SHA256.into(), json!(a.sha256));
                         draft.artifact = Some(a);
@@ -630,6 +739,12 @@ fn add_ownership_tags(attrs: &mut Map<String, Value>, stack: &str, resource: &st
         map.insert(TAG_MANAGED_BY.into(), json!(MANAGED_BY));
         map.insert(TAG_RESOURCE.into(), json!(resource));
     }
+}
+
+/// A name as messages show it: a long one is cut (it may be huge; the location points at it anyway).
+fn shown(s: &str) -> String {
+    const MAX: usize = 64;
+    if s.chars().count() <= MAX { s.to_string() } else { format!("{}…", s.chars().take(MAX).collect::<String>()) }
 }
 
 fn type_list() -> String {

@@ -2,6 +2,8 @@
 
 use serde_json::{Value, json};
 
+use super::rules;
+
 /// A resource kind the engine knows how to manage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Kind {
@@ -149,12 +151,18 @@ pub struct Field {
     pub one_of: &'static [&'static str],
     /// Values never shown (plan, JSON, logs) nor stored (the state keeps a hash).
     pub secret: bool,
+    /// The rule AWS holds a literal string value to (names, lengths, characters), checked at validate
+    /// time; a value holding a `${...}` reference is only known at apply, and AWS checks it then.
+    pub check: Option<Check>,
     pub doc: &'static str,
 }
 
+/// Checks one literal string; the error says what AWS accepts, without repeating the value.
+pub type Check = fn(&str) -> Result<(), String>;
+
 impl Field {
     const fn new(name: &'static str, ty: FieldType, doc: &'static str) -> Field {
-        Field { name, ty, required: false, force_new: false, default: None, one_of: &[], secret: false, doc }
+        Field { name, ty, required: false, force_new: false, default: None, one_of: &[], secret: false, check: None, doc }
     }
     const fn required(mut self) -> Field {
         self.required = true;
@@ -174,6 +182,10 @@ impl Field {
     }
     const fn one_of(mut self, values: &'static [&'static str]) -> Field {
         self.one_of = values;
+        self
+    }
+    const fn check(mut self, check: Check) -> Field {
+        self.check = Some(check);
         self
     }
 }
@@ -244,10 +256,10 @@ static IAM_ROLE: KindSchema = KindSchema {
     type_name: "aws_iam_role",
     doc: "An IAM role with its trust policy, inline policies and managed policy attachments.",
     fields: &[
-        Field::new("name", T::String, "Role name").required().force_new(),
+        Field::new("name", T::String, "Role name").required().force_new().check(rules::iam_role_name),
         Field::new("assume_role_policy", T::Json, "Trust policy document").required(),
-        Field::new("description", T::String, "Description").default(Default::Str("")),
-        Field::new("path", T::String, "Path").default(Default::Str("/")).force_new(),
+        Field::new("description", T::String, "Description").default(Default::Str("")).check(rules::iam_description),
+        Field::new("path", T::String, "Path").default(Default::Str("/")).force_new().check(rules::iam_path),
         Field::new("max_session_duration", T::Integer { min: 3600, max: 43200 }, "Maximum session duration in seconds")
             .default(Default::Int(3600)),
         Field::new("inline_policies", T::JsonMap, "Inline policies: policy name → policy document").default(Default::EmptyMap),
@@ -265,7 +277,7 @@ static LOG_GROUP: KindSchema = KindSchema {
     type_name: "aws_cloudwatch_log_group",
     doc: "A CloudWatch Logs log group.",
     fields: &[
-        Field::new("name", T::String, "Log group name").required().force_new(),
+        Field::new("name", T::String, "Log group name").required().force_new().check(rules::log_group_name),
         Field::new(
             "retention_in_days",
             T::Integer { min: 0, max: 3653 },
@@ -285,14 +297,14 @@ static LAMBDA_FUNCTION: KindSchema = KindSchema {
     type_name: "aws_lambda_function",
     doc: "A Lambda function whose code is a file or folder next to the manifest, zipped in-process.",
     fields: &[
-        Field::new("function_name", T::String, "Function name").required().force_new(),
+        Field::new("function_name", T::String, "Function name").required().force_new().check(rules::lambda_function_name),
         Field::new("runtime", T::String, "Runtime identifier").required().one_of(LAMBDA_RUNTIMES),
-        Field::new("handler", T::String, "Handler, e.g. `index.handler`").required(),
+        Field::new("handler", T::String, "Handler, e.g. `index.handler`").required().check(rules::lambda_handler),
         Field::new("role", T::String, "Execution role ARN, usually `${role.arn}`").required(),
         Field::new("code", T::Path, "File or folder with the code, relative to the manifest").required(),
         Field::new("memory_size", T::Integer { min: 128, max: 10240 }, "Memory in MB").default(Default::Int(128)),
         Field::new("timeout", T::Integer { min: 1, max: 900 }, "Timeout in seconds").default(Default::Int(3)),
-        Field::new("description", T::String, "Description").default(Default::Str("")),
+        Field::new("description", T::String, "Description").default(Default::Str("")).check(rules::lambda_description),
         Field::new("architecture", T::String, "Instruction set").default(Default::Str("x86_64")).one_of(&["x86_64", "arm64"]),
         Field::new("environment", T::StringMap, "Environment variables").default(Default::EmptyMap),
         Field::new(
@@ -320,11 +332,26 @@ static LAMBDA_PERMISSION: KindSchema = KindSchema {
     type_name: "aws_lambda_permission",
     doc: "A statement in a Lambda function's resource-based policy (e.g. letting API Gateway invoke it).",
     fields: &[
-        Field::new("function_name", T::String, "Function name or ARN, usually `${function.name}`").required().force_new(),
-        Field::new("statement_id", T::String, "Statement id, unique within the function's policy").required().force_new(),
-        Field::new("action", T::String, "Action allowed").default(Default::Str("lambda:InvokeFunction")).force_new(),
-        Field::new("principal", T::String, "Service or account allowed, e.g. `apigateway.amazonaws.com`").required().force_new(),
-        Field::new("source_arn", T::String, "Only calls from this ARN (pattern) are allowed").default(Default::Str("")).force_new(),
+        Field::new("function_name", T::String, "Function name or ARN, usually `${function.name}`")
+            .required()
+            .force_new()
+            .check(rules::lambda_function_ref),
+        Field::new("statement_id", T::String, "Statement id, unique within the function's policy")
+            .required()
+            .force_new()
+            .check(rules::lambda_statement_id),
+        Field::new("action", T::String, "Action allowed")
+            .default(Default::Str("lambda:InvokeFunction"))
+            .force_new()
+            .check(rules::lambda_permission_action),
+        Field::new("principal", T::String, "Service or account allowed, e.g. `apigateway.amazonaws.com`")
+            .required()
+            .force_new()
+            .check(rules::lambda_principal),
+        Field::new("source_arn", T::String, "Only calls from this ARN (pattern) are allowed")
+            .default(Default::Str(""))
+            .force_new()
+            .check(rules::optional_arn),
     ],
     physical_name: "",
     create_before_destroy: false,
@@ -337,7 +364,7 @@ static REST_API: KindSchema = KindSchema {
     type_name: "aws_api_gateway_rest_api",
     doc: "An API Gateway REST API with its resource tree, methods and integrations (`routes`).",
     fields: &[
-        Field::new("name", T::String, "API name").required(),
+        Field::new("name", T::String, "API name").required().check(rules::rest_api_name),
         Field::new("description", T::String, "Description").default(Default::Str("")),
         Field::new("endpoint_type", T::String, "Endpoint type")
             .default(Default::Str("REGIONAL"))
@@ -382,11 +409,15 @@ static STAGE: KindSchema = KindSchema {
     doc: "A named stage of a REST API serving one deployment, with access logging and method settings for all methods (`*/*`).",
     fields: &[
         Field::new("rest_api_id", T::String, "The API, usually `${api.id}`").required().force_new(),
-        Field::new("stage_name", T::String, "Stage name (the first path segment of the invoke URL)").required().force_new(),
+        Field::new("stage_name", T::String, "Stage name (the first path segment of the invoke URL)")
+            .required()
+            .force_new()
+            .check(rules::stage_name),
         Field::new("deployment_id", T::String, "Deployment served, usually `${deployment.id}`").required(),
         Field::new("description", T::String, "Description").default(Default::Str("")),
         Field::new("access_log_destination_arn", T::String, "Log group ARN for access logs (`${log_group.arn}`); empty = off")
-            .default(Default::Str("")),
+            .default(Default::Str(""))
+            .check(rules::optional_arn),
         Field::new("access_log_format", T::String, "Access log line format, e.g. JSON with `$context.requestId`").default(Default::Str("")),
         Field::new("data_trace_enabled", T::Boolean, "Log full requests and responses (all methods)").default(Default::Bool(false)),
         Field::new("logging_level", T::String, "Execution logging level (all methods)")
@@ -421,12 +452,12 @@ static WEB_ACL: KindSchema = KindSchema {
     type_name: "aws_wafv2_web_acl",
     doc: "A WAFv2 web ACL with its rules (managed rule groups, geo match, rate-based).",
     fields: &[
-        Field::new("name", T::String, "Web ACL name").required().force_new(),
+        Field::new("name", T::String, "Web ACL name").required().force_new().check(rules::waf_name),
         Field::new("scope", T::String, "`REGIONAL` (API Gateway, ALB) or `CLOUDFRONT`")
             .default(Default::Str("REGIONAL"))
             .one_of(&["REGIONAL", "CLOUDFRONT"])
             .force_new(),
-        Field::new("description", T::String, "Description").default(Default::Str("")),
+        Field::new("description", T::String, "Description").default(Default::Str("")).check(rules::waf_description),
         Field::new("default_action", T::String, "Action for requests no rule matches")
             .default(Default::Str("allow"))
             .one_of(&["allow", "block"]),
@@ -478,9 +509,25 @@ pub fn hash_secrets(kind: Kind, attrs: &mut serde_json::Map<String, Value>) {
 /// Moves the live values of keys the manifest declares secret from the plain map (`environment`)
 /// to the secret one (`secret_environment`), so both compare like for like.
 pub fn split_secrets(kind: Kind, live: &mut serde_json::Map<String, Value>, desired: &serde_json::Map<String, Value>) {
+    split_secrets_known(kind, live, desired, None);
+}
+
+/// Like [`split_secrets`], also for the keys `recorded` (the state's last applied attributes) holds as
+/// secret: a key that was secret stays secret when it leaves the manifest or moves to the plain map,
+/// so its live value is only ever compared (and shown) as a secret.
+pub fn split_secrets_known(
+    kind: Kind,
+    live: &mut serde_json::Map<String, Value>,
+    desired: &serde_json::Map<String, Value>,
+    recorded: Option<&serde_json::Map<String, Value>>,
+) {
     for field in kind.schema().fields.iter().filter(|f| f.secret) {
         let Some(plain) = field.name.strip_prefix("secret_") else { continue };
-        let keys: Vec<String> = desired.get(field.name).and_then(Value::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let keys_of = |m: Option<&serde_json::Map<String, Value>>| -> Vec<String> {
+            m.and_then(|m| m.get(field.name)).and_then(Value::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default()
+        };
+        let mut keys = keys_of(Some(desired));
+        keys.extend(keys_of(recorded));
         let mut secret = serde_json::Map::new();
         if let Some(Value::Object(map)) = live.get_mut(plain) {
             for k in keys {
@@ -556,6 +603,14 @@ fn str_list(map: &Obj, key: &str) -> Result<Vec<String>, String> {
     Ok(items)
 }
 
+/// Applies `check` to a literal (a value with a `${...}` reference is checked by AWS at apply).
+fn literal(value: &str, key: &str, check: Check) -> Result<(), String> {
+    if value.contains("${") {
+        return Ok(());
+    }
+    check(value).map_err(|e| format!("`{key}` {e}"))
+}
+
 fn one_of(value: String, key: &str, allowed: &[&str]) -> Result<String, String> {
     if allowed.contains(&value.as_str()) { Ok(value) } else { Err(format!("`{key}` = \"{value}\" is not one of: {}", allowed.join(", "))) }
 }
@@ -600,6 +655,7 @@ fn visibility(value: Value, default_metric: Option<&str>) -> Result<Value, Strin
         Some(d) => opt_str(&map, "metric_name", d)?,
         None => req_str(&map, "metric_name")?,
     };
+    literal(&metric, "metric_name", rules::waf_metric_name)?;
     Ok(json!({
         "metric_name": metric,
         "sampled_requests": opt_bool(&map, "sampled_requests", true)?,
@@ -610,7 +666,11 @@ fn visibility(value: Value, default_metric: Option<&str>) -> Result<Value, Strin
 fn waf_rule(value: Value) -> Result<Value, String> {
     let map = object(value, &["name", "priority", "action", "override_action", "statement", "visibility"])?;
     let name = req_str(&map, "name")?;
+    literal(&name, "name", rules::waf_name)?;
     let priority = req_int(&map, "priority")?;
+    if priority < 0 {
+        return Err(format!("`priority` = {priority} must be 0 or more"));
+    }
     let Some(statement) = map.get("statement").cloned() else { return Err("missing `statement`".into()) };
     let s = object(statement, &["managed_rule_group", "geo_match", "rate_based"]).map_err(|e| format!("`statement`: {e}"))?;
     if s.len() != 1 {
@@ -620,13 +680,19 @@ fn waf_rule(value: Value) -> Result<Value, String> {
     let statement = match stype.as_str() {
         "managed_rule_group" => {
             let b = object(body, &["vendor", "name"]).map_err(|e| format!("`managed_rule_group`: {e}"))?;
-            json!({"managed_rule_group": {"vendor": opt_str(&b, "vendor", "AWS")?, "name": req_str(&b, "name")?}})
+            let (vendor, group) = (opt_str(&b, "vendor", "AWS")?, req_str(&b, "name")?);
+            literal(&vendor, "managed_rule_group.vendor", rules::waf_vendor_name)?;
+            literal(&group, "managed_rule_group.name", rules::waf_name)?;
+            json!({"managed_rule_group": {"vendor": vendor, "name": group}})
         }
         "geo_match" => {
             let b = object(body, &["country_codes"]).map_err(|e| format!("`geo_match`: {e}"))?;
             let codes = str_list(&b, "country_codes")?;
             if codes.is_empty() {
                 return Err("`geo_match.country_codes` needs at least one country code".into());
+            }
+            for code in &codes {
+                literal(code, "geo_match.country_codes", rules::waf_country_code)?;
             }
             json!({"geo_match": {"country_codes": codes}})
         }

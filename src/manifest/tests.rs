@@ -192,3 +192,136 @@ fn stack_remediate_is_an_optional_boolean_and_unknown_stack_keys_stay_errors() {
     let e = errors(&format!("[stack]\nname = \"s\"\nremediat = true\n\n{body}"));
     assert!(e[0].starts_with("3:1: unknown key `remediat` in `[stack]`"), "{e:?}");
 }
+
+const FN: &str = "[resources.fn]\ntype = \"aws_lambda_function\"\nfunction_name = \"f\"\nruntime = \"python3.13\"\nhandler = \"h\"\nrole = \"r\"\ncode = \"index.py\"\n";
+
+#[test]
+fn a_key_both_plain_and_secret_is_refused_at_the_secret_key() {
+    let e = errors(&format!("{HEAD}{FN}environment = {{ DB_PASS = \"a\" }}\nsecret_environment = {{ OTHER = \"b\", DB_PASS = \"c\" }}\n"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("12:37: `DB_PASS` is in both `environment` and `secret_environment`"), "{e:?}");
+}
+
+#[test]
+fn names_and_sizes_follow_aws_rules_at_file_line_column() {
+    let e = errors(&format!(
+        "{HEAD}[resources.role]\ntype = \"aws_iam_role\"\nname = \"{}\"\nassume_role_policy = {{ Version = \"2012-10-17\" }}\n\
+         inline_policies = {{ \"bad policy\" = {{ Version = \"2012-10-17\" }} }}\ntags = {{ \"aws:x\" = \"1\", ok = \"a*b\" }}\n\n\
+         [resources.lg]\ntype = \"aws_cloudwatch_log_group\"\nname = \"Dev Log*Group\"\n",
+        "r".repeat(80)
+    ));
+    assert_eq!(e.len(), 5, "{e:?}");
+    assert!(e[0].starts_with("6:8: `name` must be 1-64 characters of letters, digits and `_+=,.@-`; it has 80"), "{e:?}");
+    assert!(e[1].starts_with("8:21: policy name `bad policy` must be 1-128 characters"), "{e:?}");
+    assert!(e[2].starts_with("9:10: tag key `aws:x` must not begin with `aws:`"), "{e:?}");
+    assert!(
+        e[3].starts_with("9:30: the value of tag `ok` must be at most 256 characters of letters, digits, spaces and `_.:/=+-@`; '*'"),
+        "{e:?}"
+    );
+    assert!(e[4].starts_with("13:8: `name` must be 1-512 characters of letters, digits and `._-/#`; ' ' (character 4)"), "{e:?}");
+
+    let e = errors(&format!(
+        "{HEAD}{}environment = {{ A = \"x\", AWS_REGION = \"y\" }}\n",
+        FN.replace("function_name = \"f\"", "function_name = \"bad name!/x\"").replace("handler = \"h\"", "handler = \"index handler\"")
+    ));
+    assert_eq!(e.len(), 4, "{e:?}");
+    assert!(e[0].starts_with("6:17: `function_name` must be 1-64 characters of letters, digits, `_` and `-`; ' ' (character 4)"), "{e:?}");
+    assert!(e[1].starts_with("8:11: `handler` must be 1-128 characters of characters other than white space"), "{e:?}");
+    assert!(e[2].starts_with("11:17: environment variable name `A` must start with a letter and hold at least 2 characters"), "{e:?}");
+    assert!(e[3].starts_with("11:26: environment variable name `AWS_REGION` is reserved by Lambda"), "{e:?}");
+
+    let e = errors(&format!(
+        "{HEAD}[resources.stage]\ntype = \"aws_api_gateway_stage\"\nrest_api_id = \"${{api.id}}\"\nstage_name = \"dev stage!\"\ndeployment_id = \"d\"\n\n\
+         [resources.api]\ntype = \"aws_api_gateway_rest_api\"\nname = \"a\"\n\n\
+         [resources.acl]\ntype = \"aws_wafv2_web_acl\"\nname = \"acl 1\"\ndescription = \"ends with a space \"\nvisibility = {{ metric_name = \"All\" }}\n\
+         rules = [{{ name = \"geo\", priority = 0, action = \"block\", statement = {{ geo_match = {{ country_codes = [\"XX\"] }} }} }}]\n"
+    ));
+    assert_eq!(e.len(), 5, "{e:?}");
+    assert!(e[0].starts_with("7:14: `stage_name` must be 1-128 characters of letters, digits, `_` and `-`; ' ' (character 4)"), "{e:?}");
+    assert!(e[1].starts_with("16:8: `name` must be 1-128 characters"), "{e:?}");
+    assert!(e[2].starts_with("17:15: `description` must not begin or end with white space"), "{e:?}");
+    assert!(e[3].starts_with("18:14: `visibility`: `metric_name` `All` is reserved by WAF"), "{e:?}");
+    assert!(e[4].starts_with("19:10: `rules[0]`: `geo_match.country_codes` `XX` is not a country code"), "{e:?}");
+}
+
+#[test]
+fn a_huge_description_is_refused_with_a_short_message() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.py"), "def handler(e, c): pass\n").unwrap();
+    let text = format!("{HEAD}{FN}description = \"{}\"\n", "d".repeat(20 * 1024 * 1024));
+    let err = parse_in(dir.path(), &text).unwrap_err();
+    let shown = err.to_string();
+    assert!(shown.len() < 1000, "{} bytes", shown.len());
+    assert!(shown.contains(":11:15: error: `description` must be at most 256 characters; it has 20971520"), "{shown}");
+    assert!(shown.contains("11 | description = \"ddd"), "{shown}");
+}
+
+#[test]
+fn references_are_checked_by_aws_only_literals_here() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{HEAD}[resources.a]\ntype = \"aws_cloudwatch_log_group\"\nname = \"a\"\n\n[resources.b]\ntype = \"aws_cloudwatch_log_group\"\nname = \"${{a.arn}}\"\n"
+    );
+    assert!(parse_in(dir.path(), &text).is_ok());
+}
+
+#[test]
+fn code_outside_the_manifest_folder_is_refused_unless_the_command_line_allows_it() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("stolen.py"), "secret\n").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.py"), "def handler(e, c): pass\n").unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("stolen.py"), dir.path().join("link.py")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("index.py"), dir.path().join("sub/inside.py")).unwrap();
+    let with_code = |code: &str| format!("{HEAD}{}", FN.replace("code = \"index.py\"", &format!("code = \"{code}\"")));
+    let abs = outside.path().join("stolen.py").display().to_string();
+    let escape = format!("../{}/stolen.py", outside.path().file_name().unwrap().to_string_lossy());
+    for (code, why) in [
+        (abs.as_str(), "an absolute path".to_string()),
+        ("/etc", "an absolute path".into()),
+        (escape.as_str(), "resolved to".into()),
+        ("link.py", "a symlink resolved to".into()),
+    ] {
+        let e = errors_in(dir.path(), &with_code(code));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with(&format!("10:8: `code`: code path `{code}` is {why}")), "{e:?}");
+        assert!(e[0].contains("outside the manifest's folder") && e[0].contains("--allow-code-from"), "{e:?}");
+    }
+    // Inside the tree, symlinks included, is fine; so is `..` that stays inside.
+    for code in ["index.py", "sub/inside.py", "sub/../index.py", "."] {
+        assert!(parse_in(dir.path(), &with_code(code)).is_ok(), "{code}");
+    }
+    // The command line (never the manifest) can allow a folder outside.
+    let options = Options { allow_code_from: vec![outside.path().to_path_buf()] };
+    for code in [abs.as_str(), escape.as_str(), "link.py"] {
+        let m = parse_with(&dir.path().join("stack.toml"), with_code(code), &options).unwrap();
+        assert!(m.resource("fn").unwrap().artifact.is_some());
+    }
+    assert!(parse_with(&dir.path().join("stack.toml"), with_code("/etc"), &options).is_err());
+}
+
+fn errors_in(dir: &Path, text: &str) -> Vec<String> {
+    match parse_in(dir, text) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(e) => e.diagnostics().iter().map(|d| format!("{}:{}: {}", d.location.line, d.location.column, d.message)).collect(),
+    }
+}
+
+#[test]
+fn tag_count_environment_size_and_huge_keys_are_refused_briefly() {
+    let many: Vec<String> = (0..48).map(|i| format!("t{i} = \"v\"")).collect();
+    let e =
+        errors(&format!("{HEAD}[resources.lg]\ntype = \"aws_cloudwatch_log_group\"\nname = \"lg\"\ntags = {{ {} }}\n", many.join(", ")));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("7:8: 48 tags: AWS allows 50 per resource and reconcile adds 3 ownership tags, so at most 47"), "{e:?}");
+
+    let e = errors(&format!("{HEAD}{FN}environment = {{ BIG = \"{}\" }}\nsecret_environment = {{ MORE = \"x\" }}\n", "v".repeat(4090)));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("11:15: the environment variables take 4098 bytes"), "{e:?}");
+
+    let huge_key = "k".repeat(1_000_000);
+    let e = errors(&format!("{HEAD}[resources.lg]\ntype = \"aws_cloudwatch_log_group\"\nname = \"lg\"\ntags = {{ {huge_key} = \"v\" }}\n"));
+    assert_eq!(e.len(), 1);
+    assert!(e[0].len() < 300 && e[0].starts_with("7:10: tag key `kkk"), "{}", &e[0][..300.min(e[0].len())]);
+}

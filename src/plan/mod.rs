@@ -468,7 +468,8 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
             },
             (Some(s), Some(l)) => {
                 let mut current = l.attrs.clone();
-                crate::manifest::schema::split_secrets(r.kind, &mut current, &desired);
+                // Keys the state recorded as secret stay secret (masked) even once they left `secret_environment`.
+                crate::manifest::schema::split_secrets_known(r.kind, &mut current, &desired, s.attributes.as_object());
                 // What AWS cannot tell us (e.g. the code path) is taken as last applied.
                 if let Some(recorded) = s.attributes.as_object() {
                     for (k, v) in recorded {

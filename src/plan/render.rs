@@ -96,10 +96,27 @@ fn past(a: Action) -> &'static str {
     }
 }
 
+/// Longest string shown whole in the text plan; longer ones are cut (the JSON plan keeps them whole).
+pub const MAX_SHOWN_CHARS: usize = 200;
+
+/// `v` with every string longer than [`MAX_SHOWN_CHARS`] cut, saying how much was left out.
+fn clip(v: &Value) -> Value {
+    match v {
+        Value::String(s) if s.chars().count() > MAX_SHOWN_CHARS => {
+            let kept: String = s.chars().take(MAX_SHOWN_CHARS).collect();
+            Value::String(format!("{kept}… ({} more characters)", s.chars().count() - MAX_SHOWN_CHARS))
+        }
+        Value::Array(items) => Value::Array(items.iter().map(clip).collect()),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), clip(v))).collect()),
+        other => other.clone(),
+    }
+}
+
 fn field(out: &mut String, action: Action, c: &FieldChange, width: usize) {
     let pad = " ".repeat(width - c.path.len());
     let note = if c.forces_replacement && action == Action::Replace { "  # forces replacement" } else { "" };
-    match (&c.before, &c.after) {
+    let (before, after) = (c.before.as_ref().map(clip), c.after.as_ref().map(clip));
+    match (&before, &after) {
         (None, Some(after)) if action == Action::Create || action == Action::Replace => {
             let _ = writeln!(out, "      {}{pad} = {}{note}", c.path, value(after, 8 + width));
         }
@@ -180,5 +197,16 @@ mod tests {
         assert!(text.contains("~ fn (aws_lambda_function) [Hello] will be updated in place"), "{text}");
         assert!(text.contains("memory_size = 256 → 512"), "{text}");
         assert!(text.contains("Plan: 0 to create, 1 to update"), "{text}");
+
+        let mut huge = plan.clone();
+        huge.resources[0].changes[0] = FieldChange {
+            path: "description".into(),
+            before: Some(json!("short")),
+            after: Some(json!("x".repeat(5_000_000))),
+            forces_replacement: false,
+        };
+        let text = human(&huge);
+        assert!(text.len() < 1000, "{} bytes", text.len());
+        assert!(text.contains(&format!("\"{}… (4999800 more characters)\"", "x".repeat(MAX_SHOWN_CHARS))), "{text}");
     }
 }

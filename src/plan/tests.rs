@@ -340,3 +340,69 @@ fn an_incomplete_function_is_replaced() {
     assert_eq!(plan.resources[0].action, Action::Replace, "{:#?}", plan.resources);
     assert!(plan.resources[0].reason.as_deref().unwrap().starts_with("incomplete: replacing"));
 }
+
+/// A function whose `secret_environment` held DB_PASS when last applied (the state keeps its hash)
+/// and whose live environment still has the value.
+fn secret_function(env: &str) -> (tempfile::TempDir, Manifest, StackState, HashMap<String, Option<Live>>) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.py"), "def handler(e, c): pass\n").unwrap();
+    let text = format!(
+        "[stack]\nname = \"s\"\n\n[resources.f]\ntype = \"aws_lambda_function\"\nfunction_name = \"f\"\nruntime = \"python3.13\"\n\
+         handler = \"index.handler\"\nrole = \"arn:aws:iam::123456789012:role/r\"\ncode = \"index.py\"\n{env}\n"
+    );
+    let m = manifest::parse(&dir.path().join("stack.toml"), text).unwrap();
+    let r = m.resource("f").unwrap();
+    let mut attrs = r.attrs.clone();
+    attrs.insert("environment".into(), json!({"KEEP": "1"}));
+    attrs.insert("secret_environment".into(), json!({"DB_PASS": "plain-secret-value"}));
+    crate::manifest::schema::hash_secrets(r.kind, &mut attrs);
+    let mut state = StackState::default();
+    state.resources.insert(
+        "f".into(),
+        ResourceState {
+            name: "f".into(),
+            kind: r.kind,
+            physical_id: "f".into(),
+            attributes: Value::Object(attrs.clone()),
+            outputs: BTreeMap::new(),
+            depends_on: vec![],
+        },
+    );
+    let mut live = attrs;
+    live.remove("secret_environment");
+    live.insert("environment".into(), json!({"KEEP": "1", "DB_PASS": "plain-secret-value"}));
+    let live = HashMap::from([("f".to_string(), Some(Live { attrs: live, outputs: BTreeMap::new() }))]);
+    (dir, m, state, live)
+}
+
+#[test]
+fn a_key_that_was_secret_stays_masked_once_removed_or_moved_to_the_plain_environment() {
+    // Removed from the manifest: its removal is a secret change, the live value never shows.
+    let (_dir, m, state, live) = secret_function("environment = { KEEP = \"1\" }");
+    let plan = diff_all(&m, &state, &live);
+    let f = &plan.resources[0];
+    assert_eq!(f.action, Action::Update);
+    let paths: Vec<_> = f.changes.iter().map(|c| (c.path.as_str(), c.before.clone(), c.after.clone())).collect();
+    assert_eq!(paths, vec![("secret_environment.DB_PASS", Some(json!(manifest::schema::SENSITIVE)), None)]);
+    let shown = format!("{}{}", serde_json::to_string(&plan).unwrap(), render::human(&plan));
+    assert!(!shown.contains("plain-secret-value"), "{shown}");
+
+    // Moved to `environment`: the old (secret) value is masked, the new plain one is shown.
+    let (_dir, m, state, live) = secret_function("environment = { KEEP = \"1\", DB_PASS = \"now-plain\" }");
+    let plan = diff_all(&m, &state, &live);
+    let shown = format!("{}{}", serde_json::to_string(&plan).unwrap(), render::human(&plan));
+    assert!(!shown.contains("plain-secret-value"), "{shown}");
+    let paths: Vec<_> = plan.resources[0].changes.iter().map(|c| (c.path.as_str(), c.before.clone(), c.after.clone())).collect();
+    assert_eq!(
+        paths,
+        vec![
+            ("environment.DB_PASS", None, Some(json!("now-plain"))),
+            ("secret_environment.DB_PASS", Some(json!(manifest::schema::SENSITIVE)), None),
+        ]
+    );
+
+    // Still secret: in sync.
+    let (_dir, m, state, live) =
+        secret_function("environment = { KEEP = \"1\" }\nsecret_environment = { DB_PASS = \"plain-secret-value\" }");
+    assert!(!diff_all(&m, &state, &live).has_changes());
+}
