@@ -79,6 +79,24 @@ pub enum Command {
     Watch(WatchArgs),
     /// List drift recorded by `watch` (open drift; with --all, resolved drift too). No AWS call.
     Drift(DriftArgs),
+    /// Pin the stack to the AWS account and region (--region) its resources live in, by hand. A stack
+    /// is pinned by its first apply, and every command that calls AWS refuses credentials or a region
+    /// other than its pin; this is for a state written before pinning whose regional resources cannot
+    /// be found to prove where it lives. No AWS call.
+    Pin(PinArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    /// The 12-digit id of the account the stack's resources live in.
+    #[arg(long)]
+    pub account: String,
+    /// The partition (default: from --region: `aws-cn` for cn-*, `aws-us-gov` for us-gov-*, else `aws`).
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// Replace a pin to another account or region (only if the stack's resources really are there).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

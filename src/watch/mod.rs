@@ -305,12 +305,14 @@ struct StackWatcher {
     bad_hash: Option<[u8; 32]>,
     cadence: Cadence,
     told: BTreeSet<(String, &'static str)>,
+    /// Why the stack is refused (pinned to another account or region), as last logged.
+    refused: Option<String>,
 }
 
 impl StackWatcher {
     fn new(path: PathBuf, manifest: Manifest, interval: Duration) -> StackWatcher {
         let good_hash = std::fs::read(&path).map(|b| sha256(&b)).unwrap_or_default();
-        StackWatcher { path, manifest, good_hash, bad_hash: None, cadence: Cadence::new(interval), told: BTreeSet::new() }
+        StackWatcher { path, manifest, good_hash, bad_hash: None, cadence: Cadence::new(interval), told: BTreeSet::new(), refused: None }
     }
 
     async fn run(mut self, ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
@@ -440,6 +442,9 @@ impl StackWatcher {
 
     async fn pass_inner(&mut self, ctx: &Ctx, stop: &mut watch::Receiver<bool>, stats: &mut PassStats) -> Result<PassEnd, StateError> {
         let stack = self.manifest.stack.clone();
+        if !self.check_identity(ctx).await {
+            return Ok(PassEnd::Partial);
+        }
         let state = ctx.store.load(&stack).await?;
         let now = Instant::now();
         let cadence = &self.cadence;
@@ -516,6 +521,35 @@ impl StackWatcher {
         }
         stats.open = ctx.store.open_drift_counts(&stack).await?.values().sum::<u64>() as usize;
         Ok(end)
+    }
+
+    /// Whether the credentials and region in use are where the stack lives. A stack pinned elsewhere
+    /// is refused on its own (logged when it starts or its reason changes, shown by /readyz and the
+    /// `reconcile_stack_refused` gauge); the other stacks go on.
+    async fn check_identity(&mut self, ctx: &Ctx) -> bool {
+        let stack = self.manifest.stack.clone();
+        match crate::identity::check(&ctx.store, &stack, &ctx.aws).await {
+            Ok(_) => {
+                if self.refused.take().is_some() {
+                    tracing::info!(stack, "the stack is no longer refused: watching it");
+                }
+                ctx.metrics.refused(&stack, None);
+                true
+            }
+            Err(e) if e.is_refusal() => {
+                let message = e.to_string();
+                if self.refused.as_deref() != Some(message.as_str()) {
+                    tracing::error!(stack, reason = e.reason(), error = %message, "stack refused: not watched until this is fixed; the other stacks go on");
+                    self.refused = Some(message.clone());
+                }
+                ctx.metrics.refused(&stack, Some((e.reason(), &message)));
+                false
+            }
+            Err(e) => {
+                tracing::warn!(stack, error = %e, "cannot check the stack's account and region; skipping this pass");
+                false
+            }
+        }
     }
 
     /// Logs `what` once for each resource while it stays in `names`.
