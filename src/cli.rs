@@ -12,6 +12,8 @@ use crate::commands;
 ///
 /// AWS credentials, region and endpoint come from the standard AWS chain: environment
 /// (AWS_PROFILE, AWS_REGION, AWS_ACCESS_KEY_ID…, AWS_ENDPOINT_URL), shared config and profiles.
+/// A stack is pinned to the account and region of its first apply: other credentials or another
+/// region are refused before anything is read or changed (a destroyed stack may move).
 /// API Gateway calls are paced to its account limits (RECONCILE_PACING=off turns that off, for
 /// emulators that do not enforce them).
 #[derive(Debug, Parser)]
@@ -79,10 +81,11 @@ pub enum Command {
     Watch(WatchArgs),
     /// List drift recorded by `watch` (open drift; with --all, resolved drift too). No AWS call.
     Drift(DriftArgs),
-    /// Pin the stack to the AWS account and region (--region) its resources live in, by hand. A stack
-    /// is pinned by its first apply, and every command that calls AWS refuses credentials or a region
-    /// other than its pin; this is for a state written before pinning whose regional resources cannot
-    /// be found to prove where it lives. No AWS call.
+    /// Pin the stack by hand to the AWS account and region (--region) it lives in. No AWS call.
+    ///
+    /// A stack is pinned by its first apply, and every command that calls AWS refuses credentials or a
+    /// region other than its pin. This is for a state written before pinning whose regional resources
+    /// cannot be found to prove where it lives (the refusal says so and prints this command).
     Pin(PinArgs),
 }
 

@@ -233,4 +233,23 @@ mod tests {
         assert!(text.contains("reconcile_last_success_timestamp_seconds{stack=\"s\"} "), "{text}");
         assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
+    #[test]
+    fn a_refused_stack_is_reported_alone_and_keeps_the_watcher_unready() {
+        let m = Metrics::default();
+        m.register("home");
+        m.register("away");
+        m.pass("home", Duration::from_millis(10), true, Some(BTreeMap::new()));
+        m.refused("away", Some(("pinned_elsewhere", "stack `away` lives in account 1 (aws) in us-east-1 …")));
+        m.pass("away", Duration::from_millis(1), false, None);
+        assert!(!m.ready());
+        assert!(m.not_ready().is_empty(), "a refused stack is not waiting for a pass");
+        assert_eq!(m.refusals(), vec![("away".to_string(), "stack `away` lives in account 1 (aws) in us-east-1 …".to_string())]);
+        let text = m.render(&BTreeMap::new());
+        assert!(text.lines().any(|l| l == "reconcile_stack_refused{stack=\"away\",reason=\"pinned_elsewhere\"} 1"), "{text}");
+        assert!(text.lines().any(|l| l == "reconcile_stack_refused{stack=\"home\"} 0"), "{text}");
+        m.refused("away", None);
+        m.pass("away", Duration::from_millis(10), true, Some(BTreeMap::new()));
+        assert!(m.ready());
+        assert!(m.render(&BTreeMap::new()).lines().any(|l| l == "reconcile_stack_refused{stack=\"away\"} 0"));
+    }
 }
