@@ -552,6 +552,20 @@ impl StackWatcher {
         }
     }
 
+    /// Pins the stack where the watcher works before remediation writes (it may create a stack that
+    /// was never applied), as apply does.
+    async fn pin_before_writing(&self, ctx: &Ctx) -> bool {
+        let stack = &self.manifest.stack;
+        let pinned = match ctx.aws.identity().await {
+            Ok(here) => crate::identity::pin(&ctx.store, stack, &here).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = &pinned {
+            tracing::warn!(stack, error = %e, "cannot pin the stack to its account and region; not remediating");
+        }
+        pinned.is_ok()
+    }
+
     /// Logs `what` once for each resource while it stays in `names`.
     fn tell_once(&mut self, stack: &str, names: &[String], what: &str, tag: &'static str) {
         self.told.retain(|(n, t)| *t != tag || names.contains(n));
@@ -599,6 +613,9 @@ impl StackWatcher {
             }
             let changes: Vec<_> = fix.resources.iter().filter(|c| c.action != plan::Action::NoOp).map(|c| c.name.as_str()).collect();
             tracing::info!(stack, resources = %changes.join(", "), "remediating");
+            if !self.pin_before_writing(ctx).await {
+                return Ok(0);
+            }
             let options = Options { parallelism: ctx.config.parallelism };
             let reporter = LogReporter { stack };
             let report = apply::execute(fix, Some(&self.manifest), state, &ctx.store, &ctx.aws, options, &reporter).await;
