@@ -224,6 +224,18 @@ async fn a_state_from_before_pinning_is_back_filled_only_from_a_regional_resourc
     out.assert_status(1);
     assert!(out.stderr.contains(&format!("lives in account {OTHER_ACCOUNT} (aws) in us-east-1")), "{out}");
     assert!(aws.iam.get_role().role_name("PinnedRoleOnly").send().await.is_ok());
+    // import too: refused before it reads the resource, nothing recorded.
+    aws.logs.create_log_group().log_group_name("PinnedRoleOnlyLogs").send().await.unwrap();
+    cli.write_file(
+        "role.toml",
+        &format!("{ROLE_ONLY}\n[resources.logs]\ntype = \"aws_cloudwatch_log_group\"\nname = \"PinnedRoleOnlyLogs\"\n"),
+    );
+    let out = cli.run(&["-f", "role.toml", "import", "logs", "PinnedRoleOnlyLogs"]);
+    out.assert_status(1);
+    assert!(out.stderr.contains(&format!("lives in account {OTHER_ACCOUNT} (aws) in us-east-1")), "{out}");
+    let store = Store::open(&cli.join("reconcile.db")).await.unwrap();
+    assert!(!store.load("pinned-role-only").await.unwrap().resources.contains_key("logs"), "import recorded it");
+    store.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
