@@ -28,7 +28,7 @@ pub enum CliError {
     #[error(transparent)]
     Plan(#[from] Box<PlanError>),
     #[error(transparent)]
-    Identity(#[from] crate::identity::IdentityError),
+    Identity(#[from] Box<crate::identity::IdentityError>),
     #[error("{0}")]
     Refused(String),
     #[error("cannot write output: {0}")]
@@ -80,6 +80,12 @@ fn validate(g: &Global) -> Result<Exit, CliError> {
         println!("{}: stack `{}` is valid ({} resources).", m.path.display(), m.stack, m.resources.len());
     }
     Ok(Exit::Ok)
+}
+
+impl From<crate::identity::IdentityError> for CliError {
+    fn from(e: crate::identity::IdentityError) -> Self {
+        CliError::Identity(Box::new(e))
+    }
 }
 
 impl From<PlanError> for CliError {
