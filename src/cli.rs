@@ -12,6 +12,8 @@ use crate::commands;
 ///
 /// AWS credentials, region and endpoint come from the standard AWS chain: environment
 /// (AWS_PROFILE, AWS_REGION, AWS_ACCESS_KEY_ID…, AWS_ENDPOINT_URL), shared config and profiles.
+/// A stack is pinned to the account and region of its first apply: other credentials or another
+/// region are refused before anything is read or changed (a destroyed stack may move).
 /// API Gateway calls are paced to its account limits (RECONCILE_PACING=off turns that off, for
 /// emulators that do not enforce them).
 #[derive(Debug, Parser)]
@@ -87,6 +89,25 @@ pub enum Command {
     Watch(WatchArgs),
     /// List drift recorded by `watch` (open drift; with --all, resolved drift too). No AWS call.
     Drift(DriftArgs),
+    /// Pin the stack by hand to the AWS account and region (--region) it lives in. No AWS call.
+    ///
+    /// A stack is pinned by its first apply, and every command that calls AWS refuses credentials or a
+    /// region other than its pin. This is for a state written before pinning whose regional resources
+    /// cannot be found to prove where it lives (the refusal says so and prints this command).
+    Pin(PinArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    /// The 12-digit id of the account the stack's resources live in.
+    #[arg(long)]
+    pub account: String,
+    /// The partition (default: from --region: `aws-cn` for cn-*, `aws-us-gov` for us-gov-*, else `aws`).
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// Replace a pin to another account or region (only if the stack's resources really are there).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

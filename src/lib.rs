@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod cli;
 pub mod commands;
+pub mod identity;
 pub mod manifest;
 pub mod plan;
 pub mod providers;

@@ -2,6 +2,7 @@ use serde_json::json;
 
 use crate::apply::{self, Options, Report, Status};
 use crate::cli::{ApplyArgs, Exit, Global};
+use crate::identity;
 use crate::manifest::Manifest;
 use crate::plan::{self, Plan};
 use crate::state::Store;
@@ -41,8 +42,9 @@ where
 }
 
 async fn apply_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store: &Store) -> Result<Exit, CliError> {
-    let state = store.load(&manifest.stack).await?;
     let aws = connect(g).await?;
+    let here = identity::check(store, &manifest.stack, &aws).await?;
+    let state = store.load(&manifest.stack).await?;
     let pending = store.pending_operations(&manifest.stack).await?;
     let plan = plan::compute(manifest, &state, &pending, &aws).await?;
     if !plan.has_changes() {
@@ -54,6 +56,7 @@ async fn apply_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store: 
     if !args.auto_approve {
         confirm("\nApply these changes?")?;
     }
+    identity::pin(store, &manifest.stack, &here).await?;
     let progress = Progress { enabled: !g.json && !g.quiet };
     let options = Options { parallelism: args.parallelism.into() };
     let report = apply::execute(&plan, Some(manifest), &state, store, &aws, options, &progress).await;
@@ -68,6 +71,7 @@ async fn destroy_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store
         return Err(CliError::Refused(format!("refusing to destroy: `protect = true` on {}", protected.join(", "))));
     }
     let aws = connect(g).await?;
+    identity::check(store, &manifest.stack, &aws).await?;
     let pending = store.pending_operations(&manifest.stack).await?;
     let inspection = plan::inspect(manifest, &state, &pending, &aws).await?;
     let plan = plan::destroy(&manifest.stack, &inspection);
@@ -83,6 +87,9 @@ async fn destroy_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store
     let progress = Progress { enabled: !g.json && !g.quiet };
     let options = Options { parallelism: args.parallelism.into() };
     let report = apply::execute(&plan, None, &state, store, &aws, options, &progress).await;
+    if let Err(e) = identity::release_if_empty(store, &manifest.stack).await {
+        tracing::warn!(error = %e, "unpinning the destroyed stack");
+    }
     finish(g, &plan, Some(report), store, Some(&aws)).await
 }
 

@@ -27,6 +27,8 @@ pub enum CliError {
     Aws(#[from] ProviderError),
     #[error(transparent)]
     Plan(#[from] Box<PlanError>),
+    #[error(transparent)]
+    Identity(#[from] Box<crate::identity::IdentityError>),
     #[error("{0}")]
     Refused(String),
     #[error("cannot write output: {0}")]
@@ -45,6 +47,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Import(args) => import(g, args).await,
         Command::Watch(args) => watch::run(g, args).await,
         Command::Drift(args) => drift::run(g, args).await,
+        Command::Pin(args) => pin(g, args).await,
     };
     match result {
         Ok(exit) => exit,
@@ -79,6 +82,12 @@ fn validate(g: &Global) -> Result<Exit, CliError> {
     Ok(Exit::Ok)
 }
 
+impl From<crate::identity::IdentityError> for CliError {
+    fn from(e: crate::identity::IdentityError) -> Self {
+        CliError::Identity(Box::new(e))
+    }
+}
+
 impl From<PlanError> for CliError {
     fn from(e: PlanError) -> Self {
         CliError::Plan(Box::new(e))
@@ -99,6 +108,7 @@ async fn import(g: &Global, args: &crate::cli::ImportArgs) -> Result<Exit, CliEr
         }
         refuse_owned_in_state(&store, &manifest.stack, resource, &args.id).await?;
         let aws = connect(g).await?;
+        let here = crate::identity::check(&store, &manifest.stack, &aws).await?;
         let live = crate::providers::read(&aws, resource.kind, &args.id)
             .await?
             .ok_or_else(|| CliError::Refused(format!("no {} `{}` in AWS", resource.kind, args.id)))?;
@@ -122,6 +132,7 @@ async fn import(g: &Global, args: &crate::cli::ImportArgs) -> Result<Exit, CliEr
             outputs: live.outputs,
             depends_on: resource.deps.iter().cloned().collect(),
         };
+        crate::identity::pin(&store, &manifest.stack, &here).await?;
         store.put_resource(&manifest.stack, &record).await?;
         if !g.quiet {
             println!(
@@ -199,6 +210,51 @@ fn owner_name(owner_stack: &str, owner_resource: &str, stack: &str) -> String {
     } else {
         format!("resource `{owner_resource}` of stack `{owner_stack}`")
     }
+}
+
+/// `reconcile pin`: records by hand where the stack lives (no AWS call).
+async fn pin(g: &Global, args: &crate::cli::PinArgs) -> Result<Exit, CliError> {
+    let manifest = load_manifest(g)?;
+    let Some(region) = g.region.clone() else {
+        return Err(CliError::Refused("`reconcile pin` needs the stack's region as --region (AWS_REGION is not used here)".into()));
+    };
+    if !crate::providers::is_region_name(&region) {
+        return Err(CliError::Refused(format!("--region `{region}` is not an AWS region name (like `us-east-1`)")));
+    }
+    if args.account.len() != 12 || !args.account.chars().all(|c| c.is_ascii_digit()) {
+        return Err(CliError::Refused(format!("--account `{}` is not an AWS account id (12 digits)", args.account)));
+    }
+    let partition = args.partition.clone().unwrap_or_else(|| crate::identity::partition_of(&region).to_string());
+    let wanted = crate::state::Identity { account_id: args.account.clone(), partition, region };
+    let store = open_state(g).await?;
+    let lock = store.lock(&manifest.stack, "pin", std::time::Duration::ZERO).await?;
+    let result = async {
+        if store.load(&manifest.stack).await?.resources.is_empty() {
+            return Err(CliError::Refused(format!(
+                "stack `{}` has no resources in {}: nothing to pin (its first apply pins it where it runs)",
+                manifest.stack,
+                g.state.display()
+            )));
+        }
+        match store.identity(&manifest.stack).await? {
+            Some(current) if current == wanted => {}
+            Some(current) if !args.force => {
+                return Err(CliError::Refused(format!(
+                    "stack `{}` is already pinned to {current}; pass --force to pin it to {wanted} instead (only if its resources are there)",
+                    manifest.stack
+                )));
+            }
+            _ => store.set_identity(&manifest.stack, &wanted).await?,
+        }
+        if !g.quiet {
+            println!("Stack `{}` is pinned to {wanted}.", manifest.stack);
+        }
+        Ok(Exit::Ok)
+    }
+    .await;
+    store.unlock(&manifest.stack, &lock.id).await?;
+    store.close().await;
+    result
 }
 
 async fn force_unlock(g: &Global, id: &str) -> Result<Exit, CliError> {

@@ -8,6 +8,7 @@ pub async fn run(g: &Global, args: &PlanArgs) -> Result<Exit, CliError> {
     let store = open_state(g).await?;
     let state = store.load(&manifest.stack).await?;
     let aws = connect(g).await?;
+    crate::identity::check(&store, &manifest.stack, &aws).await?;
     let pending = store.pending_operations(&manifest.stack).await?;
     let plan = plan::compute(&manifest, &state, &pending, &aws).await?;
     if g.json {

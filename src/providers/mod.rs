@@ -39,7 +39,8 @@ pub struct Aws {
     pub region: String,
     /// Every AWS call this run made, by service and operation.
     pub calls: std::sync::Arc<calls::CallStats>,
-    account: std::sync::Arc<tokio::sync::OnceCell<String>>,
+    /// Account id and partition of the caller, asked of STS once.
+    account: std::sync::Arc<tokio::sync::OnceCell<(String, String)>>,
 }
 
 impl Aws {
@@ -120,10 +121,27 @@ impl Aws {
 
     /// The account id of the credentials in use (asked of STS once, when first needed).
     pub async fn account_id(&self) -> Result<String> {
+        Ok(self.caller().await?.0)
+    }
+
+    /// Who and where this client works: the caller's account and partition (one
+    /// sts:GetCallerIdentity, made once) and the configured region.
+    pub async fn identity(&self) -> Result<crate::state::Identity> {
+        let (account_id, partition) = self.caller().await?;
+        Ok(crate::state::Identity { account_id, partition, region: self.region.clone() })
+    }
+
+    async fn caller(&self) -> Result<(String, String)> {
         self.account
             .get_or_try_init(|| async {
                 let out = self.sts.get_caller_identity().send().await.map_err(|e| ProviderError::sdk("sts:GetCallerIdentity", e))?;
-                out.account.ok_or_else(|| ProviderError::Other("sts:GetCallerIdentity returned no account".into()))
+                let account = out.account.ok_or_else(|| ProviderError::Other("sts:GetCallerIdentity returned no account".into()))?;
+                // arn:<partition>:sts::<account>:assumed-role/… (or :iam:: for users and root)
+                let partition =
+                    out.arn.as_deref().and_then(|arn| arn.split(':').nth(1)).filter(|p| !p.is_empty()).map(str::to_string).ok_or_else(
+                        || ProviderError::Other("sts:GetCallerIdentity returned no caller ARN (needed for the partition)".into()),
+                    )?;
+                Ok((account, partition))
             })
             .await
             .cloned()
@@ -285,7 +303,7 @@ pub fn derived_outputs(kind: Kind, desired: &Map<String, Value>) -> BTreeMap<Str
 }
 
 /// `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`, `us-isob-east-1`…
-fn is_region_name(r: &str) -> bool {
+pub(crate) fn is_region_name(r: &str) -> bool {
     let parts: Vec<&str> = r.split('-').collect();
     parts.len() >= 3
         && parts[0].len() == 2

@@ -15,6 +15,21 @@ use crate::manifest::Kind;
 pub mod drift;
 pub use drift::{DELETED, Drift, DriftEvent, Resolution};
 
+/// Where a stack's resources live: the AWS account, its partition and the region.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Identity {
+    pub account_id: String,
+    /// `aws`, `aws-cn`, `aws-us-gov`…
+    pub partition: String,
+    pub region: String,
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "account {} ({}) in {}", self.account_id, self.partition, self.region)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot open state file {}: {source}", path.display())]
@@ -324,6 +339,45 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(serial)
+    }
+
+    /// The account, partition and region the stack is pinned to; `None` when it is not pinned.
+    pub async fn identity(&self, stack: &str) -> Result<Option<Identity>> {
+        let row =
+            sqlx::query("SELECT account_id, partition, region FROM stacks WHERE name = ?").bind(stack).fetch_optional(&self.pool).await?;
+        let Some(row) = row else { return Ok(None) };
+        let (account_id, partition, region): (Option<String>, Option<String>, Option<String>) =
+            (row.try_get("account_id")?, row.try_get("partition")?, row.try_get("region")?);
+        Ok(match (account_id, partition, region) {
+            (Some(account_id), Some(partition), Some(region)) => Some(Identity { account_id, partition, region }),
+            _ => None,
+        })
+    }
+
+    /// Pins the stack to `id` (creating its row if needed). Not a change of the resources: the serial stays.
+    #[instrument(skip_all, fields(stack))]
+    pub async fn set_identity(&self, stack: &str, id: &Identity) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO stacks (name, serial, account_id, partition, region) VALUES (?, 0, ?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET account_id = excluded.account_id, partition = excluded.partition, region = excluded.region",
+        )
+        .bind(stack)
+        .bind(&id.account_id)
+        .bind(&id.partition)
+        .bind(&id.region)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Unpins the stack (its state is empty: it may be applied anywhere).
+    #[instrument(skip_all, fields(stack))]
+    pub async fn clear_identity(&self, stack: &str) -> Result<()> {
+        sqlx::query("UPDATE stacks SET account_id = NULL, partition = NULL, region = NULL WHERE name = ?")
+            .bind(stack)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Journals a write before it is sent to AWS; returns the operation id.

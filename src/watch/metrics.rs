@@ -40,6 +40,8 @@ struct StackMetrics {
     passes_complete: u64,
     passes_partial: u64,
     remediations: u64,
+    /// Why the stack is refused (reason label, message), e.g. pinned to another account or region.
+    refused: Option<(String, String)>,
 }
 
 /// Shared by the stack tasks (writers) and the HTTP server (reader).
@@ -83,14 +85,24 @@ impl Metrics {
         self.with(|s| s.entry(stack.to_string()).or_default().remediations += resources);
     }
 
-    /// Every watched stack has had a complete pass.
-    pub fn ready(&self) -> bool {
-        self.with(|s| !s.is_empty() && s.values().all(|m| m.last_success.is_some()))
+    /// Marks the stack refused (`Some((reason, message))`) or not.
+    pub fn refused(&self, stack: &str, why: Option<(&str, &str)>) {
+        self.with(|s| s.entry(stack.to_string()).or_default().refused = why.map(|(r, m)| (r.to_string(), m.to_string())));
     }
 
-    /// Stacks still waiting for their first complete pass.
+    /// Every watched stack has had a complete pass, and none is refused.
+    pub fn ready(&self) -> bool {
+        self.with(|s| !s.is_empty() && s.values().all(|m| m.last_success.is_some() && m.refused.is_none()))
+    }
+
+    /// Stacks still waiting for their first complete pass (refused ones aside).
     pub fn not_ready(&self) -> Vec<String> {
-        self.with(|s| s.iter().filter(|(_, m)| m.last_success.is_none()).map(|(k, _)| k.clone()).collect())
+        self.with(|s| s.iter().filter(|(_, m)| m.last_success.is_none() && m.refused.is_none()).map(|(k, _)| k.clone()).collect())
+    }
+
+    /// Refused stacks and why.
+    pub fn refusals(&self) -> Vec<(String, String)> {
+        self.with(|s| s.iter().filter_map(|(k, m)| m.refused.as_ref().map(|(_, msg)| (k.clone(), msg.clone()))).collect())
     }
 
     /// The Prometheus text exposition, with the AWS call counters of the process.
@@ -138,6 +150,22 @@ impl Metrics {
         for (stack, m) in &stacks {
             if let Some(t) = m.last_success {
                 let _ = writeln!(out, "reconcile_last_success_timestamp_seconds{{stack=\"{}\"}} {t:.3}", esc(stack));
+            }
+        }
+        family(
+            &mut out,
+            "reconcile_stack_refused",
+            "gauge",
+            "1 while a stack is refused (pinned to another AWS account or region than the watcher's), with the reason; 0 otherwise.",
+        );
+        for (stack, m) in &stacks {
+            match &m.refused {
+                Some((reason, _)) => {
+                    let _ = writeln!(out, "reconcile_stack_refused{{stack=\"{}\",reason=\"{}\"}} 1", esc(stack), esc(reason));
+                }
+                None => {
+                    let _ = writeln!(out, "reconcile_stack_refused{{stack=\"{}\"}} 0", esc(stack));
+                }
             }
         }
         family(&mut out, "reconcile_aws_calls_total", "counter", "AWS API calls (each HTTP attempt) by service and operation.");
@@ -204,5 +232,24 @@ mod tests {
         }
         assert!(text.contains("reconcile_last_success_timestamp_seconds{stack=\"s\"} "), "{text}");
         assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+    #[test]
+    fn a_refused_stack_is_reported_alone_and_keeps_the_watcher_unready() {
+        let m = Metrics::default();
+        m.register("home");
+        m.register("away");
+        m.pass("home", Duration::from_millis(10), true, Some(BTreeMap::new()));
+        m.refused("away", Some(("pinned_elsewhere", "stack `away` lives in account 1 (aws) in us-east-1 …")));
+        m.pass("away", Duration::from_millis(1), false, None);
+        assert!(!m.ready());
+        assert!(m.not_ready().is_empty(), "a refused stack is not waiting for a pass");
+        assert_eq!(m.refusals(), vec![("away".to_string(), "stack `away` lives in account 1 (aws) in us-east-1 …".to_string())]);
+        let text = m.render(&BTreeMap::new());
+        assert!(text.lines().any(|l| l == "reconcile_stack_refused{stack=\"away\",reason=\"pinned_elsewhere\"} 1"), "{text}");
+        assert!(text.lines().any(|l| l == "reconcile_stack_refused{stack=\"home\"} 0"), "{text}");
+        m.refused("away", None);
+        m.pass("away", Duration::from_millis(10), true, Some(BTreeMap::new()));
+        assert!(m.ready());
+        assert!(m.render(&BTreeMap::new()).lines().any(|l| l == "reconcile_stack_refused{stack=\"away\"} 0"));
     }
 }

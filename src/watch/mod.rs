@@ -305,12 +305,14 @@ struct StackWatcher {
     bad_hash: Option<[u8; 32]>,
     cadence: Cadence,
     told: BTreeSet<(String, &'static str)>,
+    /// Why the stack is refused (pinned to another account or region), as last logged.
+    refused: Option<String>,
 }
 
 impl StackWatcher {
     fn new(path: PathBuf, manifest: Manifest, interval: Duration) -> StackWatcher {
         let good_hash = std::fs::read(&path).map(|b| sha256(&b)).unwrap_or_default();
-        StackWatcher { path, manifest, good_hash, bad_hash: None, cadence: Cadence::new(interval), told: BTreeSet::new() }
+        StackWatcher { path, manifest, good_hash, bad_hash: None, cadence: Cadence::new(interval), told: BTreeSet::new(), refused: None }
     }
 
     async fn run(mut self, ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
@@ -440,6 +442,9 @@ impl StackWatcher {
 
     async fn pass_inner(&mut self, ctx: &Ctx, stop: &mut watch::Receiver<bool>, stats: &mut PassStats) -> Result<PassEnd, StateError> {
         let stack = self.manifest.stack.clone();
+        if !self.check_identity(ctx).await {
+            return Ok(PassEnd::Partial);
+        }
         let state = ctx.store.load(&stack).await?;
         let now = Instant::now();
         let cadence = &self.cadence;
@@ -518,6 +523,49 @@ impl StackWatcher {
         Ok(end)
     }
 
+    /// Whether the credentials and region in use are where the stack lives. A stack pinned elsewhere
+    /// is refused on its own (logged when it starts or its reason changes, shown by /readyz and the
+    /// `reconcile_stack_refused` gauge); the other stacks go on.
+    async fn check_identity(&mut self, ctx: &Ctx) -> bool {
+        let stack = self.manifest.stack.clone();
+        match crate::identity::check(&ctx.store, &stack, &ctx.aws).await {
+            Ok(_) => {
+                if self.refused.take().is_some() {
+                    tracing::info!(stack, "the stack is no longer refused: watching it");
+                }
+                ctx.metrics.refused(&stack, None);
+                true
+            }
+            Err(e) if e.is_refusal() => {
+                let message = e.to_string();
+                if self.refused.as_deref() != Some(message.as_str()) {
+                    tracing::error!(stack, reason = e.reason(), error = %message, "stack refused: not watched until this is fixed; the other stacks go on");
+                    self.refused = Some(message.clone());
+                }
+                ctx.metrics.refused(&stack, Some((e.reason(), &message)));
+                false
+            }
+            Err(e) => {
+                tracing::warn!(stack, error = %e, "cannot check the stack's account and region; skipping this pass");
+                false
+            }
+        }
+    }
+
+    /// Pins the stack where the watcher works before remediation writes (it may create a stack that
+    /// was never applied), as apply does.
+    async fn pin_before_writing(&self, ctx: &Ctx) -> bool {
+        let stack = &self.manifest.stack;
+        let pinned = match ctx.aws.identity().await {
+            Ok(here) => crate::identity::pin(&ctx.store, stack, &here).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = &pinned {
+            tracing::warn!(stack, error = %e, "cannot pin the stack to its account and region; not remediating");
+        }
+        pinned.is_ok()
+    }
+
     /// Logs `what` once for each resource while it stays in `names`.
     fn tell_once(&mut self, stack: &str, names: &[String], what: &str, tag: &'static str) {
         self.told.retain(|(n, t)| *t != tag || names.contains(n));
@@ -565,6 +613,9 @@ impl StackWatcher {
             }
             let changes: Vec<_> = fix.resources.iter().filter(|c| c.action != plan::Action::NoOp).map(|c| c.name.as_str()).collect();
             tracing::info!(stack, resources = %changes.join(", "), "remediating");
+            if !self.pin_before_writing(ctx).await {
+                return Ok(0);
+            }
             let options = Options { parallelism: ctx.config.parallelism };
             let reporter = LogReporter { stack };
             let report = apply::execute(fix, Some(&self.manifest), state, &ctx.store, &ctx.aws, options, &reporter).await;

@@ -30,17 +30,20 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// 200 once every stack has had a complete pass (every resource read), 503 before.
+/// 200 once every stack has had a complete pass (every resource read), 503 before, and while a stack
+/// is refused (pinned to another account or region; the others are still watched).
 async fn readyz(State(s): State<Shared>) -> impl IntoResponse {
     if s.metrics.ready() {
         (StatusCode::OK, "ready\n".to_string())
     } else {
         let waiting = s.metrics.not_ready();
-        let body = if waiting.is_empty() {
-            "no stack watched yet\n".to_string()
-        } else {
-            format!("waiting for a first pass of: {}\n", waiting.join(", "))
-        };
+        let mut body = if waiting.is_empty() { String::new() } else { format!("waiting for a first pass of: {}\n", waiting.join(", ")) };
+        for (stack, why) in s.metrics.refusals() {
+            body.push_str(&format!("refused: {stack}: {why}\n"));
+        }
+        if body.is_empty() {
+            body = "no stack watched yet\n".to_string();
+        }
         (StatusCode::SERVICE_UNAVAILABLE, body)
     }
 }

@@ -1,0 +1,230 @@
+//! A stack is pinned to the AWS account, partition and region it lives in.
+//!
+//! The state records them on the stack's first write ([`pin`], before the first AWS write of `apply`,
+//! in `import`, or explicitly with `reconcile pin`). Every command that reads or writes AWS for a
+//! stack calls [`check`] first: it asks STS who the caller is (the only AWS call made before a
+//! refusal) and refuses when the stack is pinned elsewhere, naming both sides. Without this, a stray
+//! `AWS_REGION` or other credentials make a live stack look deleted: plan shows creates, apply builds a
+//! second copy and rewrites the state, destroy deletes the (global) IAM roles of the live one.
+//!
+//! A state written before pinning existed is back-filled: from the ARNs it recorded for regional
+//! resources (a Lambda function, a log group, a regional web ACL name their account and region), and
+//! only when one of its regional resources is found where the credentials and region point. IAM is
+//! global and proves nothing. When nothing proves it, the stack is refused with how to pin it by hand.
+//! A stack whose state is empty (destroyed, nothing left half-made in the journal) is not pinned: it
+//! may be applied anywhere, and [`release_if_empty`] clears the pin when destroy empties it.
+
+use crate::manifest::Kind;
+use crate::providers::{self, Aws, ProviderError};
+use crate::state::{Identity, ResourceState, StackState, StateError, Store};
+
+/// How many regional resources back-filling reads at most before it gives up.
+const BACKFILL_READS: usize = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error(
+        "stack `{stack}` lives in {pinned} ({source_of_pin}), but the credentials and region in use are {current}; \
+         refusing to read or change it. Use credentials of account {} and region {} (--region or AWS_REGION){}",
+        .pinned.account_id, .pinned.region, .hint
+    )]
+    Mismatch { stack: String, pinned: Identity, current: Identity, source_of_pin: String, hint: &'static str },
+    #[error(
+        "stack `{stack}` is not pinned to an AWS account and region yet (its state predates pinning), and {} in {current}: \
+         IAM roles are global and prove nothing. Refusing to read or change it. If the stack does live there, pin it with \
+         `reconcile pin --account {} --region {}`; otherwise use the credentials and region it lives in",
+        .looked_at.as_deref().map(|l| format!("none of its regional resources ({l}) was found")).unwrap_or_else(|| "it has no regional resource to look for".into()),
+        .current.account_id, .current.region
+    )]
+    Unproven { stack: String, current: Identity, looked_at: Option<String> },
+    #[error(transparent)]
+    Aws(#[from] ProviderError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl IdentityError {
+    /// The stack is refused (pinned elsewhere, or cannot be proven to live here), as opposed to a
+    /// failure to ask (AWS or the state file failing).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, IdentityError::Mismatch { .. } | IdentityError::Unproven { .. })
+    }
+
+    /// A short label for metrics: `pinned_elsewhere` or `unproven`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IdentityError::Mismatch { .. } => "pinned_elsewhere",
+            IdentityError::Unproven { .. } => "unproven",
+            IdentityError::Aws(_) | IdentityError::State(_) => "error",
+        }
+    }
+}
+
+/// Checks that the credentials and region in use are where `stack` lives, back-filling the pin of a
+/// state written before pinning existed. Returns where the caller is (to [`pin`] before the first
+/// write). Makes one sts:GetCallerIdentity (once per process) and, only to back-fill, reads a few
+/// regional resources of the stack.
+pub async fn check(store: &Store, stack: &str, aws: &Aws) -> Result<Identity, IdentityError> {
+    let current = aws.identity().await?;
+    let state = store.load(stack).await?;
+    let pinned = store.identity(stack).await?;
+    if state.resources.is_empty() && store.pending_operations(stack).await?.is_empty() {
+        // Destroyed (or never applied): nothing to lose, the stack may move.
+        return Ok(current);
+    }
+    match pinned {
+        Some(pinned) if pinned == current => Ok(current),
+        Some(pinned) => Err(mismatch(stack, pinned, current, "as pinned in the state".into())),
+        None => backfill(store, stack, &state, aws, current).await,
+    }
+}
+
+/// Records where the stack lives, before its first AWS write (a no-op once pinned there).
+pub async fn pin(store: &Store, stack: &str, here: &Identity) -> Result<(), IdentityError> {
+    if store.identity(stack).await?.as_ref() != Some(here) {
+        tracing::info!(stack, account = %here.account_id, partition = %here.partition, region = %here.region, "stack pinned");
+        store.set_identity(stack, here).await?;
+    }
+    Ok(())
+}
+
+/// Unpins the stack when its state is empty and nothing is left half-made (after a destroy).
+pub async fn release_if_empty(store: &Store, stack: &str) -> Result<(), IdentityError> {
+    if store.load(stack).await?.resources.is_empty() && store.pending_operations(stack).await?.is_empty() {
+        store.clear_identity(stack).await?;
+    }
+    Ok(())
+}
+
+/// The partition a region belongs to (for `reconcile pin`, which makes no AWS call).
+pub fn partition_of(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else if region.starts_with("us-isob-") {
+        "aws-iso-b"
+    } else if region.starts_with("us-iso-") {
+        "aws-iso"
+    } else if region.starts_with("eu-isoe-") {
+        "aws-iso-e"
+    } else if region.starts_with("us-isof-") {
+        "aws-iso-f"
+    } else {
+        "aws"
+    }
+}
+
+fn mismatch(stack: &str, pinned: Identity, current: Identity, source_of_pin: String) -> IdentityError {
+    let hint = if pinned.partition != current.partition { " (another partition: other credentials are needed)" } else { "" };
+    IdentityError::Mismatch { stack: stack.into(), pinned, current, source_of_pin, hint }
+}
+
+/// Where an ARN the state recorded says the resource lives, for regional kinds whose ARN names both
+/// the account and the region (Lambda functions, log groups, regional web ACLs).
+fn arn_identity(r: &ResourceState) -> Option<Identity> {
+    if !matches!(r.kind, Kind::LambdaFunction | Kind::LogGroup | Kind::WebAcl) {
+        return None;
+    }
+    let arn = r.outputs.get("arn")?;
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [_, partition, _, region, account, rest] = parts.as_slice() else { return None };
+    // A CloudFront web ACL is global (its ARN says us-east-1 whatever the region in use).
+    if partition.is_empty() || region.is_empty() || account.is_empty() || rest.starts_with("global/") {
+        return None;
+    }
+    Some(Identity { account_id: account.to_string(), partition: partition.to_string(), region: region.to_string() })
+}
+
+/// Regional resources whose presence where the caller points proves the stack lives there.
+fn regional(r: &ResourceState) -> bool {
+    match r.kind {
+        Kind::LambdaFunction | Kind::LogGroup | Kind::RestApi | Kind::Stage | Kind::Deployment => true,
+        Kind::WebAcl => !r.physical_id.starts_with("CLOUDFRONT/"),
+        Kind::IamRole | Kind::LambdaPermission | Kind::ApiGatewayAccount | Kind::WebAclAssociation => false,
+    }
+}
+
+async fn backfill(store: &Store, stack: &str, state: &StackState, aws: &Aws, current: Identity) -> Result<Identity, IdentityError> {
+    // The ARNs the state recorded already say where the stack was made: no read needed to refuse.
+    for r in state.resources.values() {
+        if let Some(there) = arn_identity(r).filter(|there| *there != current) {
+            return Err(mismatch(stack, there, current, format!("from the ARN of `{}` in the state", r.name)));
+        }
+    }
+    // Prefer resources with an ARN to compare, then the others (REST API ids are random per region).
+    let mut candidates: Vec<&ResourceState> = state.resources.values().filter(|r| regional(r)).collect();
+    candidates.sort_by_key(|r| arn_identity(r).is_none());
+    let mut looked_at = Vec::new();
+    for r in candidates.into_iter().take(BACKFILL_READS) {
+        looked_at.push(format!("`{}`", r.name));
+        let Some(live) = providers::read(aws, r.kind, &r.physical_id).await? else { continue };
+        if let Some(recorded) = r.outputs.get("arn").filter(|_| arn_identity(r).is_some())
+            && live.outputs.get("arn") != Some(recorded)
+        {
+            continue;
+        }
+        tracing::info!(
+            stack,
+            resource = %r.name,
+            account = %current.account_id,
+            region = %current.region,
+            "state predates pinning: found the stack's resource here; pinning the stack"
+        );
+        store.set_identity(stack, &current).await?;
+        return Ok(current);
+    }
+    Err(IdentityError::Unproven { stack: stack.into(), current, looked_at: (!looked_at.is_empty()).then(|| looked_at.join(", ")) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn resource(kind: Kind, physical_id: &str, arn: Option<&str>) -> ResourceState {
+        ResourceState {
+            name: "r".into(),
+            kind,
+            physical_id: physical_id.into(),
+            attributes: serde_json::json!({}),
+            outputs: arn.map(|a| BTreeMap::from([("arn".to_string(), a.to_string())])).unwrap_or_default(),
+            depends_on: vec![],
+        }
+    }
+
+    #[test]
+    fn arns_of_regional_resources_say_where_the_stack_lives() {
+        let f = resource(Kind::LambdaFunction, "F", Some("arn:aws:lambda:eu-west-1:111111111111:function:F"));
+        assert_eq!(
+            arn_identity(&f),
+            Some(Identity { account_id: "111111111111".into(), partition: "aws".into(), region: "eu-west-1".into() })
+        );
+        let g = resource(Kind::LogGroup, "G", Some("arn:aws-cn:logs:cn-north-1:222222222222:log-group:G:*"));
+        assert_eq!(arn_identity(&g).map(|i| (i.partition, i.region)), Some(("aws-cn".into(), "cn-north-1".into())));
+        // IAM is global; CloudFront web ACLs too; an API Gateway ARN names no account.
+        assert_eq!(arn_identity(&resource(Kind::IamRole, "R", Some("arn:aws:iam::111111111111:role/R"))), None);
+        let global = resource(Kind::WebAcl, "CLOUDFRONT/a/b", Some("arn:aws:wafv2:us-east-1:111111111111:global/webacl/a/b"));
+        assert_eq!(arn_identity(&global), None);
+        assert!(!regional(&global));
+        assert_eq!(arn_identity(&resource(Kind::RestApi, "abc", Some("arn:aws:apigateway:us-east-1::/restapis/abc"))), None);
+        assert!(regional(&resource(Kind::RestApi, "abc", None)));
+        assert!(!regional(&resource(Kind::IamRole, "R", None)));
+    }
+
+    #[tokio::test]
+    async fn pins_are_stored_and_cleared() {
+        let store = Store::memory().await.unwrap();
+        let here = Identity { account_id: "123456789012".into(), partition: "aws".into(), region: "us-east-1".into() };
+        assert_eq!(store.identity("s").await.unwrap(), None);
+        pin(&store, "s", &here).await.unwrap();
+        assert_eq!(store.identity("s").await.unwrap(), Some(here.clone()));
+        assert_eq!(store.load("s").await.unwrap().serial, 0, "pinning is not a change of the resources");
+        store.put_resource("s", &resource(Kind::LogGroup, "G", None)).await.unwrap();
+        release_if_empty(&store, "s").await.unwrap();
+        assert_eq!(store.identity("s").await.unwrap(), Some(here.clone()), "a stack with resources stays pinned");
+        store.delete_resource("s", "r").await.unwrap();
+        release_if_empty(&store, "s").await.unwrap();
+        assert_eq!(store.identity("s").await.unwrap(), None, "an empty stack may move");
+    }
+}
