@@ -119,6 +119,8 @@ struct Ctx<'a> {
     manifest: Option<&'a Manifest>,
     state: &'a StackState,
     outputs: Mutex<HashMap<String, BTreeMap<String, String>>>,
+    /// Physical ids recorded by this run, by resource.
+    recorded: Mutex<HashMap<String, String>>,
 }
 
 /// One operation of the executor's graph.
@@ -159,10 +161,10 @@ impl Node<'_> {
 /// the old half of a create-before-destroy replacement after its dependents moved to the new one.
 pub fn graph<'a>(plan: &'a Plan, state: &StackState) -> (Vec<Node<'a>>, Vec<Vec<usize>>) {
     let mut nodes = Vec::new();
-    for change in plan.resources.iter().filter(|r| r.action != Action::NoOp || r.adopt.is_some()) {
+    for change in plan.resources.iter().filter(|r| r.action != Action::NoOp || r.adopt.is_some() || r.moved_from.is_some()) {
         if change.deposed {
             nodes.push(Node { change, step: Step::DeleteOld });
-        } else if change.action == Action::Replace && change.kind.schema().create_before_destroy {
+        } else if change.action == Action::Replace && change.create_before_destroy {
             nodes.push(Node { change, step: Step::CreateNew });
             nodes.push(Node { change, step: Step::DeleteOld });
         } else {
@@ -184,7 +186,11 @@ pub fn graph<'a>(plan: &'a Plan, state: &StackState) -> (Vec<Node<'a>>, Vec<Vec<
                     d
                 }
                 (_, Action::Delete) => others()
-                    .filter(|(_, o)| state.resources.get(&o.change.name).is_some_and(|s| s.depends_on.contains(&r.name)))
+                    .filter(|(_, o)| {
+                        // A renamed key's record is still under its previous key.
+                        let recorded = o.change.moved_from.as_deref().unwrap_or(&o.change.name);
+                        state.resources.get(recorded).is_some_and(|s| s.depends_on.contains(&r.name))
+                    })
                     .map(|(i, _)| i)
                     .collect(),
                 _ => {
@@ -228,7 +234,43 @@ pub async fn execute(
     reporter: &dyn Reporter,
 ) -> Report {
     let (nodes, deps) = graph(plan, state);
-    let ctx = Ctx { aws, store, stack: &plan.stack, manifest, state, outputs: Mutex::new(plan.known_outputs.clone()) };
+    if let Some(cycle) = find_cycle(&deps) {
+        // Never reached for a plan the planner made; refuse before any write rather than report every
+        // operation as waiting on a failure that never happened.
+        let path: Vec<String> = cycle.iter().map(|i| nodes[*i].label()).collect();
+        let error = format!(
+            "not started: the operations wait on each other in a cycle ({} → {}); nothing was changed. This is a bug: please report it with `plan --json`",
+            path.join(" → "),
+            path[0]
+        );
+        tracing::error!(%error, "refusing to apply a plan whose operations form a cycle");
+        let outcomes = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                reporter.event(Event::Failed { name: &node.label(), action: node.action(), error: &error });
+                Outcome {
+                    name: node.label(),
+                    action: node.action(),
+                    status: Status::Failed,
+                    error: Some(error.clone()),
+                    started_ms: None,
+                    elapsed_ms: 0,
+                    waited_for: deps[i].iter().map(|d| nodes[*d].label()).collect(),
+                }
+            })
+            .collect();
+        return Report { outcomes, outputs: BTreeMap::new() };
+    }
+    let ctx = Ctx {
+        aws,
+        store,
+        stack: &plan.stack,
+        manifest,
+        state,
+        outputs: Mutex::new(plan.known_outputs.clone()),
+        recorded: Mutex::new(HashMap::new()),
+    };
     let began = Instant::now();
     let starts: Mutex<Vec<Option<Duration>>> = Mutex::new(vec![None; nodes.len()]);
 
@@ -289,7 +331,10 @@ pub async fn execute(
         Some(m) => stack_outputs(m, &known),
         None => BTreeMap::new(),
     };
-    if let Err(e) = store.set_outputs(&plan.stack, &outputs).await {
+    // Outputs are recorded only from a consistent state: after a failure, what they resolved to may
+    // not exist (or not be recorded), so the last good ones stay until an apply succeeds.
+    let all_done = report.iter().all(|o| o.status == Status::Done);
+    if all_done && let Err(e) = store.set_outputs(&plan.stack, &outputs).await {
         tracing::error!(error = %e, "recording stack outputs");
     }
     Report { outcomes: report, outputs }
@@ -382,8 +427,51 @@ where
             }
         }
     }
-    // A node never reached (only possible with a cycle) counts as skipped by itself.
-    outcomes.into_iter().enumerate().map(|(i, o)| o.unwrap_or(NodeOutcome::Skipped(i))).collect()
+    // A node never reached is only possible with a cycle (which `execute` refuses before running):
+    // say so, rather than blame a failure that never happened.
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| NodeOutcome::Failed("never started: it waits on a dependency cycle".into(), Duration::ZERO)))
+        .collect()
+}
+
+/// One cycle of the graph (node indexes, in dependency order), if there is any.
+pub fn find_cycle(deps: &[Vec<usize>]) -> Option<Vec<usize>> {
+    // 0: not visited, 1: on the current path, 2: done.
+    let mut mark = vec![0u8; deps.len()];
+    let mut path: Vec<usize> = Vec::new();
+    for start in 0..deps.len() {
+        if mark[start] != 0 {
+            continue;
+        }
+        // Iterative DFS: (node, index of the next dependency to look at).
+        let mut stack = vec![(start, 0usize)];
+        mark[start] = 1;
+        path.push(start);
+        while let Some((node, next)) = stack.last_mut() {
+            let node = *node;
+            if let Some(&d) = deps[node].get(*next) {
+                *next += 1;
+                match mark[d] {
+                    0 => {
+                        mark[d] = 1;
+                        path.push(d);
+                        stack.push((d, 0));
+                    }
+                    1 => {
+                        let from = path.iter().position(|n| *n == d).unwrap_or(0);
+                        return Some(path[from..].to_vec());
+                    }
+                    _ => {}
+                }
+            } else {
+                mark[node] = 2;
+                path.pop();
+                stack.pop();
+            }
+        }
+    }
+    None
 }
 
 /// The depth of each node: the number of nodes on its longest chain of dependencies (0 for a node
@@ -410,6 +498,12 @@ async fn run(ctx: &Ctx<'_>, node: Node<'_>) -> Result<(), ApplyError> {
     if node.step != Step::Whole && ctx.manifest.and_then(|m| m.resource(name)).is_some_and(|r| r.protect) {
         return Err(ApplyError::Protected { resource: name.into(), action: "replacement" });
     }
+    if let Some(old) = change.moved_from.as_deref().filter(|_| node.step != Step::DeleteOld) {
+        // A renamed key takes over the old key's record (and what depended on it follows) before
+        // anything else happens to the resource.
+        ctx.store.rename_resource(ctx.stack, old, name).await.map_err(|source| ApplyError::State { resource: name.into(), source })?;
+        tracing::info!(resource = name, from = old, "state record moved to the renamed key");
+    }
     match node.step {
         Step::CreateNew => {
             // Journaled before the new one exists, closed when the old one is gone: a crash in between
@@ -420,6 +514,17 @@ async fn run(ctx: &Ctx<'_>, node: Node<'_>) -> Result<(), ApplyError> {
         }
         Step::DeleteOld => {
             let id = change.physical_id.as_deref().unwrap_or_default();
+            if ctx.recorded.lock().is_ok_and(|r| r.get(name).is_some_and(|new| new == id)) {
+                // The new one turned out to have the old one's id (a name only known at apply time):
+                // it replaced the old one already, and is not to be deleted.
+                close_delete_previous(ctx, name, id).await;
+                return Ok(());
+            }
+            if change.deposed {
+                // Found through an entry this run closes (an interrupted create): journaled again, so a
+                // failed or interrupted delete leaves the next run an entry to finish it.
+                journal(ctx, name, change.kind, "delete-previous", Some(id)).await?;
+            }
             let result = providers::delete(ctx.aws, change.kind, id).await.map_err(|source| ApplyError::Provider {
                 resource: name.into(),
                 action: "delete previous",
@@ -558,6 +663,9 @@ async fn record(
 ) -> Result<(), ApplyError> {
     let state = ResourceState { name: change.name.clone(), kind, physical_id, attributes: Value::Object(attributes), outputs, depends_on };
     ctx.store.put_resource(ctx.stack, &state).await.map_err(|source| ApplyError::State { resource: change.name.clone(), source })?;
+    if let Ok(mut r) = ctx.recorded.lock() {
+        r.insert(change.name.clone(), state.physical_id.clone());
+    }
     if let Ok(mut o) = ctx.outputs.lock() {
         o.insert(change.name.clone(), state.outputs);
     }
@@ -664,6 +772,20 @@ mod tests {
         assert_eq!(out[2], NodeOutcome::Skipped(0));
         assert!(matches!(out[3], NodeOutcome::Done(_)));
         assert!(matches!(out[4], NodeOutcome::Done(_)));
+    }
+
+    #[tokio::test]
+    async fn a_cycle_is_found_and_its_nodes_never_count_as_skipped_by_a_failure() {
+        // 0 → 1 → 2 → 0, and 3 independent.
+        let deps = vec![vec![2], vec![0], vec![1], vec![]];
+        let cycle = find_cycle(&deps).unwrap();
+        let mut sorted = cycle.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec![0, 1, 2]);
+        assert_eq!(find_cycle(&[vec![], vec![0], vec![0, 1]]), None);
+        let out = run_graph(&deps, 2, |_| async move { done(Duration::ZERO) }).await;
+        assert!(matches!(&out[0], NodeOutcome::Failed(e, _) if e.contains("cycle")), "{out:?}");
+        assert!(matches!(out[3], NodeOutcome::Done(_)));
     }
 
     #[test]
