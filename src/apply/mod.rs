@@ -181,9 +181,21 @@ pub fn graph<'a>(plan: &'a Plan, state: &StackState) -> (Vec<Node<'a>>, Vec<Vec<
             let others = || nodes.iter().enumerate().filter(move |(i, o)| *i != me && o.step != Step::DeleteOld);
             let mut deps: Vec<usize> = match (node.step, r.action) {
                 (Step::DeleteOld, _) => {
-                    let mut d: Vec<usize> = others().filter(|(_, o)| o.change.depends_on.contains(&r.name)).map(|(i, _)| i).collect();
-                    d.extend(main.get(r.name.as_str()));
-                    d
+                    let main_node = main.get(r.name.as_str()).copied();
+                    // A leftover holding the very name the new one is to have goes first: nothing uses
+                    // it (the new one does not exist yet, and it was never recorded as the current one).
+                    let in_the_way = r.deposed
+                        && main_node.is_some_and(|m| {
+                            nodes[m].change.kind == r.kind
+                                && desired_physical_name(nodes[m].change).is_some_and(|p| Some(p) == r.physical_id.as_deref())
+                        });
+                    if in_the_way {
+                        Vec::new()
+                    } else {
+                        let mut d: Vec<usize> = others().filter(|(_, o)| o.change.depends_on.contains(&r.name)).map(|(i, _)| i).collect();
+                        d.extend(main_node);
+                        d
+                    }
                 }
                 (_, Action::Delete) => others()
                     .filter(|(_, o)| {
@@ -195,12 +207,16 @@ pub fn graph<'a>(plan: &'a Plan, state: &StackState) -> (Vec<Node<'a>>, Vec<Vec<
                     .collect(),
                 _ => {
                     let mut d: Vec<usize> = r.depends_on.iter().filter_map(|d| main.get(d.as_str()).copied()).collect();
-                    // A resource renamed in the manifest keeps its AWS name: the old one goes first.
+                    // What holds the physical name this one is to have (a resource removed from the
+                    // manifest, a leftover of an interrupted run) goes first.
                     if let Some(physical) = desired_physical_name(r) {
                         d.extend(
-                            others()
-                                .filter(|(_, o)| {
-                                    o.change.action == Action::Delete
+                            nodes
+                                .iter()
+                                .enumerate()
+                                .filter(|(i, o)| {
+                                    *i != me
+                                        && o.change.action == Action::Delete
                                         && o.change.kind == r.kind
                                         && o.change.physical_id.as_deref() == Some(physical)
                                 })
@@ -433,6 +449,24 @@ where
         .into_iter()
         .map(|o| o.unwrap_or_else(|| NodeOutcome::Failed("never started: it waits on a dependency cycle".into(), Duration::ZERO)))
         .collect()
+}
+
+/// The plan's operations that would wait on each other in a cycle (`a → b → a`), if any: such a plan
+/// cannot run, and is refused by `plan` and `apply` before any write.
+pub fn plan_cycle(plan: &Plan, state: &StackState) -> Option<String> {
+    let (nodes, deps) = graph(plan, state);
+    let cycle = find_cycle(&deps)?;
+    let path: Vec<String> = cycle.iter().chain(cycle.first()).map(|i| nodes[*i].label()).collect();
+    Some(path.join(" → "))
+}
+
+/// What `plan` and `apply` say about a plan with a cycle, and how to get out of it.
+pub fn cycle_refusal(cycle: &str) -> String {
+    format!(
+        "refusing this plan: its operations would wait on each other ({cycle}), so none could start. A key renamed in the \
+         manifest is taken over by the new key only when its type and physical name stay the same in that edit: rename the key \
+         alone first (apply), then change the rest"
+    )
 }
 
 /// One cycle of the graph (node indexes, in dependency order), if there is any.
@@ -786,6 +820,105 @@ mod tests {
         let out = run_graph(&deps, 2, |_| async move { done(Duration::ZERO) }).await;
         assert!(matches!(&out[0], NodeOutcome::Failed(e, _) if e.contains("cycle")), "{out:?}");
         assert!(matches!(out[3], NodeOutcome::Done(_)));
+    }
+
+    fn change(
+        name: &str,
+        action: Action,
+        physical_id: Option<&str>,
+        depends_on: &[&str],
+        changes: Vec<crate::plan::FieldChange>,
+    ) -> ResourceChange {
+        ResourceChange {
+            name: name.into(),
+            kind: Kind::LogGroup,
+            action,
+            physical_id: physical_id.map(str::to_string),
+            reason: None,
+            changes,
+            depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
+            adopt: None,
+            deposed: false,
+            create_before_destroy: false,
+            moved_from: None,
+            current: None,
+        }
+    }
+
+    #[test]
+    fn a_plan_whose_operations_wait_on_each_other_is_named_as_a_cycle() {
+        // The old key renamed deadlock: `new` takes the physical name `old` frees, `user` moves to
+        // `new`, and `old` is deleted only after what depended on it (`user`) ran.
+        let name = crate::plan::FieldChange { path: "name".into(), before: None, after: Some(Value::from("lg")), forces_replacement: true };
+        let plan = Plan {
+            format_version: 1,
+            stack: "s".into(),
+            state_serial: 0,
+            summary: Default::default(),
+            resources: vec![
+                change("new", Action::Create, None, &[], vec![name]),
+                change("old", Action::Delete, Some("lg"), &[], vec![]),
+                change("user", Action::Update, Some("u"), &["new"], vec![]),
+            ],
+            outputs: BTreeMap::new(),
+            interrupted_operations: vec![],
+            known_outputs: HashMap::new(),
+        };
+        let mut state = StackState::default();
+        for (n, deps) in [("old", vec![]), ("user", vec!["old".to_string()])] {
+            let r = ResourceState {
+                name: n.into(),
+                kind: Kind::LogGroup,
+                physical_id: n.into(),
+                attributes: Value::Null,
+                outputs: BTreeMap::new(),
+                depends_on: deps,
+            };
+            state.resources.insert(n.into(), r);
+        }
+        let cycle = plan_cycle(&plan, &state).expect("a cycle");
+        assert_eq!(cycle.split(" → ").count(), 4, "{cycle}");
+        assert!(cycle_refusal(&cycle).contains("rename the key alone first"));
+        let mut acyclic = plan.clone();
+        acyclic.resources[2].depends_on.clear();
+        assert_eq!(plan_cycle(&acyclic, &state), None);
+    }
+
+    #[test]
+    fn a_leftover_holding_the_new_name_is_deleted_before_the_new_one_is_created() {
+        // An interrupted rename left `New` (never recorded); the replacement is planned again.
+        let name = crate::plan::FieldChange {
+            path: "name".into(),
+            before: Some(Value::from("Old")),
+            after: Some(Value::from("New")),
+            forces_replacement: true,
+        };
+        let mut replace = change("logs", Action::Replace, Some("Old"), &[], vec![name]);
+        replace.create_before_destroy = true;
+        let mut leftover = change("logs", Action::Delete, Some("New"), &[], vec![]);
+        leftover.deposed = true;
+        let plan = Plan {
+            format_version: 1,
+            stack: "s".into(),
+            state_serial: 0,
+            summary: Default::default(),
+            resources: vec![replace, leftover],
+            outputs: BTreeMap::new(),
+            interrupted_operations: vec![],
+            known_outputs: HashMap::new(),
+        };
+        let (nodes, deps) = graph(&plan, &StackState::default());
+        let labels: Vec<_> = nodes.iter().map(|n| (n.label(), n.step)).collect();
+        assert_eq!(
+            labels,
+            vec![
+                ("logs".into(), Step::CreateNew),
+                ("logs (previous)".into(), Step::DeleteOld),
+                ("logs (previous)".into(), Step::DeleteOld)
+            ]
+        );
+        assert_eq!(deps, vec![vec![2], vec![0], vec![]], "the leftover first, then the new one, then the old one");
+        assert_eq!(find_cycle(&deps), None);
     }
 
     #[test]

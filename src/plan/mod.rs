@@ -345,19 +345,56 @@ pub async fn inspect(manifest: &Manifest, state: &StackState, pending: &[Pending
             "create" => {
                 // The state holds the resource, yet a create for it never finished: a create-before-
                 // destroy replacement (or a re-create) was interrupted between AWS making the new one
-                // and the state recording it. What it made is found the way a lost create is, from what
-                // the state recorded with the new physical name, and deleted; this run plans again.
+                // and the state recording it. Otherwise (the new one's id is AWS's to assign, or the
+                // manifest no longer has it) what it made is found the way a lost create is, from what the
+                // state recorded with the new physical name, and deleted; this run plans again.
                 if insp.adopted.contains_key(&op.resource) {
                     continue;
                 }
-                let Some(s) = insp.state.resources.get(&op.resource).filter(|s| s.kind == kind) else { continue };
+                let Some(s) = insp.state.resources.get(&op.resource).filter(|s| s.kind == kind).cloned() else { continue };
+                let mut taken: std::collections::HashSet<String> = insp.state.resources.values().map(|s| s.physical_id.clone()).collect();
+                taken.extend(insp.deposed.iter().map(|(_, _, id)| id.clone()));
+                // Where the manifest fixes the new one's physical id, what AWS has under it is adopted as
+                // the current one (it is what this run would make), and the recorded one is deleted
+                // once its dependents moved, as the interrupted run would have done.
+                if let Some(r) = manifest.resource(&op.resource).filter(|r| r.kind == kind) {
+                    let known: HashMap<&str, &BTreeMap<String, String>> =
+                        insp.live.iter().filter_map(|(n, l)| l.as_ref().map(|l| (n.as_str(), &l.outputs))).collect();
+                    let lookup = |res: &str, out: &str| known.get(res).and_then(|o| o.get(out)).cloned();
+                    let (desired, unknown) = refs::resolve(&Value::Object(r.attrs.clone()), &lookup);
+                    let want =
+                        desired.as_object().filter(|_| !unknown).and_then(|d| providers::physical_id_of(kind, d).map(|id| (id, d.clone())));
+                    if let Some((want, desired)) = want.filter(|(id, _)| *id != s.physical_id) {
+                        if taken.contains(&want) {
+                            continue;
+                        }
+                        let live = providers::read(aws, kind, &want)
+                            .await
+                            .map_err(|source| PlanError::Recovery { resource: r.name.clone(), source })?;
+                        let Some(live) = live.filter(|l| !kind.schema().taggable || owned_by(&l.attrs, &desired)) else { continue };
+                        tracing::info!(resource = %r.name, id = want, "adopting what an interrupted replacement created");
+                        insp.deposed.push((r.name.clone(), kind, s.physical_id.clone()));
+                        insp.state.resources.insert(
+                            r.name.clone(),
+                            ResourceState {
+                                name: r.name.clone(),
+                                kind,
+                                physical_id: want.clone(),
+                                attributes: Value::Object(live.attrs.clone()),
+                                outputs: live.outputs.clone(),
+                                depends_on: r.deps.iter().cloned().collect(),
+                            },
+                        );
+                        insp.live.insert(r.name.clone(), Some(live));
+                        insp.adopted.insert(r.name.clone(), want);
+                        continue;
+                    }
+                }
                 let mut desired = s.attributes.as_object().cloned().unwrap_or_default();
                 let field = kind.schema().physical_name;
                 if let Some(name) = op.physical_name.as_ref().filter(|_| !field.is_empty()) {
                     desired.insert(field.to_string(), Value::String(name.clone()));
                 }
-                let mut taken: std::collections::HashSet<String> = insp.state.resources.values().map(|s| s.physical_id.clone()).collect();
-                taken.extend(insp.deposed.iter().map(|(_, _, id)| id.clone()));
                 let found = providers::find(aws, kind, &desired, &taken)
                     .await
                     .map_err(|source| PlanError::Recovery { resource: op.resource.clone(), source })?;

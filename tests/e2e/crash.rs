@@ -276,3 +276,38 @@ async fn renamed_keys_take_over_their_resources_and_nothing_is_deleted() {
     destroyed.assert_success();
     assert!(aws.lambda.list_functions().send().await.unwrap().functions().is_empty());
 }
+
+/// kill -9 right after each AWS write of a function rename (create-before-destroy under a new name):
+/// the next apply converges with the new function only, its permission, and no leftover of either.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_rename_killed_after_each_write_converges_with_the_new_function_only() {
+    let (moto, cli) = seeded();
+    let aws = aws(&moto).await;
+    let text = std::fs::read_to_string(cli.join(SEED)).unwrap();
+    std::fs::write(cli.join(UPDATED), text.replace("function_name = \"HelloLambdaTest\"", "function_name = \"HelloLambdaRenamed\""))
+        .unwrap();
+    let apply = ["-f", UPDATED, "apply", "--auto-approve"];
+    let mut survived = 0;
+    for n in 1..=40 {
+        fresh_seed(&moto, &cli);
+        let Some(killed) = killed_after_write(&cli, &apply, n).await else { break };
+        let point = format!("after-write:{n}");
+        let again = cli.run(&apply);
+        assert!(again.success(), "{point}: re-apply failed:\n{again}\nfirst run:\n{killed}");
+        let plan = cli.run(&["-f", UPDATED, "plan", "--detailed-exitcode"]);
+        assert_eq!(plan.status, 0, "{point}: state does not match AWS after recovery:\n{plan}");
+        let functions = aws.lambda.list_functions().send().await.unwrap();
+        let names: Vec<_> = functions.functions().iter().filter_map(|f| f.function_name()).collect();
+        assert_eq!(names, vec!["HelloLambdaRenamed"], "{point}");
+        let policy = aws.lambda.get_policy().function_name("HelloLambdaRenamed").send().await.unwrap();
+        assert_eq!(policy.policy().unwrap().matches("AllowApiGwDemoGetOrder").count(), 1, "{point}");
+        for api in aws.apigw.get_rest_apis().send().await.unwrap().items() {
+            let deployments = aws.apigw.get_deployments().rest_api_id(api.id().unwrap()).send().await.unwrap();
+            assert_eq!(deployments.items().len(), 1, "{point}: deployments of {:?}", api.name());
+        }
+        assert_eq!(journal_is_closed(&cli, &point).await, 17, "{point}");
+        survived += 1;
+    }
+    eprintln!("kill points survived (after each write of the rename): {survived}");
+    assert!(survived >= 8, "only {survived} kill points were reached");
+}
