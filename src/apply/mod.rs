@@ -128,6 +128,8 @@ struct Ctx<'a> {
     manifest: Option<&'a Manifest>,
     state: &'a StackState,
     outputs: Mutex<HashMap<String, BTreeMap<String, String>>>,
+    /// Physical ids recorded by this run, by resource.
+    recorded: Mutex<HashMap<String, String>>,
 }
 
 /// One operation of the executor's graph.
@@ -168,10 +170,10 @@ impl Node<'_> {
 /// the old half of a create-before-destroy replacement after its dependents moved to the new one.
 pub fn graph<'a>(plan: &'a Plan, state: &StackState) -> (Vec<Node<'a>>, Vec<Vec<usize>>) {
     let mut nodes = Vec::new();
-    for change in plan.resources.iter().filter(|r| r.action != Action::NoOp || r.adopt.is_some()) {
+    for change in plan.resources.iter().filter(|r| r.action != Action::NoOp || r.adopt.is_some() || r.moved_from.is_some()) {
         if change.deposed {
             nodes.push(Node { change, step: Step::DeleteOld });
-        } else if change.action == Action::Replace && change.kind.schema().create_before_destroy {
+        } else if change.action == Action::Replace && change.create_before_destroy {
             nodes.push(Node { change, step: Step::CreateNew });
             nodes.push(Node { change, step: Step::DeleteOld });
         } else {
@@ -188,22 +190,42 @@ pub fn graph<'a>(plan: &'a Plan, state: &StackState) -> (Vec<Node<'a>>, Vec<Vec<
             let others = || nodes.iter().enumerate().filter(move |(i, o)| *i != me && o.step != Step::DeleteOld);
             let mut deps: Vec<usize> = match (node.step, r.action) {
                 (Step::DeleteOld, _) => {
-                    let mut d: Vec<usize> = others().filter(|(_, o)| o.change.depends_on.contains(&r.name)).map(|(i, _)| i).collect();
-                    d.extend(main.get(r.name.as_str()));
-                    d
+                    let main_node = main.get(r.name.as_str()).copied();
+                    // A leftover holding the very name the new one is to have goes first: nothing uses
+                    // it (the new one does not exist yet, and it was never recorded as the current one).
+                    let in_the_way = r.deposed
+                        && main_node.is_some_and(|m| {
+                            nodes[m].change.kind == r.kind
+                                && desired_physical_name(nodes[m].change).is_some_and(|p| Some(p) == r.physical_id.as_deref())
+                        });
+                    if in_the_way {
+                        Vec::new()
+                    } else {
+                        let mut d: Vec<usize> = others().filter(|(_, o)| o.change.depends_on.contains(&r.name)).map(|(i, _)| i).collect();
+                        d.extend(main_node);
+                        d
+                    }
                 }
                 (_, Action::Delete) => others()
-                    .filter(|(_, o)| state.resources.get(&o.change.name).is_some_and(|s| s.depends_on.contains(&r.name)))
+                    .filter(|(_, o)| {
+                        // A renamed key's record is still under its previous key.
+                        let recorded = o.change.moved_from.as_deref().unwrap_or(&o.change.name);
+                        state.resources.get(recorded).is_some_and(|s| s.depends_on.contains(&r.name))
+                    })
                     .map(|(i, _)| i)
                     .collect(),
                 _ => {
                     let mut d: Vec<usize> = r.depends_on.iter().filter_map(|d| main.get(d.as_str()).copied()).collect();
-                    // A resource renamed in the manifest keeps its AWS name: the old one goes first.
+                    // What holds the physical name this one is to have (a resource removed from the
+                    // manifest, a leftover of an interrupted run) goes first.
                     if let Some(physical) = desired_physical_name(r) {
                         d.extend(
-                            others()
-                                .filter(|(_, o)| {
-                                    o.change.action == Action::Delete
+                            nodes
+                                .iter()
+                                .enumerate()
+                                .filter(|(i, o)| {
+                                    *i != me
+                                        && o.change.action == Action::Delete
                                         && o.change.kind == r.kind
                                         && o.change.physical_id.as_deref() == Some(physical)
                                 })
@@ -237,7 +259,43 @@ pub async fn execute(
     reporter: &dyn Reporter,
 ) -> Report {
     let (nodes, deps) = graph(plan, state);
-    let ctx = Ctx { aws, store, stack: &plan.stack, manifest, state, outputs: Mutex::new(plan.known_outputs.clone()) };
+    if let Some(cycle) = find_cycle(&deps) {
+        // Never reached for a plan the planner made; refuse before any write rather than report every
+        // operation as waiting on a failure that never happened.
+        let path: Vec<String> = cycle.iter().map(|i| nodes[*i].label()).collect();
+        let error = format!(
+            "not started: the operations wait on each other in a cycle ({} → {}); nothing was changed. This is a bug: please report it with `plan --json`",
+            path.join(" → "),
+            path[0]
+        );
+        tracing::error!(%error, "refusing to apply a plan whose operations form a cycle");
+        let outcomes = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                reporter.event(Event::Failed { name: &node.label(), action: node.action(), error: &error });
+                Outcome {
+                    name: node.label(),
+                    action: node.action(),
+                    status: Status::Failed,
+                    error: Some(error.clone()),
+                    started_ms: None,
+                    elapsed_ms: 0,
+                    waited_for: deps[i].iter().map(|d| nodes[*d].label()).collect(),
+                }
+            })
+            .collect();
+        return Report { outcomes, outputs: BTreeMap::new() };
+    }
+    let ctx = Ctx {
+        aws,
+        store,
+        stack: &plan.stack,
+        manifest,
+        state,
+        outputs: Mutex::new(plan.known_outputs.clone()),
+        recorded: Mutex::new(HashMap::new()),
+    };
     let began = Instant::now();
     let starts: Mutex<Vec<Option<Duration>>> = Mutex::new(vec![None; nodes.len()]);
 
@@ -298,7 +356,10 @@ pub async fn execute(
         Some(m) => stack_outputs(m, &known),
         None => BTreeMap::new(),
     };
-    if let Err(e) = store.set_outputs(&plan.stack, &outputs).await {
+    // Outputs are recorded only from a consistent state: after a failure, what they resolved to may
+    // not exist (or not be recorded), so the last good ones stay until an apply succeeds.
+    let all_done = report.iter().all(|o| o.status == Status::Done);
+    if all_done && let Err(e) = store.set_outputs(&plan.stack, &outputs).await {
         tracing::error!(error = %e, "recording stack outputs");
     }
     Report { outcomes: report, outputs }
@@ -391,8 +452,69 @@ where
             }
         }
     }
-    // A node never reached (only possible with a cycle) counts as skipped by itself.
-    outcomes.into_iter().enumerate().map(|(i, o)| o.unwrap_or(NodeOutcome::Skipped(i))).collect()
+    // A node never reached is only possible with a cycle (which `execute` refuses before running):
+    // say so, rather than blame a failure that never happened.
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| NodeOutcome::Failed("never started: it waits on a dependency cycle".into(), Duration::ZERO)))
+        .collect()
+}
+
+/// The plan's operations that would wait on each other in a cycle (`a → b → a`), if any: such a plan
+/// cannot run, and is refused by `plan` and `apply` before any write.
+pub fn plan_cycle(plan: &Plan, state: &StackState) -> Option<String> {
+    let (nodes, deps) = graph(plan, state);
+    let cycle = find_cycle(&deps)?;
+    let path: Vec<String> = cycle.iter().chain(cycle.first()).map(|i| nodes[*i].label()).collect();
+    Some(path.join(" → "))
+}
+
+/// What `plan` and `apply` say about a plan with a cycle, and how to get out of it.
+pub fn cycle_refusal(cycle: &str) -> String {
+    format!(
+        "refusing this plan: its operations would wait on each other ({cycle}), so none could start. A key renamed in the \
+         manifest is taken over by the new key only when its type and physical name stay the same in that edit: rename the key \
+         alone first (apply), then change the rest"
+    )
+}
+
+/// One cycle of the graph (node indexes, in dependency order), if there is any.
+pub fn find_cycle(deps: &[Vec<usize>]) -> Option<Vec<usize>> {
+    // 0: not visited, 1: on the current path, 2: done.
+    let mut mark = vec![0u8; deps.len()];
+    let mut path: Vec<usize> = Vec::new();
+    for start in 0..deps.len() {
+        if mark[start] != 0 {
+            continue;
+        }
+        // Iterative DFS: (node, index of the next dependency to look at).
+        let mut stack = vec![(start, 0usize)];
+        mark[start] = 1;
+        path.push(start);
+        while let Some((node, next)) = stack.last_mut() {
+            let node = *node;
+            if let Some(&d) = deps[node].get(*next) {
+                *next += 1;
+                match mark[d] {
+                    0 => {
+                        mark[d] = 1;
+                        path.push(d);
+                        stack.push((d, 0));
+                    }
+                    1 => {
+                        let from = path.iter().position(|n| *n == d).unwrap_or(0);
+                        return Some(path[from..].to_vec());
+                    }
+                    _ => {}
+                }
+            } else {
+                mark[node] = 2;
+                path.pop();
+                stack.pop();
+            }
+        }
+    }
+    None
 }
 
 /// The depth of each node: the number of nodes on its longest chain of dependencies (0 for a node
@@ -419,6 +541,12 @@ async fn run(ctx: &Ctx<'_>, node: Node<'_>) -> Result<(), ApplyError> {
     if node.step != Step::Whole && ctx.manifest.and_then(|m| m.resource(name)).is_some_and(|r| r.protect) {
         return Err(ApplyError::Protected { resource: name.into(), action: "replacement" });
     }
+    if let Some(old) = change.moved_from.as_deref().filter(|_| node.step != Step::DeleteOld) {
+        // A renamed key takes over the old key's record (and what depended on it follows) before
+        // anything else happens to the resource.
+        ctx.store.rename_resource(ctx.stack, old, name).await.map_err(|source| ApplyError::State { resource: name.into(), source })?;
+        tracing::info!(resource = name, from = old, "state record moved to the renamed key");
+    }
     match node.step {
         Step::CreateNew => {
             // Journaled before the new one exists, closed when the old one is gone: a crash in between
@@ -429,6 +557,17 @@ async fn run(ctx: &Ctx<'_>, node: Node<'_>) -> Result<(), ApplyError> {
         }
         Step::DeleteOld => {
             let id = change.physical_id.as_deref().unwrap_or_default();
+            if ctx.recorded.lock().is_ok_and(|r| r.get(name).is_some_and(|new| new == id)) {
+                // The new one turned out to have the old one's id (a name only known at apply time):
+                // it replaced the old one already, and is not to be deleted.
+                close_delete_previous(ctx, name, id).await;
+                return Ok(());
+            }
+            if change.deposed {
+                // Found through an entry this run closes (an interrupted create): journaled again, so a
+                // failed or interrupted delete leaves the next run an entry to finish it.
+                journal(ctx, name, change.kind, "delete-previous", Some(id)).await?;
+            }
             let result = providers::delete(ctx.aws, change.kind, id).await.map_err(|source| ApplyError::Provider {
                 resource: name.into(),
                 action: "delete previous",
@@ -569,6 +708,9 @@ async fn record(
 ) -> Result<(), ApplyError> {
     let state = ResourceState { name: change.name.clone(), kind, physical_id, attributes: Value::Object(attributes), outputs, depends_on };
     ctx.store.put_resource(ctx.stack, &state).await.map_err(|source| ApplyError::State { resource: change.name.clone(), source })?;
+    if let Ok(mut r) = ctx.recorded.lock() {
+        r.insert(change.name.clone(), state.physical_id.clone());
+    }
     if let Ok(mut o) = ctx.outputs.lock() {
         o.insert(change.name.clone(), state.outputs);
     }
@@ -703,6 +845,121 @@ mod tests {
         assert_eq!(out[2], NodeOutcome::Skipped(0));
         assert!(matches!(out[3], NodeOutcome::Done(_)));
         assert!(matches!(out[4], NodeOutcome::Done(_)));
+    }
+
+    #[tokio::test]
+    async fn a_cycle_is_found_and_its_nodes_never_count_as_skipped_by_a_failure() {
+        // 0 → 1 → 2 → 0, and 3 independent.
+        let deps = vec![vec![2], vec![0], vec![1], vec![]];
+        let cycle = find_cycle(&deps).unwrap();
+        let mut sorted = cycle.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec![0, 1, 2]);
+        assert_eq!(find_cycle(&[vec![], vec![0], vec![0, 1]]), None);
+        let out = run_graph(&deps, 2, |_| async move { done(Duration::ZERO) }).await;
+        assert!(matches!(&out[0], NodeOutcome::Failed(e, _) if e.contains("cycle")), "{out:?}");
+        assert!(matches!(out[3], NodeOutcome::Done(_)));
+    }
+
+    fn change(
+        name: &str,
+        action: Action,
+        physical_id: Option<&str>,
+        depends_on: &[&str],
+        changes: Vec<crate::plan::FieldChange>,
+    ) -> ResourceChange {
+        ResourceChange {
+            name: name.into(),
+            kind: Kind::LogGroup,
+            action,
+            physical_id: physical_id.map(str::to_string),
+            reason: None,
+            changes,
+            depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
+            adopt: None,
+            deposed: false,
+            create_before_destroy: false,
+            moved_from: None,
+            current: None,
+        }
+    }
+
+    #[test]
+    fn a_plan_whose_operations_wait_on_each_other_is_named_as_a_cycle() {
+        // The old key renamed deadlock: `new` takes the physical name `old` frees, `user` moves to
+        // `new`, and `old` is deleted only after what depended on it (`user`) ran.
+        let name = crate::plan::FieldChange { path: "name".into(), before: None, after: Some(Value::from("lg")), forces_replacement: true };
+        let plan = Plan {
+            format_version: 1,
+            stack: "s".into(),
+            state_serial: 0,
+            summary: Default::default(),
+            resources: vec![
+                change("new", Action::Create, None, &[], vec![name]),
+                change("old", Action::Delete, Some("lg"), &[], vec![]),
+                change("user", Action::Update, Some("u"), &["new"], vec![]),
+            ],
+            outputs: BTreeMap::new(),
+            interrupted_operations: vec![],
+            output_changes: vec![],
+            known_outputs: HashMap::new(),
+        };
+        let mut state = StackState::default();
+        for (n, deps) in [("old", vec![]), ("user", vec!["old".to_string()])] {
+            let r = ResourceState {
+                name: n.into(),
+                kind: Kind::LogGroup,
+                physical_id: n.into(),
+                attributes: Value::Null,
+                outputs: BTreeMap::new(),
+                depends_on: deps,
+            };
+            state.resources.insert(n.into(), r);
+        }
+        let cycle = plan_cycle(&plan, &state).expect("a cycle");
+        assert_eq!(cycle.split(" → ").count(), 4, "{cycle}");
+        assert!(cycle_refusal(&cycle).contains("rename the key alone first"));
+        let mut acyclic = plan.clone();
+        acyclic.resources[2].depends_on.clear();
+        assert_eq!(plan_cycle(&acyclic, &state), None);
+    }
+
+    #[test]
+    fn a_leftover_holding_the_new_name_is_deleted_before_the_new_one_is_created() {
+        // An interrupted rename left `New` (never recorded); the replacement is planned again.
+        let name = crate::plan::FieldChange {
+            path: "name".into(),
+            before: Some(Value::from("Old")),
+            after: Some(Value::from("New")),
+            forces_replacement: true,
+        };
+        let mut replace = change("logs", Action::Replace, Some("Old"), &[], vec![name]);
+        replace.create_before_destroy = true;
+        let mut leftover = change("logs", Action::Delete, Some("New"), &[], vec![]);
+        leftover.deposed = true;
+        let plan = Plan {
+            format_version: 1,
+            stack: "s".into(),
+            state_serial: 0,
+            summary: Default::default(),
+            resources: vec![replace, leftover],
+            outputs: BTreeMap::new(),
+            interrupted_operations: vec![],
+            output_changes: vec![],
+            known_outputs: HashMap::new(),
+        };
+        let (nodes, deps) = graph(&plan, &StackState::default());
+        let labels: Vec<_> = nodes.iter().map(|n| (n.label(), n.step)).collect();
+        assert_eq!(
+            labels,
+            vec![
+                ("logs".into(), Step::CreateNew),
+                ("logs (previous)".into(), Step::DeleteOld),
+                ("logs (previous)".into(), Step::DeleteOld)
+            ]
+        );
+        assert_eq!(deps, vec![vec![2], vec![0], vec![]], "the leftover first, then the new one, then the old one");
+        assert_eq!(find_cycle(&deps), None);
     }
 
     #[test]

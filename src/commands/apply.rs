@@ -47,6 +47,9 @@ async fn apply_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store: 
     let state = store.load(&manifest.stack).await?;
     let pending = store.pending_operations(&manifest.stack).await?;
     let plan = plan::compute(manifest, &state, &pending, &aws).await?;
+    if let Some(cycle) = apply::plan_cycle(&plan, &state) {
+        return Err(CliError::Refused(apply::cycle_refusal(&cycle)));
+    }
     if !plan.has_changes() {
         return finish(g, &plan, None, store, Some(&aws)).await;
     }

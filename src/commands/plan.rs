@@ -11,6 +11,9 @@ pub async fn run(g: &Global, args: &PlanArgs) -> Result<Exit, CliError> {
     crate::identity::check(&store, &manifest.stack, &aws).await?;
     let pending = store.pending_operations(&manifest.stack).await?;
     let plan = plan::compute(&manifest, &state, &pending, &aws).await?;
+    if let Some(cycle) = crate::apply::plan_cycle(&plan, &state) {
+        return Err(CliError::Refused(crate::apply::cycle_refusal(&cycle)));
+    }
     if g.json {
         let mut doc = serde_json::to_value(&plan).unwrap_or_default();
         if let (Some(calls), Some(obj)) = (super::stats_json(g, Some(&aws)), doc.as_object_mut()) {

@@ -24,7 +24,8 @@ pub enum Action {
     NoOp,
     Create,
     Update,
-    /// Delete, then create (the physical name is fixed, so both cannot exist at once).
+    /// A new physical resource for the old one: created first when both can exist at once (see
+    /// [`ResourceChange::create_before_destroy`]), otherwise the old one is deleted first.
     Replace,
     Delete,
 }
@@ -68,6 +69,13 @@ pub struct ResourceChange {
     /// The change deletes a previous physical resource left over by an interrupted replacement;
     /// the state's record of the resource is left as it is.
     pub deposed: bool,
+    /// For a replacement: the new one is created first, dependents move to it, then the old one is
+    /// deleted (its physical name differs from the old one's, or AWS assigns it). When false, the
+    /// new one takes the old one's name, so the old one is deleted first.
+    pub create_before_destroy: bool,
+    /// The resource's previous key in the manifest: the state's record under that key (and the
+    /// physical resource) now belongs to this key, so nothing is deleted or created for the rename.
+    pub moved_from: Option<String>,
     /// The live attributes the update starts from (and, for a delete, what shows whose it is).
     #[serde(skip)]
     pub current: Option<Map<String, Value>>,
@@ -89,6 +97,7 @@ pub struct OutputChange {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
     pub adopt: usize,
+    pub moved: usize,
     pub create: usize,
     pub update: usize,
     pub replace: usize,
@@ -118,13 +127,14 @@ pub struct Plan {
 
 impl Plan {
     pub fn has_changes(&self) -> bool {
-        self.resources.iter().any(|r| r.action != Action::NoOp || r.adopt.is_some()) || !self.output_changes.is_empty()
+        self.resources.iter().any(|r| r.action != Action::NoOp || r.adopt.is_some() || r.moved_from.is_some()) || !self.output_changes.is_empty()
     }
 
     fn finish(mut self) -> Plan {
         let mut s = Summary::default();
         for r in &self.resources {
             s.adopt += usize::from(r.adopt.is_some());
+            s.moved += usize::from(r.moved_from.is_some());
             match r.action {
                 Action::NoOp => s.no_op += 1,
                 Action::Create => s.create += 1,
@@ -281,6 +291,7 @@ impl Plan {
                 c.action = Action::NoOp;
                 c.changes.clear();
                 c.adopt = None;
+                c.moved_from = None;
             }
         }
         plan.resources.retain(|c| !c.deposed || c.action != Action::NoOp);
@@ -342,6 +353,8 @@ impl Inspection {
                 depends_on: Vec::new(),
                 adopt: None,
                 deposed: true,
+                create_before_destroy: false,
+                moved_from: None,
                 current: None,
             })
             .collect()
@@ -385,6 +398,69 @@ pub async fn inspect(manifest: &Manifest, state: &StackState, pending: &[Pending
                 insp.live.insert(r.name.clone(), Some(live));
                 insp.adopted.insert(r.name.clone(), id);
             }
+            "create" => {
+                // The state holds the resource, yet a create for it never finished: a create-before-
+                // destroy replacement (or a re-create) was interrupted between AWS making the new one
+                // and the state recording it. Otherwise (the new one's id is AWS's to assign, or the
+                // manifest no longer has it) what it made is found the way a lost create is, from what the
+                // state recorded with the new physical name, and deleted; this run plans again.
+                if insp.adopted.contains_key(&op.resource) {
+                    continue;
+                }
+                let Some(s) = insp.state.resources.get(&op.resource).filter(|s| s.kind == kind).cloned() else { continue };
+                let mut taken: std::collections::HashSet<String> = insp.state.resources.values().map(|s| s.physical_id.clone()).collect();
+                taken.extend(insp.deposed.iter().map(|(_, _, id)| id.clone()));
+                // Where the manifest fixes the new one's physical id, what AWS has under it is adopted as
+                // the current one (it is what this run would make), and the recorded one is deleted
+                // once its dependents moved, as the interrupted run would have done.
+                if let Some(r) = manifest.resource(&op.resource).filter(|r| r.kind == kind) {
+                    let known: HashMap<&str, &BTreeMap<String, String>> =
+                        insp.live.iter().filter_map(|(n, l)| l.as_ref().map(|l| (n.as_str(), &l.outputs))).collect();
+                    let lookup = |res: &str, out: &str| known.get(res).and_then(|o| o.get(out)).cloned();
+                    let (desired, unknown) = refs::resolve(&Value::Object(r.attrs.clone()), &lookup);
+                    let want =
+                        desired.as_object().filter(|_| !unknown).and_then(|d| providers::physical_id_of(kind, d).map(|id| (id, d.clone())));
+                    if let Some((want, desired)) = want.filter(|(id, _)| *id != s.physical_id) {
+                        if taken.contains(&want) {
+                            continue;
+                        }
+                        let live = providers::read(aws, kind, &want)
+                            .await
+                            .map_err(|source| PlanError::Recovery { resource: r.name.clone(), source })?;
+                        let Some(live) = live.filter(|l| !kind.schema().taggable || owned_by(&l.attrs, &desired)) else { continue };
+                        tracing::info!(resource = %r.name, id = want, "adopting what an interrupted replacement created");
+                        insp.deposed.push((r.name.clone(), kind, s.physical_id.clone()));
+                        insp.state.resources.insert(
+                            r.name.clone(),
+                            ResourceState {
+                                name: r.name.clone(),
+                                kind,
+                                physical_id: want.clone(),
+                                attributes: Value::Object(live.attrs.clone()),
+                                outputs: live.outputs.clone(),
+                                depends_on: r.deps.iter().cloned().collect(),
+                            },
+                        );
+                        insp.live.insert(r.name.clone(), Some(live));
+                        insp.adopted.insert(r.name.clone(), want);
+                        continue;
+                    }
+                }
+                let mut desired = s.attributes.as_object().cloned().unwrap_or_default();
+                let field = kind.schema().physical_name;
+                if let Some(name) = op.physical_name.as_ref().filter(|_| !field.is_empty()) {
+                    desired.insert(field.to_string(), Value::String(name.clone()));
+                }
+                let found = providers::find(aws, kind, &desired, &taken)
+                    .await
+                    .map_err(|source| PlanError::Recovery { resource: op.resource.clone(), source })?;
+                let Some((id, live)) = found else { continue };
+                if taken.contains(&id) || (kind.schema().taggable && !owned_by(&live.attrs, &desired)) {
+                    continue;
+                }
+                tracing::info!(resource = %op.resource, id, "deleting what an interrupted replacement created");
+                insp.deposed.push((op.resource.clone(), kind, id));
+            }
             "delete-previous" => {
                 let Some(old) = op.physical_name.clone() else { continue };
                 let current = insp.state.resources.get(&op.resource).map(|s| s.physical_id.as_str());
@@ -412,12 +488,22 @@ pub fn owned_by(live: &Map<String, Value>, desired: &Map<String, Value>) -> bool
 pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, Option<Live>>) -> Plan {
     let mut known: HashMap<String, BTreeMap<String, String>> = HashMap::new();
     let mut changes = Vec::new();
+    // State keys no longer in the manifest whose physical resource a new key takes over.
+    let mut moved: HashMap<String, String> = HashMap::new();
     for r in topo_order(manifest) {
         let lookup = |res: &str, out: &str| known.get(res).and_then(|o| o.get(out)).cloned();
         let (desired, _) = refs::resolve(&Value::Object(r.attrs.clone()), &lookup);
         let desired = desired.as_object().cloned().unwrap_or_default();
         let depends_on: Vec<String> = r.deps.iter().cloned().collect();
-        let recorded = state.resources.get(&r.name);
+        let mut recorded = state.resources.get(&r.name);
+        let mut moved_from = None;
+        if recorded.is_none()
+            && let Some(old) = moved_candidate(manifest, state, r.kind, &desired, &moved)
+        {
+            moved.insert(old.name.clone(), r.name.clone());
+            moved_from = Some(old.name.clone());
+            recorded = Some(old);
+        }
         // Outputs that follow from the manifest alone are known even before apply.
         // When the manifest side is not fully known yet, neither are they: the old values must not stand in.
         let mut derived = providers::derived_outputs(r.kind, &desired);
@@ -440,6 +526,8 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                 depends_on,
                 adopt: None,
                 deposed: false,
+                create_before_destroy: false,
+                moved_from: None,
                 current: None,
             },
             (Some(s), _) if s.kind != r.kind => ResourceChange {
@@ -452,6 +540,8 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                 depends_on,
                 adopt: None,
                 deposed: false,
+                create_before_destroy: false,
+                moved_from: None,
                 current: None,
             },
             (Some(s), None) => ResourceChange {
@@ -464,6 +554,8 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                 depends_on,
                 adopt: None,
                 deposed: false,
+                create_before_destroy: false,
+                moved_from: None,
                 current: None,
             },
             (Some(s), Some(l)) => {
@@ -499,11 +591,13 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                     outputs.extend(derived);
                     known.insert(r.name.clone(), outputs);
                 }
-                let reason = match incomplete {
-                    Some(why) if replace => Some(format!("incomplete: replacing (its create did not finish: {why})")),
-                    Some(why) => Some(format!("incomplete: finishing (its create did not finish: {why})")),
-                    None => (replace && r.kind.schema().create_before_destroy)
-                        .then(|| "the new one is created first, dependents move to it, then the old one is deleted".to_string()),
+                let create_first = replace && create_before_destroy(r.kind, &s.physical_id, &current, &desired);
+                let reason = match (incomplete, replace, create_first) {
+                    (Some(why), true, _) => Some(format!("incomplete: replacing (its create did not finish: {why})")),
+                    (Some(why), false, _) => Some(format!("incomplete: finishing (its create did not finish: {why})")),
+                    (None, true, true) => Some("the new one is created first, dependents move to it, then the old one is deleted".to_string()),
+                    (None, true, false) => Some("it keeps its name, so the old one is deleted first, then the new one is created".to_string()),
+                    _ => None,
                 };
                 ResourceChange {
                     name: r.name.clone(),
@@ -515,15 +609,25 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                     depends_on,
                     adopt: None,
                     deposed: false,
+                    create_before_destroy: create_first,
+                    moved_from: None,
                     current: Some(current),
                 }
             }
         };
+        let mut change = change;
+        if let Some(old) = moved_from {
+            change.reason = Some(match change.reason.take() {
+                Some(r) => format!("renamed from `{old}` in the manifest: it takes over `{old}`'s resource; {r}"),
+                None => format!("renamed from `{old}` in the manifest: it takes over `{old}`'s resource, nothing is deleted"),
+            });
+            change.moved_from = Some(old);
+        }
         changes.push(change);
     }
     // Owned resources no longer in the manifest.
     for s in state.resources.values() {
-        if manifest.resource(&s.name).is_none() {
+        if manifest.resource(&s.name).is_none() && !moved.contains_key(&s.name) {
             let gone = live.get(&s.name).is_some_and(Option::is_none);
             changes.push(ResourceChange {
                 name: s.name.clone(),
@@ -541,6 +645,8 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                 depends_on: s.depends_on.clone(),
                 adopt: None,
                 deposed: false,
+                create_before_destroy: false,
+                moved_from: None,
                 current: live.get(&s.name).and_then(Option::as_ref).map(|l| l.attrs.clone()),
             });
         }
@@ -569,6 +675,44 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
     .finish()
 }
 
+/// Whether a replacement creates the new one first: when the desired physical name (or, for kinds
+/// without one, the physical id) differs from the old one's, or AWS assigns it, both can exist at
+/// once; the same name must be freed first. A kind whose schema says so always creates first.
+fn create_before_destroy(kind: Kind, old_id: &str, current: &Map<String, Value>, desired: &Map<String, Value>) -> bool {
+    let schema = kind.schema();
+    if schema.create_before_destroy {
+        return true;
+    }
+    if !schema.physical_name.is_empty() {
+        return current.get(schema.physical_name) != desired.get(schema.physical_name);
+    }
+    providers::physical_id_of(kind, desired).is_none_or(|id| id != old_id)
+}
+
+/// The state's record, under a key no longer in the manifest, of the physical resource a key not in
+/// the state describes (same kind, same physical id, or same physical name where AWS assigns ids):
+/// the key was renamed, and the new key takes the resource over instead of deleting and re-creating
+/// it (which could not work for a fixed name anyway).
+fn moved_candidate<'s>(
+    manifest: &Manifest,
+    state: &'s StackState,
+    kind: Kind,
+    desired: &Map<String, Value>,
+    moved: &HashMap<String, String>,
+) -> Option<&'s ResourceState> {
+    let known = |v: &str| !v.is_empty() && !v.contains(UNKNOWN);
+    let id = providers::physical_id_of(kind, desired).filter(|id| known(id));
+    let field = kind.schema().physical_name;
+    let name = desired.get(field).and_then(Value::as_str).filter(|n| !field.is_empty() && known(n));
+    state.resources.values().filter(|s| s.kind == kind && manifest.resource(&s.name).is_none() && !moved.contains_key(&s.name)).find(|s| {
+        match (&id, name) {
+            (Some(id), _) => s.physical_id == *id,
+            (None, Some(name)) => s.attributes.get(field).and_then(Value::as_str) == Some(name),
+            (None, None) => false,
+        }
+    })
+}
+
 /// A plan that deletes everything the state owns, plus what interrupted runs left behind.
 pub fn destroy(stack: &str, inspection: &Inspection) -> Plan {
     let live = &inspection.live;
@@ -595,6 +739,8 @@ pub fn destroy(stack: &str, inspection: &Inspection) -> Plan {
                 depends_on: s.depends_on.clone(),
                 adopt: inspection.adopted.get(&s.name).cloned(),
                 deposed: false,
+                create_before_destroy: false,
+                moved_from: None,
                 current: current.map(|l| l.attrs.clone()),
             }
         })

@@ -24,7 +24,7 @@ pub fn human(plan: &Plan) -> String {
         return out;
     }
     let _ = writeln!(out, "Stack `{}`:\n", plan.stack);
-    for r in plan.resources.iter().filter(|r| r.action != Action::NoOp || r.adopt.is_some()) {
+    for r in plan.resources.iter().filter(|r| r.action != Action::NoOp || r.adopt.is_some() || r.moved_from.is_some()) {
         resource(&mut out, r);
     }
     if !plan.output_changes.is_empty() {
@@ -42,6 +42,7 @@ pub fn human(plan: &Plan) -> String {
         1 => "; 1 output to change".to_string(),
         n => format!("; {n} outputs to change"),
     };
+    let adopt = if s.moved > 0 { format!("{adopt}{} to move to a renamed key, ", s.moved) } else { adopt };
     let _ = writeln!(
         out,
         "Plan: {adopt}{} to create, {} to update, {} to replace, {} to delete, {} unchanged{outputs}.",
@@ -70,10 +71,26 @@ fn resource(out: &mut String, r: &ResourceChange) {
         (_, _, true) => "previous one will be deleted",
         (Some(_), Action::NoOp, _) => "will be adopted into the state",
         (Some(_), _, _) => "will be adopted into the state and then",
+        _ if r.moved_from.is_some() && r.action == Action::NoOp => "will be moved to this key",
+        _ if r.moved_from.is_some() => "will be moved to this key and then",
         _ => "will be",
     };
-    let verb = if r.deposed || (r.adopt.is_some() && r.action == Action::NoOp) { "" } else { past(r.action) };
-    let sigil = if r.adopt.is_some() && r.action == Action::NoOp { "<=" } else { sigil(r.action) };
+    let quiet = r.deposed || (r.action == Action::NoOp && (r.adopt.is_some() || r.moved_from.is_some()));
+    let verb = if quiet {
+        ""
+    } else if r.action == Action::Replace && r.create_before_destroy {
+        "replaced (new one created first)"
+    } else if r.action == Action::Replace {
+        "replaced (old one deleted first)"
+    } else {
+        past(r.action)
+    };
+    let sigil = match (r.action, r.create_before_destroy) {
+        (Action::NoOp, _) if r.adopt.is_some() => "<=",
+        (Action::NoOp, _) if r.moved_from.is_some() => "->",
+        (Action::Replace, true) => "+/-",
+        (a, _) => sigil(a),
+    };
     let _ = write!(out, "  {sigil} {} ({}){id} {what}{}{verb}", r.name, r.kind, if verb.is_empty() { "" } else { " " });
     if let Some(reason) = &r.reason {
         let _ = write!(out, ": {reason}");
@@ -186,6 +203,8 @@ mod tests {
                 depends_on: vec![],
                 adopt: None,
                 deposed: false,
+                create_before_destroy: false,
+                moved_from: None,
                 current: None,
             }],
             outputs: Default::default(),

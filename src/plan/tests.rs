@@ -406,3 +406,58 @@ fn a_key_that_was_secret_stays_masked_once_removed_or_moved_to_the_plain_environ
         secret_function("environment = { KEEP = \"1\" }\nsecret_environment = { DB_PASS = \"plain-secret-value\" }");
     assert!(!diff_all(&m, &state, &live).has_changes());
 }
+
+#[test]
+fn a_replacement_creates_first_only_when_the_new_one_has_another_name() {
+    let m = manifest(M);
+    let mut state = StackState::default();
+    for n in ["role", "logs"] {
+        state.resources.insert(n.into(), recorded(&m, n));
+    }
+    // Renamed log group: a new name, so the new one is created first.
+    let mut live = HashMap::new();
+    live.insert("role".to_string(), Some(live_of(&m, "role", &[("name", "role.name")])));
+    let mut renamed = live_of(&m, "logs", &[]);
+    renamed.attrs.insert("name".into(), json!("old-name"));
+    live.insert("logs".to_string(), Some(renamed));
+    let plan = diff_all(&m, &state, &live);
+    let logs = plan.resources.iter().find(|r| r.name == "logs").unwrap();
+    assert_eq!((logs.action, logs.create_before_destroy), (Action::Replace, true));
+    // Same role name, a new path: the name must be freed first.
+    let mut role = live_of(&m, "role", &[("name", "role.name")]);
+    role.attrs.insert("path".into(), json!("/old/"));
+    live.insert("role".to_string(), Some(role));
+    let plan = diff_all(&m, &state, &live);
+    let role = plan.resources.iter().find(|r| r.name == "role").unwrap();
+    assert_eq!((role.action, role.create_before_destroy), (Action::Replace, false));
+    assert!(role.reason.as_deref().unwrap().contains("deleted first"));
+}
+
+#[test]
+fn a_renamed_key_with_the_same_physical_name_moves_instead_of_delete_and_create() {
+    let m = manifest(M);
+    let mut state = StackState::default();
+    for n in ["role", "logs"] {
+        state.resources.insert(n.into(), recorded(&m, n));
+    }
+    let mut live = HashMap::new();
+    live.insert("role".to_string(), Some(live_of(&m, "role", &[("name", "role.name")])));
+    live.insert("logs".to_string(), Some(live_of(&m, "logs", &[])));
+    let renamed = manifest(&M.replace("[resources.logs]", "[resources.log_group]"));
+    let plan = diff_all(&renamed, &state, &live);
+    assert_eq!(plan.resources.len(), 2, "no delete of the old key: {:#?}", plan.resources);
+    let moved = plan.resources.iter().find(|r| r.name == "log_group").unwrap();
+    assert_eq!(moved.moved_from.as_deref(), Some("logs"));
+    assert_eq!(moved.physical_id.as_deref(), Some("lg"));
+    // Only the ownership tag naming the key changes.
+    assert_eq!(moved.action, Action::Update);
+    let paths: Vec<_> = moved.changes.iter().map(|c| c.path.as_str()).collect();
+    assert_eq!(paths, vec!["tags.reconcile:resource"]);
+    assert!(plan.has_changes());
+    assert_eq!(plan.summary.moved, 1);
+    // Another physical name is no move: a create and a delete.
+    let other = manifest(&M.replace("[resources.logs]", "[resources.log_group]").replace("name = \"lg\"", "name = \"lg2\""));
+    let plan = diff_all(&other, &state, &live);
+    assert_eq!(plan.summary.moved, 0);
+    assert_eq!((plan.summary.create, plan.summary.delete), (1, 1));
+}

@@ -2,7 +2,9 @@
 //!
 //! The same interceptor carries a crash hook for tests: `RECONCILE_CRASH_AT=after:N` aborts the
 //! process right after the N-th AWS response arrives (before anything is recorded), `before:N`
-//! right before the N-th request is sent — the places a `kill -9` hurts most.
+//! right before the N-th request is sent — the places a `kill -9` hurts most. `after-write:N` and
+//! `before-write:N` count only writes (every operation but `Get*`, `List*` and `Describe*`), so a
+//! test can kill a run at each of its AWS writes without knowing how many reads came first.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +38,8 @@ pub struct CallStats {
     by_resource: Mutex<BTreeMap<String, u64>>,
     sent: AtomicU64,
     received: AtomicU64,
+    writes_sent: AtomicU64,
+    writes_received: AtomicU64,
     crash: Option<Crash>,
 }
 
@@ -43,6 +47,13 @@ pub struct CallStats {
 enum Crash {
     Before(u64),
     After(u64),
+    BeforeWrite(u64),
+    AfterWrite(u64),
+}
+
+/// Whether an operation writes (everything but the read families of the services we call).
+fn is_write(operation: &str) -> bool {
+    !["Get", "List", "Describe"].iter().any(|p| operation.starts_with(p))
 }
 
 impl CallStats {
@@ -53,6 +64,8 @@ impl CallStats {
             match when {
                 "before" => Some(Crash::Before(n)),
                 "after" => Some(Crash::After(n)),
+                "before-write" => Some(Crash::BeforeWrite(n)),
+                "after-write" => Some(Crash::AfterWrite(n)),
                 _ => None,
             }
         });
@@ -101,11 +114,18 @@ impl Intercept for CountCalls {
         &self,
         _: &BeforeTransmitInterceptorContextRef<'_>,
         _: &RuntimeComponents,
-        _: &mut ConfigBag,
+        cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let n = self.0.sent.fetch_add(1, Ordering::SeqCst) + 1;
         if self.0.crash == Some(Crash::Before(n)) {
             eprintln!("RECONCILE_CRASH_AT: aborting before AWS call {n}");
+            std::process::abort();
+        }
+        if let Some(Crash::BeforeWrite(at)) = self.0.crash
+            && cfg.load::<Metadata>().is_some_and(|m| is_write(m.name()))
+            && self.0.writes_sent.fetch_add(1, Ordering::SeqCst) + 1 == at
+        {
+            eprintln!("RECONCILE_CRASH_AT: aborting before AWS write {at}");
             std::process::abort();
         }
         Ok(())
@@ -140,6 +160,13 @@ impl Intercept for CountCalls {
         let n = self.0.received.fetch_add(1, Ordering::SeqCst) + 1;
         if self.0.crash == Some(Crash::After(n)) {
             eprintln!("RECONCILE_CRASH_AT: aborting after AWS call {n}");
+            std::process::abort();
+        }
+        if let Some(Crash::AfterWrite(at)) = self.0.crash
+            && is_write(operation)
+            && self.0.writes_received.fetch_add(1, Ordering::SeqCst) + 1 == at
+        {
+            eprintln!("RECONCILE_CRASH_AT: aborting after AWS write {at} ({operation})");
             std::process::abort();
         }
         Ok(())

@@ -328,6 +328,29 @@ impl Store {
         Ok(serial)
     }
 
+    /// Moves a resource's record to a new key (the manifest renamed it), and what other resources
+    /// recorded as depending on the old key to the new one.
+    #[instrument(skip_all, fields(stack, from, to))]
+    pub async fn rename_resource(&self, stack: &str, from: &str, to: &str) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let serial = bump(&mut tx, stack).await?;
+        sqlx::query("UPDATE resources SET name = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE stack = ? AND name = ?")
+            .bind(to)
+            .bind(stack)
+            .bind(from)
+            .execute(&mut *tx)
+            .await?;
+        // `depends_on` is a JSON array of keys; keys are identifiers, so the quoted key is unambiguous.
+        sqlx::query("UPDATE resources SET depends_on = replace(depends_on, ?, ?) WHERE stack = ?")
+            .bind(format!("\"{from}\""))
+            .bind(format!("\"{to}\""))
+            .bind(stack)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(serial)
+    }
+
     #[instrument(skip_all, fields(stack))]
     pub async fn set_outputs(&self, stack: &str, outputs: &BTreeMap<String, String>) -> Result<i64> {
         let mut tx = self.pool.begin().await?;

@@ -209,6 +209,8 @@ tags = { about = "${logs.arn}" }
             depends_on: vec![],
             adopt: None,
             deposed: false,
+            create_before_destroy: false,
+            moved_from: None,
             current: None,
         };
         let d: Vec<_> = field_drift(&change).collect();
