@@ -119,6 +119,9 @@ struct Ctx<'a> {
     manifest: Option<&'a Manifest>,
     state: &'a StackState,
     outputs: Mutex<HashMap<String, BTreeMap<String, String>>>,
+    /// Creates the plan found in conflict with what AWS has (resource → existing physical id): they
+    /// fail without an AWS call.
+    conflicts: HashMap<String, String>,
 }
 
 /// One operation of the executor's graph.
@@ -228,7 +231,13 @@ pub async fn execute(
     reporter: &dyn Reporter,
 ) -> Report {
     let (nodes, deps) = graph(plan, state);
-    let ctx = Ctx { aws, store, stack: &plan.stack, manifest, state, outputs: Mutex::new(plan.known_outputs.clone()) };
+    let conflicts = plan
+        .blockers
+        .iter()
+        .filter(|b| b.problem == "conflict")
+        .map(|b| (b.resource.clone(), b.physical_id.clone().unwrap_or_default()))
+        .collect();
+    let ctx = Ctx { aws, store, stack: &plan.stack, manifest, state, outputs: Mutex::new(plan.known_outputs.clone()), conflicts };
     let began = Instant::now();
     let starts: Mutex<Vec<Option<Duration>>> = Mutex::new(vec![None; nodes.len()]);
 
@@ -523,8 +532,15 @@ async fn finish<T>(ctx: &Ctx<'_>, op: i64, result: &Result<T, ApplyError>) {
 }
 
 async fn create(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), ApplyError> {
-    let (desired, resource) = desired(ctx, change)?;
     let name = change.name.as_str();
+    if let Some(existing) = ctx.conflicts.get(name) {
+        return Err(ApplyError::Conflict {
+            resource: name.into(),
+            name: existing.clone(),
+            detail: "found by the plan; nothing was sent to AWS".into(),
+        });
+    }
+    let (desired, resource) = desired(ctx, change)?;
     let physical = desired.get(resource.kind.schema().physical_name).and_then(Value::as_str).map(str::to_string);
     let op = journal(ctx, name, resource.kind, "create", physical.as_deref()).await?;
     let applied = providers::create(ctx.aws, resource.kind, Desired { attrs: &desired, artifact: resource.artifact.as_ref() })
