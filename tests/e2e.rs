@@ -256,7 +256,7 @@ async fn removing_a_resource_deletes_it_and_destroy_leaves_only_what_is_not_ours
 
     let out = cli.run(&["-f", SEED, "destroy", "--auto-approve"]);
     out.assert_success();
-    assert!(out.stdout.contains("Apply complete: 16 done"), "{out}");
+    assert!(out.stdout.contains("Destroy complete: 16 done"), "{out}");
     assert!(aws.apigw.get_rest_apis().send().await.unwrap().items().is_empty());
     assert!(aws.waf.list_web_acls().scope(aws_sdk_wafv2::types::Scope::Regional).send().await.unwrap().web_acls().is_empty());
     assert!(aws.lambda.list_functions().send().await.unwrap().functions().is_empty());
