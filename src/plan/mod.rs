@@ -385,7 +385,7 @@ pub async fn check_blockers(manifest: &Manifest, state: &StackState, plan: &mut 
     let mut logging_stages: Vec<(String, Kind)> = Vec::new();
     for change in &plan.resources {
         let Some(r) = manifest.resource(&change.name).filter(|r| r.kind == change.kind) else { continue };
-        let (desired, unknown) = refs::resolve(&Value::Object(r.attrs.clone()), &lookup);
+        let (desired, _) = refs::resolve(&Value::Object(r.attrs.clone()), &lookup);
         let Some(desired) = desired.as_object() else { continue };
         let logging_change = match change.action {
             Action::Create | Action::Replace => true,
@@ -415,16 +415,23 @@ pub async fn check_blockers(manifest: &Manifest, state: &StackState, plan: &mut 
         match r.kind {
             // A region-wide setting, always there: its create adopts it. Deployments have no name.
             Kind::ApiGatewayAccount | Kind::Deployment => {}
-            Kind::RestApi => rest_apis.push((r.name.clone(), providers::str_attr(desired, "name").to_string())),
-            Kind::WebAcl if !unknown => {
+            Kind::RestApi if !providers::str_attr(desired, "name").contains(UNKNOWN) => {
+                rest_apis.push((r.name.clone(), providers::str_attr(desired, "name").to_string()))
+            }
+            Kind::RestApi => {}
+            Kind::WebAcl => {
                 let (scope, name) = (providers::str_attr(desired, "scope"), providers::str_attr(desired, "name"));
+                if scope.contains(UNKNOWN) || name.contains(UNKNOWN) {
+                    continue;
+                }
                 let found = providers::wafv2::web_acl::find(aws, scope, name).await.map_err(|source| refresh_error(r, name, source))?;
                 if let Some((id, _)) = found.filter(|(id, _)| !owned.contains(&(r.kind, id.as_str()))) {
                     blockers.push(conflict(id));
                 }
             }
             kind => {
-                let Some(id) = providers::physical_id_of(kind, desired).filter(|id| !refs::contains_unknown(&Value::String(id.clone())))
+                let Some(id) = providers::physical_id_of(kind, desired)
+                    .filter(|id| !id.contains(UNKNOWN) && !refs::contains_unknown(&Value::String(id.clone())))
                 else {
                     continue;
                 };
