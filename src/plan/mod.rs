@@ -424,9 +424,13 @@ pub async fn check_blockers(manifest: &Manifest, state: &StackState, plan: &mut 
                 if scope.contains(UNKNOWN) || name.contains(UNKNOWN) {
                     continue;
                 }
-                let found = providers::wafv2::web_acl::find(aws, scope, name).await.map_err(|source| refresh_error(r, name, source))?;
-                if let Some((id, _)) = found.filter(|(id, _)| !owned.contains(&(r.kind, id.as_str()))) {
-                    blockers.push(conflict(id));
+                match providers::wafv2::web_acl::find(aws, scope, name).await {
+                    Ok(found) => {
+                        if let Some((id, _)) = found.filter(|(id, _)| !owned.contains(&(r.kind, id.as_str()))) {
+                            blockers.push(conflict(id));
+                        }
+                    }
+                    Err(e) => unchecked(r, name, &e),
                 }
             }
             kind => {
@@ -438,8 +442,10 @@ pub async fn check_blockers(manifest: &Manifest, state: &StackState, plan: &mut 
                 if owned.contains(&(kind, id.as_str())) {
                     continue;
                 }
-                if providers::read(aws, kind, &id).await.map_err(|source| refresh_error(r, &id, source))?.is_some() {
-                    blockers.push(conflict(id));
+                match providers::read(aws, kind, &id).await {
+                    Ok(Some(_)) => blockers.push(conflict(id)),
+                    Ok(None) => {}
+                    Err(e) => unchecked(r, &id, &e),
                 }
             }
         }
@@ -506,8 +512,11 @@ pub async fn check_blockers(manifest: &Manifest, state: &StackState, plan: &mut 
     Ok(())
 }
 
-fn refresh_error(r: &crate::manifest::Resource, id: &str, source: ProviderError) -> PlanError {
-    PlanError::Refresh { resource: r.name.clone(), kind: r.kind, id: id.to_string(), source }
+/// A conflict check that could not read: for these kinds AWS keeps names unique, so the create itself
+/// still cannot duplicate anything (it fails as a conflict); the plan goes on. (REST API names are not
+/// unique: a failed `GetRestApis` fails the plan instead.)
+fn unchecked(r: &crate::manifest::Resource, id: &str, e: &ProviderError) {
+    tracing::warn!(resource = %r.name, id, error = %e, "could not check whether it already exists in AWS; its create will tell");
 }
 
 /// Whether live tags say the resource belongs to this stack and this resource.
