@@ -114,8 +114,8 @@ async fn finish(g: &Global, what: &str, plan: &Plan, report: Option<Report>, sto
     };
     let count = |s: Status| r.outcomes.iter().filter(|o| o.status == s).count();
     println!(
-        "\n{}: {} done, {} failed, {} skipped (state serial {serial}).",
-        format!("{what} {}", if failed { "failed" } else { "complete" }),
+        "\n{what} {}: {} done, {} failed, {} skipped (state serial {serial}).",
+        if failed { "failed" } else { "complete" },
         count(Status::Done),
         count(Status::Failed),
         count(Status::Skipped)

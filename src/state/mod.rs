@@ -201,7 +201,7 @@ impl Store {
         // Applying: as the one writer (`BEGIN IMMEDIATE` waits out another opener's migration within
         // the busy timeout); whoever comes second finds everything applied.
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(|e| classify_open_error(path, e))?;
-        if applied_up_to_date(&mut *tx, path).await? {
+        if applied_up_to_date(&mut tx, path).await? {
             return Ok(());
         }
         match MIGRATOR.run_direct(&mut *tx).await {
