@@ -77,7 +77,8 @@ pub enum Command {
     Destroy(ApplyArgs),
     /// Show the stack's outputs as recorded by the last apply (no AWS call).
     Output(OutputArgs),
-    /// Break the stack's lock left by a process that died (needs the lock id the error showed).
+    /// Break the stack's lock left by a process that died (needs the lock id the error showed; a
+    /// holder still running on this host is refused without --force).
     ForceUnlock(ForceUnlockArgs),
     /// Adopt an existing AWS resource as a manifest resource (recorded in state as AWS has it; the
     /// next plan shows what differs from the manifest). Refused if another stack's tags are on it, if a
@@ -158,11 +159,16 @@ pub struct ImportArgs {
 pub struct ForceUnlockArgs {
     /// The lock id, as printed by the command that found the stack locked.
     pub lock_id: String,
+    /// Break it even though its holder is still running on this host.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// Exit 0 when there are no changes, 2 when there are changes (to resources or to outputs), 1 on error.
+    /// Exit 0 when there are no changes, 2 when there are changes (to resources or to outputs), 1 on
+    /// error. (A plan apply would refuse, e.g. a create that conflicts with what AWS has, exits 1 with or
+    /// without this flag.)
     #[arg(long)]
     pub detailed_exitcode: bool,
 }

@@ -130,6 +130,9 @@ struct Ctx<'a> {
     outputs: Mutex<HashMap<String, BTreeMap<String, String>>>,
     /// Physical ids recorded by this run, by resource.
     recorded: Mutex<HashMap<String, String>>,
+    /// Creates the plan found in conflict with what AWS has (resource → existing physical id): they
+    /// fail without an AWS call.
+    conflicts: HashMap<String, String>,
 }
 
 /// One operation of the executor's graph.
@@ -287,6 +290,12 @@ pub async fn execute(
             .collect();
         return Report { outcomes, outputs: BTreeMap::new() };
     }
+    let conflicts = plan
+        .blockers
+        .iter()
+        .filter(|b| b.problem == "conflict")
+        .map(|b| (b.resource.clone(), b.physical_id.clone().unwrap_or_default()))
+        .collect();
     let ctx = Ctx {
         aws,
         store,
@@ -295,6 +304,7 @@ pub async fn execute(
         state,
         outputs: Mutex::new(plan.known_outputs.clone()),
         recorded: Mutex::new(HashMap::new()),
+        conflicts,
     };
     let began = Instant::now();
     let starts: Mutex<Vec<Option<Duration>>> = Mutex::new(vec![None; nodes.len()]);
@@ -671,8 +681,15 @@ async fn finish<T>(ctx: &Ctx<'_>, op: i64, result: &Result<T, ApplyError>) {
 }
 
 async fn create(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), ApplyError> {
-    let (desired, resource) = desired(ctx, change)?;
     let name = change.name.as_str();
+    if let Some(existing) = ctx.conflicts.get(name) {
+        return Err(ApplyError::Conflict {
+            resource: name.into(),
+            name: existing.clone(),
+            detail: "found by the plan; nothing was sent to AWS".into(),
+        });
+    }
+    let (desired, resource) = desired(ctx, change)?;
     let physical = desired.get(resource.kind.schema().physical_name).and_then(Value::as_str).map(str::to_string);
     let op = journal(ctx, name, resource.kind, "create", physical.as_deref()).await?;
     let applied = providers::create(ctx.aws, resource.kind, Desired { attrs: &desired, artifact: resource.artifact.as_ref() }).await;
@@ -902,6 +919,7 @@ mod tests {
             outputs: BTreeMap::new(),
             interrupted_operations: vec![],
             output_changes: vec![],
+            blockers: vec![],
             known_outputs: HashMap::new(),
         };
         let mut state = StackState::default();
@@ -946,6 +964,7 @@ mod tests {
             outputs: BTreeMap::new(),
             interrupted_operations: vec![],
             output_changes: vec![],
+            blockers: vec![],
             known_outputs: HashMap::new(),
         };
         let (nodes, deps) = graph(&plan, &StackState::default());

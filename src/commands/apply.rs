@@ -46,15 +46,23 @@ async fn apply_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store: 
     let here = identity::check(store, &manifest.stack, &aws).await?;
     let state = store.load(&manifest.stack).await?;
     let pending = store.pending_operations(&manifest.stack).await?;
-    let plan = plan::compute(manifest, &state, &pending, &aws).await?;
+    let mut plan = plan::compute(manifest, &state, &pending, &aws).await?;
     if let Some(cycle) = apply::plan_cycle(&plan, &state) {
         return Err(CliError::Refused(apply::cycle_refusal(&cycle)));
     }
     if !plan.has_changes() {
-        return finish(g, &plan, None, store, Some(&aws)).await;
+        return finish(g, "Apply", &plan, None, store, Some(&aws)).await;
     }
+    plan::check_blockers(manifest, &state, &mut plan, &aws).await?;
     if !g.json && !g.quiet {
         print!("{}", plan::render::human(&plan));
+    }
+    // A conflicting create fails on its own (and skips what depends on it), without an AWS call; a
+    // logging stage the region cannot take refuses the whole plan before anything is created.
+    let refused: Vec<String> =
+        plan.blockers.iter().filter(|b| b.problem != "conflict").map(|b| format!("{}: {}", b.resource, b.message)).collect();
+    if !refused.is_empty() {
+        return Err(CliError::Refused(format!("refusing to apply; nothing was changed:\n  {}", refused.join("\n  "))));
     }
     if !args.auto_approve {
         confirm("\nApply these changes?")?;
@@ -63,7 +71,7 @@ async fn apply_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store: 
     let progress = Progress { enabled: !g.json && !g.quiet };
     let options = Options { parallelism: args.parallelism.into() };
     let report = apply::execute(&plan, Some(manifest), &state, store, &aws, options, &progress).await;
-    finish(g, &plan, Some(report), store, Some(&aws)).await
+    finish(g, "Apply", &plan, Some(report), store, Some(&aws)).await
 }
 
 async fn destroy_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store: &Store) -> Result<Exit, CliError> {
@@ -79,7 +87,7 @@ async fn destroy_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store
     let inspection = plan::inspect(manifest, &state, &pending, &aws).await?;
     let plan = plan::destroy(&manifest.stack, &inspection);
     if !plan.has_changes() {
-        return finish(g, &plan, None, store, Some(&aws)).await;
+        return finish(g, "Destroy", &plan, None, store, Some(&aws)).await;
     }
     if !g.json && !g.quiet {
         print!("{}", plan::render::human(&plan));
@@ -93,10 +101,11 @@ async fn destroy_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store
     if let Err(e) = identity::release_if_empty(store, &manifest.stack).await {
         tracing::warn!(error = %e, "unpinning the destroyed stack");
     }
-    finish(g, &plan, Some(report), store, Some(&aws)).await
+    finish(g, "Destroy", &plan, Some(report), store, Some(&aws)).await
 }
 
-async fn finish(g: &Global, plan: &Plan, report: Option<Report>, store: &Store, aws: Option<&Aws>) -> Result<Exit, CliError> {
+/// Prints the outcome; `what` is `Apply` or `Destroy`.
+async fn finish(g: &Global, what: &str, plan: &Plan, report: Option<Report>, store: &Store, aws: Option<&Aws>) -> Result<Exit, CliError> {
     let serial = store.load(&plan.stack).await.map(|s| s.serial).unwrap_or(plan.state_serial);
     let failed = report.as_ref().is_some_and(Report::failed);
     print_stats(g, aws);
@@ -115,8 +124,8 @@ async fn finish(g: &Global, plan: &Plan, report: Option<Report>, store: &Store, 
     };
     let count = |s: Status| r.outcomes.iter().filter(|o| o.status == s).count();
     println!(
-        "\n{}: {} done, {} failed, {} skipped (state serial {serial}).",
-        if failed { "Apply failed" } else { "Apply complete" },
+        "\n{what} {}: {} done, {} failed, {} skipped (state serial {serial}).",
+        if failed { "failed" } else { "complete" },
         count(Status::Done),
         count(Status::Failed),
         count(Status::Skipped)

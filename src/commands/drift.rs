@@ -1,3 +1,5 @@
+use std::io::Write;
+
 use crate::cli::{DriftArgs, Exit, Global};
 use crate::state::DriftEvent;
 
@@ -10,24 +12,35 @@ pub async fn run(g: &Global, args: &DriftArgs) -> Result<Exit, CliError> {
     store.close().await;
     let events = events?;
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&events).unwrap_or_default());
-        return Ok(Exit::Ok);
+        return emit(&format!("{}\n", serde_json::to_string_pretty(&events).unwrap_or_default()));
     }
     if events.is_empty() {
         if !g.quiet {
-            println!("{}", if args.all { "No drift recorded." } else { "No open drift." });
+            return emit(&format!("{}\n", if args.all { "No drift recorded." } else { "No open drift." }));
         }
         return Ok(Exit::Ok);
     }
+    let mut text = String::new();
     let mut stack = "";
     for e in &events {
         if e.stack != stack {
             stack = &e.stack;
-            println!("{}Stack {stack}:", if std::ptr::eq(e, &events[0]) { "" } else { "\n" });
+            text.push_str(&format!("{}Stack {stack}:\n", if std::ptr::eq(e, &events[0]) { "" } else { "\n" }));
         }
-        println!("  {}", line(e));
+        text.push_str(&format!("  {}\n", line(e)));
     }
-    Ok(Exit::Ok)
+    emit(&text)
+}
+
+/// Writes to stdout; a reader that stopped reading (`| head`) ends the listing quietly, as for any
+/// Unix filter, instead of a panic.
+fn emit(text: &str) -> Result<Exit, CliError> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(Exit::Ok),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Exit::Ok),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn line(e: &DriftEvent) -> String {

@@ -43,7 +43,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Apply(args) => apply::apply(g, args).await,
         Command::Destroy(args) => apply::destroy(g, args).await,
         Command::Output(args) => output::run(g, args).await,
-        Command::ForceUnlock(args) => force_unlock(g, &args.lock_id).await,
+        Command::ForceUnlock(args) => force_unlock(g, &args.lock_id, args.force).await,
         Command::Import(args) => import(g, args).await,
         Command::Watch(args) => watch::run(g, args).await,
         Command::Drift(args) => drift::run(g, args).await,
@@ -257,16 +257,14 @@ async fn pin(g: &Global, args: &crate::cli::PinArgs) -> Result<Exit, CliError> {
     result
 }
 
-async fn force_unlock(g: &Global, id: &str) -> Result<Exit, CliError> {
+async fn force_unlock(g: &Global, id: &str, force: bool) -> Result<Exit, CliError> {
     let manifest = load_manifest(g)?;
     let store = open_state(g).await?;
-    let held = store.force_unlock(&manifest.stack, id).await?;
+    let held = store.force_unlock(&manifest.stack, id, force).await;
     store.close().await;
+    let held = held?;
     if !g.quiet {
-        println!(
-            "Broke the lock of stack `{}` held by {} (pid {} on {}) since {}.",
-            manifest.stack, held.operation, held.pid, held.host, held.acquired_at
-        );
+        println!("Broke the lock of stack `{}` held by {}.", manifest.stack, held.describe());
     }
     Ok(Exit::Ok)
 }

@@ -10,10 +10,11 @@ pub async fn run(g: &Global, args: &PlanArgs) -> Result<Exit, CliError> {
     let aws = connect(g).await?;
     crate::identity::check(&store, &manifest.stack, &aws).await?;
     let pending = store.pending_operations(&manifest.stack).await?;
-    let plan = plan::compute(&manifest, &state, &pending, &aws).await?;
+    let mut plan = plan::compute(&manifest, &state, &pending, &aws).await?;
     if let Some(cycle) = crate::apply::plan_cycle(&plan, &state) {
         return Err(CliError::Refused(crate::apply::cycle_refusal(&cycle)));
     }
+    plan::check_blockers(&manifest, &state, &mut plan, &aws).await?;
     if g.json {
         let mut doc = serde_json::to_value(&plan).unwrap_or_default();
         if let (Some(calls), Some(obj)) = (super::stats_json(g, Some(&aws)), doc.as_object_mut()) {
@@ -25,5 +26,12 @@ pub async fn run(g: &Global, args: &PlanArgs) -> Result<Exit, CliError> {
     }
     super::print_stats(g, Some(&aws));
     store.close().await;
-    Ok(if args.detailed_exitcode && plan.has_changes() { Exit::Changes } else { Exit::Ok })
+    Ok(if !plan.blockers.is_empty() {
+        // Like a validation error: the plan cannot be applied as it is.
+        Exit::Error
+    } else if args.detailed_exitcode && plan.has_changes() {
+        Exit::Changes
+    } else {
+        Exit::Ok
+    })
 }

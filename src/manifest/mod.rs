@@ -658,6 +658,14 @@ impl<'a> Validator<'a> {
         for (s, span) in outputs.values() {
             check(self, span, s, &mut BTreeSet::new());
         }
+        // A stage that logs waits for the region's CloudWatch role setting the manifest makes: API
+        // Gateway refuses logging settings until it is there.
+        let accounts: Vec<&str> = drafts.iter().filter(|d| d.kind == Kind::ApiGatewayAccount).map(|d| d.name.as_str()).collect();
+        for (d, set) in drafts.iter().zip(deps.iter_mut()) {
+            if d.kind == Kind::Stage && stage_logs(&d.attrs) {
+                set.extend(accounts.iter().map(|a| a.to_string()));
+            }
+        }
 
         // Cycles, through the strongly connected components of the dependency graph.
         let mut graph = petgraph::graph::DiGraph::<usize, ()>::new();
@@ -730,6 +738,15 @@ impl<'a> Validator<'a> {
         let at = raw.find(needle).map_or(span.start, |i| span.start + i);
         self.err(&(at..at), message.to_string());
     }
+}
+
+/// Whether a stage's attributes turn on access logging or execution logging (including data trace),
+/// which API Gateway accepts only once the region's account setting names a CloudWatch role.
+pub fn stage_logs(attrs: &Map<String, Value>) -> bool {
+    let s = |k: &str| attrs.get(k).and_then(Value::as_str).unwrap_or_default();
+    !s("access_log_destination_arn").is_empty()
+        || !matches!(s("logging_level"), "" | "OFF")
+        || attrs.get("data_trace_enabled").and_then(Value::as_bool).unwrap_or(false)
 }
 
 fn add_ownership_tags(attrs: &mut Map<String, Value>, stack: &str, resource: &str) {

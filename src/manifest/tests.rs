@@ -325,3 +325,25 @@ fn tag_count_environment_size_and_huge_keys_are_refused_briefly() {
     assert_eq!(e.len(), 1);
     assert!(e[0].len() < 300 && e[0].starts_with("7:10: tag key `kkk"), "{}", &e[0][..300.min(e[0].len())]);
 }
+
+#[test]
+fn a_stage_that_logs_depends_on_the_account_setting_without_depends_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let stage = |name: &str, extra: &str| {
+        format!(
+            "[resources.{name}]\ntype = \"aws_api_gateway_stage\"\nrest_api_id = \"abc\"\nstage_name = \"{name}\"\ndeployment_id = \"d1\"\n{extra}\n\n"
+        )
+    };
+    let text = format!(
+        "{HEAD}[resources.account]\ntype = \"aws_api_gateway_account\"\ncloudwatch_role_arn = \"arn:aws:iam::1:role/cw\"\n\n{}{}{}{}",
+        stage("access", "access_log_destination_arn = \"arn:aws:logs:us-east-1:1:log-group:g\""),
+        stage("execution", "logging_level = \"ERROR\""),
+        stage("trace", "data_trace_enabled = true"),
+        stage("quiet", "metrics_enabled = true"),
+    );
+    let m = parse_in(dir.path(), &text).unwrap();
+    for logging in ["access", "execution", "trace"] {
+        assert_eq!(m.resource(logging).unwrap().deps.iter().collect::<Vec<_>>(), vec!["account"], "{logging}");
+    }
+    assert!(m.resource("quiet").unwrap().deps.is_empty());
+}

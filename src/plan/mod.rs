@@ -123,6 +123,24 @@ pub struct Plan {
     /// Outputs of resources that exist and are not being replaced: what references resolve to.
     #[serde(skip)]
     pub known_outputs: HashMap<String, BTreeMap<String, String>>,
+    /// What AWS already has in the way of this plan's creates (see [`check_blockers`]): `plan` shows
+    /// them and exits 1, `apply` refuses the plan before any write.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blockers: Vec<Blocker>,
+}
+
+/// A reason apply must not start, found by reading AWS at plan time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Blocker {
+    pub resource: String,
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    /// `conflict`: what the create would make already exists in AWS and this state does not own it;
+    /// `account_logging`: the stage logs but the region's account setting names no CloudWatch role.
+    pub problem: &'static str,
+    /// The existing physical id, for a conflict.
+    pub physical_id: Option<String>,
+    pub message: String,
 }
 
 impl Plan {
@@ -478,6 +496,161 @@ pub async fn inspect(manifest: &Manifest, state: &StackState, pending: &[Pending
     Ok(insp)
 }
 
+/// Looks in AWS for what would stand in the way of the plan's creates, before anything is written:
+///
+/// - a **conflict**: the physical resource a create would make already exists, and neither this
+///   stack's state nor an interrupted run of it accounts for it (another state file of the same stack,
+///   a lost state file, or something made by hand). For kinds with a fixed name this is one read of
+///   that name; REST API names are not unique in AWS, so one paged `GetRestApis` serves every REST
+///   API create, and a same-named API is a conflict. Adopting it is `reconcile import`.
+/// - **account logging**: a stage that logs is created or gets logging turned on while the manifest
+///   manages no `aws_api_gateway_account` and the region's setting names no CloudWatch role (one
+///   `GetAccount`): API Gateway would refuse its logging settings.
+///
+/// A plan without creates or logging changes makes no call here.
+pub async fn check_blockers(manifest: &Manifest, state: &StackState, plan: &mut Plan, aws: &Aws) -> Result<(), PlanError> {
+    let owned: std::collections::HashSet<(Kind, &str)> = state.resources.values().map(|r| (r.kind, r.physical_id.as_str())).collect();
+    let known = plan.known_outputs.clone();
+    let lookup = |res: &str, out: &str| known.get(res).and_then(|o| o.get(out)).cloned();
+    let mut blockers = Vec::new();
+    let mut rest_apis: Vec<(String, String)> = Vec::new();
+    let mut logging_stages: Vec<(String, Kind)> = Vec::new();
+    for change in &plan.resources {
+        let Some(r) = manifest.resource(&change.name).filter(|r| r.kind == change.kind) else { continue };
+        let (desired, _) = refs::resolve(&Value::Object(r.attrs.clone()), &lookup);
+        let Some(desired) = desired.as_object() else { continue };
+        let logging_change = match change.action {
+            Action::Create | Action::Replace => true,
+            Action::Update => change
+                .changes
+                .iter()
+                .any(|c| ["access_log_destination_arn", "logging_level", "data_trace_enabled"].iter().any(|f| c.path.starts_with(f))),
+            _ => false,
+        };
+        if r.kind == Kind::Stage && logging_change && crate::manifest::stage_logs(desired) {
+            logging_stages.push((r.name.clone(), r.kind));
+        }
+        if change.action != Action::Create || change.adopt.is_some() || change.deposed {
+            continue;
+        }
+        let conflict = |id: String| Blocker {
+            resource: r.name.clone(),
+            kind: r.kind,
+            problem: "conflict",
+            message: format!(
+                "conflict: {} `{id}` exists in AWS, not in this state (another state file, a lost one, or made by hand); \
+                 adopt it with `reconcile import {} {id}`, or delete or rename it",
+                r.kind, r.name
+            ),
+            physical_id: Some(id),
+        };
+        match r.kind {
+            // A region-wide setting, always there: its create adopts it. Deployments have no name.
+            Kind::ApiGatewayAccount | Kind::Deployment => {}
+            Kind::RestApi if !providers::str_attr(desired, "name").contains(UNKNOWN) => {
+                rest_apis.push((r.name.clone(), providers::str_attr(desired, "name").to_string()))
+            }
+            Kind::RestApi => {}
+            Kind::WebAcl => {
+                let (scope, name) = (providers::str_attr(desired, "scope"), providers::str_attr(desired, "name"));
+                if scope.contains(UNKNOWN) || name.contains(UNKNOWN) {
+                    continue;
+                }
+                match providers::wafv2::web_acl::find(aws, scope, name).await {
+                    Ok(found) => {
+                        if let Some((id, _)) = found.filter(|(id, _)| !owned.contains(&(r.kind, id.as_str()))) {
+                            blockers.push(conflict(id));
+                        }
+                    }
+                    Err(e) => unchecked(r, name, &e),
+                }
+            }
+            kind => {
+                let Some(id) = providers::physical_id_of(kind, desired)
+                    .filter(|id| !id.contains(UNKNOWN) && !refs::contains_unknown(&Value::String(id.clone())))
+                else {
+                    continue;
+                };
+                if owned.contains(&(kind, id.as_str())) {
+                    continue;
+                }
+                match providers::read(aws, kind, &id).await {
+                    Ok(Some(_)) => blockers.push(conflict(id)),
+                    Ok(None) => {}
+                    Err(e) => unchecked(r, &id, &e),
+                }
+            }
+        }
+    }
+    if !rest_apis.is_empty() {
+        let existing = providers::apigateway::rest_api::list_names(aws).await.map_err(|source| PlanError::Refresh {
+            resource: rest_apis[0].0.clone(),
+            kind: Kind::RestApi,
+            id: "(all REST APIs)".into(),
+            source,
+        })?;
+        for (resource, name) in rest_apis {
+            let taken = existing.iter().find(|(id, n)| *n == name && !owned.contains(&(Kind::RestApi, id.as_str())));
+            if let Some((id, _)) = taken {
+                let mut b = Blocker {
+                    resource: resource.clone(),
+                    kind: Kind::RestApi,
+                    problem: "conflict",
+                    physical_id: Some(id.clone()),
+                    message: String::new(),
+                };
+                b.message = format!(
+                    "conflict: a REST API named `{name}` exists in AWS ({id}), not in this state (another state file, a lost one, or \
+                     made by hand); AWS does not keep REST API names unique, so creating it would make a second one; adopt it with \
+                     `reconcile import {resource} {id}`, or delete or rename it"
+                );
+                blockers.push(b);
+            }
+        }
+    }
+    let manages_account = manifest.resources.iter().any(|r| r.kind == Kind::ApiGatewayAccount);
+    if !logging_stages.is_empty() && !manages_account {
+        let account = providers::read(aws, Kind::ApiGatewayAccount, "account").await.map_err(|source| PlanError::Refresh {
+            resource: logging_stages[0].0.clone(),
+            kind: Kind::ApiGatewayAccount,
+            id: "account".into(),
+            source,
+        })?;
+        let role = account.as_ref().map(|l| providers::str_attr(&l.attrs, "cloudwatch_role_arn").to_string()).unwrap_or_default();
+        if role.is_empty() {
+            for (resource, kind) in logging_stages {
+                blockers.push(Blocker {
+                    resource,
+                    kind,
+                    problem: "account_logging",
+                    physical_id: None,
+                    message: format!(
+                        "the stage logs (access logs or execution logging), but API Gateway's account setting in {} names no \
+                         CloudWatch Logs role, and API Gateway refuses logging settings until it does; add an \
+                         `aws_api_gateway_account` resource with `cloudwatch_role_arn` (a role apigateway.amazonaws.com can \
+                         assume, with AmazonAPIGatewayPushToCloudWatchLogs) to the manifest, or turn logging off",
+                        aws.region
+                    ),
+                });
+            }
+        }
+    }
+    for b in &blockers {
+        if let Some(change) = plan.resources.iter_mut().find(|c| c.name == b.resource) {
+            change.reason = Some(b.message.clone());
+        }
+    }
+    plan.blockers = blockers;
+    Ok(())
+}
+
+/// A conflict check that could not read: for these kinds AWS keeps names unique, so the create itself
+/// still cannot duplicate anything (it fails as a conflict); the plan goes on. (REST API names are not
+/// unique: a failed `GetRestApis` fails the plan instead.)
+fn unchecked(r: &crate::manifest::Resource, id: &str, e: &ProviderError) {
+    tracing::warn!(resource = %r.name, id, error = %e, "could not check whether it already exists in AWS; its create will tell");
+}
+
 /// Whether live tags say the resource belongs to this stack and this resource.
 pub fn owned_by(live: &Map<String, Value>, desired: &Map<String, Value>) -> bool {
     let tag = |m: &Map<String, Value>, k: &str| m.get("tags").and_then(|t| t.get(k)).and_then(Value::as_str).map(str::to_string);
@@ -671,6 +844,7 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
         output_changes,
         interrupted_operations: Vec::new(),
         known_outputs: known,
+        blockers: Vec::new(),
     }
     .finish()
 }
@@ -756,6 +930,7 @@ pub fn destroy(stack: &str, inspection: &Inspection) -> Plan {
         output_changes: Vec::new(),
         interrupted_operations: inspection.pending.clone(),
         known_outputs: HashMap::new(),
+        blockers: Vec::new(),
     }
     .finish()
 }

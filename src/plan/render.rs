@@ -48,6 +48,12 @@ pub fn human(plan: &Plan) -> String {
         "Plan: {adopt}{} to create, {} to update, {} to replace, {} to delete, {} unchanged{outputs}.",
         s.create, s.update, s.replace, s.delete, s.no_op
     );
+    if !plan.blockers.is_empty() {
+        let _ = writeln!(out, "\nFound in AWS; apply refuses these until they are fixed:");
+        for b in &plan.blockers {
+            let _ = writeln!(out, "  ! {} ({}): {}", b.resource, b.kind, b.message);
+        }
+    }
     out
 }
 
@@ -211,6 +217,7 @@ mod tests {
             output_changes: vec![],
             interrupted_operations: vec![],
             known_outputs: Default::default(),
+            blockers: vec![],
         };
         let text = human(&plan);
         assert!(text.contains("~ fn (aws_lambda_function) [Hello] will be updated in place"), "{text}");

@@ -160,7 +160,7 @@ impl Store {
         checked: &BTreeSet<String>,
         managed: &BTreeSet<String>,
     ) -> Result<EventDelta> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM drift_events WHERE stack = ? AND resolved_at IS NULL ORDER BY id"))
             .bind(stack)
             .fetch_all(&mut *tx)

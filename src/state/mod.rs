@@ -51,12 +51,25 @@ pub enum StateError {
     #[error("state database error: {0}")]
     Db(#[from] sqlx::Error),
     #[error(
-        "stack `{stack}` is locked by {} (pid {} on {}) since {}; wait with --lock-timeout, or if that process is gone, run `reconcile force-unlock {}`",
-        .holder.operation, .holder.pid, .holder.host, .holder.acquired_at, .holder.id
+        "stack `{stack}` is locked by {}; wait with --lock-timeout, or if that process is gone, run `reconcile force-unlock {}`",
+        .holder.describe(), .holder.id
     )]
     Locked { stack: String, holder: Box<LockInfo> },
-    #[error("stack `{stack}` has no lock with id `{id}`{}", .current.as_ref().map(|c| format!(" (it is held as `{}`)", c.id)).unwrap_or_else(|| " (it is not locked)".into()))]
+    /// The id given does not match. The real id is never shown: asking for it is the safeguard.
+    #[error("stack `{stack}` has no lock with id `{id}`{}", .current.as_ref().map(|c| format!("; it is locked by {}; break it with the lock id the command that found it locked printed", c.describe())).unwrap_or_else(|| " (it is not locked)".into()))]
     NoSuchLock { stack: String, id: String, current: Option<Box<LockInfo>> },
+    #[error(
+        "refusing to break the lock of stack `{stack}`: it is held by {}, and that process is still running; \
+         wait for it to finish or stop it, or pass --force if you are sure it is not reconcile working on this stack",
+        .holder.describe()
+    )]
+    HolderAlive { stack: String, holder: Box<LockInfo> },
+    #[error(
+        "state file {} is empty (0 bytes), not a reconcile state database; refusing to treat it as a new state (that would \
+         forget every resource the stack owns). Restore it from a backup, or, if there never was a state, delete the file",
+        path.display()
+    )]
+    Empty { path: PathBuf },
     #[error("state holds invalid data for {what}: {source}")]
     Decode {
         what: String,
@@ -125,6 +138,48 @@ pub struct LockInfo {
     pub acquired_at: String,
 }
 
+/// Whether the process holding a lock is still there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HolderStatus {
+    /// On this host, and a process with its pid is running.
+    Running,
+    /// On this host, and no process has its pid.
+    Gone,
+    /// On another host (or this host cannot tell): unknown.
+    Unknown,
+}
+
+impl LockInfo {
+    /// Whether the holder is alive, as far as this host can tell.
+    pub fn status(&self) -> HolderStatus {
+        if self.host != hostname() {
+            return HolderStatus::Unknown;
+        }
+        process_status(self.pid)
+    }
+
+    /// Who holds the lock, for messages: operation, pid, host, since when and whether it still runs
+    /// (never the lock id).
+    pub fn describe(&self) -> String {
+        let status = match self.status() {
+            HolderStatus::Running => "running",
+            HolderStatus::Gone => "no longer running",
+            HolderStatus::Unknown => "another host: cannot tell whether it is running",
+        };
+        format!("{} (pid {} on {}, {status}) since {}", self.operation, self.pid, self.host, self.acquired_at)
+    }
+}
+
+/// Whether a process with `pid` exists on this host (Linux `/proc`; elsewhere unknown).
+fn process_status(pid: i64) -> HolderStatus {
+    let proc = Path::new("/proc");
+    if pid <= 0 || !proc.join("self").exists() {
+        return HolderStatus::Unknown;
+    }
+    if proc.join(pid.to_string()).exists() { HolderStatus::Running } else { HolderStatus::Gone }
+}
+
 /// The SQLite state store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -135,14 +190,16 @@ pub struct Store {
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 impl Store {
-    /// Opens (creating with mode 0600 if missing) and migrates the state file.
+    /// Opens and migrates the state file. A missing one is created with mode 0600, atomically: it is
+    /// built aside and linked into place complete, so no process ever sees a half-made (or empty)
+    /// state file, and a zero-length file is refused rather than taken for a new state.
     #[instrument(skip_all, fields(path = %path.display()))]
     pub async fn open(path: &Path) -> Result<Store> {
-        if !path.exists() {
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|source| StateError::Create { path: path.into(), source })?;
-            }
-            create_private(path).map_err(|source| StateError::Create { path: path.into(), source })?;
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() && m.len() == 0 => return Err(StateError::Empty { path: path.into() }),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_new(path).await?,
+            Err(source) => return Err(StateError::Create { path: path.into(), source }),
         }
         let options = SqliteConnectOptions::from_str("sqlite:")
             .map_err(|source| StateError::Open { path: path.into(), source })?
@@ -150,7 +207,7 @@ impl Store {
             .create_if_missing(false)
             .journal_mode(SqliteJournalMode::Wal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(BUSY_TIMEOUT);
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(|e| classify_open_error(path, e))?;
         Self::migrate(&pool, path).await?;
         Ok(Store { pool, path: path.to_path_buf() })
@@ -165,35 +222,37 @@ impl Store {
     }
 
     async fn migrate(pool: &SqlitePool, path: &Path) -> Result<()> {
-        // A schema newer than this binary knows is refused before anything is written.
-        let newest_known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-        let applied: Option<i64> = match sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations").fetch_one(pool).await {
-            Ok(v) => v,
-            Err(sqlx::Error::Database(e)) if e.message().contains("no such table") => None,
-            Err(e) => return Err(classify_open_error(path, e)),
+        // Nothing to apply (the common case): no write, no lock.
+        let up_to_date = {
+            let mut conn = pool.acquire().await.map_err(|e| classify_open_error(path, e))?;
+            applied_up_to_date(&mut conn, path).await?
         };
-        if let Some(found) = applied.filter(|v| *v > newest_known) {
-            return Err(StateError::NewerSchema { path: path.into(), found });
+        if up_to_date {
+            return Ok(());
         }
-        // Two processes opening a new file at once both try to migrate it; SQLite serialises their
-        // transactions, and the loser finds the tables made. Retried with backoff, it finds the
-        // migrations recorded and has nothing left to do.
-        let mut delay = Duration::from_millis(50);
-        for attempt in 1.. {
-            match MIGRATOR.run(pool).await {
-                Ok(()) => return Ok(()),
-                Err(e) if attempt < 6 && e.to_string().contains("already exists") => {
-                    tracing::debug!(attempt, "another process is migrating the state file; retrying after backoff");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-                Err(sqlx::migrate::MigrateError::Execute(e) | sqlx::migrate::MigrateError::ExecuteMigration(e, _)) => {
-                    return Err(classify_open_error(path, e));
-                }
-                Err(other) => return Err(StateError::Db(sqlx::Error::Migrate(Box::new(other)))),
+        // Applying: as the one writer (`BEGIN IMMEDIATE` waits out another opener's migration within
+        // the busy timeout); whoever comes second finds everything applied.
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(|e| classify_open_error(path, e))?;
+        if applied_up_to_date(&mut tx, path).await? {
+            return Ok(());
+        }
+        match MIGRATOR.run_direct(&mut *tx).await {
+            Ok(()) => {}
+            Err(sqlx::migrate::MigrateError::Execute(e) | sqlx::migrate::MigrateError::ExecuteMigration(e, _)) => {
+                return Err(classify_open_error(path, e));
             }
+            Err(other) => return Err(StateError::Db(sqlx::Error::Migrate(Box::new(other)))),
         }
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// A write transaction that holds SQLite's write lock from its start (`BEGIN IMMEDIATE`). A
+    /// deferred transaction that reads first cannot wait for the lock once another connection has
+    /// written (SQLite answers "database is locked" at once, whatever the busy timeout); this one
+    /// waits for it, up to the busy timeout, before reading anything.
+    async fn write(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     pub fn path(&self) -> &Path {
@@ -296,7 +355,7 @@ impl Store {
         if let Value::Object(map) = &mut attributes {
             crate::manifest::schema::hash_secrets(r.kind, map);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let serial = bump(&mut tx, stack).await?;
         sqlx::query(
             "INSERT INTO resources (stack, name, kind, physical_id, attributes, outputs, depends_on, incomplete) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -321,7 +380,7 @@ impl Store {
     /// Forgets a resource after it was deleted.
     #[instrument(skip_all, fields(stack, resource))]
     pub async fn delete_resource(&self, stack: &str, resource: &str) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let serial = bump(&mut tx, stack).await?;
         sqlx::query("DELETE FROM resources WHERE stack = ? AND name = ?").bind(stack).bind(resource).execute(&mut *tx).await?;
         tx.commit().await?;
@@ -332,7 +391,7 @@ impl Store {
     /// recorded as depending on the old key to the new one.
     #[instrument(skip_all, fields(stack, from, to))]
     pub async fn rename_resource(&self, stack: &str, from: &str, to: &str) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let serial = bump(&mut tx, stack).await?;
         sqlx::query("UPDATE resources SET name = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE stack = ? AND name = ?")
             .bind(to)
@@ -353,7 +412,7 @@ impl Store {
 
     #[instrument(skip_all, fields(stack))]
     pub async fn set_outputs(&self, stack: &str, outputs: &BTreeMap<String, String>) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let serial = bump(&mut tx, stack).await?;
         sqlx::query("UPDATE stacks SET outputs = ? WHERE name = ?")
             .bind(serde_json::to_string(outputs).unwrap_or_default())
@@ -504,11 +563,15 @@ impl Store {
         Ok(())
     }
 
-    /// Breaks a lock left by a process that died; only the exact lock id is accepted.
-    pub async fn force_unlock(&self, stack: &str, id: &str) -> Result<LockInfo> {
+    /// Breaks a lock left by a process that died; only the exact lock id is accepted, and a holder
+    /// that is still running on this host is refused unless `force`.
+    pub async fn force_unlock(&self, stack: &str, id: &str, force: bool) -> Result<LockInfo> {
         let current = self.lock_info(stack).await?;
         match current {
             Some(c) if c.id == id => {
+                if c.status() == HolderStatus::Running && !force {
+                    return Err(StateError::HolderAlive { stack: stack.into(), holder: Box::new(c) });
+                }
                 self.unlock(stack, id).await?;
                 Ok(c)
             }
@@ -547,6 +610,93 @@ async fn bump(tx: &mut Transaction<'_, Sqlite>, stack: &str) -> Result<i64> {
     Ok(serial)
 }
 
+/// How long a statement waits for another connection's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether every migration this binary knows is applied (same checksums); refuses a schema newer
+/// than it knows before anything is written.
+async fn applied_up_to_date(conn: &mut sqlx::SqliteConnection, path: &Path) -> Result<bool> {
+    let rows: Vec<(i64, Vec<u8>, bool)> =
+        match sqlx::query_as("SELECT version, checksum, success FROM _sqlx_migrations").fetch_all(conn).await {
+            Ok(rows) => rows,
+            Err(sqlx::Error::Database(e)) if e.message().contains("no such table") => return Ok(false),
+            Err(e) => return Err(classify_open_error(path, e)),
+        };
+    let newest_known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    if let Some(found) = rows.iter().map(|r| r.0).max().filter(|v| *v > newest_known) {
+        return Err(StateError::NewerSchema { path: path.into(), found });
+    }
+    let applied: BTreeMap<i64, (&[u8], bool)> = rows.iter().map(|(v, c, ok)| (*v, (c.as_slice(), *ok))).collect();
+    Ok(MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .all(|m| applied.get(&m.version).is_some_and(|(c, ok)| *ok && *c == &*m.checksum)))
+}
+
+/// Builds a new, migrated state file next to `path` and links it into place, so that `path` only
+/// ever exists complete. If another process got there first, its file is kept and ours dropped.
+async fn create_new(path: &Path) -> Result<()> {
+    let create_err = |source| StateError::Create { path: path.into(), source };
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(create_err)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "state".into());
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = parent.join(format!(".{name}.{}-{seq}.new", lock_id()));
+    create_private(&tmp).map_err(create_err)?;
+    let built = build(&tmp, path).await;
+    let linked = match built {
+        Ok(()) => match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(()),
+            // Another process made it meanwhile: theirs is complete too; use it.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            // A file system without hard links: rename, which does not clobber what is not there.
+            Err(_) if !path.exists() => std::fs::rename(&tmp, path).map_err(create_err),
+            Err(_) => Ok(()),
+        },
+        Err(e) => Err(e),
+    };
+    for leftover in [tmp.clone(), sidecar(&tmp, "-wal"), sidecar(&tmp, "-shm"), sidecar(&tmp, "-journal")] {
+        let _ = std::fs::remove_file(leftover);
+    }
+    linked
+}
+
+/// Migrates the new file at `tmp` and closes it with everything in the main file (no WAL left).
+async fn build(tmp: &Path, path: &Path) -> Result<()> {
+    let options = SqliteConnectOptions::from_str("sqlite:")
+        .map_err(|source| StateError::Open { path: path.into(), source })?
+        .filename(tmp)
+        .create_if_missing(false)
+        // WAL is recorded in the file itself: openers of the real file need not switch to it (a
+        // switch takes an exclusive lock the busy timeout cannot wait for).
+        .journal_mode(SqliteJournalMode::Wal)
+        .foreign_keys(true)
+        .busy_timeout(BUSY_TIMEOUT);
+    let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.map_err(|e| classify_open_error(path, e))?;
+    let result = async {
+        Store::migrate(&pool, path).await?;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&pool).await?;
+        Ok::<(), StateError>(())
+    }
+    .await;
+    pool.close().await;
+    result?;
+    if std::fs::metadata(sidecar(tmp, "-wal")).is_ok_and(|m| m.len() > 0) {
+        return Err(StateError::Create {
+            path: path.into(),
+            source: std::io::Error::other("the new state file's write-ahead log was not checkpointed"),
+        });
+    }
+    Ok(())
+}
+
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
 fn decode<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T> {
     serde_json::from_str(s).map_err(|source| StateError::Decode { what: what.to_string(), source })
 }
@@ -560,22 +710,23 @@ fn classify_open_error(path: &Path, e: sqlx::Error) -> StateError {
     }
 }
 
+/// Creates a new, empty file only this user can read (a private name: the file is built aside).
 #[cfg(unix)]
 fn create_private(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    // `create`, not `create_new`: two processes opening a new state file at once must both succeed.
-    std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path).map(|_| ())
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map(|_| ())
 }
 
 #[cfg(not(unix))]
 fn create_private(path: &Path) -> std::io::Result<()> {
-    std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).map(|_| ())
+    std::fs::OpenOptions::new().write(true).create_new(true).open(path).map(|_| ())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::collections::BTreeSet;
 
     fn role(name: &str) -> ResourceState {
         ResourceState {
@@ -649,11 +800,45 @@ mod tests {
         assert!(err.to_string().contains(&format!("reconcile force-unlock {}", held.id)), "{err}");
         // Another stack is independent.
         b.lock("other", "apply", Duration::ZERO).await.unwrap();
-        assert!(matches!(b.force_unlock("s", "wrong").await, Err(StateError::NoSuchLock { .. })));
-        b.force_unlock("s", &held.id).await.unwrap();
+        let wrong = b.force_unlock("s", "wrong", true).await.unwrap_err();
+        assert!(matches!(wrong, StateError::NoSuchLock { .. }), "{wrong}");
+        // Never hands out the id, even with --force; says who holds it and that it is alive.
+        assert!(!wrong.to_string().contains(&held.id), "{wrong}");
+        assert!(wrong.to_string().contains(&format!("apply (pid {} on {}, running)", std::process::id(), hostname())), "{wrong}");
+        // The holder (this process) is alive on this host: refused unless forced.
+        let alive = b.force_unlock("s", &held.id, false).await.unwrap_err();
+        assert!(matches!(alive, StateError::HolderAlive { .. }), "{alive}");
+        assert!(alive.to_string().contains("still running") && alive.to_string().contains("--force"), "{alive}");
+        assert!(b.lock_info("s").await.unwrap().is_some());
+        b.force_unlock("s", &held.id, true).await.unwrap();
         let again = b.lock("s", "apply", Duration::ZERO).await.unwrap();
         b.unlock("s", &again.id).await.unwrap();
         assert!(b.lock_info("s").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_lock_whose_holder_is_gone_is_broken_with_its_id_alone() {
+        let store = Store::memory().await.unwrap();
+        // A pid no process has: a child that has exited (and been reaped).
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = i64::from(child.id());
+        child.wait().unwrap();
+        sqlx::query("INSERT INTO locks (stack, id, operation, pid, host) VALUES ('s', 'dead-1', 'apply', ?, ?)")
+            .bind(pid)
+            .bind(hostname())
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let info = store.lock_info("s").await.unwrap().unwrap();
+        assert_eq!(info.status(), HolderStatus::Gone);
+        let wrong = store.force_unlock("s", "nope", false).await.unwrap_err();
+        assert!(wrong.to_string().contains("no longer running") && !wrong.to_string().contains("dead-1"), "{wrong}");
+        store.force_unlock("s", "dead-1", false).await.unwrap();
+        assert!(store.lock_info("s").await.unwrap().is_none());
+        // Another host's holder cannot be checked from here: said so, and the id alone breaks it.
+        let other = LockInfo { host: "elsewhere.invalid".into(), ..info };
+        assert_eq!(other.status(), HolderStatus::Unknown);
+        assert!(other.describe().contains("cannot tell"), "{}", other.describe());
     }
 
     #[tokio::test]
@@ -728,6 +913,83 @@ mod tests {
         store.delete_resource("b", "acct").await.unwrap();
         assert!(store.load("a").await.unwrap().foreign_singletons.is_empty());
         assert_eq!(store.load("b").await.unwrap().foreign_singletons.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_zero_length_state_file_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        std::fs::write(&path, b"").unwrap();
+        let err = Store::open(&path).await.unwrap_err();
+        assert!(matches!(err, StateError::Empty { .. }), "{err}");
+        assert!(err.to_string().contains("is empty (0 bytes)"), "{err}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "the file must be left as it was");
+    }
+
+    #[tokio::test]
+    async fn a_new_state_file_appears_complete_and_leaves_nothing_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested").join("state.db");
+        let store = Store::open(&path).await.unwrap();
+        store.close().await;
+        let names: Vec<String> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with("state.db"))
+            .collect();
+        assert!(names.is_empty(), "leftovers: {names:?}");
+        assert!(std::fs::metadata(&path).unwrap().len() > 0);
+        // Already in WAL mode and migrated: a read-only open finds the tables.
+        let options = SqliteConnectOptions::from_str("sqlite:").unwrap().filename(&path).read_only(true);
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&pool).await.unwrap();
+        assert_eq!(mode, "wal");
+        let versions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(&pool).await.unwrap();
+        assert_eq!(versions as usize, MIGRATOR.iter().count());
+    }
+
+    /// Writers on separate pools (as separate processes or watch passes would be), each reading
+    /// before it writes: none may get "database is locked".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writers_on_one_state_file_wait_for_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        Store::open(&path).await.unwrap().close().await;
+        let tasks: Vec<_> = (0..6)
+            .map(|w| {
+                let path = path.clone();
+                tokio::spawn(async move {
+                    let store = Store::open(&path).await?;
+                    let stack = format!("s{}", w % 3);
+                    let all: BTreeSet<String> = ["f".to_string()].into();
+                    for i in 0..25 {
+                        store.put_resource(&stack, &role(&format!("r{w}"))).await?;
+                        let d = Drift {
+                            resource: "f".into(),
+                            kind: Kind::LambdaFunction,
+                            field: "memory_size".into(),
+                            expected: json!(512),
+                            actual: json!(i),
+                        };
+                        let observed = if i % 3 == 2 { vec![] } else { vec![d] };
+                        store.record_drift(&stack, &observed, &all, &all).await?;
+                        store.set_outputs(&stack, &BTreeMap::from([("n".to_string(), i.to_string())])).await?;
+                    }
+                    store.close().await;
+                    Ok::<_, StateError>(())
+                })
+            })
+            .collect();
+        let mut errors = Vec::new();
+        for t in tasks {
+            if let Err(e) = t.await.unwrap() {
+                errors.push(e.to_string());
+            }
+        }
+        assert!(errors.is_empty(), "{errors:?}");
+        let store = Store::open(&path).await.unwrap();
+        // Every write was counted: 2 writers per stack x 25 x (put + outputs).
+        assert_eq!(store.load("s0").await.unwrap().serial, 100);
     }
 
     #[tokio::test]

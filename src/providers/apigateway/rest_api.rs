@@ -506,6 +506,21 @@ pub fn model_hash(desired: &Map<String, Value>) -> String {
 
 /// Finds a REST API by name among those carrying `ownership` tags (API names are not unique, tags
 /// tell ours apart): for recovering an interrupted create.
+/// (id, name) of every REST API in the region (one paged `GetRestApis`).
+pub async fn list_names(aws: &Aws) -> Result<Vec<(String, String)>> {
+    let apis = aws
+        .apigateway
+        .get_rest_apis()
+        .into_paginator()
+        .page_size(500)
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(|e| ProviderError::sdk("apigateway:GetRestApis", e))?;
+    Ok(apis.iter().filter_map(|a| Some((a.id()?.to_string(), a.name()?.to_string()))).collect())
+}
+
 pub async fn find(aws: &Aws, name: &str, ownership: &BTreeMap<String, String>) -> Result<Option<(String, Live)>> {
     let apis = aws
         .apigateway
