@@ -101,6 +101,10 @@ pub struct WatchArgs {
     /// How many resource operations one remediation runs at once.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallelism: u16,
+    /// /readyz answers 503 once a stack's passes have been failing (partial, or one still running) for
+    /// this long since its last complete pass (default: 3 intervals, at least 30s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub unready_after: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]

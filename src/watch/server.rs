@@ -30,17 +30,28 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// 200 once every stack has had a complete pass (every resource read), 503 before.
+/// 200 once every stack has had a complete pass (every resource read) and none has been failing for
+/// longer than the threshold; 503 otherwise, naming the stacks.
 async fn readyz(State(s): State<Shared>) -> impl IntoResponse {
     if s.metrics.ready() {
         (StatusCode::OK, "ready\n".to_string())
     } else {
         let waiting = s.metrics.not_ready();
-        let body = if waiting.is_empty() {
-            "no stack watched yet\n".to_string()
-        } else {
-            format!("waiting for a first pass of: {}\n", waiting.join(", "))
-        };
+        let failing = s.metrics.failing();
+        let mut body = String::new();
+        if !waiting.is_empty() {
+            body.push_str(&format!("waiting for a first pass of: {}\n", waiting.join(", ")));
+        }
+        for (stack, since) in failing {
+            body.push_str(&format!(
+                "{stack}: no complete pass for {} s (passes failing for longer than {} s)\n",
+                since.as_secs(),
+                s.metrics.unready_after().as_secs()
+            ));
+        }
+        if body.is_empty() {
+            body.push_str("no stack watched yet\n");
+        }
         (StatusCode::SERVICE_UNAVAILABLE, body)
     }
 }
