@@ -54,7 +54,10 @@ pub fn findings(plan: &Plan, state: &StackState, read: impl Fn(&str) -> bool) ->
                 actual: Value::String("deleted outside reconcile".into()),
             }),
             Action::Update | Action::Replace => {
-                if c.action == Action::Replace {
+                // A replacement forced only by values not known yet follows from another change (a
+                // resource to recreate), not from drift of this one.
+                let known_force = c.changes.iter().any(|f| f.forces_replacement && !f.after.as_ref().is_some_and(contains_unknown));
+                if c.action == Action::Replace && known_force {
                     out.needs_replacement.push(c.name.clone());
                 }
                 out.drift.extend(field_drift(c));

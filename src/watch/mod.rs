@@ -28,7 +28,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -621,7 +620,7 @@ impl StackWatcher {
             self.tell_once(
                 &stack,
                 &fix.deferred,
-                "not remediated this pass: it needs a value only a change remediation does not make (a replacement) gives; run `reconcile apply`",
+                "not remediated this pass: it needs a value known only after a change remediation does not make (a replacement); a later pass or `reconcile apply` finishes it",
                 "deferred",
             );
             if fix.plan.has_changes() {
@@ -751,7 +750,7 @@ impl StackWatcher {
             }
             let id = physical(&e.resource);
             // A resource deleted outside reconcile was recreated: name what exists now, not the old id.
-            let to = if e.field == DELETED { Value::String(format!("{id} exists")) } else { e.expected.clone() };
+            let to = if e.field == DELETED { format!("{id} exists") } else { e.expected.to_string() };
             tracing::info!(
                 stack,
                 resource = %e.resource,

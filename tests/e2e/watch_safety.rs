@@ -199,6 +199,10 @@ async fn remediation_after_an_out_of_band_function_delete_converges_in_one_pass_
     let stderr = w.stderr();
     assert!(log_lines(&stderr, "remediation failed").is_empty(), "{stderr}");
     assert!(log_lines(&stderr, "remediation skipped").is_empty(), "{stderr}");
+    assert!(
+        log_lines(&stderr, "drifted on a field that forces replacement: watch does not replace; run `reconcile apply`").is_empty(),
+        "{stderr}"
+    );
     assert_eq!(log_lines(&stderr, "remediating").len(), 1, "one remediation, in one pass:\n{stderr}");
     let recreated = log_lines(&stderr, "drift remediated");
     assert!(
