@@ -87,6 +87,8 @@ pub enum Command {
     Import(ImportArgs),
     /// Watch stacks for drift until stopped: re-read AWS every interval, record drift events in the
     /// state file, serve /healthz, /readyz and /metrics; with --remediate, put the manifest back.
+    /// SIGTERM, SIGQUIT or Ctrl-C stop it (a remediation in flight finishes); SIGHUP re-reads the
+    /// manifests and their code now.
     Watch(WatchArgs),
     /// List drift recorded by `watch` (open drift; with --all, resolved drift too). No AWS call.
     Drift(DriftArgs),
@@ -121,8 +123,9 @@ pub struct WatchArgs {
     /// Address of the /healthz, /readyz and /metrics endpoint; port 0 picks a free one (printed).
     #[arg(long, default_value = "127.0.0.1:9464")]
     pub listen: std::net::SocketAddr,
-    /// Repair drift (updates and creates through the same executor as apply; never deletes).
-    /// Without it (and without `[stack] remediate = true`), watch never writes to AWS.
+    /// Repair drift (updates and creates through the same executor as apply; never deletes, never
+    /// undoes a newer apply, and leaves a stack whose last operation was destroy alone until the next
+    /// apply). Without it (and without `[stack] remediate = true`), watch never writes to AWS.
     #[arg(long)]
     pub remediate: bool,
     /// How long remediation waits for the stack's lock (held by an apply) before skipping the pass.
@@ -131,6 +134,10 @@ pub struct WatchArgs {
     /// How many resource operations one remediation runs at once.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallelism: u16,
+    /// /readyz answers 503 once a stack's passes have been failing (partial, or one still running) for
+    /// this long since its last complete pass (default: 3 intervals, at least 30s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub unready_after: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]

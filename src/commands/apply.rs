@@ -68,6 +68,10 @@ async fn apply_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store: 
         confirm("\nApply these changes?")?;
     }
     identity::pin(store, &manifest.stack, &here).await?;
+    // From here on the stack is meant to exist again: `watch --remediate` may repair it.
+    if state.last_operation.as_deref() != Some(crate::state::APPLY) {
+        store.set_last_operation(&manifest.stack, crate::state::APPLY).await?;
+    }
     let progress = Progress { enabled: !g.json && !g.quiet };
     let options = Options { parallelism: args.parallelism.into() };
     let report = apply::execute(&plan, Some(manifest), &state, store, &aws, options, &progress).await;
@@ -87,6 +91,7 @@ async fn destroy_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store
     let inspection = plan::inspect(manifest, &state, &pending, &aws).await?;
     let plan = plan::destroy(&manifest.stack, &inspection);
     if !plan.has_changes() {
+        mark_destroyed(store, &manifest.stack, &state).await?;
         return finish(g, "Destroy", &plan, None, store, Some(&aws)).await;
     }
     if !g.json && !g.quiet {
@@ -95,6 +100,8 @@ async fn destroy_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store
     if !args.auto_approve {
         confirm("\nDelete all of these resources?")?;
     }
+    // Before the first delete, so a watcher never recreates what this destroy removed (even if it stops half-way).
+    mark_destroyed(store, &manifest.stack, &state).await?;
     let progress = Progress { enabled: !g.json && !g.quiet };
     let options = Options { parallelism: args.parallelism.into() };
     let report = apply::execute(&plan, None, &state, store, &aws, options, &progress).await;
@@ -102,6 +109,14 @@ async fn destroy_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store
         tracing::warn!(error = %e, "unpinning the destroyed stack");
     }
     finish(g, "Destroy", &plan, Some(report), store, Some(&aws)).await
+}
+
+/// Records that the stack's last operation is a destroy: `watch --remediate` leaves it alone until the next apply.
+async fn mark_destroyed(store: &Store, stack: &str, state: &crate::state::StackState) -> Result<(), CliError> {
+    if state.last_operation.as_deref() != Some(crate::state::DESTROY) {
+        store.set_last_operation(stack, crate::state::DESTROY).await?;
+    }
+    Ok(())
 }
 
 /// Prints the outcome; `what` is `Apply` or `Destroy`.

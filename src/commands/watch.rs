@@ -5,9 +5,11 @@ use super::{CliError, connect, open_state};
 
 pub async fn run(g: &Global, args: &WatchArgs) -> Result<Exit, CliError> {
     let paths = if args.paths.is_empty() { vec![g.manifest.clone()] } else { args.paths.clone() };
+    let interval = args.interval.max(std::time::Duration::from_millis(100));
     let config = Config {
         paths,
-        interval: args.interval.max(std::time::Duration::from_millis(100)),
+        interval,
+        unready_after: args.unready_after.unwrap_or_else(|| watch::metrics::unready_after(interval)),
         listen: args.listen,
         remediate: args.remediate,
         lock_timeout: args.lock_timeout,

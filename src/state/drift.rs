@@ -212,6 +212,19 @@ impl Store {
         rows.iter().map(event).collect()
     }
 
+    /// Resolves one open event by id; `None` if it was not open.
+    #[instrument(skip_all, fields(id))]
+    pub async fn resolve_drift_event(&self, id: i64, how: Resolution) -> Result<Option<DriftEvent>> {
+        let row = sqlx::query(&format!(
+            "UPDATE drift_events SET resolved_at = {NOW}, how = ? WHERE id = ? AND resolved_at IS NULL RETURNING {COLUMNS}"
+        ))
+        .bind(how.as_str())
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(event).transpose()
+    }
+
     /// Open drift fields per resource of a stack.
     pub async fn open_drift_counts(&self, stack: &str) -> Result<BTreeMap<String, u64>> {
         let rows =

@@ -106,6 +106,8 @@ pub struct StackState {
     /// the stack that recorded one first owns it.
     #[serde(skip)]
     pub foreign_singletons: Vec<Owner>,
+    /// The last command that changed the stack as a whole (`apply` or `destroy`); `None` before either ran.
+    pub last_operation: Option<String>,
 }
 
 /// Which resource of which stack records a physical resource.
@@ -116,6 +118,11 @@ pub struct Owner {
     pub kind: Kind,
     pub physical_id: String,
 }
+
+/// [`StackState::last_operation`] of a stack whose last command was `destroy`.
+pub const DESTROY: &str = "destroy";
+/// [`StackState::last_operation`] of a stack whose last command was `apply`.
+pub const APPLY: &str = "apply";
 
 /// A write that started and never finished (the process died in between).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -262,9 +269,12 @@ impl Store {
     #[instrument(skip_all, fields(stack))]
     pub async fn load(&self, stack: &str) -> Result<StackState> {
         let mut state = StackState::default();
-        if let Some(row) = sqlx::query("SELECT serial, outputs FROM stacks WHERE name = ?").bind(stack).fetch_optional(&self.pool).await? {
+        if let Some(row) =
+            sqlx::query("SELECT serial, outputs, last_operation FROM stacks WHERE name = ?").bind(stack).fetch_optional(&self.pool).await?
+        {
             state.serial = row.try_get("serial")?;
             state.outputs = decode(&row.try_get::<String, _>("outputs")?, "stack outputs")?;
+            state.last_operation = row.try_get("last_operation")?;
         }
         let rows = sqlx::query(
             "SELECT name, kind, physical_id, attributes, outputs, depends_on, incomplete FROM resources WHERE stack = ? ORDER BY name",
@@ -460,6 +470,16 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Records the command (`apply` or `destroy`) that is changing the stack as a whole; bumps the serial.
+    #[instrument(skip_all, fields(stack, operation))]
+    pub async fn set_last_operation(&self, stack: &str, operation: &str) -> Result<i64> {
+        let mut tx = self.write().await?;
+        let serial = bump(&mut tx, stack).await?;
+        sqlx::query("UPDATE stacks SET last_operation = ? WHERE name = ?").bind(operation).bind(stack).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(serial)
     }
 
     /// Journals a write before it is sent to AWS; returns the operation id.
@@ -990,6 +1010,20 @@ mod tests {
         let store = Store::open(&path).await.unwrap();
         // Every write was counted: 2 writers per stack x 25 x (put + outputs).
         assert_eq!(store.load("s0").await.unwrap().serial, 100);
+    }
+
+    #[tokio::test]
+    async fn the_last_operation_is_recorded_per_stack_and_bumps_the_serial() {
+        let store = Store::memory().await.unwrap();
+        assert_eq!(store.load("s").await.unwrap().last_operation, None);
+        store.put_resource("s", &role("a")).await.unwrap();
+        assert_eq!(store.set_last_operation("s", DESTROY).await.unwrap(), 2);
+        store.delete_resource("s", "a").await.unwrap();
+        let state = store.load("s").await.unwrap();
+        assert_eq!((state.last_operation.as_deref(), state.serial), (Some(DESTROY), 3));
+        store.set_last_operation("s", APPLY).await.unwrap();
+        assert_eq!(store.load("s").await.unwrap().last_operation.as_deref(), Some(APPLY));
+        assert_eq!(store.load("other").await.unwrap().last_operation, None);
     }
 
     #[tokio::test]

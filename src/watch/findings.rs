@@ -54,7 +54,10 @@ pub fn findings(plan: &Plan, state: &StackState, read: impl Fn(&str) -> bool) ->
                 actual: Value::String("deleted outside reconcile".into()),
             }),
             Action::Update | Action::Replace => {
-                if c.action == Action::Replace {
+                // A replacement forced only by values not known yet follows from another change (a
+                // resource to recreate), not from drift of this one.
+                let known_force = c.changes.iter().any(|f| f.forces_replacement && !f.after.as_ref().is_some_and(contains_unknown));
+                if c.action == Action::Replace && known_force {
                     out.needs_replacement.push(c.name.clone());
                 }
                 out.drift.extend(field_drift(c));
@@ -81,15 +84,48 @@ fn field_drift(c: &ResourceChange) -> impl Iterator<Item = Drift> + '_ {
     })
 }
 
+/// What remediation carries out this pass, and what it leaves for later.
+#[derive(Debug, Clone)]
+pub struct Remediation {
+    pub plan: Plan,
+    /// Changes remediation would make but cannot finish this pass: a value they need is only known
+    /// once a change remediation does not make (a replacement) has run. Left to `apply`, or to a
+    /// later pass once that value is known.
+    pub deferred: Vec<String>,
+}
+
 /// The part of the plan remediation carries out: updates of owned resources that were read, and
 /// creates (of resources deleted outside reconcile, and of resources never applied). Never a delete,
-/// never a replacement.
-pub fn remediation(plan: &Plan, state: &StackState, read: impl Fn(&str) -> bool) -> Plan {
-    plan.restricted(|c| match c.action {
+/// never a replacement; and only what it can finish: a change whose new values refer to something
+/// unknown is kept only when every change it depends on is carried out too (so a create and the
+/// updates that follow from it go together, in one pass).
+pub fn remediation(plan: &Plan, state: &StackState, read: impl Fn(&str) -> bool) -> Remediation {
+    let wanted = |c: &ResourceChange| match c.action {
         Action::Update => state.resources.contains_key(&c.name) && read(&c.name),
         Action::Create => !state.resources.contains_key(&c.name) || read(&c.name),
         Action::NoOp | Action::Replace | Action::Delete => false,
-    })
+    };
+    let live = plan.resources.iter().filter(|c| !c.deposed);
+    let mut keep: BTreeSet<&str> = live.clone().filter(|c| wanted(c)).map(|c| c.name.as_str()).collect();
+    let pending: BTreeSet<&str> = live.clone().filter(|c| c.action != Action::NoOp).map(|c| c.name.as_str()).collect();
+    let needs_unknown = |c: &ResourceChange| c.changes.iter().any(|f| f.after.as_ref().is_some_and(contains_unknown));
+    let mut deferred = Vec::new();
+    loop {
+        let stuck: Vec<&str> = live
+            .clone()
+            .filter(|c| keep.contains(c.name.as_str()) && needs_unknown(c))
+            .filter(|c| c.depends_on.iter().any(|d| pending.contains(d.as_str()) && !keep.contains(d.as_str())))
+            .map(|c| c.name.as_str())
+            .collect();
+        if stuck.is_empty() {
+            break;
+        }
+        for n in stuck {
+            keep.remove(n);
+            deferred.push(n.to_string());
+        }
+    }
+    Remediation { plan: plan.restricted(|c| !c.deposed && keep.contains(c.name.as_str())), deferred }
 }
 
 #[cfg(test)]
@@ -187,9 +223,35 @@ tags = { about = "${logs.arn}" }
         assert!(!f.checked.contains("logs") && f.drift.iter().all(|d| d.resource != "logs"));
 
         // Remediation: the update and both creates, never the delete.
-        let fix = remediation(&plan, &state, |_| true);
+        let fix = remediation(&plan, &state, |_| true).plan;
         let actions: Vec<_> = fix.resources.iter().map(|c| (c.name.as_str(), c.action)).collect();
         assert_eq!(actions, vec![("logs", Action::Update), ("other", Action::Create), ("new", Action::Create), ("gone", Action::NoOp)]);
+    }
+
+    #[test]
+    fn remediation_leaves_out_what_waits_for_a_change_it_does_not_make() {
+        let m = manifest();
+        let mut state = StackState::default();
+        for n in ["logs", "other", "new"] {
+            let mut r = owned(&m, n);
+            if n == "new" {
+                r.attributes = json!({"name": "new", "tags": {"about": "arn:logs"}});
+            }
+            state.resources.insert(n.into(), r);
+        }
+        // `logs` was renamed outside reconcile (a replacement: never remediated); `new` refers to its ARN.
+        let mut logs = m.resource("logs").unwrap().attrs.clone();
+        logs.insert("name".into(), json!("renamed"));
+        let live = HashMap::from([
+            ("logs".to_string(), Some(Live { attrs: logs, outputs: BTreeMap::new() })),
+            ("other".to_string(), None),
+            ("new".to_string(), None),
+        ]);
+        let plan = diff_all(&m, &state, &live);
+        let fix = remediation(&plan, &state, |_| true);
+        let actions: Vec<_> = fix.plan.resources.iter().map(|c| (c.name.as_str(), c.action)).collect();
+        assert_eq!(actions, vec![("logs", Action::NoOp), ("other", Action::Create), ("new", Action::NoOp)]);
+        assert_eq!(fix.deferred, vec!["new".to_string()]);
     }
 
     #[test]

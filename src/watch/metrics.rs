@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::providers::calls::CallCount;
 
@@ -42,15 +42,56 @@ struct StackMetrics {
     remediations: u64,
     /// Why the stack is refused (reason label, message), e.g. pinned to another account or region.
     refused: Option<(String, String)>,
+    /// When the last complete pass ended (monotonic, for readiness).
+    last_success_at: Option<Instant>,
+    /// Whether the last pass that ended was complete.
+    last_complete: bool,
+    /// When the pass now running started.
+    running_since: Option<Instant>,
+    /// The stack's last operation was `destroy`: remediation is paused until the next apply.
+    destroyed: bool,
+}
+
+impl StackMetrics {
+    /// Passes have been failing (partial, or one still running) for longer than `after` since the last
+    /// complete one; returns for how long.
+    fn failing_for(&self, after: Duration, now: Instant) -> Option<Duration> {
+        let since = now.saturating_duration_since(self.last_success_at?);
+        let stuck = self.running_since.is_some_and(|s| now.saturating_duration_since(s) > after);
+        ((!self.last_complete || stuck) && since > after).then_some(since)
+    }
 }
 
 /// Shared by the stack tasks (writers) and the HTTP server (reader).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     stacks: Mutex<BTreeMap<String, StackMetrics>>,
+    /// A stack whose passes have been failing for longer than this is not ready.
+    unready_after: Duration,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new(DEFAULT_UNREADY_AFTER)
+    }
+}
+
+/// The least time passes must have been failing before `/readyz` says so (see [`unready_after`]).
+pub const MIN_UNREADY_AFTER: Duration = Duration::from_secs(30);
+/// [`Metrics::default`]'s readiness threshold.
+pub const DEFAULT_UNREADY_AFTER: Duration = Duration::from_secs(180);
+
+/// The default readiness threshold for an interval: three intervals, at least [`MIN_UNREADY_AFTER`].
+pub fn unready_after(interval: Duration) -> Duration {
+    (interval * 3).max(MIN_UNREADY_AFTER)
 }
 
 impl Metrics {
+    /// Metrics whose readiness turns false once a stack's passes have been failing for `unready_after`.
+    pub fn new(unready_after: Duration) -> Metrics {
+        Metrics { stacks: Mutex::new(BTreeMap::new()), unready_after }
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<String, StackMetrics>) -> T) -> T {
         let mut guard = self.stacks.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut guard)
@@ -69,7 +110,10 @@ impl Metrics {
         self.with(|s| {
             let m = s.entry(stack.to_string()).or_default();
             m.duration.observe(elapsed.as_secs_f64());
+            m.running_since = None;
+            m.last_complete = complete;
             if complete {
+                m.last_success_at = Some(Instant::now());
                 m.passes_complete += 1;
                 m.last_success = Some(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
             } else {
@@ -81,6 +125,16 @@ impl Metrics {
         });
     }
 
+    /// A pass of `stack` starts now.
+    pub fn pass_started(&self, stack: &str) {
+        self.with(|s| s.entry(stack.to_string()).or_default().running_since = Some(Instant::now()));
+    }
+
+    /// Whether the stack's last operation was `destroy` (remediation paused until the next apply).
+    pub fn destroyed(&self, stack: &str, destroyed: bool) {
+        self.with(|s| s.entry(stack.to_string()).or_default().destroyed = destroyed);
+    }
+
     pub fn remediated(&self, stack: &str, resources: u64) {
         self.with(|s| s.entry(stack.to_string()).or_default().remediations += resources);
     }
@@ -90,9 +144,25 @@ impl Metrics {
         self.with(|s| s.entry(stack.to_string()).or_default().refused = why.map(|(r, m)| (r.to_string(), m.to_string())));
     }
 
-    /// Every watched stack has had a complete pass, and none is refused.
+    /// Stacks whose passes have been failing for longer than the threshold, with how long since their
+    /// last complete pass.
+    pub fn failing(&self) -> Vec<(String, Duration)> {
+        let now = Instant::now();
+        self.with(|s| s.iter().filter_map(|(k, m)| m.failing_for(self.unready_after, now).map(|d| (k.clone(), d))).collect())
+    }
+
+    pub fn unready_after(&self) -> Duration {
+        self.unready_after
+    }
+
+    /// Every watched stack has had a complete pass, none has been failing for longer than the threshold,
+    /// and none is refused.
     pub fn ready(&self) -> bool {
-        self.with(|s| !s.is_empty() && s.values().all(|m| m.last_success.is_some() && m.refused.is_none()))
+        let now = Instant::now();
+        self.with(|s| {
+            !s.is_empty()
+                && s.values().all(|m| m.last_success.is_some() && m.refused.is_none() && m.failing_for(self.unready_after, now).is_none())
+        })
     }
 
     /// Stacks still waiting for their first complete pass (refused ones aside).
@@ -140,6 +210,16 @@ impl Metrics {
         family(&mut out, "reconcile_remediations_total", "counter", "Resources `watch --remediate` brought back to the manifest.");
         for (stack, m) in &stacks {
             let _ = writeln!(out, "reconcile_remediations_total{{stack=\"{}\"}} {}", esc(stack), m.remediations);
+        }
+        family(
+            &mut out,
+            "reconcile_remediation_paused",
+            "gauge",
+            "1 while remediation of the stack is paused because its last operation was `destroy` (until the next apply).",
+        );
+        for (stack, m) in &stacks {
+            let _ =
+                writeln!(out, "reconcile_remediation_paused{{stack=\"{}\",reason=\"destroyed\"}} {}", esc(stack), u8::from(m.destroyed));
         }
         family(
             &mut out,
@@ -231,6 +311,7 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
         }
         assert!(text.contains("reconcile_last_success_timestamp_seconds{stack=\"s\"} "), "{text}");
+        assert!(text.lines().any(|l| l == "reconcile_remediation_paused{stack=\"s\",reason=\"destroyed\"} 0"), "{text}");
         assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
     #[test]
@@ -251,5 +332,37 @@ mod tests {
         m.pass("away", Duration::from_millis(10), true, Some(BTreeMap::new()));
         assert!(m.ready());
         assert!(m.render(&BTreeMap::new()).lines().any(|l| l == "reconcile_stack_refused{stack=\"away\"} 0"));
+    }
+
+
+    #[test]
+    fn readiness_turns_false_while_passes_fail_for_longer_than_the_threshold_and_back() {
+        let m = Metrics::new(Duration::from_millis(200));
+        m.register("s");
+        m.pass_started("s");
+        m.pass("s", Duration::from_millis(1), true, None);
+        assert!(m.ready());
+        // Failing passes, but not for long yet: still ready.
+        m.pass_started("s");
+        m.pass("s", Duration::from_millis(1), false, None);
+        assert!(m.ready() && m.failing().is_empty());
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(!m.ready());
+        assert_eq!(m.failing().len(), 1);
+        // A pass that hangs counts as failing too.
+        m.pass_started("s");
+        m.pass("s", Duration::from_millis(1), true, None);
+        assert!(m.ready());
+        m.pass_started("s");
+        assert!(m.ready(), "a pass just started");
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(!m.ready(), "a pass running for longer than the threshold");
+        m.pass("s", Duration::from_millis(1), true, None);
+        assert!(m.ready());
+        // A slow interval with complete passes never turns readiness off.
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(m.ready());
+        assert_eq!(unready_after(Duration::from_secs(60)), Duration::from_secs(180));
+        assert_eq!(unready_after(Duration::from_secs(1)), MIN_UNREADY_AFTER);
     }
 }

@@ -6,13 +6,21 @@
 //! ([`findings`]), records drift events in the state database, and, when remediation is on for the
 //! stack, carries out the updates and creates through the same executor as `apply`, holding the
 //! stack's lock. Each pass yields the next one after the interval (with jitter); a failed read backs
-//! off that resource alone ([`cadence`]). SIGTERM or Ctrl-C cancels the reads in flight or lets a
-//! remediation finish, then the process releases what it holds and exits.
+//! off that resource alone ([`cadence`]). SIGTERM, SIGQUIT or Ctrl-C cancels the reads in flight or
+//! lets a remediation finish, then the process releases what it holds and exits; SIGHUP re-reads the
+//! manifests and their code now (a pass of every stack starts) and never interrupts a remediation.
+//!
+//! Remediation never fights the stack's users: it uses the manifest and code as they are on disk now
+//! ([`sources`]), skips a pass during which an apply wrote the state or the files changed, leaves a
+//! stack whose last operation was `destroy` alone, carries out only what it can finish in one pass,
+//! and counts as remediated only what a read after the writes confirms.
 
 pub mod cadence;
 pub mod findings;
 pub mod metrics;
+pub mod observe;
 pub mod server;
+pub mod sources;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -28,10 +36,11 @@ use crate::apply::{self, Event, Options, Reporter, Status};
 use crate::manifest::{self, Manifest, ManifestError};
 use crate::plan;
 use crate::providers::Aws;
-use crate::state::{Resolution, StateError, Store};
+use crate::state::{DELETED, Resolution, StateError, Store};
 
 use cadence::Cadence;
 use metrics::Metrics;
+use observe::Tracker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
@@ -63,6 +72,8 @@ pub struct Config {
     /// Manifest files, or directories whose `*.toml` files are manifests (re-scanned every interval).
     pub paths: Vec<PathBuf>,
     pub interval: Duration,
+    /// `/readyz` turns 503 once a stack's passes have been failing for this long (see [`metrics::unready_after`]).
+    pub unready_after: Duration,
     pub listen: SocketAddr,
     /// Remediate every stack (a stack can also ask for it with `[stack] remediate = true`).
     pub remediate: bool,
@@ -85,7 +96,8 @@ pub async fn run(config: Config, store: Store, aws: Aws) -> Result<(), WatchErro
     let initial = sources.scan_initial()?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(signals(stop_tx));
+    let (hup_tx, hup_rx) = watch::channel(0u64);
+    tokio::spawn(signals(stop_tx, hup_tx));
 
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.map_err(|source| WatchError::Listen { addr: config.listen, source })?;
@@ -95,7 +107,7 @@ pub async fn run(config: Config, store: Store, aws: Aws) -> Result<(), WatchErro
     let _ = std::io::stdout().flush();
     tracing::info!(address = %bound, "serving /healthz, /readyz and /metrics");
 
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(config.unready_after));
     let (server_stop_tx, server_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let app = server::router(metrics.clone(), aws.calls.clone());
     let server = tokio::spawn(async move {
@@ -111,17 +123,23 @@ pub async fn run(config: Config, store: Store, aws: Aws) -> Result<(), WatchErro
     tracing::info!(stacks = initial.len(), interval_s = ctx.config.interval.as_secs_f64(), remediate = ctx.config.remediate, "watching");
     let mut tasks = JoinSet::new();
     for (path, manifest) in initial {
-        spawn_stack(&mut tasks, &ctx, path, manifest, stop_rx.clone());
+        spawn_stack(&mut tasks, &ctx, path, manifest, stop_rx.clone(), hup_rx.clone());
     }
 
-    // New manifest files in watched directories join without a restart.
+    // New manifest files in watched directories join without a restart (at once on SIGHUP).
     let mut stop = stop_rx.clone();
+    let mut hup = hup_rx.clone();
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             _ = tokio::time::sleep(ctx.config.interval) => {
                 for (path, manifest) in sources.scan_new() {
-                    spawn_stack(&mut tasks, &ctx, path, manifest, stop_rx.clone());
+                    spawn_stack(&mut tasks, &ctx, path, manifest, stop_rx.clone(), hup_rx.clone());
+                }
+            }
+            Ok(()) = hup.changed() => {
+                for (path, manifest) in sources.scan_new() {
+                    spawn_stack(&mut tasks, &ctx, path, manifest, stop_rx.clone(), hup_rx.clone());
                 }
             }
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
@@ -144,37 +162,58 @@ pub async fn run(config: Config, store: Store, aws: Aws) -> Result<(), WatchErro
     Ok(())
 }
 
-/// Flips `stop` on the first SIGTERM or Ctrl-C.
-async fn signals(stop: watch::Sender<bool>) {
+/// Flips `stop` on the first SIGTERM, SIGQUIT or Ctrl-C; counts SIGHUPs in `hup` (reload now).
+/// Every signal whose default action ends the process and that a daemon is commonly sent is handled,
+/// so none ends it with the stack's lock held.
+async fn signals(stop: watch::Sender<bool>, hup: watch::Sender<u64>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
+        let (term, quit, mut hangup) = (signal(SignalKind::terminate()), signal(SignalKind::quit()), signal(SignalKind::hangup()));
+        let (mut term, mut quit) = match (term, quit) {
+            (Ok(t), Ok(q)) => (t, q),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM and SIGQUIT");
                 let _ = tokio::signal::ctrl_c().await;
                 let _ = stop.send(true);
                 return;
             }
         };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+        if let Err(e) = &hangup {
+            tracing::error!(error = %e, "cannot listen for SIGHUP");
+        }
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM received"); break }
+                _ = quit.recv() => { tracing::info!("SIGQUIT received"); break }
+                _ = tokio::signal::ctrl_c() => { tracing::info!("interrupt received"); break }
+                Some(()) = async { match &mut hangup { Ok(h) => h.recv().await, Err(_) => std::future::pending().await } } => {
+                    tracing::info!("SIGHUP received: re-reading the manifests and their code now; a remediation in flight goes on");
+                    hup.send_modify(|n| *n += 1);
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
+        let _ = &hup;
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("interrupt received");
     }
     let _ = stop.send(true);
 }
 
-fn spawn_stack(tasks: &mut JoinSet<()>, ctx: &Arc<Ctx>, path: PathBuf, manifest: Manifest, stop: watch::Receiver<bool>) {
+fn spawn_stack(
+    tasks: &mut JoinSet<()>,
+    ctx: &Arc<Ctx>,
+    path: PathBuf,
+    manifest: Manifest,
+    stop: watch::Receiver<bool>,
+    hup: watch::Receiver<u64>,
+) {
     ctx.metrics.register(&manifest.stack);
     let watcher = StackWatcher::new(path, manifest, ctx.config.interval);
-    tasks.spawn(watcher.run(ctx.clone(), stop));
+    tasks.spawn(watcher.run(ctx.clone(), stop, hup));
 }
 
 /// The manifests named on the command line, and those found in named directories.
@@ -301,7 +340,9 @@ struct StackWatcher {
     path: PathBuf,
     manifest: Manifest,
     good_hash: [u8; 32],
-    /// The content last reported invalid (or missing), so it is reported once.
+    /// Fingerprint of the code the manifest in use was built from ([`sources::code_fingerprint`]).
+    good_code: [u8; 32],
+    /// The content (manifest and code) last reported invalid (or missing), so it is reported once.
     bad_hash: Option<[u8; 32]>,
     cadence: Cadence,
     told: BTreeSet<(String, &'static str)>,
@@ -312,10 +353,20 @@ struct StackWatcher {
 impl StackWatcher {
     fn new(path: PathBuf, manifest: Manifest, interval: Duration) -> StackWatcher {
         let good_hash = std::fs::read(&path).map(|b| sha256(&b)).unwrap_or_default();
-        StackWatcher { path, manifest, good_hash, bad_hash: None, cadence: Cadence::new(interval), told: BTreeSet::new(), refused: None }
+        let good_code = sources::code_fingerprint(&manifest);
+        StackWatcher {
+            path,
+            manifest,
+            good_hash,
+            good_code,
+            bad_hash: None,
+            cadence: Cadence::new(interval),
+            told: BTreeSet::new(),
+            refused: None,
+        }
     }
 
-    async fn run(mut self, ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
+    async fn run(mut self, ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>, mut hup: watch::Receiver<u64>) {
         loop {
             if *stop.borrow() {
                 break;
@@ -326,14 +377,23 @@ impl StackWatcher {
             }
             tokio::select! {
                 _ = tokio::time::sleep(cadence::jittered(ctx.config.interval)) => {}
+                Ok(()) = hup.changed() => {}
                 _ = stop.wait_for(|s| *s) => break,
             }
         }
         tracing::info!(stack = %self.manifest.stack, "no longer watching");
     }
 
-    /// Picks up an edit of the manifest file (by content hash). An invalid edit, a different stack
-    /// name or a missing file is reported once, and the last good version keeps being watched.
+    /// Whether the manifest file or its code changed on disk since they were loaded (an edit in
+    /// progress, or an apply about to deploy it): remediation then waits for the next pass.
+    fn sources_changed(&self) -> bool {
+        let text = std::fs::read(&self.path).map(|b| sha256(&b)).unwrap_or_default();
+        text != self.good_hash || sources::code_fingerprint(&self.manifest) != self.good_code
+    }
+
+    /// Picks up an edit of the manifest file (by content hash) or of the Lambda code it names (by
+    /// [`sources::code_fingerprint`]), rebuilding the code artifacts. An invalid edit, a different
+    /// stack name or a missing file is reported once, and the last good version keeps being watched.
     fn reload(&mut self) {
         let stack = self.manifest.stack.clone();
         let text = match std::fs::read_to_string(&self.path) {
@@ -347,15 +407,19 @@ impl StackWatcher {
                 return;
             }
         };
-        let hash = sha256(text.as_bytes());
-        if hash == self.good_hash {
+        let text_hash = sha256(text.as_bytes());
+        // Taken before the code is packaged, so an edit made while it is packaged is seen next time.
+        let code = sources::code_fingerprint(&self.manifest);
+        if text_hash == self.good_hash && code == self.good_code {
             // Back to the version in use: a later bad edit is news again.
             self.bad_hash = None;
             return;
         }
+        let hash = sha256(&[text_hash, code].concat());
         if Some(hash) == self.bad_hash {
             return;
         }
+        let code_only = text_hash == self.good_hash;
         match manifest::parse(&self.path, text) {
             Ok(m) if m.stack != stack => {
                 tracing::warn!(
@@ -367,9 +431,16 @@ impl StackWatcher {
                 self.bad_hash = Some(hash);
             }
             Ok(m) => {
-                tracing::info!(stack, manifest = %self.path.display(), resources = m.resources.len(), "manifest changed: reloaded");
+                if code_only {
+                    tracing::info!(stack, manifest = %self.path.display(), "code changed: rebuilt");
+                } else {
+                    tracing::info!(stack, manifest = %self.path.display(), resources = m.resources.len(), "manifest changed: reloaded");
+                }
+                // A new manifest may name other code: fingerprint what it names (before it was packaged
+                // when only the code changed).
+                self.good_code = if code_only { code } else { sources::code_fingerprint(&m) };
                 self.manifest = m;
-                self.good_hash = hash;
+                self.good_hash = text_hash;
                 self.bad_hash = None;
             }
             Err(e) => {
@@ -396,7 +467,34 @@ impl StackWatcher {
         let started = Instant::now();
         let before = ctx.aws.calls.total();
         let mut stats = PassStats::default();
-        let result = self.pass_inner(ctx, stop, &mut stats).await;
+        ctx.metrics.pass_started(&stack);
+        let tracker = Tracker::default();
+        let result = {
+            let inner = self.pass_inner(ctx, stop, &mut stats, &tracker);
+            tokio::pin!(inner);
+            // A pass that takes long (AWS slow or unreachable, retries) says what it waits on.
+            let every = ctx.config.interval.clamp(Duration::from_secs(5), Duration::from_secs(60));
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tokio::select! {
+                    r = &mut inner => break r,
+                    _ = tick.tick() => {
+                        let (phase, waiting) = tracker.snapshot();
+                        let now = ctx.aws.calls.total();
+                        tracing::warn!(
+                            stack,
+                            running_s = started.elapsed().as_secs(),
+                            phase,
+                            waiting_on = %waiting.join(", "),
+                            aws_calls = now.calls - before.calls,
+                            aws_errors = now.errors - before.errors,
+                            "pass still running: {phase}, waiting on {}",
+                            if waiting.is_empty() { "AWS".to_string() } else { waiting.join(", ") }
+                        );
+                    }
+                }
+            }
+        };
         let elapsed = started.elapsed();
         let after = ctx.aws.calls.total();
         let (calls, errors) = (after.calls - before.calls, after.errors - before.errors);
@@ -440,15 +538,25 @@ impl StackWatcher {
         end
     }
 
-    async fn pass_inner(&mut self, ctx: &Ctx, stop: &mut watch::Receiver<bool>, stats: &mut PassStats) -> Result<PassEnd, StateError> {
+    async fn pass_inner(
+        &mut self,
+        ctx: &Ctx,
+        stop: &mut watch::Receiver<bool>,
+        stats: &mut PassStats,
+        tracker: &Tracker,
+    ) -> Result<PassEnd, StateError> {
         let stack = self.manifest.stack.clone();
         if !self.check_identity(ctx).await {
             return Ok(PassEnd::Partial);
         }
+        tracker.phase("reading the state");
         let state = ctx.store.load(&stack).await?;
+        let destroyed = state.last_operation.as_deref() == Some(crate::state::DESTROY);
+        ctx.metrics.destroyed(&stack, destroyed);
         let now = Instant::now();
         let cadence = &self.cadence;
-        let observe = plan::compute_tolerant(&self.manifest, &state, &ctx.aws, |r| cadence.due(r, now));
+        tracker.phase("reading AWS");
+        let observe = observe::observe(&self.manifest, &state, &ctx.aws, |r| cadence.due(r, now), tracker);
         let obs = tokio::select! {
             obs = observe => obs,
             _ = stop.wait_for(|s| *s) => return Ok(PassEnd::Cancelled),
@@ -486,6 +594,7 @@ impl StackWatcher {
             return Ok(PassEnd::Partial);
         }
 
+        tracker.phase("recording drift");
         let found = findings::findings(&obs.plan, &state, |r| obs.was_read(r));
         let delta = ctx.store.record_drift(&stack, &found.drift, &found.checked, &found.managed).await?;
         stats.opened = delta.opened.len();
@@ -513,10 +622,23 @@ impl StackWatcher {
             "replace",
         );
 
-        if self.remediate(ctx) && !*stop.borrow() {
+        let destroyed_names: Vec<String> = if destroyed && self.remediate(ctx) { vec![String::new()] } else { Vec::new() };
+        self.tell_once(
+            &stack,
+            &destroyed_names,
+            "destroyed: the last operation on this stack was `reconcile destroy`; not remediated until the next apply",
+            "destroyed",
+        );
+        if self.remediate(ctx) && !destroyed && !*stop.borrow() {
             let fix = findings::remediation(&obs.plan, &state, |r| obs.was_read(r));
-            if fix.has_changes() {
-                stats.remediated = self.remediate_now(ctx, &fix, &state).await?;
+            self.tell_once(
+                &stack,
+                &fix.deferred,
+                "not remediated this pass: it needs a value known only after a change remediation does not make (a replacement); a later pass or `reconcile apply` finishes it",
+                "deferred",
+            );
+            if fix.plan.has_changes() {
+                stats.remediated = self.remediate_now(ctx, &fix.plan, &state, tracker).await?;
             }
         }
         stats.open = ctx.store.open_drift_counts(&stack).await?.values().sum::<u64>() as usize;
@@ -566,18 +688,30 @@ impl StackWatcher {
         pinned.is_ok()
     }
 
-    /// Logs `what` once for each resource while it stays in `names`.
+    /// Logs `what` once for each resource while it stays in `names` (an empty name: the stack itself).
     fn tell_once(&mut self, stack: &str, names: &[String], what: &str, tag: &'static str) {
         self.told.retain(|(n, t)| *t != tag || names.contains(n));
         for n in names {
             if self.told.insert((n.clone(), tag)) {
-                tracing::info!(stack, resource = %n, "{what}");
+                if n.is_empty() {
+                    tracing::info!(stack, "{what}");
+                } else {
+                    tracing::info!(stack, resource = %n, "{what}");
+                }
             }
         }
     }
 
-    /// Carries out `fix` under the stack's lock; returns how many resources were brought back.
-    async fn remediate_now(&self, ctx: &Ctx, fix: &plan::Plan, state: &crate::state::StackState) -> Result<usize, StateError> {
+    /// Carries out `fix` under the stack's lock, then reads back what it wrote; returns how many
+    /// resources the read confirms are back to the manifest. Only those events are resolved
+    /// (`remediated`); a write AWS did not keep leaves its events open.
+    async fn remediate_now(
+        &self,
+        ctx: &Ctx,
+        fix: &plan::Plan,
+        state: &crate::state::StackState,
+        tracker: &Tracker,
+    ) -> Result<usize, StateError> {
         let stack = &self.manifest.stack;
         let pending = ctx.store.pending_operations(stack).await?;
         if !pending.is_empty() {
@@ -588,6 +722,7 @@ impl StackWatcher {
             );
             return Ok(0);
         }
+        tracker.phase("waiting for the stack's lock");
         let lock = match ctx.store.lock(stack, "watch --remediate", ctx.config.lock_timeout).await {
             Ok(lock) => lock,
             Err(StateError::Locked { holder, .. }) => {
@@ -605,62 +740,112 @@ impl StackWatcher {
             }
             Err(e) => return Err(e),
         };
-        let result = async {
-            // The plan was made from the state as read; if an apply moved it since, wait for the next pass.
-            if ctx.store.load(stack).await?.serial != state.serial {
-                tracing::info!(stack, "the state changed since the pass read it; remediation waits for the next pass");
-                return Ok(0);
+        let result: Result<Option<apply::Report>, StateError> = async {
+            // The plan was made from the state as read and from the files as loaded; if an apply moved
+            // the state since, or the manifest or its code changed (an apply may be about to deploy
+            // them), remediating now could undo it: wait for the next pass.
+            let now = ctx.store.load(stack).await?;
+            if now.serial != state.serial || now.last_operation != state.last_operation {
+                tracing::info!(
+                    stack,
+                    "the state changed since the pass read it (an apply or destroy ran); remediation waits for the next pass"
+                );
+                return Ok(None);
+            }
+            if self.sources_changed() {
+                tracing::info!(stack, "the manifest or its code changed during the pass; remediation waits for the next pass");
+                return Ok(None);
             }
             let changes: Vec<_> = fix.resources.iter().filter(|c| c.action != plan::Action::NoOp).map(|c| c.name.as_str()).collect();
             tracing::info!(stack, resources = %changes.join(", "), "remediating");
             if !self.pin_before_writing(ctx).await {
-                return Ok(0);
+                return Ok(None);
             }
+            tracker.phase("remediating");
             let options = Options { parallelism: ctx.config.parallelism };
-            let reporter = LogReporter { stack };
-            let report = apply::execute(fix, Some(&self.manifest), state, &ctx.store, &ctx.aws, options, &reporter).await;
-            let mut fixed = 0;
-            for o in &report.outcomes {
-                if o.status != Status::Done {
-                    continue;
-                }
-                fixed += 1;
-                for e in ctx.store.resolve_drift(stack, &o.name, Resolution::Remediated).await? {
-                    tracing::info!(
-                        stack,
-                        resource = %e.resource,
-                        field = %e.field,
-                        reverted_from = %e.actual,
-                        to = %e.expected,
-                        "drift remediated"
-                    );
-                }
-            }
-            ctx.metrics.remediated(stack, fixed as u64);
-            Ok(fixed)
+            let reporter = LogReporter { stack, tracker };
+            Ok(Some(apply::execute(fix, Some(&self.manifest), state, &ctx.store, &ctx.aws, options, &reporter).await))
         }
         .await;
         if let Err(e) = ctx.store.unlock(stack, &lock.id).await {
             tracing::error!(stack, error = %e, "releasing the stack lock");
         }
-        result
+        let Some(report) = result? else { return Ok(0) };
+        let done: BTreeSet<String> = report.outcomes.iter().filter(|o| o.status == Status::Done).map(|o| o.name.clone()).collect();
+        if done.is_empty() {
+            return Ok(0);
+        }
+
+        // Read back what was written: only what AWS now shows as the manifest says is remediated.
+        tracker.phase("reading back what remediation wrote");
+        let after = ctx.store.load(stack).await?;
+        let check = observe::observe(&self.manifest, &after, &ctx.aws, |r| done.contains(r), tracker).await;
+        let found = findings::findings(&check.plan, &after, |r| check.was_read(r));
+        let still: BTreeSet<(&str, &str)> = found.drift.iter().map(|d| (d.resource.as_str(), d.field.as_str())).collect();
+        let mut fixed = 0;
+        for name in &done {
+            if !check.was_read(name) {
+                tracing::warn!(stack, resource = %name, "remediation wrote it but it could not be read back; its drift stays open");
+                continue;
+            }
+            let left: Vec<&str> = still.iter().filter(|(r, _)| r == name).map(|(_, f)| *f).collect();
+            if left.is_empty() {
+                fixed += 1;
+            } else {
+                tracing::warn!(
+                    stack,
+                    resource = %name,
+                    fields = %left.join(", "),
+                    "remediation wrote it but AWS still differs from the manifest; its drift stays open"
+                );
+            }
+        }
+        let physical = |name: &str| after.resources.get(name).map(|r| r.physical_id.clone()).unwrap_or_default();
+        for e in ctx.store.drift_events(Some(stack), false).await? {
+            if !done.contains(&e.resource) || !check.was_read(&e.resource) || still.contains(&(e.resource.as_str(), e.field.as_str())) {
+                continue;
+            }
+            if ctx.store.resolve_drift_event(e.id, Resolution::Remediated).await?.is_none() {
+                continue;
+            }
+            let id = physical(&e.resource);
+            // A resource deleted outside reconcile was recreated: name what exists now, not the old id.
+            let to = if e.field == DELETED { format!("{id} exists") } else { e.expected.to_string() };
+            tracing::info!(
+                stack,
+                resource = %e.resource,
+                field = %e.field,
+                physical_id = %id,
+                reverted_from = %e.actual,
+                to = %to,
+                "drift remediated"
+            );
+        }
+        ctx.metrics.remediated(stack, fixed as u64);
+        Ok(fixed)
     }
 }
 
-/// Remediation progress as log lines.
+/// Remediation progress as log lines (and what a long pass waits on).
 struct LogReporter<'a> {
     stack: &'a str,
+    tracker: &'a Tracker,
 }
 
 impl Reporter for LogReporter<'_> {
     fn event(&self, event: Event<'_>) {
         let stack = self.stack;
         match event {
-            Event::Started { name, action } => tracing::info!(stack, resource = name, action = action.verb(), "remediation started"),
+            Event::Started { name, action } => {
+                self.tracker.waiting(name, true);
+                tracing::info!(stack, resource = name, action = action.verb(), "remediation started")
+            }
             Event::Finished { name, action, elapsed } => {
+                self.tracker.waiting(name, false);
                 tracing::info!(stack, resource = name, action = action.verb(), elapsed_ms = elapsed.as_millis() as u64, "remediation done")
             }
             Event::Failed { name, action, error } => {
+                self.tracker.waiting(name, false);
                 tracing::warn!(stack, resource = name, action = action.verb(), error, "remediation failed")
             }
             Event::Skipped { name, because, .. } => tracing::warn!(stack, resource = name, because, "remediation skipped"),

@@ -30,19 +30,31 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// 200 once every stack has had a complete pass (every resource read), 503 before, and while a stack
-/// is refused (pinned to another account or region; the others are still watched).
+/// 200 once every stack has had a complete pass (every resource read) and none has been failing for
+/// longer than the threshold; 503 otherwise, naming the stacks, and while a stack is refused (pinned to
+/// another account or region; the others are still watched).
 async fn readyz(State(s): State<Shared>) -> impl IntoResponse {
     if s.metrics.ready() {
         (StatusCode::OK, "ready\n".to_string())
     } else {
         let waiting = s.metrics.not_ready();
-        let mut body = if waiting.is_empty() { String::new() } else { format!("waiting for a first pass of: {}\n", waiting.join(", ")) };
+        let failing = s.metrics.failing();
+        let mut body = String::new();
+        if !waiting.is_empty() {
+            body.push_str(&format!("waiting for a first pass of: {}\n", waiting.join(", ")));
+        }
+        for (stack, since) in failing {
+            body.push_str(&format!(
+                "{stack}: no complete pass for {} s (passes failing for longer than {} s)\n",
+                since.as_secs(),
+                s.metrics.unready_after().as_secs()
+            ));
+        }
         for (stack, why) in s.metrics.refusals() {
             body.push_str(&format!("refused: {stack}: {why}\n"));
         }
         if body.is_empty() {
-            body = "no stack watched yet\n".to_string();
+            body.push_str("no stack watched yet\n");
         }
         (StatusCode::SERVICE_UNAVAILABLE, body)
     }
