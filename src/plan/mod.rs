@@ -145,7 +145,8 @@ pub struct Blocker {
 
 impl Plan {
     pub fn has_changes(&self) -> bool {
-        self.resources.iter().any(|r| r.action != Action::NoOp || r.adopt.is_some() || r.moved_from.is_some()) || !self.output_changes.is_empty()
+        self.resources.iter().any(|r| r.action != Action::NoOp || r.adopt.is_some() || r.moved_from.is_some())
+            || !self.output_changes.is_empty()
     }
 
     fn finish(mut self) -> Plan {
@@ -768,8 +769,12 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                 let reason = match (incomplete, replace, create_first) {
                     (Some(why), true, _) => Some(format!("incomplete: replacing (its create did not finish: {why})")),
                     (Some(why), false, _) => Some(format!("incomplete: finishing (its create did not finish: {why})")),
-                    (None, true, true) => Some("the new one is created first, dependents move to it, then the old one is deleted".to_string()),
-                    (None, true, false) => Some("it keeps its name, so the old one is deleted first, then the new one is created".to_string()),
+                    (None, true, true) => {
+                        Some("the new one is created first, dependents move to it, then the old one is deleted".to_string())
+                    }
+                    (None, true, false) => {
+                        Some("it keeps its name, so the old one is deleted first, then the new one is created".to_string())
+                    }
                     _ => None,
                 };
                 ResourceChange {

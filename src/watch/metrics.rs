@@ -334,7 +334,6 @@ mod tests {
         assert!(m.render(&BTreeMap::new()).lines().any(|l| l == "reconcile_stack_refused{stack=\"away\"} 0"));
     }
 
-
     #[test]
     fn readiness_turns_false_while_passes_fail_for_longer_than_the_threshold_and_back() {
         let m = Metrics::new(Duration::from_millis(200));
