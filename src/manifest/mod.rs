@@ -660,10 +660,15 @@ impl<'a> Validator<'a> {
         }
         // A stage that logs waits for the region's CloudWatch role setting the manifest makes: API
         // Gateway refuses logging settings until it is there.
-        let accounts: Vec<&str> = drafts.iter().filter(|d| d.kind == Kind::ApiGatewayAccount).map(|d| d.name.as_str()).collect();
-        for (d, set) in drafts.iter().zip(deps.iter_mut()) {
-            if d.kind == Kind::Stage && stage_logs(&d.attrs) {
-                set.extend(accounts.iter().map(|a| a.to_string()));
+        // (Not when the account setting itself depends on the stage: that ordering is the user's.)
+        let accounts: Vec<usize> = (0..drafts.len()).filter(|i| drafts[*i].kind == Kind::ApiGatewayAccount).collect();
+        for i in 0..drafts.len() {
+            if drafts[i].kind == Kind::Stage && stage_logs(&drafts[i].attrs) {
+                for &a in &accounts {
+                    if !reaches(&drafts, &deps, a, &drafts[i].name) {
+                        deps[i].insert(drafts[a].name.clone());
+                    }
+                }
             }
         }
 
@@ -742,6 +747,24 @@ impl<'a> Validator<'a> {
 
 /// Whether a stage's attributes turn on access logging or execution logging (including data trace),
 /// which API Gateway accepts only once the region's account setting names a CloudWatch role.
+/// Whether resource `from` (an index into `drafts`) depends on `target`, directly or through others.
+fn reaches(drafts: &[Draft], deps: &[BTreeSet<String>], from: usize, target: &str) -> bool {
+    let index: HashMap<&str, usize> = drafts.iter().enumerate().map(|(i, d)| (d.name.as_str(), i)).collect();
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![from];
+    while let Some(i) = todo.pop() {
+        for d in &deps[i] {
+            if d == target {
+                return true;
+            }
+            if let Some(&j) = index.get(d.as_str()).filter(|j| seen.insert(**j)) {
+                todo.push(j);
+            }
+        }
+    }
+    false
+}
+
 pub fn stage_logs(attrs: &Map<String, Value>) -> bool {
     let s = |k: &str| attrs.get(k).and_then(Value::as_str).unwrap_or_default();
     !s("access_log_destination_arn").is_empty()
