@@ -234,20 +234,31 @@ pub async fn refresh(aws: &Aws, state: &StackState) -> Result<HashMap<String, Op
 
 /// Like [`refresh`], but tolerant: reads the resources `due` says (by name) and returns each one's
 /// own outcome, so one failing read does not hide the others.
-pub async fn refresh_each(aws: &Aws, state: &StackState, due: impl Fn(&str) -> bool) -> BTreeMap<String, Result<Option<Live>, PlanError>> {
+pub async fn refresh_each(
+    aws: &Aws,
+    state: &StackState,
+    due: impl Fn(&str) -> bool,
+    hook: ReadHook<'_>,
+) -> BTreeMap<String, Result<Option<Live>, PlanError>> {
     // The futures are made before the stream, so it holds no closure over `due` (which would keep
     // the whole future from being `Send` for callers that spawn it).
-    let reads: Vec<_> = state.resources.values().filter(|r| due(&r.name)).map(|r| read_one(aws, r)).collect();
+    let reads: Vec<_> = state.resources.values().filter(|r| due(&r.name)).map(|r| read_one(aws, r, hook)).collect();
     futures::stream::iter(reads).buffer_unordered(REFRESH_CONCURRENCY).collect().await
 }
 
-async fn read_one(aws: &Aws, r: &ResourceState) -> (String, Result<Option<Live>, PlanError>) {
+/// Told when each read of a tolerant refresh starts (`true`) and ends (`false`), by resource name: the
+/// watcher uses it to say what a long pass is waiting on.
+pub type ReadHook<'a> = &'a (dyn Fn(&str, bool) + Sync);
+
+async fn read_one(aws: &Aws, r: &ResourceState, hook: ReadHook<'_>) -> (String, Result<Option<Live>, PlanError>) {
+    hook(&r.name, true);
     let live = providers::read(aws, r.kind, &r.physical_id).await.map_err(|source| PlanError::Refresh {
         resource: r.name.clone(),
         kind: r.kind,
         id: r.physical_id.clone(),
         source,
     });
+    hook(&r.name, false);
     (r.name.clone(), live)
 }
 
@@ -272,8 +283,14 @@ impl Observation {
 /// that was not read stands in with what the state recorded (so what references it still resolves)
 /// and its own change is `NoOp`. The journal of interrupted runs is not looked at (`compute` does
 /// that for apply).
-pub async fn compute_tolerant(manifest: &Manifest, state: &StackState, aws: &Aws, due: impl Fn(&str) -> bool) -> Observation {
-    let mut reads = refresh_each(aws, state, due).await;
+pub async fn compute_tolerant(
+    manifest: &Manifest,
+    state: &StackState,
+    aws: &Aws,
+    due: impl Fn(&str) -> bool,
+    hook: ReadHook<'_>,
+) -> Observation {
+    let mut reads = refresh_each(aws, state, due, hook).await;
     let live: HashMap<String, Option<Live>> = state
         .resources
         .values()

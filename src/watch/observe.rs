@@ -1,15 +1,13 @@
 //! A pass's reads: the plan layer's tolerant comparison ([`plan::compute_tolerant`]), with each read in
 //! flight tracked, so a pass that takes long can say what it is waiting on.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
-
 use crate::manifest::Manifest;
-use crate::plan::{self, Observation, PlanError, ResourceChange};
-use crate::providers::{self, Aws, Live};
-use crate::state::{ResourceState, StackState};
+use crate::plan::{self, Observation};
+use crate::providers::Aws;
+use crate::state::StackState;
 
 /// What a pass is doing now: its phase and the resources it waits on.
 #[derive(Debug, Default)]
@@ -51,38 +49,10 @@ impl Tracker {
     }
 }
 
-/// Like [`plan::compute_tolerant`]: reads the resources `due` says, and compares. A resource that was
-/// not read stands in with what the state recorded and its own change is `NoOp`.
+/// [`plan::compute_tolerant`] (reads the resources `due` says, and compares; a resource that was not
+/// read stands in with what the state recorded and its own change is `NoOp`), with each read in
+/// flight tracked.
 pub async fn observe(manifest: &Manifest, state: &StackState, aws: &Aws, due: impl Fn(&str) -> bool, tracker: &Tracker) -> Observation {
-    // The futures are made before the stream, so it holds no closure over `due` (keeps it `Send`).
-    let reads: Vec<_> = state.resources.values().filter(|r| due(&r.name)).map(|r| read_one(aws, r, tracker)).collect();
-    let reads: BTreeMap<String, Result<Option<Live>, PlanError>> =
-        futures::stream::iter(reads).buffer_unordered(plan::REFRESH_CONCURRENCY).collect().await;
-    let live: HashMap<String, Option<Live>> = state
-        .resources
-        .values()
-        .map(|s| {
-            let live = match reads.get(&s.name) {
-                Some(Ok(live)) => live.clone(),
-                _ => Some(Live { attrs: s.attributes.as_object().cloned().unwrap_or_default(), outputs: s.outputs.clone() }),
-            };
-            (s.name.clone(), live)
-        })
-        .collect();
-    let plan = plan::diff_all(manifest, state, &live);
-    let unread = |c: &ResourceChange| state.resources.contains_key(&c.name) && !reads.get(&c.name).is_some_and(Result::is_ok);
-    let plan = plan.restricted(|c| !unread(c));
-    Observation { plan, reads }
-}
-
-async fn read_one(aws: &Aws, r: &ResourceState, tracker: &Tracker) -> (String, Result<Option<Live>, PlanError>) {
-    tracker.waiting(&r.name, true);
-    let live = providers::read(aws, r.kind, &r.physical_id).await.map_err(|source| PlanError::Refresh {
-        resource: r.name.clone(),
-        kind: r.kind,
-        id: r.physical_id.clone(),
-        source,
-    });
-    tracker.waiting(&r.name, false);
-    (r.name.clone(), live)
+    let hook = |resource: &str, on: bool| tracker.waiting(resource, on);
+    plan::compute_tolerant(manifest, state, aws, due, &hook).await
 }

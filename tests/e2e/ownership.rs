@@ -72,13 +72,18 @@ async fn import_refuses_what_another_stack_or_resource_already_owns() {
         assert!(out.stderr.contains(&format!("is already owned by resource `{owner}` of stack `apigw-lambda-basic`")), "{out}");
     }
 
-    // Nothing was recorded for the second stack in either state file: its plan still creates all three.
+    // Nothing was recorded for the second stack in either state file: its plan still creates all three,
+    // and shows the two whose ids AWS keeps unique as conflicts with what the first stack made (exit 1).
     for state in ["other.db", "reconcile.db"] {
         let out = cli.run(&["-f", "thief.toml", "--state", state, "--json", "plan"]);
-        out.assert_success();
+        out.assert_status(1);
         let plan: Value = serde_json::from_str(&out.stdout).unwrap();
         let actions: Vec<_> = plan["resources"].as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap().to_string()).collect();
         assert_eq!(actions, vec!["create"; 3], "{state}: {plan}");
+        let mut blocked: Vec<_> =
+            plan["blockers"].as_array().unwrap().iter().map(|b| b["resource"].as_str().unwrap().to_string()).collect();
+        blocked.sort();
+        assert_eq!(blocked, vec!["assoc", "perm"], "{state}: {plan}");
     }
 
     // A physical resource one resource of the stack owns cannot be imported as a second one.

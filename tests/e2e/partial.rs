@@ -205,7 +205,9 @@ async fn a_write_the_endpoint_refuses_fails_its_resource_and_the_next_apply_conv
 async fn a_function_that_never_became_active_is_recorded_and_replaced_by_the_next_apply() {
     let (moto, cli) = seeded();
     let proxy = support::FaultProxy::start(&moto.url, &[]);
-    proxy.configure(r#"{"fail": [{"service": "lambda", "operation": "GetFunction", "status": 400, "code": "InvalidParameterValueException", "message": "Refused"}]}"#);
+    // The first GetFunction is the plan's check that no function of that name exists yet; the second,
+    // the waiter's first, is refused.
+    proxy.configure(r#"{"fail": [{"service": "lambda", "operation": "GetFunction", "nth": 2, "status": 400, "code": "InvalidParameterValueException", "message": "Refused"}]}"#);
     let through_proxy = [("AWS_ENDPOINT_URL", Some(proxy.url.as_str()))];
     let out = cli.run_with_env(&["-f", SEED, "apply", "--auto-approve"], &through_proxy);
     out.assert_status(1);

@@ -150,7 +150,7 @@ async fn a_write_aws_does_not_keep_leaves_the_drift_event_open_with_the_metric_u
     let (mut w, port) = start_watch(&cli, &["--remediate"]);
 
     // A tag on HelloApiGw: the endpoint refuses REST API TagResource (moto answers 404), so
-    // remediation's write does not take.
+    // remediation's write fails.
     let path = cli.join(SEED);
     let original = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, original.replace("name = \"HelloApiGw\"\n", "name = \"HelloApiGw\"\ntags = { team = \"web\" }\n")).unwrap();
@@ -169,8 +169,12 @@ async fn a_write_aws_does_not_keep_leaves_the_drift_event_open_with_the_metric_u
     assert_eq!(drift, Some(1.0));
     let stderr = w.stderr();
     assert!(log_lines(&stderr, "drift remediated").iter().all(|l| l["resource"] != "hello_api"), "{stderr}");
-    let kept = log_lines(&stderr, "remediation wrote it but AWS still differs from the manifest; its drift stays open");
-    assert!(kept.iter().any(|l| l["resource"] == "hello_api" && l["fields"] == "tags.team"), "{stderr}");
+    // The refused write fails its resource (no success is claimed), and the event stays open.
+    let failed = log_lines(&stderr, "remediation failed");
+    assert!(
+        failed.iter().any(|l| l["resource"] == "hello_api" && l["error"].as_str().is_some_and(|e| e.contains("refused TagResource"))),
+        "{stderr}"
+    );
     std::fs::write(&path, &original).unwrap();
     wait_passes(&mut w, port, 2.0);
     stop_watch_cleanly(&cli, w, 0).await;
