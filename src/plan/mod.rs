@@ -410,15 +410,24 @@ pub async fn inspect(manifest: &Manifest, state: &StackState, pending: &[Pending
                     insp.live.iter().filter_map(|(n, l)| l.as_ref().map(|l| (n.as_str(), &l.outputs))).collect();
                 let lookup = |res: &str, out: &str| known.get(res).and_then(|o| o.get(out)).cloned();
                 let (desired, unknown) = refs::resolve(&Value::Object(r.attrs.clone()), &lookup);
-                let Some(desired) = desired.as_object().filter(|_| !unknown) else { continue };
+                let Some(desired) = desired.as_object() else { continue };
                 let taken = insp.state.resources.values().map(|s| s.physical_id.clone()).collect();
-                let found = providers::find(aws, kind, desired, &taken)
-                    .await
-                    .map_err(|source| PlanError::Recovery { resource: r.name.clone(), source })?;
-                let Some((id, live)) = found else { continue };
-                if kind.schema().taggable && !owned_by(&live.attrs, desired) {
+                let found = match unknown {
+                    true => None,
+                    false => providers::find(aws, kind, desired, &taken)
+                        .await
+                        .map_err(|source| PlanError::Recovery { resource: r.name.clone(), source })?,
+                };
+                let Some((id, live)) = found.filter(|(_, live)| !kind.schema().taggable || owned_by(&live.attrs, desired)) else {
+                    // Nothing of ours under the name the manifest wants now: the interrupted run may have
+                    // made it under the name it journaled (the manifest was edited since). That one is
+                    // ours only if it carries this stack's and this resource's tags; it is deleted.
+                    if let Some(id) = leftover_under_journaled_name(aws, kind, desired, op, &taken).await? {
+                        tracing::info!(resource = %r.name, id, "deleting what an interrupted create made under a name the manifest no longer has");
+                        insp.deposed.push((r.name.clone(), kind, id));
+                    }
                     continue;
-                }
+                };
                 tracing::info!(resource = %r.name, id, "adopting what an interrupted run created");
                 insp.state.resources.insert(
                     r.name.clone(),
@@ -667,6 +676,28 @@ pub async fn check_blockers(manifest: &Manifest, state: &StackState, plan: &mut 
 /// unique: a failed `GetRestApis` fails the plan instead.)
 fn unchecked(r: &crate::manifest::Resource, id: &str, e: &ProviderError) {
     tracing::warn!(resource = %r.name, id, error = %e, "could not check whether it already exists in AWS; its create will tell");
+}
+
+/// What an interrupted create journaled under `op.physical_name`, when that is not the name `desired`
+/// has now, and AWS has it with this stack's and this resource's ownership tags (kinds without tags
+/// prove nothing, so none is returned for them).
+async fn leftover_under_journaled_name(
+    aws: &Aws,
+    kind: Kind,
+    desired: &Map<String, Value>,
+    op: &PendingOperation,
+    taken: &std::collections::HashSet<String>,
+) -> Result<Option<String>, PlanError> {
+    let field = kind.schema().physical_name;
+    let Some(name) = op.physical_name.as_ref().filter(|_| kind.schema().taggable && !field.is_empty()) else { return Ok(None) };
+    if desired.get(field).and_then(Value::as_str) == Some(name.as_str()) {
+        return Ok(None);
+    }
+    let mut then = desired.clone();
+    then.insert(field.to_string(), Value::String(name.clone()));
+    let found =
+        providers::find(aws, kind, &then, taken).await.map_err(|source| PlanError::Recovery { resource: op.resource.clone(), source })?;
+    Ok(found.filter(|(id, live)| !taken.contains(id) && owned_by(&live.attrs, &then)).map(|(id, _)| id))
 }
 
 /// Whether live tags say the resource belongs to this stack and this resource.

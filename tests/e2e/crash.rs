@@ -311,3 +311,45 @@ async fn a_function_rename_killed_after_each_write_converges_with_the_new_functi
     eprintln!("kill points survived (after each write of the rename): {survived}");
     assert!(survived >= 8, "only {survived} kill points were reached");
 }
+
+/// kill -9 right after each of the first writes of an apply from empty, then the names edited before
+/// the next run: what the killed run made under the old names carries this stack's tags and is
+/// deleted by the next apply (not left behind unseen while the plan says all is well).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_killed_then_renamed_in_the_manifest_leaves_nothing_under_the_old_name() {
+    let (moto, cli) = seeded();
+    let aws = aws(&moto).await;
+    let original = std::fs::read_to_string(cli.join(SEED)).unwrap();
+    let renames = [
+        ("name = \"HelloLambdaTest-role\"", "name = \"HelloLambdaTest-roleB\""),
+        ("name = \"DevLogGroupAccessLog\"", "name = \"DevLogGroupAccessLogB\""),
+        ("function_name = \"HelloLambdaTest\"", "function_name = \"HelloLambdaTestB\""),
+        ("name = \"ApiGwWebAcl\"", "name = \"ApiGwWebAclB\""),
+    ];
+    let mut survived = 0;
+    for n in 1..=4 {
+        moto.reset();
+        let _ = std::fs::remove_file(cli.join("reconcile.db"));
+        std::fs::write(cli.join(SEED), &original).unwrap();
+        let point = format!("after-write:{n}");
+        if killed_after_write(&cli, &["-f", SEED, "apply", "--auto-approve", "--parallelism", "1"], n).await.is_none() {
+            continue;
+        }
+        edit_seed(&cli, |mut text| {
+            for (from, to) in renames {
+                text = text.replacen(from, to, 1);
+            }
+            text
+        });
+        cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
+        cli.run(&["-f", SEED, "plan", "--detailed-exitcode"]).assert_status(0);
+        assert!(aws.iam.get_role().role_name("HelloLambdaTest-role").send().await.is_err(), "{point}: the old role was left behind");
+        assert!(log_group(&aws, "DevLogGroupAccessLog").await.is_none(), "{point}: the old log group was left behind");
+        assert!(aws.lambda.get_function().function_name("HelloLambdaTest").send().await.is_err(), "{point}: the old function was left");
+        let acls = aws.waf.list_web_acls().scope(aws_sdk_wafv2::types::Scope::Regional).send().await.unwrap();
+        assert!(acls.web_acls().iter().all(|a| a.name() != Some("ApiGwWebAcl")), "{point}: the old web ACL was left behind");
+        journal_is_closed(&cli, &point).await;
+        survived += 1;
+    }
+    assert!(survived >= 3, "only {survived} kill points were reached");
+}
