@@ -1003,7 +1003,20 @@ impl Gen<'_> {
                 Tv::Arr((0..self.tape.pick(4)).map(|_| self.route()).collect())
             }
             FieldType::JsonList if kind == Kind::WebAcl && field.name == "rules" => {
-                Tv::Arr((0..self.tape.pick(4)).map(|_| self.rule()).collect())
+                let mut rules: Vec<Tv> = (0..self.tape.pick(4)).map(|_| self.rule()).collect();
+                // WAF needs each rule's name and priority to be unique: the generator keeps them so.
+                for (i, rule) in rules.iter_mut().enumerate() {
+                    if let Tv::Tbl(entries) = rule {
+                        for (k, v) in entries.iter_mut() {
+                            match (k.as_str(), v) {
+                                ("name", Tv::Str(name)) => name.push_str(&format!("-{i}")),
+                                ("priority", Tv::Int(p)) => *p = *p * 4 + i as i64,
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+                Tv::Arr(rules)
             }
             // A list of tables no validator looks into (none today).
             FieldType::JsonList => Tv::Arr(vec![]),

@@ -520,6 +520,8 @@ impl<'a> Validator<'a> {
             (FieldType::JsonList, DeValue::Array(items)) => {
                 let mut list = Vec::new();
                 let mut ok = true;
+                // WAF rejects a web ACL whose rules repeat a name or a priority (WAFInvalidParameterException).
+                let mut seen: HashMap<(&str, String), usize> = HashMap::new();
                 for (i, item) in items.iter().enumerate() {
                     if !matches!(item.get_ref(), DeValue::Table(_)) {
                         self.err(&item.span(), format!("`{}[{i}]` must be a table, found {}", field.name, item.get_ref().type_str()));
@@ -528,7 +530,20 @@ impl<'a> Validator<'a> {
                     }
                     let doc = self.json(draft, item);
                     match schema::structured(draft.kind, field.name, doc) {
-                        Ok(v) => list.push(v),
+                        Ok(v) => {
+                            if draft.kind == Kind::WebAcl && field.name == "rules" {
+                                for key in ["name", "priority"] {
+                                    let Some(value) = v.get(key).map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string)) else {
+                                        continue;
+                                    };
+                                    if let Some(first) = seen.insert((key, value.clone()), i) {
+                                        self.err(&item.span(), format!("`rules[{i}]`: {key} {value} is already used by `rules[{first}]`; WAF needs each rule's {key} to be unique"));
+                                        ok = false;
+                                    }
+                                }
+                            }
+                            list.push(v);
+                        }
                         Err(msg) => {
                             self.err(&item.span(), format!("`{}[{i}]`: {msg}", field.name));
                             ok = false;

@@ -347,3 +347,20 @@ fn a_stage_that_logs_depends_on_the_account_setting_without_depends_on() {
     }
     assert!(m.resource("quiet").unwrap().deps.is_empty());
 }
+
+#[test]
+fn waf_rules_repeating_a_name_or_a_priority_are_refused_at_the_repeat() {
+    let rule = |name: &str, priority: u32| {
+        format!(
+            "[[resources.acl.rules]]\nname = \"{name}\"\npriority = {priority}\naction = \"block\"\nstatement = {{ rate_based = {{ limit = 2000 }} }}\n\n"
+        )
+    };
+    let acl = format!("{HEAD}[resources.acl]\ntype = \"aws_wafv2_web_acl\"\nname = \"w\"\nvisibility = {{ metric_name = \"m\" }}\n\n");
+    let e = errors(&format!("{acl}{}{}", rule("a", 1), rule("b", 1)));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("15:1: `rules[1]`: priority 1 is already used by `rules[0]`"), "{e:?}");
+    let e = errors(&format!("{acl}{}{}", rule("a", 1), rule("a", 2)));
+    assert!(e[0].contains("`rules[1]`: name a is already used by `rules[0]`"), "{e:?}");
+    let dir = tempfile::tempdir().unwrap();
+    assert!(parse_in(dir.path(), &format!("{acl}{}{}", rule("a", 1), rule("b", 2))).is_ok());
+}
