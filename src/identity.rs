@@ -79,13 +79,18 @@ pub async fn check(store: &Store, stack: &str, aws: &Aws) -> Result<Identity, Id
     }
 }
 
-/// Records where the stack lives, before its first AWS write (a no-op once pinned there).
+/// Records where the stack lives, before its first AWS write (a no-op once pinned there). A stack
+/// pinned elsewhere meanwhile (e.g. `reconcile pin --force` since the check) is refused, never re-pinned.
 pub async fn pin(store: &Store, stack: &str, here: &Identity) -> Result<(), IdentityError> {
-    if store.identity(stack).await?.as_ref() != Some(here) {
-        tracing::info!(stack, account = %here.account_id, partition = %here.partition, region = %here.region, "stack pinned");
-        store.set_identity(stack, here).await?;
+    match store.identity(stack).await? {
+        Some(pinned) if pinned == *here => Ok(()),
+        Some(pinned) => Err(mismatch(stack, pinned, here.clone(), "as pinned in the state".into())),
+        None => {
+            tracing::info!(stack, account = %here.account_id, partition = %here.partition, region = %here.region, "stack pinned");
+            store.set_identity(stack, here).await?;
+            Ok(())
+        }
     }
-    Ok(())
 }
 
 /// Unpins the stack when its state is empty and nothing is left half-made (after a destroy).
@@ -94,25 +99,6 @@ pub async fn release_if_empty(store: &Store, stack: &str) -> Result<(), Identity
         store.clear_identity(stack).await?;
     }
     Ok(())
-}
-
-/// The partition a region belongs to (for `reconcile pin`, which makes no AWS call).
-pub fn partition_of(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else if region.starts_with("us-isob-") {
-        "aws-iso-b"
-    } else if region.starts_with("us-iso-") {
-        "aws-iso"
-    } else if region.starts_with("eu-isoe-") {
-        "aws-iso-e"
-    } else if region.starts_with("us-isof-") {
-        "aws-iso-f"
-    } else {
-        "aws"
-    }
 }
 
 fn mismatch(stack: &str, pinned: Identity, current: Identity, source_of_pin: String) -> IdentityError {

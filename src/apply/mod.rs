@@ -367,9 +367,15 @@ pub async fn execute(
         None => BTreeMap::new(),
     };
     // Outputs are recorded only from a consistent state: after a failure, what they resolved to may
-    // not exist (or not be recorded), so the last good ones stay until an apply succeeds.
+    // not exist (or not be recorded), so the last good ones stay until an apply succeeds. And only
+    // when the plan changes them (or destroys the stack): a remediation's plan, restricted to what
+    // drifted, never rewrites them (what it leaves out would be unknown, and dropped).
     let all_done = report.iter().all(|o| o.status == Status::Done);
-    if all_done && let Err(e) = store.set_outputs(&plan.stack, &outputs).await {
+    let changes_outputs = manifest.is_none() || !plan.output_changes.is_empty();
+    if all_done
+        && changes_outputs
+        && let Err(e) = store.set_outputs(&plan.stack, &outputs).await
+    {
         tracing::error!(error = %e, "recording stack outputs");
     }
     Report { outcomes: report, outputs }

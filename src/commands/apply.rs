@@ -51,6 +51,11 @@ async fn apply_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store: 
         return Err(CliError::Refused(apply::cycle_refusal(&cycle)));
     }
     if !plan.has_changes() {
+        // Nothing to confirm: the stack is meant to exist as it is (e.g. after a destroy whose deletes
+        // all failed), so `watch --remediate` may repair it again.
+        if state.last_operation.as_deref() == Some(crate::state::DESTROY) {
+            store.set_last_operation(&manifest.stack, crate::state::APPLY).await?;
+        }
         return finish(g, "Apply", &plan, None, store, Some(&aws)).await;
     }
     plan::check_blockers(manifest, &state, &mut plan, &aws).await?;
@@ -91,7 +96,9 @@ async fn destroy_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store
     let inspection = plan::inspect(manifest, &state, &pending, &aws).await?;
     let plan = plan::destroy(&manifest.stack, &inspection);
     if !plan.has_changes() {
-        mark_destroyed(store, &manifest.stack, &state).await?;
+        if state.serial > 0 {
+            mark_destroyed(store, &manifest.stack, &state).await?;
+        }
         return finish(g, "Destroy", &plan, None, store, Some(&aws)).await;
     }
     if !g.json && !g.quiet {

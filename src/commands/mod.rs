@@ -224,7 +224,7 @@ async fn pin(g: &Global, args: &crate::cli::PinArgs) -> Result<Exit, CliError> {
     if args.account.len() != 12 || !args.account.chars().all(|c| c.is_ascii_digit()) {
         return Err(CliError::Refused(format!("--account `{}` is not an AWS account id (12 digits)", args.account)));
     }
-    let partition = args.partition.clone().unwrap_or_else(|| crate::identity::partition_of(&region).to_string());
+    let partition = args.partition.clone().unwrap_or_else(|| crate::providers::partition(&region).to_string());
     let wanted = crate::state::Identity { account_id: args.account.clone(), partition, region };
     let store = open_state(g).await?;
     let lock = store.lock(&manifest.stack, "pin", std::time::Duration::ZERO).await?;

@@ -114,6 +114,20 @@ pub fn package(path: &Path) -> Result<Artifact, ArtifactError> {
     Ok(Artifact { path: path.to_path_buf(), zip: Arc::new(zip), sha256 })
 }
 
+/// The files the zip of `path` holds, with their paths on disk (what [`package`] reads; symlinks,
+/// hidden files and `__pycache__` left out): for the watcher's fingerprint of the code.
+pub(crate) fn files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if std::fs::metadata(path)?.is_dir() {
+        let (mut out, mut size) = (Vec::new(), 0);
+        walk(path, path, &mut out, &mut size)?;
+        let mut paths: Vec<PathBuf> = out.into_iter().map(|(_, p)| p).collect();
+        paths.sort();
+        Ok(paths)
+    } else {
+        Ok(vec![path.to_path_buf()])
+    }
+}
+
 /// Regular files under `dir` (hidden ones and `__pycache__` left out); stops once `size` passes the limit.
 fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>, size: &mut u64) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {

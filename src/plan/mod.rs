@@ -536,7 +536,15 @@ pub async fn inspect(manifest: &Manifest, state: &StackState, pending: &[Pending
 ///
 /// A plan without creates or logging changes makes no call here.
 pub async fn check_blockers(manifest: &Manifest, state: &StackState, plan: &mut Plan, aws: &Aws) -> Result<(), PlanError> {
-    let owned: std::collections::HashSet<(Kind, &str)> = state.resources.values().map(|r| (r.kind, r.physical_id.as_str())).collect();
+    // What this stack accounts for: its state, and what this plan adopts from or deletes after an
+    // interrupted run (a deposed leftover's delete is ordered before a create that takes its name).
+    let owned: std::collections::HashSet<(Kind, String)> = state
+        .resources
+        .values()
+        .map(|r| (r.kind, r.physical_id.clone()))
+        .chain(plan.resources.iter().filter(|c| c.deposed).filter_map(|c| Some((c.kind, c.physical_id.clone()?))))
+        .chain(plan.resources.iter().filter_map(|c| Some((c.kind, c.adopt.clone()?))))
+        .collect();
     let known = plan.known_outputs.clone();
     let lookup = |res: &str, out: &str| known.get(res).and_then(|o| o.get(out)).cloned();
     let mut blockers = Vec::new();
@@ -585,7 +593,7 @@ pub async fn check_blockers(manifest: &Manifest, state: &StackState, plan: &mut 
                 }
                 match providers::wafv2::web_acl::find(aws, scope, name).await {
                     Ok(found) => {
-                        if let Some((id, _)) = found.filter(|(id, _)| !owned.contains(&(r.kind, id.as_str()))) {
+                        if let Some((id, _)) = found.filter(|(id, _)| !owned.contains(&(r.kind, id.clone()))) {
                             blockers.push(conflict(id));
                         }
                     }
@@ -598,7 +606,7 @@ pub async fn check_blockers(manifest: &Manifest, state: &StackState, plan: &mut 
                 else {
                     continue;
                 };
-                if owned.contains(&(kind, id.as_str())) {
+                if owned.contains(&(kind, id.clone())) {
                     continue;
                 }
                 match providers::read(aws, kind, &id).await {
@@ -617,7 +625,7 @@ pub async fn check_blockers(manifest: &Manifest, state: &StackState, plan: &mut 
             source,
         })?;
         for (resource, name) in rest_apis {
-            let taken = existing.iter().find(|(id, n)| *n == name && !owned.contains(&(Kind::RestApi, id.as_str())));
+            let taken = existing.iter().find(|(id, n)| *n == name && !owned.contains(&(Kind::RestApi, id.clone())));
             if let Some((id, _)) = taken {
                 let mut b = Blocker {
                     resource: resource.clone(),

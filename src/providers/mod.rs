@@ -302,6 +302,26 @@ pub fn derived_outputs(kind: Kind, desired: &Map<String, Value>) -> BTreeMap<Str
     }
 }
 
+/// The ARN partition of a region (`aws`, `aws-cn`, `aws-us-gov`, the ISO partitions), for ARNs built
+/// without an AWS call.
+pub(crate) fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else if region.starts_with("us-isob-") {
+        "aws-iso-b"
+    } else if region.starts_with("us-isof-") {
+        "aws-iso-f"
+    } else if region.starts_with("us-iso-") {
+        "aws-iso"
+    } else if region.starts_with("eu-isoe-") {
+        "aws-iso-e"
+    } else {
+        "aws"
+    }
+}
+
 /// `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`, `us-isob-east-1`…
 pub(crate) fn is_region_name(r: &str) -> bool {
     let parts: Vec<&str> = r.split('-').collect();

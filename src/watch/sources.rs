@@ -28,30 +28,29 @@ pub fn code_fingerprint(manifest: &Manifest) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// The files the function's zip holds (the packager's own selection: symlinks are not followed, so a
+/// link loop cannot trap it, and hidden files or `__pycache__` never count as a code change).
 fn tree(path: &Path, h: &mut Sha256, budget: &mut u64) {
     h.update(path.as_os_str().as_encoded_bytes());
     h.update([0]);
-    let Ok(meta) = std::fs::metadata(path) else {
-        h.update(b"missing");
-        return;
-    };
-    if meta.is_dir() {
-        let mut entries: Vec<_> = match std::fs::read_dir(path) {
-            Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
-            Err(e) => {
-                h.update(e.to_string().as_bytes());
-                return;
-            }
-        };
-        entries.sort();
-        for e in entries {
-            tree(&e, h, budget);
+    let files = match crate::manifest::artifact::files(path) {
+        Ok(files) => files,
+        Err(e) => {
+            h.update(e.to_string().as_bytes());
+            return;
         }
-    } else {
+    };
+    for file in files {
+        h.update(file.as_os_str().as_encoded_bytes());
+        h.update([0]);
+        let Ok(meta) = std::fs::metadata(&file) else {
+            h.update(b"missing");
+            continue;
+        };
         h.update(meta.len().to_le_bytes());
         stamp(&meta, h);
         if meta.len() <= *budget
-            && let Ok(bytes) = std::fs::read(path)
+            && let Ok(bytes) = std::fs::read(&file)
         {
             *budget = budget.saturating_sub(bytes.len() as u64);
             h.update(Sha256::digest(&bytes));

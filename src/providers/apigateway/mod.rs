@@ -35,22 +35,7 @@ pub(crate) fn is_throttled(e: &ProviderError) -> bool {
     }
 }
 
-/// The ARN partition of a region (`aws`, `aws-cn`, `aws-us-gov`).
-pub(crate) fn partition(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else if region.starts_with("eu-isoe-") {
-        "aws-iso-e"
-    } else if region.starts_with("us-isob-") {
-        "aws-iso-b"
-    } else if region.starts_with("us-iso-") {
-        "aws-iso"
-    } else {
-        "aws"
-    }
-}
+pub(crate) use crate::providers::partition;
 
 /// `arn:<partition>:apigateway:<region>::/restapis/<id>`
 pub(crate) fn rest_api_arn(region: &str, api_id: &str) -> String {

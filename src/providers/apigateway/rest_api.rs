@@ -504,8 +504,6 @@ pub fn model_hash(desired: &Map<String, Value>) -> String {
     digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Finds a REST API by name among those carrying `ownership` tags (API names are not unique, tags
-/// tell ours apart): for recovering an interrupted create.
 /// (id, name) of every REST API in the region (one paged `GetRestApis`).
 pub async fn list_names(aws: &Aws) -> Result<Vec<(String, String)>> {
     let apis = aws
@@ -521,6 +519,8 @@ pub async fn list_names(aws: &Aws) -> Result<Vec<(String, String)>> {
     Ok(apis.iter().filter_map(|a| Some((a.id()?.to_string(), a.name()?.to_string()))).collect())
 }
 
+/// Finds a REST API by name among those carrying `ownership` tags (API names are not unique, tags
+/// tell ours apart): for recovering an interrupted create.
 pub async fn find(aws: &Aws, name: &str, ownership: &BTreeMap<String, String>) -> Result<Option<(String, Live)>> {
     let apis = aws
         .apigateway
