@@ -705,7 +705,7 @@ async fn create(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), ApplyError
     let recorded = match applied {
         Ok(a) => record(ctx, change, resource.kind, a.physical_id, desired, a.outputs, deps).await,
         Err(ProviderError::Incomplete { id, outputs, source }) => {
-            record_incomplete(ctx, change, resource.kind, id, desired, outputs, deps, *source).await
+            record_incomplete(ctx, resource_state(change, resource.kind, id, desired, outputs, deps), *source).await
         }
         Err(source) => Err(match source.code() {
             Some(code) if is_already_exists(code, source.message()) => ApplyError::Conflict {
@@ -729,7 +729,7 @@ async fn record(
     outputs: BTreeMap<String, String>,
     depends_on: Vec<String>,
 ) -> Result<(), ApplyError> {
-    let state = ResourceState { name: change.name.clone(), kind, physical_id, attributes: Value::Object(attributes), outputs, depends_on };
+    let state = resource_state(change, kind, physical_id, attributes, outputs, depends_on);
     ctx.store.put_resource(ctx.stack, &state).await.map_err(|source| ApplyError::State { resource: change.name.clone(), source })?;
     if let Ok(mut r) = ctx.recorded.lock() {
         r.insert(change.name.clone(), state.physical_id.clone());
@@ -740,24 +740,24 @@ async fn record(
     Ok(())
 }
 
-/// Records what a create made before one of its later calls failed, marked incomplete (the next plan
-/// finishes or replaces it; `destroy` deletes it), and fails the resource with the reason. If even
-/// the state cannot take it, the resource is deleted rather than left untracked.
-#[allow(clippy::too_many_arguments)]
-async fn record_incomplete(
-    ctx: &Ctx<'_>,
+/// A resource's state record.
+fn resource_state(
     change: &ResourceChange,
     kind: Kind,
-    id: String,
+    physical_id: String,
     attributes: serde_json::Map<String, Value>,
     outputs: BTreeMap<String, String>,
     depends_on: Vec<String>,
-    source: ProviderError,
-) -> Result<(), ApplyError> {
-    let name = change.name.clone();
+) -> ResourceState {
+    ResourceState { name: change.name.clone(), kind, physical_id, attributes: Value::Object(attributes), outputs, depends_on }
+}
+
+/// Records what a create made before one of its later calls failed, marked incomplete (the next plan
+/// finishes or replaces it; `destroy` deletes it), and fails the resource with the reason. If even
+/// the state cannot take it, the resource is deleted rather than left untracked.
+async fn record_incomplete(ctx: &Ctx<'_>, state: ResourceState, source: ProviderError) -> Result<(), ApplyError> {
+    let (name, kind, id) = (state.name.clone(), state.kind, state.physical_id.clone());
     tracing::warn!(resource = %name, id, error = %source, "created but not finished: recording it as incomplete");
-    let state =
-        ResourceState { name: name.clone(), kind, physical_id: id.clone(), attributes: Value::Object(attributes), outputs, depends_on };
     if let Err(e) = ctx.store.put_incomplete_resource(ctx.stack, &state, &source.to_string()).await {
         tracing::error!(resource = %name, id, error = %e, "cannot record the incomplete resource: deleting it");
         if let Err(d) = providers::delete(ctx.aws, kind, &id).await {

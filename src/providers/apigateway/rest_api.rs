@@ -504,10 +504,9 @@ pub fn model_hash(desired: &Map<String, Value>) -> String {
     digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
 }
 
-/// (id, name) of every REST API in the region (one paged `GetRestApis`).
-pub async fn list_names(aws: &Aws) -> Result<Vec<(String, String)>> {
-    let apis = aws
-        .apigateway
+/// Every REST API in the region (one paged `GetRestApis`).
+async fn all(aws: &Aws) -> Result<Vec<aws_sdk_apigateway::types::RestApi>> {
+    aws.apigateway
         .get_rest_apis()
         .into_paginator()
         .page_size(500)
@@ -515,23 +514,18 @@ pub async fn list_names(aws: &Aws) -> Result<Vec<(String, String)>> {
         .send()
         .collect::<Result<Vec<_>, _>>()
         .await
-        .map_err(|e| ProviderError::sdk("apigateway:GetRestApis", e))?;
-    Ok(apis.iter().filter_map(|a| Some((a.id()?.to_string(), a.name()?.to_string()))).collect())
+        .map_err(|e| ProviderError::sdk("apigateway:GetRestApis", e))
+}
+
+/// (id, name) of every REST API in the region (one paged `GetRestApis`).
+pub async fn list_names(aws: &Aws) -> Result<Vec<(String, String)>> {
+    Ok(all(aws).await?.iter().filter_map(|a| Some((a.id()?.to_string(), a.name()?.to_string()))).collect())
 }
 
 /// Finds a REST API by name among those carrying `ownership` tags (API names are not unique, tags
 /// tell ours apart): for recovering an interrupted create.
 pub async fn find(aws: &Aws, name: &str, ownership: &BTreeMap<String, String>) -> Result<Option<(String, Live)>> {
-    let apis = aws
-        .apigateway
-        .get_rest_apis()
-        .into_paginator()
-        .page_size(500)
-        .items()
-        .send()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .map_err(|e| ProviderError::sdk("apigateway:GetRestApis", e))?;
+    let apis = all(aws).await?;
     let ours = apis.iter().filter(|a| a.name() == Some(name)).find(|a| {
         let tags = a.tags();
         ownership.iter().all(|(k, v)| tags.and_then(|t| t.get(k)) == Some(v))
