@@ -147,7 +147,10 @@ impl Metrics {
     /// Stacks whose passes have been failing for longer than the threshold, with how long since their
     /// last complete pass.
     pub fn failing(&self) -> Vec<(String, Duration)> {
-        let now = Instant::now();
+        self.failing_at(Instant::now())
+    }
+
+    fn failing_at(&self, now: Instant) -> Vec<(String, Duration)> {
         self.with(|s| s.iter().filter_map(|(k, m)| m.failing_for(self.unready_after, now).map(|d| (k.clone(), d))).collect())
     }
 
@@ -158,7 +161,10 @@ impl Metrics {
     /// Every watched stack has had a complete pass, none has been failing for longer than the threshold,
     /// and none is refused.
     pub fn ready(&self) -> bool {
-        let now = Instant::now();
+        self.ready_at(Instant::now())
+    }
+
+    fn ready_at(&self, now: Instant) -> bool {
         self.with(|s| {
             !s.is_empty()
                 && s.values().all(|m| m.last_success.is_some() && m.refused.is_none() && m.failing_for(self.unready_after, now).is_none())
@@ -336,7 +342,9 @@ mod tests {
 
     #[test]
     fn readiness_turns_false_while_passes_fail_for_longer_than_the_threshold_and_back() {
-        let m = Metrics::new(Duration::from_millis(200));
+        // The clock is looked at ahead of time (`later`), not slept on.
+        let m = Metrics::new(Duration::from_secs(60));
+        let later = || Instant::now() + Duration::from_secs(61);
         m.register("s");
         m.pass_started("s");
         m.pass("s", Duration::from_millis(1), true, None);
@@ -345,22 +353,19 @@ mod tests {
         m.pass_started("s");
         m.pass("s", Duration::from_millis(1), false, None);
         assert!(m.ready() && m.failing().is_empty());
-        std::thread::sleep(Duration::from_millis(250));
-        assert!(!m.ready());
-        assert_eq!(m.failing().len(), 1);
+        assert!(!m.ready_at(later()));
+        assert_eq!(m.failing_at(later()).len(), 1);
         // A pass that hangs counts as failing too.
         m.pass_started("s");
         m.pass("s", Duration::from_millis(1), true, None);
         assert!(m.ready());
         m.pass_started("s");
         assert!(m.ready(), "a pass just started");
-        std::thread::sleep(Duration::from_millis(250));
-        assert!(!m.ready(), "a pass running for longer than the threshold");
+        assert!(!m.ready_at(later()), "a pass running for longer than the threshold");
         m.pass("s", Duration::from_millis(1), true, None);
         assert!(m.ready());
         // A slow interval with complete passes never turns readiness off.
-        std::thread::sleep(Duration::from_millis(250));
-        assert!(m.ready());
+        assert!(m.ready_at(later()));
         assert_eq!(unready_after(Duration::from_secs(60)), Duration::from_secs(180));
         assert_eq!(unready_after(Duration::from_secs(1)), MIN_UNREADY_AFTER);
     }
