@@ -1,9 +1,11 @@
 //! `reconcile`: declarative provisioning for serverless API stacks on AWS.
 //!
 //! Layers: [`manifest`] (parse, validate, resolve references) → [`plan`] (a diff as plain data) →
-//! [`apply`] (an executor over the graph) → [`providers`] (one module per AWS service) → [`state`].
+//! [`apply`] (an executor over the graph) → [`providers`] (one module per resource kind, behind one trait) → [`state`].
 
 pub mod apply;
+pub mod artifact;
+pub mod canonical;
 pub mod cli;
 pub mod commands;
 pub mod identity;

@@ -4,11 +4,12 @@
 //! wrong value types, dangling references, reference cycles and duplicate physical names. Each problem
 //! is a [`Diagnostic`] pointing at file:line:column.
 
-pub mod artifact;
 pub mod error;
 pub mod refs;
-pub mod rules;
 pub mod schema;
+
+pub use crate::artifact;
+pub use crate::providers::rules;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
@@ -18,7 +19,7 @@ use serde_json::{Map, Value, json};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-pub use artifact::Artifact;
+pub use crate::artifact::Artifact;
 pub use error::{Diagnostic, Location, ManifestError, SourceMap};
 pub use schema::{Field, FieldType, Kind};
 

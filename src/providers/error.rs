@@ -7,7 +7,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
     #[error("{operation}: {code}: {message}")]
-    Aws { operation: &'static str, code: String, message: String, status: Option<u16> },
+    Aws { operation: &'static str, code: String, message: String, status: Option<u16>, class: ErrorClass },
     #[error("{operation}: cannot reach the AWS endpoint ({detail}); check AWS_ENDPOINT_URL, the network, or the region")]
     Unreachable { operation: &'static str, detail: String },
     #[error(
@@ -22,6 +22,10 @@ pub enum ProviderError {
     NoCredentials(String),
     #[error("{0}")]
     Other(String),
+    /// Attributes that do not fit the kind's typed spec: validation lets through something the
+    /// provider cannot take (a bug, reported as such rather than read as empty values).
+    #[error("the attributes of this {kind} do not fit its spec ({detail}); this is a bug in reconcile's validation")]
+    Spec { kind: &'static str, detail: String },
     /// A create made the resource (`id`) but a later call of the same create failed (`source`): the
     /// resource exists and must be recorded (as incomplete) or removed, never forgotten.
     #[error("{source}")]
@@ -29,6 +33,18 @@ pub enum ProviderError {
 }
 
 pub type Result<T, E = ProviderError> = std::result::Result<T, E>;
+
+/// What an AWS error answer means to the engine, decided by the kind that made the call from the
+/// SDK's typed error (`is_resource_not_found_exception()`…), not from error-code strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ErrorClass {
+    /// The resource is not there (reads turn it into `None`, deletes into success).
+    NotFound,
+    /// A create found the name taken.
+    AlreadyExists,
+    #[default]
+    Other,
+}
 
 impl ProviderError {
     /// The AWS error code, when AWS answered with one.
@@ -48,6 +64,24 @@ impl ProviderError {
         }
     }
 
+    /// Whether AWS said the resource is not there.
+    pub fn is_not_found(&self) -> bool {
+        self.class() == ErrorClass::NotFound
+    }
+
+    /// Whether AWS said a create's name is taken.
+    pub fn is_already_exists(&self) -> bool {
+        self.class() == ErrorClass::AlreadyExists
+    }
+
+    fn class(&self) -> ErrorClass {
+        match self {
+            ProviderError::Aws { class, .. } => *class,
+            ProviderError::Incomplete { source, .. } => source.class(),
+            _ => ErrorClass::Other,
+        }
+    }
+
     /// Marks a failure that came after the create call made the resource `id`.
     pub fn after_create(self, id: impl Into<String>, outputs: std::collections::BTreeMap<String, String>) -> ProviderError {
         match self {
@@ -61,6 +95,16 @@ impl ProviderError {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
+        ProviderError::sdk_classified(operation, err, |_| ErrorClass::Other)
+    }
+
+    /// Converts an SDK error, with `classify` telling from the operation's typed error what it means:
+    /// `|e| if e.is_resource_not_found_exception() { ErrorClass::NotFound } else { ErrorClass::Other }`.
+    pub fn sdk_classified<E>(operation: &'static str, err: SdkError<E, HttpResponse>, classify: impl FnOnce(&E) -> ErrorClass) -> ProviderError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let class = err.as_service_error().map_or(ErrorClass::Other, classify);
         match &err {
             SdkError::DispatchFailure(f) => {
                 let detail = if f.is_io() || f.is_timeout() {
@@ -83,6 +127,7 @@ impl ProviderError {
                         code: code.to_string(),
                         message: err.message().unwrap_or_default().to_string(),
                         status,
+                        class,
                     },
                     None => match status {
                         Some(status) => ProviderError::Unsupported { operation, status },
@@ -92,6 +137,21 @@ impl ProviderError {
                     },
                 }
             }
+        }
+    }
+}
+
+/// "Not found is fine": turns a not-found answer into `None`.
+pub trait NotFoundOk<T> {
+    fn or_gone(self) -> Result<Option<T>>;
+}
+
+impl<T> NotFoundOk<T> for Result<T> {
+    fn or_gone(self) -> Result<Option<T>> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
         }
     }
 }

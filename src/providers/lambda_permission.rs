@@ -149,6 +149,110 @@ pub async fn delete(aws: &Aws, id: &str) -> Result<()> {
     .await
 }
 
+
+// ---- the kind: schema and the registry's entry ----
+
+use crate::providers::resource::{Observed, Resource};
+use crate::providers::schema::{DefaultValue, Field, FieldType as T, KindSchema};
+use crate::providers::{Kind, rules};
+
+pub static SCHEMA: KindSchema = KindSchema {
+    type_name: "aws_lambda_permission",
+    doc: "A statement in a Lambda function's resource-based policy (e.g. letting API Gateway invoke it).",
+    fields: &[
+        Field::new("function_name", T::String, "Function name or ARN, usually `${function.name}`")
+            .required()
+            .force_new()
+            .check(rules::lambda_function_ref),
+        Field::new("statement_id", T::String, "Statement id, unique within the function's policy")
+            .required()
+            .force_new()
+            .check(rules::lambda_statement_id),
+        Field::new("action", T::String, "Action allowed")
+            .default(DefaultValue::Str("lambda:InvokeFunction"))
+            .force_new()
+            .check(rules::lambda_permission_action),
+        Field::new("principal", T::String, "Service or account allowed, e.g. `apigateway.amazonaws.com`")
+            .required()
+            .force_new()
+            .check(rules::lambda_principal),
+        Field::new("source_arn", T::String, "Only calls from this ARN (pattern) are allowed")
+            .default(DefaultValue::Str(""))
+            .force_new()
+            .check(rules::optional_arn),
+    ],
+    physical_name: "",
+    create_before_destroy: false,
+    retain_on_delete: false,
+    outputs: &[("id", "`<function>/<statement id>`")],
+    taggable: false,
+    singleton: false,
+};
+
+/// `aws_lambda_permission`: A statement in a Lambda function's resource-based policy (e.g. letting API Gateway invoke it).
+pub struct LambdaPermission;
+
+impl Resource for LambdaPermission {
+    type Spec = Map<String, Value>;
+    const KIND: Kind = Kind::LambdaPermission;
+
+    fn schema() -> &'static KindSchema {
+        &SCHEMA
+    }
+
+    fn physical_id(spec: &Self::Spec) -> Option<String> {
+        Some(format!("{}/{}", super::str_attr(spec, "function_name"), super::str_attr(spec, "statement_id")))
+    }
+
+    fn parent(id: &str) -> Option<(Kind, String)> {
+        id.rsplit_once('/').map(|(f, _)| {
+            let name = crate::providers::lambda_function::function_name(f);
+            (Kind::LambdaFunction, name.split(':').next().unwrap_or(name).to_string())
+        })
+    }
+
+    fn canonical_id(id: &str) -> String {
+        match id.rsplit_once('/') {
+            Some((function, sid)) => format!("{}/{sid}", crate::providers::lambda_function::function_name(function)),
+            None => id.to_string(),
+        }
+    }
+
+    fn derived_outputs(_spec: &Self::Spec) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+
+    fn finishes_incomplete() -> bool {
+        true
+    }
+
+    async fn read(aws: &Aws, id: &str) -> Result<Option<Observed<Self::Spec>>> {
+        Ok(read(aws, id).await?.map(|l| Observed { spec: l.attrs, outputs: l.outputs }))
+    }
+
+    async fn find(aws: &Aws, spec: &Self::Spec, _taken: &std::collections::HashSet<String>) -> Result<Option<(String, Observed<Self::Spec>)>> {
+        crate::providers::resource::find_by_name::<Self>(aws, spec).await
+    }
+
+    async fn create(aws: &Aws, spec: &Self::Spec, artifact: Option<&crate::artifact::Artifact>) -> Result<Applied> {
+        create(aws, Desired { attrs: spec, artifact }).await
+    }
+
+    async fn update(
+        aws: &Aws,
+        id: &str,
+        current: &Self::Spec,
+        desired: &Self::Spec,
+        artifact: Option<&crate::artifact::Artifact>,
+    ) -> Result<Applied> {
+        update(aws, id, current, Desired { attrs: desired, artifact }).await
+    }
+
+    async fn delete(aws: &Aws, id: &str) -> Result<()> {
+        delete(aws, id).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

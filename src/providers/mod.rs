@@ -1,15 +1,21 @@
-//! Provider layer: one module per AWS service, each with the same shape — `read`, `create`, `update`,
-//! `delete` — dispatched here by resource kind.
+//! Provider layer: one module per resource kind, each implementing [`Resource`] (schema, typed spec,
+//! physical id, find, read / create / update / delete), listed in the [`registry`]. The functions
+//! below are the engine's entry points; they hand each call to the kind's module.
 
 pub mod apigateway;
 pub mod calls;
 pub mod error;
-pub mod iam;
-pub mod lambda;
+pub mod iam_role;
+pub mod lambda_function;
 pub mod lambda_permission;
-pub mod logs;
+pub mod log_group;
 pub mod pace;
+pub mod registry;
+pub mod resource;
 pub mod retry;
+pub mod rules;
+pub mod schema;
+pub mod tags;
 pub mod wafv2;
 
 use std::collections::BTreeMap;
@@ -23,9 +29,11 @@ use aws_sdk_iam::config::ProvideCredentials as _;
 use aws_smithy_runtime::client::retries::{RetryPartition, TokenBucket};
 use serde_json::{Map, Value};
 
-pub use error::{ProviderError, Result};
+pub use error::{ErrorClass, NotFoundOk, ProviderError, Result};
+pub use registry::Kind;
+pub use resource::{Observed, Provider, Resource};
 
-use crate::manifest::{Artifact, Kind};
+use crate::artifact::Artifact;
 
 /// Shared SDK clients, built once from the standard AWS chain (env, profiles, `AWS_ENDPOINT_URL`).
 #[derive(Debug, Clone)]
@@ -170,103 +178,54 @@ pub struct Desired<'a> {
     pub artifact: Option<&'a Artifact>,
 }
 
-/// Calls `$f` of the module that handles `$kind`; every module has the same four functions.
-macro_rules! dispatch {
-    ($kind:expr, $f:ident($($arg:expr),*)) => {
-        match $kind {
-            Kind::IamRole => iam::$f($($arg),*).await,
-            Kind::LogGroup => logs::$f($($arg),*).await,
-            Kind::LambdaFunction => lambda::$f($($arg),*).await,
-            Kind::LambdaPermission => lambda_permission::$f($($arg),*).await,
-            Kind::RestApi => apigateway::rest_api::$f($($arg),*).await,
-            Kind::Deployment => apigateway::deployment::$f($($arg),*).await,
-            Kind::Stage => apigateway::stage::$f($($arg),*).await,
-            Kind::ApiGatewayAccount => apigateway::account::$f($($arg),*).await,
-            Kind::WebAcl => wafv2::web_acl::$f($($arg),*).await,
-            Kind::WebAclAssociation => wafv2::association::$f($($arg),*).await,
-        }
-    };
-}
-
 /// Reads the resource with physical id `id`; `None` if it does not exist.
 pub async fn read(aws: &Aws, kind: Kind, id: &str) -> Result<Option<Live>> {
-    dispatch!(kind, read(aws, id))
+    kind.provider().read(aws, id).await
 }
 
 pub async fn create(aws: &Aws, kind: Kind, desired: Desired<'_>) -> Result<Applied> {
-    dispatch!(kind, create(aws, desired))
+    kind.provider().create(aws, desired).await
 }
 
 /// Brings the resource from `current` (its live attributes) to `desired`.
 pub async fn update(aws: &Aws, kind: Kind, id: &str, current: &Map<String, Value>, desired: Desired<'_>) -> Result<Applied> {
-    dispatch!(kind, update(aws, id, current, desired))
+    kind.provider().update(aws, id, current, desired).await
 }
 
 /// Deletes the resource; one already gone is success.
 pub async fn delete(aws: &Aws, kind: Kind, id: &str) -> Result<()> {
-    dispatch!(kind, delete(aws, id))
+    kind.provider().delete(aws, id).await
 }
 
 /// Whether an update finishes a resource whose create did not (see [`ProviderError::Incomplete`]):
 /// it brings a role's policies, a stage's settings or a log group's retention from what AWS has to
 /// the manifest. A function that never became active is replaced instead.
 pub fn finishes_incomplete(kind: Kind) -> bool {
-    !matches!(kind, Kind::LambdaFunction)
+    kind.provider().finishes_incomplete()
 }
 
 /// The physical id a resource must have, for kinds where the desired attributes fix it.
 pub fn physical_id_of(kind: Kind, d: &Map<String, Value>) -> Option<String> {
-    let s = |k: &str| str_attr(d, k).to_string();
-    let id = match kind {
-        Kind::IamRole | Kind::LogGroup => s("name"),
-        Kind::LambdaFunction => s("function_name"),
-        Kind::LambdaPermission => format!("{}/{}", s("function_name"), s("statement_id")),
-        Kind::Stage => format!("{}/{}", s("rest_api_id"), s("stage_name")),
-        Kind::WebAclAssociation => s("resource_arn"),
-        Kind::ApiGatewayAccount => "account".into(),
-        Kind::RestApi | Kind::Deployment | Kind::WebAcl => return None,
-    };
-    Some(id)
+    match kind.provider().physical_id(d) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!(%kind, error = %e, "cannot tell the physical id");
+            None
+        }
+    }
 }
 
 /// The physical id as AWS identifies the resource, for telling whether two ids name the same one:
 /// a Lambda permission's function may be written as a name or as an ARN.
 pub fn canonical_id(kind: Kind, id: &str) -> String {
-    match kind {
-        Kind::LambdaPermission => match id.rsplit_once('/') {
-            Some((function, sid)) => format!("{}/{sid}", function_name(function)),
-            None => id.to_string(),
-        },
-        Kind::LambdaFunction => function_name(id).to_string(),
-        _ => id.to_string(),
-    }
-}
-
-/// `Name`, `Name:qualifier`, `123456789012:function:Name` or a function ARN → the function's name
-/// (with its qualifier, which names another policy).
-fn function_name(f: &str) -> &str {
-    f.split_once("function:").map_or(f, |(_, rest)| rest)
+    kind.provider().canonical_id(id)
 }
 
 /// The resource a resource belongs to, as (kind, physical id): a deployment's or a stage's REST API,
 /// a permission's function, the API Gateway stage an association protects. For kinds without tags,
 /// the parent's owner owns the child.
 pub fn parent_of(kind: Kind, id: &str) -> Option<(Kind, String)> {
-    match kind {
-        Kind::Deployment => id.split_once('/').map(|(api, _)| (Kind::RestApi, api.to_string())),
-        Kind::LambdaPermission => id.rsplit_once('/').map(|(f, _)| {
-            let name = function_name(f);
-            (Kind::LambdaFunction, name.split(':').next().unwrap_or(name).to_string())
-        }),
-        // arn:<partition>:apigateway:<region>::/restapis/<api>/stages/<stage>
-        Kind::Stage => id.split_once('/').map(|(api, _)| (Kind::RestApi, api.to_string())),
-        Kind::WebAclAssociation => {
-            let path = id.split_once(":apigateway:")?.1.split_once("::/restapis/")?.1;
-            let (api, stage) = path.split_once("/stages/")?;
-            (!api.is_empty() && !stage.is_empty() && !stage.contains('/')).then(|| (Kind::Stage, format!("{api}/{stage}")))
-        }
-        _ => None,
-    }
+    kind.provider().parent(id)
 }
 
 /// Looks for what an interrupted create may have made, from the desired attributes: by physical
@@ -279,26 +238,18 @@ pub async fn find(
     d: &Map<String, Value>,
     taken: &std::collections::HashSet<String>,
 ) -> Result<Option<(String, Live)>> {
-    if let Some(id) = physical_id_of(kind, d) {
-        return Ok(read(aws, kind, &id).await?.map(|live| (id, live)));
-    }
-    match kind {
-        Kind::RestApi => {
-            let ownership = string_map(d, "tags").into_iter().filter(|(k, _)| k.starts_with("reconcile:")).collect();
-            apigateway::rest_api::find(aws, str_attr(d, "name"), &ownership).await
-        }
-        Kind::Deployment => apigateway::deployment::find(aws, str_attr(d, "rest_api_id"), taken).await,
-        Kind::WebAcl => wafv2::web_acl::find(aws, str_attr(d, "scope"), str_attr(d, "name")).await,
-        _ => Ok(None),
-    }
+    kind.provider().find(aws, d, taken).await
 }
 
 /// Outputs that follow from the desired attributes alone, known at plan time even before the
 /// resource exists (e.g. a REST API's `model_hash`, which deployments use as a trigger).
 pub fn derived_outputs(kind: Kind, desired: &Map<String, Value>) -> BTreeMap<String, String> {
-    match kind {
-        Kind::RestApi => BTreeMap::from([("model_hash".to_string(), apigateway::rest_api::model_hash(desired))]),
-        _ => BTreeMap::new(),
+    match kind.provider().derived_outputs(desired) {
+        Ok(outputs) => outputs,
+        Err(e) => {
+            tracing::warn!(%kind, error = %e, "cannot derive outputs");
+            BTreeMap::new()
+        }
     }
 }
 

@@ -4,6 +4,10 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
 use super::ProviderError;
 
 /// How long and how often to retry.
@@ -58,6 +62,26 @@ where
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Sends an SDK request (`call` builds and sends it afresh each attempt, e.g.
+/// `|| request.clone().send()`), retrying the errors `retryable` accepts under `policy`.
+pub async fn send<T, E, F, Fut>(
+    operation: &'static str,
+    policy: Backoff,
+    retryable: impl Fn(&ProviderError) -> bool,
+    call: F,
+) -> Result<T, ProviderError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    with_backoff(operation, policy, retryable, || {
+        let sent = call();
+        async move { sent.await.map_err(|e| ProviderError::sdk(operation, e)) }
+    })
+    .await
 }
 
 #[cfg(test)]

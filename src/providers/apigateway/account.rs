@@ -63,3 +63,79 @@ pub async fn update(aws: &Aws, _id: &str, _current: &Map<String, Value>, desired
 pub async fn delete(_aws: &Aws, _id: &str) -> Result<()> {
     Ok(())
 }
+
+// ---- the kind: schema and the registry's entry ----
+
+use crate::providers::resource::{Observed, Resource};
+use crate::providers::schema::{Field, FieldType as T, KindSchema};
+use crate::providers::Kind;
+
+pub static SCHEMA: KindSchema = KindSchema {
+    type_name: "aws_api_gateway_account",
+    doc: "The region-wide API Gateway setting naming the role API Gateway uses to write CloudWatch logs (needed before stages can log). Adopted if already set; never reset on destroy.",
+    fields: &[Field::new("cloudwatch_role_arn", T::String, "Role API Gateway assumes to push logs").required()],
+    physical_name: "",
+    create_before_destroy: false,
+    retain_on_delete: true,
+    outputs: &[("cloudwatch_role_arn", "The role in effect")],
+    taggable: false,
+    singleton: true,
+};
+
+/// `aws_api_gateway_account`: The region-wide API Gateway setting naming the role API Gateway uses to write CloudWatch logs (needed before stages can log). Adopted if already set; never reset on destroy.
+pub struct Account;
+
+impl Resource for Account {
+    type Spec = Map<String, Value>;
+    const KIND: Kind = Kind::ApiGatewayAccount;
+
+    fn schema() -> &'static KindSchema {
+        &SCHEMA
+    }
+
+    fn physical_id(_spec: &Self::Spec) -> Option<String> {
+        Some("account".to_string())
+    }
+
+    fn parent(_id: &str) -> Option<(Kind, String)> {
+        None
+    }
+
+    fn canonical_id(id: &str) -> String {
+        id.to_string()
+    }
+
+    fn derived_outputs(_spec: &Self::Spec) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+
+    fn finishes_incomplete() -> bool {
+        true
+    }
+
+    async fn read(aws: &Aws, id: &str) -> Result<Option<Observed<Self::Spec>>> {
+        Ok(read(aws, id).await?.map(|l| Observed { spec: l.attrs, outputs: l.outputs }))
+    }
+
+    async fn find(aws: &Aws, spec: &Self::Spec, _taken: &std::collections::HashSet<String>) -> Result<Option<(String, Observed<Self::Spec>)>> {
+        crate::providers::resource::find_by_name::<Self>(aws, spec).await
+    }
+
+    async fn create(aws: &Aws, spec: &Self::Spec, artifact: Option<&crate::artifact::Artifact>) -> Result<Applied> {
+        create(aws, Desired { attrs: spec, artifact }).await
+    }
+
+    async fn update(
+        aws: &Aws,
+        id: &str,
+        current: &Self::Spec,
+        desired: &Self::Spec,
+        artifact: Option<&crate::artifact::Artifact>,
+    ) -> Result<Applied> {
+        update(aws, id, current, Desired { attrs: desired, artifact }).await
+    }
+
+    async fn delete(aws: &Aws, id: &str) -> Result<()> {
+        delete(aws, id).await
+    }
+}

@@ -99,3 +99,85 @@ pub async fn delete(aws: &Aws, id: &str) -> Result<()> {
         Err(e) => Err(e),
     }
 }
+
+// ---- the kind: schema and the registry's entry ----
+
+use crate::providers::resource::{Observed, Resource};
+use crate::providers::schema::{DefaultValue, Field, FieldType as T, KindSchema};
+use crate::providers::Kind;
+
+pub static SCHEMA: KindSchema = KindSchema {
+    type_name: "aws_api_gateway_deployment",
+    doc: "A snapshot of a REST API's routes that stages serve. Any change to `triggers` makes a new deployment; stages move to it, then the old one is deleted.",
+    fields: &[
+        Field::new("rest_api_id", T::String, "The API, usually `${api.id}`").required().force_new(),
+        Field::new("description", T::String, "Description").default(DefaultValue::Str("")).force_new(),
+        Field::new("triggers", T::StringMap, "Values whose change makes a new deployment, usually `{ model = \"${api.model_hash}\" }`")
+            .default(DefaultValue::EmptyMap)
+            .force_new(),
+    ],
+    physical_name: "",
+    create_before_destroy: true,
+    retain_on_delete: false,
+    outputs: &[("id", "Deployment id")],
+    taggable: false,
+    singleton: false,
+};
+
+/// `aws_api_gateway_deployment`: A snapshot of a REST API's routes that stages serve. Any change to `triggers` makes a new deployment; stages move to it, then the old one is deleted.
+pub struct Deployment;
+
+impl Resource for Deployment {
+    type Spec = Map<String, Value>;
+    const KIND: Kind = Kind::Deployment;
+
+    fn schema() -> &'static KindSchema {
+        &SCHEMA
+    }
+
+    fn physical_id(_spec: &Self::Spec) -> Option<String> {
+        None
+    }
+
+    fn parent(id: &str) -> Option<(Kind, String)> {
+        id.split_once('/').map(|(api, _)| (Kind::RestApi, api.to_string()))
+    }
+
+    fn canonical_id(id: &str) -> String {
+        id.to_string()
+    }
+
+    fn derived_outputs(_spec: &Self::Spec) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+
+    fn finishes_incomplete() -> bool {
+        true
+    }
+
+    async fn read(aws: &Aws, id: &str) -> Result<Option<Observed<Self::Spec>>> {
+        Ok(read(aws, id).await?.map(|l| Observed { spec: l.attrs, outputs: l.outputs }))
+    }
+
+    async fn find(aws: &Aws, spec: &Self::Spec, taken: &std::collections::HashSet<String>) -> Result<Option<(String, Observed<Self::Spec>)>> {
+        Ok(find(aws, super::super::str_attr(spec, "rest_api_id"), taken).await?.map(|(id, l)| (id, Observed { spec: l.attrs, outputs: l.outputs })))
+    }
+
+    async fn create(aws: &Aws, spec: &Self::Spec, artifact: Option<&crate::artifact::Artifact>) -> Result<Applied> {
+        create(aws, Desired { attrs: spec, artifact }).await
+    }
+
+    async fn update(
+        aws: &Aws,
+        id: &str,
+        current: &Self::Spec,
+        desired: &Self::Spec,
+        artifact: Option<&crate::artifact::Artifact>,
+    ) -> Result<Applied> {
+        update(aws, id, current, Desired { attrs: desired, artifact }).await
+    }
+
+    async fn delete(aws: &Aws, id: &str) -> Result<()> {
+        delete(aws, id).await
+    }
+}

@@ -497,7 +497,7 @@ pub fn model_hash(desired: &Map<String, Value>) -> String {
     let mut routes: Vec<String> = desired
         .get("routes")
         .and_then(Value::as_array)
-        .map(|r| r.iter().map(crate::plan::diff::canonical_string).collect())
+        .map(|r| r.iter().map(crate::canonical::canonical_string).collect())
         .unwrap_or_default();
     routes.sort();
     let digest = sha2::Sha256::digest(routes.join("\n").as_bytes());
@@ -532,4 +532,97 @@ pub async fn find(aws: &Aws, name: &str, ownership: &BTreeMap<String, String>) -
     });
     let Some(id) = ours.and_then(|a| a.id()) else { return Ok(None) };
     Ok(read(aws, id).await?.map(|l| (id.to_string(), l)))
+}
+
+// ---- the kind: schema and the registry's entry ----
+
+use crate::providers::resource::Observed;
+use crate::providers::schema::{DefaultValue, Field, FieldType as T, KindSchema, TAGS};
+use crate::providers::{Kind, rules};
+
+pub static SCHEMA: KindSchema = KindSchema {
+    type_name: "aws_api_gateway_rest_api",
+    doc: "An API Gateway REST API with its resource tree, methods and integrations (`routes`).",
+    fields: &[
+        Field::new("name", T::String, "API name").required().check(rules::rest_api_name),
+        Field::new("description", T::String, "Description").default(DefaultValue::Str("")),
+        Field::new("endpoint_type", T::String, "Endpoint type")
+            .default(DefaultValue::Str("REGIONAL"))
+            .one_of(&["REGIONAL", "EDGE", "PRIVATE"])
+            .force_new(),
+        Field::new("routes", T::JsonList, "Methods by path, each with its integration; see the manifest reference")
+            .default(DefaultValue::EmptyList),
+        TAGS,
+    ],
+    physical_name: "name",
+    create_before_destroy: false,
+    retain_on_delete: false,
+    outputs: &[
+        ("id", "REST API id"),
+        ("root_resource_id", "Id of the `/` resource"),
+        ("arn", "`arn:aws:apigateway:<region>::/restapis/<id>`"),
+        ("execution_arn", "`arn:aws:execute-api:<region>:<account>:<id>`, for Lambda permissions"),
+        ("model_hash", "Hash of the routes: a deployment trigger that changes when any method or integration changes"),
+    ],
+    taggable: true,
+    singleton: false,
+};
+
+/// `aws_api_gateway_rest_api`: An API Gateway REST API with its resource tree, methods and integrations (`routes`).
+pub struct RestApi;
+
+impl crate::providers::Resource for RestApi {
+    type Spec = Map<String, Value>;
+    const KIND: Kind = Kind::RestApi;
+
+    fn schema() -> &'static KindSchema {
+        &SCHEMA
+    }
+
+    fn physical_id(_spec: &Self::Spec) -> Option<String> {
+        None
+    }
+
+    fn parent(_id: &str) -> Option<(Kind, String)> {
+        None
+    }
+
+    fn canonical_id(id: &str) -> String {
+        id.to_string()
+    }
+
+    fn derived_outputs(spec: &Self::Spec) -> BTreeMap<String, String> {
+        BTreeMap::from([("model_hash".to_string(), model_hash(spec))])
+    }
+
+    fn finishes_incomplete() -> bool {
+        true
+    }
+
+    async fn read(aws: &Aws, id: &str) -> Result<Option<Observed<Self::Spec>>> {
+        Ok(read(aws, id).await?.map(|l| Observed { spec: l.attrs, outputs: l.outputs }))
+    }
+
+    async fn find(aws: &Aws, spec: &Self::Spec, _taken: &std::collections::HashSet<String>) -> Result<Option<(String, Observed<Self::Spec>)>> {
+        let ownership = super::super::string_map(spec, "tags").into_iter().filter(|(k, _)| k.starts_with("reconcile:")).collect();
+        Ok(find(aws, super::super::str_attr(spec, "name"), &ownership).await?.map(|(id, l)| (id, Observed { spec: l.attrs, outputs: l.outputs })))
+    }
+
+    async fn create(aws: &Aws, spec: &Self::Spec, artifact: Option<&crate::artifact::Artifact>) -> Result<Applied> {
+        create(aws, Desired { attrs: spec, artifact }).await
+    }
+
+    async fn update(
+        aws: &Aws,
+        id: &str,
+        current: &Self::Spec,
+        desired: &Self::Spec,
+        artifact: Option<&crate::artifact::Artifact>,
+    ) -> Result<Applied> {
+        update(aws, id, current, Desired { attrs: desired, artifact }).await
+    }
+
+    async fn delete(aws: &Aws, id: &str) -> Result<()> {
+        delete(aws, id).await
+    }
 }

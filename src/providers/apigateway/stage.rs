@@ -175,3 +175,101 @@ pub async fn delete(aws: &Aws, id: &str) -> Result<()> {
         Err(e) => Err(e),
     }
 }
+
+// ---- the kind: schema and the registry's entry ----
+
+use crate::providers::resource::{Observed, Resource};
+use crate::providers::schema::{DefaultValue, Field, FieldType as T, KindSchema, TAGS};
+use crate::providers::{Kind, rules};
+
+pub static SCHEMA: KindSchema = KindSchema {
+    type_name: "aws_api_gateway_stage",
+    doc: "A named stage of a REST API serving one deployment, with access logging and method settings for all methods (`*/*`).",
+    fields: &[
+        Field::new("rest_api_id", T::String, "The API, usually `${api.id}`").required().force_new(),
+        Field::new("stage_name", T::String, "Stage name (the first path segment of the invoke URL)")
+            .required()
+            .force_new()
+            .check(rules::stage_name),
+        Field::new("deployment_id", T::String, "Deployment served, usually `${deployment.id}`").required(),
+        Field::new("description", T::String, "Description").default(DefaultValue::Str("")),
+        Field::new("access_log_destination_arn", T::String, "Log group ARN for access logs (`${log_group.arn}`); empty = off")
+            .default(DefaultValue::Str(""))
+            .check(rules::optional_arn),
+        Field::new("access_log_format", T::String, "Access log line format, e.g. JSON with `$context.requestId`").default(DefaultValue::Str("")),
+        Field::new("data_trace_enabled", T::Boolean, "Log full requests and responses (all methods)").default(DefaultValue::Bool(false)),
+        Field::new("logging_level", T::String, "Execution logging level (all methods)")
+            .default(DefaultValue::Str("OFF"))
+            .one_of(&["OFF", "ERROR", "INFO"]),
+        Field::new("metrics_enabled", T::Boolean, "Detailed CloudWatch metrics (all methods)").default(DefaultValue::Bool(false)),
+        TAGS,
+    ],
+    physical_name: "",
+    create_before_destroy: false,
+    retain_on_delete: false,
+    outputs: &[
+        ("arn", "`arn:aws:apigateway:<region>::/restapis/<id>/stages/<name>` (for WAF associations)"),
+        ("invoke_url", "`https://<id>.execute-api.<region>.amazonaws.com/<stage>`"),
+        ("name", "Stage name"),
+    ],
+    taggable: true,
+    singleton: false,
+};
+
+/// `aws_api_gateway_stage`: A named stage of a REST API serving one deployment, with access logging and method settings for all methods (`*/*`).
+pub struct Stage;
+
+impl Resource for Stage {
+    type Spec = Map<String, Value>;
+    const KIND: Kind = Kind::Stage;
+
+    fn schema() -> &'static KindSchema {
+        &SCHEMA
+    }
+
+    fn physical_id(spec: &Self::Spec) -> Option<String> {
+        Some(format!("{}/{}", super::super::str_attr(spec, "rest_api_id"), super::super::str_attr(spec, "stage_name")))
+    }
+
+    fn parent(id: &str) -> Option<(Kind, String)> {
+        id.split_once('/').map(|(api, _)| (Kind::RestApi, api.to_string()))
+    }
+
+    fn canonical_id(id: &str) -> String {
+        id.to_string()
+    }
+
+    fn derived_outputs(_spec: &Self::Spec) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+
+    fn finishes_incomplete() -> bool {
+        true
+    }
+
+    async fn read(aws: &Aws, id: &str) -> Result<Option<Observed<Self::Spec>>> {
+        Ok(read(aws, id).await?.map(|l| Observed { spec: l.attrs, outputs: l.outputs }))
+    }
+
+    async fn find(aws: &Aws, spec: &Self::Spec, _taken: &std::collections::HashSet<String>) -> Result<Option<(String, Observed<Self::Spec>)>> {
+        crate::providers::resource::find_by_name::<Self>(aws, spec).await
+    }
+
+    async fn create(aws: &Aws, spec: &Self::Spec, artifact: Option<&crate::artifact::Artifact>) -> Result<Applied> {
+        create(aws, Desired { attrs: spec, artifact }).await
+    }
+
+    async fn update(
+        aws: &Aws,
+        id: &str,
+        current: &Self::Spec,
+        desired: &Self::Spec,
+        artifact: Option<&crate::artifact::Artifact>,
+    ) -> Result<Applied> {
+        update(aws, id, current, Desired { attrs: desired, artifact }).await
+    }
+
+    async fn delete(aws: &Aws, id: &str) -> Result<()> {
+        delete(aws, id).await
+    }
+}

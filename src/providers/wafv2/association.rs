@@ -60,3 +60,87 @@ pub async fn delete(aws: &Aws, resource_arn: &str) -> Result<()> {
         Err(e) => Err(ProviderError::sdk("wafv2:DisassociateWebACL", e)),
     }
 }
+
+// ---- the kind: schema and the registry's entry ----
+
+use crate::providers::resource::{Observed, Resource};
+use crate::providers::schema::{Field, FieldType as T, KindSchema};
+use crate::providers::Kind;
+
+pub static SCHEMA: KindSchema = KindSchema {
+    type_name: "aws_wafv2_web_acl_association",
+    doc: "Associates a web ACL with a resource such as an API Gateway stage.",
+    fields: &[
+        Field::new("web_acl_arn", T::String, "Web ACL ARN, usually `${acl.arn}`").required().force_new(),
+        Field::new("resource_arn", T::String, "Protected resource ARN, e.g. `${prod_stage.arn}`").required().force_new(),
+    ],
+    physical_name: "",
+    create_before_destroy: false,
+    retain_on_delete: false,
+    outputs: &[("id", "The protected resource's ARN")],
+    taggable: false,
+    singleton: false,
+};
+
+/// `aws_wafv2_web_acl_association`: Associates a web ACL with a resource such as an API Gateway stage.
+pub struct Association;
+
+impl Resource for Association {
+    type Spec = Map<String, Value>;
+    const KIND: Kind = Kind::WebAclAssociation;
+
+    fn schema() -> &'static KindSchema {
+        &SCHEMA
+    }
+
+    fn physical_id(spec: &Self::Spec) -> Option<String> {
+        Some(super::super::str_attr(spec, "resource_arn").to_string())
+    }
+
+    fn parent(id: &str) -> Option<(Kind, String)> {
+        {
+            // arn:<partition>:apigateway:<region>::/restapis/<api>/stages/<stage>
+            let path = id.split_once(":apigateway:")?.1.split_once("::/restapis/")?.1;
+            let (api, stage) = path.split_once("/stages/")?;
+            (!api.is_empty() && !stage.is_empty() && !stage.contains('/')).then(|| (Kind::Stage, format!("{api}/{stage}")))
+        }
+    }
+
+    fn canonical_id(id: &str) -> String {
+        id.to_string()
+    }
+
+    fn derived_outputs(_spec: &Self::Spec) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+
+    fn finishes_incomplete() -> bool {
+        true
+    }
+
+    async fn read(aws: &Aws, id: &str) -> Result<Option<Observed<Self::Spec>>> {
+        Ok(read(aws, id).await?.map(|l| Observed { spec: l.attrs, outputs: l.outputs }))
+    }
+
+    async fn find(aws: &Aws, spec: &Self::Spec, _taken: &std::collections::HashSet<String>) -> Result<Option<(String, Observed<Self::Spec>)>> {
+        crate::providers::resource::find_by_name::<Self>(aws, spec).await
+    }
+
+    async fn create(aws: &Aws, spec: &Self::Spec, artifact: Option<&crate::artifact::Artifact>) -> Result<Applied> {
+        create(aws, Desired { attrs: spec, artifact }).await
+    }
+
+    async fn update(
+        aws: &Aws,
+        id: &str,
+        current: &Self::Spec,
+        desired: &Self::Spec,
+        artifact: Option<&crate::artifact::Artifact>,
+    ) -> Result<Applied> {
+        update(aws, id, current, Desired { attrs: desired, artifact }).await
+    }
+
+    async fn delete(aws: &Aws, id: &str) -> Result<()> {
+        delete(aws, id).await
+    }
+}

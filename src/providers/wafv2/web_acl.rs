@@ -8,7 +8,7 @@ use std::time::Duration;
 use aws_sdk_wafv2::types::{
     AllowAction, BlockAction, CountAction, CountryCode, DefaultAction, GeoMatchStatement, ManagedRuleGroupStatement, NoneAction,
     OverrideAction, RateBasedStatement, RateBasedStatementAggregateKeyType, Rule, RuleAction, Scope, Statement, Tag, VisibilityConfig,
-    WebAcl,
+    WebAcl as AclData,
 };
 use serde_json::{Map, Value, json};
 
@@ -291,7 +291,7 @@ fn rule_json(r: &Rule) -> Value {
     })
 }
 
-fn acl_attrs(acl: &WebAcl, scope: &Scope, tags: &BTreeMap<String, String>) -> Map<String, Value> {
+fn acl_attrs(acl: &AclData, scope: &Scope, tags: &BTreeMap<String, String>) -> Map<String, Value> {
     let mut attrs = Map::new();
     attrs.insert("name".into(), json!(acl.name()));
     attrs.insert("scope".into(), json!(scope.as_str()));
@@ -306,7 +306,7 @@ fn acl_attrs(acl: &WebAcl, scope: &Scope, tags: &BTreeMap<String, String>) -> Ma
 // ---- API calls ----
 
 /// GetWebACL: the ACL and its lock token; `None` if it does not exist.
-async fn get(aws: &Aws, id: &AclId<'_>) -> Result<Option<(WebAcl, String)>> {
+async fn get(aws: &Aws, id: &AclId<'_>) -> Result<Option<(AclData, String)>> {
     let out = match aws.wafv2.get_web_acl().name(id.name).scope(id.scope.clone()).id(id.id).send().await {
         Ok(out) => out,
         Err(e) if e.as_service_error().is_some_and(|e| e.is_waf_nonexistent_item_exception()) => {
@@ -480,6 +480,96 @@ pub async fn find(aws: &Aws, scope: &str, name: &str) -> Result<Option<(String, 
             Some(m) if !out.web_acls().is_empty() => marker = Some(m),
             _ => return Ok(None),
         }
+    }
+}
+
+
+// ---- the kind: schema and the registry's entry ----
+
+use crate::providers::resource::{Observed, Resource};
+use crate::providers::schema::{DefaultValue, Field, FieldType as T, KindSchema, TAGS};
+use crate::providers::{Kind, rules};
+
+pub static SCHEMA: KindSchema = KindSchema {
+    type_name: "aws_wafv2_web_acl",
+    doc: "A WAFv2 web ACL with its rules (managed rule groups, geo match, rate-based).",
+    fields: &[
+        Field::new("name", T::String, "Web ACL name").required().force_new().check(rules::waf_name),
+        Field::new("scope", T::String, "`REGIONAL` (API Gateway, ALB) or `CLOUDFRONT`")
+            .default(DefaultValue::Str("REGIONAL"))
+            .one_of(&["REGIONAL", "CLOUDFRONT"])
+            .force_new(),
+        Field::new("description", T::String, "Description").default(DefaultValue::Str("")).check(rules::waf_description),
+        Field::new("default_action", T::String, "Action for requests no rule matches")
+            .default(DefaultValue::Str("allow"))
+            .one_of(&["allow", "block"]),
+        Field::new("visibility", T::Json, "`{ metric_name, sampled_requests, cloudwatch_metrics }` for the ACL").required(),
+        Field::new("rules", T::JsonList, "Rules; see the manifest reference").default(DefaultValue::EmptyList),
+        TAGS,
+    ],
+    physical_name: "name",
+    create_before_destroy: false,
+    retain_on_delete: false,
+    outputs: &[("arn", "Web ACL ARN"), ("id", "Web ACL id"), ("name", "Web ACL name")],
+    taggable: true,
+    singleton: false,
+};
+
+/// `aws_wafv2_web_acl`: A WAFv2 web ACL with its rules (managed rule groups, geo match, rate-based).
+pub struct WebAcl;
+
+impl Resource for WebAcl {
+    type Spec = Map<String, Value>;
+    const KIND: Kind = Kind::WebAcl;
+
+    fn schema() -> &'static KindSchema {
+        &SCHEMA
+    }
+
+    fn physical_id(_spec: &Self::Spec) -> Option<String> {
+        None
+    }
+
+    fn parent(_id: &str) -> Option<(Kind, String)> {
+        None
+    }
+
+    fn canonical_id(id: &str) -> String {
+        id.to_string()
+    }
+
+    fn derived_outputs(_spec: &Self::Spec) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+
+    fn finishes_incomplete() -> bool {
+        true
+    }
+
+    async fn read(aws: &Aws, id: &str) -> Result<Option<Observed<Self::Spec>>> {
+        Ok(read(aws, id).await?.map(|l| Observed { spec: l.attrs, outputs: l.outputs }))
+    }
+
+    async fn find(aws: &Aws, spec: &Self::Spec, _taken: &std::collections::HashSet<String>) -> Result<Option<(String, Observed<Self::Spec>)>> {
+        Ok(find(aws, super::super::str_attr(spec, "scope"), super::super::str_attr(spec, "name")).await?.map(|(id, l)| (id, Observed { spec: l.attrs, outputs: l.outputs })))
+    }
+
+    async fn create(aws: &Aws, spec: &Self::Spec, artifact: Option<&crate::artifact::Artifact>) -> Result<Applied> {
+        create(aws, Desired { attrs: spec, artifact }).await
+    }
+
+    async fn update(
+        aws: &Aws,
+        id: &str,
+        current: &Self::Spec,
+        desired: &Self::Spec,
+        artifact: Option<&crate::artifact::Artifact>,
+    ) -> Result<Applied> {
+        update(aws, id, current, Desired { attrs: desired, artifact }).await
+    }
+
+    async fn delete(aws: &Aws, id: &str) -> Result<()> {
+        delete(aws, id).await
     }
 }
 

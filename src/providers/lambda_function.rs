@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::retry::{Backoff, with_backoff};
 use super::{Applied, Aws, Desired, Live, ProviderError, Result, changed, int_attr, str_attr, string_map, tag_changes};
-use crate::manifest::schema::CODE_SHA256;
+use super::schema::CODE_SHA256;
 
 const SETTLE: Duration = Duration::from_secs(300);
 
@@ -184,5 +184,135 @@ pub async fn delete(aws: &Aws, name: &str) -> Result<()> {
         Ok(_) => Ok(()),
         Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(()),
         Err(e) => Err(ProviderError::sdk("lambda:DeleteFunction", e)),
+    }
+}
+
+// ---- the kind: schema and the registry's entry ----
+
+use crate::providers::resource::{Observed, Resource};
+use crate::providers::schema::{DefaultValue, Field, FieldType as T, KindSchema, TAGS};
+use crate::providers::{Kind, rules};
+
+pub const LAMBDA_RUNTIMES: &[&str] = &[
+    "python3.9",
+    "python3.10",
+    "python3.11",
+    "python3.12",
+    "python3.13",
+    "python3.14",
+    "nodejs18.x",
+    "nodejs20.x",
+    "nodejs22.x",
+    "nodejs24.x",
+    "java11",
+    "java17",
+    "java21",
+    "java25",
+    "dotnet8",
+    "ruby3.2",
+    "ruby3.3",
+    "ruby3.4",
+    "provided.al2",
+    "provided.al2023",
+];
+
+
+/// `Name`, `Name:qualifier`, `123456789012:function:Name` or a function ARN → the function's name
+/// (with its qualifier, which names another policy).
+pub(crate) fn function_name(f: &str) -> &str {
+    f.split_once("function:").map_or(f, |(_, rest)| rest)
+}
+
+pub static SCHEMA: KindSchema = KindSchema {
+    type_name: "aws_lambda_function",
+    doc: "A Lambda function whose code is a file or folder next to the manifest, zipped in-process.",
+    fields: &[
+        Field::new("function_name", T::String, "Function name").required().force_new().check(rules::lambda_function_name),
+        Field::new("runtime", T::String, "Runtime identifier").required().one_of(LAMBDA_RUNTIMES),
+        Field::new("handler", T::String, "Handler, e.g. `index.handler`").required().check(rules::lambda_handler),
+        Field::new("role", T::String, "Execution role ARN, usually `${role.arn}`").required(),
+        Field::new("code", T::Path, "File or folder with the code, relative to the manifest").required(),
+        Field::new("memory_size", T::Integer { min: 128, max: 10240 }, "Memory in MB").default(DefaultValue::Int(128)),
+        Field::new("timeout", T::Integer { min: 1, max: 900 }, "Timeout in seconds").default(DefaultValue::Int(3)),
+        Field::new("description", T::String, "Description").default(DefaultValue::Str("")).check(rules::lambda_description),
+        Field::new("architecture", T::String, "Instruction set").default(DefaultValue::Str("x86_64")).one_of(&["x86_64", "arm64"]),
+        Field::new("environment", T::StringMap, "Environment variables").default(DefaultValue::EmptyMap),
+        Field::new(
+            "secret_environment",
+            T::StringMap,
+            "Environment variables whose values are never shown nor stored in the state (only a hash)",
+        )
+        .default(DefaultValue::EmptyMap)
+        .secret(),
+        TAGS,
+    ],
+    physical_name: "function_name",
+    create_before_destroy: false,
+    retain_on_delete: false,
+    outputs: &[
+        ("arn", "Function ARN"),
+        ("name", "Function name"),
+        ("invoke_arn", "ARN API Gateway uses to invoke the function"),
+        ("code_sha256", "Base64 SHA-256 of the deployed zip"),
+    ],
+    taggable: true,
+    singleton: false,
+};
+
+/// `aws_lambda_function`: A Lambda function whose code is a file or folder next to the manifest, zipped in-process.
+pub struct LambdaFunction;
+
+impl Resource for LambdaFunction {
+    type Spec = Map<String, Value>;
+    const KIND: Kind = Kind::LambdaFunction;
+
+    fn schema() -> &'static KindSchema {
+        &SCHEMA
+    }
+
+    fn physical_id(spec: &Self::Spec) -> Option<String> {
+        Some(super::str_attr(spec, "function_name").to_string())
+    }
+
+    fn parent(_id: &str) -> Option<(Kind, String)> {
+        None
+    }
+
+    fn canonical_id(id: &str) -> String {
+        function_name(id).to_string()
+    }
+
+    fn derived_outputs(_spec: &Self::Spec) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+
+    fn finishes_incomplete() -> bool {
+        false
+    }
+
+    async fn read(aws: &Aws, id: &str) -> Result<Option<Observed<Self::Spec>>> {
+        Ok(read(aws, id).await?.map(|l| Observed { spec: l.attrs, outputs: l.outputs }))
+    }
+
+    async fn find(aws: &Aws, spec: &Self::Spec, _taken: &std::collections::HashSet<String>) -> Result<Option<(String, Observed<Self::Spec>)>> {
+        crate::providers::resource::find_by_name::<Self>(aws, spec).await
+    }
+
+    async fn create(aws: &Aws, spec: &Self::Spec, artifact: Option<&crate::artifact::Artifact>) -> Result<Applied> {
+        create(aws, Desired { attrs: spec, artifact }).await
+    }
+
+    async fn update(
+        aws: &Aws,
+        id: &str,
+        current: &Self::Spec,
+        desired: &Self::Spec,
+        artifact: Option<&crate::artifact::Artifact>,
+    ) -> Result<Applied> {
+        update(aws, id, current, Desired { attrs: desired, artifact }).await
+    }
+
+    async fn delete(aws: &Aws, id: &str) -> Result<()> {
+        delete(aws, id).await
     }
 }

@@ -236,6 +236,93 @@ pub async fn delete(aws: &Aws, name: &str) -> Result<()> {
     }
 }
 
+
+// ---- the kind: schema and the registry's entry ----
+
+use crate::providers::resource::{Observed, Resource};
+use crate::providers::schema::{DefaultValue, Field, FieldType as T, KindSchema, TAGS};
+use crate::providers::{Kind, rules};
+
+pub static SCHEMA: KindSchema = KindSchema {
+    type_name: "aws_iam_role",
+    doc: "An IAM role with its trust policy, inline policies and managed policy attachments.",
+    fields: &[
+        Field::new("name", T::String, "Role name").required().force_new().check(rules::iam_role_name),
+        Field::new("assume_role_policy", T::Json, "Trust policy document").required(),
+        Field::new("description", T::String, "Description").default(DefaultValue::Str("")).check(rules::iam_description),
+        Field::new("path", T::String, "Path").default(DefaultValue::Str("/")).force_new().check(rules::iam_path),
+        Field::new("max_session_duration", T::Integer { min: 3600, max: 43200 }, "Maximum session duration in seconds")
+            .default(DefaultValue::Int(3600)),
+        Field::new("inline_policies", T::JsonMap, "Inline policies: policy name → policy document").default(DefaultValue::EmptyMap),
+        Field::new("managed_policy_arns", T::StringList, "ARNs of managed policies to attach").default(DefaultValue::EmptyList),
+        TAGS,
+    ],
+    physical_name: "name",
+    create_before_destroy: false,
+    retain_on_delete: false,
+    outputs: &[("arn", "Role ARN"), ("name", "Role name"), ("id", "Role id")],
+    taggable: true,
+    singleton: false,
+};
+
+/// `aws_iam_role`: An IAM role with its trust policy, inline policies and managed policy attachments.
+pub struct IamRole;
+
+impl Resource for IamRole {
+    type Spec = Map<String, Value>;
+    const KIND: Kind = Kind::IamRole;
+
+    fn schema() -> &'static KindSchema {
+        &SCHEMA
+    }
+
+    fn physical_id(spec: &Self::Spec) -> Option<String> {
+        Some(super::str_attr(spec, "name").to_string())
+    }
+
+    fn parent(_id: &str) -> Option<(Kind, String)> {
+        None
+    }
+
+    fn canonical_id(id: &str) -> String {
+        id.to_string()
+    }
+
+    fn derived_outputs(_spec: &Self::Spec) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+
+    fn finishes_incomplete() -> bool {
+        true
+    }
+
+    async fn read(aws: &Aws, id: &str) -> Result<Option<Observed<Self::Spec>>> {
+        Ok(read(aws, id).await?.map(|l| Observed { spec: l.attrs, outputs: l.outputs }))
+    }
+
+    async fn find(aws: &Aws, spec: &Self::Spec, _taken: &std::collections::HashSet<String>) -> Result<Option<(String, Observed<Self::Spec>)>> {
+        crate::providers::resource::find_by_name::<Self>(aws, spec).await
+    }
+
+    async fn create(aws: &Aws, spec: &Self::Spec, artifact: Option<&crate::artifact::Artifact>) -> Result<Applied> {
+        create(aws, Desired { attrs: spec, artifact }).await
+    }
+
+    async fn update(
+        aws: &Aws,
+        id: &str,
+        current: &Self::Spec,
+        desired: &Self::Spec,
+        artifact: Option<&crate::artifact::Artifact>,
+    ) -> Result<Applied> {
+        update(aws, id, current, Desired { attrs: desired, artifact }).await
+    }
+
+    async fn delete(aws: &Aws, id: &str) -> Result<()> {
+        delete(aws, id).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

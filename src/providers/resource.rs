@@ -1,0 +1,191 @@
+//! The one trait every resource kind implements ([`Resource`]), and its object-safe face
+//! ([`Provider`]) that the engine calls through the registry ([`Kind::provider`]).
+//!
+//! A kind module holds everything the kind knows: its schema, a typed spec (the resolved attributes,
+//! deserialised once, so providers never read fields by string), its physical id, how to find what
+//! an interrupted create left behind, derived outputs, and read / create / update / delete. Which AWS
+//! errors mean "not found" and "already exists" is decided where the SDK's typed error is still at
+//! hand (see [`ProviderError::sdk_classified`](super::ProviderError::sdk_classified)).
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::marker::PhantomData;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::registry::Kind;
+use super::schema::KindSchema;
+use super::{Applied, Aws, Desired, Live, ProviderError, Result};
+use crate::artifact::Artifact;
+
+/// A resource as read from AWS, typed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed<S> {
+    /// Its attributes in the manifest's shape.
+    pub spec: S,
+    /// What other resources may reference (`${name.output}`).
+    pub outputs: BTreeMap<String, String>,
+}
+
+/// One resource kind. Every item is required: a kind that misses a piece does not compile.
+pub trait Resource: Send + Sync + 'static {
+    /// The kind's attributes, as the manifest gives them (defaults filled in, references resolved)
+    /// and as `read` reports them.
+    type Spec: Serialize + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static;
+
+    const KIND: Kind;
+
+    /// Fields, defaults, outputs: what validation, planning and the manifest reference read.
+    fn schema() -> &'static KindSchema;
+
+    /// The physical id the spec fixes (a name), or `None` when AWS assigns it at create.
+    fn physical_id(spec: &Self::Spec) -> Option<String>;
+
+    /// The resource this one belongs to, as (kind, physical id); the parent's owner owns an
+    /// untaggable child.
+    fn parent(id: &str) -> Option<(Kind, String)>;
+
+    /// The physical id as AWS identifies the resource, for telling whether two ids name the same one.
+    fn canonical_id(id: &str) -> String;
+
+    /// Outputs that follow from the spec alone, known at plan time before the resource exists.
+    fn derived_outputs(spec: &Self::Spec) -> BTreeMap<String, String>;
+
+    /// Whether an update finishes a resource whose create did not (see [`ProviderError::Incomplete`]);
+    /// if not, such a resource is replaced.
+    fn finishes_incomplete() -> bool;
+
+    /// Reads the resource with physical id `id`; `None` if it does not exist.
+    fn read(aws: &Aws, id: &str) -> impl Future<Output = Result<Option<Observed<Self::Spec>>>> + Send;
+
+    /// Looks for what an interrupted create may have made from `spec`; `taken` holds the physical ids
+    /// the state already owns. Tag ownership is checked by the caller.
+    fn find(aws: &Aws, spec: &Self::Spec, taken: &HashSet<String>) -> impl Future<Output = Result<Option<(String, Observed<Self::Spec>)>>> + Send;
+
+    fn create(aws: &Aws, spec: &Self::Spec, artifact: Option<&Artifact>) -> impl Future<Output = Result<Applied>> + Send;
+
+    /// Brings the resource `id` from `current` (as last read) to `desired`.
+    fn update(
+        aws: &Aws,
+        id: &str,
+        current: &Self::Spec,
+        desired: &Self::Spec,
+        artifact: Option<&Artifact>,
+    ) -> impl Future<Output = Result<Applied>> + Send;
+
+    /// Deletes the resource; one already gone is success.
+    fn delete(aws: &Aws, id: &str) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// A [`Resource`] as the engine calls it: attributes as JSON maps, futures boxed.
+pub trait Provider: Send + Sync {
+    fn kind(&self) -> Kind;
+    fn schema(&self) -> &'static KindSchema;
+    /// The typed spec of `attrs`, back as the JSON map `read` reports (defaults and canonical
+    /// shapes included): the manifest attributes → spec → live attributes round trip.
+    fn normalize(&self, attrs: &Map<String, Value>) -> Result<Map<String, Value>>;
+    fn physical_id(&self, attrs: &Map<String, Value>) -> Result<Option<String>>;
+    fn parent(&self, id: &str) -> Option<(Kind, String)>;
+    fn canonical_id(&self, id: &str) -> String;
+    fn derived_outputs(&self, attrs: &Map<String, Value>) -> Result<BTreeMap<String, String>>;
+    fn finishes_incomplete(&self) -> bool;
+    fn read<'a>(&'a self, aws: &'a Aws, id: &'a str) -> BoxFuture<'a, Result<Option<Live>>>;
+    fn find<'a>(
+        &'a self,
+        aws: &'a Aws,
+        attrs: &'a Map<String, Value>,
+        taken: &'a HashSet<String>,
+    ) -> BoxFuture<'a, Result<Option<(String, Live)>>>;
+    fn create<'a>(&'a self, aws: &'a Aws, desired: Desired<'a>) -> BoxFuture<'a, Result<Applied>>;
+    fn update<'a>(&'a self, aws: &'a Aws, id: &'a str, current: &'a Map<String, Value>, desired: Desired<'a>)
+    -> BoxFuture<'a, Result<Applied>>;
+    fn delete<'a>(&'a self, aws: &'a Aws, id: &'a str) -> BoxFuture<'a, Result<()>>;
+}
+
+/// The registry's entry for kind `R`.
+pub struct Registered<R>(PhantomData<fn() -> R>);
+
+impl<R> Registered<R> {
+    pub const NEW: Registered<R> = Registered(PhantomData);
+}
+
+fn spec<R: Resource>(attrs: &Map<String, Value>) -> Result<R::Spec> {
+    serde_json::from_value::<R::Spec>(Value::Object(attrs.clone())).map_err(|e| ProviderError::Spec { kind: R::KIND.type_name(), detail: e.to_string() })
+}
+
+fn live<R: Resource>(o: Observed<R::Spec>) -> Result<Live> {
+    match serde_json::to_value(&o.spec) {
+        Ok(Value::Object(attrs)) => Ok(Live { attrs, outputs: o.outputs }),
+        Ok(other) => Err(ProviderError::Spec { kind: R::KIND.type_name(), detail: format!("spec serialised as {other}, not a table") }),
+        Err(e) => Err(ProviderError::Spec { kind: R::KIND.type_name(), detail: e.to_string() }),
+    }
+}
+
+impl<R: Resource> Provider for Registered<R> {
+    fn kind(&self) -> Kind {
+        R::KIND
+    }
+    fn schema(&self) -> &'static KindSchema {
+        R::schema()
+    }
+    fn normalize(&self, attrs: &Map<String, Value>) -> Result<Map<String, Value>> {
+        live::<R>(Observed { spec: spec::<R>(attrs)?, outputs: BTreeMap::new() }).map(|l| l.attrs)
+    }
+    fn physical_id(&self, attrs: &Map<String, Value>) -> Result<Option<String>> {
+        Ok(R::physical_id(&spec::<R>(attrs)?))
+    }
+    fn parent(&self, id: &str) -> Option<(Kind, String)> {
+        R::parent(id)
+    }
+    fn canonical_id(&self, id: &str) -> String {
+        R::canonical_id(id)
+    }
+    fn derived_outputs(&self, attrs: &Map<String, Value>) -> Result<BTreeMap<String, String>> {
+        Ok(R::derived_outputs(&spec::<R>(attrs)?))
+    }
+    fn finishes_incomplete(&self) -> bool {
+        R::finishes_incomplete()
+    }
+    fn read<'a>(&'a self, aws: &'a Aws, id: &'a str) -> BoxFuture<'a, Result<Option<Live>>> {
+        Box::pin(async move { R::read(aws, id).await?.map(live::<R>).transpose() })
+    }
+    fn find<'a>(
+        &'a self,
+        aws: &'a Aws,
+        attrs: &'a Map<String, Value>,
+        taken: &'a HashSet<String>,
+    ) -> BoxFuture<'a, Result<Option<(String, Live)>>> {
+        Box::pin(async move {
+            let spec = spec::<R>(attrs)?;
+            match R::find(aws, &spec, taken).await? {
+                Some((id, o)) => Ok(Some((id, live::<R>(o)?))),
+                None => Ok(None),
+            }
+        })
+    }
+    fn create<'a>(&'a self, aws: &'a Aws, desired: Desired<'a>) -> BoxFuture<'a, Result<Applied>> {
+        Box::pin(async move { R::create(aws, &spec::<R>(desired.attrs)?, desired.artifact).await })
+    }
+    fn update<'a>(
+        &'a self,
+        aws: &'a Aws,
+        id: &'a str,
+        current: &'a Map<String, Value>,
+        desired: Desired<'a>,
+    ) -> BoxFuture<'a, Result<Applied>> {
+        Box::pin(async move { R::update(aws, id, &spec::<R>(current)?, &spec::<R>(desired.attrs)?, desired.artifact).await })
+    }
+    fn delete<'a>(&'a self, aws: &'a Aws, id: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(R::delete(aws, id))
+    }
+}
+
+/// Finds by physical id, for kinds whose spec fixes it: what an interrupted create made is simply
+/// there under its name.
+pub async fn find_by_name<R: Resource>(aws: &Aws, spec: &R::Spec) -> Result<Option<(String, Observed<R::Spec>)>> {
+    let Some(id) = R::physical_id(spec) else { return Ok(None) };
+    Ok(R::read(aws, &id).await?.map(|o| (id, o)))
+}

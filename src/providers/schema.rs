@@ -1,0 +1,158 @@
+//! What a resource kind accepts: the schema types each kind module fills in (pure data, read by
+//! validation, planning and the manifest reference).
+
+use serde_json::{Value, json};
+
+/// The shape a field's value must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldType {
+    String,
+    /// An integer within an inclusive range.
+    Integer {
+        min: i64,
+        max: i64,
+    },
+    Boolean,
+    StringList,
+    /// A table of string values (tags, environment variables).
+    StringMap,
+    /// Any TOML table, kept as a JSON document (IAM policy documents).
+    Json,
+    /// A table whose values are JSON documents (inline policies by name).
+    JsonMap,
+    /// An array of tables (API routes, WAF rules); compared as a set.
+    JsonList,
+    /// A path relative to the manifest file (Lambda code: a file or a folder).
+    Path,
+}
+
+impl FieldType {
+    pub fn describe(self) -> &'static str {
+        match self {
+            FieldType::String => "a string",
+            FieldType::Integer { .. } => "an integer",
+            FieldType::Boolean => "a boolean",
+            FieldType::StringList => "an array of strings",
+            FieldType::StringMap => "a table of strings",
+            FieldType::Json => "a table (JSON document)",
+            FieldType::JsonMap => "a table of tables (JSON documents by name)",
+            FieldType::JsonList => "an array of tables",
+            FieldType::Path => "a path (string) relative to the manifest",
+        }
+    }
+}
+
+/// A field's default when the manifest leaves it out.
+#[derive(Debug, Clone, Copy)]
+pub enum DefaultValue {
+    Int(i64),
+    Str(&'static str),
+    Bool(bool),
+    EmptyMap,
+    EmptyList,
+}
+
+impl DefaultValue {
+    pub fn value(self) -> Value {
+        match self {
+            DefaultValue::Int(i) => json!(i),
+            DefaultValue::Str(s) => json!(s),
+            DefaultValue::Bool(b) => json!(b),
+            DefaultValue::EmptyMap => json!({}),
+            DefaultValue::EmptyList => json!([]),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Field {
+    pub name: &'static str,
+    pub ty: FieldType,
+    pub required: bool,
+    /// Changing it means the resource must be replaced.
+    pub force_new: bool,
+    pub default: Option<DefaultValue>,
+    /// One of these values, if set.
+    pub one_of: &'static [&'static str],
+    /// Values never shown (plan, JSON, logs) nor stored (the state keeps a hash).
+    pub secret: bool,
+    /// The rule AWS holds a literal string value to (names, lengths, characters), checked at validate
+    /// time; a value holding a `${...}` reference is only known at apply, and AWS checks it then.
+    pub check: Option<Check>,
+    pub doc: &'static str,
+}
+
+/// Checks one literal string; the error says what AWS accepts, without repeating the value.
+pub type Check = fn(&str) -> Result<(), String>;
+
+impl Field {
+    pub const fn new(name: &'static str, ty: FieldType, doc: &'static str) -> Field {
+        Field { name, ty, required: false, force_new: false, default: None, one_of: &[], secret: false, check: None, doc }
+    }
+    pub const fn required(mut self) -> Field {
+        self.required = true;
+        self
+    }
+    pub const fn force_new(mut self) -> Field {
+        self.force_new = true;
+        self
+    }
+    pub const fn default(mut self, d: DefaultValue) -> Field {
+        self.default = Some(d);
+        self
+    }
+    pub const fn secret(mut self) -> Field {
+        self.secret = true;
+        self
+    }
+    pub const fn one_of(mut self, values: &'static [&'static str]) -> Field {
+        self.one_of = values;
+        self
+    }
+    pub const fn check(mut self, check: Check) -> Field {
+        self.check = Some(check);
+        self
+    }
+}
+
+#[derive(Debug)]
+pub struct KindSchema {
+    pub type_name: &'static str,
+    pub doc: &'static str,
+    pub fields: &'static [Field],
+    /// The field that holds the resource's physical name (unique per kind and account); "" if none.
+    pub physical_name: &'static str,
+    /// Replacement creates the new one first, moves dependents, then deletes the old one.
+    pub create_before_destroy: bool,
+    /// A setting, not a resource: delete leaves it in place.
+    pub retain_on_delete: bool,
+    /// What other resources may reference as `${name.output}`.
+    pub outputs: &'static [(&'static str, &'static str)],
+    /// Whether the kind carries tags (ownership tags are added to every taggable resource).
+    pub taggable: bool,
+    /// A region-wide setting there is one of per account and region: one stack owns it.
+    pub singleton: bool,
+}
+
+impl KindSchema {
+    pub fn field(&self, name: &str) -> Option<&'static Field> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+    pub fn has_output(&self, name: &str) -> bool {
+        self.outputs.iter().any(|(o, _)| *o == name)
+    }
+}
+
+
+/// The `tags` field every taggable kind has.
+pub const TAGS: Field = Field::new(
+    "tags",
+    FieldType::StringMap,
+    "Tags; the ownership tags `reconcile:stack`, `reconcile:managed-by` and `reconcile:resource` are added",
+)
+.default(DefaultValue::EmptyMap);
+
+
+/// Fields computed from the manifest rather than written in it: the Base64 SHA-256 of a function's
+/// code zip, next to its `code` path.
+pub const CODE_SHA256: &str = "code_sha256";
