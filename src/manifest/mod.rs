@@ -358,23 +358,9 @@ impl<'a> Validator<'a> {
                 }
             }
         }
-        if kind == Kind::LambdaFunction {
-            let size: usize = ["environment", "secret_environment"]
-                .iter()
-                .filter_map(|f| draft.attrs.get(*f).and_then(Value::as_object))
-                .flat_map(|m| m.iter())
-                .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
-                .sum();
-            if size > rules::LAMBDA_ENV_MAX_BYTES {
-                let at = table.get("environment").or_else(|| table.get("secret_environment")).map_or(key.span(), |v| v.span());
-                self.err(
-                    &at,
-                    format!(
-                        "the environment variables take {size} bytes (names and values, `environment` and `secret_environment` together); Lambda allows {}",
-                        rules::LAMBDA_ENV_MAX_BYTES
-                    ),
-                );
-            }
+        for (field, message) in kind.provider().check(&draft.attrs) {
+            let at = table.get(field).map_or(key.span(), |v| v.span());
+            self.err(&at, message);
         }
         for field in schema.fields {
             if draft.attrs.contains_key(field.name) {
@@ -438,15 +424,10 @@ impl<'a> Validator<'a> {
                     self.err(&span, format!("`{}` = {n} is out of range {min}..={max}", field.name));
                     return None;
                 }
-                if draft.kind == Kind::LogGroup && field.name == "retention_in_days" && n != 0 && !schema::LOG_RETENTION_DAYS.contains(&n) {
-                    let allowed: Vec<_> = schema::LOG_RETENTION_DAYS.iter().map(|d| d.to_string()).collect();
-                    self.err(
-                        &span,
-                        format!(
-                            "`retention_in_days` = {n} is not a value CloudWatch Logs accepts; one of: 0 (never expire), {}",
-                            allowed.join(", ")
-                        ),
-                    );
+                if let Some(check) = field.int_check
+                    && let Err(e) = check(n)
+                {
+                    self.err(&span, format!("`{}` = {n} {e}", field.name));
                     return None;
                 }
                 json!(n)
@@ -481,10 +462,10 @@ impl<'a> Validator<'a> {
                                 if let Err(e) = Some(text).filter(|t| !t.contains("${")).map_or(Ok(()), rules::tag_value) {
                                     self.err(&v.span(), format!("the value of tag `{}` {e}", shown(k.get_ref())));
                                 }
-                            } else if draft.kind == Kind::LambdaFunction
-                                && let Err(e) = rules::lambda_env_name(k.get_ref())
+                            } else if let Some((what, check)) = field.keys
+                                && let Err(e) = check(k.get_ref())
                             {
-                                self.err(&k.span(), format!("environment variable name `{}` {e}", shown(k.get_ref())));
+                                self.err(&k.span(), format!("{what} `{}` {e}", shown(k.get_ref())));
                             }
                             draft.string_spans.push((v.span(), s.to_string()));
                             map.insert(k.get_ref().to_string(), json!(s));
@@ -510,7 +491,7 @@ impl<'a> Validator<'a> {
             }
             (FieldType::Json, DeValue::Table(_)) => {
                 let doc = self.json(draft, value);
-                match schema::structured(draft.kind, field.name, doc) {
+                match draft.kind.provider().structured(field.name, doc) {
                     Ok(v) => v,
                     Err(msg) => {
                         self.err(&span, format!("`{}`: {msg}", field.name));
@@ -521,7 +502,6 @@ impl<'a> Validator<'a> {
             (FieldType::JsonList, DeValue::Array(items)) => {
                 let mut list = Vec::new();
                 let mut ok = true;
-                // WAF rejects a web ACL whose rules repeat a name or a priority (WAFInvalidParameterException).
                 let mut seen: HashMap<(&str, String), usize> = HashMap::new();
                 for (i, item) in items.iter().enumerate() {
                     if !matches!(item.get_ref(), DeValue::Table(_)) {
@@ -530,15 +510,18 @@ impl<'a> Validator<'a> {
                         continue;
                     }
                     let doc = self.json(draft, item);
-                    match schema::structured(draft.kind, field.name, doc) {
+                    match draft.kind.provider().structured(field.name, doc) {
                         Ok(v) => {
-                            if draft.kind == Kind::WebAcl && field.name == "rules" {
-                                for key in ["name", "priority"] {
+                            {
+                                for &key in field.unique {
                                     let Some(value) = v.get(key).map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string)) else {
                                         continue;
                                     };
                                     if let Some(first) = seen.insert((key, value.clone()), i) {
-                                        self.err(&item.span(), format!("`rules[{i}]`: {key} {value} is already used by `rules[{first}]`; WAF needs each rule's {key} to be unique"));
+                                        self.err(&item.span(), format!(
+                                            "`{f}[{i}]`: {key} {value} is already used by `{f}[{first}]`; AWS needs each one's {key} to be unique",
+                                            f = field.name
+                                        ));
                                         ok = false;
                                     }
                                 }
@@ -561,10 +544,10 @@ impl<'a> Validator<'a> {
                 for (k, v) in t.iter() {
                     match v.get_ref() {
                         DeValue::Table(_) => {
-                            if draft.kind == Kind::IamRole
-                                && let Err(e) = rules::iam_policy_name(k.get_ref())
+                            if let Some((what, check)) = field.keys
+                                && let Err(e) = check(k.get_ref())
                             {
-                                self.err(&k.span(), format!("policy name `{}` {e}", shown(k.get_ref())));
+                                self.err(&k.span(), format!("{what} `{}` {e}", shown(k.get_ref())));
                             }
                             let doc = self.json(draft, v);
                             map.insert(k.get_ref().to_string(), doc);

@@ -100,7 +100,11 @@ impl ProviderError {
 
     /// Converts an SDK error, with `classify` telling from the operation's typed error what it means:
     /// `|e| if e.is_resource_not_found_exception() { ErrorClass::NotFound } else { ErrorClass::Other }`.
-    pub fn sdk_classified<E>(operation: &'static str, err: SdkError<E, HttpResponse>, classify: impl FnOnce(&E) -> ErrorClass) -> ProviderError
+    pub fn sdk_classified<E>(
+        operation: &'static str,
+        err: SdkError<E, HttpResponse>,
+        classify: impl FnOnce(&E) -> ErrorClass,
+    ) -> ProviderError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {

@@ -236,7 +236,6 @@ pub async fn delete(aws: &Aws, name: &str) -> Result<()> {
     }
 }
 
-
 // ---- the kind: schema and the registry's entry ----
 
 use crate::providers::resource::{Observed, Resource};
@@ -253,7 +252,9 @@ pub static SCHEMA: KindSchema = KindSchema {
         Field::new("path", T::String, "Path").default(DefaultValue::Str("/")).force_new().check(rules::iam_path),
         Field::new("max_session_duration", T::Integer { min: 3600, max: 43200 }, "Maximum session duration in seconds")
             .default(DefaultValue::Int(3600)),
-        Field::new("inline_policies", T::JsonMap, "Inline policies: policy name → policy document").default(DefaultValue::EmptyMap),
+        Field::new("inline_policies", T::JsonMap, "Inline policies: policy name → policy document")
+            .default(DefaultValue::EmptyMap)
+            .keys("policy name", rules::iam_policy_name),
         Field::new("managed_policy_arns", T::StringList, "ARNs of managed policies to attach").default(DefaultValue::EmptyList),
         TAGS,
     ],
@@ -300,7 +301,11 @@ impl Resource for IamRole {
         Ok(read(aws, id).await?.map(|l| Observed { spec: l.attrs, outputs: l.outputs }))
     }
 
-    async fn find(aws: &Aws, spec: &Self::Spec, _taken: &std::collections::HashSet<String>) -> Result<Option<(String, Observed<Self::Spec>)>> {
+    async fn find(
+        aws: &Aws,
+        spec: &Self::Spec,
+        _taken: &std::collections::HashSet<String>,
+    ) -> Result<Option<(String, Observed<Self::Spec>)>> {
         crate::providers::resource::find_by_name::<Self>(aws, spec).await
     }
 

@@ -9,8 +9,8 @@ use aws_sdk_lambda::types::{Architecture, Environment, FunctionCode, Runtime};
 use serde_json::{Map, Value, json};
 
 use super::retry::{Backoff, with_backoff};
-use super::{Applied, Aws, Desired, Live, ProviderError, Result, changed, int_attr, str_attr, string_map, tag_changes};
 use super::schema::CODE_SHA256;
+use super::{Applied, Aws, Desired, Live, ProviderError, Result, changed, int_attr, str_attr, string_map, tag_changes};
 
 const SETTLE: Duration = Duration::from_secs(300);
 
@@ -216,7 +216,6 @@ pub const LAMBDA_RUNTIMES: &[&str] = &[
     "provided.al2023",
 ];
 
-
 /// `Name`, `Name:qualifier`, `123456789012:function:Name` or a function ARN → the function's name
 /// (with its qualifier, which names another policy).
 pub(crate) fn function_name(f: &str) -> &str {
@@ -236,13 +235,16 @@ pub static SCHEMA: KindSchema = KindSchema {
         Field::new("timeout", T::Integer { min: 1, max: 900 }, "Timeout in seconds").default(DefaultValue::Int(3)),
         Field::new("description", T::String, "Description").default(DefaultValue::Str("")).check(rules::lambda_description),
         Field::new("architecture", T::String, "Instruction set").default(DefaultValue::Str("x86_64")).one_of(&["x86_64", "arm64"]),
-        Field::new("environment", T::StringMap, "Environment variables").default(DefaultValue::EmptyMap),
+        Field::new("environment", T::StringMap, "Environment variables")
+            .default(DefaultValue::EmptyMap)
+            .keys("environment variable name", rules::lambda_env_name),
         Field::new(
             "secret_environment",
             T::StringMap,
             "Environment variables whose values are never shown nor stored in the state (only a hash)",
         )
         .default(DefaultValue::EmptyMap)
+        .keys("environment variable name", rules::lambda_env_name)
         .secret(),
         TAGS,
     ],
@@ -294,7 +296,11 @@ impl Resource for LambdaFunction {
         Ok(read(aws, id).await?.map(|l| Observed { spec: l.attrs, outputs: l.outputs }))
     }
 
-    async fn find(aws: &Aws, spec: &Self::Spec, _taken: &std::collections::HashSet<String>) -> Result<Option<(String, Observed<Self::Spec>)>> {
+    async fn find(
+        aws: &Aws,
+        spec: &Self::Spec,
+        _taken: &std::collections::HashSet<String>,
+    ) -> Result<Option<(String, Observed<Self::Spec>)>> {
         crate::providers::resource::find_by_name::<Self>(aws, spec).await
     }
 
@@ -314,5 +320,26 @@ impl Resource for LambdaFunction {
 
     async fn delete(aws: &Aws, id: &str) -> Result<()> {
         delete(aws, id).await
+    }
+
+    /// Lambda's quota on the environment: names and values of both maps together.
+    fn check(attrs: &Map<String, Value>) -> Vec<(&'static str, String)> {
+        let size: usize = ["environment", "secret_environment"]
+            .iter()
+            .filter_map(|f| attrs.get(*f).and_then(Value::as_object))
+            .flat_map(|m| m.iter())
+            .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+            .sum();
+        if size <= rules::LAMBDA_ENV_MAX_BYTES {
+            return Vec::new();
+        }
+        let field = if attrs.contains_key("environment") { "environment" } else { "secret_environment" };
+        vec![(
+            field,
+            format!(
+                "the environment variables take {size} bytes (names and values, `environment` and `secret_environment` together); Lambda allows {}",
+                rules::LAMBDA_ENV_MAX_BYTES
+            ),
+        )]
     }
 }

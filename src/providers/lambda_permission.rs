@@ -149,7 +149,6 @@ pub async fn delete(aws: &Aws, id: &str) -> Result<()> {
     .await
 }
 
-
 // ---- the kind: schema and the registry's entry ----
 
 use crate::providers::resource::{Observed, Resource};
@@ -230,7 +229,11 @@ impl Resource for LambdaPermission {
         Ok(read(aws, id).await?.map(|l| Observed { spec: l.attrs, outputs: l.outputs }))
     }
 
-    async fn find(aws: &Aws, spec: &Self::Spec, _taken: &std::collections::HashSet<String>) -> Result<Option<(String, Observed<Self::Spec>)>> {
+    async fn find(
+        aws: &Aws,
+        spec: &Self::Spec,
+        _taken: &std::collections::HashSet<String>,
+    ) -> Result<Option<(String, Observed<Self::Spec>)>> {
         crate::providers::resource::find_by_name::<Self>(aws, spec).await
     }
 

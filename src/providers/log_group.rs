@@ -2,8 +2,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use aws_sdk_cloudwatchlogs::operation::delete_log_group::DeleteLogGroupError;
 use aws_sdk_cloudwatchlogs::operation::create_log_group::CreateLogGroupError;
+use aws_sdk_cloudwatchlogs::operation::delete_log_group::DeleteLogGroupError;
 use serde::{Deserialize, Serialize};
 
 use super::resource::{Observed, Resource, find_by_name};
@@ -26,7 +26,8 @@ pub static SCHEMA: KindSchema = KindSchema {
             T::Integer { min: 0, max: 3653 },
             "Retention in days (one of the values CloudWatch accepts; 0 = never expire)",
         )
-        .default(DefaultValue::Int(0)),
+        .default(DefaultValue::Int(0))
+        .int_check(retention),
         TAGS,
     ],
     physical_name: "name",
@@ -36,6 +37,15 @@ pub static SCHEMA: KindSchema = KindSchema {
     taggable: true,
     singleton: false,
 };
+
+/// 0 (never expire) or a retention CloudWatch Logs offers.
+fn retention(days: i64) -> std::result::Result<(), String> {
+    if days == 0 || LOG_RETENTION_DAYS.contains(&days) {
+        return Ok(());
+    }
+    let allowed: Vec<_> = LOG_RETENTION_DAYS.iter().map(|d| d.to_string()).collect();
+    Err(format!("is not a value CloudWatch Logs accepts; one of: 0 (never expire), {}", allowed.join(", ")))
+}
 
 /// A log group as the manifest gives it and as `read` reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,18 +169,14 @@ impl Resource for LogGroup {
 
     async fn create(aws: &Aws, spec: &LogGroupSpec, _artifact: Option<&Artifact>) -> Result<Applied> {
         let name = spec.name.as_str();
-        aws.logs
-            .create_log_group()
-            .log_group_name(name)
-            .set_tags(Some(spec.tags.clone().into_iter().collect()))
-            .send()
-            .await
-            .map_err(|e| {
+        aws.logs.create_log_group().log_group_name(name).set_tags(Some(spec.tags.clone().into_iter().collect())).send().await.map_err(
+            |e| {
                 ProviderError::sdk_classified("logs:CreateLogGroup", e, |e| match e {
                     CreateLogGroupError::ResourceAlreadyExistsException(_) => ErrorClass::AlreadyExists,
                     _ => ErrorClass::Other,
                 })
-            })?;
+            },
+        )?;
         // The group exists from here on: a refused retention leaves it incomplete, recorded, not lost.
         let finish = async {
             if spec.retention_in_days > 0 {
@@ -184,7 +190,13 @@ impl Resource for LogGroup {
         }
     }
 
-    async fn update(aws: &Aws, name: &str, current: &LogGroupSpec, desired: &LogGroupSpec, _artifact: Option<&Artifact>) -> Result<Applied> {
+    async fn update(
+        aws: &Aws,
+        name: &str,
+        current: &LogGroupSpec,
+        desired: &LogGroupSpec,
+        _artifact: Option<&Artifact>,
+    ) -> Result<Applied> {
         if current.retention_in_days != desired.retention_in_days {
             set_retention(aws, name, desired.retention_in_days).await?;
         }

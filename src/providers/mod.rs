@@ -15,6 +15,7 @@ pub mod resource;
 pub mod retry;
 pub mod rules;
 pub mod schema;
+pub mod structured;
 pub mod tags;
 pub mod wafv2;
 

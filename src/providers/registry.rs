@@ -142,7 +142,11 @@ mod tests {
             let body = &reference[start + heading.len()..];
             let section = &body[..body.find("\n## ").unwrap_or(body.len())];
             for field in k.schema().fields {
-                assert!(section.contains(&format!("| `{}` |", field.name)), "docs/manifest.md, `## {k}`: no row for field `{}`", field.name);
+                assert!(
+                    section.contains(&format!("| `{}` |", field.name)),
+                    "docs/manifest.md, `## {k}`: no row for field `{}`",
+                    field.name
+                );
             }
             for (output, _) in k.schema().outputs {
                 assert!(section.contains(&format!("| `{output}` |")), "docs/manifest.md, `## {k}`: no row for output `{output}`");

@@ -63,7 +63,11 @@ pub trait Resource: Send + Sync + 'static {
 
     /// Looks for what an interrupted create may have made from `spec`; `taken` holds the physical ids
     /// the state already owns. Tag ownership is checked by the caller.
-    fn find(aws: &Aws, spec: &Self::Spec, taken: &HashSet<String>) -> impl Future<Output = Result<Option<(String, Observed<Self::Spec>)>>> + Send;
+    fn find(
+        aws: &Aws,
+        spec: &Self::Spec,
+        taken: &HashSet<String>,
+    ) -> impl Future<Output = Result<Option<(String, Observed<Self::Spec>)>>> + Send;
 
     fn create(aws: &Aws, spec: &Self::Spec, artifact: Option<&Artifact>) -> impl Future<Output = Result<Applied>> + Send;
 
@@ -78,6 +82,20 @@ pub trait Resource: Send + Sync + 'static {
 
     /// Deletes the resource; one already gone is success.
     fn delete(aws: &Aws, id: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// Validates one structured value (an element of an array of tables, a JSON document) of `field`
+    /// and fills in its defaults, so that it has the canonical shape `read` reports. Kinds without
+    /// structured fields keep the default.
+    fn structured(_field: &str, value: Value) -> std::result::Result<Value, String> {
+        Ok(value)
+    }
+
+    /// Rules across fields, checked at validate time on the literal attributes (references are
+    /// still `${...}` text): each problem with the field to point at. Kinds without such rules keep
+    /// the default.
+    fn check(_attrs: &Map<String, Value>) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
 }
 
 /// A [`Resource`] as the engine calls it: attributes as JSON maps, futures boxed.
@@ -100,9 +118,16 @@ pub trait Provider: Send + Sync {
         taken: &'a HashSet<String>,
     ) -> BoxFuture<'a, Result<Option<(String, Live)>>>;
     fn create<'a>(&'a self, aws: &'a Aws, desired: Desired<'a>) -> BoxFuture<'a, Result<Applied>>;
-    fn update<'a>(&'a self, aws: &'a Aws, id: &'a str, current: &'a Map<String, Value>, desired: Desired<'a>)
-    -> BoxFuture<'a, Result<Applied>>;
+    fn update<'a>(
+        &'a self,
+        aws: &'a Aws,
+        id: &'a str,
+        current: &'a Map<String, Value>,
+        desired: Desired<'a>,
+    ) -> BoxFuture<'a, Result<Applied>>;
     fn delete<'a>(&'a self, aws: &'a Aws, id: &'a str) -> BoxFuture<'a, Result<()>>;
+    fn structured(&self, field: &str, value: Value) -> std::result::Result<Value, String>;
+    fn check(&self, attrs: &Map<String, Value>) -> Vec<(&'static str, String)>;
 }
 
 /// The registry's entry for kind `R`.
@@ -113,7 +138,8 @@ impl<R> Registered<R> {
 }
 
 fn spec<R: Resource>(attrs: &Map<String, Value>) -> Result<R::Spec> {
-    serde_json::from_value::<R::Spec>(Value::Object(attrs.clone())).map_err(|e| ProviderError::Spec { kind: R::KIND.type_name(), detail: e.to_string() })
+    serde_json::from_value::<R::Spec>(Value::Object(attrs.clone()))
+        .map_err(|e| ProviderError::Spec { kind: R::KIND.type_name(), detail: e.to_string() })
 }
 
 fn live<R: Resource>(o: Observed<R::Spec>) -> Result<Live> {
@@ -180,6 +206,12 @@ impl<R: Resource> Provider for Registered<R> {
     }
     fn delete<'a>(&'a self, aws: &'a Aws, id: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(R::delete(aws, id))
+    }
+    fn structured(&self, field: &str, value: Value) -> std::result::Result<Value, String> {
+        R::structured(field, value)
+    }
+    fn check(&self, attrs: &Map<String, Value>) -> Vec<(&'static str, String)> {
+        R::check(attrs)
     }
 }
 

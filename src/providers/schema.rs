@@ -79,15 +79,39 @@ pub struct Field {
     /// The rule AWS holds a literal string value to (names, lengths, characters), checked at validate
     /// time; a value holding a `${...}` reference is only known at apply, and AWS checks it then.
     pub check: Option<Check>,
+    /// For tables: the rule each key is held to, and what a key is called in messages
+    /// ("policy name", "environment variable name").
+    pub keys: Option<(&'static str, Check)>,
+    /// For integers: the rule a value is held to beyond its range (a list of values AWS accepts).
+    pub int_check: Option<IntCheck>,
+    /// For arrays of tables: members whose value must differ from item to item (WAF rule names and
+    /// priorities).
+    pub unique: &'static [&'static str],
     pub doc: &'static str,
 }
+
+/// Checks one literal integer; the error says what AWS accepts.
+pub type IntCheck = fn(i64) -> Result<(), String>;
 
 /// Checks one literal string; the error says what AWS accepts, without repeating the value.
 pub type Check = fn(&str) -> Result<(), String>;
 
 impl Field {
     pub const fn new(name: &'static str, ty: FieldType, doc: &'static str) -> Field {
-        Field { name, ty, required: false, force_new: false, default: None, one_of: &[], secret: false, check: None, doc }
+        Field {
+            name,
+            ty,
+            required: false,
+            force_new: false,
+            default: None,
+            one_of: &[],
+            secret: false,
+            check: None,
+            keys: None,
+            int_check: None,
+            unique: &[],
+            doc,
+        }
     }
     pub const fn required(mut self) -> Field {
         self.required = true;
@@ -111,6 +135,18 @@ impl Field {
     }
     pub const fn check(mut self, check: Check) -> Field {
         self.check = Some(check);
+        self
+    }
+    pub const fn keys(mut self, what: &'static str, check: Check) -> Field {
+        self.keys = Some((what, check));
+        self
+    }
+    pub const fn int_check(mut self, check: IntCheck) -> Field {
+        self.int_check = Some(check);
+        self
+    }
+    pub const fn unique(mut self, members: &'static [&'static str]) -> Field {
+        self.unique = members;
         self
     }
 }
@@ -143,7 +179,6 @@ impl KindSchema {
     }
 }
 
-
 /// The `tags` field every taggable kind has.
 pub const TAGS: Field = Field::new(
     "tags",
@@ -151,7 +186,6 @@ pub const TAGS: Field = Field::new(
     "Tags; the ownership tags `reconcile:stack`, `reconcile:managed-by` and `reconcile:resource` are added",
 )
 .default(DefaultValue::EmptyMap);
-
 
 /// Fields computed from the manifest rather than written in it: the Base64 SHA-256 of a function's
 /// code zip, next to its `code` path.

@@ -66,9 +66,9 @@ pub async fn delete(_aws: &Aws, _id: &str) -> Result<()> {
 
 // ---- the kind: schema and the registry's entry ----
 
+use crate::providers::Kind;
 use crate::providers::resource::{Observed, Resource};
 use crate::providers::schema::{Field, FieldType as T, KindSchema};
-use crate::providers::Kind;
 
 pub static SCHEMA: KindSchema = KindSchema {
     type_name: "aws_api_gateway_account",
@@ -117,7 +117,11 @@ impl Resource for Account {
         Ok(read(aws, id).await?.map(|l| Observed { spec: l.attrs, outputs: l.outputs }))
     }
 
-    async fn find(aws: &Aws, spec: &Self::Spec, _taken: &std::collections::HashSet<String>) -> Result<Option<(String, Observed<Self::Spec>)>> {
+    async fn find(
+        aws: &Aws,
+        spec: &Self::Spec,
+        _taken: &std::collections::HashSet<String>,
+    ) -> Result<Option<(String, Observed<Self::Spec>)>> {
         crate::providers::resource::find_by_name::<Self>(aws, spec).await
     }
 

@@ -102,9 +102,9 @@ pub async fn delete(aws: &Aws, id: &str) -> Result<()> {
 
 // ---- the kind: schema and the registry's entry ----
 
+use crate::providers::Kind;
 use crate::providers::resource::{Observed, Resource};
 use crate::providers::schema::{DefaultValue, Field, FieldType as T, KindSchema};
-use crate::providers::Kind;
 
 pub static SCHEMA: KindSchema = KindSchema {
     type_name: "aws_api_gateway_deployment",
@@ -159,8 +159,14 @@ impl Resource for Deployment {
         Ok(read(aws, id).await?.map(|l| Observed { spec: l.attrs, outputs: l.outputs }))
     }
 
-    async fn find(aws: &Aws, spec: &Self::Spec, taken: &std::collections::HashSet<String>) -> Result<Option<(String, Observed<Self::Spec>)>> {
-        Ok(find(aws, super::super::str_attr(spec, "rest_api_id"), taken).await?.map(|(id, l)| (id, Observed { spec: l.attrs, outputs: l.outputs })))
+    async fn find(
+        aws: &Aws,
+        spec: &Self::Spec,
+        taken: &std::collections::HashSet<String>,
+    ) -> Result<Option<(String, Observed<Self::Spec>)>> {
+        Ok(find(aws, super::super::str_attr(spec, "rest_api_id"), taken)
+            .await?
+            .map(|(id, l)| (id, Observed { spec: l.attrs, outputs: l.outputs })))
     }
 
     async fn create(aws: &Aws, spec: &Self::Spec, artifact: Option<&crate::artifact::Artifact>) -> Result<Applied> {

@@ -534,6 +534,50 @@ pub async fn find(aws: &Aws, name: &str, ownership: &BTreeMap<String, String>) -
     Ok(read(aws, id).await?.map(|l| (id.to_string(), l)))
 }
 
+// ---- routes as the manifest writes them ----
+
+mod manifest_shape {
+
+    use crate::providers::structured::{object, one_of, opt_str, req_str, str_list};
+    use serde_json::{Value, json};
+
+    const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "ANY"];
+
+    pub(super) fn route(value: Value) -> Result<Value, String> {
+        let map = object(value, &["path", "method", "authorization", "method_responses", "integration"])?;
+        let path = req_str(&map, "path")?;
+        if !path.starts_with('/') || (path.len() > 1 && path.ends_with('/')) || path.contains("//") {
+            return Err(format!("`path` = \"{path}\" must start with `/` and have no empty segments"));
+        }
+        let method = one_of(req_str(&map, "method")?.to_uppercase(), "method", HTTP_METHODS)?;
+        let authorization =
+            one_of(opt_str(&map, "authorization", "NONE")?, "authorization", &["NONE", "AWS_IAM", "CUSTOM", "COGNITO_USER_POOLS"])?;
+        let Some(integration) = map.get("integration").cloned() else { return Err("missing `integration`".into()) };
+        let i = object(integration, &["type", "uri", "http_method", "credentials", "integration_responses"])
+            .map_err(|e| format!("`integration`: {e}"))?;
+        let kind = one_of(req_str(&i, "type")?, "integration.type", &["AWS_PROXY", "AWS", "HTTP", "HTTP_PROXY", "MOCK"])?;
+        let uri = opt_str(&i, "uri", "")?;
+        if kind != "MOCK" && uri.is_empty() {
+            return Err(format!("`integration.uri` is required for a {kind} integration"));
+        }
+        Ok(json!({
+            "path": path,
+            "method": method,
+            "authorization": authorization,
+            "method_responses": str_list(&map, "method_responses")?,
+            "integration": {
+                "type": kind,
+                "uri": uri,
+                "http_method": one_of(opt_str(&i, "http_method", "POST")?.to_uppercase(), "integration.http_method", HTTP_METHODS)?,
+                "credentials": opt_str(&i, "credentials", "")?,
+                "integration_responses": str_list(&i, "integration_responses")?,
+            }
+        }))
+    }
+}
+
+use manifest_shape::route;
+
 // ---- the kind: schema and the registry's entry ----
 
 use crate::providers::resource::Observed;
@@ -603,9 +647,15 @@ impl crate::providers::Resource for RestApi {
         Ok(read(aws, id).await?.map(|l| Observed { spec: l.attrs, outputs: l.outputs }))
     }
 
-    async fn find(aws: &Aws, spec: &Self::Spec, _taken: &std::collections::HashSet<String>) -> Result<Option<(String, Observed<Self::Spec>)>> {
+    async fn find(
+        aws: &Aws,
+        spec: &Self::Spec,
+        _taken: &std::collections::HashSet<String>,
+    ) -> Result<Option<(String, Observed<Self::Spec>)>> {
         let ownership = super::super::string_map(spec, "tags").into_iter().filter(|(k, _)| k.starts_with("reconcile:")).collect();
-        Ok(find(aws, super::super::str_attr(spec, "name"), &ownership).await?.map(|(id, l)| (id, Observed { spec: l.attrs, outputs: l.outputs })))
+        Ok(find(aws, super::super::str_attr(spec, "name"), &ownership)
+            .await?
+            .map(|(id, l)| (id, Observed { spec: l.attrs, outputs: l.outputs })))
     }
 
     async fn create(aws: &Aws, spec: &Self::Spec, artifact: Option<&crate::artifact::Artifact>) -> Result<Applied> {
@@ -624,5 +674,12 @@ impl crate::providers::Resource for RestApi {
 
     async fn delete(aws: &Aws, id: &str) -> Result<()> {
         delete(aws, id).await
+    }
+
+    fn structured(field: &str, value: Value) -> std::result::Result<Value, String> {
+        match field {
+            "routes" => route(value),
+            _ => Ok(value),
+        }
     }
 }

@@ -196,7 +196,8 @@ pub static SCHEMA: KindSchema = KindSchema {
         Field::new("access_log_destination_arn", T::String, "Log group ARN for access logs (`${log_group.arn}`); empty = off")
             .default(DefaultValue::Str(""))
             .check(rules::optional_arn),
-        Field::new("access_log_format", T::String, "Access log line format, e.g. JSON with `$context.requestId`").default(DefaultValue::Str("")),
+        Field::new("access_log_format", T::String, "Access log line format, e.g. JSON with `$context.requestId`")
+            .default(DefaultValue::Str("")),
         Field::new("data_trace_enabled", T::Boolean, "Log full requests and responses (all methods)").default(DefaultValue::Bool(false)),
         Field::new("logging_level", T::String, "Execution logging level (all methods)")
             .default(DefaultValue::Str("OFF"))
@@ -251,7 +252,11 @@ impl Resource for Stage {
         Ok(read(aws, id).await?.map(|l| Observed { spec: l.attrs, outputs: l.outputs }))
     }
 
-    async fn find(aws: &Aws, spec: &Self::Spec, _taken: &std::collections::HashSet<String>) -> Result<Option<(String, Observed<Self::Spec>)>> {
+    async fn find(
+        aws: &Aws,
+        spec: &Self::Spec,
+        _taken: &std::collections::HashSet<String>,
+    ) -> Result<Option<(String, Observed<Self::Spec>)>> {
         crate::providers::resource::find_by_name::<Self>(aws, spec).await
     }
 

@@ -483,6 +483,108 @@ pub async fn find(aws: &Aws, scope: &str, name: &str) -> Result<Option<(String, 
     }
 }
 
+// ---- rules as the manifest writes them ----
+
+mod manifest_shape {
+    use crate::providers::rules;
+
+    use crate::providers::structured::{literal, object, one_of, opt_bool, opt_str, req_int, req_str, str_list};
+    use serde_json::{Value, json};
+
+    pub(super) fn visibility(value: Value, default_metric: Option<&str>) -> Result<Value, String> {
+        let map = object(value, &["metric_name", "sampled_requests", "cloudwatch_metrics"])?;
+        let metric = match default_metric {
+            Some(d) => opt_str(&map, "metric_name", d)?,
+            None => req_str(&map, "metric_name")?,
+        };
+        literal(&metric, "metric_name", rules::waf_metric_name)?;
+        Ok(json!({
+            "metric_name": metric,
+            "sampled_requests": opt_bool(&map, "sampled_requests", true)?,
+            "cloudwatch_metrics": opt_bool(&map, "cloudwatch_metrics", true)?,
+        }))
+    }
+
+    pub(super) fn waf_rule(value: Value) -> Result<Value, String> {
+        let map = object(value, &["name", "priority", "action", "override_action", "statement", "visibility"])?;
+        let name = req_str(&map, "name")?;
+        literal(&name, "name", rules::waf_name)?;
+        let priority = req_int(&map, "priority")?;
+        if priority < 0 {
+            return Err(format!("`priority` = {priority} must be 0 or more"));
+        }
+        let Some(statement) = map.get("statement").cloned() else { return Err("missing `statement`".into()) };
+        let s = object(statement, &["managed_rule_group", "geo_match", "rate_based"]).map_err(|e| format!("`statement`: {e}"))?;
+        if s.len() != 1 {
+            return Err("`statement` must hold exactly one of `managed_rule_group`, `geo_match`, `rate_based`".into());
+        }
+        let (stype, body) = s.into_iter().next().ok_or("empty `statement`")?;
+        let statement = match stype.as_str() {
+            "managed_rule_group" => {
+                let b = object(body, &["vendor", "name"]).map_err(|e| format!("`managed_rule_group`: {e}"))?;
+                let (vendor, group) = (opt_str(&b, "vendor", "AWS")?, req_str(&b, "name")?);
+                literal(&vendor, "managed_rule_group.vendor", rules::waf_vendor_name)?;
+                literal(&group, "managed_rule_group.name", rules::waf_name)?;
+                json!({"managed_rule_group": {"vendor": vendor, "name": group}})
+            }
+            "geo_match" => {
+                let b = object(body, &["country_codes"]).map_err(|e| format!("`geo_match`: {e}"))?;
+                let codes = str_list(&b, "country_codes")?;
+                if codes.is_empty() {
+                    return Err("`geo_match.country_codes` needs at least one country code".into());
+                }
+                for code in &codes {
+                    literal(code, "geo_match.country_codes", rules::waf_country_code)?;
+                }
+                json!({"geo_match": {"country_codes": codes}})
+            }
+            _ => {
+                let b =
+                    object(body, &["limit", "aggregate_key_type", "evaluation_window_sec"]).map_err(|e| format!("`rate_based`: {e}"))?;
+                let limit = req_int(&b, "limit")?;
+                if !(10..=2_000_000_000).contains(&limit) {
+                    return Err(format!("`rate_based.limit` = {limit} is out of range 10..=2000000000"));
+                }
+                let window = if b.contains_key("evaluation_window_sec") { req_int(&b, "evaluation_window_sec")? } else { 300 };
+                if ![60, 120, 300, 600].contains(&window) {
+                    return Err(format!("`rate_based.evaluation_window_sec` = {window} is not one of: 60, 120, 300, 600"));
+                }
+                let key = one_of(
+                    opt_str(&b, "aggregate_key_type", "IP")?,
+                    "aggregate_key_type",
+                    &["IP", "FORWARDED_IP", "CONSTANT", "CUSTOM_KEYS"],
+                )?;
+                json!({"rate_based": {"limit": limit, "aggregate_key_type": key, "evaluation_window_sec": window}})
+            }
+        };
+        let managed = stype == "managed_rule_group";
+        let action = opt_str(&map, "action", "")?;
+        let override_action = opt_str(&map, "override_action", "")?;
+        if managed && (!action.is_empty() || override_action.is_empty()) {
+            return Err("a `managed_rule_group` rule takes `override_action` (\"none\" or \"count\"), not `action`".into());
+        }
+        if !managed && (action.is_empty() || !override_action.is_empty()) {
+            return Err("this rule takes `action` (\"block\", \"allow\" or \"count\"), not `override_action`".into());
+        }
+        if !action.is_empty() {
+            one_of(action.clone(), "action", &["block", "allow", "count"])?;
+        }
+        if !override_action.is_empty() {
+            one_of(override_action.clone(), "override_action", &["none", "count"])?;
+        }
+        let vis = visibility(map.get("visibility").cloned().unwrap_or_else(|| json!({})), Some(&name))?;
+        Ok(json!({
+            "name": name,
+            "priority": priority,
+            "action": action,
+            "override_action": override_action,
+            "statement": statement,
+            "visibility": vis,
+        }))
+    }
+}
+
+use manifest_shape::{visibility, waf_rule};
 
 // ---- the kind: schema and the registry's entry ----
 
@@ -504,7 +606,10 @@ pub static SCHEMA: KindSchema = KindSchema {
             .default(DefaultValue::Str("allow"))
             .one_of(&["allow", "block"]),
         Field::new("visibility", T::Json, "`{ metric_name, sampled_requests, cloudwatch_metrics }` for the ACL").required(),
-        Field::new("rules", T::JsonList, "Rules; see the manifest reference").default(DefaultValue::EmptyList),
+        Field::new("rules", T::JsonList, "Rules; see the manifest reference")
+            .default(DefaultValue::EmptyList)
+            // WAF rejects a web ACL whose rules repeat a name or a priority (WAFInvalidParameterException).
+            .unique(&["name", "priority"]),
         TAGS,
     ],
     physical_name: "name",
@@ -550,8 +655,14 @@ impl Resource for WebAcl {
         Ok(read(aws, id).await?.map(|l| Observed { spec: l.attrs, outputs: l.outputs }))
     }
 
-    async fn find(aws: &Aws, spec: &Self::Spec, _taken: &std::collections::HashSet<String>) -> Result<Option<(String, Observed<Self::Spec>)>> {
-        Ok(find(aws, super::super::str_attr(spec, "scope"), super::super::str_attr(spec, "name")).await?.map(|(id, l)| (id, Observed { spec: l.attrs, outputs: l.outputs })))
+    async fn find(
+        aws: &Aws,
+        spec: &Self::Spec,
+        _taken: &std::collections::HashSet<String>,
+    ) -> Result<Option<(String, Observed<Self::Spec>)>> {
+        Ok(find(aws, super::super::str_attr(spec, "scope"), super::super::str_attr(spec, "name"))
+            .await?
+            .map(|(id, l)| (id, Observed { spec: l.attrs, outputs: l.outputs })))
     }
 
     async fn create(aws: &Aws, spec: &Self::Spec, artifact: Option<&crate::artifact::Artifact>) -> Result<Applied> {
@@ -570,6 +681,14 @@ impl Resource for WebAcl {
 
     async fn delete(aws: &Aws, id: &str) -> Result<()> {
         delete(aws, id).await
+    }
+
+    fn structured(field: &str, value: Value) -> std::result::Result<Value, String> {
+        match field {
+            "rules" => waf_rule(value),
+            "visibility" => visibility(value, None),
+            _ => Ok(value),
+        }
     }
 }
 
