@@ -723,24 +723,7 @@ impl StackWatcher {
             return Ok(0);
         }
         tracker.phase("waiting for the stack's lock");
-        let lock = match ctx.store.lock(stack, "watch --remediate", ctx.config.lock_timeout).await {
-            Ok(lock) => lock,
-            Err(StateError::Locked { holder, .. }) => {
-                tracing::warn!(
-                    stack,
-                    holder = %holder.operation,
-                    pid = holder.pid,
-                    host = %holder.host,
-                    since = %holder.acquired_at,
-                    "stack is locked by {} (pid {}); skipping remediation this pass",
-                    holder.operation,
-                    holder.pid
-                );
-                return Ok(0);
-            }
-            Err(e) => return Err(e),
-        };
-        let result: Result<Option<apply::Report>, StateError> = async {
+        let remediation = ctx.store.with_lock(stack, "watch --remediate", ctx.config.lock_timeout, |_| async {
             // The plan was made from the state as read and from the files as loaded; if an apply moved
             // the state since, or the manifest or its code changed (an apply may be about to deploy
             // them), remediating now could undo it: wait for the next pass.
@@ -764,13 +747,26 @@ impl StackWatcher {
             tracker.phase("remediating");
             let options = Options { parallelism: ctx.config.parallelism };
             let reporter = LogReporter { stack, tracker };
-            Ok(Some(apply::execute(fix, Some(&self.manifest), state, &ctx.store, &ctx.aws, options, &reporter).await))
-        }
-        .await;
-        if let Err(e) = ctx.store.unlock(stack, &lock.id).await {
-            tracing::error!(stack, error = %e, "releasing the stack lock");
-        }
-        let Some(report) = result? else { return Ok(0) };
+            Ok::<_, StateError>(Some(apply::execute(fix, Some(&self.manifest), state, &ctx.store, &ctx.aws, options, &reporter).await))
+        });
+        let report = match remediation.await {
+            Ok(Some(report)) => report,
+            Ok(None) => return Ok(0),
+            Err(StateError::Locked { holder, .. }) => {
+                tracing::warn!(
+                    stack,
+                    holder = %holder.operation,
+                    pid = holder.pid,
+                    host = %holder.host,
+                    since = %holder.acquired_at,
+                    "stack is locked by {} (pid {}); skipping remediation this pass",
+                    holder.operation,
+                    holder.pid
+                );
+                return Ok(0);
+            }
+            Err(e) => return Err(e),
+        };
         let done: BTreeSet<String> = report.outcomes.iter().filter(|o| o.status == Status::Done).map(|o| o.name.clone()).collect();
         if done.is_empty() {
             return Ok(0);
