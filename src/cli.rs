@@ -1,11 +1,8 @@
-//! The command line: clap tree, shared options, exit codes.
+//! The command line: the clap tree and its shared options (parsing only; `main` dispatches to `commands`).
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-
-use crate::commands;
 
 /// Declarative provisioning for serverless API stacks on AWS: API Gateway, Lambda, IAM,
 /// CloudWatch Logs and WAFv2, from a TOML manifest.
@@ -197,51 +194,4 @@ pub struct ApplyArgs {
 pub struct OutputArgs {
     /// One output's name; prints its bare value.
     pub name: Option<String>,
-}
-
-/// Exit statuses a script can rely on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Success; for `plan --detailed-exitcode`, no changes.
-    Ok = 0,
-    /// Any error (bad manifest, AWS error, failed operation, refused confirmation).
-    Error = 1,
-    /// `plan --detailed-exitcode`: changes present.
-    Changes = 2,
-}
-
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_tracing(&cli);
-    crate::manifest::set_default_options(crate::manifest::Options { allow_code_from: cli.global.allow_code_from.clone() });
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(Exit::Error as u8);
-        }
-    };
-    let exit = runtime.block_on(commands::run(cli));
-    ExitCode::from(exit as u8)
-}
-
-fn init_tracing(cli: &Cli) {
-    let g = &cli.global;
-    // The watcher's log is its output: info by default.
-    let daemon = matches!(cli.command, Command::Watch(_));
-    let default = match (g.quiet, g.verbose) {
-        (true, _) => "error",
-        (_, 0) if daemon => "info,aws_smithy_runtime=warn,aws_config=warn,sqlx=warn",
-        (_, 0) => "warn",
-        (_, 1) => "info,aws_smithy_runtime=warn,aws_config=warn,sqlx=warn",
-        _ => "debug,hyper=info,h2=info,rustls=info",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // Colours only on a terminal (not in a file or the journal), and never with NO_COLOR.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi);
-    let _ = match g.log_format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).try_init(),
-    };
 }

@@ -1,3 +1,44 @@
-fn main() -> std::process::ExitCode {
-    reconcile::cli::main()
+//! The `reconcile` binary: parses the command line, sets up logging and the async runtime, and runs
+//! the command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use reconcile::cli::{Cli, Command, LogFormat};
+use reconcile::commands::{self, Exit};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli);
+    reconcile::manifest::set_default_options(reconcile::manifest::Options { allow_code_from: cli.global.allow_code_from.clone() });
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(Exit::Error as u8);
+        }
+    };
+    let exit = runtime.block_on(commands::run(cli));
+    ExitCode::from(exit as u8)
+}
+
+fn init_tracing(cli: &Cli) {
+    let g = &cli.global;
+    // The watcher's log is its output: info by default.
+    let daemon = matches!(cli.command, Command::Watch(_));
+    let default = match (g.quiet, g.verbose) {
+        (true, _) => "error",
+        (_, 0) if daemon => "info,aws_smithy_runtime=warn,aws_config=warn,sqlx=warn",
+        (_, 0) => "warn",
+        (_, 1) => "info,aws_smithy_runtime=warn,aws_config=warn,sqlx=warn",
+        _ => "debug,hyper=info,h2=info,rustls=info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colours only on a terminal (not in a file or the journal), and never with NO_COLOR.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi);
+    let _ = match g.log_format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).try_init(),
+    };
 }

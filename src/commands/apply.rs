@@ -1,7 +1,8 @@
 use serde_json::json;
 
+use super::Exit;
 use crate::apply::{self, Options, Report, Status};
-use crate::cli::{ApplyArgs, Exit, Global};
+use crate::cli::{ApplyArgs, Global};
 use crate::identity;
 use crate::manifest::Manifest;
 use crate::plan::{self, Plan};
@@ -14,7 +15,7 @@ use crate::providers::Aws;
 pub async fn apply(g: &Global, args: &ApplyArgs) -> Result<Exit, CliError> {
     let manifest = load_manifest(g)?;
     let store = open_state(g).await?;
-    let result = locked(&store, &manifest.stack, "apply", args, || apply_locked(g, args, &manifest, &store)).await;
+    let result = store.with_lock(&manifest.stack, "apply", args.lock_timeout, |_| apply_locked(g, args, &manifest, &store)).await;
     store.close().await;
     result
 }
@@ -22,22 +23,8 @@ pub async fn apply(g: &Global, args: &ApplyArgs) -> Result<Exit, CliError> {
 pub async fn destroy(g: &Global, args: &ApplyArgs) -> Result<Exit, CliError> {
     let manifest = load_manifest(g)?;
     let store = open_state(g).await?;
-    let result = locked(&store, &manifest.stack, "destroy", args, || destroy_locked(g, args, &manifest, &store)).await;
+    let result = store.with_lock(&manifest.stack, "destroy", args.lock_timeout, |_| destroy_locked(g, args, &manifest, &store)).await;
     store.close().await;
-    result
-}
-
-/// Runs `body` holding the stack's write lock, and releases it whatever happens.
-async fn locked<F, Fut>(store: &Store, stack: &str, operation: &str, args: &ApplyArgs, body: F) -> Result<Exit, CliError>
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<Exit, CliError>>,
-{
-    let lock = store.lock(stack, operation, args.lock_timeout).await?;
-    let result = body().await;
-    if let Err(e) = store.unlock(stack, &lock.id).await {
-        tracing::error!(error = %e, "releasing the stack lock");
-    }
     result
 }
 

@@ -1,6 +1,7 @@
 use std::io::Write;
 
-use crate::cli::{DriftArgs, Exit, Global};
+use super::Exit;
+use crate::cli::{DriftArgs, Global};
 use crate::state::DriftEvent;
 
 use super::{CliError, open_state};

@@ -9,11 +9,22 @@ mod watch;
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use crate::cli::{Cli, Command, Exit, Global};
+use crate::cli::{Cli, Command, Global};
 use crate::manifest::{self, Manifest, ManifestError};
 use crate::plan::PlanError;
 use crate::providers::{Aws, ProviderError};
 use crate::state::{StateError, Store};
+
+/// Exit statuses a script can rely on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Success; for `plan --detailed-exitcode`, no changes.
+    Ok = 0,
+    /// Any error (bad manifest, AWS error, failed operation, refused confirmation).
+    Error = 1,
+    /// `plan --detailed-exitcode`: changes present.
+    Changes = 2,
+}
 
 /// Everything a command can fail with, reported once at the edge.
 #[derive(Debug, thiserror::Error)]
@@ -100,50 +111,49 @@ async fn import(g: &Global, args: &crate::cli::ImportArgs) -> Result<Exit, CliEr
         .resource(&args.resource)
         .ok_or_else(|| CliError::Refused(format!("no resource `{}` in {}", args.resource, manifest.path.display())))?;
     let store = open_state(g).await?;
-    let lock = store.lock(&manifest.stack, "import", args.lock_timeout).await?;
-    let result = async {
-        let state = store.load(&manifest.stack).await?;
-        if let Some(existing) = state.resources.get(&resource.name) {
-            return Err(CliError::Refused(format!("`{}` is already in the state as {}", resource.name, existing.physical_id)));
-        }
-        refuse_owned_in_state(&store, &manifest.stack, resource, &args.id).await?;
-        let aws = connect(g).await?;
-        let here = crate::identity::check(&store, &manifest.stack, &aws).await?;
-        let live = crate::providers::read(&aws, resource.kind, &args.id)
-            .await?
-            .ok_or_else(|| CliError::Refused(format!("no {} `{}` in AWS", resource.kind, args.id)))?;
-        refuse_owned_parent(&store, &aws, &manifest.stack, resource, &args.id).await?;
-        let mut live = live;
-        crate::manifest::schema::split_secrets(resource.kind, &mut live.attrs, &resource.attrs);
-        let owner = live.attrs.get("tags").and_then(|t| t.get(crate::manifest::TAG_STACK)).and_then(serde_json::Value::as_str);
-        if let Some(owner) = owner.filter(|o| *o != manifest.stack) {
-            return Err(CliError::Refused(format!(
-                "{} `{}` belongs to stack `{owner}` (its `{}` tag); refusing to import it",
-                resource.kind,
-                args.id,
-                crate::manifest::TAG_STACK
-            )));
-        }
-        let record = crate::state::ResourceState {
-            name: resource.name.clone(),
-            kind: resource.kind,
-            physical_id: args.id.clone(),
-            attributes: serde_json::Value::Object(live.attrs),
-            outputs: live.outputs,
-            depends_on: resource.deps.iter().cloned().collect(),
-        };
-        crate::identity::pin(&store, &manifest.stack, &here).await?;
-        store.put_resource(&manifest.stack, &record).await?;
-        if !g.quiet {
-            println!(
-                "Imported {} `{}` as `{}`; `reconcile plan` shows how it differs from the manifest.",
-                resource.kind, args.id, resource.name
-            );
-        }
-        Ok(Exit::Ok)
-    }
-    .await;
-    store.unlock(&manifest.stack, &lock.id).await?;
+    let result = store
+        .with_lock(&manifest.stack, "import", args.lock_timeout, |_| async {
+            let state = store.load(&manifest.stack).await?;
+            if let Some(existing) = state.resources.get(&resource.name) {
+                return Err(CliError::Refused(format!("`{}` is already in the state as {}", resource.name, existing.physical_id)));
+            }
+            refuse_owned_in_state(&store, &manifest.stack, resource, &args.id).await?;
+            let aws = connect(g).await?;
+            let here = crate::identity::check(&store, &manifest.stack, &aws).await?;
+            let live = crate::providers::read(&aws, resource.kind, &args.id)
+                .await?
+                .ok_or_else(|| CliError::Refused(format!("no {} `{}` in AWS", resource.kind, args.id)))?;
+            refuse_owned_parent(&store, &aws, &manifest.stack, resource, &args.id).await?;
+            let mut live = live;
+            crate::manifest::schema::split_secrets(resource.kind, &mut live.attrs, &resource.attrs);
+            let owner = live.attrs.get("tags").and_then(|t| t.get(crate::manifest::TAG_STACK)).and_then(serde_json::Value::as_str);
+            if let Some(owner) = owner.filter(|o| *o != manifest.stack) {
+                return Err(CliError::Refused(format!(
+                    "{} `{}` belongs to stack `{owner}` (its `{}` tag); refusing to import it",
+                    resource.kind,
+                    args.id,
+                    crate::manifest::TAG_STACK
+                )));
+            }
+            let record = crate::state::ResourceState {
+                name: resource.name.clone(),
+                kind: resource.kind,
+                physical_id: args.id.clone(),
+                attributes: serde_json::Value::Object(live.attrs),
+                outputs: live.outputs,
+                depends_on: resource.deps.iter().cloned().collect(),
+            };
+            crate::identity::pin(&store, &manifest.stack, &here).await?;
+            store.put_resource(&manifest.stack, &record).await?;
+            if !g.quiet {
+                println!(
+                    "Imported {} `{}` as `{}`; `reconcile plan` shows how it differs from the manifest.",
+                    resource.kind, args.id, resource.name
+                );
+            }
+            Ok(Exit::Ok)
+        })
+        .await;
     store.close().await;
     result
 }
@@ -227,8 +237,7 @@ async fn pin(g: &Global, args: &crate::cli::PinArgs) -> Result<Exit, CliError> {
     let partition = args.partition.clone().unwrap_or_else(|| crate::providers::partition(&region).to_string());
     let wanted = crate::state::Identity { account_id: args.account.clone(), partition, region };
     let store = open_state(g).await?;
-    let lock = store.lock(&manifest.stack, "pin", std::time::Duration::ZERO).await?;
-    let result = async {
+    let result = store.with_lock(&manifest.stack, "pin", std::time::Duration::ZERO, |_| async {
         if store.load(&manifest.stack).await?.resources.is_empty() {
             return Err(CliError::Refused(format!(
                 "stack `{}` has no resources in {}: nothing to pin (its first apply pins it where it runs)",
@@ -250,9 +259,8 @@ async fn pin(g: &Global, args: &crate::cli::PinArgs) -> Result<Exit, CliError> {
             println!("Stack `{}` is pinned to {wanted}.", manifest.stack);
         }
         Ok(Exit::Ok)
-    }
+    })
     .await;
-    store.unlock(&manifest.stack, &lock.id).await?;
     store.close().await;
     result
 }

@@ -1,4 +1,5 @@
-use crate::cli::{Exit, Global, OutputArgs};
+use super::Exit;
+use crate::cli::{Global, OutputArgs};
 
 use super::{CliError, load_manifest, open_state};
 

@@ -1,4 +1,5 @@
-use crate::cli::{Exit, Global, PlanArgs};
+use super::Exit;
+use crate::cli::{Global, PlanArgs};
 use crate::plan;
 
 use super::{CliError, connect, load_manifest, open_state};

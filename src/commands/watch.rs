@@ -1,4 +1,5 @@
-use crate::cli::{Exit, Global, WatchArgs};
+use super::Exit;
+use crate::cli::{Global, WatchArgs};
 use crate::watch::{self, Config, WatchError};
 
 use super::{CliError, connect, open_state};

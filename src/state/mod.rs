@@ -14,6 +14,7 @@ use crate::manifest::Kind;
 
 pub mod drift;
 pub use drift::{DELETED, Drift, DriftEvent, Resolution};
+mod lock;
 
 /// Where a stack's resources live: the AWS account, its partition and the region.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -1,45 +1,153 @@
-//! What `/metrics` and `/readyz` show, rendered in the Prometheus text format (version 0.0.4).
-//!
-//! The format is a handful of lines per family; rendering it here keeps the dependency tree small and
-//! lets the AWS call counters be read straight from the SDK interceptor's snapshot at scrape time.
+//! What `/metrics` and `/readyz` show. The metrics are kept in `prometheus-client` metric families (the
+//! Prometheus project's Rust client, which also escapes label values) and exposed in the Prometheus text
+//! format (version 0.0.4); the AWS call counters are read from the SDK interceptor's snapshot at scrape
+//! time. Readiness is worked out here from when each stack's passes ended.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant, SystemTime};
 
+use prometheus_client::encoding::{EncodeLabelSet, prometheus_text};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
 use crate::providers::calls::CallCount;
+
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds (seconds) of the pass duration histogram.
 pub const BUCKETS: [f64; 12] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
 
-#[derive(Debug, Clone, Default)]
-struct Histogram {
-    /// Per bucket (not cumulative).
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StackLabels {
+    stack: String,
 }
 
-impl Histogram {
-    fn observe(&mut self, v: f64) {
-        if let Some(i) = BUCKETS.iter().position(|b| v <= *b) {
-            self.counts[i] += 1;
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabels {
+    stack: String,
+    resource: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    stack: String,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    stack: String,
+    reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    service: String,
+    operation: String,
+}
+
+/// The metric families of `/metrics` (registered in the order they are shown).
+#[derive(Debug)]
+struct Families {
+    registry: Registry,
+    drift: Family<ResourceLabels, Gauge>,
+    duration: Family<StackLabels, Histogram, fn() -> Histogram>,
+    passes: Family<ResultLabels, Counter>,
+    remediations: Family<StackLabels, Counter>,
+    paused: Family<ReasonLabels, Gauge>,
+    last_success: Family<StackLabels, Gauge<f64, AtomicU64>>,
+    /// `{stack}` 0, or `{stack, reason}` 1 while refused.
+    refused: Family<Vec<(&'static str, String)>, Gauge>,
+}
+
+fn pass_duration_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+impl Families {
+    fn new() -> Families {
+        let mut registry = Registry::default();
+        let drift = Family::default();
+        let duration = Family::new_with_constructor(pass_duration_histogram as fn() -> Histogram);
+        let passes = Family::default();
+        let remediations = Family::default();
+        let paused = Family::default();
+        let last_success = Family::default();
+        let refused = Family::default();
+        // (`register` ends each help text with a period; counters get their `_total` suffix.)
+        registry.register("reconcile_drift", "Open drift (fields differing from the manifest) per managed resource", drift.clone());
+        registry.register(
+            "reconcile_pass_duration_seconds",
+            "Duration of a watch pass (read, compare, record, remediate)",
+            duration.clone(),
+        );
+        registry.register(
+            "reconcile_passes",
+            "Watch passes, by result (partial: some resource unreadable or backing off, or the state failed)",
+            passes.clone(),
+        );
+        registry.register("reconcile_remediations", "Resources `watch --remediate` brought back to the manifest", remediations.clone());
+        registry.register(
+            "reconcile_remediation_paused",
+            "1 while remediation of the stack is paused because its last operation was `destroy` (until the next apply)",
+            paused.clone(),
+        );
+        registry.register(
+            "reconcile_last_success_timestamp_seconds",
+            "Unix time of the end of the last complete pass (every resource of the stack read)",
+            last_success.clone(),
+        );
+        registry.register(
+            "reconcile_stack_refused",
+            "1 while a stack is refused (pinned to another AWS account or region than the watcher's), with the reason; 0 otherwise",
+            refused.clone(),
+        );
+        Families { registry, drift, duration, passes, remediations, paused, last_success, refused }
+    }
+
+    /// The series every watched stack has from the start (zero until something happens).
+    fn add_stack(&self, stack: &str) {
+        let s = || StackLabels { stack: stack.to_string() };
+        let _ = self.duration.get_or_create(&s());
+        for result in ["complete", "partial"] {
+            let _ = self.passes.get_or_create(&ResultLabels { stack: stack.to_string(), result });
         }
-        self.sum += v;
-        self.count += 1;
+        let _ = self.remediations.get_or_create(&s());
+        self.paused.get_or_create(&paused_labels(stack)).set(0);
+        self.refused.get_or_create(&vec![("stack", stack.to_string())]).set(0);
     }
 }
 
+fn paused_labels(stack: &str) -> ReasonLabels {
+    ReasonLabels { stack: stack.to_string(), reason: "destroyed".to_string() }
+}
+
+/// The AWS call counters, as one scrape sees them.
+fn calls_registry(calls: &BTreeMap<(String, String), CallCount>) -> Registry {
+    let mut registry = Registry::default();
+    let (total, errors) = (Family::<CallLabels, Counter>::default(), Family::<CallLabels, Counter>::default());
+    for ((service, operation), c) in calls {
+        let labels = CallLabels { service: service.clone(), operation: operation.clone() };
+        total.get_or_create(&labels).inc_by(c.calls);
+        errors.get_or_create(&labels).inc_by(c.errors);
+    }
+    registry.register("reconcile_aws_calls", "AWS API calls (each HTTP attempt) by service and operation", total);
+    registry.register("reconcile_aws_errors", "AWS API calls answered with an error (or none), by service and operation", errors);
+    registry
+}
+
+/// What readiness and the exposition need to remember about a stack.
 #[derive(Debug, Clone, Default)]
 struct StackMetrics {
-    /// Open drift fields per managed resource (0 for those in sync).
-    drift: BTreeMap<String, u64>,
-    duration: Histogram,
+    /// The resources with a `reconcile_drift` series (so a resource gone from the manifest loses its own).
+    drift: BTreeSet<String>,
     last_success: Option<f64>,
-    passes_complete: u64,
-    passes_partial: u64,
-    remediations: u64,
     /// Why the stack is refused (reason label, message), e.g. pinned to another account or region.
     refused: Option<(String, String)>,
     /// When the last complete pass ended (monotonic, for readiness).
@@ -48,8 +156,6 @@ struct StackMetrics {
     last_complete: bool,
     /// When the pass now running started.
     running_since: Option<Instant>,
-    /// The stack's last operation was `destroy`: remediation is paused until the next apply.
-    destroyed: bool,
 }
 
 impl StackMetrics {
@@ -66,6 +172,8 @@ impl StackMetrics {
 #[derive(Debug)]
 pub struct Metrics {
     stacks: Mutex<BTreeMap<String, StackMetrics>>,
+    /// The exposed metrics (updated while `stacks` is held, so a scrape sees each change whole).
+    families: Families,
     /// A stack whose passes have been failing for longer than this is not ready.
     unready_after: Duration,
 }
@@ -89,7 +197,7 @@ pub fn unready_after(interval: Duration) -> Duration {
 impl Metrics {
     /// Metrics whose readiness turns false once a stack's passes have been failing for `unready_after`.
     pub fn new(unready_after: Duration) -> Metrics {
-        Metrics { stacks: Mutex::new(BTreeMap::new()), unready_after }
+        Metrics { stacks: Mutex::new(BTreeMap::new()), families: Families::new(), unready_after }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<String, StackMetrics>) -> T) -> T {
@@ -97,51 +205,93 @@ impl Metrics {
         f(&mut guard)
     }
 
+    /// `stack`'s record (a stack seen for the first time gets its series).
+    fn with_stack<T>(&self, stack: &str, f: impl FnOnce(&mut StackMetrics, &Families) -> T) -> T {
+        self.with(|s| {
+            let m = s.entry(stack.to_string()).or_insert_with(|| {
+                self.families.add_stack(stack);
+                StackMetrics::default()
+            });
+            f(m, &self.families)
+        })
+    }
+
     /// A stack is watched from now on (not ready until its first successful pass).
     pub fn register(&self, stack: &str) {
-        self.with(|s| {
-            s.entry(stack.to_string()).or_default();
-        });
+        self.with_stack(stack, |_, _| ());
     }
 
     /// Records a finished pass; a `complete` one saw every resource of the stack. `drift` replaces the
     /// stack's drift gauges; `None` keeps them.
     pub fn pass(&self, stack: &str, elapsed: Duration, complete: bool, drift: Option<BTreeMap<String, u64>>) {
-        self.with(|s| {
-            let m = s.entry(stack.to_string()).or_default();
-            m.duration.observe(elapsed.as_secs_f64());
+        self.with_stack(stack, |m, f| {
+            let labels = StackLabels { stack: stack.to_string() };
+            f.duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
             m.running_since = None;
             m.last_complete = complete;
+            let result = if complete { "complete" } else { "partial" };
+            f.passes.get_or_create(&ResultLabels { stack: stack.to_string(), result }).inc();
             if complete {
                 m.last_success_at = Some(Instant::now());
-                m.passes_complete += 1;
-                m.last_success = Some(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
-            } else {
-                m.passes_partial += 1;
+                let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+                // To the millisecond, as before.
+                let now = (now * 1000.0).round() / 1000.0;
+                m.last_success = Some(now);
+                f.last_success.get_or_create(&labels).set(now);
             }
             if let Some(d) = drift {
-                m.drift = d;
+                let series = |resource: &str| ResourceLabels { stack: stack.to_string(), resource: resource.to_string() };
+                for gone in m.drift.iter().filter(|r| !d.contains_key(*r)) {
+                    f.drift.remove(&series(gone));
+                }
+                for (resource, n) in &d {
+                    f.drift.get_or_create(&series(resource)).set(i64::try_from(*n).unwrap_or(i64::MAX));
+                }
+                m.drift = d.into_keys().collect();
             }
         });
     }
 
     /// A pass of `stack` starts now.
     pub fn pass_started(&self, stack: &str) {
-        self.with(|s| s.entry(stack.to_string()).or_default().running_since = Some(Instant::now()));
+        self.with_stack(stack, |m, _| m.running_since = Some(Instant::now()));
     }
 
     /// Whether the stack's last operation was `destroy` (remediation paused until the next apply).
     pub fn destroyed(&self, stack: &str, destroyed: bool) {
-        self.with(|s| s.entry(stack.to_string()).or_default().destroyed = destroyed);
+        self.with_stack(stack, |_, f| {
+            f.paused.get_or_create(&paused_labels(stack)).set(i64::from(destroyed));
+        });
     }
 
     pub fn remediated(&self, stack: &str, resources: u64) {
-        self.with(|s| s.entry(stack.to_string()).or_default().remediations += resources);
+        self.with_stack(stack, |_, f| {
+            f.remediations.get_or_create(&StackLabels { stack: stack.to_string() }).inc_by(resources);
+        });
     }
 
     /// Marks the stack refused (`Some((reason, message))`) or not.
     pub fn refused(&self, stack: &str, why: Option<(&str, &str)>) {
-        self.with(|s| s.entry(stack.to_string()).or_default().refused = why.map(|(r, m)| (r.to_string(), m.to_string())));
+        self.with_stack(stack, |m, f| {
+            let series = |reason: Option<&str>| {
+                let mut labels = vec![("stack", stack.to_string())];
+                labels.extend(reason.map(|r| ("reason", r.to_string())));
+                labels
+            };
+            if let Some((old, _)) = &m.refused {
+                f.refused.remove(&series(Some(old)));
+            }
+            match why {
+                Some((reason, _)) => {
+                    f.refused.remove(&series(None));
+                    f.refused.get_or_create(&series(Some(reason))).set(1);
+                }
+                None => {
+                    f.refused.get_or_create(&series(None)).set(0);
+                }
+            }
+            m.refused = why.map(|(r, msg)| (r.to_string(), msg.to_string()));
+        });
     }
 
     /// Stacks whose passes have been failing for longer than the threshold, with how long since their
@@ -183,102 +333,12 @@ impl Metrics {
 
     /// The Prometheus text exposition, with the AWS call counters of the process.
     pub fn render(&self, calls: &BTreeMap<(String, String), CallCount>) -> String {
-        let stacks = self.with(|s| s.clone());
         let mut out = String::new();
-        family(&mut out, "reconcile_drift", "gauge", "Open drift (fields differing from the manifest) per managed resource.");
-        for (stack, m) in &stacks {
-            for (resource, n) in &m.drift {
-                let _ = writeln!(out, "reconcile_drift{{stack=\"{}\",resource=\"{}\"}} {n}", esc(stack), esc(resource));
-            }
-        }
-        family(&mut out, "reconcile_pass_duration_seconds", "histogram", "Duration of a watch pass (read, compare, record, remediate).");
-        for (stack, m) in &stacks {
-            let h = &m.duration;
-            let mut cumulative = 0;
-            for (b, n) in BUCKETS.iter().zip(h.counts) {
-                cumulative += n;
-                let _ = writeln!(out, "reconcile_pass_duration_seconds_bucket{{stack=\"{}\",le=\"{b}\"}} {cumulative}", esc(stack));
-            }
-            let _ = writeln!(out, "reconcile_pass_duration_seconds_bucket{{stack=\"{}\",le=\"+Inf\"}} {}", esc(stack), h.count);
-            let _ = writeln!(out, "reconcile_pass_duration_seconds_sum{{stack=\"{}\"}} {}", esc(stack), h.sum);
-            let _ = writeln!(out, "reconcile_pass_duration_seconds_count{{stack=\"{}\"}} {}", esc(stack), h.count);
-        }
-        family(
-            &mut out,
-            "reconcile_passes_total",
-            "counter",
-            "Watch passes, by result (partial: some resource unreadable or backing off, or the state failed).",
-        );
-        for (stack, m) in &stacks {
-            let _ = writeln!(out, "reconcile_passes_total{{stack=\"{}\",result=\"complete\"}} {}", esc(stack), m.passes_complete);
-            let _ = writeln!(out, "reconcile_passes_total{{stack=\"{}\",result=\"partial\"}} {}", esc(stack), m.passes_partial);
-        }
-        family(&mut out, "reconcile_remediations_total", "counter", "Resources `watch --remediate` brought back to the manifest.");
-        for (stack, m) in &stacks {
-            let _ = writeln!(out, "reconcile_remediations_total{{stack=\"{}\"}} {}", esc(stack), m.remediations);
-        }
-        family(
-            &mut out,
-            "reconcile_remediation_paused",
-            "gauge",
-            "1 while remediation of the stack is paused because its last operation was `destroy` (until the next apply).",
-        );
-        for (stack, m) in &stacks {
-            let _ =
-                writeln!(out, "reconcile_remediation_paused{{stack=\"{}\",reason=\"destroyed\"}} {}", esc(stack), u8::from(m.destroyed));
-        }
-        family(
-            &mut out,
-            "reconcile_last_success_timestamp_seconds",
-            "gauge",
-            "Unix time of the end of the last complete pass (every resource of the stack read).",
-        );
-        for (stack, m) in &stacks {
-            if let Some(t) = m.last_success {
-                let _ = writeln!(out, "reconcile_last_success_timestamp_seconds{{stack=\"{}\"}} {t:.3}", esc(stack));
-            }
-        }
-        family(
-            &mut out,
-            "reconcile_stack_refused",
-            "gauge",
-            "1 while a stack is refused (pinned to another AWS account or region than the watcher's), with the reason; 0 otherwise.",
-        );
-        for (stack, m) in &stacks {
-            match &m.refused {
-                Some((reason, _)) => {
-                    let _ = writeln!(out, "reconcile_stack_refused{{stack=\"{}\",reason=\"{}\"}} 1", esc(stack), esc(reason));
-                }
-                None => {
-                    let _ = writeln!(out, "reconcile_stack_refused{{stack=\"{}\"}} 0", esc(stack));
-                }
-            }
-        }
-        family(&mut out, "reconcile_aws_calls_total", "counter", "AWS API calls (each HTTP attempt) by service and operation.");
-        for ((service, op), c) in calls {
-            let _ = writeln!(out, "reconcile_aws_calls_total{{service=\"{}\",operation=\"{}\"}} {}", esc(service), esc(op), c.calls);
-        }
-        family(
-            &mut out,
-            "reconcile_aws_errors_total",
-            "counter",
-            "AWS API calls answered with an error (or none), by service and operation.",
-        );
-        for ((service, op), c) in calls {
-            let _ = writeln!(out, "reconcile_aws_errors_total{{service=\"{}\",operation=\"{}\"}} {}", esc(service), esc(op), c.errors);
-        }
+        // Writing into a String does not fail.
+        let _ = self.with(|_| prometheus_text::encode(&mut out, &self.families.registry));
+        let _ = prometheus_text::encode(&mut out, &calls_registry(calls));
         out
     }
-}
-
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// Escapes a label value: backslash, double quote and newline.
-fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -318,8 +378,50 @@ mod tests {
         }
         assert!(text.contains("reconcile_last_success_timestamp_seconds{stack=\"s\"} "), "{text}");
         assert!(text.lines().any(|l| l == "reconcile_remediation_paused{stack=\"s\",reason=\"destroyed\"} 0"), "{text}");
-        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
+
+    #[test]
+    fn label_values_are_escaped_and_help_and_types_are_as_documented() {
+        let m = Metrics::default();
+        let odd = "a\"b\\c\nd";
+        m.pass(odd, Duration::from_millis(1), true, Some(BTreeMap::from([(odd.to_string(), 1)])));
+        m.refused(odd, Some(("pinned_elsewhere", "x")));
+        let calls = BTreeMap::from([((odd.to_string(), "Get\"It\"".to_string()), CallCount { calls: 1, errors: 0, throttled: 0 })]);
+        let text = m.render(&calls);
+        let escaped = "a\\\"b\\\\c\\nd";
+        for line in [
+            format!("reconcile_drift{{stack=\"{escaped}\",resource=\"{escaped}\"}} 1"),
+            format!("reconcile_passes_total{{stack=\"{escaped}\",result=\"complete\"}} 1"),
+            format!("reconcile_stack_refused{{stack=\"{escaped}\",reason=\"pinned_elsewhere\"}} 1"),
+            format!("reconcile_aws_calls_total{{service=\"{escaped}\",operation=\"Get\\\"It\\\"\"}} 1"),
+            "# HELP reconcile_drift Open drift (fields differing from the manifest) per managed resource.".to_string(),
+            "# TYPE reconcile_passes_total counter".to_string(),
+            "# HELP reconcile_remediations_total Resources `watch --remediate` brought back to the manifest.".to_string(),
+            "# TYPE reconcile_last_success_timestamp_seconds gauge".to_string(),
+            "# TYPE reconcile_aws_errors_total counter".to_string(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+        }
+        assert!(
+            !text.contains("reconcile_stack_refused{stack=\"a\\\"b\\\\c\\nd\"} "),
+            "a refused stack has only its reason series:\n{text}"
+        );
+        // Every sample line stays on one line: name{labels} value.
+        assert!(text.lines().all(|l| l.starts_with('#') || l.starts_with("reconcile_")), "{text}");
+    }
+
+    #[test]
+    fn drift_series_follow_the_last_pass_and_stay_when_a_pass_has_none() {
+        let m = Metrics::default();
+        m.pass("s", Duration::from_millis(1), true, Some(BTreeMap::from([("a".into(), 1), ("b".into(), 0)])));
+        m.pass("s", Duration::from_millis(1), false, None);
+        assert!(m.render(&BTreeMap::new()).lines().any(|l| l == "reconcile_drift{stack=\"s\",resource=\"a\"} 1"));
+        m.pass("s", Duration::from_millis(1), true, Some(BTreeMap::from([("b".into(), 2)])));
+        let text = m.render(&BTreeMap::new());
+        assert!(!text.contains("resource=\"a\""), "a resource gone from the manifest loses its series:\n{text}");
+        assert!(text.lines().any(|l| l == "reconcile_drift{stack=\"s\",resource=\"b\"} 2"), "{text}");
+    }
+
     #[test]
     fn a_refused_stack_is_reported_alone_and_keeps_the_watcher_unready() {
         let m = Metrics::default();

@@ -62,5 +62,5 @@ async fn readyz(State(s): State<Shared>) -> impl IntoResponse {
 
 async fn metrics_text(State(s): State<Shared>) -> impl IntoResponse {
     let body = s.metrics.render(&s.calls.snapshot());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+    ([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], body)
 }

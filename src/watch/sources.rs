@@ -1,12 +1,15 @@
 //! What a stack's watcher loaded: the manifest file and the Lambda code it names, with a cheap
 //! fingerprint of both, so a pass picks up an edit of either without a restart, and remediation can
-//! tell that what it loaded is still what is on disk.
+//! tell that what it loaded is still what is on disk; and the manifests named on the command line or
+//! found in watched directories ([`Sources`]).
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::manifest::Manifest;
+use super::WatchError;
+use crate::manifest::{self, Manifest};
 
 /// Bytes of file content a fingerprint reads; past this, files count by their metadata alone.
 pub const CONTENT_BUDGET: u64 = 8 * 1024 * 1024;
@@ -70,6 +73,197 @@ fn stamp(meta: &std::fs::Metadata, h: &mut Sha256) {
 fn stamp(meta: &std::fs::Metadata, h: &mut Sha256) {
     if let Ok(t) = meta.modified().map(|t| t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default()) {
         h.update(t.to_le_bytes());
+    }
+}
+
+/// The manifests named on the command line, and those found in named directories.
+pub(super) struct Sources {
+    files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+    /// Canonical path → stack of the files being watched.
+    watched: HashMap<PathBuf, String>,
+    /// Files in a directory that were invalid, by content hash (reported once per content).
+    rejected: HashMap<PathBuf, [u8; 32]>,
+}
+
+impl Sources {
+    pub(super) fn new(paths: &[PathBuf]) -> Sources {
+        let (dirs, files) = paths.iter().cloned().partition(|p| p.is_dir());
+        Sources { files, dirs, watched: HashMap::new(), rejected: HashMap::new() }
+    }
+
+    fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, WatchError> {
+        let entries = std::fs::read_dir(dir).map_err(|source| WatchError::ReadDir { path: dir.to_path_buf(), source })?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
+    fn claim(&mut self, path: &Path, manifest: &Manifest) -> Result<(), WatchError> {
+        if let Some((other, _)) = self.watched.iter().find(|(_, s)| **s == manifest.stack) {
+            return Err(WatchError::DuplicateStack { stack: manifest.stack.clone(), first: other.clone(), second: path.to_path_buf() });
+        }
+        self.watched.insert(canonical(path), manifest.stack.clone());
+        Ok(())
+    }
+
+    /// Every manifest at start: any invalid one is an error (fix it before starting a service).
+    pub(super) fn scan_initial(&mut self) -> Result<Vec<(PathBuf, Manifest)>, WatchError> {
+        let mut paths = self.files.clone();
+        for dir in self.dirs.clone() {
+            let found = Self::toml_files(&dir)?;
+            if found.is_empty() {
+                return Err(WatchError::NoManifests(dir.display().to_string()));
+            }
+            paths.extend(found);
+        }
+        let mut out = Vec::new();
+        for path in paths {
+            if self.watched.contains_key(&canonical(&path)) {
+                continue;
+            }
+            let m = manifest::load(&path)?;
+            self.claim(&path, &m)?;
+            out.push((path, m));
+        }
+        Ok(out)
+    }
+
+    /// Files that appeared in the watched directories since the last scan and are valid.
+    pub(super) fn scan_new(&mut self) -> Vec<(PathBuf, Manifest)> {
+        let mut out = Vec::new();
+        for dir in self.dirs.clone() {
+            let Ok(files) = Self::toml_files(&dir) else { continue };
+            for path in files {
+                if self.watched.contains_key(&canonical(&path)) {
+                    continue;
+                }
+                let Ok(text) = std::fs::read_to_string(&path) else { continue };
+                let hash = sha256(text.as_bytes());
+                if self.rejected.get(&path) == Some(&hash) {
+                    continue;
+                }
+                let result = manifest::parse(&path, text).map_err(WatchError::from).and_then(|m| self.claim(&path, &m).map(|()| m));
+                match result {
+                    Ok(m) => {
+                        tracing::info!(manifest = %path.display(), stack = %m.stack, "new manifest: watching it");
+                        self.rejected.remove(&path);
+                        out.push((path, m));
+                    }
+                    Err(e) => {
+                        tracing::warn!(manifest = %path.display(), error = %e, "new manifest not watched");
+                        self.rejected.insert(path, hash);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+pub(super) fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// One stack's manifest file as the watcher uses it: the last good version, and what was last
+/// reported about the file on disk.
+pub(super) struct ManifestSource {
+    pub(super) path: PathBuf,
+    /// The last good version (what passes use).
+    pub(super) manifest: Manifest,
+    good_hash: [u8; 32],
+    /// Fingerprint of the code the manifest in use was built from ([`code_fingerprint`]).
+    good_code: [u8; 32],
+    /// The content (manifest and code) last reported invalid (or missing), so it is reported once.
+    bad_hash: Option<[u8; 32]>,
+}
+
+impl ManifestSource {
+    pub(super) fn new(path: PathBuf, manifest: Manifest) -> ManifestSource {
+        let good_hash = std::fs::read(&path).map(|b| sha256(&b)).unwrap_or_default();
+        let good_code = code_fingerprint(&manifest);
+        ManifestSource { path, manifest, good_hash, good_code, bad_hash: None }
+    }
+
+    /// Whether the manifest file or its code changed on disk since they were loaded (an edit in
+    /// progress, or an apply about to deploy it): remediation then waits for the next pass.
+    pub(super) fn changed(&self) -> bool {
+        let text = std::fs::read(&self.path).map(|b| sha256(&b)).unwrap_or_default();
+        text != self.good_hash || code_fingerprint(&self.manifest) != self.good_code
+    }
+
+    /// Picks up an edit of the manifest file (by content hash) or of the Lambda code it names (by
+    /// [`code_fingerprint`]), rebuilding the code artifacts. An invalid edit, a different
+    /// stack name or a missing file is reported once, and the last good version keeps being watched.
+    pub(super) fn reload(&mut self) {
+        let stack = self.manifest.stack.clone();
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) => {
+                let hash = sha256(format!("unreadable: {e}").as_bytes());
+                if self.bad_hash != Some(hash) {
+                    tracing::warn!(stack, manifest = %self.path.display(), error = %e, "cannot read the manifest; still watching its last good version");
+                    self.bad_hash = Some(hash);
+                }
+                return;
+            }
+        };
+        let text_hash = sha256(text.as_bytes());
+        // Taken before the code is packaged, so an edit made while it is packaged is seen next time.
+        let code = code_fingerprint(&self.manifest);
+        if text_hash == self.good_hash && code == self.good_code {
+            // Back to the version in use: a later bad edit is news again.
+            self.bad_hash = None;
+            return;
+        }
+        let hash = sha256(&[text_hash, code].concat());
+        if Some(hash) == self.bad_hash {
+            return;
+        }
+        let code_only = text_hash == self.good_hash;
+        match manifest::parse(&self.path, text) {
+            Ok(m) if m.stack != stack => {
+                tracing::warn!(
+                    stack,
+                    manifest = %self.path.display(),
+                    new_stack = %m.stack,
+                    "the manifest now names another stack; restart the watcher to follow it. Still watching the last good version"
+                );
+                self.bad_hash = Some(hash);
+            }
+            Ok(m) => {
+                if code_only {
+                    tracing::info!(stack, manifest = %self.path.display(), "code changed: rebuilt");
+                } else {
+                    tracing::info!(stack, manifest = %self.path.display(), resources = m.resources.len(), "manifest changed: reloaded");
+                }
+                // A new manifest may name other code: fingerprint what it names (before it was packaged
+                // when only the code changed).
+                self.good_code = if code_only { code } else { code_fingerprint(&m) };
+                self.manifest = m;
+                self.good_hash = text_hash;
+                self.bad_hash = None;
+            }
+            Err(e) => {
+                let location = e.diagnostics().first().map(|d| d.location.to_string()).unwrap_or_else(|| self.path.display().to_string());
+                tracing::warn!(
+                    stack,
+                    manifest = %self.path.display(),
+                    location,
+                    error = %e,
+                    "manifest edit is invalid; still watching its last good version"
+                );
+                self.bad_hash = Some(hash);
+            }
+        }
     }
 }
 

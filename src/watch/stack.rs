@@ -1,0 +1,375 @@
+//! The per-stack loop: one pass per tick ([`StackWatcher::reconcile`], a typed outcome or a typed
+//! error), one policy for what an error means ([`StackWatcher::error_policy`]), and the one log line
+//! and metrics of each pass.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::cadence::{self, Cadence};
+use super::findings;
+use super::metrics::Metrics;
+use super::observe::{self, Tracker};
+use super::remediate;
+use super::sources::ManifestSource;
+use super::supervisor::Ctx;
+use crate::identity::IdentityError;
+use crate::manifest::Manifest;
+use crate::state::StateError;
+
+/// What a pass ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PassEnd {
+    /// Every resource the state owns is seen (read now, none backing off) and the outcome recorded.
+    Complete,
+    /// It ran, but some resources are not seen (failed reads, backing off), or the state moved under it.
+    Partial,
+    /// Stopped by a signal before anything was recorded.
+    Cancelled,
+}
+
+/// Counts for the one log line per pass.
+#[derive(Debug, Default)]
+pub(super) struct PassStats {
+    read: usize,
+    unreadable: usize,
+    open: usize,
+    opened: usize,
+    resolved: usize,
+    remediated: usize,
+}
+
+/// What stops a whole pass (a resource that cannot be read is not one: it backs off alone).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PassError {
+    /// The stack is pinned to another account or region than the credentials in use.
+    #[error(transparent)]
+    Refused(IdentityError),
+    /// Where the credentials in use are could not be checked now.
+    #[error(transparent)]
+    Identity(IdentityError),
+    /// The state file could not be read or written.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// One stack: its manifest (last good version), read schedule, and what was already said once.
+pub(super) struct StackWatcher {
+    source: ManifestSource,
+    cadence: Cadence,
+    told: BTreeSet<(String, &'static str)>,
+    /// Why the stack is refused (pinned to another account or region), as last logged.
+    refused: Option<String>,
+}
+
+impl StackWatcher {
+    pub(super) fn new(path: PathBuf, manifest: Manifest, interval: Duration) -> StackWatcher {
+        StackWatcher { source: ManifestSource::new(path, manifest), cadence: Cadence::new(interval), told: BTreeSet::new(), refused: None }
+    }
+
+    pub(super) async fn run(mut self, ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>, mut hup: watch::Receiver<u64>) {
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            self.source.reload();
+            if self.pass(&ctx, &mut stop).await == PassEnd::Cancelled {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(cadence::jittered(ctx.config.interval)) => {}
+                Ok(()) = hup.changed() => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+        tracing::info!(stack = %self.source.manifest.stack, "no longer watching");
+    }
+
+    fn remediate(&self, ctx: &Ctx) -> bool {
+        ctx.config.remediate || self.source.manifest.remediate
+    }
+
+    /// One pass, logged as one line with its duration and AWS calls.
+    async fn pass(&mut self, ctx: &Ctx, stop: &mut watch::Receiver<bool>) -> PassEnd {
+        let stack = self.source.manifest.stack.clone();
+        let started = Instant::now();
+        let before = ctx.aws.calls.total();
+        let mut stats = PassStats::default();
+        ctx.metrics.pass_started(&stack);
+        let tracker = Tracker::default();
+        let result = {
+            let inner = self.reconcile(ctx, stop, &mut stats, &tracker);
+            tokio::pin!(inner);
+            // A pass that takes long (AWS slow or unreachable, retries) says what it waits on.
+            let every = ctx.config.interval.clamp(Duration::from_secs(5), Duration::from_secs(60));
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tokio::select! {
+                    r = &mut inner => break r,
+                    _ = tick.tick() => {
+                        let (phase, waiting) = tracker.snapshot();
+                        let now = ctx.aws.calls.total();
+                        tracing::warn!(
+                            stack,
+                            running_s = started.elapsed().as_secs(),
+                            phase,
+                            waiting_on = %waiting.join(", "),
+                            aws_calls = now.calls - before.calls,
+                            aws_errors = now.errors - before.errors,
+                            "pass still running: {phase}, waiting on {}",
+                            if waiting.is_empty() { "AWS".to_string() } else { waiting.join(", ") }
+                        );
+                    }
+                }
+            }
+        };
+        let elapsed = started.elapsed();
+        let after = ctx.aws.calls.total();
+        let (calls, errors) = (after.calls - before.calls, after.errors - before.errors);
+        let end = match result {
+            Ok(end) => end,
+            Err(e) => self.error_policy(&ctx.metrics, e),
+        };
+        if end == PassEnd::Cancelled {
+            tracing::info!(stack, duration_ms = elapsed.as_millis() as u64, "pass cancelled");
+            return end;
+        }
+        let drift = match ctx.store.open_drift_counts(&stack).await {
+            Ok(counts) => {
+                let mut all: BTreeMap<String, u64> = self.source.manifest.resources.iter().map(|r| (r.name.clone(), 0)).collect();
+                all.extend(counts);
+                Some(all)
+            }
+            Err(e) => {
+                tracing::warn!(stack, error = %e, "reading open drift");
+                None
+            }
+        };
+        ctx.metrics.pass(&stack, elapsed, end == PassEnd::Complete, drift);
+        tracing::info!(
+            stack,
+            duration_ms = elapsed.as_millis() as u64,
+            aws_calls = calls,
+            aws_errors = errors,
+            resources_read = stats.read,
+            unreadable = stats.unreadable,
+            drift_open = stats.open,
+            drift_new = stats.opened,
+            drift_resolved = stats.resolved,
+            remediated = stats.remediated,
+            complete = end == PassEnd::Complete,
+            "pass finished"
+        );
+        end
+    }
+
+    /// One tick of the loop: reads what the state owns, records drift and, when remediation is on,
+    /// repairs it. A resource that cannot be read backs off alone and makes the pass partial; what
+    /// stops the whole pass is a [`PassError`], which [`StackWatcher::error_policy`] handles.
+    pub(super) async fn reconcile(
+        &mut self,
+        ctx: &Ctx,
+        stop: &mut watch::Receiver<bool>,
+        stats: &mut PassStats,
+        tracker: &Tracker,
+    ) -> Result<PassEnd, PassError> {
+        let stack = self.source.manifest.stack.clone();
+        self.check_identity(ctx).await?;
+        tracker.phase("reading the state");
+        let state = ctx.store.load(&stack).await?;
+        let destroyed = state.last_operation.as_deref() == Some(crate::state::DESTROY);
+        ctx.metrics.destroyed(&stack, destroyed);
+        let now = Instant::now();
+        let cadence = &self.cadence;
+        tracker.phase("reading AWS");
+        let observe = observe::observe(&self.source.manifest, &state, &ctx.aws, |r| cadence.due(r, now), tracker);
+        let obs = tokio::select! {
+            obs = observe => obs,
+            _ = stop.wait_for(|s| *s) => return Ok(PassEnd::Cancelled),
+        };
+        let mut end = PassEnd::Complete;
+        for (resource, read) in &obs.reads {
+            match read {
+                Ok(_) => {
+                    stats.read += 1;
+                    self.cadence.succeeded(resource);
+                }
+                Err(e) => {
+                    stats.unreadable += 1;
+                    end = PassEnd::Partial;
+                    let wait = self.cadence.failed(resource, Instant::now());
+                    tracing::warn!(
+                        stack,
+                        resource,
+                        error = %e,
+                        failures = self.cadence.failures(resource),
+                        retry_in_s = wait.as_secs(),
+                        "read failed; this resource backs off, the others are still watched"
+                    );
+                }
+            }
+        }
+        self.cadence.retain(|r| state.resources.contains_key(r));
+        if self.cadence.backing_off() {
+            end = PassEnd::Partial;
+        }
+        // An apply that wrote the state while we read makes this pass's view stale: drop it.
+        let serial = ctx.store.load(&stack).await?.serial;
+        if serial != state.serial {
+            tracing::info!(stack, "the state changed during the pass (an apply ran); its results are not recorded");
+            return Ok(PassEnd::Partial);
+        }
+
+        tracker.phase("recording drift");
+        let found = findings::findings(&obs.plan, &state, |r| obs.was_read(r));
+        let delta = ctx.store.record_drift(&stack, &found.drift, &found.checked, &found.managed).await?;
+        stats.opened = delta.opened.len();
+        stats.resolved = delta.resolved.len();
+        for d in &delta.opened {
+            tracing::warn!(
+                stack,
+                resource = %d.resource,
+                resource_type = %d.kind,
+                field = %d.field,
+                expected = %d.expected,
+                actual = %d.actual,
+                "drift detected"
+            );
+        }
+        for (e, how) in &delta.resolved {
+            tracing::info!(stack, resource = %e.resource, field = %e.field, how = how.as_str(), first_seen = %e.first_seen, "drift resolved");
+        }
+        self.tell_once(&stack, &found.not_applied, "not applied yet: in the manifest, not in the state (not drift)", "not-applied");
+        self.tell_once(&stack, &found.removed, "removed from the manifest: `reconcile apply` deletes it; watch never does", "removed");
+        self.tell_once(
+            &stack,
+            &found.needs_replacement,
+            "drifted on a field that forces replacement: watch does not replace; run `reconcile apply`",
+            "replace",
+        );
+
+        let destroyed_names: Vec<String> = if destroyed && self.remediate(ctx) { vec![String::new()] } else { Vec::new() };
+        self.tell_once(
+            &stack,
+            &destroyed_names,
+            "destroyed: the last operation on this stack was `reconcile destroy`; not remediated until the next apply",
+            "destroyed",
+        );
+        if self.remediate(ctx) && !destroyed && !*stop.borrow() {
+            let fix = findings::remediation(&obs.plan, &state, |r| obs.was_read(r));
+            self.tell_once(
+                &stack,
+                &fix.deferred,
+                "not remediated this pass: it needs a value known only after a change remediation does not make (a replacement); a later pass or `reconcile apply` finishes it",
+                "deferred",
+            );
+            if fix.plan.has_changes() {
+                stats.remediated = remediate::remediate(ctx, &self.source, &fix.plan, &state, tracker).await?;
+            }
+        }
+        stats.open = ctx.store.open_drift_counts(&stack).await?.values().sum::<u64>() as usize;
+        Ok(end)
+    }
+
+    /// Whether the credentials and region in use are where the stack lives (a stack pinned elsewhere is
+    /// [`PassError::Refused`]). A stack no longer refused is watched again, and said so once.
+    async fn check_identity(&mut self, ctx: &Ctx) -> Result<(), PassError> {
+        let stack = self.source.manifest.stack.clone();
+        match crate::identity::check(&ctx.store, &stack, &ctx.aws).await {
+            Ok(_) => {
+                if self.refused.take().is_some() {
+                    tracing::info!(stack, "the stack is no longer refused: watching it");
+                }
+                ctx.metrics.refused(&stack, None);
+                Ok(())
+            }
+            Err(e) if e.is_refusal() => Err(PassError::Refused(e)),
+            Err(e) => Err(PassError::Identity(e)),
+        }
+    }
+
+    /// What an error that stopped a pass means; the pass is partial either way (and /readyz turns 503
+    /// once passes have been failing for longer than its threshold). A stack pinned elsewhere is refused
+    /// on its own (logged when it starts or its reason changes, shown by /readyz and the
+    /// `reconcile_stack_refused` gauge); the other stacks go on. A failed identity check or state read
+    /// skips this pass; the next one tries again after the interval.
+    fn error_policy(&mut self, metrics: &Metrics, error: PassError) -> PassEnd {
+        let stack = self.source.manifest.stack.clone();
+        match error {
+            PassError::Refused(e) => {
+                let message = e.to_string();
+                if self.refused.as_deref() != Some(message.as_str()) {
+                    tracing::error!(stack, reason = e.reason(), error = %message, "stack refused: not watched until this is fixed; the other stacks go on");
+                    self.refused = Some(message.clone());
+                }
+                metrics.refused(&stack, Some((e.reason(), &message)));
+            }
+            PassError::Identity(e) => {
+                tracing::warn!(stack, error = %e, "cannot check the stack's account and region; skipping this pass");
+            }
+            PassError::State(e) => tracing::warn!(stack, error = %e, "pass failed"),
+        }
+        PassEnd::Partial
+    }
+
+    /// Logs `what` once for each resource while it stays in `names` (an empty name: the stack itself).
+    fn tell_once(&mut self, stack: &str, names: &[String], what: &str, tag: &'static str) {
+        self.told.retain(|(n, t)| *t != tag || names.contains(n));
+        for n in names {
+            if self.told.insert((n.clone(), tag)) {
+                if n.is_empty() {
+                    tracing::info!(stack, "{what}");
+                } else {
+                    tracing::info!(stack, resource = %n, "{what}");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Identity;
+
+    fn watcher() -> StackWatcher {
+        let text = "[stack]\nname = \"s\"\n\n[resources.logs]\ntype = \"aws_cloudwatch_log_group\"\nname = \"lg\"\n";
+        let path = PathBuf::from("/nonexistent/stack.toml");
+        let manifest = crate::manifest::parse(&path, text.to_string()).unwrap();
+        StackWatcher::new(path, manifest, Duration::from_secs(60))
+    }
+
+    fn here(account: &str) -> Identity {
+        Identity { account_id: account.into(), partition: "aws".into(), region: "us-east-1".into() }
+    }
+
+    #[test]
+    fn the_error_policy_refuses_a_stack_pinned_elsewhere_and_makes_other_errors_a_partial_pass() {
+        let metrics = Metrics::default();
+        let mut w = watcher();
+        metrics.register("s");
+        let mismatch = || IdentityError::Mismatch {
+            stack: "s".into(),
+            pinned: here("111111111111"),
+            current: here("222222222222"),
+            source_of_pin: "its first apply".into(),
+            hint: "",
+        };
+        assert_eq!(w.error_policy(&metrics, PassError::Refused(mismatch())), PassEnd::Partial);
+        assert_eq!(metrics.refusals().len(), 1, "refused, with its reason");
+        assert!(metrics.refusals()[0].1.contains("222222222222"), "{:?}", metrics.refusals());
+        assert!(w.refused.is_some(), "said once, remembered");
+        assert!(!metrics.ready());
+
+        // A state failure is a partial pass, not a refusal.
+        let metrics = Metrics::default();
+        metrics.register("s");
+        let mut w = watcher();
+        let state = StateError::Corrupt { path: PathBuf::from("x.db") };
+        assert_eq!(w.error_policy(&metrics, PassError::State(state)), PassEnd::Partial);
+        assert!(metrics.refusals().is_empty() && w.refused.is_none());
+    }
+}

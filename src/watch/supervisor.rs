@@ -1,0 +1,151 @@
+//! The supervisor: the HTTP endpoint, signals, one task per stack, and manifest files that appear in
+//! watched directories.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::metrics::Metrics;
+use super::server;
+use super::sources::Sources;
+use super::stack::StackWatcher;
+use super::{Config, WatchError};
+use crate::manifest::Manifest;
+use crate::providers::Aws;
+use crate::state::Store;
+
+/// What every stack task shares.
+pub(super) struct Ctx {
+    pub(super) config: Config,
+    pub(super) store: Store,
+    pub(super) aws: Aws,
+    pub(super) metrics: Arc<Metrics>,
+}
+
+/// Runs until SIGTERM or Ctrl-C; returns after the passes in flight ended and the HTTP server stopped.
+pub async fn run(config: Config, store: Store, aws: Aws) -> Result<(), WatchError> {
+    let mut sources = Sources::new(&config.paths);
+    let initial = sources.scan_initial()?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (hup_tx, hup_rx) = watch::channel(0u64);
+    tokio::spawn(signals(stop_tx, hup_tx));
+
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.map_err(|source| WatchError::Listen { addr: config.listen, source })?;
+    let bound = listener.local_addr().map_err(|source| WatchError::Listen { addr: config.listen, source })?;
+    println!("listening on http://{bound}");
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    tracing::info!(address = %bound, "serving /healthz, /readyz and /metrics");
+
+    let metrics = Arc::new(Metrics::new(config.unready_after));
+    let (server_stop_tx, server_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = server::router(metrics.clone(), aws.calls.clone());
+    let server = tokio::spawn(async move {
+        let stopped = async {
+            let _ = server_stop_rx.await;
+        };
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+
+    let ctx = Arc::new(Ctx { config, store, aws, metrics });
+    tracing::info!(stacks = initial.len(), interval_s = ctx.config.interval.as_secs_f64(), remediate = ctx.config.remediate, "watching");
+    let mut tasks = JoinSet::new();
+    for (path, manifest) in initial {
+        spawn_stack(&mut tasks, &ctx, path, manifest, stop_rx.clone(), hup_rx.clone());
+    }
+
+    // New manifest files in watched directories join without a restart (at once on SIGHUP).
+    let mut stop = stop_rx.clone();
+    let mut hup = hup_rx.clone();
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            _ = tokio::time::sleep(ctx.config.interval) => {
+                for (path, manifest) in sources.scan_new() {
+                    spawn_stack(&mut tasks, &ctx, path, manifest, stop_rx.clone(), hup_rx.clone());
+                }
+            }
+            Ok(()) = hup.changed() => {
+                for (path, manifest) in sources.scan_new() {
+                    spawn_stack(&mut tasks, &ctx, path, manifest, stop_rx.clone(), hup_rx.clone());
+                }
+            }
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = joined {
+                    tracing::error!(error = %e, "a stack watcher ended unexpectedly");
+                }
+            }
+        }
+    }
+    tracing::info!("stopping: letting the passes in flight end");
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined {
+            tracing::error!(error = %e, "a stack watcher ended unexpectedly");
+        }
+    }
+    let _ = server_stop_tx.send(());
+    let _ = server.await;
+    ctx.store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Flips `stop` on the first SIGTERM, SIGQUIT or Ctrl-C; counts SIGHUPs in `hup` (reload now).
+/// Every signal whose default action ends the process and that a daemon is commonly sent is handled,
+/// so none ends it with the stack's lock held.
+async fn signals(stop: watch::Sender<bool>, hup: watch::Sender<u64>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (term, quit, mut hangup) = (signal(SignalKind::terminate()), signal(SignalKind::quit()), signal(SignalKind::hangup()));
+        let (mut term, mut quit) = match (term, quit) {
+            (Ok(t), Ok(q)) => (t, q),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM and SIGQUIT");
+                let _ = tokio::signal::ctrl_c().await;
+                let _ = stop.send(true);
+                return;
+            }
+        };
+        if let Err(e) = &hangup {
+            tracing::error!(error = %e, "cannot listen for SIGHUP");
+        }
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM received"); break }
+                _ = quit.recv() => { tracing::info!("SIGQUIT received"); break }
+                _ = tokio::signal::ctrl_c() => { tracing::info!("interrupt received"); break }
+                Some(()) = async { match &mut hangup { Ok(h) => h.recv().await, Err(_) => std::future::pending().await } } => {
+                    tracing::info!("SIGHUP received: re-reading the manifests and their code now; a remediation in flight goes on");
+                    hup.send_modify(|n| *n += 1);
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = &hup;
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("interrupt received");
+    }
+    let _ = stop.send(true);
+}
+
+fn spawn_stack(
+    tasks: &mut JoinSet<()>,
+    ctx: &Arc<Ctx>,
+    path: PathBuf,
+    manifest: Manifest,
+    stop: watch::Receiver<bool>,
+    hup: watch::Receiver<u64>,
+) {
+    ctx.metrics.register(&manifest.stack);
+    let watcher = StackWatcher::new(path, manifest, ctx.config.interval);
+    tasks.spawn(watcher.run(ctx.clone(), stop, hup));
+}
