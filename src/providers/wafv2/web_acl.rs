@@ -692,6 +692,16 @@ pub async fn find(aws: &Aws, scope: &str, name: &str) -> Result<Option<(String, 
     }
 }
 
+/// What a CreateWebACL error means: a taken name is `AlreadyExists`.
+fn create_error_class(e: &CreateWebACLError) -> ErrorClass {
+    match e {
+        CreateWebACLError::WafDuplicateItemException(_) => ErrorClass::AlreadyExists,
+        // moto answers a taken name with code `WafV2DuplicateItem`, which the SDK has no variant for.
+        e if e.code() == Some("WafV2DuplicateItem") => ErrorClass::AlreadyExists,
+        _ => ErrorClass::Other,
+    }
+}
+
 // ---- the kind ----
 
 /// `aws_wafv2_web_acl`: A WAFv2 web ACL with its rules (managed rule groups, geo match, rate-based).
@@ -749,14 +759,7 @@ impl Resource for WebAcl {
             .set_tags((!tags.is_empty()).then_some(tags))
             .send()
             .await
-            .map_err(|e| {
-                ProviderError::sdk_classified("wafv2:CreateWebACL", e, |e| match e {
-                    CreateWebACLError::WafDuplicateItemException(_) => ErrorClass::AlreadyExists,
-                    // moto answers a taken name with code `WafV2DuplicateItem`, which the SDK has no variant for.
-                    e if e.code() == Some("WafV2DuplicateItem") => ErrorClass::AlreadyExists,
-                    _ => ErrorClass::Other,
-                })
-            })?;
+            .map_err(|e| ProviderError::sdk_classified("wafv2:CreateWebACL", e, create_error_class))?;
         let summary = out.summary().ok_or_else(|| ProviderError::Other("wafv2:CreateWebACL returned no summary".into()))?;
         let (Some(acl_id), Some(arn)) = (summary.id(), summary.arn()) else {
             return Err(ProviderError::Other("wafv2:CreateWebACL returned no id or ARN".into()));
@@ -996,6 +999,18 @@ mod tests {
             .build();
         assert!(canonical(&RuleStatement::from_sdk(Some(&two))).unwrap().get("unsupported").is_some());
         assert_eq!(canonical(&RuleStatement::from_sdk(None)).unwrap(), json!({"unsupported": "no statement"}));
+    }
+
+    #[test]
+    fn a_taken_name_is_already_exists_whichever_code_says_so() {
+        use aws_sdk_wafv2::error::ErrorMetadata;
+        use aws_sdk_wafv2::types::error::{WafDuplicateItemException, WafInvalidParameterException};
+        let typed = CreateWebACLError::WafDuplicateItemException(WafDuplicateItemException::builder().build());
+        assert_eq!(create_error_class(&typed), ErrorClass::AlreadyExists);
+        let moto = CreateWebACLError::generic(ErrorMetadata::builder().code("WafV2DuplicateItem").build());
+        assert_eq!(create_error_class(&moto), ErrorClass::AlreadyExists);
+        let other = CreateWebACLError::WafInvalidParameterException(WafInvalidParameterException::builder().build());
+        assert_eq!(create_error_class(&other), ErrorClass::Other);
     }
 
     #[test]
