@@ -1,246 +1,18 @@
-//! IAM roles: trust policy, inline policies, managed policy attachments, tags.
+//! `aws_iam_role`: an IAM role — trust policy, inline policies, managed policy attachments, tags.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
-use aws_sdk_iam::types::Tag;
+use aws_sdk_iam::operation::create_role::CreateRoleError;
+use aws_sdk_iam::types::{Role, Tag};
 use futures::future::try_join_all;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use super::{Applied, Aws, Desired, Live, ProviderError, Result, changed, int_attr, str_attr, string_list, tag_changes};
-
-fn err<E>(
-    op: &'static str,
-) -> impl FnOnce(aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>) -> ProviderError
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    move |e| ProviderError::sdk(op, e)
-}
-
-/// IAM hands policy documents back percent-encoded; parse them into JSON.
-pub fn decode_policy(doc: &str) -> Value {
-    let decoded = percent_encoding::percent_decode_str(doc).decode_utf8_lossy();
-    serde_json::from_str(&decoded).unwrap_or(Value::String(decoded.into_owned()))
-}
-
-fn outputs(arn: &str, name: &str, id: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([("arn".into(), arn.into()), ("name".into(), name.into()), ("id".into(), id.into())])
-}
-
-fn tags(desired: &Map<String, Value>) -> Result<Vec<Tag>> {
-    super::string_map(desired, "tags")
-        .into_iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build().map_err(|e| ProviderError::Other(e.to_string())))
-        .collect()
-}
-
-pub async fn read(aws: &Aws, name: &str) -> Result<Option<Live>> {
-    let role = match aws.iam.get_role().role_name(name).send().await {
-        Ok(out) => match out.role {
-            Some(role) => role,
-            None => return Ok(None),
-        },
-        Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_entity_exception()) => {
-            return Ok(None);
-        }
-        Err(e) => return Err(ProviderError::sdk("iam:GetRole", e)),
-    };
-    let (inline, attached) = tokio::try_join!(inline_policies(aws, name), attached_policies(aws, name))?;
-    let tags: Map<String, Value> = role.tags().iter().map(|t| (t.key().to_string(), json!(t.value()))).collect();
-    let mut attrs = Map::new();
-    attrs.insert("name".into(), json!(role.role_name()));
-    attrs.insert("assume_role_policy".into(), role.assume_role_policy_document().map(decode_policy).unwrap_or(Value::Null));
-    attrs.insert("description".into(), json!(role.description().unwrap_or_default()));
-    attrs.insert("path".into(), json!(role.path()));
-    attrs.insert("max_session_duration".into(), json!(role.max_session_duration().unwrap_or(3600)));
-    attrs.insert("inline_policies".into(), Value::Object(inline));
-    attrs.insert("managed_policy_arns".into(), json!(attached));
-    attrs.insert("tags".into(), Value::Object(tags));
-    Ok(Some(Live { attrs, outputs: outputs(role.arn(), role.role_name(), role.role_id()) }))
-}
-
-async fn inline_policies(aws: &Aws, role: &str) -> Result<Map<String, Value>> {
-    let names: Vec<String> = aws
-        .iam
-        .list_role_policies()
-        .role_name(role)
-        .into_paginator()
-        .items()
-        .send()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .map_err(err("iam:ListRolePolicies"))?;
-    let docs = try_join_all(names.iter().map(|policy| async move {
-        let out = aws.iam.get_role_policy().role_name(role).policy_name(policy).send().await.map_err(err("iam:GetRolePolicy"))?;
-        Ok::<_, ProviderError>((policy.clone(), decode_policy(out.policy_document())))
-    }))
-    .await?;
-    Ok(docs.into_iter().collect())
-}
-
-async fn attached_policies(aws: &Aws, role: &str) -> Result<Vec<String>> {
-    let attached = aws
-        .iam
-        .list_attached_role_policies()
-        .role_name(role)
-        .into_paginator()
-        .items()
-        .send()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .map_err(err("iam:ListAttachedRolePolicies"))?;
-    let mut arns: Vec<String> = attached.iter().filter_map(|p| p.policy_arn().map(str::to_string)).collect();
-    arns.sort();
-    Ok(arns)
-}
-
-pub async fn create(aws: &Aws, desired: Desired<'_>) -> Result<Applied> {
-    let d = desired.attrs;
-    let name = str_attr(d, "name");
-    let description = str_attr(d, "description");
-    let out = aws
-        .iam
-        .create_role()
-        .role_name(name)
-        .path(str_attr(d, "path"))
-        .assume_role_policy_document(d.get("assume_role_policy").map(Value::to_string).unwrap_or_default())
-        .set_description((!description.is_empty()).then(|| description.to_string()))
-        .max_session_duration(int_attr(d, "max_session_duration") as i32)
-        .set_tags(Some(tags(d)?))
-        .send()
-        .await
-        .map_err(err("iam:CreateRole"))?;
-    let role = out.role.ok_or_else(|| ProviderError::Other("iam:CreateRole returned no role".into()))?;
-    let outputs = outputs(role.arn(), role.role_name(), role.role_id());
-    // The role exists from here on: a refused policy leaves it incomplete, to be recorded, not lost.
-    if let Err(e) = sync_policies(aws, name, &Map::new(), d).await {
-        return Err(e.after_create(name, outputs));
-    }
-    Ok(Applied { physical_id: name.to_string(), outputs })
-}
-
-/// Puts, deletes, attaches and detaches policies to go from `current` to `desired`.
-async fn sync_policies(aws: &Aws, name: &str, current: &Map<String, Value>, desired: &Map<String, Value>) -> Result<()> {
-    let empty = Map::new();
-    let have = current.get("inline_policies").and_then(Value::as_object).unwrap_or(&empty);
-    let want = desired.get("inline_policies").and_then(Value::as_object).unwrap_or(&empty);
-    for (policy, doc) in want {
-        if have.get(policy) != Some(doc) {
-            aws.iam
-                .put_role_policy()
-                .role_name(name)
-                .policy_name(policy)
-                .policy_document(doc.to_string())
-                .send()
-                .await
-                .map_err(err("iam:PutRolePolicy"))?;
-        }
-    }
-    for policy in have.keys().filter(|p| !want.contains_key(*p)) {
-        match aws.iam.delete_role_policy().role_name(name).policy_name(policy).send().await {
-            Ok(_) => {}
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_entity_exception()) => {}
-            Err(e) => return Err(ProviderError::sdk("iam:DeleteRolePolicy", e)),
-        }
-    }
-    let have = string_list(current, "managed_policy_arns");
-    let want = string_list(desired, "managed_policy_arns");
-    for arn in want.iter().filter(|a| !have.contains(a)) {
-        aws.iam.attach_role_policy().role_name(name).policy_arn(arn).send().await.map_err(err("iam:AttachRolePolicy"))?;
-    }
-    for arn in have.iter().filter(|a| !want.contains(a)) {
-        detach(aws, name, arn).await?;
-    }
-    Ok(())
-}
-
-async fn detach(aws: &Aws, role: &str, arn: &str) -> Result<()> {
-    match aws.iam.detach_role_policy().role_name(role).policy_arn(arn).send().await {
-        Ok(_) => Ok(()),
-        Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_entity_exception()) => Ok(()),
-        Err(e) => Err(ProviderError::sdk("iam:DetachRolePolicy", e)),
-    }
-}
-
-pub async fn update(aws: &Aws, name: &str, current: &Map<String, Value>, desired: Desired<'_>) -> Result<Applied> {
-    let d = desired.attrs;
-    if changed(current, d, "assume_role_policy") {
-        aws.iam
-            .update_assume_role_policy()
-            .role_name(name)
-            .policy_document(d.get("assume_role_policy").map(Value::to_string).unwrap_or_default())
-            .send()
-            .await
-            .map_err(err("iam:UpdateAssumeRolePolicy"))?;
-    }
-    if changed(current, d, "description") || changed(current, d, "max_session_duration") {
-        aws.iam
-            .update_role()
-            .role_name(name)
-            .description(str_attr(d, "description"))
-            .max_session_duration(int_attr(d, "max_session_duration") as i32)
-            .send()
-            .await
-            .map_err(err("iam:UpdateRole"))?;
-    }
-    sync_policies(aws, name, current, d).await?;
-    let (set, remove) = tag_changes(current, d);
-    if !set.is_empty() {
-        let tags = set
-            .into_iter()
-            .map(|(k, v)| Tag::builder().key(k).value(v).build().map_err(|e| ProviderError::Other(e.to_string())))
-            .collect::<Result<Vec<_>>>()?;
-        aws.iam.tag_role().role_name(name).set_tags(Some(tags)).send().await.map_err(err("iam:TagRole"))?;
-    }
-    if !remove.is_empty() {
-        aws.iam.untag_role().role_name(name).set_tag_keys(Some(remove)).send().await.map_err(err("iam:UntagRole"))?;
-    }
-    let role = aws.iam.get_role().role_name(name).send().await.map_err(err("iam:GetRole"))?.role;
-    let role = role.ok_or_else(|| ProviderError::Other(format!("role {name} vanished during update")))?;
-    Ok(Applied { physical_id: name.to_string(), outputs: outputs(role.arn(), role.role_name(), role.role_id()) })
-}
-
-pub async fn delete(aws: &Aws, name: &str) -> Result<()> {
-    let (inline, attached) = match tokio::try_join!(
-        async {
-            aws.iam
-                .list_role_policies()
-                .role_name(name)
-                .into_paginator()
-                .items()
-                .send()
-                .collect::<Result<Vec<_>, _>>()
-                .await
-                .map_err(err("iam:ListRolePolicies"))
-        },
-        attached_policies(aws, name)
-    ) {
-        Ok(v) => v,
-        Err(e) if e.code() == Some("NoSuchEntity") => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for arn in &attached {
-        detach(aws, name, arn).await?;
-    }
-    for policy in &inline {
-        match aws.iam.delete_role_policy().role_name(name).policy_name(policy).send().await {
-            Ok(_) => {}
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_entity_exception()) => {}
-            Err(e) => return Err(ProviderError::sdk("iam:DeleteRolePolicy", e)),
-        }
-    }
-    match aws.iam.delete_role().role_name(name).send().await {
-        Ok(_) => Ok(()),
-        Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_entity_exception()) => Ok(()),
-        Err(e) => Err(ProviderError::sdk("iam:DeleteRole", e)),
-    }
-}
-
-// ---- the kind: schema and the registry's entry ----
-
-use crate::providers::resource::{Observed, Resource};
+use crate::artifact::Artifact;
+use crate::providers::resource::{Observed, Resource, find_by_name};
 use crate::providers::schema::{DefaultValue, Field, FieldType as T, KindSchema, TAGS};
-use crate::providers::{Kind, rules};
+use crate::providers::tags::TagChanges;
+use crate::providers::{Applied, Aws, ErrorClass, Kind, NotFoundOk, ProviderError, Result, rules};
 
 pub static SCHEMA: KindSchema = KindSchema {
     type_name: "aws_iam_role",
@@ -266,19 +38,186 @@ pub static SCHEMA: KindSchema = KindSchema {
     singleton: false,
 };
 
+/// A role as the manifest gives it and as `read` reports it. Policy documents are free-form JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleSpec {
+    pub name: String,
+    pub assume_role_policy: Value,
+    pub description: String,
+    pub path: String,
+    pub max_session_duration: i64,
+    /// Policy name → policy document.
+    pub inline_policies: BTreeMap<String, Value>,
+    pub managed_policy_arns: Vec<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
 /// `aws_iam_role`: An IAM role with its trust policy, inline policies and managed policy attachments.
 pub struct IamRole;
 
+/// IAM hands policy documents back percent-encoded; parse them into JSON.
+fn decode_policy(doc: &str) -> Value {
+    let decoded = percent_encoding::percent_decode_str(doc).decode_utf8_lossy();
+    serde_json::from_str(&decoded).unwrap_or(Value::String(decoded.into_owned()))
+}
+
+fn outputs(role: &Role) -> BTreeMap<String, String> {
+    BTreeMap::from([("arn".into(), role.arn().into()), ("name".into(), role.role_name().into()), ("id".into(), role.role_id().into())])
+}
+
+fn tag_list(tags: &BTreeMap<String, String>) -> Result<Vec<Tag>> {
+    tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build().map_err(|e| ProviderError::Other(e.to_string()))).collect()
+}
+
+fn session_duration(seconds: i64) -> Result<i32> {
+    i32::try_from(seconds).map_err(|_| ProviderError::Other(format!("max_session_duration of {seconds} seconds is out of range")))
+}
+
+/// GetRole; `None` if there is no such role.
+async fn get_role(aws: &Aws, name: &str) -> Result<Option<Role>> {
+    Ok(aws
+        .iam
+        .get_role()
+        .role_name(name)
+        .send()
+        .await
+        .map_err(|e| {
+            ProviderError::sdk_classified("iam:GetRole", e, |e| {
+                if e.is_no_such_entity_exception() { ErrorClass::NotFound } else { ErrorClass::Other }
+            })
+        })
+        .or_gone()?
+        .and_then(|out| out.role))
+}
+
+/// The names of the role's inline policies (a missing role is `NotFound`).
+async fn inline_policy_names(aws: &Aws, role: &str) -> Result<Vec<String>> {
+    aws.iam.list_role_policies().role_name(role).into_paginator().items().send().collect::<Result<Vec<_>, _>>().await.map_err(|e| {
+        ProviderError::sdk_classified("iam:ListRolePolicies", e, |e| {
+            if e.is_no_such_entity_exception() { ErrorClass::NotFound } else { ErrorClass::Other }
+        })
+    })
+}
+
+async fn inline_policies(aws: &Aws, role: &str) -> Result<BTreeMap<String, Value>> {
+    let names = inline_policy_names(aws, role).await?;
+    let docs = try_join_all(names.iter().map(|policy| async move {
+        let out = aws
+            .iam
+            .get_role_policy()
+            .role_name(role)
+            .policy_name(policy)
+            .send()
+            .await
+            .map_err(|e| ProviderError::sdk("iam:GetRolePolicy", e))?;
+        Ok::<_, ProviderError>((policy.clone(), decode_policy(out.policy_document())))
+    }))
+    .await?;
+    Ok(docs.into_iter().collect())
+}
+
+/// The ARNs of the managed policies attached to the role, sorted (a missing role is `NotFound`).
+async fn attached_policies(aws: &Aws, role: &str) -> Result<Vec<String>> {
+    let attached = aws
+        .iam
+        .list_attached_role_policies()
+        .role_name(role)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(|e| {
+            ProviderError::sdk_classified("iam:ListAttachedRolePolicies", e, |e| {
+                if e.is_no_such_entity_exception() { ErrorClass::NotFound } else { ErrorClass::Other }
+            })
+        })?;
+    let mut arns: Vec<String> = attached.iter().filter_map(|p| p.policy_arn().map(str::to_string)).collect();
+    arns.sort();
+    Ok(arns)
+}
+
+async fn delete_inline(aws: &Aws, role: &str, policy: &str) -> Result<()> {
+    aws.iam
+        .delete_role_policy()
+        .role_name(role)
+        .policy_name(policy)
+        .send()
+        .await
+        .map_err(|e| {
+            ProviderError::sdk_classified("iam:DeleteRolePolicy", e, |e| {
+                if e.is_no_such_entity_exception() { ErrorClass::NotFound } else { ErrorClass::Other }
+            })
+        })
+        .or_gone()
+        .map(drop)
+}
+
+async fn detach(aws: &Aws, role: &str, arn: &str) -> Result<()> {
+    aws.iam
+        .detach_role_policy()
+        .role_name(role)
+        .policy_arn(arn)
+        .send()
+        .await
+        .map_err(|e| {
+            ProviderError::sdk_classified("iam:DetachRolePolicy", e, |e| {
+                if e.is_no_such_entity_exception() { ErrorClass::NotFound } else { ErrorClass::Other }
+            })
+        })
+        .or_gone()
+        .map(drop)
+}
+
+/// Puts, deletes, attaches and detaches policies to go from `have` to `want`.
+async fn sync_policies(
+    aws: &Aws,
+    name: &str,
+    have: (&BTreeMap<String, Value>, &[String]),
+    want: (&BTreeMap<String, Value>, &[String]),
+) -> Result<()> {
+    let ((have_inline, have_arns), (want_inline, want_arns)) = (have, want);
+    for (policy, doc) in want_inline {
+        if have_inline.get(policy) != Some(doc) {
+            aws.iam
+                .put_role_policy()
+                .role_name(name)
+                .policy_name(policy)
+                .policy_document(doc.to_string())
+                .send()
+                .await
+                .map_err(|e| ProviderError::sdk("iam:PutRolePolicy", e))?;
+        }
+    }
+    for policy in have_inline.keys().filter(|p| !want_inline.contains_key(*p)) {
+        delete_inline(aws, name, policy).await?;
+    }
+    for arn in want_arns.iter().filter(|a| !have_arns.contains(a)) {
+        aws.iam
+            .attach_role_policy()
+            .role_name(name)
+            .policy_arn(arn)
+            .send()
+            .await
+            .map_err(|e| ProviderError::sdk("iam:AttachRolePolicy", e))?;
+    }
+    for arn in have_arns.iter().filter(|a| !want_arns.contains(a)) {
+        detach(aws, name, arn).await?;
+    }
+    Ok(())
+}
+
 impl Resource for IamRole {
-    type Spec = Map<String, Value>;
+    type Spec = RoleSpec;
     const KIND: Kind = Kind::IamRole;
 
     fn schema() -> &'static KindSchema {
         &SCHEMA
     }
 
-    fn physical_id(spec: &Self::Spec) -> Option<String> {
-        Some(super::str_attr(spec, "name").to_string())
+    fn physical_id(spec: &RoleSpec) -> Option<String> {
+        Some(spec.name.clone())
     }
 
     fn parent(_id: &str) -> Option<(Kind, String)> {
@@ -289,52 +228,183 @@ impl Resource for IamRole {
         id.to_string()
     }
 
-    fn derived_outputs(_spec: &Self::Spec) -> BTreeMap<String, String> {
+    fn derived_outputs(_spec: &RoleSpec) -> BTreeMap<String, String> {
         BTreeMap::new()
     }
 
+    /// An update puts the policies a failed create did not.
     fn finishes_incomplete() -> bool {
         true
     }
 
-    async fn read(aws: &Aws, id: &str) -> Result<Option<Observed<Self::Spec>>> {
-        Ok(read(aws, id).await?.map(|l| Observed { spec: l.attrs, outputs: l.outputs }))
+    async fn read(aws: &Aws, name: &str) -> Result<Option<Observed<RoleSpec>>> {
+        let Some(role) = get_role(aws, name).await? else {
+            return Ok(None);
+        };
+        let (inline_policies, managed_policy_arns) = tokio::try_join!(inline_policies(aws, name), attached_policies(aws, name))?;
+        let spec = RoleSpec {
+            name: role.role_name().to_string(),
+            assume_role_policy: role.assume_role_policy_document().map_or(Value::Null, decode_policy),
+            description: role.description().unwrap_or_default().to_string(),
+            path: role.path().to_string(),
+            max_session_duration: role.max_session_duration().map_or(3600, i64::from),
+            inline_policies,
+            managed_policy_arns,
+            tags: role.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect(),
+        };
+        Ok(Some(Observed { outputs: outputs(&role), spec }))
     }
 
-    async fn find(
-        aws: &Aws,
-        spec: &Self::Spec,
-        _taken: &std::collections::HashSet<String>,
-    ) -> Result<Option<(String, Observed<Self::Spec>)>> {
-        crate::providers::resource::find_by_name::<Self>(aws, spec).await
+    async fn find(aws: &Aws, spec: &RoleSpec, _taken: &HashSet<String>) -> Result<Option<(String, Observed<RoleSpec>)>> {
+        find_by_name::<Self>(aws, spec).await
     }
 
-    async fn create(aws: &Aws, spec: &Self::Spec, artifact: Option<&crate::artifact::Artifact>) -> Result<Applied> {
-        create(aws, Desired { attrs: spec, artifact }).await
+    async fn create(aws: &Aws, spec: &RoleSpec, _artifact: Option<&Artifact>) -> Result<Applied> {
+        let name = spec.name.as_str();
+        let out = aws
+            .iam
+            .create_role()
+            .role_name(name)
+            .path(&spec.path)
+            .assume_role_policy_document(spec.assume_role_policy.to_string())
+            .set_description((!spec.description.is_empty()).then(|| spec.description.clone()))
+            .max_session_duration(session_duration(spec.max_session_duration)?)
+            .set_tags(Some(tag_list(&spec.tags)?))
+            .send()
+            .await
+            .map_err(|e| {
+                ProviderError::sdk_classified("iam:CreateRole", e, |e| match e {
+                    CreateRoleError::EntityAlreadyExistsException(_) => ErrorClass::AlreadyExists,
+                    _ => ErrorClass::Other,
+                })
+            })?;
+        let role = out.role.ok_or_else(|| ProviderError::Other("iam:CreateRole returned no role".into()))?;
+        let outputs = outputs(&role);
+        // The role exists from here on: a refused policy leaves it incomplete, to be recorded, not lost.
+        if let Err(e) = sync_policies(aws, name, (&BTreeMap::new(), &[]), (&spec.inline_policies, &spec.managed_policy_arns)).await {
+            return Err(e.after_create(name, outputs));
+        }
+        Ok(Applied { physical_id: name.to_string(), outputs })
     }
 
-    async fn update(
-        aws: &Aws,
-        id: &str,
-        current: &Self::Spec,
-        desired: &Self::Spec,
-        artifact: Option<&crate::artifact::Artifact>,
-    ) -> Result<Applied> {
-        update(aws, id, current, Desired { attrs: desired, artifact }).await
+    async fn update(aws: &Aws, name: &str, current: &RoleSpec, desired: &RoleSpec, _artifact: Option<&Artifact>) -> Result<Applied> {
+        if current.assume_role_policy != desired.assume_role_policy {
+            aws.iam
+                .update_assume_role_policy()
+                .role_name(name)
+                .policy_document(desired.assume_role_policy.to_string())
+                .send()
+                .await
+                .map_err(|e| ProviderError::sdk("iam:UpdateAssumeRolePolicy", e))?;
+        }
+        if current.description != desired.description || current.max_session_duration != desired.max_session_duration {
+            aws.iam
+                .update_role()
+                .role_name(name)
+                .description(&desired.description)
+                .max_session_duration(session_duration(desired.max_session_duration)?)
+                .send()
+                .await
+                .map_err(|e| ProviderError::sdk("iam:UpdateRole", e))?;
+        }
+        sync_policies(
+            aws,
+            name,
+            (&current.inline_policies, &current.managed_policy_arns),
+            (&desired.inline_policies, &desired.managed_policy_arns),
+        )
+        .await?;
+        TagChanges::between(&current.tags, &desired.tags)
+            .apply(
+                |set| async move {
+                    aws.iam
+                        .tag_role()
+                        .role_name(name)
+                        .set_tags(Some(tag_list(&set)?))
+                        .send()
+                        .await
+                        .map(drop)
+                        .map_err(|e| ProviderError::sdk("iam:TagRole", e))
+                },
+                |keys| async move {
+                    aws.iam
+                        .untag_role()
+                        .role_name(name)
+                        .set_tag_keys(Some(keys))
+                        .send()
+                        .await
+                        .map(drop)
+                        .map_err(|e| ProviderError::sdk("iam:UntagRole", e))
+                },
+            )
+            .await?;
+        let role = get_role(aws, name).await?.ok_or_else(|| ProviderError::Other(format!("role {name} vanished during update")))?;
+        Ok(Applied { physical_id: name.to_string(), outputs: outputs(&role) })
     }
 
-    async fn delete(aws: &Aws, id: &str) -> Result<()> {
-        delete(aws, id).await
+    /// Detaches and deletes the role's policies (IAM refuses to delete a role that has any), then the role.
+    async fn delete(aws: &Aws, name: &str) -> Result<()> {
+        let Some((inline, attached)) = tokio::try_join!(inline_policy_names(aws, name), attached_policies(aws, name)).or_gone()? else {
+            return Ok(());
+        };
+        for arn in &attached {
+            detach(aws, name, arn).await?;
+        }
+        for policy in &inline {
+            delete_inline(aws, name, policy).await?;
+        }
+        aws.iam
+            .delete_role()
+            .role_name(name)
+            .send()
+            .await
+            .map_err(|e| {
+                ProviderError::sdk_classified("iam:DeleteRole", e, |e| {
+                    if e.is_no_such_entity_exception() { ErrorClass::NotFound } else { ErrorClass::Other }
+                })
+            })
+            .or_gone()
+            .map(drop)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn decodes_percent_encoded_policy() {
         let v = decode_policy("%7B%22Version%22%3A%20%222012-10-17%22%2C%20%22Statement%22%3A%20%5B%5D%7D");
         assert_eq!(v, json!({"Version": "2012-10-17", "Statement": []}));
+    }
+
+    #[test]
+    fn spec_round_trip() {
+        let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]});
+        let logs = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["logs:PutLogEvents"], "Resource": "${logs.arn}"}]});
+        let attrs = json!({
+            "name": "hello-role",
+            "assume_role_policy": trust,
+            "description": "runs hello",
+            "path": "/service/",
+            "max_session_duration": 7200,
+            "inline_policies": {"logs": logs},
+            "managed_policy_arns": ["arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"],
+            "tags": {"reconcile:stack": "s", "team": "x"},
+        });
+        let attrs = attrs.as_object().unwrap();
+        let provider = Kind::IamRole.provider();
+        assert_eq!(&provider.normalize(attrs).unwrap(), attrs, "manifest attributes -> spec -> live attributes");
+        assert_eq!(provider.physical_id(attrs).unwrap().as_deref(), Some("hello-role"));
+        let mut wrong = attrs.clone();
+        wrong.insert("max_session_duration".into(), json!("7200"));
+        assert!(matches!(provider.normalize(&wrong), Err(ProviderError::Spec { .. })), "no silent default");
+        let mut wrong = attrs.clone();
+        wrong.insert("managed_policy_arns".into(), json!([1]));
+        assert!(matches!(provider.normalize(&wrong), Err(ProviderError::Spec { .. })), "no silent drop of a bad list item");
+        let mut unknown = attrs.clone();
+        unknown.insert("policies".into(), json!({}));
+        assert!(provider.normalize(&unknown).is_err(), "an unknown field is refused, not dropped");
     }
 }

@@ -1,71 +1,18 @@
-//! Associations of a web ACL with a resource (an API Gateway stage).
+//! `aws_wafv2_web_acl_association`: a web ACL protecting a resource (an API Gateway stage).
 //!
 //! Physical id: the protected resource's ARN (a resource has at most one web ACL).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
-use serde_json::{Map, Value, json};
+use aws_sdk_wafv2::operation::disassociate_web_acl::DisassociateWebACLError;
+use aws_sdk_wafv2::operation::get_web_acl_for_resource::GetWebACLForResourceError;
+use serde::{Deserialize, Serialize};
 
-use crate::providers::retry::{Backoff, with_backoff};
-use crate::providers::{Applied, Aws, Desired, Live, ProviderError, Result, str_attr};
-
-fn outputs(resource_arn: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([("id".to_string(), resource_arn.to_string())])
-}
-
-pub async fn read(aws: &Aws, resource_arn: &str) -> Result<Option<Live>> {
-    let out = match aws.wafv2.get_web_acl_for_resource().resource_arn(resource_arn).send().await {
-        Ok(out) => out,
-        Err(e) if e.as_service_error().is_some_and(|e| e.is_waf_nonexistent_item_exception()) => {
-            return Ok(None);
-        }
-        Err(e) => return Err(ProviderError::sdk("wafv2:GetWebACLForResource", e)),
-    };
-    let Some(acl) = out.web_acl() else {
-        return Ok(None);
-    };
-    let mut attrs = Map::new();
-    attrs.insert("web_acl_arn".into(), json!(acl.arn()));
-    attrs.insert("resource_arn".into(), json!(resource_arn));
-    Ok(Some(Live { attrs, outputs: outputs(resource_arn) }))
-}
-
-/// WAF cannot see a resource that was created moments ago (e.g. a new API Gateway stage) yet.
-fn is_settling(e: &ProviderError) -> bool {
-    e.code() == Some("WAFUnavailableEntityException")
-}
-
-pub async fn create(aws: &Aws, desired: Desired<'_>) -> Result<Applied> {
-    let d = desired.attrs;
-    let resource_arn = str_attr(d, "resource_arn");
-    let request = aws.wafv2.associate_web_acl().web_acl_arn(str_attr(d, "web_acl_arn")).resource_arn(resource_arn);
-    with_backoff("wafv2:AssociateWebACL", Backoff::PROPAGATION, is_settling, || {
-        let request = request.clone();
-        async move { request.send().await.map_err(|e| ProviderError::sdk("wafv2:AssociateWebACL", e)) }
-    })
-    .await?;
-    Ok(Applied { physical_id: resource_arn.to_string(), outputs: outputs(resource_arn) })
-}
-
-/// Both fields force replacement: nothing to change in place.
-pub async fn update(aws: &Aws, id: &str, _current: &Map<String, Value>, _desired: Desired<'_>) -> Result<Applied> {
-    let live = read(aws, id).await?.ok_or_else(|| ProviderError::Other(format!("web ACL association for {id} vanished during update")))?;
-    Ok(Applied { physical_id: id.to_string(), outputs: live.outputs })
-}
-
-pub async fn delete(aws: &Aws, resource_arn: &str) -> Result<()> {
-    match aws.wafv2.disassociate_web_acl().resource_arn(resource_arn).send().await {
-        Ok(_) => Ok(()),
-        Err(e) if e.as_service_error().is_some_and(|e| e.is_waf_nonexistent_item_exception()) => Ok(()),
-        Err(e) => Err(ProviderError::sdk("wafv2:DisassociateWebACL", e)),
-    }
-}
-
-// ---- the kind: schema and the registry's entry ----
-
-use crate::providers::Kind;
-use crate::providers::resource::{Observed, Resource};
+use crate::artifact::Artifact;
+use crate::providers::resource::{Observed, Resource, find_by_name};
+use crate::providers::retry::{self, Backoff};
 use crate::providers::schema::{Field, FieldType as T, KindSchema};
+use crate::providers::{Applied, Aws, ErrorClass, Kind, NotFoundOk, ProviderError, Result};
 
 pub static SCHEMA: KindSchema = KindSchema {
     type_name: "aws_wafv2_web_acl_association",
@@ -82,35 +29,52 @@ pub static SCHEMA: KindSchema = KindSchema {
     singleton: false,
 };
 
+/// An association as the manifest gives it and as `read` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssociationSpec {
+    pub web_acl_arn: String,
+    pub resource_arn: String,
+}
+
 /// `aws_wafv2_web_acl_association`: Associates a web ACL with a resource such as an API Gateway stage.
 pub struct Association;
 
+fn outputs(resource_arn: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("id".to_string(), resource_arn.to_string())])
+}
+
+/// WAF cannot see a resource that was created moments ago (e.g. a new API Gateway stage) yet.
+/// (The retry helper's predicate sees the converted error: this is the code of the SDK's
+/// `WafUnavailableEntityException` variant.)
+fn is_settling(e: &ProviderError) -> bool {
+    e.code() == Some("WAFUnavailableEntityException")
+}
+
 impl Resource for Association {
-    type Spec = Map<String, Value>;
+    type Spec = AssociationSpec;
     const KIND: Kind = Kind::WebAclAssociation;
 
     fn schema() -> &'static KindSchema {
         &SCHEMA
     }
 
-    fn physical_id(spec: &Self::Spec) -> Option<String> {
-        Some(super::super::str_attr(spec, "resource_arn").to_string())
+    fn physical_id(spec: &AssociationSpec) -> Option<String> {
+        Some(spec.resource_arn.clone())
     }
 
     fn parent(id: &str) -> Option<(Kind, String)> {
-        {
-            // arn:<partition>:apigateway:<region>::/restapis/<api>/stages/<stage>
-            let path = id.split_once(":apigateway:")?.1.split_once("::/restapis/")?.1;
-            let (api, stage) = path.split_once("/stages/")?;
-            (!api.is_empty() && !stage.is_empty() && !stage.contains('/')).then(|| (Kind::Stage, format!("{api}/{stage}")))
-        }
+        // arn:<partition>:apigateway:<region>::/restapis/<api>/stages/<stage>
+        let path = id.split_once(":apigateway:")?.1.split_once("::/restapis/")?.1;
+        let (api, stage) = path.split_once("/stages/")?;
+        (!api.is_empty() && !stage.is_empty() && !stage.contains('/')).then(|| (Kind::Stage, format!("{api}/{stage}")))
     }
 
     fn canonical_id(id: &str) -> String {
         id.to_string()
     }
 
-    fn derived_outputs(_spec: &Self::Spec) -> BTreeMap<String, String> {
+    fn derived_outputs(_spec: &AssociationSpec) -> BTreeMap<String, String> {
         BTreeMap::new()
     }
 
@@ -118,33 +82,88 @@ impl Resource for Association {
         true
     }
 
-    async fn read(aws: &Aws, id: &str) -> Result<Option<Observed<Self::Spec>>> {
-        Ok(read(aws, id).await?.map(|l| Observed { spec: l.attrs, outputs: l.outputs }))
+    async fn read(aws: &Aws, resource_arn: &str) -> Result<Option<Observed<AssociationSpec>>> {
+        let out = aws
+            .wafv2
+            .get_web_acl_for_resource()
+            .resource_arn(resource_arn)
+            .send()
+            .await
+            .map_err(|e| {
+                ProviderError::sdk_classified("wafv2:GetWebACLForResource", e, |e| match e {
+                    GetWebACLForResourceError::WafNonexistentItemException(_) => ErrorClass::NotFound,
+                    _ => ErrorClass::Other,
+                })
+            })
+            .or_gone()?;
+        let Some(acl) = out.as_ref().and_then(|o| o.web_acl()) else {
+            return Ok(None);
+        };
+        let spec = AssociationSpec { web_acl_arn: acl.arn().to_string(), resource_arn: resource_arn.to_string() };
+        Ok(Some(Observed { spec, outputs: outputs(resource_arn) }))
     }
 
-    async fn find(
-        aws: &Aws,
-        spec: &Self::Spec,
-        _taken: &std::collections::HashSet<String>,
-    ) -> Result<Option<(String, Observed<Self::Spec>)>> {
-        crate::providers::resource::find_by_name::<Self>(aws, spec).await
+    async fn find(aws: &Aws, spec: &AssociationSpec, _taken: &HashSet<String>) -> Result<Option<(String, Observed<AssociationSpec>)>> {
+        find_by_name::<Self>(aws, spec).await
     }
 
-    async fn create(aws: &Aws, spec: &Self::Spec, artifact: Option<&crate::artifact::Artifact>) -> Result<Applied> {
-        create(aws, Desired { attrs: spec, artifact }).await
+    async fn create(aws: &Aws, spec: &AssociationSpec, _artifact: Option<&Artifact>) -> Result<Applied> {
+        let request = aws.wafv2.associate_web_acl().web_acl_arn(&spec.web_acl_arn).resource_arn(&spec.resource_arn);
+        retry::send("wafv2:AssociateWebACL", Backoff::PROPAGATION, is_settling, || request.clone().send()).await?;
+        Ok(Applied { physical_id: spec.resource_arn.clone(), outputs: outputs(&spec.resource_arn) })
     }
 
+    /// Both fields force replacement: nothing to change in place.
     async fn update(
         aws: &Aws,
         id: &str,
-        current: &Self::Spec,
-        desired: &Self::Spec,
-        artifact: Option<&crate::artifact::Artifact>,
+        _current: &AssociationSpec,
+        _desired: &AssociationSpec,
+        _artifact: Option<&Artifact>,
     ) -> Result<Applied> {
-        update(aws, id, current, Desired { attrs: desired, artifact }).await
+        let live = Self::read(aws, id)
+            .await?
+            .ok_or_else(|| ProviderError::Other(format!("web ACL association for {id} vanished during update")))?;
+        Ok(Applied { physical_id: id.to_string(), outputs: live.outputs })
     }
 
-    async fn delete(aws: &Aws, id: &str) -> Result<()> {
-        delete(aws, id).await
+    async fn delete(aws: &Aws, resource_arn: &str) -> Result<()> {
+        aws.wafv2
+            .disassociate_web_acl()
+            .resource_arn(resource_arn)
+            .send()
+            .await
+            .map_err(|e| {
+                ProviderError::sdk_classified("wafv2:DisassociateWebACL", e, |e| match e {
+                    DisassociateWebACLError::WafNonexistentItemException(_) => ErrorClass::NotFound,
+                    _ => ErrorClass::Other,
+                })
+            })
+            .or_gone()
+            .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn spec_round_trip() {
+        let attrs = json!({
+            "web_acl_arn": "arn:aws:wafv2:us-east-1:123456789012:regional/webacl/acl/1b2c",
+            "resource_arn": "arn:aws:apigateway:us-east-1::/restapis/a1b2c3/stages/prod",
+        });
+        let attrs = attrs.as_object().unwrap();
+        let provider = Kind::WebAclAssociation.provider();
+        assert_eq!(&provider.normalize(attrs).unwrap(), attrs, "manifest attributes -> spec -> live attributes");
+        assert_eq!(provider.physical_id(attrs).unwrap().as_deref(), Some("arn:aws:apigateway:us-east-1::/restapis/a1b2c3/stages/prod"));
+        let wrong = json!({"web_acl_arn": 1, "resource_arn": "r"});
+        assert!(matches!(provider.normalize(wrong.as_object().unwrap()), Err(ProviderError::Spec { .. })), "no silent default");
+        let missing = json!({"web_acl_arn": "a"});
+        assert!(provider.normalize(missing.as_object().unwrap()).is_err(), "a missing field is refused, not read as empty");
+        let unknown = json!({"web_acl_arn": "a", "resource_arn": "r", "acl": "x"});
+        assert!(provider.normalize(unknown.as_object().unwrap()).is_err(), "an unknown field is refused, not dropped");
     }
 }
