@@ -301,10 +301,6 @@ pub(crate) fn string_map(attrs: &Map<String, Value>, key: &str) -> BTreeMap<Stri
         .unwrap_or_default()
 }
 
-pub(crate) fn string_list(attrs: &Map<String, Value>, key: &str) -> Vec<String> {
-    attrs.get(key).and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default()
-}
-
 pub(crate) fn changed(current: &Map<String, Value>, desired: &Map<String, Value>, key: &str) -> bool {
     current.get(key) != desired.get(key)
 }
