@@ -10,22 +10,6 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use crate::providers::retry::{Backoff, with_backoff};
 use crate::providers::{ErrorClass, ProviderError};
 
-/// Sends a fluent request, retrying API Gateway's throttling and concurrent-modification errors
-/// (`$retryable`, default [`is_throttled`]) with [`Backoff::THROTTLE`](crate::providers::retry::Backoff::THROTTLE).
-macro_rules! send_retrying {
-    ($op:expr, $request:expr) => {
-        send_retrying!($op, $request, $crate::providers::apigateway::is_throttled)
-    };
-    ($op:expr, $request:expr, $retryable:expr) => {{
-        let request = $request;
-        $crate::providers::retry::with_backoff($op, $crate::providers::retry::Backoff::THROTTLE, $retryable, || {
-            let request = request.clone();
-            async move { request.send().await.map_err(|e| $crate::providers::ProviderError::sdk($op, e)) }
-        })
-        .await
-    }};
-}
-
 pub mod account;
 pub mod deployment;
 pub mod rest_api;
