@@ -110,6 +110,17 @@ fn is_logging_role_missing(e: &ProviderError) -> bool {
     e.code() == Some("BadRequestException") && e.message().contains("CloudWatch Logs role ARN must be set")
 }
 
+/// A name clash on CreateStage is a `ConflictException` saying so; a ConflictException is also API
+/// Gateway's "concurrent modification" answer, retried rather than reported as a clash.
+fn create_stage_class(e: &CreateStageError) -> ErrorClass {
+    match e {
+        CreateStageError::ConflictException(c) if c.message().is_some_and(|m| m.to_ascii_lowercase().contains("already exist")) => {
+            ErrorClass::AlreadyExists
+        }
+        _ => ErrorClass::Other,
+    }
+}
+
 fn flag(on: bool) -> Option<&'static str> {
     Some(if on { "true" } else { "false" })
 }
@@ -228,18 +239,7 @@ impl Resource for Stage {
             .deployment_id(&spec.deployment_id)
             .set_description((!spec.description.is_empty()).then(|| spec.description.clone()))
             .set_tags((!spec.tags.is_empty()).then(|| spec.tags.clone().into_iter().collect()));
-        send_classified(
-            "apigateway:CreateStage",
-            // A ConflictException is also API Gateway's "concurrent modification" answer.
-            |e| match e {
-                CreateStageError::ConflictException(c) if c.message().is_some_and(|m| m.to_ascii_lowercase().contains("already exist")) => {
-                    ErrorClass::AlreadyExists
-                }
-                _ => ErrorClass::Other,
-            },
-            || request.clone().send(),
-        )
-        .await?;
+        send_classified("apigateway:CreateStage", create_stage_class, || request.clone().send()).await?;
         let (id, outputs) = (format!("{api_id}/{stage}"), outputs(&aws.region, api_id, stage));
         // The stage exists from here on: failed settings leave it incomplete, to be recorded, not lost.
         if let Err(e) = update_stage(aws, api_id, stage, settings_patches(&spec.as_created(), spec)).await {
@@ -327,6 +327,14 @@ mod tests {
         let mut unknown = attrs.clone();
         unknown.insert("variables".into(), json!({}));
         assert!(provider.normalize(&unknown).is_err(), "an unknown field is refused, not dropped");
+    }
+
+    #[test]
+    fn a_stage_name_clash_is_already_exists_and_a_concurrent_modification_is_not() {
+        use aws_sdk_apigateway::types::error::ConflictException;
+        let conflict = |m: &str| CreateStageError::ConflictException(ConflictException::builder().message(m).build());
+        assert_eq!(create_stage_class(&conflict("Stage already exists")), ErrorClass::AlreadyExists);
+        assert_eq!(create_stage_class(&conflict("Unable to complete operation due to concurrent modification")), ErrorClass::Other);
     }
 
     #[test]
