@@ -1,110 +1,21 @@
-//! Deployments: snapshots of a REST API that stages serve.
+//! `aws_api_gateway_deployment`: snapshots of a REST API that stages serve.
 //!
 //! Physical id: `<rest_api_id>/<deployment_id>`. `triggers` cannot be read from AWS, so `read` leaves
 //! it out and the engine keeps the last applied value.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
-use serde_json::{Map, Value, json};
+use aws_sdk_apigateway::operation::delete_deployment::DeleteDeploymentError;
+use aws_sdk_apigateway::operation::get_deployment::GetDeploymentError;
+use aws_sdk_apigateway::operation::get_deployments::GetDeploymentsError;
+use serde::{Deserialize, Serialize};
 
-use super::split_id;
-use crate::providers::{Applied, Aws, Desired, Live, ProviderError, Result, str_attr};
-
-fn outputs(deployment_id: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([("id".into(), deployment_id.to_string())])
-}
-
-pub async fn read(aws: &Aws, id: &str) -> Result<Option<Live>> {
-    let (api_id, deployment_id) = split_id("deployment", id)?;
-    let out = match aws.apigateway.get_deployment().rest_api_id(api_id).deployment_id(deployment_id).send().await {
-        Ok(out) => out,
-        Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found_exception()) => return Ok(None),
-        Err(e) => {
-            let err = ProviderError::sdk("apigateway:GetDeployment", e);
-            // Some endpoints (moto) answer a bare 500 for an unknown deployment id: tell "gone"
-            // apart from a real failure by listing the API's deployments.
-            if matches!(err, ProviderError::Unsupported { .. }) && !exists(aws, api_id, deployment_id).await? {
-                return Ok(None);
-            }
-            return Err(err);
-        }
-    };
-    let mut attrs = Map::new();
-    attrs.insert("rest_api_id".into(), json!(api_id));
-    attrs.insert("description".into(), json!(out.description().unwrap_or_default()));
-    Ok(Some(Live { attrs, outputs: outputs(out.id().unwrap_or(deployment_id)) }))
-}
-
-/// Every deployment of the API; `None` if the API itself is gone.
-async fn list(aws: &Aws, api_id: &str) -> Result<Option<Vec<aws_sdk_apigateway::types::Deployment>>> {
-    let items = aws
-        .apigateway
-        .get_deployments()
-        .rest_api_id(api_id)
-        .into_paginator()
-        .page_size(500)
-        .items()
-        .send()
-        .collect::<Result<Vec<_>, _>>()
-        .await;
-    match items {
-        Ok(items) => Ok(Some(items)),
-        Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found_exception()) => Ok(None),
-        Err(e) => Err(ProviderError::sdk("apigateway:GetDeployments", e)),
-    }
-}
-
-/// Whether the API lists the deployment (false if the API itself is gone).
-async fn exists(aws: &Aws, api_id: &str, deployment_id: &str) -> Result<bool> {
-    Ok(list(aws, api_id).await?.is_some_and(|items| items.iter().any(|d| d.id() == Some(deployment_id))))
-}
-
-/// The newest deployment of the API whose physical id is not in `taken` (deployments carry no name
-/// or tags): for recovering an interrupted create.
-pub async fn find(aws: &Aws, api_id: &str, taken: &std::collections::HashSet<String>) -> Result<Option<(String, Live)>> {
-    let Some(items) = list(aws, api_id).await? else { return Ok(None) };
-    let newest = items
-        .iter()
-        .filter_map(|d| d.id().map(|id| (d.created_date().map(|t| t.secs()).unwrap_or_default(), format!("{api_id}/{id}"))))
-        .filter(|(_, physical)| !taken.contains(physical))
-        .max();
-    let Some((_, physical)) = newest else { return Ok(None) };
-    Ok(read(aws, &physical).await?.map(|l| (physical, l)))
-}
-
-pub async fn create(aws: &Aws, desired: Desired<'_>) -> Result<Applied> {
-    let d = desired.attrs;
-    let api_id = str_attr(d, "rest_api_id");
-    let description = str_attr(d, "description");
-    let out = send_retrying!(
-        "apigateway:CreateDeployment",
-        aws.apigateway.create_deployment().rest_api_id(api_id).set_description((!description.is_empty()).then(|| description.to_string()))
-    )?;
-    let deployment_id = out.id().ok_or_else(|| ProviderError::Other("apigateway:CreateDeployment returned no id".into()))?;
-    Ok(Applied { physical_id: format!("{api_id}/{deployment_id}"), outputs: outputs(deployment_id) })
-}
-
-/// Every field forces a new deployment, so there is nothing to change in place.
-pub async fn update(aws: &Aws, id: &str, _current: &Map<String, Value>, _desired: Desired<'_>) -> Result<Applied> {
-    let live = read(aws, id).await?.ok_or_else(|| ProviderError::Other(format!("deployment {id} vanished during update")))?;
-    Ok(Applied { physical_id: id.to_string(), outputs: live.outputs })
-}
-
-pub async fn delete(aws: &Aws, id: &str) -> Result<()> {
-    let (api_id, deployment_id) = split_id("deployment", id)?;
-    let request = aws.apigateway.delete_deployment().rest_api_id(api_id).deployment_id(deployment_id);
-    match send_retrying!("apigateway:DeleteDeployment", request) {
-        Ok(_) => Ok(()),
-        Err(e) if e.code() == Some("NotFoundException") => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-// ---- the kind: schema and the registry's entry ----
-
-use crate::providers::Kind;
+use super::{is_throttled, send_classified, split_id};
+use crate::artifact::Artifact;
 use crate::providers::resource::{Observed, Resource};
+use crate::providers::retry::{self, Backoff};
 use crate::providers::schema::{DefaultValue, Field, FieldType as T, KindSchema};
+use crate::providers::{Applied, Aws, ErrorClass, Kind, NotFoundOk, ProviderError, Result};
 
 pub static SCHEMA: KindSchema = KindSchema {
     type_name: "aws_api_gateway_deployment",
@@ -124,18 +35,60 @@ pub static SCHEMA: KindSchema = KindSchema {
     singleton: false,
 };
 
+/// A deployment as the manifest gives it and as `read` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentSpec {
+    pub rest_api_id: String,
+    pub description: String,
+    /// Always there in the manifest; AWS does not keep them, so `read` reports none (and the live
+    /// attributes have no `triggers` key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggers: Option<BTreeMap<String, String>>,
+}
+
 /// `aws_api_gateway_deployment`: A snapshot of a REST API's routes that stages serve. Any change to `triggers` makes a new deployment; stages move to it, then the old one is deleted.
 pub struct Deployment;
 
+fn outputs(deployment_id: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("id".into(), deployment_id.to_string())])
+}
+
+/// Every deployment of the API; `None` if the API itself is gone.
+async fn list(aws: &Aws, api_id: &str) -> Result<Option<Vec<aws_sdk_apigateway::types::Deployment>>> {
+    aws.apigateway
+        .get_deployments()
+        .rest_api_id(api_id)
+        .into_paginator()
+        .page_size(500)
+        .items()
+        .send()
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .await
+        .map_err(|e| {
+            ProviderError::sdk_classified("apigateway:GetDeployments", e, |e| match e {
+                GetDeploymentsError::NotFoundException(_) => ErrorClass::NotFound,
+                _ => ErrorClass::Other,
+            })
+        })
+        .or_gone()
+}
+
+/// Whether the API lists the deployment (false if the API itself is gone).
+async fn exists(aws: &Aws, api_id: &str, deployment_id: &str) -> Result<bool> {
+    Ok(list(aws, api_id).await?.is_some_and(|items| items.iter().any(|d| d.id() == Some(deployment_id))))
+}
+
 impl Resource for Deployment {
-    type Spec = Map<String, Value>;
+    type Spec = DeploymentSpec;
     const KIND: Kind = Kind::Deployment;
 
     fn schema() -> &'static KindSchema {
         &SCHEMA
     }
 
-    fn physical_id(_spec: &Self::Spec) -> Option<String> {
+    /// AWS assigns the id.
+    fn physical_id(_spec: &DeploymentSpec) -> Option<String> {
         None
     }
 
@@ -147,7 +100,7 @@ impl Resource for Deployment {
         id.to_string()
     }
 
-    fn derived_outputs(_spec: &Self::Spec) -> BTreeMap<String, String> {
+    fn derived_outputs(_spec: &DeploymentSpec) -> BTreeMap<String, String> {
         BTreeMap::new()
     }
 
@@ -155,35 +108,107 @@ impl Resource for Deployment {
         true
     }
 
-    async fn read(aws: &Aws, id: &str) -> Result<Option<Observed<Self::Spec>>> {
-        Ok(read(aws, id).await?.map(|l| Observed { spec: l.attrs, outputs: l.outputs }))
+    async fn read(aws: &Aws, id: &str) -> Result<Option<Observed<DeploymentSpec>>> {
+        let (api_id, deployment_id) = split_id("deployment", id)?;
+        let out = aws.apigateway.get_deployment().rest_api_id(api_id).deployment_id(deployment_id).send().await.map_err(|e| {
+            ProviderError::sdk_classified("apigateway:GetDeployment", e, |e| match e {
+                GetDeploymentError::NotFoundException(_) => ErrorClass::NotFound,
+                _ => ErrorClass::Other,
+            })
+        });
+        let out = match out.or_gone() {
+            Ok(Some(out)) => out,
+            Ok(None) => return Ok(None),
+            // Some endpoints (moto) answer a bare 500 for an unknown deployment id: tell "gone"
+            // apart from a real failure by listing the API's deployments.
+            Err(err @ ProviderError::Unsupported { .. }) => {
+                if !exists(aws, api_id, deployment_id).await? {
+                    return Ok(None);
+                }
+                return Err(err);
+            }
+            Err(err) => return Err(err),
+        };
+        let spec = DeploymentSpec {
+            rest_api_id: api_id.to_string(),
+            description: out.description().unwrap_or_default().to_string(),
+            triggers: None,
+        };
+        Ok(Some(Observed { spec, outputs: outputs(out.id().unwrap_or(deployment_id)) }))
     }
 
-    async fn find(
-        aws: &Aws,
-        spec: &Self::Spec,
-        taken: &std::collections::HashSet<String>,
-    ) -> Result<Option<(String, Observed<Self::Spec>)>> {
-        Ok(find(aws, super::super::str_attr(spec, "rest_api_id"), taken)
-            .await?
-            .map(|(id, l)| (id, Observed { spec: l.attrs, outputs: l.outputs })))
+    /// The newest deployment of the API whose physical id is not in `taken` (deployments carry no
+    /// name or tags): for recovering an interrupted create.
+    async fn find(aws: &Aws, spec: &DeploymentSpec, taken: &HashSet<String>) -> Result<Option<(String, Observed<DeploymentSpec>)>> {
+        let api_id = spec.rest_api_id.as_str();
+        let Some(items) = list(aws, api_id).await? else { return Ok(None) };
+        let newest = items
+            .iter()
+            .filter_map(|d| d.id().map(|id| (d.created_date().map(|t| t.secs()).unwrap_or_default(), format!("{api_id}/{id}"))))
+            .filter(|(_, physical)| !taken.contains(physical))
+            .max();
+        let Some((_, physical)) = newest else { return Ok(None) };
+        Ok(Self::read(aws, &physical).await?.map(|o| (physical, o)))
     }
 
-    async fn create(aws: &Aws, spec: &Self::Spec, artifact: Option<&crate::artifact::Artifact>) -> Result<Applied> {
-        create(aws, Desired { attrs: spec, artifact }).await
+    async fn create(aws: &Aws, spec: &DeploymentSpec, _artifact: Option<&Artifact>) -> Result<Applied> {
+        let api_id = spec.rest_api_id.as_str();
+        let request = aws
+            .apigateway
+            .create_deployment()
+            .rest_api_id(api_id)
+            .set_description((!spec.description.is_empty()).then(|| spec.description.clone()));
+        let out = retry::send("apigateway:CreateDeployment", Backoff::THROTTLE, is_throttled, || request.clone().send()).await?;
+        let deployment_id = out.id().ok_or_else(|| ProviderError::Other("apigateway:CreateDeployment returned no id".into()))?;
+        Ok(Applied { physical_id: format!("{api_id}/{deployment_id}"), outputs: outputs(deployment_id) })
     }
 
+    /// Every field forces a new deployment, so there is nothing to change in place.
     async fn update(
         aws: &Aws,
         id: &str,
-        current: &Self::Spec,
-        desired: &Self::Spec,
-        artifact: Option<&crate::artifact::Artifact>,
+        _current: &DeploymentSpec,
+        _desired: &DeploymentSpec,
+        _artifact: Option<&Artifact>,
     ) -> Result<Applied> {
-        update(aws, id, current, Desired { attrs: desired, artifact }).await
+        let live = Self::read(aws, id).await?.ok_or_else(|| ProviderError::Other(format!("deployment {id} vanished during update")))?;
+        Ok(Applied { physical_id: id.to_string(), outputs: live.outputs })
     }
 
     async fn delete(aws: &Aws, id: &str) -> Result<()> {
-        delete(aws, id).await
+        let (api_id, deployment_id) = split_id("deployment", id)?;
+        let request = aws.apigateway.delete_deployment().rest_api_id(api_id).deployment_id(deployment_id);
+        send_classified(
+            "apigateway:DeleteDeployment",
+            |e| match e {
+                DeleteDeploymentError::NotFoundException(_) => ErrorClass::NotFound,
+                _ => ErrorClass::Other,
+            },
+            || request.clone().send(),
+        )
+        .await
+        .or_gone()
+        .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn spec_round_trip() {
+        let attrs = json!({"rest_api_id": "a1b2c3", "description": "", "triggers": {"model": "dc9c28b32587f3e7133d8116"}});
+        let attrs = attrs.as_object().unwrap();
+        let provider = Kind::Deployment.provider();
+        assert_eq!(&provider.normalize(attrs).unwrap(), attrs, "manifest attributes -> spec -> live attributes");
+        assert_eq!(provider.physical_id(attrs).unwrap(), None, "AWS assigns the id");
+        let read = DeploymentSpec { rest_api_id: "a1b2c3".into(), description: "".into(), triggers: None };
+        assert_eq!(serde_json::to_value(&read).unwrap(), json!({"rest_api_id": "a1b2c3", "description": ""}), "read reports no triggers");
+        let wrong = json!({"rest_api_id": "a1", "description": "", "triggers": {"model": 1}});
+        assert!(matches!(provider.normalize(wrong.as_object().unwrap()), Err(ProviderError::Spec { .. })), "no silent default");
+        let unknown = json!({"rest_api_id": "a1", "description": "", "triggers": {}, "stage_name": "dev"});
+        assert!(provider.normalize(unknown.as_object().unwrap()).is_err(), "an unknown field is refused, not dropped");
     }
 }

@@ -1,24 +1,14 @@
 //! API Gateway (REST): APIs, deployments, stages and the account setting.
 
+use std::future::Future;
+
 use aws_sdk_apigateway::types::{Op, PatchOperation};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use crate::providers::ProviderError;
-
-/// Sends a fluent request, retrying API Gateway's throttling and concurrent-modification errors
-/// (`$retryable`, default [`is_throttled`]) with [`Backoff::THROTTLE`](crate::providers::retry::Backoff::THROTTLE).
-macro_rules! send_retrying {
-    ($op:expr, $request:expr) => {
-        send_retrying!($op, $request, $crate::providers::apigateway::is_throttled)
-    };
-    ($op:expr, $request:expr, $retryable:expr) => {{
-        let request = $request;
-        $crate::providers::retry::with_backoff($op, $crate::providers::retry::Backoff::THROTTLE, $retryable, || {
-            let request = request.clone();
-            async move { request.send().await.map_err(|e| $crate::providers::ProviderError::sdk($op, e)) }
-        })
-        .await
-    }};
-}
+use crate::providers::retry::{Backoff, with_backoff};
+use crate::providers::{ErrorClass, ProviderError};
 
 pub mod account;
 pub mod deployment;
@@ -26,13 +16,37 @@ pub mod rest_api;
 pub mod stage;
 
 /// API Gateway's rate limits (`TooManyRequestsException`) and "concurrent modification" conflicts
-/// are worth waiting out; other conflicts (e.g. a duplicate path part) are not.
+/// are worth waiting out; other conflicts (e.g. a duplicate path part) are not. The retry helper
+/// hands this the converted error (every operation has its own typed error enum, each with its own
+/// `TooManyRequestsException` and `ConflictException` variants), so it reads the code the SDK's
+/// variant was built from; the "concurrent modification" message tells the conflicts apart.
 pub(crate) fn is_throttled(e: &ProviderError) -> bool {
     match e.code() {
         Some("TooManyRequestsException") => true,
         Some("ConflictException") => e.message().to_ascii_lowercase().contains("concurrent modification"),
         _ => false,
     }
+}
+
+/// Sends an API Gateway request like [`retry::send`](crate::providers::retry::send) with
+/// [`is_throttled`], for the calls whose typed error the caller needs classified (`classify`: which
+/// variant means not found or already exists), which `retry::send` does not do.
+pub(crate) async fn send_classified<T, E, F, Fut>(
+    operation: &'static str,
+    classify: impl Fn(&E) -> ErrorClass,
+    call: F,
+) -> Result<T, ProviderError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let classify = &classify;
+    with_backoff(operation, Backoff::THROTTLE, is_throttled, || {
+        let sent = call();
+        async move { sent.await.map_err(|e| ProviderError::sdk_classified(operation, e, classify)) }
+    })
+    .await
 }
 
 pub(crate) use crate::providers::partition;
