@@ -8,7 +8,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use super::ProviderError;
+use super::{ErrorClass, ProviderError};
 
 /// How long and how often to retry.
 #[derive(Debug, Clone, Copy)]
@@ -77,9 +77,27 @@ where
     Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    send_classified(operation, policy, retryable, |_| ErrorClass::Other, call).await
+}
+
+/// [`send`], with `classify` telling from the operation's typed error what an error means (see
+/// [`ProviderError::sdk_classified`]).
+pub async fn send_classified<T, E, F, Fut>(
+    operation: &'static str,
+    policy: Backoff,
+    retryable: impl Fn(&ProviderError) -> bool,
+    classify: impl Fn(&E) -> ErrorClass,
+    call: F,
+) -> Result<T, ProviderError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let classify = &classify;
     with_backoff(operation, policy, retryable, || {
         let sent = call();
-        async move { sent.await.map_err(|e| ProviderError::sdk(operation, e)) }
+        async move { sent.await.map_err(|e| ProviderError::sdk_classified(operation, e, classify)) }
     })
     .await
 }

@@ -7,7 +7,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use crate::providers::retry::{Backoff, with_backoff};
+use crate::providers::retry::Backoff;
 use crate::providers::{ErrorClass, ProviderError};
 
 pub mod account;
@@ -41,12 +41,7 @@ where
     Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let classify = &classify;
-    with_backoff(operation, Backoff::THROTTLE, is_throttled, || {
-        let sent = call();
-        async move { sent.await.map_err(|e| ProviderError::sdk_classified(operation, e, classify)) }
-    })
-    .await
+    crate::providers::retry::send_classified(operation, Backoff::THROTTLE, is_throttled, classify, call).await
 }
 
 pub(crate) use crate::providers::partition;
