@@ -254,6 +254,18 @@ pub fn derived_outputs(kind: Kind, desired: &Map<String, Value>) -> BTreeMap<Str
     }
 }
 
+/// Outputs an update from `current` to `desired` gives new AWS-assigned values (unknown until apply).
+/// Attributes that do not fit the kind's spec yet (a typed value still unknown) say nothing.
+pub fn unknown_after_update(kind: Kind, current: &Map<String, Value>, desired: &Map<String, Value>) -> Vec<&'static str> {
+    match kind.provider().unknown_after_update(current, desired) {
+        Ok(outputs) => outputs,
+        Err(e) => {
+            tracing::debug!(%kind, error = %e, "cannot tell which outputs an update changes");
+            Vec::new()
+        }
+    }
+}
+
 /// The ARN partition of a region (`aws`, `aws-cn`, `aws-us-gov`, the ISO partitions), for ARNs built
 /// without an AWS call.
 pub(crate) fn partition(region: &str) -> &'static str {
