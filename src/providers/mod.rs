@@ -6,6 +6,7 @@ pub mod apigateway;
 pub mod calls;
 pub mod error;
 pub mod iam_role;
+pub mod lambda_alias;
 pub mod lambda_function;
 pub mod lambda_permission;
 pub mod log_group;
