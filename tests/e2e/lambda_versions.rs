@@ -44,6 +44,14 @@ type = "aws_lambda_permission"
 function_name = "${{live.arn}}"
 statement_id = "AllowApiGateway"
 principal = "apigateway.amazonaws.com"
+source_arn = "${{api.execution_arn}}/*/*"
+
+[resources.api]
+type = "aws_api_gateway_rest_api"
+name = "VersionsApi"
+routes = [
+  {{ path = "/hello", method = "GET", integration = {{ type = "AWS_PROXY", uri = "${{live.invoke_arn}}" }} }},
+]
 "#
     )
 }
@@ -87,6 +95,15 @@ async fn publish_on_code_change_moves_the_alias_and_a_no_op_apply_publishes_noth
     assert_eq!(live.description(), Some("production"));
     let policy = aws.lambda.get_policy().function_name("VersionsApp:live").send().await.unwrap();
     assert!(policy.policy().unwrap().contains("AllowApiGateway"), "{policy:?}");
+    let api = api_id(&aws, "VersionsApi").await;
+    let (_, _, integration) = methods(&aws, &api).await.into_iter().find(|(path, method, _)| path == "/hello" && method == "GET").unwrap();
+    assert_eq!(
+        integration.uri(),
+        Some(
+            "arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/arn:aws:lambda:us-east-1:123456789012:function:VersionsApp:live/invocations"
+        ),
+        "the API invokes the function through the alias"
+    );
     assert!(changes(&plan_json(&cli, MANIFEST)).is_empty(), "second plan is empty");
 
     // Nothing changed: no version is published.
