@@ -240,3 +240,39 @@ async fn watch_reports_an_alias_changed_out_of_band() {
     assert_eq!((live.function_version(), live.description()), (Some("2"), Some("production")));
     assert!(changes(&plan_json(&cli, MANIFEST)).is_empty(), "second plan is empty");
 }
+
+/// kill -9 at each AWS write of an apply that publishes (after the code update, after PublishVersion,
+/// after the alias update, and before each): the next apply publishes exactly one version for the new
+/// code, the alias ends on it, and the plan after is empty.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_apply_killed_at_each_write_of_a_publish_converges_on_one_new_version() {
+    let (moto, cli) = setup();
+    let aws = aws(&moto).await;
+    let mut reached = 0;
+    for point in ["after-write:1", "after-write:2", "after-write:3", "before-write:2", "before-write:3"] {
+        moto.reset();
+        let _ = std::fs::remove_file(cli.join("reconcile.db"));
+        write_code(&cli, "one");
+        cli.write_file(MANIFEST, &versions_manifest(3, "{}"));
+        cli.run(&["-f", MANIFEST, "apply", "--auto-approve"]).assert_success();
+        write_code(&cli, "two");
+        let killed = cli.run_with_env(&["-f", MANIFEST, "apply", "--auto-approve"], &[("RECONCILE_CRASH_AT", Some(point))]);
+        if killed.status == 0 {
+            continue;
+        }
+        assert!(killed.stderr.contains("RECONCILE_CRASH_AT: aborting"), "{point}: not our crash:\n{killed}");
+        reached += 1;
+        let store = reconcile::state::Store::open(&cli.join("reconcile.db")).await.unwrap();
+        if let Some(lock) = store.lock_info(VSTACK).await.unwrap() {
+            cli.run(&["-f", MANIFEST, "force-unlock", &lock.id]).assert_success();
+        }
+        store.close().await;
+        let again = cli.run(&["-f", MANIFEST, "apply", "--auto-approve"]);
+        assert!(again.success(), "{point}: re-apply failed:\n{again}\nfirst run:\n{killed}");
+        assert_eq!(versions(&aws).await, ["1", "2"], "{point}: one version for the new code");
+        assert_eq!(alias(&aws).await.function_version(), Some("2"), "{point}");
+        let plan = cli.run(&["-f", MANIFEST, "plan", "--detailed-exitcode"]);
+        assert_eq!(plan.status, 0, "{point}: state does not match AWS after recovery:\n{plan}");
+    }
+    assert_eq!(reached, 5, "every kill point is a write of that apply");
+}
