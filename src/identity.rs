@@ -127,7 +127,7 @@ fn regional(r: &ResourceState) -> bool {
     match r.kind {
         Kind::LambdaFunction | Kind::LogGroup | Kind::RestApi | Kind::Stage | Kind::Deployment => true,
         Kind::WebAcl => !r.physical_id.starts_with("CLOUDFRONT/"),
-        Kind::IamRole | Kind::LambdaPermission | Kind::ApiGatewayAccount | Kind::WebAclAssociation => false,
+        Kind::IamRole | Kind::LambdaPermission | Kind::LambdaAlias | Kind::ApiGatewayAccount | Kind::WebAclAssociation => false,
     }
 }
 

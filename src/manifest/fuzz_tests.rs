@@ -637,7 +637,7 @@ const ROUTE_PATHS: &[&str] = &["/", "/a", "/a/b", "/{id}", "/é/{proxy+}"];
 const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "ANY", "get", "Post"];
 const INTEGRATION_TYPES: &[&str] = &["AWS_PROXY", "AWS", "HTTP", "HTTP_PROXY", "MOCK"];
 /// Values at least one of which each AWS rule accepts (see `Gen::checked`).
-const ACCEPTED: &[&str] = &["ok-1", "/", "", "lambda:InvokeFunction"];
+const ACCEPTED: &[&str] = &["ok-1", "/", "", "lambda:InvokeFunction", "1"];
 
 const CODE_PATHS: &[&str] = &["apigw-lambda-basic/lambda", "apigw-lambda-basic/lambda/index.py", "./apigw-lambda-basic/lambda/"];
 
@@ -819,6 +819,18 @@ impl Gen<'_> {
         Tv::Tbl(doc)
     }
 
+    /// An alias's weighted routing: none, or a second version (a reference, or a literal no
+    /// generated `function_version` uses) and a weight.
+    fn routing(&mut self) -> Tv {
+        if self.tape.chance(40) {
+            return Tv::Tbl(vec![]);
+        }
+        let version = self.string();
+        let version = if version.contains("${") { version } else { "2".to_string() };
+        let weight = Tv::Raw(self.tape.select(&["0.0", "0.25", "1.0", "1"]).to_string());
+        tbl(vec![("version", Tv::Str(version)), ("weight", weight)])
+    }
+
     fn visibility(&mut self, metric_required: bool) -> Tv {
         let mut v = Vec::new();
         if metric_required || self.tape.chance(50) {
@@ -994,6 +1006,7 @@ impl Gen<'_> {
             }
             FieldType::StringMap => self.string_map(kind, field.name),
             FieldType::Json if kind == Kind::WebAcl && field.name == "visibility" => self.visibility(true),
+            FieldType::Json if kind == Kind::LambdaAlias && field.name == "routing" => self.routing(),
             FieldType::Json => self.policy(),
             FieldType::JsonMap => {
                 let docs = (0..self.tape.pick(3)).map(|j| (format!("policy-{j}"), self.policy())).collect();
@@ -1049,6 +1062,10 @@ impl Gen<'_> {
         }
         if kind == Kind::LogGroup && field.name == "retention_in_days" {
             options.push(Tv::Int(2));
+        }
+        if kind == Kind::LambdaAlias && field.name == "routing" {
+            options.push(tbl(vec![("version", s("2")), ("weight", Tv::Raw("1.5".into()))]));
+            options.push(tbl(vec![("version", s("2"))]));
         }
         if kind == Kind::WebAcl && field.name == "visibility" {
             options.push(Tv::Tbl(vec![]));

@@ -813,6 +813,11 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                 };
                 if !replace {
                     let mut outputs = l.outputs.clone();
+                    if action == Action::Update {
+                        for key in providers::unknown_after_update(r.kind, &current, &desired) {
+                            outputs.remove(key);
+                        }
+                    }
                     if derived_unknown {
                         for key in providers::derived_outputs(r.kind, &desired).keys() {
                             outputs.remove(key);

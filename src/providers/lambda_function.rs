@@ -1,197 +1,32 @@
-//! Lambda functions: configuration, code (by content hash), tags.
+//! `aws_lambda_function`: a Lambda function — configuration, code (by content hash), tags, and with
+//! `publish` a numbered version published whenever the code or configuration changes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use aws_sdk_lambda::client::Waiters;
+use aws_sdk_lambda::operation::create_function::CreateFunctionError;
+use aws_sdk_lambda::operation::delete_function::DeleteFunctionError;
+use aws_sdk_lambda::operation::get_function::GetFunctionError;
+use aws_sdk_lambda::operation::list_versions_by_function::ListVersionsByFunctionError;
 use aws_sdk_lambda::primitives::Blob;
-use aws_sdk_lambda::types::{Architecture, Environment, FunctionCode, Runtime};
-use serde_json::{Map, Value, json};
+use aws_sdk_lambda::types::{Architecture, Environment, FunctionCode, FunctionConfiguration, Runtime};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
-use super::retry::{Backoff, with_backoff};
-use super::schema::CODE_SHA256;
-use super::{Applied, Aws, Desired, Live, ProviderError, Result, changed, int_attr, str_attr, string_map, tag_changes};
+use super::resource::{Observed, Resource, find_by_name};
+use super::retry::{self, Backoff};
+use super::schema::{DefaultValue, Field, FieldType as T, KindSchema, TAGS};
+use super::tags::TagChanges;
+use super::{Applied, Aws, ErrorClass, Kind, NotFoundOk, ProviderError, Result, rules};
+use crate::artifact::Artifact;
 
 const SETTLE: Duration = Duration::from_secs(300);
 
-/// The error Lambda gives while a new role has not propagated through IAM yet.
-fn is_role_propagation(e: &ProviderError) -> bool {
-    e.code() == Some("InvalidParameterValueException") && e.message().contains("cannot be assumed by Lambda")
-}
-
-fn outputs(arn: &str, name: &str, sha: &str, region: &str) -> BTreeMap<String, String> {
-    let partition = arn.split(':').nth(1).unwrap_or("aws");
-    BTreeMap::from([
-        ("arn".into(), arn.to_string()),
-        ("name".into(), name.to_string()),
-        ("invoke_arn".into(), format!("arn:{partition}:apigateway:{region}:lambda:path/2015-03-31/functions/{arn}/invocations")),
-        ("code_sha256".into(), sha.to_string()),
-    ])
-}
-
-pub async fn read(aws: &Aws, name: &str) -> Result<Option<Live>> {
-    let out = match aws.lambda.get_function().function_name(name).send().await {
-        Ok(out) => out,
-        Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
-            return Ok(None);
-        }
-        Err(e) => return Err(ProviderError::sdk("lambda:GetFunction", e)),
-    };
-    let Some(c) = out.configuration() else {
-        return Ok(None);
-    };
-    let env: BTreeMap<String, String> =
-        c.environment().and_then(|e| e.variables()).map(|v| v.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
-    let tags: BTreeMap<String, String> = out.tags().map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
-    let mut attrs = Map::new();
-    attrs.insert("function_name".into(), json!(c.function_name().unwrap_or(name)));
-    attrs.insert("runtime".into(), json!(c.runtime().map(|r| r.as_str()).unwrap_or_default()));
-    attrs.insert("handler".into(), json!(c.handler().unwrap_or_default()));
-    attrs.insert("role".into(), json!(c.role().unwrap_or_default()));
-    attrs.insert("memory_size".into(), json!(c.memory_size().unwrap_or(128)));
-    attrs.insert("timeout".into(), json!(c.timeout().unwrap_or(3)));
-    attrs.insert("description".into(), json!(c.description().unwrap_or_default()));
-    attrs.insert("architecture".into(), json!(c.architectures().first().map_or("x86_64", |a| a.as_str())));
-    attrs.insert("environment".into(), super::tags_value(&env));
-    attrs.insert("tags".into(), super::tags_value(&tags));
-    attrs.insert(CODE_SHA256.into(), json!(c.code_sha256().unwrap_or_default()));
-    let outputs = outputs(c.function_arn().unwrap_or_default(), name, c.code_sha256().unwrap_or_default(), &aws.region);
-    Ok(Some(Live { attrs, outputs }))
-}
-
-/// The plain and the secret variables together, as Lambda keeps them.
-fn environment(d: &Map<String, Value>) -> Environment {
-    let mut vars = string_map(d, "environment");
-    vars.extend(string_map(d, "secret_environment"));
-    Environment::builder().set_variables(Some(vars.into_iter().collect())).build()
-}
-
-fn zip(desired: Desired<'_>) -> Result<Blob> {
-    let artifact = desired.artifact.ok_or_else(|| ProviderError::Other("no code was packaged for this function".into()))?;
-    Ok(Blob::new(artifact.zip.as_slice()))
-}
-
-pub async fn create(aws: &Aws, desired: Desired<'_>) -> Result<Applied> {
-    let d = desired.attrs;
-    let name = str_attr(d, "function_name");
-    let code = FunctionCode::builder().zip_file(zip(desired)?).build();
-    let request = aws
-        .lambda
-        .create_function()
-        .function_name(name)
-        .runtime(Runtime::from(str_attr(d, "runtime")))
-        .handler(str_attr(d, "handler"))
-        .role(str_attr(d, "role"))
-        .code(code)
-        .memory_size(int_attr(d, "memory_size") as i32)
-        .timeout(int_attr(d, "timeout") as i32)
-        .description(str_attr(d, "description"))
-        .architectures(Architecture::from(str_attr(d, "architecture")))
-        .environment(environment(d))
-        .set_tags(Some(string_map(d, "tags").into_iter().collect()));
-    // A role created seconds ago may not be assumable yet: retry that documented error with backoff.
-    let out = with_backoff("lambda:CreateFunction", Backoff::PROPAGATION, is_role_propagation, || {
-        let request = request.clone();
-        async move { request.send().await.map_err(|e| ProviderError::sdk("lambda:CreateFunction", e)) }
-    })
-    .await?;
-    let outputs = outputs(out.function_arn().unwrap_or_default(), name, out.code_sha256().unwrap_or_default(), &aws.region);
-    // The function exists from here on: one that never becomes Active is incomplete (the next apply
-    // replaces it), recorded rather than lost.
-    aws.lambda.wait_until_function_active_v2().function_name(name).wait(SETTLE).await.map_err(|e| {
-        ProviderError::Timeout { operation: "lambda:GetFunction (until Active)", detail: e.to_string() }.after_create(name, outputs.clone())
-    })?;
-    Ok(Applied { physical_id: name.to_string(), outputs })
-}
-
-async fn wait_updated(aws: &Aws, name: &str) -> Result<()> {
-    aws.lambda
-        .wait_until_function_updated_v2()
-        .function_name(name)
-        .wait(SETTLE)
-        .await
-        .map(|_| ())
-        .map_err(|e| ProviderError::Timeout { operation: "lambda:GetFunction (until LastUpdateStatus Successful)", detail: e.to_string() })
-}
-
-/// Lambda refuses a second update while one is in progress; the waiter covers ours, this covers others'.
-fn is_update_in_progress(e: &ProviderError) -> bool {
-    e.code() == Some("ResourceConflictException") || is_role_propagation(e)
-}
-
-pub async fn update(aws: &Aws, name: &str, current: &Map<String, Value>, desired: Desired<'_>) -> Result<Applied> {
-    let d = desired.attrs;
-    if changed(current, d, CODE_SHA256) || changed(current, d, "architecture") {
-        let request = aws
-            .lambda
-            .update_function_code()
-            .function_name(name)
-            .zip_file(zip(desired)?)
-            .architectures(Architecture::from(str_attr(d, "architecture")));
-        with_backoff("lambda:UpdateFunctionCode", Backoff::PROPAGATION, is_update_in_progress, || {
-            let request = request.clone();
-            async move { request.send().await.map_err(|e| ProviderError::sdk("lambda:UpdateFunctionCode", e)) }
-        })
-        .await?;
-        wait_updated(aws, name).await?;
-    }
-    let config_fields = ["runtime", "handler", "role", "memory_size", "timeout", "description", "environment", "secret_environment"];
-    if config_fields.iter().any(|f| changed(current, d, f)) {
-        let request = aws
-            .lambda
-            .update_function_configuration()
-            .function_name(name)
-            .runtime(Runtime::from(str_attr(d, "runtime")))
-            .handler(str_attr(d, "handler"))
-            .role(str_attr(d, "role"))
-            .memory_size(int_attr(d, "memory_size") as i32)
-            .timeout(int_attr(d, "timeout") as i32)
-            .description(str_attr(d, "description"))
-            .environment(environment(d));
-        with_backoff("lambda:UpdateFunctionConfiguration", Backoff::PROPAGATION, is_update_in_progress, || {
-            let request = request.clone();
-            async move { request.send().await.map_err(|e| ProviderError::sdk("lambda:UpdateFunctionConfiguration", e)) }
-        })
-        .await?;
-        wait_updated(aws, name).await?;
-    }
-    let live = read(aws, name).await?.ok_or_else(|| ProviderError::Other(format!("function {name} vanished during update")))?;
-    let arn = live.outputs.get("arn").cloned().unwrap_or_default();
-    let (set, remove) = tag_changes(current, d);
-    if !set.is_empty() {
-        aws.lambda
-            .tag_resource()
-            .resource(&arn)
-            .set_tags(Some(set.into_iter().collect()))
-            .send()
-            .await
-            .map_err(|e| ProviderError::sdk("lambda:TagResource", e))?;
-    }
-    if !remove.is_empty() {
-        aws.lambda
-            .untag_resource()
-            .resource(&arn)
-            .set_tag_keys(Some(remove))
-            .send()
-            .await
-            .map_err(|e| ProviderError::sdk("lambda:UntagResource", e))?;
-    }
-    Ok(Applied { physical_id: name.to_string(), outputs: live.outputs })
-}
-
-pub async fn delete(aws: &Aws, name: &str) -> Result<()> {
-    match aws.lambda.delete_function().function_name(name).send().await {
-        Ok(_) => Ok(()),
-        Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(()),
-        Err(e) => Err(ProviderError::sdk("lambda:DeleteFunction", e)),
-    }
-}
-
-// ---- the kind: schema and the registry's entry ----
-
-use crate::providers::resource::{Observed, Resource};
-use crate::providers::schema::{DefaultValue, Field, FieldType as T, KindSchema, TAGS};
-use crate::providers::{Kind, rules};
+/// The tag that marks a function whose versions reconcile publishes (`publish = true`): only for such a
+/// function does `read` list its versions (one more call), so the functions that do not publish cost
+/// what they did. `reconcile:` tags are reserved, so no manifest sets it; `read` leaves it out of `tags`.
+const PUBLISH_TAG: &str = "reconcile:publish";
 
 pub const LAMBDA_RUNTIMES: &[&str] = &[
     "python3.9",
@@ -246,6 +81,8 @@ pub static SCHEMA: KindSchema = KindSchema {
         .default(DefaultValue::EmptyMap)
         .keys("environment variable name", rules::lambda_env_name)
         .secret(),
+        Field::new("publish", T::Boolean, "Publish a new version whenever the code or configuration changes")
+            .default(DefaultValue::Bool(false)),
         TAGS,
     ],
     physical_name: "function_name",
@@ -256,24 +93,216 @@ pub static SCHEMA: KindSchema = KindSchema {
         ("name", "Function name"),
         ("invoke_arn", "ARN API Gateway uses to invoke the function"),
         ("code_sha256", "Base64 SHA-256 of the deployed zip"),
+        ("version", "The latest published version (`$LATEST` when `publish` is false)"),
+        ("qualified_arn", "Function ARN with `:<version>`"),
     ],
     taggable: true,
     singleton: false,
 };
 
-/// `aws_lambda_function`: A Lambda function whose code is a file or folder next to the manifest, zipped in-process.
+/// A function as the manifest gives it and as `read` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionSpec {
+    pub function_name: String,
+    pub runtime: String,
+    pub handler: String,
+    pub role: String,
+    /// The code's path: the manifest's (and the state's) only; AWS knows the code by `code_sha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    pub memory_size: i64,
+    pub timeout: i64,
+    pub description: String,
+    pub architecture: String,
+    /// As `read` reports it: every variable, the secret ones included (the plan moves those to
+    /// `secret_environment` before comparing).
+    pub environment: BTreeMap<String, String>,
+    /// The manifest's secret variables; `read` cannot tell them apart and leaves this out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_environment: Option<BTreeMap<String, String>>,
+    /// Desired: publish versions. Read: a version of the current code and configuration is published
+    /// (false when one is owed, e.g. an apply died between the update and PublishVersion).
+    #[serde(default)]
+    pub publish: bool,
+    pub tags: BTreeMap<String, String>,
+    /// Computed from the code (manifest) / Lambda's `CodeSha256` (read).
+    pub code_sha256: String,
+}
+
+impl FunctionSpec {
+    /// The plain and the secret variables together, as Lambda keeps them.
+    fn variables(&self) -> BTreeMap<String, String> {
+        let mut vars = self.environment.clone();
+        vars.extend(self.secret_environment.clone().unwrap_or_default());
+        vars
+    }
+
+    fn config_differs(&self, other: &FunctionSpec) -> bool {
+        self.runtime != other.runtime
+            || self.handler != other.handler
+            || self.role != other.role
+            || self.memory_size != other.memory_size
+            || self.timeout != other.timeout
+            || self.description != other.description
+            || self.environment != other.environment
+            || self.secret_environment.clone().unwrap_or_default() != other.secret_environment.clone().unwrap_or_default()
+    }
+
+    fn code_differs(&self, other: &FunctionSpec) -> bool {
+        self.code_sha256 != other.code_sha256 || self.architecture != other.architecture
+    }
+}
+
+fn int32(v: i64, what: &str) -> Result<i32> {
+    i32::try_from(v).map_err(|_| ProviderError::Other(format!("{what} {v} is out of range")))
+}
+
+/// The error Lambda gives while a new role has not propagated through IAM yet (the code, as the
+/// retry predicate sees the converted error).
+fn is_role_propagation(e: &ProviderError) -> bool {
+    e.code() == Some("InvalidParameterValueException") && e.message().contains("cannot be assumed by Lambda")
+}
+
+/// Lambda refuses a second update while one is in progress; the waiter covers ours, this covers others'.
+fn is_update_in_progress(e: &ProviderError) -> bool {
+    e.code() == Some("ResourceConflictException") || is_role_propagation(e)
+}
+
+fn outputs(arn: &str, name: &str, sha: &str, version: &str, region: &str) -> BTreeMap<String, String> {
+    let partition = arn.split(':').nth(1).unwrap_or("aws");
+    BTreeMap::from([
+        ("arn".into(), arn.to_string()),
+        ("name".into(), name.to_string()),
+        ("invoke_arn".into(), format!("arn:{partition}:apigateway:{region}:lambda:path/2015-03-31/functions/{arn}/invocations")),
+        ("code_sha256".into(), sha.to_string()),
+        ("version".into(), version.to_string()),
+        ("qualified_arn".into(), format!("{arn}:{version}")),
+    ])
+}
+
+/// What a published version is a snapshot of: code and configuration as `PublishVersion` copies them.
+fn snapshot(c: &FunctionConfiguration) -> impl PartialEq + use<'_> {
+    (
+        c.code_sha256(),
+        c.runtime(),
+        c.handler(),
+        c.role(),
+        c.memory_size(),
+        c.timeout(),
+        c.description(),
+        c.environment().and_then(|e| e.variables()).map(|v| v.iter().collect::<BTreeMap<_, _>>()),
+        c.architectures(),
+    )
+}
+
+/// The newest published version, and whether it holds `$LATEST`'s code and configuration.
+async fn newest_version(aws: &Aws, name: &str, latest: &FunctionConfiguration) -> Result<Option<(String, bool)>> {
+    let mut marker = None;
+    let mut newest: Option<(u64, FunctionConfiguration)> = None;
+    loop {
+        let out = aws.lambda.list_versions_by_function().function_name(name).set_marker(marker).send().await.map_err(|e| {
+            ProviderError::sdk_classified("lambda:ListVersionsByFunction", e, |e| match e {
+                ListVersionsByFunctionError::ResourceNotFoundException(_) => ErrorClass::NotFound,
+                _ => ErrorClass::Other,
+            })
+        })?;
+        for v in out.versions() {
+            // `$LATEST` is listed too; published versions are numbers.
+            let Some(n) = v.version().and_then(|n| n.parse::<u64>().ok()) else { continue };
+            if newest.as_ref().is_none_or(|(m, _)| n > *m) {
+                newest = Some((n, v.clone()));
+            }
+        }
+        match out.next_marker {
+            Some(m) if !m.is_empty() => marker = Some(m),
+            _ => break,
+        }
+    }
+    Ok(newest.map(|(n, v)| (n.to_string(), snapshot(&v) == snapshot(latest))))
+}
+
+fn zip(artifact: Option<&Artifact>) -> Result<Blob> {
+    let artifact = artifact.ok_or_else(|| ProviderError::Other("no code was packaged for this function".into()))?;
+    Ok(Blob::new(artifact.zip.as_slice()))
+}
+
+/// Waits until the function's last update is done; its configuration then.
+async fn wait_updated(aws: &Aws, name: &str) -> Result<Option<FunctionConfiguration>> {
+    let done = aws.lambda.wait_until_function_updated_v2().function_name(name).wait(SETTLE).await.map_err(|e| ProviderError::Timeout {
+        operation: "lambda:GetFunction (until LastUpdateStatus Successful)",
+        detail: e.to_string(),
+    })?;
+    Ok(done.as_result().ok().and_then(|out| out.configuration().cloned()))
+}
+
+/// Publishes `$LATEST` as a new version, only if it still is what we deployed: `code_sha256` is the
+/// code we uploaded and `revision` the revision our update left (someone else's change in between
+/// makes Lambda refuse with `PreconditionFailedException`, and the next plan shows it).
+async fn publish(aws: &Aws, name: &str, code_sha256: &str, revision: Option<String>) -> Result<String> {
+    let request = aws.lambda.publish_version().function_name(name).code_sha256(code_sha256).set_revision_id(revision);
+    let out = retry::send("lambda:PublishVersion", Backoff::PROPAGATION, is_update_in_progress, || request.clone().send()).await?;
+    let version = out.version().unwrap_or_default().to_string();
+    tracing::info!(function = name, version, "published a version");
+    Ok(version)
+}
+
 pub struct LambdaFunction;
 
+impl LambdaFunction {
+    async fn tag(aws: &Aws, arn: &str, set: BTreeMap<String, String>) -> Result<()> {
+        aws.lambda
+            .tag_resource()
+            .resource(arn)
+            .set_tags(Some(set.into_iter().collect()))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| ProviderError::sdk("lambda:TagResource", e))
+    }
+
+    async fn untag(aws: &Aws, arn: &str, keys: Vec<String>) -> Result<()> {
+        aws.lambda
+            .untag_resource()
+            .resource(arn)
+            .set_tag_keys(Some(keys))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| ProviderError::sdk("lambda:UntagResource", e))
+    }
+}
+
+/// `arn:aws:lambda:<region>:<account>:function:<name>[:<qualifier>]` without its qualifier.
+fn unqualified(arn: &str) -> String {
+    arn.split(':').take(7).collect::<Vec<_>>().join(":")
+}
+
+async fn get_function(aws: &Aws, name: &str) -> Result<Option<aws_sdk_lambda::operation::get_function::GetFunctionOutput>> {
+    aws.lambda
+        .get_function()
+        .function_name(name)
+        .send()
+        .await
+        .map_err(|e| {
+            ProviderError::sdk_classified("lambda:GetFunction", e, |e| match e {
+                GetFunctionError::ResourceNotFoundException(_) => ErrorClass::NotFound,
+                _ => ErrorClass::Other,
+            })
+        })
+        .or_gone()
+}
+
 impl Resource for LambdaFunction {
-    type Spec = Map<String, Value>;
+    type Spec = FunctionSpec;
     const KIND: Kind = Kind::LambdaFunction;
 
     fn schema() -> &'static KindSchema {
         &SCHEMA
     }
 
-    fn physical_id(spec: &Self::Spec) -> Option<String> {
-        Some(super::str_attr(spec, "function_name").to_string())
+    fn physical_id(spec: &FunctionSpec) -> Option<String> {
+        Some(spec.function_name.clone())
     }
 
     fn parent(_id: &str) -> Option<(Kind, String)> {
@@ -284,42 +313,187 @@ impl Resource for LambdaFunction {
         function_name(id).to_string()
     }
 
-    fn derived_outputs(_spec: &Self::Spec) -> BTreeMap<String, String> {
+    fn derived_outputs(_spec: &FunctionSpec) -> BTreeMap<String, String> {
         BTreeMap::new()
+    }
+
+    /// An update that publishes makes a new version: what refers to it learns the number at apply.
+    fn unknown_after_update(current: &FunctionSpec, desired: &FunctionSpec) -> Vec<&'static str> {
+        let publishes = desired.publish && (!current.publish || desired.code_differs(current) || desired.config_differs(current));
+        let stops = current.publish && !desired.publish;
+        if publishes || stops { vec!["version", "qualified_arn"] } else { Vec::new() }
     }
 
     fn finishes_incomplete() -> bool {
         false
     }
 
-    async fn read(aws: &Aws, id: &str) -> Result<Option<Observed<Self::Spec>>> {
-        Ok(read(aws, id).await?.map(|l| Observed { spec: l.attrs, outputs: l.outputs }))
+    async fn read(aws: &Aws, name: &str) -> Result<Option<Observed<FunctionSpec>>> {
+        let Some(out) = get_function(aws, name).await? else {
+            return Ok(None);
+        };
+        let Some(c) = out.configuration() else {
+            return Ok(None);
+        };
+        let mut tags: BTreeMap<String, String> =
+            out.tags().map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+        let (version, published) = match tags.remove(PUBLISH_TAG) {
+            Some(_) => newest_version(aws, name, c).await?.unwrap_or_else(|| ("$LATEST".into(), false)),
+            None => ("$LATEST".into(), false),
+        };
+        let sha = c.code_sha256().unwrap_or_default();
+        let arn = unqualified(c.function_arn().unwrap_or_default());
+        let spec = FunctionSpec {
+            function_name: c.function_name().unwrap_or(name).to_string(),
+            runtime: c.runtime().map(|r| r.as_str()).unwrap_or_default().to_string(),
+            handler: c.handler().unwrap_or_default().to_string(),
+            role: c.role().unwrap_or_default().to_string(),
+            code: None,
+            memory_size: c.memory_size().map_or(128, i64::from),
+            timeout: c.timeout().map_or(3, i64::from),
+            description: c.description().unwrap_or_default().to_string(),
+            architecture: c.architectures().first().map_or("x86_64", |a| a.as_str()).to_string(),
+            environment: c
+                .environment()
+                .and_then(|e| e.variables())
+                .map(|v| v.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+            secret_environment: None,
+            publish: published,
+            tags,
+            code_sha256: sha.to_string(),
+        };
+        Ok(Some(Observed { outputs: outputs(&arn, name, sha, &version, &aws.region), spec }))
     }
 
-    async fn find(
-        aws: &Aws,
-        spec: &Self::Spec,
-        _taken: &std::collections::HashSet<String>,
-    ) -> Result<Option<(String, Observed<Self::Spec>)>> {
-        crate::providers::resource::find_by_name::<Self>(aws, spec).await
+    async fn find(aws: &Aws, spec: &FunctionSpec, _taken: &HashSet<String>) -> Result<Option<(String, Observed<FunctionSpec>)>> {
+        find_by_name::<Self>(aws, spec).await
     }
 
-    async fn create(aws: &Aws, spec: &Self::Spec, artifact: Option<&crate::artifact::Artifact>) -> Result<Applied> {
-        create(aws, Desired { attrs: spec, artifact }).await
+    async fn create(aws: &Aws, spec: &FunctionSpec, artifact: Option<&Artifact>) -> Result<Applied> {
+        let name = spec.function_name.as_str();
+        let mut tags = spec.tags.clone();
+        if spec.publish {
+            tags.insert(PUBLISH_TAG.into(), "true".into());
+        }
+        let request = aws
+            .lambda
+            .create_function()
+            .function_name(name)
+            .runtime(Runtime::from(spec.runtime.as_str()))
+            .handler(&spec.handler)
+            .role(&spec.role)
+            .code(FunctionCode::builder().zip_file(zip(artifact)?).build())
+            .memory_size(int32(spec.memory_size, "memory_size")?)
+            .timeout(int32(spec.timeout, "timeout")?)
+            .description(&spec.description)
+            .architectures(Architecture::from(spec.architecture.as_str()))
+            .environment(Environment::builder().set_variables(Some(spec.variables().into_iter().collect())).build())
+            // The first version is published with the function, in the same call: nothing to owe.
+            .publish(spec.publish)
+            .set_tags(Some(tags.into_iter().collect()));
+        // A role created seconds ago may not be assumable yet: retry that documented error with backoff.
+        let out = retry::with_backoff("lambda:CreateFunction", Backoff::PROPAGATION, is_role_propagation, || {
+            let sent = request.clone().send();
+            async move {
+                sent.await.map_err(|e| {
+                    ProviderError::sdk_classified("lambda:CreateFunction", e, |e| match e {
+                        CreateFunctionError::ResourceConflictException(_) => ErrorClass::AlreadyExists,
+                        _ => ErrorClass::Other,
+                    })
+                })
+            }
+        })
+        .await?;
+        let version = if spec.publish { out.version().unwrap_or("$LATEST") } else { "$LATEST" };
+        let arn = unqualified(out.function_arn().unwrap_or_default());
+        let outputs = outputs(&arn, name, out.code_sha256().unwrap_or_default(), version, &aws.region);
+        // The function exists from here on: one that never becomes Active is incomplete (the next apply
+        // replaces it), recorded rather than lost.
+        aws.lambda.wait_until_function_active_v2().function_name(name).wait(SETTLE).await.map_err(|e| {
+            ProviderError::Timeout { operation: "lambda:GetFunction (until Active)", detail: e.to_string() }
+                .after_create(name, outputs.clone())
+        })?;
+        Ok(Applied { physical_id: name.to_string(), outputs })
     }
 
-    async fn update(
-        aws: &Aws,
-        id: &str,
-        current: &Self::Spec,
-        desired: &Self::Spec,
-        artifact: Option<&crate::artifact::Artifact>,
-    ) -> Result<Applied> {
-        update(aws, id, current, Desired { attrs: desired, artifact }).await
+    async fn update(aws: &Aws, name: &str, current: &FunctionSpec, desired: &FunctionSpec, artifact: Option<&Artifact>) -> Result<Applied> {
+        // The revision our last change left, for PublishVersion's guard.
+        let mut deployed_revision = None;
+        let code_changed = desired.code_differs(current);
+        if code_changed {
+            let request = aws
+                .lambda
+                .update_function_code()
+                .function_name(name)
+                .zip_file(zip(artifact)?)
+                .architectures(Architecture::from(desired.architecture.as_str()));
+            retry::send("lambda:UpdateFunctionCode", Backoff::PROPAGATION, is_update_in_progress, || request.clone().send()).await?;
+            deployed_revision = wait_updated(aws, name).await?.and_then(|c| c.revision_id);
+        }
+        let config_changed = desired.config_differs(current);
+        if config_changed {
+            let request = aws
+                .lambda
+                .update_function_configuration()
+                .function_name(name)
+                .runtime(Runtime::from(desired.runtime.as_str()))
+                .handler(&desired.handler)
+                .role(&desired.role)
+                .memory_size(int32(desired.memory_size, "memory_size")?)
+                .timeout(int32(desired.timeout, "timeout")?)
+                .description(&desired.description)
+                .environment(Environment::builder().set_variables(Some(desired.variables().into_iter().collect())).build());
+            retry::send("lambda:UpdateFunctionConfiguration", Backoff::PROPAGATION, is_update_in_progress, || request.clone().send())
+                .await?;
+            deployed_revision = wait_updated(aws, name).await?.and_then(|c| c.revision_id);
+        }
+        let got = get_function(aws, name).await?.ok_or_else(|| ProviderError::Other(format!("function {name} vanished during update")))?;
+        let config = got.configuration.unwrap_or_else(|| FunctionConfiguration::builder().build());
+        let arn = unqualified(config.function_arn().unwrap_or_default());
+        // A version is owed when the code or configuration changed, or when `read` found the newest one
+        // behind `$LATEST` (an earlier apply stopped before publishing) or none at all.
+        let published = if desired.publish && (code_changed || config_changed || !current.publish) {
+            let revision = deployed_revision.or_else(|| config.revision_id().map(str::to_string));
+            Some(publish(aws, name, &desired.code_sha256, revision).await?)
+        } else {
+            None
+        };
+        // Tagged after publishing: until then `read` sees no version of this code (and owes one).
+        let mut tags = TagChanges::between(&current.tags, &desired.tags);
+        if desired.publish && !current.publish {
+            tags.set.insert(PUBLISH_TAG.into(), "true".into());
+        } else if !desired.publish && current.publish {
+            tags.remove.push(PUBLISH_TAG.into());
+        }
+        let arn_ref = arn.as_str();
+        tags.apply(|set| Self::tag(aws, arn_ref, set), |keys| Self::untag(aws, arn_ref, keys)).await?;
+        let version = match published {
+            Some(v) => v,
+            None if desired.publish => newest_version(aws, name, &config).await?.map_or_else(|| "$LATEST".to_string(), |(v, _)| v),
+            None => "$LATEST".to_string(),
+        };
+        Ok(Applied {
+            physical_id: name.to_string(),
+            outputs: outputs(&arn, name, config.code_sha256().unwrap_or_default(), &version, &aws.region),
+        })
     }
 
-    async fn delete(aws: &Aws, id: &str) -> Result<()> {
-        delete(aws, id).await
+    async fn delete(aws: &Aws, name: &str) -> Result<()> {
+        aws.lambda
+            .delete_function()
+            .function_name(name)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| {
+                ProviderError::sdk_classified("lambda:DeleteFunction", e, |e| match e {
+                    DeleteFunctionError::ResourceNotFoundException(_) => ErrorClass::NotFound,
+                    _ => ErrorClass::Other,
+                })
+            })
+            .or_gone()
+            .map(drop)
     }
 
     /// Lambda's quota on the environment: names and values of both maps together.
@@ -341,5 +515,65 @@ impl Resource for LambdaFunction {
                 rules::LAMBDA_ENV_MAX_BYTES
             ),
         )]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn spec_round_trip() {
+        let provider = Kind::LambdaFunction.provider();
+        // As the manifest gives it: the code's path and the secret variables are there.
+        let desired = json!({
+            "function_name": "Hello", "runtime": "python3.13", "handler": "index.handler",
+            "role": "arn:aws:iam::123456789012:role/r", "code": "lambda", "memory_size": 256, "timeout": 10,
+            "description": "d", "architecture": "arm64", "environment": {"A": "1"},
+            "secret_environment": {"DB_PASS": "x"}, "publish": true,
+            "tags": {"reconcile:stack": "s", "team": "x"}, "code_sha256": "q2lU0m9yJYQ+0NZ0Zo6vPDL2cFb1Wn5NqhAK3Tj4oMo="
+        });
+        let desired = desired.as_object().unwrap();
+        assert_eq!(&provider.normalize(desired).unwrap(), desired, "manifest attributes -> spec -> manifest attributes");
+        assert_eq!(provider.physical_id(desired).unwrap().as_deref(), Some("Hello"));
+        // As `read` reports it: no path, no secret map (every variable is in `environment`).
+        let mut live = desired.clone();
+        live.remove("code");
+        live.remove("secret_environment");
+        live.insert("environment".into(), json!({"A": "1", "DB_PASS": "x"}));
+        assert_eq!(provider.normalize(&live).unwrap(), live, "live attributes keep their shape");
+        let spec: FunctionSpec = serde_json::from_value(Value::Object(desired.clone())).unwrap();
+        assert_eq!(spec.variables(), BTreeMap::from([("A".into(), "1".into()), ("DB_PASS".into(), "x".into())]));
+        let mut wrong = desired.clone();
+        wrong.insert("memory_size".into(), json!("256"));
+        assert!(matches!(provider.normalize(&wrong), Err(ProviderError::Spec { .. })), "no silent default");
+        let mut unknown = desired.clone();
+        unknown.insert("memory".into(), json!(256));
+        assert!(provider.normalize(&unknown).is_err(), "an unknown field is refused, not dropped");
+    }
+
+    #[test]
+    fn a_version_is_owed_only_when_publishing_and_something_changed() {
+        let base: FunctionSpec = serde_json::from_value(json!({
+            "function_name": "f", "runtime": "python3.13", "handler": "h", "role": "r", "memory_size": 128, "timeout": 3,
+            "description": "", "architecture": "x86_64", "environment": {}, "publish": true, "tags": {}, "code_sha256": "A"
+        }))
+        .unwrap();
+        assert!(LambdaFunction::unknown_after_update(&base, &base).is_empty(), "nothing changed: the version stays");
+        let code = FunctionSpec { code_sha256: "B".into(), ..base.clone() };
+        assert_eq!(LambdaFunction::unknown_after_update(&base, &code), vec!["version", "qualified_arn"]);
+        let config = FunctionSpec { timeout: 9, ..base.clone() };
+        assert_eq!(LambdaFunction::unknown_after_update(&base, &config), vec!["version", "qualified_arn"]);
+        let owed = FunctionSpec { publish: false, ..base.clone() };
+        assert_eq!(LambdaFunction::unknown_after_update(&owed, &base), vec!["version", "qualified_arn"], "read found a version owed");
+        let off = FunctionSpec { publish: false, code_sha256: "B".into(), ..base.clone() };
+        assert!(LambdaFunction::unknown_after_update(&owed, &off).is_empty(), "not publishing: the version stays `$LATEST`");
+    }
+
+    #[test]
+    fn qualified_arns_lose_their_qualifier() {
+        assert_eq!(unqualified("arn:aws:lambda:us-east-1:1:function:f:3"), "arn:aws:lambda:us-east-1:1:function:f");
+        assert_eq!(unqualified("arn:aws:lambda:us-east-1:1:function:f"), "arn:aws:lambda:us-east-1:1:function:f");
     }
 }

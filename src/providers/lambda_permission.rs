@@ -1,14 +1,68 @@
-//! Lambda permissions: statements of a function's resource-based policy.
+//! `aws_lambda_permission`: a statement of a function's resource-based policy.
 //!
-//! Physical id: `<function_name>/<statement_id>` (the function name as written: a name or an ARN;
-//! neither contains `/`, and statement ids cannot either).
+//! Physical id: `<function_name>/<statement_id>` (the function name as written: a name, `Name:qualifier`
+//! or an ARN, qualified or not; none contains `/`, and statement ids cannot either). A qualified function
+//! (a version or an alias, e.g. `${alias.arn}`) has a policy of its own: the permission is added to,
+//! read from and removed from that one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
-use serde_json::{Map, Value, json};
+use aws_sdk_lambda::operation::add_permission::AddPermissionError;
+use aws_sdk_lambda::operation::get_policy::GetPolicyError;
+use aws_sdk_lambda::operation::remove_permission::RemovePermissionError;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
+use super::resource::{Observed, Resource, find_by_name};
 use super::retry::{Backoff, with_backoff};
-use super::{Applied, Aws, Desired, Live, ProviderError, Result, str_attr};
+use super::schema::{DefaultValue, Field, FieldType as T, KindSchema};
+use super::{Applied, Aws, ErrorClass, Kind, NotFoundOk, ProviderError, Result, rules};
+use crate::artifact::Artifact;
+
+pub static SCHEMA: KindSchema = KindSchema {
+    type_name: "aws_lambda_permission",
+    doc: "A statement in a Lambda function's resource-based policy (e.g. letting API Gateway invoke it).",
+    fields: &[
+        Field::new("function_name", T::String, "Function name or ARN, usually `${function.name}`")
+            .required()
+            .force_new()
+            .check(rules::lambda_function_ref),
+        Field::new("statement_id", T::String, "Statement id, unique within the function's policy")
+            .required()
+            .force_new()
+            .check(rules::lambda_statement_id),
+        Field::new("action", T::String, "Action allowed")
+            .default(DefaultValue::Str("lambda:InvokeFunction"))
+            .force_new()
+            .check(rules::lambda_permission_action),
+        Field::new("principal", T::String, "Service or account allowed, e.g. `apigateway.amazonaws.com`")
+            .required()
+            .force_new()
+            .check(rules::lambda_principal),
+        Field::new("source_arn", T::String, "Only calls from this ARN (pattern) are allowed")
+            .default(DefaultValue::Str(""))
+            .force_new()
+            .check(rules::optional_arn),
+    ],
+    physical_name: "",
+    create_before_destroy: false,
+    retain_on_delete: false,
+    outputs: &[("id", "`<function>/<statement id>`")],
+    taggable: false,
+    singleton: false,
+};
+
+/// A permission as the manifest gives it and as `read` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionSpec {
+    pub function_name: String,
+    pub statement_id: String,
+    pub action: String,
+    pub principal: String,
+    /// `""` = no `AWS:SourceArn` condition.
+    pub source_arn: String,
+}
 
 fn physical_id(function_name: &str, statement_id: &str) -> String {
     format!("{function_name}/{statement_id}")
@@ -59,8 +113,8 @@ fn source_arn(statement: &Map<String, Value>) -> String {
         .unwrap_or_default()
 }
 
-/// The statement with `sid` in a function policy document, as manifest attributes.
-fn statement_attrs(policy: &str, function_name: &str, sid: &str) -> Result<Option<Map<String, Value>>> {
+/// The statement with `sid` in a function policy document (IAM policy JSON, as GetPolicy returns it).
+fn statement(policy: &str, function_name: &str, sid: &str) -> Result<Option<PermissionSpec>> {
     let doc: Value = serde_json::from_str(policy)
         .map_err(|e| ProviderError::Other(format!("lambda:GetPolicy returned a policy that is not JSON: {e}")))?;
     let statements = match doc.get("Statement") {
@@ -71,29 +125,13 @@ fn statement_attrs(policy: &str, function_name: &str, sid: &str) -> Result<Optio
     let Some(st) = statements.into_iter().filter_map(Value::as_object).find(|s| s.get("Sid").and_then(Value::as_str) == Some(sid)) else {
         return Ok(None);
     };
-    let mut attrs = Map::new();
-    attrs.insert("function_name".into(), json!(function_name));
-    attrs.insert("statement_id".into(), json!(sid));
-    attrs.insert("action".into(), json!(st.get("Action").and_then(single_string).unwrap_or_default()));
-    attrs.insert("principal".into(), json!(principal(st.get("Principal"))));
-    attrs.insert("source_arn".into(), json!(source_arn(st)));
-    Ok(Some(attrs))
-}
-
-pub async fn read(aws: &Aws, id: &str) -> Result<Option<Live>> {
-    let (function_name, sid) = parse_id(id)?;
-    let out = match aws.lambda.get_policy().function_name(function_name).send().await {
-        Ok(out) => out,
-        // No such function, or a function without any policy.
-        Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
-            return Ok(None);
-        }
-        Err(e) => return Err(ProviderError::sdk("lambda:GetPolicy", e)),
-    };
-    let Some(policy) = out.policy() else {
-        return Ok(None);
-    };
-    Ok(statement_attrs(policy, function_name, sid)?.map(|attrs| Live { attrs, outputs: outputs(id) }))
+    Ok(Some(PermissionSpec {
+        function_name: function_name.to_string(),
+        statement_id: sid.to_string(),
+        action: st.get("Action").and_then(single_string).unwrap_or_default(),
+        principal: principal(st.get("Principal")),
+        source_arn: source_arn(st),
+    }))
 }
 
 /// Lambda refuses concurrent changes to a function and its policy; those clear up on their own.
@@ -105,102 +143,19 @@ fn is_concurrent_modification(e: &ProviderError) -> bool {
         && !msg.contains("already exists")
 }
 
-pub async fn create(aws: &Aws, desired: Desired<'_>) -> Result<Applied> {
-    let d = desired.attrs;
-    let function_name = str_attr(d, "function_name");
-    let sid = str_attr(d, "statement_id");
-    let source = str_attr(d, "source_arn");
-    let request = aws
-        .lambda
-        .add_permission()
-        .function_name(function_name)
-        .statement_id(sid)
-        .action(str_attr(d, "action"))
-        .principal(str_attr(d, "principal"))
-        .set_source_arn((!source.is_empty()).then(|| source.to_string()));
-    with_backoff("lambda:AddPermission", Backoff::PROPAGATION, is_concurrent_modification, || {
-        let request = request.clone();
-        async move { request.send().await.map_err(|e| ProviderError::sdk("lambda:AddPermission", e)) }
-    })
-    .await?;
-    let id = physical_id(function_name, sid);
-    Ok(Applied { outputs: outputs(&id), physical_id: id })
-}
-
-/// Every field forces replacement: nothing to change in place.
-pub async fn update(aws: &Aws, id: &str, _current: &Map<String, Value>, _desired: Desired<'_>) -> Result<Applied> {
-    let live = read(aws, id).await?.ok_or_else(|| ProviderError::Other(format!("lambda permission {id} vanished during update")))?;
-    Ok(Applied { physical_id: id.to_string(), outputs: live.outputs })
-}
-
-pub async fn delete(aws: &Aws, id: &str) -> Result<()> {
-    let (function_name, sid) = parse_id(id)?;
-    let request = aws.lambda.remove_permission().function_name(function_name).statement_id(sid);
-    with_backoff("lambda:RemovePermission", Backoff::PROPAGATION, is_concurrent_modification, || {
-        let request = request.clone();
-        async move {
-            match request.send().await {
-                Ok(_) => Ok(()),
-                Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(()),
-                Err(e) => Err(ProviderError::sdk("lambda:RemovePermission", e)),
-            }
-        }
-    })
-    .await
-}
-
-// ---- the kind: schema and the registry's entry ----
-
-use crate::providers::resource::{Observed, Resource};
-use crate::providers::schema::{DefaultValue, Field, FieldType as T, KindSchema};
-use crate::providers::{Kind, rules};
-
-pub static SCHEMA: KindSchema = KindSchema {
-    type_name: "aws_lambda_permission",
-    doc: "A statement in a Lambda function's resource-based policy (e.g. letting API Gateway invoke it).",
-    fields: &[
-        Field::new("function_name", T::String, "Function name or ARN, usually `${function.name}`")
-            .required()
-            .force_new()
-            .check(rules::lambda_function_ref),
-        Field::new("statement_id", T::String, "Statement id, unique within the function's policy")
-            .required()
-            .force_new()
-            .check(rules::lambda_statement_id),
-        Field::new("action", T::String, "Action allowed")
-            .default(DefaultValue::Str("lambda:InvokeFunction"))
-            .force_new()
-            .check(rules::lambda_permission_action),
-        Field::new("principal", T::String, "Service or account allowed, e.g. `apigateway.amazonaws.com`")
-            .required()
-            .force_new()
-            .check(rules::lambda_principal),
-        Field::new("source_arn", T::String, "Only calls from this ARN (pattern) are allowed")
-            .default(DefaultValue::Str(""))
-            .force_new()
-            .check(rules::optional_arn),
-    ],
-    physical_name: "",
-    create_before_destroy: false,
-    retain_on_delete: false,
-    outputs: &[("id", "`<function>/<statement id>`")],
-    taggable: false,
-    singleton: false,
-};
-
 /// `aws_lambda_permission`: A statement in a Lambda function's resource-based policy (e.g. letting API Gateway invoke it).
 pub struct LambdaPermission;
 
 impl Resource for LambdaPermission {
-    type Spec = Map<String, Value>;
+    type Spec = PermissionSpec;
     const KIND: Kind = Kind::LambdaPermission;
 
     fn schema() -> &'static KindSchema {
         &SCHEMA
     }
 
-    fn physical_id(spec: &Self::Spec) -> Option<String> {
-        Some(format!("{}/{}", super::str_attr(spec, "function_name"), super::str_attr(spec, "statement_id")))
+    fn physical_id(spec: &PermissionSpec) -> Option<String> {
+        Some(physical_id(&spec.function_name, &spec.statement_id))
     }
 
     fn parent(id: &str) -> Option<(Kind, String)> {
@@ -217,7 +172,7 @@ impl Resource for LambdaPermission {
         }
     }
 
-    fn derived_outputs(_spec: &Self::Spec) -> BTreeMap<String, String> {
+    fn derived_outputs(_spec: &PermissionSpec) -> BTreeMap<String, String> {
         BTreeMap::new()
     }
 
@@ -225,40 +180,100 @@ impl Resource for LambdaPermission {
         true
     }
 
-    async fn read(aws: &Aws, id: &str) -> Result<Option<Observed<Self::Spec>>> {
-        Ok(read(aws, id).await?.map(|l| Observed { spec: l.attrs, outputs: l.outputs }))
+    async fn read(aws: &Aws, id: &str) -> Result<Option<Observed<PermissionSpec>>> {
+        let (function_name, sid) = parse_id(id)?;
+        let out = aws
+            .lambda
+            .get_policy()
+            .function_name(function_name)
+            .send()
+            .await
+            .map_err(|e| {
+                // No such function, or a function without any policy.
+                ProviderError::sdk_classified("lambda:GetPolicy", e, |e| match e {
+                    GetPolicyError::ResourceNotFoundException(_) => ErrorClass::NotFound,
+                    _ => ErrorClass::Other,
+                })
+            })
+            .or_gone()?;
+        let Some(policy) = out.as_ref().and_then(|o| o.policy()) else {
+            return Ok(None);
+        };
+        Ok(statement(policy, function_name, sid)?.map(|spec| Observed { spec, outputs: outputs(id) }))
     }
 
-    async fn find(
-        aws: &Aws,
-        spec: &Self::Spec,
-        _taken: &std::collections::HashSet<String>,
-    ) -> Result<Option<(String, Observed<Self::Spec>)>> {
-        crate::providers::resource::find_by_name::<Self>(aws, spec).await
+    async fn find(aws: &Aws, spec: &PermissionSpec, _taken: &HashSet<String>) -> Result<Option<(String, Observed<PermissionSpec>)>> {
+        find_by_name::<Self>(aws, spec).await
     }
 
-    async fn create(aws: &Aws, spec: &Self::Spec, artifact: Option<&crate::artifact::Artifact>) -> Result<Applied> {
-        create(aws, Desired { attrs: spec, artifact }).await
+    async fn create(aws: &Aws, spec: &PermissionSpec, _artifact: Option<&Artifact>) -> Result<Applied> {
+        let request = aws
+            .lambda
+            .add_permission()
+            .function_name(&spec.function_name)
+            .statement_id(&spec.statement_id)
+            .action(&spec.action)
+            .principal(&spec.principal)
+            .set_source_arn((!spec.source_arn.is_empty()).then(|| spec.source_arn.clone()));
+        with_backoff("lambda:AddPermission", Backoff::PROPAGATION, is_concurrent_modification, || {
+            let sent = request.clone().send();
+            async move {
+                sent.await.map_err(|e| {
+                    ProviderError::sdk_classified("lambda:AddPermission", e, |e| match e {
+                        AddPermissionError::ResourceConflictException(c)
+                            if c.message().is_some_and(|m| m.to_ascii_lowercase().contains("already exist")) =>
+                        {
+                            ErrorClass::AlreadyExists
+                        }
+                        _ => ErrorClass::Other,
+                    })
+                })
+            }
+        })
+        .await?;
+        let id = physical_id(&spec.function_name, &spec.statement_id);
+        Ok(Applied { outputs: outputs(&id), physical_id: id })
     }
 
+    /// Every field forces replacement: nothing to change in place.
     async fn update(
         aws: &Aws,
         id: &str,
-        current: &Self::Spec,
-        desired: &Self::Spec,
-        artifact: Option<&crate::artifact::Artifact>,
+        _current: &PermissionSpec,
+        _desired: &PermissionSpec,
+        _artifact: Option<&Artifact>,
     ) -> Result<Applied> {
-        update(aws, id, current, Desired { attrs: desired, artifact }).await
+        let live =
+            Self::read(aws, id).await?.ok_or_else(|| ProviderError::Other(format!("lambda permission {id} vanished during update")))?;
+        Ok(Applied { physical_id: id.to_string(), outputs: live.outputs })
     }
 
     async fn delete(aws: &Aws, id: &str) -> Result<()> {
-        delete(aws, id).await
+        let (function_name, sid) = parse_id(id)?;
+        let request = aws.lambda.remove_permission().function_name(function_name).statement_id(sid);
+        with_backoff("lambda:RemovePermission", Backoff::PROPAGATION, is_concurrent_modification, || {
+            let sent = request.clone().send();
+            async move {
+                sent.await
+                    .map(drop)
+                    .map_err(|e| {
+                        ProviderError::sdk_classified("lambda:RemovePermission", e, |e| match e {
+                            RemovePermissionError::ResourceNotFoundException(_) => ErrorClass::NotFound,
+                            _ => ErrorClass::Other,
+                        })
+                    })
+                    .or_gone()
+                    .map(drop)
+            }
+        })
+        .await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn parses_ids_with_arns() {
@@ -284,15 +299,39 @@ mod tests {
             ]
         })
         .to_string();
-        let a = statement_attrs(&policy, "f", "apigw").unwrap().unwrap();
+        let a = statement(&policy, "f", "apigw").unwrap().unwrap();
         assert_eq!(
-            Value::Object(a),
+            serde_json::to_value(&a).unwrap(),
             json!({"function_name": "f", "statement_id": "apigw", "action": "lambda:InvokeFunction",
                    "principal": "apigateway.amazonaws.com", "source_arn": "arn:aws:execute-api:us-east-1:1:abc/*/*"})
         );
-        let b = statement_attrs(&policy, "f", "other").unwrap().unwrap();
-        assert_eq!(b.get("principal"), Some(&json!("*")));
-        assert_eq!(b.get("source_arn"), Some(&json!("")));
-        assert!(statement_attrs(&policy, "f", "missing").unwrap().is_none());
+        let b = statement(&policy, "f", "other").unwrap().unwrap();
+        assert_eq!(b.principal, "*");
+        assert_eq!(b.source_arn, "");
+        assert!(statement(&policy, "f", "missing").unwrap().is_none());
+    }
+
+    #[test]
+    fn spec_round_trip() {
+        let provider = Kind::LambdaPermission.provider();
+        let attrs = json!({"function_name": "arn:aws:lambda:us-east-1:123456789012:function:Hello:live", "statement_id": "AllowApi",
+                           "action": "lambda:InvokeFunction", "principal": "apigateway.amazonaws.com",
+                           "source_arn": "arn:aws:execute-api:us-east-1:123456789012:abc/*/GET/hello"});
+        let attrs = attrs.as_object().unwrap();
+        assert_eq!(&provider.normalize(attrs).unwrap(), attrs, "manifest attributes -> spec -> live attributes");
+        assert_eq!(
+            provider.physical_id(attrs).unwrap().as_deref(),
+            Some("arn:aws:lambda:us-east-1:123456789012:function:Hello:live/AllowApi")
+        );
+        assert_eq!(
+            provider.parent("arn:aws:lambda:us-east-1:123456789012:function:Hello:live/AllowApi"),
+            Some((Kind::LambdaFunction, "Hello".into()))
+        );
+        let mut wrong = attrs.clone();
+        wrong.insert("source_arn".into(), json!(false));
+        assert!(matches!(provider.normalize(&wrong), Err(ProviderError::Spec { .. })), "no silent default");
+        let mut unknown = attrs.clone();
+        unknown.insert("qualifier".into(), json!("live"));
+        assert!(provider.normalize(&unknown).is_err(), "an unknown field is refused, not dropped");
     }
 }

@@ -6,6 +6,7 @@ pub mod apigateway;
 pub mod calls;
 pub mod error;
 pub mod iam_role;
+pub mod lambda_alias;
 pub mod lambda_function;
 pub mod lambda_permission;
 pub mod log_group;
@@ -250,6 +251,18 @@ pub fn derived_outputs(kind: Kind, desired: &Map<String, Value>) -> BTreeMap<Str
         Err(e) => {
             tracing::warn!(%kind, error = %e, "cannot derive outputs");
             BTreeMap::new()
+        }
+    }
+}
+
+/// Outputs an update from `current` to `desired` gives new AWS-assigned values (unknown until apply).
+/// Attributes that do not fit the kind's spec yet (a typed value still unknown) say nothing.
+pub fn unknown_after_update(kind: Kind, current: &Map<String, Value>, desired: &Map<String, Value>) -> Vec<&'static str> {
+    match kind.provider().unknown_after_update(current, desired) {
+        Ok(outputs) => outputs,
+        Err(e) => {
+            tracing::debug!(%kind, error = %e, "cannot tell which outputs an update changes");
+            Vec::new()
         }
     }
 }

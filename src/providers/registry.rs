@@ -6,7 +6,7 @@
 
 use super::resource::{Provider, Registered};
 use super::schema::KindSchema;
-use super::{apigateway, iam_role, lambda_function, lambda_permission, log_group, wafv2};
+use super::{apigateway, iam_role, lambda_alias, lambda_function, lambda_permission, log_group, wafv2};
 
 /// A resource kind the engine knows how to manage. In manifests and state it is written by its
 /// type name (`aws_iam_role`…), which its schema holds.
@@ -16,6 +16,7 @@ pub enum Kind {
     LogGroup,
     LambdaFunction,
     LambdaPermission,
+    LambdaAlias,
     RestApi,
     Deployment,
     Stage,
@@ -31,6 +32,7 @@ impl Kind {
         Kind::LogGroup,
         Kind::LambdaFunction,
         Kind::LambdaPermission,
+        Kind::LambdaAlias,
         Kind::RestApi,
         Kind::Deployment,
         Kind::Stage,
@@ -46,6 +48,7 @@ impl Kind {
             Kind::LogGroup => &Registered::<log_group::LogGroup>::NEW,
             Kind::LambdaFunction => &Registered::<lambda_function::LambdaFunction>::NEW,
             Kind::LambdaPermission => &Registered::<lambda_permission::LambdaPermission>::NEW,
+            Kind::LambdaAlias => &Registered::<lambda_alias::LambdaAlias>::NEW,
             Kind::RestApi => &Registered::<apigateway::rest_api::RestApi>::NEW,
             Kind::Deployment => &Registered::<apigateway::deployment::Deployment>::NEW,
             Kind::Stage => &Registered::<apigateway::stage::Stage>::NEW,
@@ -122,6 +125,7 @@ mod tests {
                 | Kind::LogGroup
                 | Kind::LambdaFunction
                 | Kind::LambdaPermission
+                | Kind::LambdaAlias
                 | Kind::RestApi
                 | Kind::Deployment
                 | Kind::Stage

@@ -54,6 +54,13 @@ pub trait Resource: Send + Sync + 'static {
     /// Outputs that follow from the spec alone, known at plan time before the resource exists.
     fn derived_outputs(spec: &Self::Spec) -> BTreeMap<String, String>;
 
+    /// Outputs an update from `current` to `desired` gives new values AWS assigns (a function's
+    /// published version): unknown until apply, so what refers to them is planned to change. Kinds
+    /// whose outputs an update keeps keep the default.
+    fn unknown_after_update(_current: &Self::Spec, _desired: &Self::Spec) -> Vec<&'static str> {
+        Vec::new()
+    }
+
     /// Whether an update finishes a resource whose create did not (see [`ProviderError::Incomplete`]);
     /// if not, such a resource is replaced.
     fn finishes_incomplete() -> bool;
@@ -109,6 +116,7 @@ pub trait Provider: Send + Sync {
     fn parent(&self, id: &str) -> Option<(Kind, String)>;
     fn canonical_id(&self, id: &str) -> String;
     fn derived_outputs(&self, attrs: &Map<String, Value>) -> Result<BTreeMap<String, String>>;
+    fn unknown_after_update(&self, current: &Map<String, Value>, desired: &Map<String, Value>) -> Result<Vec<&'static str>>;
     fn finishes_incomplete(&self) -> bool;
     fn read<'a>(&'a self, aws: &'a Aws, id: &'a str) -> BoxFuture<'a, Result<Option<Live>>>;
     fn find<'a>(
@@ -171,6 +179,9 @@ impl<R: Resource> Provider for Registered<R> {
     }
     fn derived_outputs(&self, attrs: &Map<String, Value>) -> Result<BTreeMap<String, String>> {
         Ok(R::derived_outputs(&spec::<R>(attrs)?))
+    }
+    fn unknown_after_update(&self, current: &Map<String, Value>, desired: &Map<String, Value>) -> Result<Vec<&'static str>> {
+        Ok(R::unknown_after_update(&spec::<R>(current)?, &spec::<R>(desired)?))
     }
     fn finishes_incomplete(&self) -> bool {
         R::finishes_incomplete()

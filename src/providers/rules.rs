@@ -97,9 +97,50 @@ pub fn lambda_function_name(s: &str) -> Result<(), String> {
     text(s, 1, 64, &WORD_DASH)
 }
 
-/// Lambda `FunctionName` where a name or an ARN is accepted (AddPermission): 1-140, no white space.
+/// Lambda `FunctionName` where a name or an ARN is accepted (AddPermission): 1-140, no white space; a
+/// name may carry a qualifier (`Name:live`, `Name:3`), which names the alias's or version's policy.
 pub fn lambda_function_ref(s: &str) -> Result<(), String> {
-    if s.starts_with("arn:") { text(s, 1, 140, &NO_SPACE) } else { lambda_function_name(s) }
+    if s.starts_with("arn:") {
+        return text(s, 1, 140, &NO_SPACE);
+    }
+    match s.split_once(':') {
+        Some((name, qualifier)) => {
+            lambda_function_name(name)?;
+            if qualifier == "$LATEST" || lambda_alias_name(qualifier).is_ok() || lambda_published_version(qualifier).is_ok() {
+                Ok(())
+            } else {
+                Err(format!("has the qualifier `{qualifier}`, which is neither `$LATEST`, a version number nor an alias name"))
+            }
+        }
+        None => lambda_function_name(s),
+    }
+}
+
+/// Lambda alias `Name`: `(?!^[0-9]+$)([a-zA-Z0-9-_]+)`, 1-128.
+pub fn lambda_alias_name(s: &str) -> Result<(), String> {
+    text(s, 1, 128, &WORD_DASH)?;
+    if s.chars().all(|c| c.is_ascii_digit()) {
+        return Err("must not be only digits (that names a version)".into());
+    }
+    Ok(())
+}
+
+/// A published Lambda version: `[0-9]+`, 1-1024.
+pub fn lambda_published_version(s: &str) -> Result<(), String> {
+    if !s.is_empty() && s.len() <= 1024 && s.chars().all(|c| c.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err("must be a published version number (digits, like `3`)".into())
+    }
+}
+
+/// Lambda alias `FunctionVersion`: `(\$LATEST|[0-9]+)`.
+pub fn lambda_function_version(s: &str) -> Result<(), String> {
+    if s == "$LATEST" || lambda_published_version(s).is_ok() {
+        Ok(())
+    } else {
+        Err("must be `$LATEST` or a published version number (digits, like `3`)".into())
+    }
 }
 
 /// Lambda `Handler`: `[^\s]+`, at most 128.
