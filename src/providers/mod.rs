@@ -302,39 +302,9 @@ pub(crate) fn str_attr<'a>(attrs: &'a Map<String, Value>, key: &str) -> &'a str 
     attrs.get(key).and_then(Value::as_str).unwrap_or_default()
 }
 
-pub(crate) fn int_attr(attrs: &Map<String, Value>, key: &str) -> i64 {
-    attrs.get(key).and_then(Value::as_i64).unwrap_or_default()
-}
-
-pub(crate) fn string_map(attrs: &Map<String, Value>, key: &str) -> BTreeMap<String, String> {
-    attrs
-        .get(key)
-        .and_then(Value::as_object)
-        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect())
-        .unwrap_or_default()
-}
-
-pub(crate) fn changed(current: &Map<String, Value>, desired: &Map<String, Value>, key: &str) -> bool {
-    current.get(key) != desired.get(key)
-}
-
-/// Tags to set and tag keys to remove to go from `current` to `desired`.
-pub(crate) fn tag_changes(current: &Map<String, Value>, desired: &Map<String, Value>) -> (BTreeMap<String, String>, Vec<String>) {
-    let now = string_map(current, "tags");
-    let want = string_map(desired, "tags");
-    let set = want.iter().filter(|(k, v)| now.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
-    let remove = now.keys().filter(|k| !want.contains_key(*k)).cloned().collect();
-    (set, remove)
-}
-
-pub(crate) fn tags_value<'a>(tags: impl IntoIterator<Item = (&'a String, &'a String)>) -> Value {
-    Value::Object(tags.into_iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn region_names() {
@@ -344,18 +314,6 @@ mod tests {
         for bad in ["", "useast1", "us-east", "US-EAST-1", "us-east-1a", "moon-1"] {
             assert!(!is_region_name(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn tag_changes_sets_and_removes() {
-        let cur = json!({"tags": {"a": "1", "b": "2"}});
-        let want = json!({"tags": {"a": "1", "b": "3", "c": "4"}});
-        let (set, remove) = tag_changes(cur.as_object().unwrap(), want.as_object().unwrap());
-        assert_eq!(set, BTreeMap::from([("b".into(), "3".into()), ("c".into(), "4".into())]));
-        assert!(remove.is_empty());
-        let (set, remove) = tag_changes(want.as_object().unwrap(), cur.as_object().unwrap());
-        assert_eq!(set.len(), 1);
-        assert_eq!(remove, vec!["c".to_string()]);
     }
 
     #[test]
