@@ -79,7 +79,7 @@ async fn apply_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store: 
     }
     let progress = Progress { enabled: !g.json && !g.quiet };
     let options = Options { parallelism: args.parallelism.into() };
-    let report = apply::execute(&plan, Some(manifest), &state, store, &aws, options, &progress).await;
+    let report = apply::execute(&plan, &state, store, &aws, options, &progress).await;
     finish(g, "Apply", &plan, Some(report), store, Some(&aws)).await
 }
 
@@ -111,7 +111,7 @@ async fn destroy_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store
     mark_destroyed(store, &manifest.stack, &state).await?;
     let progress = Progress { enabled: !g.json && !g.quiet };
     let options = Options { parallelism: args.parallelism.into() };
-    let report = apply::execute(&plan, None, &state, store, &aws, options, &progress).await;
+    let report = apply::execute(&plan, &state, store, &aws, options, &progress).await;
     if let Err(e) = identity::release_if_empty(store, &manifest.stack).await {
         tracing::warn!(error = %e, "unpinning the destroyed stack");
     }

@@ -764,7 +764,7 @@ impl StackWatcher {
             tracker.phase("remediating");
             let options = Options { parallelism: ctx.config.parallelism };
             let reporter = LogReporter { stack, tracker };
-            Ok(Some(apply::execute(fix, Some(&self.manifest), state, &ctx.store, &ctx.aws, options, &reporter).await))
+            Ok(Some(apply::execute(fix, state, &ctx.store, &ctx.aws, options, &reporter).await))
         }
         .await;
         if let Err(e) = ctx.store.unlock(stack, &lock.id).await {
