@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::manifest::refs::{self, UNKNOWN};
 use crate::manifest::{Artifact, Kind};
-use crate::plan::{Action, Plan, ReplaceOrder, ResourceChange};
+use crate::plan::{Action, Plan, Problem, ReplaceOrder, ResourceChange};
 use crate::providers::{self, Aws, Desired, ProviderError};
 use crate::state::{JournalAction, OperationOutcome, ResourceState, StackState, StateError, Store};
 
@@ -158,7 +158,7 @@ struct Ctx<'a> {
     recorded: Mutex<HashMap<String, String>>,
     /// Creates the plan found in conflict with what AWS has (resource → existing physical id): they
     /// fail without an AWS call.
-    conflicts: HashMap<String, String>,
+    conflicts: HashMap<String, Option<String>>,
 }
 
 /// One operation of the executor's graph.
@@ -392,12 +392,8 @@ pub async fn execute(plan: &Plan, state: &StackState, store: &Store, aws: &Aws, 
         return refuse(error, &|i| ops[i].as_ref().err().map(ToString::to_string));
     }
     let ops: Vec<Op<'_>> = ops.into_iter().filter_map(Result::ok).collect();
-    let conflicts = plan
-        .blockers
-        .iter()
-        .filter(|b| b.problem == "conflict")
-        .map(|b| (b.resource.clone(), b.physical_id.clone().unwrap_or_default()))
-        .collect();
+    let conflicts =
+        plan.blockers.iter().filter(|b| b.problem == Problem::Conflict).map(|b| (b.resource.clone(), b.physical_id.clone())).collect();
     let ctx = Ctx {
         aws,
         store,
@@ -786,7 +782,7 @@ async fn create(ctx: &Ctx<'_>, change: &ResourceChange, make: Make<'_>) -> Resul
     if let Some(existing) = ctx.conflicts.get(name) {
         return Err(ApplyError::Conflict {
             resource: name.into(),
-            name: existing.clone(),
+            name: existing.clone().unwrap_or_else(|| "it".into()),
             detail: "found by the plan; nothing was sent to AWS".into(),
         });
     }

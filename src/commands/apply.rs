@@ -65,7 +65,7 @@ async fn apply_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store: 
     // A conflicting create fails on its own (and skips what depends on it), without an AWS call; a
     // logging stage the region cannot take refuses the whole plan before anything is created.
     let refused: Vec<String> =
-        plan.blockers.iter().filter(|b| b.problem != "conflict").map(|b| format!("{}: {}", b.resource, b.message)).collect();
+        plan.blockers.iter().filter(|b| b.problem != plan::Problem::Conflict).map(|b| format!("{}: {}", b.resource, b.message)).collect();
     if !refused.is_empty() {
         return Err(CliError::Refused(format!("refusing to apply; nothing was changed:\n  {}", refused.join("\n  "))));
     }

@@ -212,15 +212,24 @@ pub struct Plan {
     pub artifacts: BTreeMap<String, Artifact>,
 }
 
+/// What a [`Blocker`] found (`conflict` or `account_logging` in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Problem {
+    /// What the create would make already exists in AWS and this state does not own it: that create
+    /// fails without an AWS call (and what depends on it is skipped).
+    Conflict,
+    /// The stage logs but the region's account setting names no CloudWatch role: apply refuses the plan.
+    AccountLogging,
+}
+
 /// A reason apply must not start, found by reading AWS at plan time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Blocker {
     pub resource: String,
     #[serde(rename = "type")]
     pub kind: Kind,
-    /// `conflict`: what the create would make already exists in AWS and this state does not own it;
-    /// `account_logging`: the stage logs but the region's account setting names no CloudWatch role.
-    pub problem: &'static str,
+    pub problem: Problem,
     /// The existing physical id, for a conflict.
     pub physical_id: Option<String>,
     pub message: String,
@@ -654,7 +663,7 @@ pub async fn check_blockers(manifest: &Manifest, state: &StackState, plan: &mut 
         let conflict = |id: String| Blocker {
             resource: r.name.clone(),
             kind: r.kind,
-            problem: "conflict",
+            problem: Problem::Conflict,
             message: format!(
                 "conflict: {} `{id}` exists in AWS, not in this state (another state file, a lost one, or made by hand); \
                  adopt it with `reconcile import {} {id}`, or delete or rename it",
@@ -713,7 +722,7 @@ pub async fn check_blockers(manifest: &Manifest, state: &StackState, plan: &mut 
                 let mut b = Blocker {
                     resource: resource.clone(),
                     kind: Kind::RestApi,
-                    problem: "conflict",
+                    problem: Problem::Conflict,
                     physical_id: Some(id.clone()),
                     message: String::new(),
                 };
@@ -740,7 +749,7 @@ pub async fn check_blockers(manifest: &Manifest, state: &StackState, plan: &mut 
                 blockers.push(Blocker {
                     resource,
                     kind,
-                    problem: "account_logging",
+                    problem: Problem::AccountLogging,
                     physical_id: None,
                     message: format!(
                         "the stage logs (access logs or execution logging), but API Gateway's account setting in {} names no \
