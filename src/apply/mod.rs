@@ -1,5 +1,9 @@
 //! Apply layer: executes a [`Plan`] over its dependency graph.
 //!
+//! The plan decides, apply executes: every operation is taken out of the plan ([`prepare`]) before
+//! the first write, and a change that lacks what its action needs refuses the whole plan. Apply
+//! resolves the planned attributes' references against this run's outputs; it never reads the manifest.
+//!
 //! Each operation starts as soon as its own dependencies are done (not in waves), at most
 //! `parallelism` at once. State is written after every resource operation, with a journal entry
 //! before each AWS write. A failure skips only the operations that depend on it.

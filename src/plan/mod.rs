@@ -1,5 +1,6 @@
 //! Plan layer: manifest vs state vs live AWS → a [`Plan`], plain data that renders for people
-//! ([`render`]) and serialises as a stable JSON document.
+//! ([`render`]) and serialises as a stable JSON document. The plan decides everything apply does:
+//! each change carries the ids, live values, unresolved attributes and code hash its action needs.
 
 pub mod diff;
 pub mod render;
