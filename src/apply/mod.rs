@@ -353,12 +353,13 @@ pub fn prepare<'p>(node: &Node<'p>, artifacts: &'p BTreeMap<String, Artifact>) -
     })
 }
 
-/// Carries out the plan: only what the plan says, with references resolved against this run's
-/// outputs (the manifest is not read).
-pub async fn execute(plan: &Plan, state: &StackState, store: &Store, aws: &Aws, options: Options, reporter: &dyn Reporter) -> Report {
+/// The plan's operations in graph order, what each waits for, and what each does; or, when they
+/// wait on each other in a cycle or one lacks what its action needs, the report of the refused plan
+/// (every operation failed, nothing started). Never the case for a plan the planner made: refused
+/// before any write rather than reporting every operation as waiting on a failure that never
+/// happened, or failing half-way through.
+pub fn schedule<'p>(plan: &'p Plan, state: &StackState, reporter: &dyn Reporter) -> Result<Schedule<'p>, Report> {
     let (nodes, deps) = graph(plan, state);
-    // Never reached for a plan the planner made; refused before any write rather than reporting every
-    // operation as waiting on a failure that never happened, or failing half-way through.
     let refuse = |error: String, own: &dyn Fn(usize) -> Option<String>| {
         let outcomes = nodes
             .iter()
@@ -387,15 +388,33 @@ pub async fn execute(plan: &Plan, state: &StackState, store: &Store, aws: &Aws, 
             path[0]
         );
         tracing::error!(%error, "refusing to apply a plan whose operations form a cycle");
-        return refuse(error, &|_| None);
+        return Err(refuse(error, &|_| None));
     }
-    let ops: Vec<Result<Op<'_>, ApplyError>> = nodes.iter().map(|n| prepare(n, &plan.artifacts)).collect();
+    let ops: Vec<Result<Op<'p>, ApplyError>> = nodes.iter().map(|n| prepare(n, &plan.artifacts)).collect();
     if let Some(Err(first)) = ops.iter().find(|op| op.is_err()) {
         let error = format!("not started: another operation of this plan is refused ({first}); nothing was changed");
         tracing::error!(error = %first, "refusing to apply a plan that lacks what an operation needs");
-        return refuse(error, &|i| ops[i].as_ref().err().map(ToString::to_string));
+        return Err(refuse(error, &|i| ops[i].as_ref().err().map(ToString::to_string)));
     }
-    let ops: Vec<Op<'_>> = ops.into_iter().filter_map(Result::ok).collect();
+    let ops = ops.into_iter().filter_map(Result::ok).collect();
+    Ok(Schedule { nodes, deps, ops })
+}
+
+/// What [`schedule`] makes of a plan: `nodes[i]` waits for `deps[i]` and does `ops[i]`.
+#[derive(Debug)]
+pub struct Schedule<'p> {
+    pub nodes: Vec<Node<'p>>,
+    pub deps: Vec<Vec<usize>>,
+    pub ops: Vec<Op<'p>>,
+}
+
+/// Carries out the plan: only what the plan says, with references resolved against this run's
+/// outputs (the manifest is not read).
+pub async fn execute(plan: &Plan, state: &StackState, store: &Store, aws: &Aws, options: Options, reporter: &dyn Reporter) -> Report {
+    let Schedule { nodes, deps, ops } = match schedule(plan, state, reporter) {
+        Ok(schedule) => schedule,
+        Err(refused) => return refused,
+    };
     let conflicts =
         plan.blockers.iter().filter(|b| b.problem == Problem::Conflict).map(|b| (b.resource.clone(), b.physical_id.clone())).collect();
     let ctx = Ctx {

@@ -606,6 +606,28 @@ fn apply_refuses_a_change_without_the_id_it_acts_on_before_any_call() {
         "logs: the plan's update carries no physical id; nothing was sent to AWS (a plan this version computes always does: \
          please report it with `plan --json`)"
     );
+    // The executor refuses the whole plan before its first operation starts (it holds no AWS client
+    // or state store at that point): every operation fails, the one lacking its id says why.
+    assert!(crate::apply::schedule(&plan, &state, &crate::apply::Silent).is_ok());
+    let mut broken = plan.clone();
+    broken.resources.iter_mut().find(|r| r.name == "logs").unwrap().physical_id = None;
+    broken.resources.iter_mut().find(|r| r.name == "role").unwrap().action = Action::Update;
+    let refused = crate::apply::schedule(&broken, &state, &crate::apply::Silent).unwrap_err();
+    let outcomes: Vec<_> = refused.outcomes.iter().map(|o| (o.name.as_str(), o.status, o.started_ms, o.error.clone().unwrap())).collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            (
+                "role",
+                crate::apply::Status::Failed,
+                None,
+                format!("not started: another operation of this plan is refused ({err}); nothing was changed")
+            ),
+            ("logs", crate::apply::Status::Failed, None, err.to_string()),
+        ]
+    );
+    assert!(refused.failed() && refused.outputs.is_empty());
+
     // Never an empty id in its place, for any action that acts on one.
     let mut delete = ResourceChange::new("old", Kind::LogGroup, Action::Delete);
     let err = prepare(&Node { change: &delete, step: Step::Whole }, &plan.artifacts).unwrap_err();
