@@ -1,5 +1,9 @@
 //! Apply layer: executes a [`Plan`] over its dependency graph.
 //!
+//! The plan decides, apply executes: every operation is taken out of the plan ([`prepare`]) before
+//! the first write, and a change that lacks what its action needs refuses the whole plan. Apply
+//! resolves the planned attributes' references against this run's outputs; it never reads the manifest.
+//!
 //! Each operation starts as soon as its own dependencies are done (not in waves), at most
 //! `parallelism` at once. State is written after every resource operation, with a journal entry
 //! before each AWS write. A failure skips only the operations that depend on it.
@@ -14,10 +18,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::manifest::refs::{self, UNKNOWN};
-use crate::manifest::{Kind, Manifest};
-use crate::plan::{Action, Plan, ResourceChange};
+use crate::manifest::{Artifact, Kind};
+use crate::plan::{Action, Plan, Problem, ReplaceOrder, ResourceChange};
 use crate::providers::{self, Aws, Desired, ProviderError};
-use crate::state::{ResourceState, StackState, StateError, Store};
+use crate::state::{JournalAction, OperationOutcome, ResourceState, StackState, StateError, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -45,8 +49,11 @@ pub enum ApplyError {
          delete or rename it, rename ours, or adopt it with `reconcile import {resource} <id>` ({detail})"
     )]
     Conflict { resource: String, name: String, detail: String },
-    #[error("{resource}: not in the manifest")]
-    NotInManifest { resource: String },
+    #[error(
+        "{resource}: the plan's {action} carries no {what}; nothing was sent to AWS (a plan this version computes always does: \
+         please report it with `plan --json`)"
+    )]
+    MissingFromPlan { resource: String, action: &'static str, what: Missing },
     #[error(
         "create {resource}: {id} was made but not finished: {source}; it is recorded as incomplete, and the next apply finishes or replaces it"
     )]
@@ -56,6 +63,30 @@ pub enum ApplyError {
         #[source]
         source: ProviderError,
     },
+}
+
+/// What a plan's change lacked for apply to carry it out ([`ApplyError::MissingFromPlan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Missing {
+    /// The physical id of what an update, replacement or delete acts on.
+    PhysicalId,
+    /// The attributes a create, update or replacement makes real.
+    Desired,
+    /// The live attributes an update starts from.
+    Current,
+    /// The code artifact with this hash.
+    Artifact(String),
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Missing::PhysicalId => f.write_str("physical id"),
+            Missing::Desired => f.write_str("desired attributes"),
+            Missing::Current => f.write_str("current attributes"),
+            Missing::Artifact(sha) => write!(f, "code artifact {sha}"),
+        }
+    }
 }
 
 /// Progress events, for whoever shows them.
@@ -125,14 +156,13 @@ struct Ctx<'a> {
     aws: &'a Aws,
     store: &'a Store,
     stack: &'a str,
-    manifest: Option<&'a Manifest>,
     state: &'a StackState,
     outputs: Mutex<HashMap<String, BTreeMap<String, String>>>,
     /// Physical ids recorded by this run, by resource.
     recorded: Mutex<HashMap<String, String>>,
     /// Creates the plan found in conflict with what AWS has (resource → existing physical id): they
     /// fail without an AWS call.
-    conflicts: HashMap<String, String>,
+    conflicts: HashMap<String, Option<String>>,
 }
 
 /// One operation of the executor's graph.
@@ -251,20 +281,106 @@ fn desired_physical_name(r: &ResourceChange) -> Option<&str> {
     r.changes.iter().find(|c| c.path == field).and_then(|c| c.after.as_ref()).and_then(Value::as_str)
 }
 
-/// Carries out the plan. `manifest` is `None` for destroy.
-pub async fn execute(
-    plan: &Plan,
-    manifest: Option<&Manifest>,
-    state: &StackState,
-    store: &Store,
-    aws: &Aws,
-    options: Options,
-    reporter: &dyn Reporter,
-) -> Report {
+/// What a resource is made from: the manifest's attributes as planned (references unresolved) and
+/// the code, for kinds that carry it.
+#[derive(Debug, Clone, Copy)]
+pub struct Make<'p> {
+    pub attrs: &'p serde_json::Map<String, Value>,
+    pub artifact: Option<&'p Artifact>,
+}
+
+/// One operation of the graph with everything it needs from the plan, taken out before anything runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Op<'p> {
+    /// Nothing to do beyond adopting or moving the record.
+    NoOp,
+    Create(Make<'p>),
+    Update {
+        id: &'p str,
+        current: &'p serde_json::Map<String, Value>,
+        make: Make<'p>,
+    },
+    /// Delete-before-create replacement: `id` is deleted, then the new one is created.
+    Replace {
+        id: &'p str,
+        current: Option<&'p serde_json::Map<String, Value>>,
+        make: Make<'p>,
+    },
+    /// Create-before-destroy replacement, first half: `old_id` is deleted by [`Op::DeleteOld`] once
+    /// the new one exists and its dependents moved.
+    CreateNew {
+        old_id: &'p str,
+        make: Make<'p>,
+    },
+    DeleteOld {
+        id: &'p str,
+    },
+    Delete {
+        id: &'p str,
+        current: Option<&'p serde_json::Map<String, Value>>,
+    },
+}
+
+/// The operation `node` stands for, with what the plan gives it; a change lacking what its action
+/// needs (an update or delete without a physical id, a create without attributes, code not in the
+/// plan's artifacts) is refused here, before any AWS call.
+pub fn prepare<'p>(node: &Node<'p>, artifacts: &'p BTreeMap<String, Artifact>) -> Result<Op<'p>, ApplyError> {
+    let c = node.change;
+    let missing = |action: &'static str, what: Missing| ApplyError::MissingFromPlan { resource: c.name.clone(), action, what };
+    let id = |action| c.physical_id.as_deref().ok_or_else(|| missing(action, Missing::PhysicalId));
+    let make = |action| -> Result<Make<'p>, ApplyError> {
+        let attrs = c.desired.as_ref().map(|d| &d.attrs).ok_or_else(|| missing(action, Missing::Desired))?;
+        let artifact = match c.artifact_sha256.as_deref() {
+            Some(sha) => Some(artifacts.get(sha).ok_or_else(|| missing(action, Missing::Artifact(sha.into())))?),
+            None => None,
+        };
+        Ok(Make { attrs, artifact })
+    };
+    Ok(match node.step {
+        Step::CreateNew => Op::CreateNew { old_id: id("replace")?, make: make("replace")? },
+        Step::DeleteOld => Op::DeleteOld { id: id("delete previous")? },
+        Step::Whole => match c.action {
+            Action::NoOp => Op::NoOp,
+            Action::Create => Op::Create(make("create")?),
+            Action::Update => Op::Update {
+                id: id("update")?,
+                current: c.current.as_ref().ok_or_else(|| missing("update", Missing::Current))?,
+                make: make("update")?,
+            },
+            Action::Replace => Op::Replace { id: id("replace")?, current: c.current.as_ref(), make: make("replace")? },
+            Action::Delete => Op::Delete { id: id("delete")?, current: c.current.as_ref() },
+        },
+    })
+}
+
+/// The plan's operations in graph order, what each waits for, and what each does; or, when they
+/// wait on each other in a cycle or one lacks what its action needs, the report of the refused plan
+/// (every operation failed, nothing started). Never the case for a plan the planner made: refused
+/// before any write rather than reporting every operation as waiting on a failure that never
+/// happened, or failing half-way through.
+pub fn schedule<'p>(plan: &'p Plan, state: &StackState, reporter: &dyn Reporter) -> Result<Schedule<'p>, Report> {
     let (nodes, deps) = graph(plan, state);
+    let refuse = |error: String, own: &dyn Fn(usize) -> Option<String>| {
+        let outcomes = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                let error = own(i).unwrap_or_else(|| error.clone());
+                reporter.event(Event::Failed { name: &node.label(), action: node.action(), error: &error });
+                Outcome {
+                    name: node.label(),
+                    action: node.action(),
+                    status: Status::Failed,
+                    error: Some(error),
+                    started_ms: None,
+                    elapsed_ms: 0,
+                    waited_for: deps[i].iter().map(|d| nodes[*d].label()).collect(),
+                }
+            })
+            .collect();
+        Report { outcomes, outputs: BTreeMap::new() }
+    };
     if let Some(cycle) = find_cycle(&deps) {
-        // Never reached for a plan the planner made; refuse before any write rather than report every
-        // operation as waiting on a failure that never happened.
         let path: Vec<String> = cycle.iter().map(|i| nodes[*i].label()).collect();
         let error = format!(
             "not started: the operations wait on each other in a cycle ({} → {}); nothing was changed. This is a bug: please report it with `plan --json`",
@@ -272,35 +388,39 @@ pub async fn execute(
             path[0]
         );
         tracing::error!(%error, "refusing to apply a plan whose operations form a cycle");
-        let outcomes = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, node)| {
-                reporter.event(Event::Failed { name: &node.label(), action: node.action(), error: &error });
-                Outcome {
-                    name: node.label(),
-                    action: node.action(),
-                    status: Status::Failed,
-                    error: Some(error.clone()),
-                    started_ms: None,
-                    elapsed_ms: 0,
-                    waited_for: deps[i].iter().map(|d| nodes[*d].label()).collect(),
-                }
-            })
-            .collect();
-        return Report { outcomes, outputs: BTreeMap::new() };
+        return Err(refuse(error, &|_| None));
     }
-    let conflicts = plan
-        .blockers
-        .iter()
-        .filter(|b| b.problem == "conflict")
-        .map(|b| (b.resource.clone(), b.physical_id.clone().unwrap_or_default()))
-        .collect();
+    let ops: Vec<Result<Op<'p>, ApplyError>> = nodes.iter().map(|n| prepare(n, &plan.artifacts)).collect();
+    if let Some(Err(first)) = ops.iter().find(|op| op.is_err()) {
+        let error = format!("not started: another operation of this plan is refused ({first}); nothing was changed");
+        tracing::error!(error = %first, "refusing to apply a plan that lacks what an operation needs");
+        return Err(refuse(error, &|i| ops[i].as_ref().err().map(ToString::to_string)));
+    }
+    let ops = ops.into_iter().filter_map(Result::ok).collect();
+    Ok(Schedule { nodes, deps, ops })
+}
+
+/// What [`schedule`] makes of a plan: `nodes[i]` waits for `deps[i]` and does `ops[i]`.
+#[derive(Debug)]
+pub struct Schedule<'p> {
+    pub nodes: Vec<Node<'p>>,
+    pub deps: Vec<Vec<usize>>,
+    pub ops: Vec<Op<'p>>,
+}
+
+/// Carries out the plan: only what the plan says, with references resolved against this run's
+/// outputs (the manifest is not read).
+pub async fn execute(plan: &Plan, state: &StackState, store: &Store, aws: &Aws, options: Options, reporter: &dyn Reporter) -> Report {
+    let Schedule { nodes, deps, ops } = match schedule(plan, state, reporter) {
+        Ok(schedule) => schedule,
+        Err(refused) => return refused,
+    };
+    let conflicts =
+        plan.blockers.iter().filter(|b| b.problem == Problem::Conflict).map(|b| (b.resource.clone(), b.physical_id.clone())).collect();
     let ctx = Ctx {
         aws,
         store,
         stack: &plan.stack,
-        manifest,
         state,
         outputs: Mutex::new(plan.known_outputs.clone()),
         recorded: Mutex::new(HashMap::new()),
@@ -311,9 +431,9 @@ pub async fn execute(
 
     // Boxed with an explicit lifetime so the whole execution is `Send` (the watch daemon spawns it).
     type NodeFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = (Result<(), String>, Duration)> + Send + 'a>>;
-    let (ctx, starts) = (&ctx, &starts);
+    let (ctx, starts, ops) = (&ctx, &starts, &ops);
     let outcomes = run_graph(&deps, options.parallelism.max(1), |i| -> NodeFuture<'_> {
-        let node = nodes[i];
+        let (node, op) = (nodes[i], ops[i]);
         Box::pin(async move {
             let label = node.label();
             reporter.event(Event::Started { name: &label, action: node.action() });
@@ -321,7 +441,8 @@ pub async fn execute(
             if let Ok(mut s) = starts.lock() {
                 s[i] = Some(start.duration_since(began));
             }
-            let result = crate::providers::calls::RESOURCE.scope(label.as_str().into(), run(ctx, node)).await.map_err(|e| e.to_string());
+            let result =
+                crate::providers::calls::RESOURCE.scope(label.as_str().into(), run(ctx, node, op)).await.map_err(|e| e.to_string());
             match &result {
                 Ok(()) => reporter.event(Event::Finished { name: &label, action: node.action(), elapsed: start.elapsed() }),
                 Err(e) => reporter.event(Event::Failed { name: &label, action: node.action(), error: e }),
@@ -357,21 +478,18 @@ pub async fn execute(
     }
 
     for id in &plan.interrupted_operations {
-        if let Err(e) = store.finish_operation(*id, "reconciled by a later run").await {
+        if let Err(e) = store.finish_operation(*id, &OperationOutcome::Reconciled).await {
             tracing::error!(error = %e, "closing a journal entry of an interrupted run");
         }
     }
     let known = ctx.outputs.lock().map(|o| o.clone()).unwrap_or_default();
-    let outputs = match manifest {
-        Some(m) => stack_outputs(m, &known),
-        None => BTreeMap::new(),
-    };
+    let outputs = if plan.destroy { BTreeMap::new() } else { stack_outputs(&plan.output_expressions, &known) };
     // Outputs are recorded only from a consistent state: after a failure, what they resolved to may
     // not exist (or not be recorded), so the last good ones stay until an apply succeeds. And only
     // when the plan changes them (or destroys the stack): a remediation's plan, restricted to what
     // drifted, never rewrites them (what it leaves out would be unknown, and dropped).
     let all_done = report.iter().all(|o| o.status == Status::Done);
-    let changes_outputs = manifest.is_none() || !plan.output_changes.is_empty();
+    let changes_outputs = plan.destroy || !plan.output_changes.is_empty();
     if all_done
         && changes_outputs
         && let Err(e) = store.set_outputs(&plan.stack, &outputs).await
@@ -381,11 +499,13 @@ pub async fn execute(
     Report { outcomes: report, outputs }
 }
 
-/// Resolves the manifest's `[outputs]` with what is known; unresolved ones are left out.
-pub fn stack_outputs(manifest: &Manifest, known: &HashMap<String, BTreeMap<String, String>>) -> BTreeMap<String, String> {
+/// Resolves the manifest's `[outputs]` (as the plan carries them) with what is known; unresolved ones are left out.
+pub fn stack_outputs(
+    expressions: &BTreeMap<String, String>,
+    known: &HashMap<String, BTreeMap<String, String>>,
+) -> BTreeMap<String, String> {
     let lookup = |res: &str, out: &str| known.get(res).and_then(|o| o.get(out)).cloned();
-    manifest
-        .outputs
+    expressions
         .iter()
         .filter_map(|(k, v)| {
             let (resolved, unknown) = refs::resolve(&Value::String(v.clone()), &lookup);
@@ -551,10 +671,10 @@ fn depths(deps: &[Vec<usize>], dependents: &[Vec<usize>]) -> Vec<usize> {
     depth
 }
 
-async fn run(ctx: &Ctx<'_>, node: Node<'_>) -> Result<(), ApplyError> {
+async fn run(ctx: &Ctx<'_>, node: Node<'_>, op: Op<'_>) -> Result<(), ApplyError> {
     let change = node.change;
     let name = change.name.as_str();
-    if node.step != Step::Whole && ctx.manifest.and_then(|m| m.resource(name)).is_some_and(|r| r.protect) {
+    if node.step != Step::Whole && change.protect {
         return Err(ApplyError::Protected { resource: name.into(), action: "replacement" });
     }
     if let Some(old) = change.moved_from.as_deref().filter(|_| node.step != Step::DeleteOld) {
@@ -563,16 +683,18 @@ async fn run(ctx: &Ctx<'_>, node: Node<'_>) -> Result<(), ApplyError> {
         ctx.store.rename_resource(ctx.stack, old, name).await.map_err(|source| ApplyError::State { resource: name.into(), source })?;
         tracing::info!(resource = name, from = old, "state record moved to the renamed key");
     }
-    match node.step {
-        Step::CreateNew => {
+    if let Some(id) = change.adopt.as_deref().filter(|_| node.step == Step::Whole) {
+        adopt(ctx, change, id).await?;
+    }
+    match op {
+        Op::NoOp => Ok(()),
+        Op::CreateNew { old_id, make } => {
             // Journaled before the new one exists, closed when the old one is gone: a crash in between
             // leaves an entry the next run uses to delete the old one.
-            let old = change.physical_id.as_deref().unwrap_or_default();
-            journal(ctx, name, change.kind, "delete-previous", Some(old)).await?;
-            return create(ctx, change).await;
+            journal(ctx, name, change.kind, JournalAction::DeletePrevious, Some(old_id)).await?;
+            create(ctx, change, make).await
         }
-        Step::DeleteOld => {
-            let id = change.physical_id.as_deref().unwrap_or_default();
+        Op::DeleteOld { id } => {
             if ctx.recorded.lock().is_ok_and(|r| r.get(name).is_some_and(|new| new == id)) {
                 // The new one turned out to have the old one's id (a name only known at apply time):
                 // it replaced the old one already, and is not to be deleted.
@@ -582,7 +704,7 @@ async fn run(ctx: &Ctx<'_>, node: Node<'_>) -> Result<(), ApplyError> {
             if change.deposed {
                 // Found through an entry this run closes (an interrupted create): journaled again, so a
                 // failed or interrupted delete leaves the next run an entry to finish it.
-                journal(ctx, name, change.kind, "delete-previous", Some(id)).await?;
+                journal(ctx, name, change.kind, JournalAction::DeletePrevious, Some(id)).await?;
             }
             let result = providers::delete(ctx.aws, change.kind, id).await.map_err(|source| ApplyError::Provider {
                 resource: name.into(),
@@ -592,63 +714,52 @@ async fn run(ctx: &Ctx<'_>, node: Node<'_>) -> Result<(), ApplyError> {
             if result.is_ok() {
                 close_delete_previous(ctx, name, id).await;
             }
-            return result;
+            result
         }
-        Step::Whole => {}
-    }
-    if let Some(id) = &change.adopt {
-        adopt(ctx, change, id).await?;
-    }
-    match change.action {
-        Action::NoOp => Ok(()),
-        Action::Create => create(ctx, change).await,
-        Action::Update => {
-            let (desired, resource) = desired(ctx, change)?;
-            let id = change.physical_id.as_deref().unwrap_or_default();
-            let current = change.current.clone().unwrap_or_default();
-            let op = journal(ctx, name, resource.kind, "update", Some(id)).await?;
-            let applied =
-                providers::update(ctx.aws, resource.kind, id, &current, Desired { attrs: &desired, artifact: resource.artifact.as_ref() })
-                    .await
-                    .map_err(|source| ApplyError::Provider { resource: name.into(), action: "update", source });
+        Op::Create(make) => create(ctx, change, make).await,
+        Op::Update { id, current, make } => {
+            let (desired, artifact) = resolve(ctx, change, make)?;
+            let op = journal(ctx, name, change.kind, JournalAction::Update, Some(id)).await?;
+            let applied = providers::update(ctx.aws, change.kind, id, current, Desired { attrs: &desired, artifact })
+                .await
+                .map_err(|source| ApplyError::Provider { resource: name.into(), action: "update", source });
             let recorded = match applied {
-                Ok(a) => {
-                    record(ctx, change, resource.kind, a.physical_id, desired, a.outputs, resource.deps.iter().cloned().collect()).await
-                }
+                Ok(a) => record(ctx, change, change.kind, a.physical_id, desired, a.outputs, change.depends_on.clone()).await,
                 Err(e) => Err(e),
             };
             finish(ctx, op, &recorded).await;
             recorded
         }
-        Action::Replace => {
-            let (_, resource) = desired(ctx, change)?;
-            if resource.protect {
+        Op::Replace { id, current, make } => {
+            debug_assert_eq!(change.replace_order(), Some(ReplaceOrder::DeleteBeforeCreate));
+            // Unresolvable attributes fail the replacement before the old one is deleted.
+            resolve(ctx, change, make)?;
+            if change.protect {
                 return Err(ApplyError::Protected { resource: name.into(), action: "replacement" });
             }
             let old_kind = ctx.state.resources.get(name).map_or(change.kind, |s| s.kind);
-            delete(ctx, name, old_kind, change.physical_id.as_deref().unwrap_or_default(), change.current.as_ref()).await?;
-            create(ctx, change).await
+            delete(ctx, name, old_kind, id, current).await?;
+            create(ctx, change, make).await
         }
-        Action::Delete => {
-            if ctx.manifest.and_then(|m| m.resource(name)).is_some_and(|r| r.protect) {
+        Op::Delete { id, current } => {
+            if change.protect {
                 return Err(ApplyError::Protected { resource: name.into(), action: "deletion" });
             }
-            delete(ctx, name, change.kind, change.physical_id.as_deref().unwrap_or_default(), change.current.as_ref()).await
+            delete(ctx, name, change.kind, id, current).await
         }
     }
 }
 
-/// The resource's attributes with every reference resolved.
-fn desired<'m>(
-    ctx: &Ctx<'m>,
+/// The planned attributes with every reference resolved against this run's outputs, and the code.
+fn resolve<'p>(
+    ctx: &Ctx<'_>,
     change: &ResourceChange,
-) -> Result<(serde_json::Map<String, Value>, &'m crate::manifest::Resource), ApplyError> {
-    let resource =
-        ctx.manifest.and_then(|m| m.resource(&change.name)).ok_or_else(|| ApplyError::NotInManifest { resource: change.name.clone() })?;
+    make: Make<'p>,
+) -> Result<(serde_json::Map<String, Value>, Option<&'p Artifact>), ApplyError> {
     let known = ctx.outputs.lock().map(|o| o.clone()).unwrap_or_default();
     let lookup = |res: &str, out: &str| known.get(res).and_then(|o| o.get(out)).cloned();
     let mut attrs = serde_json::Map::new();
-    for (k, v) in &resource.attrs {
+    for (k, v) in make.attrs {
         let (resolved, unknown) = refs::resolve(v, &lookup);
         if unknown || refs::contains_unknown(&resolved) && !refs::contains_unknown(v) {
             return Err(ApplyError::Unresolved { resource: change.name.clone(), field: k.clone() });
@@ -656,20 +767,23 @@ fn desired<'m>(
         attrs.insert(k.clone(), resolved);
     }
     debug_assert!(!attrs.values().any(|v| v.as_str() == Some(UNKNOWN)));
-    Ok((attrs, resource))
+    Ok((attrs, make.artifact))
 }
 
 /// Closes the journal entries that announced the deletion of a previous physical resource.
 async fn close_delete_previous(ctx: &Ctx<'_>, name: &str, id: &str) {
     let pending = ctx.store.pending_operations(ctx.stack).await.unwrap_or_default();
-    for op in pending.iter().filter(|op| op.resource == name && op.action == "delete-previous" && op.physical_name.as_deref() == Some(id)) {
-        if let Err(e) = ctx.store.finish_operation(op.id, "ok").await {
+    for op in pending
+        .iter()
+        .filter(|op| op.resource == name && op.action == JournalAction::DeletePrevious && op.physical_name.as_deref() == Some(id))
+    {
+        if let Err(e) = ctx.store.finish_operation(op.id, &OperationOutcome::Ok).await {
             tracing::error!(error = %e, "closing a journal entry");
         }
     }
 }
 
-async fn journal(ctx: &Ctx<'_>, name: &str, kind: Kind, action: &str, physical: Option<&str>) -> Result<i64, ApplyError> {
+async fn journal(ctx: &Ctx<'_>, name: &str, kind: Kind, action: JournalAction, physical: Option<&str>) -> Result<i64, ApplyError> {
     ctx.store
         .begin_operation(ctx.stack, name, kind, action, physical)
         .await
@@ -678,43 +792,43 @@ async fn journal(ctx: &Ctx<'_>, name: &str, kind: Kind, action: &str, physical: 
 
 async fn finish<T>(ctx: &Ctx<'_>, op: i64, result: &Result<T, ApplyError>) {
     let outcome = match result {
-        Ok(_) => "ok".to_string(),
-        Err(e) => format!("failed: {e}"),
+        Ok(_) => OperationOutcome::Ok,
+        Err(e) => OperationOutcome::Failed(e.to_string()),
     };
     if let Err(e) = ctx.store.finish_operation(op, &outcome).await {
         tracing::error!(error = %e, "recording the end of an operation");
     }
 }
 
-async fn create(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), ApplyError> {
+async fn create(ctx: &Ctx<'_>, change: &ResourceChange, make: Make<'_>) -> Result<(), ApplyError> {
     let name = change.name.as_str();
     if let Some(existing) = ctx.conflicts.get(name) {
         return Err(ApplyError::Conflict {
             resource: name.into(),
-            name: existing.clone(),
+            name: existing.clone().unwrap_or_else(|| "it".into()),
             detail: "found by the plan; nothing was sent to AWS".into(),
         });
     }
-    let (desired, resource) = desired(ctx, change)?;
-    let physical = desired.get(resource.kind.schema().physical_name).and_then(Value::as_str).map(str::to_string);
-    let op = journal(ctx, name, resource.kind, "create", physical.as_deref()).await?;
-    let applied = providers::create(ctx.aws, resource.kind, Desired { attrs: &desired, artifact: resource.artifact.as_ref() }).await;
-    let deps: Vec<String> = resource.deps.iter().cloned().collect();
+    let (desired, artifact) = resolve(ctx, change, make)?;
+    let kind = change.kind;
+    let physical = desired.get(kind.schema().physical_name).and_then(Value::as_str).map(str::to_string);
+    let op = journal(ctx, name, kind, JournalAction::Create, physical.as_deref()).await?;
+    let applied = providers::create(ctx.aws, kind, Desired { attrs: &desired, artifact }).await;
+    let deps = change.depends_on.clone();
     // The journal entry is closed only once the state has the resource: a crash in between leaves it
     // open, and the next run adopts what was made.
     let recorded = match applied {
-        Ok(a) => record(ctx, change, resource.kind, a.physical_id, desired, a.outputs, deps).await,
+        Ok(a) => record(ctx, change, kind, a.physical_id, desired, a.outputs, deps).await,
         Err(ProviderError::Incomplete { id, outputs, source }) => {
-            record_incomplete(ctx, resource_state(change, resource.kind, id, desired, outputs, deps), *source).await
+            record_incomplete(ctx, resource_state(change, kind, id, desired, outputs, deps), *source).await
         }
-        Err(source) => Err(match source.code() {
-            Some(code) if is_already_exists(code, source.message()) => ApplyError::Conflict {
-                resource: name.into(),
-                name: physical.clone().unwrap_or_else(|| "it".into()),
-                detail: source.to_string(),
-            },
-            _ => ApplyError::Provider { resource: name.into(), action: "create", source },
+        // Each kind classifies its create's "name taken" answer from the SDK's typed error.
+        Err(source) if source.is_already_exists() => Err(ApplyError::Conflict {
+            resource: name.into(),
+            name: physical.clone().unwrap_or_else(|| "it".into()),
+            detail: source.to_string(),
         }),
+        Err(source) => Err(ApplyError::Provider { resource: name.into(), action: "create", source }),
     };
     finish(ctx, op, &recorded).await;
     recorded
@@ -768,18 +882,11 @@ async fn record_incomplete(ctx: &Ctx<'_>, state: ResourceState, source: Provider
     Err(ApplyError::Incomplete { resource: name, id, source })
 }
 
-/// The "it exists already" answers of the services we create in.
-fn is_already_exists(code: &str, message: &str) -> bool {
-    matches!(code, "EntityAlreadyExists" | "ResourceAlreadyExistsException" | "WAFDuplicateItemException" | "WafV2DuplicateItem")
-        || (matches!(code, "ResourceConflictException" | "ConflictException") && message.to_ascii_lowercase().contains("already exist"))
-}
-
 /// Records a resource an interrupted run made, as AWS has it, before the planned action runs.
 async fn adopt(ctx: &Ctx<'_>, change: &ResourceChange, id: &str) -> Result<(), ApplyError> {
     let outputs = ctx.outputs.lock().ok().and_then(|o| o.get(&change.name).cloned()).unwrap_or_default();
-    let deps = ctx.manifest.and_then(|m| m.resource(&change.name)).map(|r| r.deps.iter().cloned().collect()).unwrap_or_default();
     let attributes = change.current.clone().unwrap_or_default();
-    record(ctx, change, change.kind, id.to_string(), attributes, outputs, deps).await
+    record(ctx, change, change.kind, id.to_string(), attributes, outputs, change.depends_on.clone()).await
 }
 
 /// Deletes only what carries this stack's ownership tag (for kinds that have tags).
@@ -808,7 +915,7 @@ async fn delete(
     current: Option<&serde_json::Map<String, Value>>,
 ) -> Result<(), ApplyError> {
     check_owned(ctx, name, kind, id, current)?;
-    let op = journal(ctx, name, kind, "delete", Some(id)).await?;
+    let op = journal(ctx, name, kind, JournalAction::Delete, Some(id)).await?;
     let result = providers::delete(ctx.aws, kind, id).await.map_err(|source| ApplyError::Provider {
         resource: name.into(),
         action: "delete",
@@ -892,18 +999,10 @@ mod tests {
         changes: Vec<crate::plan::FieldChange>,
     ) -> ResourceChange {
         ResourceChange {
-            name: name.into(),
-            kind: Kind::LogGroup,
-            action,
             physical_id: physical_id.map(str::to_string),
-            reason: None,
             changes,
             depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
-            adopt: None,
-            deposed: false,
-            create_before_destroy: false,
-            moved_from: None,
-            current: None,
+            ..ResourceChange::new(name, Kind::LogGroup, action)
         }
     }
 
@@ -923,10 +1022,7 @@ mod tests {
                 change("user", Action::Update, Some("u"), &["new"], vec![]),
             ],
             outputs: BTreeMap::new(),
-            interrupted_operations: vec![],
-            output_changes: vec![],
-            blockers: vec![],
-            known_outputs: HashMap::new(),
+            ..Plan::default()
         };
         let mut state = StackState::default();
         for (n, deps) in [("old", vec![]), ("user", vec!["old".to_string()])] {
@@ -968,10 +1064,7 @@ mod tests {
             summary: Default::default(),
             resources: vec![replace, leftover],
             outputs: BTreeMap::new(),
-            interrupted_operations: vec![],
-            output_changes: vec![],
-            blockers: vec![],
-            known_outputs: HashMap::new(),
+            ..Plan::default()
         };
         let (nodes, deps) = graph(&plan, &StackState::default());
         let labels: Vec<_> = nodes.iter().map(|n| (n.label(), n.step)).collect();

@@ -40,8 +40,8 @@ async fn apply_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store: 
     if !plan.has_changes() {
         // Nothing to confirm: the stack is meant to exist as it is (e.g. after a destroy whose deletes
         // all failed), so `watch --remediate` may repair it again.
-        if state.last_operation.as_deref() == Some(crate::state::DESTROY) {
-            store.set_last_operation(&manifest.stack, crate::state::APPLY).await?;
+        if state.last_operation == Some(crate::state::StackOperation::Destroy) {
+            store.set_last_operation(&manifest.stack, crate::state::StackOperation::Apply).await?;
         }
         return finish(g, "Apply", &plan, None, store, Some(&aws)).await;
     }
@@ -52,7 +52,7 @@ async fn apply_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store: 
     // A conflicting create fails on its own (and skips what depends on it), without an AWS call; a
     // logging stage the region cannot take refuses the whole plan before anything is created.
     let refused: Vec<String> =
-        plan.blockers.iter().filter(|b| b.problem != "conflict").map(|b| format!("{}: {}", b.resource, b.message)).collect();
+        plan.blockers.iter().filter(|b| b.problem != plan::Problem::Conflict).map(|b| format!("{}: {}", b.resource, b.message)).collect();
     if !refused.is_empty() {
         return Err(CliError::Refused(format!("refusing to apply; nothing was changed:\n  {}", refused.join("\n  "))));
     }
@@ -61,12 +61,12 @@ async fn apply_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store: 
     }
     identity::pin(store, &manifest.stack, &here).await?;
     // From here on the stack is meant to exist again: `watch --remediate` may repair it.
-    if state.last_operation.as_deref() != Some(crate::state::APPLY) {
-        store.set_last_operation(&manifest.stack, crate::state::APPLY).await?;
+    if state.last_operation != Some(crate::state::StackOperation::Apply) {
+        store.set_last_operation(&manifest.stack, crate::state::StackOperation::Apply).await?;
     }
     let progress = Progress { enabled: !g.json && !g.quiet };
     let options = Options { parallelism: args.parallelism.into() };
-    let report = apply::execute(&plan, Some(manifest), &state, store, &aws, options, &progress).await;
+    let report = apply::execute(&plan, &state, store, &aws, options, &progress).await;
     finish(g, "Apply", &plan, Some(report), store, Some(&aws)).await
 }
 
@@ -98,7 +98,7 @@ async fn destroy_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store
     mark_destroyed(store, &manifest.stack, &state).await?;
     let progress = Progress { enabled: !g.json && !g.quiet };
     let options = Options { parallelism: args.parallelism.into() };
-    let report = apply::execute(&plan, None, &state, store, &aws, options, &progress).await;
+    let report = apply::execute(&plan, &state, store, &aws, options, &progress).await;
     if let Err(e) = identity::release_if_empty(store, &manifest.stack).await {
         tracing::warn!(error = %e, "unpinning the destroyed stack");
     }
@@ -107,8 +107,8 @@ async fn destroy_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store
 
 /// Records that the stack's last operation is a destroy: `watch --remediate` leaves it alone until the next apply.
 async fn mark_destroyed(store: &Store, stack: &str, state: &crate::state::StackState) -> Result<(), CliError> {
-    if state.last_operation.as_deref() != Some(crate::state::DESTROY) {
-        store.set_last_operation(stack, crate::state::DESTROY).await?;
+    if state.last_operation != Some(crate::state::StackOperation::Destroy) {
+        store.set_last_operation(stack, crate::state::StackOperation::Destroy).await?;
     }
     Ok(())
 }

@@ -77,7 +77,7 @@ fn sensitive() -> Value {
 }
 
 /// A map with every value replaced by the sensitive marker.
-fn redact_map(v: &Value) -> Value {
+pub(crate) fn redact_map(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(m.keys().map(|k| (k.clone(), sensitive())).collect()),
         _ => sensitive(),

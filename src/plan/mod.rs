@@ -1,5 +1,6 @@
 //! Plan layer: manifest vs state vs live AWS → a [`Plan`], plain data that renders for people
-//! ([`render`]) and serialises as a stable JSON document.
+//! ([`render`]) and serialises as a stable JSON document. The plan decides everything apply does:
+//! each change carries the ids, live values, unresolved attributes and code hash its action needs.
 
 pub mod diff;
 pub mod render;
@@ -7,13 +8,13 @@ pub mod render;
 use std::collections::{BTreeMap, HashMap};
 
 use futures::StreamExt;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::manifest::refs::{self, UNKNOWN};
-use crate::manifest::{Kind, Manifest};
+use crate::manifest::{Artifact, Kind, Manifest};
 use crate::providers::{self, Aws, Live, ProviderError};
-use crate::state::{PendingOperation, ResourceState, StackState};
+use crate::state::{JournalAction, PendingOperation, ResourceState, StackState};
 
 /// Version of the JSON plan document; bumped on any incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
@@ -76,9 +77,81 @@ pub struct ResourceChange {
     /// The resource's previous key in the manifest: the state's record under that key (and the
     /// physical resource) now belongs to this key, so nothing is deleted or created for the rename.
     pub moved_from: Option<String>,
-    /// The live attributes the update starts from (and, for a delete, what shows whose it is).
+    /// The live attributes the update starts from (and, for a delete, what shows whose it is). Left
+    /// out of the JSON document: AWS's values may include secrets the manifest does not mark.
     #[serde(skip)]
     pub current: Option<Map<String, Value>>,
+    /// For a create, update or replacement (and any change of a resource the manifest declares): its
+    /// attributes as the manifest gives them, `${resource.output}` references unresolved; apply
+    /// resolves them against this run's outputs. `None` for what the manifest no longer has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub desired: Option<Unresolved>,
+    /// The code artifact's hash (Lambda's `CodeSha256`) for kinds that carry code: apply takes the
+    /// bytes from [`Plan::artifacts`] by it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact_sha256: Option<String>,
+    /// `protect = true` in the manifest: apply refuses to delete or replace it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub protect: bool,
+}
+
+/// A resource's attributes as the manifest gives them, `${resource.output}` references unresolved.
+/// Serialised with the kind's secret fields masked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unresolved {
+    pub kind: Kind,
+    pub attrs: Map<String, Value>,
+}
+
+impl Serialize for Unresolved {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let secret = |k: &str| self.kind.schema().fields.iter().any(|f| f.secret && f.name == k);
+        let masked: Map<String, Value> =
+            self.attrs.iter().map(|(k, v)| (k.clone(), if secret(k) { diff::redact_map(v) } else { v.clone() })).collect();
+        masked.serialize(serializer)
+    }
+}
+
+impl ResourceChange {
+    /// A change of `action` with nothing else known yet.
+    pub fn new(name: &str, kind: Kind, action: Action) -> ResourceChange {
+        ResourceChange {
+            name: name.to_string(),
+            kind,
+            action,
+            physical_id: None,
+            reason: None,
+            changes: Vec::new(),
+            depends_on: Vec::new(),
+            adopt: None,
+            deposed: false,
+            create_before_destroy: false,
+            moved_from: None,
+            current: None,
+            desired: None,
+            artifact_sha256: None,
+            protect: false,
+        }
+    }
+
+    /// How a replacement goes, as the plan chose it; `None` for any other action.
+    pub fn replace_order(&self) -> Option<ReplaceOrder> {
+        (self.action == Action::Replace && !self.deposed).then_some(if self.create_before_destroy {
+            ReplaceOrder::CreateBeforeDestroy
+        } else {
+            ReplaceOrder::DeleteBeforeCreate
+        })
+    }
+}
+
+/// The order of a replacement's two halves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplaceOrder {
+    /// Both can exist at once: the new one is created, dependents move to it, then the old one is deleted.
+    CreateBeforeDestroy,
+    /// The new one takes the old one's name: the old one is deleted first.
+    DeleteBeforeCreate,
 }
 
 /// What happens to one stack output (`[outputs]`): recorded by apply, with or without resource changes.
@@ -105,8 +178,8 @@ pub struct Summary {
     pub no_op: usize,
 }
 
-/// The whole plan.
-#[derive(Debug, Clone, Serialize)]
+/// The whole plan: everything apply needs to carry it out (apply never reads the manifest).
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Plan {
     pub format_version: u32,
     pub stack: String,
@@ -127,6 +200,28 @@ pub struct Plan {
     /// them and exits 1, `apply` refuses the plan before any write.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub blockers: Vec<Blocker>,
+    /// The manifest's `[outputs]` as written (references unresolved): apply records them resolved
+    /// against what the run made.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub output_expressions: BTreeMap<String, String>,
+    /// A plan that destroys the stack: apply records the stack's outputs as gone.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub destroy: bool,
+    /// The code artifacts of the plan's creates and updates, by hash ([`ResourceChange::artifact_sha256`]);
+    /// built at plan time, never serialised.
+    #[serde(skip)]
+    pub artifacts: BTreeMap<String, Artifact>,
+}
+
+/// What a [`Blocker`] found (`conflict` or `account_logging` in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Problem {
+    /// What the create would make already exists in AWS and this state does not own it: that create
+    /// fails without an AWS call (and what depends on it is skipped).
+    Conflict,
+    /// The stage logs but the region's account setting names no CloudWatch role: apply refuses the plan.
+    AccountLogging,
 }
 
 /// A reason apply must not start, found by reading AWS at plan time.
@@ -135,9 +230,7 @@ pub struct Blocker {
     pub resource: String,
     #[serde(rename = "type")]
     pub kind: Kind,
-    /// `conflict`: what the create would make already exists in AWS and this state does not own it;
-    /// `account_logging`: the stage logs but the region's account setting names no CloudWatch role.
-    pub problem: &'static str,
+    pub problem: Problem,
     /// The existing physical id, for a conflict.
     pub physical_id: Option<String>,
     pub message: String,
@@ -354,7 +447,13 @@ pub async fn compute(manifest: &Manifest, state: &StackState, pending: &[Pending
             });
         }
     }
-    plan.resources.extend(inspection.deposed_changes());
+    // A leftover of a protected resource is not deleted either.
+    plan.resources.extend(
+        inspection
+            .deposed_changes()
+            .into_iter()
+            .map(|c| ResourceChange { protect: manifest.resource(&c.name).is_some_and(|r| r.protect), ..c }),
+    );
     plan.interrupted_operations = inspection.pending.clone();
     Ok(plan.finish())
 }
@@ -380,18 +479,10 @@ impl Inspection {
         self.deposed
             .iter()
             .map(|(name, kind, id)| ResourceChange {
-                name: name.clone(),
-                kind: *kind,
-                action: Action::Delete,
                 physical_id: Some(id.clone()),
                 reason: Some("a previous one left by an interrupted replacement".into()),
-                changes: Vec::new(),
-                depends_on: Vec::new(),
-                adopt: None,
                 deposed: true,
-                create_before_destroy: false,
-                moved_from: None,
-                current: None,
+                ..ResourceChange::new(name, *kind, Action::Delete)
             })
             .collect()
     }
@@ -403,8 +494,8 @@ pub async fn inspect(manifest: &Manifest, state: &StackState, pending: &[Pending
     let mut insp = Inspection { state: state.clone(), live, pending: pending.iter().map(|p| p.id).collect(), ..Inspection::default() };
     for op in pending {
         let Some(kind) = Kind::from_type_name(&op.kind) else { continue };
-        match op.action.as_str() {
-            "create" if !insp.state.resources.contains_key(&op.resource) => {
+        match op.action {
+            JournalAction::Create if !insp.state.resources.contains_key(&op.resource) => {
                 let Some(r) = manifest.resource(&op.resource).filter(|r| r.kind == kind) else { continue };
                 let known: HashMap<&str, &BTreeMap<String, String>> =
                     insp.live.iter().filter_map(|(n, l)| l.as_ref().map(|l| (n.as_str(), &l.outputs))).collect();
@@ -443,7 +534,7 @@ pub async fn inspect(manifest: &Manifest, state: &StackState, pending: &[Pending
                 insp.live.insert(r.name.clone(), Some(live));
                 insp.adopted.insert(r.name.clone(), id);
             }
-            "create" => {
+            JournalAction::Create => {
                 // The state holds the resource, yet a create for it never finished: a create-before-
                 // destroy replacement (or a re-create) was interrupted between AWS making the new one
                 // and the state recording it. Otherwise (the new one's id is AWS's to assign, or the
@@ -506,7 +597,7 @@ pub async fn inspect(manifest: &Manifest, state: &StackState, pending: &[Pending
                 tracing::info!(resource = %op.resource, id, "deleting what an interrupted replacement created");
                 insp.deposed.push((op.resource.clone(), kind, id));
             }
-            "delete-previous" => {
+            JournalAction::DeletePrevious => {
                 let Some(old) = op.physical_name.clone() else { continue };
                 let current = insp.state.resources.get(&op.resource).map(|s| s.physical_id.as_str());
                 if current != Some(old.as_str()) {
@@ -517,7 +608,9 @@ pub async fn inspect(manifest: &Manifest, state: &StackState, pending: &[Pending
                     }
                 }
             }
-            _ => {}
+            // An interrupted update or delete left nothing to adopt or delete: the refresh shows
+            // where the resource stands, and the plan takes it from there.
+            JournalAction::Update | JournalAction::Delete => {}
         }
     }
     Ok(insp)
@@ -571,7 +664,7 @@ pub async fn check_blockers(manifest: &Manifest, state: &StackState, plan: &mut 
         let conflict = |id: String| Blocker {
             resource: r.name.clone(),
             kind: r.kind,
-            problem: "conflict",
+            problem: Problem::Conflict,
             message: format!(
                 "conflict: {} `{id}` exists in AWS, not in this state (another state file, a lost one, or made by hand); \
                  adopt it with `reconcile import {} {id}`, or delete or rename it",
@@ -630,7 +723,7 @@ pub async fn check_blockers(manifest: &Manifest, state: &StackState, plan: &mut 
                 let mut b = Blocker {
                     resource: resource.clone(),
                     kind: Kind::RestApi,
-                    problem: "conflict",
+                    problem: Problem::Conflict,
                     physical_id: Some(id.clone()),
                     message: String::new(),
                 };
@@ -657,7 +750,7 @@ pub async fn check_blockers(manifest: &Manifest, state: &StackState, plan: &mut 
                 blockers.push(Blocker {
                     resource,
                     kind,
-                    problem: "account_logging",
+                    problem: Problem::AccountLogging,
                     physical_id: None,
                     message: format!(
                         "the stage logs (access logs or execution logging), but API Gateway's account setting in {} names no \
@@ -745,48 +838,26 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
             known.insert(r.name.clone(), derived.clone());
         }
         let current = recorded.and_then(|s| live.get(&s.name)).and_then(Option::as_ref);
+        // What apply needs from the manifest, carried by the change whatever its action.
+        let planned = |action| ResourceChange {
+            depends_on: depends_on.clone(),
+            desired: Some(Unresolved { kind: r.kind, attrs: r.attrs.clone() }),
+            artifact_sha256: r.artifact.as_ref().map(|a| a.sha256.clone()),
+            protect: r.protect,
+            ..ResourceChange::new(&r.name, r.kind, action)
+        };
         let change = match (recorded, current) {
-            (None, _) => ResourceChange {
-                name: r.name.clone(),
-                kind: r.kind,
-                action: Action::Create,
-                physical_id: None,
-                reason: None,
-                changes: diff::creation(r.kind, &desired),
-                depends_on,
-                adopt: None,
-                deposed: false,
-                create_before_destroy: false,
-                moved_from: None,
-                current: None,
-            },
+            (None, _) => ResourceChange { changes: diff::creation(r.kind, &desired), ..planned(Action::Create) },
             (Some(s), _) if s.kind != r.kind => ResourceChange {
-                name: r.name.clone(),
-                kind: r.kind,
-                action: Action::Replace,
                 physical_id: Some(s.physical_id.clone()),
                 reason: Some(format!("type changed from {} to {}", s.kind, r.kind)),
                 changes: diff::creation(r.kind, &desired),
-                depends_on,
-                adopt: None,
-                deposed: false,
-                create_before_destroy: false,
-                moved_from: None,
-                current: None,
+                ..planned(Action::Replace)
             },
             (Some(s), None) => ResourceChange {
-                name: r.name.clone(),
-                kind: r.kind,
-                action: Action::Create,
-                physical_id: None,
                 reason: Some(format!("{} was deleted outside reconcile", s.physical_id)),
                 changes: diff::creation(r.kind, &desired),
-                depends_on,
-                adopt: None,
-                deposed: false,
-                create_before_destroy: false,
-                moved_from: None,
-                current: None,
+                ..planned(Action::Create)
             },
             (Some(s), Some(l)) => {
                 let mut current = l.attrs.clone();
@@ -839,18 +910,12 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                     _ => None,
                 };
                 ResourceChange {
-                    name: r.name.clone(),
-                    kind: r.kind,
-                    action,
                     physical_id: Some(s.physical_id.clone()),
                     reason,
                     changes: fields,
-                    depends_on,
-                    adopt: None,
-                    deposed: false,
                     create_before_destroy: create_first,
-                    moved_from: None,
                     current: Some(current),
+                    ..planned(action)
                 }
             }
         };
@@ -869,9 +934,6 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
         if manifest.resource(&s.name).is_none() && !moved.contains_key(&s.name) {
             let gone = live.get(&s.name).is_some_and(Option::is_none);
             changes.push(ResourceChange {
-                name: s.name.clone(),
-                kind: s.kind,
-                action: Action::Delete,
                 physical_id: Some(s.physical_id.clone()),
                 reason: Some(if s.kind.schema().retain_on_delete {
                     RETAINED.into()
@@ -880,13 +942,9 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                 } else {
                     "removed from the manifest".into()
                 }),
-                changes: Vec::new(),
                 depends_on: s.depends_on.clone(),
-                adopt: None,
-                deposed: false,
-                create_before_destroy: false,
-                moved_from: None,
                 current: live.get(&s.name).and_then(Option::as_ref).map(|l| l.attrs.clone()),
+                ..ResourceChange::new(&s.name, s.kind, Action::Delete)
             });
         }
     }
@@ -911,6 +969,9 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
         interrupted_operations: Vec::new(),
         known_outputs: known,
         blockers: Vec::new(),
+        output_expressions: manifest.outputs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        destroy: false,
+        artifacts: manifest.resources.iter().filter_map(|r| r.artifact.as_ref()).map(|a| (a.sha256.clone(), a.clone())).collect(),
     }
     .finish()
 }
@@ -970,18 +1031,12 @@ pub fn destroy(stack: &str, inspection: &Inspection) -> Plan {
                 None
             };
             ResourceChange {
-                name: s.name.clone(),
-                kind: s.kind,
-                action: Action::Delete,
                 physical_id: Some(s.physical_id.clone()),
                 reason,
-                changes: Vec::new(),
                 depends_on: s.depends_on.clone(),
                 adopt: inspection.adopted.get(&s.name).cloned(),
-                deposed: false,
-                create_before_destroy: false,
-                moved_from: None,
                 current: current.map(|l| l.attrs.clone()),
+                ..ResourceChange::new(&s.name, s.kind, Action::Delete)
             }
         })
         .collect();
@@ -995,8 +1050,8 @@ pub fn destroy(stack: &str, inspection: &Inspection) -> Plan {
         outputs: BTreeMap::new(),
         output_changes: Vec::new(),
         interrupted_operations: inspection.pending.clone(),
-        known_outputs: HashMap::new(),
-        blockers: Vec::new(),
+        destroy: true,
+        ..Plan::default()
     }
     .finish()
 }

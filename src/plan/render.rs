@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use super::{Action, FieldChange, OutputChange, Plan, ResourceChange};
+use super::{Action, FieldChange, OutputChange, Plan, ReplaceOrder, ResourceChange};
 
 fn sigil(a: Action) -> &'static str {
     match a {
@@ -82,19 +82,16 @@ fn resource(out: &mut String, r: &ResourceChange) {
         _ => "will be",
     };
     let quiet = r.deposed || (r.action == Action::NoOp && (r.adopt.is_some() || r.moved_from.is_some()));
-    let verb = if quiet {
-        ""
-    } else if r.action == Action::Replace && r.create_before_destroy {
-        "replaced (new one created first)"
-    } else if r.action == Action::Replace {
-        "replaced (old one deleted first)"
-    } else {
-        past(r.action)
+    let verb = match r.replace_order() {
+        _ if quiet => "",
+        Some(ReplaceOrder::CreateBeforeDestroy) => "replaced (new one created first)",
+        Some(ReplaceOrder::DeleteBeforeCreate) => "replaced (old one deleted first)",
+        None => past(r.action),
     };
-    let sigil = match (r.action, r.create_before_destroy) {
+    let sigil = match (r.action, r.replace_order()) {
         (Action::NoOp, _) if r.adopt.is_some() => "<=",
         (Action::NoOp, _) if r.moved_from.is_some() => "->",
-        (Action::Replace, true) => "+/-",
+        (_, Some(ReplaceOrder::CreateBeforeDestroy)) => "+/-",
         (a, _) => sigil(a),
     };
     let _ = write!(out, "  {sigil} {} ({}){id} {what}{}{verb}", r.name, r.kind, if verb.is_empty() { "" } else { " " });
@@ -195,29 +192,16 @@ mod tests {
             state_serial: 1,
             summary: Summary { update: 1, ..Summary::default() },
             resources: vec![ResourceChange {
-                name: "fn".into(),
-                kind: Kind::LambdaFunction,
-                action: Action::Update,
                 physical_id: Some("Hello".into()),
-                reason: None,
                 changes: vec![FieldChange {
                     path: "memory_size".into(),
                     before: Some(json!(256)),
                     after: Some(json!(512)),
                     forces_replacement: false,
                 }],
-                depends_on: vec![],
-                adopt: None,
-                deposed: false,
-                create_before_destroy: false,
-                moved_from: None,
-                current: None,
+                ..ResourceChange::new("fn", Kind::LambdaFunction, Action::Update)
             }],
-            outputs: Default::default(),
-            output_changes: vec![],
-            interrupted_operations: vec![],
-            known_outputs: Default::default(),
-            blockers: vec![],
+            ..Plan::default()
         };
         let text = human(&plan);
         assert!(text.contains("~ fn (aws_lambda_function) [Hello] will be updated in place"), "{text}");

@@ -137,9 +137,8 @@ stage_name = "prod"
 deployment_id = "${deployment.id}"
 "#;
 
-#[test]
-fn a_route_change_replaces_the_deployment_first_and_moves_the_stage() {
-    let m = manifest(API);
+/// The state and live attributes of `API` as applied.
+fn api_applied(m: &Manifest) -> (StackState, HashMap<String, Option<Live>>) {
     let api = m.resource("api").unwrap();
     let hash = crate::providers::derived_outputs(api.kind, &api.attrs)["model_hash"].clone();
     let mut state = StackState::default();
@@ -174,6 +173,13 @@ fn a_route_change_replaces_the_deployment_first_and_moves_the_stage() {
         live_attrs.remove("triggers"); // not readable from AWS
         live.insert(name.to_string(), Some(Live { attrs: live_attrs, outputs }));
     }
+    (state, live)
+}
+
+#[test]
+fn a_route_change_replaces_the_deployment_first_and_moves_the_stage() {
+    let m = manifest(API);
+    let (state, live) = api_applied(&m);
     assert!(!diff_all(&m, &state, &live).has_changes());
 
     let changed = manifest(&API.replace("path = \"/x\"", "path = \"/y\""));
@@ -460,4 +466,187 @@ fn a_renamed_key_with_the_same_physical_name_moves_instead_of_delete_and_create(
     let plan = diff_all(&other, &state, &live);
     assert_eq!(plan.summary.moved, 0);
     assert_eq!((plan.summary.create, plan.summary.delete), (1, 1));
+}
+
+#[test]
+fn a_replacement_is_planned_create_first_or_delete_first_and_shown_that_way() {
+    // A forced replacement of a deployment (its triggers change): the new one is created first.
+    let m = manifest(API);
+    let (state, live) = api_applied(&m);
+    let plan = diff_all(&manifest(&API.replace("path = \"/x\"", "path = \"/y\"")), &state, &live);
+    let deployment = plan.resources.iter().find(|r| r.name == "deployment").unwrap();
+    assert_eq!(deployment.replace_order(), Some(ReplaceOrder::CreateBeforeDestroy));
+    let text = render::human(&plan);
+    assert!(text.contains("+/- deployment (aws_api_gateway_deployment) [a1/d1] will be replaced (new one created first)"), "{text}");
+    let doc = serde_json::to_value(&plan).unwrap();
+    let d = doc["resources"].as_array().unwrap().iter().find(|r| r["name"] == "deployment").unwrap();
+    assert_eq!((&d["action"], &d["create_before_destroy"]), (&json!("replace"), &json!(true)));
+    // Apply runs it as the plan says: two operations, the old one last.
+    let (nodes, _) = crate::apply::graph(&plan, &state);
+    let steps: Vec<_> = nodes.iter().filter(|n| n.change.name == "deployment").map(|n| n.step).collect();
+    assert_eq!(steps, vec![crate::apply::Step::CreateNew, crate::apply::Step::DeleteOld]);
+
+    // A role replaced under the same name (a new path forces it): the name must be freed first.
+    let m = manifest(M);
+    let mut state = StackState::default();
+    for n in ["role", "logs"] {
+        state.resources.insert(n.into(), recorded(&m, n));
+    }
+    let mut role = live_of(&m, "role", &[("name", "role.name")]);
+    role.attrs.insert("path".into(), json!("/old/"));
+    let live = HashMap::from([("role".to_string(), Some(role)), ("logs".to_string(), Some(live_of(&m, "logs", &[])))]);
+    let plan = diff_all(&m, &state, &live);
+    let role = plan.resources.iter().find(|r| r.name == "role").unwrap();
+    assert_eq!(role.replace_order(), Some(ReplaceOrder::DeleteBeforeCreate));
+    let text = render::human(&plan);
+    assert!(text.contains("-/+ role (aws_iam_role) [r] will be replaced (old one deleted first)"), "{text}");
+    let doc = serde_json::to_value(role).unwrap();
+    assert_eq!((&doc["action"], &doc["create_before_destroy"]), (&json!("replace"), &json!(false)));
+    let (nodes, _) = crate::apply::graph(&plan, &state);
+    let steps: Vec<_> = nodes.iter().filter(|n| n.change.name == "role").map(|n| n.step).collect();
+    assert_eq!(steps, vec![crate::apply::Step::Whole]);
+    // Nothing else is a replacement.
+    assert!(plan.resources.iter().filter(|r| r.name != "role").all(|r| r.replace_order().is_none()));
+}
+
+#[test]
+fn an_update_carries_its_physical_id_current_values_and_unresolved_attributes() {
+    let m = manifest(M);
+    let mut state = StackState::default();
+    for n in ["role", "logs"] {
+        state.resources.insert(n.into(), recorded(&m, n));
+    }
+    let mut drifted = live_of(&m, "logs", &[]);
+    drifted.attrs.insert("retention_in_days".into(), json!(30));
+    let live =
+        HashMap::from([("role".to_string(), Some(live_of(&m, "role", &[("name", "role.name")]))), ("logs".to_string(), Some(drifted))]);
+    let plan = diff_all(&m, &state, &live);
+    let logs = plan.resources.iter().find(|r| r.name == "logs").unwrap();
+    assert_eq!(logs.action, Action::Update);
+    assert_eq!(logs.physical_id.as_deref(), Some("lg"));
+    assert_eq!(logs.current.as_ref().unwrap()["retention_in_days"], json!(30));
+    let desired = &logs.desired.as_ref().unwrap().attrs;
+    assert_eq!((&desired["retention_in_days"], &desired["tags"]["team"]), (&json!(7), &json!("${role.name}")));
+    assert_eq!((logs.artifact_sha256.as_deref(), logs.protect), (None, false));
+    // The JSON document shows what the update makes, references unresolved; AWS's values stay out.
+    let doc = serde_json::to_value(logs).unwrap();
+    assert_eq!(doc["desired"]["tags"]["team"], json!("${role.name}"));
+    assert!(doc.get("current").is_none(), "{doc}");
+
+    // Apply takes the update from the plan alone.
+    let node = crate::apply::Node { change: logs, step: crate::apply::Step::Whole };
+    let crate::apply::Op::Update { id, current, make } = crate::apply::prepare(&node, &plan.artifacts).unwrap() else {
+        panic!("not an update")
+    };
+    assert_eq!((id, &current["retention_in_days"], &make.attrs["tags"]["team"]), ("lg", &json!(30), &json!("${role.name}")));
+    assert!(make.artifact.is_none());
+
+    // A delete carries its id, and what the manifest no longer has carries no attributes.
+    let plan = diff_all(&manifest(&M.replace("[resources.logs]", "[resources.logs]\nprotect = true")), &state, &live);
+    assert!(plan.resources.iter().find(|r| r.name == "logs").unwrap().protect);
+    let without_logs = manifest(M.split("[resources.logs]").next().unwrap());
+    let plan = diff_all(&without_logs, &state, &live);
+    let gone = plan.resources.iter().find(|r| r.name == "logs").unwrap();
+    assert_eq!((gone.action, gone.physical_id.as_deref(), gone.desired.is_none()), (Action::Delete, Some("lg"), true));
+    let node = crate::apply::Node { change: gone, step: crate::apply::Step::Whole };
+    assert!(matches!(crate::apply::prepare(&node, &plan.artifacts), Ok(crate::apply::Op::Delete { id: "lg", current: Some(_) })));
+}
+
+#[test]
+fn a_function_change_carries_its_code_hash_and_apply_takes_the_code_from_the_plan() {
+    let (_dir, m, state, live) = secret_function("environment = { KEEP = \"1\" }\nsecret_environment = { DB_PASS = \"rotated-value\" }");
+    let plan = diff_all(&m, &state, &live);
+    let f = &plan.resources[0];
+    assert_eq!(f.action, Action::Update);
+    let sha = m.resource("f").unwrap().artifact.as_ref().unwrap().sha256.clone();
+    assert_eq!(f.artifact_sha256.as_deref(), Some(sha.as_str()));
+    assert_eq!(plan.artifacts.keys().collect::<Vec<_>>(), vec![&sha]);
+    // In JSON: the hash, never the zip, and the secret masked.
+    let doc = serde_json::to_value(&plan).unwrap();
+    assert_eq!(doc["resources"][0]["artifact_sha256"], json!(sha));
+    assert_eq!(doc["resources"][0]["desired"]["secret_environment"]["DB_PASS"], json!(manifest::schema::SENSITIVE));
+    assert_eq!(doc["resources"][0]["desired"]["environment"]["KEEP"], json!("1"));
+    let text = doc.to_string();
+    assert!(!text.contains("rotated-value") && !text.contains("plain-secret-value") && !text.contains("\"artifacts\""), "{text}");
+
+    let node = crate::apply::Node { change: f, step: crate::apply::Step::Whole };
+    let crate::apply::Op::Update { make, .. } = crate::apply::prepare(&node, &plan.artifacts).unwrap() else { panic!("not an update") };
+    assert_eq!(make.artifact.map(|a| a.sha256.as_str()), Some(sha.as_str()));
+    assert_eq!(make.attrs["secret_environment"]["DB_PASS"], json!("rotated-value"));
+    // Code the plan does not carry is refused, not looked for elsewhere.
+    let err = crate::apply::prepare(&node, &BTreeMap::new()).unwrap_err();
+    assert!(
+        matches!(&err, crate::apply::ApplyError::MissingFromPlan { action: "update", what: crate::apply::Missing::Artifact(s), .. } if *s == sha),
+        "{err}"
+    );
+}
+
+#[test]
+fn apply_refuses_a_change_without_the_id_it_acts_on_before_any_call() {
+    use crate::apply::{ApplyError, Missing, Node, Step, prepare};
+    let m = manifest(M);
+    let mut state = StackState::default();
+    for n in ["role", "logs"] {
+        state.resources.insert(n.into(), recorded(&m, n));
+    }
+    let mut drifted = live_of(&m, "logs", &[]);
+    drifted.attrs.insert("retention_in_days".into(), json!(30));
+    let live =
+        HashMap::from([("role".to_string(), Some(live_of(&m, "role", &[("name", "role.name")]))), ("logs".to_string(), Some(drifted))]);
+    let plan = diff_all(&m, &state, &live);
+    let mut update = plan.resources.iter().find(|r| r.name == "logs").unwrap().clone();
+    update.physical_id = None;
+    let err = prepare(&Node { change: &update, step: Step::Whole }, &plan.artifacts).unwrap_err();
+    assert!(
+        matches!(&err, ApplyError::MissingFromPlan { resource, action: "update", what: Missing::PhysicalId } if resource == "logs"),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "logs: the plan's update carries no physical id; nothing was sent to AWS (a plan this version computes always does: \
+         please report it with `plan --json`)"
+    );
+    // The executor refuses the whole plan before its first operation starts (it holds no AWS client
+    // or state store at that point): every operation fails, the one lacking its id says why.
+    assert!(crate::apply::schedule(&plan, &state, &crate::apply::Silent).is_ok());
+    let mut broken = plan.clone();
+    broken.resources.iter_mut().find(|r| r.name == "logs").unwrap().physical_id = None;
+    broken.resources.iter_mut().find(|r| r.name == "role").unwrap().action = Action::Update;
+    let refused = crate::apply::schedule(&broken, &state, &crate::apply::Silent).unwrap_err();
+    let outcomes: Vec<_> = refused.outcomes.iter().map(|o| (o.name.as_str(), o.status, o.started_ms, o.error.clone().unwrap())).collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            (
+                "role",
+                crate::apply::Status::Failed,
+                None,
+                format!("not started: another operation of this plan is refused ({err}); nothing was changed")
+            ),
+            ("logs", crate::apply::Status::Failed, None, err.to_string()),
+        ]
+    );
+    assert!(refused.failed() && refused.outputs.is_empty());
+
+    // Never an empty id in its place, for any action that acts on one.
+    let mut delete = ResourceChange::new("old", Kind::LogGroup, Action::Delete);
+    let err = prepare(&Node { change: &delete, step: Step::Whole }, &plan.artifacts).unwrap_err();
+    assert!(matches!(err, ApplyError::MissingFromPlan { action: "delete", what: Missing::PhysicalId, .. }), "{err}");
+    delete.physical_id = Some("lg".into());
+    assert!(prepare(&Node { change: &delete, step: Step::Whole }, &plan.artifacts).is_ok());
+    let mut replace = update.clone();
+    replace.action = Action::Replace;
+    replace.create_before_destroy = true;
+    for step in [Step::CreateNew, Step::DeleteOld] {
+        let err = prepare(&Node { change: &replace, step }, &plan.artifacts).unwrap_err();
+        assert!(matches!(err, ApplyError::MissingFromPlan { what: Missing::PhysicalId, .. }), "{err}");
+    }
+    // An update without the live values it starts from, or a create without attributes, is refused too.
+    let mut blind = plan.resources.iter().find(|r| r.name == "logs").unwrap().clone();
+    blind.current = None;
+    let err = prepare(&Node { change: &blind, step: Step::Whole }, &plan.artifacts).unwrap_err();
+    assert!(matches!(err, ApplyError::MissingFromPlan { what: Missing::Current, .. }), "{err}");
+    let empty = ResourceChange::new("new", Kind::LogGroup, Action::Create);
+    let err = prepare(&Node { change: &empty, step: Step::Whole }, &plan.artifacts).unwrap_err();
+    assert!(matches!(err, ApplyError::MissingFromPlan { action: "create", what: Missing::Desired, .. }), "{err}");
 }

@@ -107,8 +107,8 @@ pub struct StackState {
     /// the stack that recorded one first owns it.
     #[serde(skip)]
     pub foreign_singletons: Vec<Owner>,
-    /// The last command that changed the stack as a whole (`apply` or `destroy`); `None` before either ran.
-    pub last_operation: Option<String>,
+    /// The last command that changed the stack as a whole; `None` before either ran.
+    pub last_operation: Option<StackOperation>,
 }
 
 /// Which resource of which stack records a physical resource.
@@ -120,10 +120,70 @@ pub struct Owner {
     pub physical_id: String,
 }
 
-/// [`StackState::last_operation`] of a stack whose last command was `destroy`.
-pub const DESTROY: &str = "destroy";
-/// [`StackState::last_operation`] of a stack whose last command was `apply`.
-pub const APPLY: &str = "apply";
+/// [`StackState::last_operation`]: the last command that changed the stack as a whole, stored as the
+/// TEXT values the column has always had (`apply`, `destroy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, serde::Serialize)]
+#[sqlx(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum StackOperation {
+    Apply,
+    Destroy,
+}
+
+/// What a journal entry announces, stored as the TEXT values the journal has always had (`create`,
+/// `update`, `delete`, `delete-previous`), so state files written before keep working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type, serde::Serialize)]
+#[sqlx(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
+pub enum JournalAction {
+    /// A resource is being created (`physical_name`: the name it is to have, when the manifest fixes one).
+    Create,
+    /// A resource is being updated in place (`physical_name`: its physical id).
+    Update,
+    /// A resource is being deleted (`physical_name`: its physical id).
+    Delete,
+    /// The previous physical resource of a replacement is to be deleted once its successor exists
+    /// (`physical_name`: the previous one's id); open from before the new one is created until the old one is gone.
+    DeletePrevious,
+}
+
+impl JournalAction {
+    /// The value stored in the journal.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JournalAction::Create => "create",
+            JournalAction::Update => "update",
+            JournalAction::Delete => "delete",
+            JournalAction::DeletePrevious => "delete-previous",
+        }
+    }
+}
+
+impl std::fmt::Display for JournalAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a journal entry ended, stored as TEXT in its `outcome` column (`ok`, `failed: <why>`, or
+/// `reconciled by a later run`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperationOutcome {
+    Ok,
+    Failed(String),
+    /// An interrupted run's entry, closed by the run that reconciled what it left.
+    Reconciled,
+}
+
+impl std::fmt::Display for OperationOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OperationOutcome::Ok => f.write_str("ok"),
+            OperationOutcome::Failed(why) => write!(f, "failed: {why}"),
+            OperationOutcome::Reconciled => f.write_str("reconciled by a later run"),
+        }
+    }
+}
 
 /// A write that started and never finished (the process died in between).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -131,7 +191,7 @@ pub struct PendingOperation {
     pub id: i64,
     pub resource: String,
     pub kind: String,
-    pub action: String,
+    pub action: JournalAction,
     pub physical_name: Option<String>,
     pub started_at: String,
 }
@@ -475,7 +535,7 @@ impl Store {
 
     /// Records the command (`apply` or `destroy`) that is changing the stack as a whole; bumps the serial.
     #[instrument(skip_all, fields(stack, operation))]
-    pub async fn set_last_operation(&self, stack: &str, operation: &str) -> Result<i64> {
+    pub async fn set_last_operation(&self, stack: &str, operation: StackOperation) -> Result<i64> {
         let mut tx = self.write().await?;
         let serial = bump(&mut tx, stack).await?;
         sqlx::query("UPDATE stacks SET last_operation = ? WHERE name = ?").bind(operation).bind(stack).execute(&mut *tx).await?;
@@ -484,7 +544,14 @@ impl Store {
     }
 
     /// Journals a write before it is sent to AWS; returns the operation id.
-    pub async fn begin_operation(&self, stack: &str, resource: &str, kind: Kind, action: &str, physical_name: Option<&str>) -> Result<i64> {
+    pub async fn begin_operation(
+        &self,
+        stack: &str,
+        resource: &str,
+        kind: Kind,
+        action: JournalAction,
+        physical_name: Option<&str>,
+    ) -> Result<i64> {
         let id = sqlx::query("INSERT INTO operations (stack, resource, kind, action, physical_name) VALUES (?, ?, ?, ?, ?)")
             .bind(stack)
             .bind(resource)
@@ -497,9 +564,9 @@ impl Store {
         Ok(id)
     }
 
-    pub async fn finish_operation(&self, id: i64, outcome: &str) -> Result<()> {
+    pub async fn finish_operation(&self, id: i64, outcome: &OperationOutcome) -> Result<()> {
         sqlx::query("UPDATE operations SET finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), outcome = ? WHERE id = ?")
-            .bind(outcome)
+            .bind(outcome.to_string())
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -1018,21 +1085,50 @@ mod tests {
         let store = Store::memory().await.unwrap();
         assert_eq!(store.load("s").await.unwrap().last_operation, None);
         store.put_resource("s", &role("a")).await.unwrap();
-        assert_eq!(store.set_last_operation("s", DESTROY).await.unwrap(), 2);
+        assert_eq!(store.set_last_operation("s", StackOperation::Destroy).await.unwrap(), 2);
         store.delete_resource("s", "a").await.unwrap();
         let state = store.load("s").await.unwrap();
-        assert_eq!((state.last_operation.as_deref(), state.serial), (Some(DESTROY), 3));
-        store.set_last_operation("s", APPLY).await.unwrap();
-        assert_eq!(store.load("s").await.unwrap().last_operation.as_deref(), Some(APPLY));
+        assert_eq!((state.last_operation, state.serial), (Some(StackOperation::Destroy), 3));
+        store.set_last_operation("s", StackOperation::Apply).await.unwrap();
+        assert_eq!(store.load("s").await.unwrap().last_operation, Some(StackOperation::Apply));
         assert_eq!(store.load("other").await.unwrap().last_operation, None);
     }
 
     #[tokio::test]
     async fn pending_operations_are_listed_until_finished() {
         let store = Store::memory().await.unwrap();
-        let id = store.begin_operation("s", "fn", Kind::LambdaFunction, "create", Some("Hello")).await.unwrap();
+        let id = store.begin_operation("s", "fn", Kind::LambdaFunction, JournalAction::Create, Some("Hello")).await.unwrap();
         assert_eq!(store.pending_operations("s").await.unwrap().len(), 1);
-        store.finish_operation(id, "ok").await.unwrap();
+        store.finish_operation(id, &OperationOutcome::Ok).await.unwrap();
         assert!(store.pending_operations("s").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn journal_actions_round_trip_as_the_text_the_journal_always_had() {
+        let store = Store::memory().await.unwrap();
+        let all = [JournalAction::Create, JournalAction::Update, JournalAction::Delete, JournalAction::DeletePrevious];
+        for action in all {
+            store.begin_operation("s", "r", Kind::LogGroup, action, Some("lg")).await.unwrap();
+        }
+        let read: Vec<JournalAction> = store.pending_operations("s").await.unwrap().into_iter().map(|op| op.action).collect();
+        assert_eq!(read, all);
+        // Stored as the same TEXT values as before the enum, so older state files read the same.
+        let stored: Vec<String> = sqlx::query_scalar("SELECT action FROM operations ORDER BY id").fetch_all(&store.pool).await.unwrap();
+        assert_eq!(stored, ["create", "update", "delete", "delete-previous"]);
+        assert!(all.iter().zip(&stored).all(|(a, s)| a.as_str() == s));
+        // An entry an older version wrote reads as its variant.
+        sqlx::query("INSERT INTO operations (stack, resource, kind, action, physical_name) VALUES ('old', 'fn', 'aws_lambda_function', 'delete-previous', 'Old')")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let old = store.pending_operations("old").await.unwrap();
+        assert_eq!((old[0].action, old[0].physical_name.as_deref()), (JournalAction::DeletePrevious, Some("Old")));
+        assert_eq!(serde_json::to_value(&old[0]).unwrap()["action"], "delete-previous");
+        // The outcome is the text it always was.
+        let id = old[0].id;
+        store.finish_operation(id, &OperationOutcome::Failed("boom".into())).await.unwrap();
+        let outcome: String =
+            sqlx::query_scalar("SELECT outcome FROM operations WHERE id = ?").bind(id).fetch_one(&store.pool).await.unwrap();
+        assert_eq!(outcome, "failed: boom");
     }
 }

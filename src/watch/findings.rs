@@ -274,6 +274,9 @@ tags = { about = "${logs.arn}" }
             create_before_destroy: false,
             moved_from: None,
             current: None,
+            desired: None,
+            artifact_sha256: None,
+            protect: false,
         };
         let d: Vec<_> = field_drift(&change).collect();
         assert_eq!((d[0].expected.clone(), d[0].actual.clone()), (json!(SENSITIVE), json!(SENSITIVE)));

@@ -56,7 +56,7 @@ pub(super) async fn remediate(
         tracker.phase("remediating");
         let options = Options { parallelism: ctx.config.parallelism };
         let reporter = LogReporter { stack, tracker };
-        Ok::<_, StateError>(Some(apply::execute(fix, Some(&source.manifest), state, &ctx.store, &ctx.aws, options, &reporter).await))
+        Ok::<_, StateError>(Some(apply::execute(fix, state, &ctx.store, &ctx.aws, options, &reporter).await))
     });
     let report = match remediation.await {
         Ok(Some(report)) => report,

@@ -180,7 +180,7 @@ impl StackWatcher {
         self.check_identity(ctx).await?;
         tracker.phase("reading the state");
         let state = ctx.store.load(&stack).await?;
-        let destroyed = state.last_operation.as_deref() == Some(crate::state::DESTROY);
+        let destroyed = state.last_operation == Some(crate::state::StackOperation::Destroy);
         ctx.metrics.destroyed(&stack, destroyed);
         let now = Instant::now();
         let cadence = &self.cadence;
