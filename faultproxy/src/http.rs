@@ -280,3 +280,138 @@ async fn handle(shared: Arc<Shared>, client: UpstreamClient, request: Request<In
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    fn config(patch: Value) -> Config {
+        let base = Config {
+            latency_ms: 0,
+            jitter_ms: 0,
+            throttle_rate: 0.0,
+            error_rate: 0.0,
+            drop_rate: 0.0,
+            seed: 1,
+            only: vec![],
+            apigw_limits: false,
+            fail: Vec::new(),
+        };
+        base.patched(&patch).unwrap()
+    }
+
+    /// An upstream answering each connection's one request, chunked and closing, with the request's
+    /// head and body as it received them.
+    async fn echo_upstream() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let echo = loop {
+                        let n = stream.read(&mut chunk).await.unwrap();
+                        assert!(n > 0, "the proxy closed before a whole request");
+                        seen.extend_from_slice(&chunk[..n]);
+                        let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                        let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
+                        let length =
+                            head.lines().find_map(|l| l.strip_prefix("content-length:")).map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                        if seen.len() >= end + 4 + length {
+                            break seen;
+                        }
+                    };
+                    let (a, b) = echo.split_at(echo.len() / 2);
+                    let mut answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+                    for part in [a, b] {
+                        answer.extend(format!("{:x}\r\n", part.len()).bytes());
+                        answer.extend_from_slice(part);
+                        answer.extend(b"\r\n");
+                    }
+                    answer.extend(b"0\r\n\r\n");
+                    stream.write_all(&answer).await.unwrap();
+                });
+            }
+        });
+        addr
+    }
+
+    /// The proxy in front of `upstream`, on a free port.
+    async fn start_proxy(upstream: SocketAddr, config: Config) -> (SocketAddr, Arc<Shared>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared::new(upstream, config));
+        let client = upstream_client();
+        let serving = Arc::clone(&shared);
+        tokio::spawn(async move {
+            while let Ok((stream, peer)) = listener.accept().await {
+                spawn_connection(Arc::clone(&serving), client.clone(), stream, peer);
+            }
+        });
+        (addr, shared)
+    }
+
+    /// Sends `raw` on a fresh connection and reads until the proxy closes it.
+    async fn exchange(proxy: SocketAddr, raw: &str) -> String {
+        let mut stream = TcpStream::connect(proxy).await.unwrap();
+        stream.write_all(raw.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        String::from_utf8(answer).unwrap()
+    }
+
+    const SIGNED: &str = "Authorization: AWS4-HMAC-SHA256 Credential=AKID/20250101/us-east-1/apigateway/aws4_request, \
+                          SignedHeaders=host, Signature=abc\r\n";
+
+    #[tokio::test]
+    async fn requests_are_forwarded_whole_and_answers_come_back_reframed() {
+        let (proxy, shared) = start_proxy(echo_upstream().await, config(json!({}))).await;
+        let request = format!(
+            "POST /restapis?mode=x HTTP/1.1\r\nHost: proxy.test\r\n{SIGNED}Transfer-Encoding: chunked\r\nConnection: close\r\n\
+             X-Custom: kept\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        );
+        let answer = exchange(proxy, &request).await;
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        let head = head.to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200 ok"), "{answer}");
+        // The chunked answer is re-framed with its length; the client asked to close, and is told so.
+        assert!(!head.contains("transfer-encoding"), "{answer}");
+        assert!(head.contains(&format!("content-length: {}", body.len())), "{answer}");
+        assert!(head.contains("connection: close"), "{answer}");
+        // The upstream got the method, target, end-to-end headers and the de-chunked body.
+        let echoed = body.to_ascii_lowercase();
+        assert!(echoed.starts_with("post /restapis?mode=x http/1.1\r\n"), "{body}");
+        assert!(echoed.contains("host: proxy.test\r\n") && echoed.contains("x-custom: kept\r\n"), "{body}");
+        assert!(echoed.contains("content-length: 11\r\n") && !echoed.contains("transfer-encoding"), "{body}");
+        assert!(body.ends_with("\r\n\r\nhello world"), "{body}");
+        let stats = shared.stats_json();
+        assert_eq!((stats["requests"].as_u64(), stats["forwarded"].as_u64()), (Some(1), Some(1)), "{stats}");
+        assert_eq!(stats["by_service"]["apigateway"]["forwarded"], json!(1), "{stats}");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_request_gets_its_connection_closed_without_an_answer() {
+        let (proxy, shared) = start_proxy(echo_upstream().await, config(json!({"drop_rate": 1.0}))).await;
+        let answer = exchange(proxy, &format!("GET /restapis HTTP/1.1\r\nHost: proxy.test\r\n{SIGNED}\r\n")).await;
+        assert_eq!(answer, "");
+        let stats = shared.stats_json();
+        assert_eq!((stats["dropped"].as_u64(), stats["forwarded"].as_u64()), (Some(1), Some(0)), "{stats}");
+        // The control endpoint is never faulted.
+        let control = exchange(proxy, "GET /__faultproxy/config HTTP/1.1\r\nHost: proxy.test\r\nConnection: close\r\n\r\n").await;
+        assert!(control.starts_with("HTTP/1.1 200 OK\r\n") && control.contains("\"drop_rate\": 1.0"), "{control}");
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_is_down_is_answered_502() {
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let (proxy, shared) = start_proxy(closed, config(json!({}))).await;
+        let answer = exchange(proxy, &format!("GET /restapis HTTP/1.1\r\nHost: proxy.test\r\n{SIGNED}Connection: close\r\n\r\n")).await;
+        assert!(answer.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{answer}");
+        assert!(answer.contains(&format!("faultproxy: upstream {closed} failed")), "{answer}");
+        assert_eq!(shared.stats_json()["upstream_errors"], json!(1));
+    }
+}
