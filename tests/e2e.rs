@@ -628,7 +628,9 @@ async fn break_stale_lock(cli: &Cli) {
 /// Runs each kill point; returns how many were reached (and converged) and how many were past the
 /// apply's last call (it finished without being killed): a range with none of those may miss calls.
 async fn kill_points(points: impl Iterator<Item = String>) -> (usize, usize) {
-    assert!(cfg!(feature = "test-hooks"), "RECONCILE_CRASH_AT is compiled in only with --features test-hooks: run scripts/test");
+    if !cfg!(feature = "test-hooks") {
+        panic!("RECONCILE_CRASH_AT is compiled in only with --features test-hooks: run scripts/test");
+    }
     let (moto, cli) = seeded();
     let aws = aws(&moto).await;
     let (mut survived, mut unreached) = (0, 0);

@@ -26,7 +26,9 @@ fn fresh_seed(moto: &Moto, cli: &Cli) {
 /// Runs `args` killed right after its `n`-th AWS write; `None` when it made fewer writes (it ran to
 /// its end).
 async fn killed_after_write(cli: &Cli, args: &[&str], n: usize) -> Option<support::Output> {
-    assert!(cfg!(feature = "test-hooks"), "RECONCILE_CRASH_AT is compiled in only with --features test-hooks: run scripts/test");
+    if !cfg!(feature = "test-hooks") {
+        panic!("RECONCILE_CRASH_AT is compiled in only with --features test-hooks: run scripts/test");
+    }
     let point = format!("after-write:{n}");
     let killed = cli.run_with_env(args, &[("RECONCILE_CRASH_AT", Some(point.as_str()))]);
     if killed.status == 0 {
