@@ -885,7 +885,7 @@ def main():
 
     for b in ["reconcile", "faultproxy"]:
         if not (ROOT / "target" / "release" / b).exists():
-            sys.exit(f"target/release/{b} is missing: run `cargo build --release --bins` (bench/run does)")
+            sys.exit(f"target/release/{b} is missing: run `cargo build --release -p reconcile -p faultproxy` (bench/run does)")
     bench = Bench(args)
     m = machine(args)
     log(f"work directory {bench.work}")

@@ -630,6 +630,9 @@ async fn break_stale_lock(cli: &Cli) {
 /// Runs each kill point; returns how many were reached (and converged) and how many were past the
 /// apply's last call (it finished without being killed): a range with none of those may miss calls.
 async fn kill_points(points: impl Iterator<Item = String>) -> (usize, usize) {
+    if !cfg!(feature = "test-hooks") {
+        panic!("RECONCILE_CRASH_AT is compiled in only with --features test-hooks: run scripts/test");
+    }
     let (moto, cli) = seeded();
     let aws = aws(&moto).await;
     let (mut survived, mut unreached) = (0, 0);
@@ -661,6 +664,7 @@ async fn kill_points(points: impl Iterator<Item = String>) -> (usize, usize) {
 /// kill -9 (abort) right after AWS answered each call of an apply from empty, before anything was
 /// recorded: the next apply adopts what was made and creates the rest, exactly once.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the crash hook: --features test-hooks (scripts/test turns it on)")]
 async fn apply_killed_after_each_aws_call_converges_without_duplicates() {
     let (survived, unreached) = kill_points((1..=51).filter(|n| n % 2 == 1).map(|n| format!("after:{n}"))).await;
     eprintln!("kill points survived (after odd calls): {survived}");
@@ -669,6 +673,7 @@ async fn apply_killed_after_each_aws_call_converges_without_duplicates() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the crash hook: --features test-hooks (scripts/test turns it on)")]
 async fn apply_killed_after_or_before_other_calls_converges_without_duplicates() {
     let points = (1..=52).filter(|n| n % 2 == 0).map(|n| format!("after:{n}")).chain([3, 9, 17, 25].map(|n| format!("before:{n}")));
     let (survived, unreached) = kill_points(points).await;

@@ -4,15 +4,20 @@
 //! process right after the N-th AWS response arrives (before anything is recorded), `before:N`
 //! right before the N-th request is sent — the places a `kill -9` hurts most. `after-write:N` and
 //! `before-write:N` count only writes (every operation but `Get*`, `List*` and `Describe*`), so a
-//! test can kill a run at each of its AWS writes without knowing how many reads came first.
+//! test can kill a run at each of its AWS writes without knowing how many reads came first. The hook
+//! is compiled only with the `test-hooks` feature (scripts/test turns it on); without it the variable
+//! does nothing.
 
 use std::collections::BTreeMap;
+#[cfg(feature = "test-hooks")]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::{BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef};
+#[cfg(feature = "test-hooks")]
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
@@ -36,13 +41,19 @@ pub struct CallCount {
 pub struct CallStats {
     by_operation: Mutex<BTreeMap<(String, String), CallCount>>,
     by_resource: Mutex<BTreeMap<String, u64>>,
+    #[cfg(feature = "test-hooks")]
     sent: AtomicU64,
+    #[cfg(feature = "test-hooks")]
     received: AtomicU64,
+    #[cfg(feature = "test-hooks")]
     writes_sent: AtomicU64,
+    #[cfg(feature = "test-hooks")]
     writes_received: AtomicU64,
+    #[cfg(feature = "test-hooks")]
     crash: Option<Crash>,
 }
 
+#[cfg(feature = "test-hooks")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Crash {
     Before(u64),
@@ -52,12 +63,14 @@ enum Crash {
 }
 
 /// Whether an operation writes (everything but the read families of the services we call).
+#[cfg(feature = "test-hooks")]
 fn is_write(operation: &str) -> bool {
     !["Get", "List", "Describe"].iter().any(|p| operation.starts_with(p))
 }
 
 impl CallStats {
     pub fn new() -> Arc<CallStats> {
+        #[cfg(feature = "test-hooks")]
         let crash = std::env::var("RECONCILE_CRASH_AT").ok().and_then(|v| {
             let (when, n) = v.split_once(':')?;
             let n: u64 = n.parse().ok()?;
@@ -69,7 +82,11 @@ impl CallStats {
                 _ => None,
             }
         });
-        Arc::new(CallStats { crash, ..CallStats::default() })
+        Arc::new(CallStats {
+            #[cfg(feature = "test-hooks")]
+            crash,
+            ..CallStats::default()
+        })
     }
 
     /// `(service, operation) → counts`, sorted.
@@ -110,6 +127,7 @@ impl Intercept for CountCalls {
         "reconcile::CountCalls"
     }
 
+    #[cfg(feature = "test-hooks")]
     fn read_before_transmit(
         &self,
         _: &BeforeTransmitInterceptorContextRef<'_>,
@@ -157,17 +175,20 @@ impl Intercept for CountCalls {
         {
             *m.entry(resource).or_default() += 1;
         }
-        let n = self.0.received.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.0.crash == Some(Crash::After(n)) {
-            eprintln!("RECONCILE_CRASH_AT: aborting after AWS call {n}");
-            std::process::abort();
-        }
-        if let Some(Crash::AfterWrite(at)) = self.0.crash
-            && is_write(operation)
-            && self.0.writes_received.fetch_add(1, Ordering::SeqCst) + 1 == at
+        #[cfg(feature = "test-hooks")]
         {
-            eprintln!("RECONCILE_CRASH_AT: aborting after AWS write {at} ({operation})");
-            std::process::abort();
+            let n = self.0.received.fetch_add(1, Ordering::SeqCst) + 1;
+            if self.0.crash == Some(Crash::After(n)) {
+                eprintln!("RECONCILE_CRASH_AT: aborting after AWS call {n}");
+                std::process::abort();
+            }
+            if let Some(Crash::AfterWrite(at)) = self.0.crash
+                && is_write(operation)
+                && self.0.writes_received.fetch_add(1, Ordering::SeqCst) + 1 == at
+            {
+                eprintln!("RECONCILE_CRASH_AT: aborting after AWS write {at} ({operation})");
+                std::process::abort();
+            }
         }
         Ok(())
     }

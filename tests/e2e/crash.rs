@@ -26,6 +26,9 @@ fn fresh_seed(moto: &Moto, cli: &Cli) {
 /// Runs `args` killed right after its `n`-th AWS write; `None` when it made fewer writes (it ran to
 /// its end).
 async fn killed_after_write(cli: &Cli, args: &[&str], n: usize) -> Option<support::Output> {
+    if !cfg!(feature = "test-hooks") {
+        panic!("RECONCILE_CRASH_AT is compiled in only with --features test-hooks: run scripts/test");
+    }
     let point = format!("after-write:{n}");
     let killed = cli.run_with_env(args, &[("RECONCILE_CRASH_AT", Some(point.as_str()))]);
     if killed.status == 0 {
@@ -49,6 +52,7 @@ async fn journal_is_closed(cli: &Cli, point: &str) -> usize {
 /// destroy): the next apply converges with exactly one deployment per API, the one the stages serve,
 /// and nothing the killed run made is left behind.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the crash hook: --features test-hooks (scripts/test turns it on)")]
 async fn update_replacing_a_deployment_killed_after_each_write_converges_without_orphans() {
     let (moto, cli) = seeded();
     let aws = aws(&moto).await;
@@ -74,6 +78,7 @@ async fn update_replacing_a_deployment_killed_after_each_write_converges_without
 /// kill -9 right after each AWS write of `destroy`: destroying again removes everything that is
 /// left, and the state ends empty with its journal closed.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the crash hook: --features test-hooks (scripts/test turns it on)")]
 async fn destroy_killed_after_each_write_converges_to_nothing_left() {
     let (moto, cli) = seeded();
     let aws = aws(&moto).await;
@@ -280,6 +285,7 @@ async fn renamed_keys_take_over_their_resources_and_nothing_is_deleted() {
 /// kill -9 right after each AWS write of a function rename (create-before-destroy under a new name):
 /// the next apply converges with the new function only, its permission, and no leftover of either.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the crash hook: --features test-hooks (scripts/test turns it on)")]
 async fn a_function_rename_killed_after_each_write_converges_with_the_new_function_only() {
     let (moto, cli) = seeded();
     let aws = aws(&moto).await;
@@ -316,6 +322,7 @@ async fn a_function_rename_killed_after_each_write_converges_with_the_new_functi
 /// the next run: what the killed run made under the old names carries this stack's tags and is
 /// deleted by the next apply (not left behind unseen while the plan says all is well).
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the crash hook: --features test-hooks (scripts/test turns it on)")]
 async fn a_create_killed_then_renamed_in_the_manifest_leaves_nothing_under_the_old_name() {
     let (moto, cli) = seeded();
     let aws = aws(&moto).await;

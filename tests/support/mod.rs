@@ -561,7 +561,8 @@ fn copy_dir(src: &Path, dest: &Path) {
 pub const FAULT_PROXY_START_TIMEOUT: Duration = Duration::from_secs(10);
 const LISTENING_ON: &str = "listening on http://127.0.0.1:";
 
-/// The `faultproxy` binary (src/bin/faultproxy.rs) in front of an upstream, normally a [`Moto`]:
+/// The `faultproxy` binary (the workspace crate faultproxy/, found through `$FAULTPROXY`, which
+/// scripts/test sets after building it) in front of an upstream, normally a [`Moto`]:
 /// injects latency, throttling errors, 503s and dropped connections. Dropping it kills the process.
 ///
 /// Point a [`Cli`] run at it with `cli.run_with_env(args, &[("AWS_ENDPOINT_URL", Some(&proxy.url)),
@@ -579,8 +580,8 @@ impl FaultProxy {
     /// Starts the proxy on a free loopback port in front of `upstream` (e.g. `&moto.url`), with extra
     /// flags such as `["--throttle-rate", "0.3", "--seed", "7", "--only", "iam,logs"]`.
     pub fn start(upstream: &str, args: &[&str]) -> FaultProxy {
-        let bin = env!("CARGO_BIN_EXE_faultproxy");
-        let mut child = Command::new(bin)
+        let bin = faultproxy_bin();
+        let mut child = Command::new(&bin)
             .arg("--upstream")
             .arg(upstream)
             .args(args)
@@ -589,7 +590,7 @@ impl FaultProxy {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
 
         let log = Arc::new(Mutex::new(VecDeque::new()));
         let (port_tx, port_rx) = mpsc::channel::<u16>();
@@ -814,4 +815,21 @@ pub fn poll_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
         }
         thread::sleep(Duration::from_millis(100));
     }
+}
+
+// --- The fault proxy's binary -------------------------------------------------------------------
+
+/// The fault proxy is a crate of its own (faultproxy/), not a binary of this package, so Cargo does
+/// not build it for these tests: scripts/test builds it and passes its path in `$FAULTPROXY`.
+pub fn faultproxy_bin() -> std::path::PathBuf {
+    let how = "run the tests with scripts/test (it builds the proxy and sets FAULTPROXY), or run \
+               `cargo build -p faultproxy` and set FAULTPROXY=<target dir>/debug/faultproxy";
+    let Some(path) = std::env::var_os("FAULTPROXY").filter(|p| !p.is_empty()) else {
+        panic!("FAULTPROXY is not set: this test needs the fault proxy binary; {how}");
+    };
+    let path = std::path::PathBuf::from(path);
+    if !path.is_file() {
+        panic!("FAULTPROXY={} is not a file; {how}", path.display());
+    }
+    path
 }
