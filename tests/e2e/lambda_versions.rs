@@ -245,6 +245,7 @@ async fn watch_reports_an_alias_changed_out_of_band() {
 /// after the alias update, and before each): the next apply publishes exactly one version for the new
 /// code, the alias ends on it, and the plan after is empty.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(not(feature = "test-hooks"), ignore = "needs the crash hook: --features test-hooks (scripts/test turns it on)")]
 async fn an_apply_killed_at_each_write_of_a_publish_converges_on_one_new_version() {
     let (moto, cli) = setup();
     let aws = aws(&moto).await;
