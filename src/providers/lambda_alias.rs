@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::resource::{Observed, Resource, find_by_name};
-use super::retry::{Backoff, with_backoff};
+use super::retry::{Backoff, send, send_classified};
 use super::schema::{DefaultValue, Field, FieldType as T, KindSchema};
 use super::structured::{literal, object, req_str};
 use super::{Applied, Aws, ErrorClass, Kind, NotFoundOk, ProviderError, Result, lambda_function, rules};
@@ -171,6 +171,11 @@ impl Resource for LambdaAlias {
         BTreeMap::new()
     }
 
+    /// Moving the alias changes the version it reports.
+    fn unknown_after_update(current: &AliasSpec, desired: &AliasSpec) -> Vec<&'static str> {
+        if current.function_version != desired.function_version { vec!["function_version"] } else { Vec::new() }
+    }
+
     fn finishes_incomplete() -> bool {
         true
     }
@@ -222,17 +227,21 @@ impl Resource for LambdaAlias {
             .function_version(&spec.function_version)
             .description(&spec.description)
             .set_routing_config(spec.routing.as_ref().map(|_| routing_config(&spec.routing)));
-        let out = with_backoff("lambda:CreateAlias", Backoff::PROPAGATION, is_update_in_progress, || {
-            let sent = request.clone().send();
-            async move {
-                sent.await.map_err(|e| {
-                    ProviderError::sdk_classified("lambda:CreateAlias", e, |e| match e {
-                        CreateAliasError::ResourceConflictException(_) => ErrorClass::AlreadyExists,
-                        _ => ErrorClass::Other,
-                    })
-                })
-            }
-        })
+        let out = send_classified(
+            "lambda:CreateAlias",
+            Backoff::PROPAGATION,
+            is_update_in_progress,
+            |e| match e {
+                // A conflict is also "an update is in progress"; only "already exists" is a name clash.
+                CreateAliasError::ResourceConflictException(c)
+                    if c.message().is_some_and(|m| m.to_ascii_lowercase().contains("already exist")) =>
+                {
+                    ErrorClass::AlreadyExists
+                }
+                _ => ErrorClass::Other,
+            },
+            || request.clone().send(),
+        )
         .await?;
         let id = physical_id(&spec.function_name, &spec.name);
         let version = out.function_version().unwrap_or(&spec.function_version);
@@ -249,11 +258,7 @@ impl Resource for LambdaAlias {
             .function_version(&desired.function_version)
             .description(&desired.description)
             .routing_config(routing_config(&desired.routing));
-        let out = with_backoff("lambda:UpdateAlias", Backoff::PROPAGATION, is_update_in_progress, || {
-            let sent = request.clone().send();
-            async move { sent.await.map_err(|e| ProviderError::sdk("lambda:UpdateAlias", e)) }
-        })
-        .await?;
+        let out = send("lambda:UpdateAlias", Backoff::PROPAGATION, is_update_in_progress, || request.clone().send()).await?;
         let version = out.function_version().unwrap_or(&desired.function_version);
         Ok(Applied { outputs: outputs(out.alias_arn().unwrap_or_default(), name, version, &aws.region), physical_id: id.to_string() })
     }
@@ -261,22 +266,19 @@ impl Resource for LambdaAlias {
     async fn delete(aws: &Aws, id: &str) -> Result<()> {
         let (function_name, name) = parse_id(id)?;
         let request = aws.lambda.delete_alias().function_name(function_name).name(name);
-        with_backoff("lambda:DeleteAlias", Backoff::PROPAGATION, is_update_in_progress, || {
-            let sent = request.clone().send();
-            async move {
-                sent.await
-                    .map(drop)
-                    .map_err(|e| {
-                        ProviderError::sdk_classified("lambda:DeleteAlias", e, |e| match e {
-                            DeleteAliasError::ResourceNotFoundException(_) => ErrorClass::NotFound,
-                            _ => ErrorClass::Other,
-                        })
-                    })
-                    .or_gone()
-                    .map(drop)
-            }
-        })
+        send_classified(
+            "lambda:DeleteAlias",
+            Backoff::PROPAGATION,
+            is_update_in_progress,
+            |e| match e {
+                DeleteAliasError::ResourceNotFoundException(_) => ErrorClass::NotFound,
+                _ => ErrorClass::Other,
+            },
+            || request.clone().send(),
+        )
         .await
+        .or_gone()
+        .map(drop)
     }
 
     fn structured(field: &str, value: Value) -> std::result::Result<Value, String> {

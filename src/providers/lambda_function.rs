@@ -182,17 +182,19 @@ fn outputs(arn: &str, name: &str, sha: &str, version: &str, region: &str) -> BTr
 }
 
 /// What a published version is a snapshot of: code and configuration as `PublishVersion` copies them.
+/// Absent and empty compare equal (GetFunction and ListVersionsByFunction need not agree on leaving
+/// an empty description or environment out), so a version is never owed for nothing.
 fn snapshot(c: &FunctionConfiguration) -> impl PartialEq + use<'_> {
     (
-        c.code_sha256(),
-        c.runtime(),
-        c.handler(),
-        c.role(),
-        c.memory_size(),
-        c.timeout(),
-        c.description(),
-        c.environment().and_then(|e| e.variables()).map(|v| v.iter().collect::<BTreeMap<_, _>>()),
-        c.architectures(),
+        c.code_sha256().unwrap_or_default(),
+        c.runtime().map(|r| r.as_str()).unwrap_or_default(),
+        c.handler().unwrap_or_default(),
+        c.role().unwrap_or_default(),
+        c.memory_size().unwrap_or_default(),
+        c.timeout().unwrap_or_default(),
+        c.description().unwrap_or_default(),
+        c.environment().and_then(|e| e.variables()).map(|v| v.iter().collect::<BTreeMap<_, _>>()).unwrap_or_default(),
+        c.architectures().iter().map(|a| a.as_str()).collect::<Vec<_>>(),
     )
 }
 
@@ -393,17 +395,21 @@ impl Resource for LambdaFunction {
             .publish(spec.publish)
             .set_tags(Some(tags.into_iter().collect()));
         // A role created seconds ago may not be assumable yet: retry that documented error with backoff.
-        let out = retry::with_backoff("lambda:CreateFunction", Backoff::PROPAGATION, is_role_propagation, || {
-            let sent = request.clone().send();
-            async move {
-                sent.await.map_err(|e| {
-                    ProviderError::sdk_classified("lambda:CreateFunction", e, |e| match e {
-                        CreateFunctionError::ResourceConflictException(_) => ErrorClass::AlreadyExists,
-                        _ => ErrorClass::Other,
-                    })
-                })
-            }
-        })
+        let out = retry::send_classified(
+            "lambda:CreateFunction",
+            Backoff::PROPAGATION,
+            is_role_propagation,
+            |e| match e {
+                // A conflict is also "an update is in progress"; only "already exists" is a name clash.
+                CreateFunctionError::ResourceConflictException(c)
+                    if c.message().is_some_and(|m| m.to_ascii_lowercase().contains("already exist")) =>
+                {
+                    ErrorClass::AlreadyExists
+                }
+                _ => ErrorClass::Other,
+            },
+            || request.clone().send(),
+        )
         .await?;
         let version = if spec.publish { out.version().unwrap_or("$LATEST") } else { "$LATEST" };
         let arn = unqualified(out.function_arn().unwrap_or_default());
@@ -522,6 +528,18 @@ impl Resource for LambdaFunction {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_version_matches_latest_whether_empty_values_are_left_out_or_sent_empty() {
+        use aws_sdk_lambda::types::EnvironmentResponse;
+        let base = || FunctionConfiguration::builder().code_sha256("abc").handler("h.handler").memory_size(512).timeout(10);
+        let latest =
+            base().description("").environment(EnvironmentResponse::builder().set_variables(Some(Default::default())).build()).build();
+        let version = base().build();
+        assert!(snapshot(&latest) == snapshot(&version), "absent and empty are the same configuration");
+        let changed = base().description("new").build();
+        assert!(snapshot(&latest) != snapshot(&changed), "a real change still owes a version");
+    }
 
     #[test]
     fn spec_round_trip() {

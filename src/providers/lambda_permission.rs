@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::resource::{Observed, Resource, find_by_name};
-use super::retry::{Backoff, with_backoff};
+use super::retry::{Backoff, send_classified};
 use super::schema::{DefaultValue, Field, FieldType as T, KindSchema};
 use super::{Applied, Aws, ErrorClass, Kind, NotFoundOk, ProviderError, Result, rules};
 use crate::artifact::Artifact;
@@ -215,21 +215,20 @@ impl Resource for LambdaPermission {
             .action(&spec.action)
             .principal(&spec.principal)
             .set_source_arn((!spec.source_arn.is_empty()).then(|| spec.source_arn.clone()));
-        with_backoff("lambda:AddPermission", Backoff::PROPAGATION, is_concurrent_modification, || {
-            let sent = request.clone().send();
-            async move {
-                sent.await.map_err(|e| {
-                    ProviderError::sdk_classified("lambda:AddPermission", e, |e| match e {
-                        AddPermissionError::ResourceConflictException(c)
-                            if c.message().is_some_and(|m| m.to_ascii_lowercase().contains("already exist")) =>
-                        {
-                            ErrorClass::AlreadyExists
-                        }
-                        _ => ErrorClass::Other,
-                    })
-                })
-            }
-        })
+        send_classified(
+            "lambda:AddPermission",
+            Backoff::PROPAGATION,
+            is_concurrent_modification,
+            |e| match e {
+                AddPermissionError::ResourceConflictException(c)
+                    if c.message().is_some_and(|m| m.to_ascii_lowercase().contains("already exist")) =>
+                {
+                    ErrorClass::AlreadyExists
+                }
+                _ => ErrorClass::Other,
+            },
+            || request.clone().send(),
+        )
         .await?;
         let id = physical_id(&spec.function_name, &spec.statement_id);
         Ok(Applied { outputs: outputs(&id), physical_id: id })
@@ -251,22 +250,19 @@ impl Resource for LambdaPermission {
     async fn delete(aws: &Aws, id: &str) -> Result<()> {
         let (function_name, sid) = parse_id(id)?;
         let request = aws.lambda.remove_permission().function_name(function_name).statement_id(sid);
-        with_backoff("lambda:RemovePermission", Backoff::PROPAGATION, is_concurrent_modification, || {
-            let sent = request.clone().send();
-            async move {
-                sent.await
-                    .map(drop)
-                    .map_err(|e| {
-                        ProviderError::sdk_classified("lambda:RemovePermission", e, |e| match e {
-                            RemovePermissionError::ResourceNotFoundException(_) => ErrorClass::NotFound,
-                            _ => ErrorClass::Other,
-                        })
-                    })
-                    .or_gone()
-                    .map(drop)
-            }
-        })
+        send_classified(
+            "lambda:RemovePermission",
+            Backoff::PROPAGATION,
+            is_concurrent_modification,
+            |e| match e {
+                RemovePermissionError::ResourceNotFoundException(_) => ErrorClass::NotFound,
+                _ => ErrorClass::Other,
+            },
+            || request.clone().send(),
+        )
         .await
+        .or_gone()
+        .map(drop)
     }
 }
 

@@ -28,9 +28,8 @@ pub(crate) fn is_throttled(e: &ProviderError) -> bool {
     }
 }
 
-/// Sends an API Gateway request like [`retry::send`](crate::providers::retry::send) with
-/// [`is_throttled`], for the calls whose typed error the caller needs classified (`classify`: which
-/// variant means not found or already exists), which `retry::send` does not do.
+/// [`retry::send_classified`](crate::providers::retry::send_classified) with API Gateway's backoff
+/// and [`is_throttled`].
 pub(crate) async fn send_classified<T, E, F, Fut>(
     operation: &'static str,
     classify: impl Fn(&E) -> ErrorClass,
