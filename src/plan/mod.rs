@@ -863,9 +863,11 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                 let mut current = l.attrs.clone();
                 // Keys the state recorded as secret stay secret (masked) even once they left `secret_environment`.
                 crate::manifest::schema::split_secrets_known(r.kind, &mut current, &desired, s.attributes.as_object());
-                // What AWS cannot tell us (e.g. the code path) is taken as last applied.
+                // What AWS cannot tell us (e.g. the code path) is taken as last applied; only what the
+                // kind's schema still knows (a state written by an older version may hold more).
                 if let Some(recorded) = s.attributes.as_object() {
-                    for (k, v) in recorded {
+                    let schema = r.kind.schema();
+                    for (k, v) in recorded.iter().filter(|(k, _)| schema.field(k).is_some() || *k == crate::manifest::schema::CODE_SHA256) {
                         current.entry(k.clone()).or_insert_with(|| v.clone());
                     }
                 }

@@ -650,3 +650,21 @@ fn apply_refuses_a_change_without_the_id_it_acts_on_before_any_call() {
     let err = prepare(&Node { change: &empty, step: Step::Whole }, &plan.artifacts).unwrap_err();
     assert!(matches!(err, ApplyError::MissingFromPlan { action: "create", what: Missing::Desired, .. }), "{err}");
 }
+
+#[test]
+fn a_key_an_older_state_recorded_that_the_schema_no_longer_knows_stays_out_of_the_update() {
+    let m = manifest(M);
+    let mut state = StackState::default();
+    let mut logs = recorded(&m, "logs");
+    logs.attributes.as_object_mut().unwrap().insert("retired_field".into(), json!("x"));
+    state.resources.insert("logs".into(), logs);
+    let mut drifted = live_of(&m, "logs", &[]);
+    drifted.attrs.insert("retention_in_days".into(), json!(30));
+    let live = HashMap::from([("logs".to_string(), Some(drifted))]);
+    let plan = diff_all(&m, &state, &live);
+    let change = plan.resources.iter().find(|r| r.name == "logs").unwrap();
+    assert_eq!(change.action, Action::Update);
+    let current = change.current.as_ref().expect("an update carries the current values");
+    assert!(!current.contains_key("retired_field"), "{current:?}");
+    crate::providers::Kind::LogGroup.provider().normalize(current).expect("the update's current values fit the kind's spec");
+}
