@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::manifest::refs::{self, UNKNOWN};
 use crate::manifest::{Artifact, Kind, Manifest};
+use crate::providers::resource::NameCheck;
 use crate::providers::{self, Aws, Live, ProviderError};
 use crate::state::{JournalAction, PendingOperation, ResourceState, StackState};
 
@@ -641,7 +642,7 @@ pub async fn check_blockers(manifest: &Manifest, state: &StackState, plan: &mut 
     let known = plan.known_outputs.clone();
     let lookup = |res: &str, out: &str| known.get(res).and_then(|o| o.get(out)).cloned();
     let mut blockers = Vec::new();
-    let mut rest_apis: Vec<(String, String)> = Vec::new();
+    let mut listed: Vec<(String, Kind, String, &'static str)> = Vec::new();
     let mut logging_stages: Vec<(String, Kind)> = Vec::new();
     for change in &plan.resources {
         let Some(r) = manifest.resource(&change.name).filter(|r| r.kind == change.kind) else { continue };
@@ -672,19 +673,29 @@ pub async fn check_blockers(manifest: &Manifest, state: &StackState, plan: &mut 
             ),
             physical_id: Some(id),
         };
-        match r.kind {
-            // A region-wide setting, always there: its create adopts it. Deployments have no name.
-            Kind::ApiGatewayAccount | Kind::Deployment => {}
-            Kind::RestApi if !providers::str_attr(desired, "name").contains(UNKNOWN) => {
-                rest_apis.push((r.name.clone(), providers::str_attr(desired, "name").to_string()))
+        let unknown = |s: &str| s.contains(UNKNOWN) || refs::contains_unknown(&Value::String(s.to_string()));
+        // Each kind says how its names are checked; a spec that cannot be read yet (a value still
+        // unknown) is left to the create, which fails as a conflict where AWS keeps names unique.
+        let check = match r.kind.provider().name_check(desired) {
+            Ok(check) => check,
+            Err(e) => {
+                unchecked(r, &r.name, &e);
+                continue;
             }
-            Kind::RestApi => {}
-            Kind::WebAcl => {
-                let (scope, name) = (providers::str_attr(desired, "scope"), providers::str_attr(desired, "name"));
-                if scope.contains(UNKNOWN) || name.contains(UNKNOWN) {
+        };
+        match check {
+            NameCheck::Nothing => {}
+            NameCheck::Listed { name, noun } => {
+                if !unknown(&name) {
+                    listed.push((r.name.clone(), r.kind, name, noun));
+                }
+            }
+            NameCheck::Find => {
+                let name = desired.get(r.kind.schema().physical_name).and_then(Value::as_str).unwrap_or_default();
+                if unknown(name) {
                     continue;
                 }
-                match providers::wafv2::web_acl::find(aws, scope, name).await {
+                match providers::find(aws, r.kind, desired, &std::collections::HashSet::new()).await {
                     Ok(found) => {
                         if let Some((id, _)) = found.filter(|(id, _)| !owned.contains(&(r.kind, id.clone()))) {
                             blockers.push(conflict(id));
@@ -693,16 +704,11 @@ pub async fn check_blockers(manifest: &Manifest, state: &StackState, plan: &mut 
                     Err(e) => unchecked(r, name, &e),
                 }
             }
-            kind => {
-                let Some(id) = providers::physical_id_of(kind, desired)
-                    .filter(|id| !id.contains(UNKNOWN) && !refs::contains_unknown(&Value::String(id.clone())))
-                else {
-                    continue;
-                };
-                if owned.contains(&(kind, id.clone())) {
+            NameCheck::Read(id) => {
+                if unknown(&id) || owned.contains(&(r.kind, id.clone())) {
                     continue;
                 }
-                match providers::read(aws, kind, &id).await {
+                match providers::read(aws, r.kind, &id).await {
                     Ok(Some(_)) => blockers.push(conflict(id)),
                     Ok(None) => {}
                     Err(e) => unchecked(r, &id, &e),
@@ -710,30 +716,34 @@ pub async fn check_blockers(manifest: &Manifest, state: &StackState, plan: &mut 
             }
         }
     }
-    if !rest_apis.is_empty() {
-        let existing = providers::apigateway::rest_api::list_names(aws).await.map_err(|source| PlanError::Refresh {
-            resource: rest_apis[0].0.clone(),
-            kind: Kind::RestApi,
-            id: "(all REST APIs)".into(),
-            source,
-        })?;
-        for (resource, name) in rest_apis {
-            let taken = existing.iter().find(|(id, n)| *n == name && !owned.contains(&(Kind::RestApi, id.clone())));
-            if let Some((id, _)) = taken {
-                let mut b = Blocker {
+    // Kinds whose names AWS does not keep unique: one listing per kind for the whole plan.
+    let mut listings: HashMap<Kind, Vec<(String, String)>> = HashMap::new();
+    for (resource, kind, name, noun) in listed {
+        let existing = match listings.entry(kind) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let all = kind.provider().list_names(aws).await.map_err(|source| PlanError::Refresh {
                     resource: resource.clone(),
-                    kind: Kind::RestApi,
-                    problem: Problem::Conflict,
-                    physical_id: Some(id.clone()),
-                    message: String::new(),
-                };
-                b.message = format!(
-                    "conflict: a REST API named `{name}` exists in AWS ({id}), not in this state (another state file, a lost one, or \
-                     made by hand); AWS does not keep REST API names unique, so creating it would make a second one; adopt it with \
-                     `reconcile import {resource} {id}`, or delete or rename it"
-                );
-                blockers.push(b);
+                    kind,
+                    id: format!("(all {noun}s)"),
+                    source,
+                })?;
+                e.insert(all)
             }
+        };
+        let taken = existing.iter().find(|(id, n)| *n == name && !owned.contains(&(kind, id.clone())));
+        if let Some((id, _)) = taken {
+            blockers.push(Blocker {
+                resource: resource.clone(),
+                kind,
+                problem: Problem::Conflict,
+                physical_id: Some(id.clone()),
+                message: format!(
+                    "conflict: a {noun} named `{name}` exists in AWS ({id}), not in this state (another state file, a lost one, or \
+                     made by hand); AWS does not keep {noun} names unique, so creating it would make a second one; adopt it with \
+                     `reconcile import {resource} {id}`, or delete or rename it"
+                ),
+            });
         }
     }
     let manages_account = manifest.resources.iter().any(|r| r.kind == Kind::ApiGatewayAccount);
@@ -744,7 +754,10 @@ pub async fn check_blockers(manifest: &Manifest, state: &StackState, plan: &mut 
             id: "account".into(),
             source,
         })?;
-        let role = account.as_ref().map(|l| providers::str_attr(&l.attrs, "cloudwatch_role_arn").to_string()).unwrap_or_default();
+        let role = account
+            .as_ref()
+            .map(|l| l.attrs.get("cloudwatch_role_arn").and_then(Value::as_str).unwrap_or_default().to_string())
+            .unwrap_or_default();
         if role.is_empty() {
             for (resource, kind) in logging_stages {
                 blockers.push(Blocker {

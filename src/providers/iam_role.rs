@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::artifact::Artifact;
-use crate::providers::resource::{Observed, Resource, find_by_name};
+use crate::providers::resource::{NameCheck, Observed, Resource, find_by_name};
 use crate::providers::schema::{DefaultValue, Field, FieldType as T, KindSchema, TAGS};
 use crate::providers::tags::TagChanges;
 use crate::providers::{Applied, Aws, ErrorClass, Kind, NotFoundOk, ProviderError, Result, rules};
@@ -218,6 +218,10 @@ impl Resource for IamRole {
 
     fn physical_id(spec: &RoleSpec) -> Option<String> {
         Some(spec.name.clone())
+    }
+
+    fn name_check(spec: &RoleSpec) -> NameCheck {
+        NameCheck::Read(spec.name.clone())
     }
 
     fn parent(_id: &str) -> Option<(Kind, String)> {

@@ -14,7 +14,7 @@ use aws_sdk_lambda::types::{Architecture, Environment, FunctionCode, FunctionCon
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::resource::{Observed, Resource, find_by_name};
+use super::resource::{NameCheck, Observed, Resource, find_by_name};
 use super::retry::{self, Backoff};
 use super::schema::{DefaultValue, Field, FieldType as T, KindSchema, TAGS};
 use super::tags::TagChanges;
@@ -305,6 +305,10 @@ impl Resource for LambdaFunction {
 
     fn physical_id(spec: &FunctionSpec) -> Option<String> {
         Some(spec.function_name.clone())
+    }
+
+    fn name_check(spec: &FunctionSpec) -> NameCheck {
+        NameCheck::Read(spec.function_name.clone())
     }
 
     fn parent(_id: &str) -> Option<(Kind, String)> {

@@ -296,12 +296,6 @@ pub(crate) fn is_region_name(r: &str) -> bool {
         && parts.last().is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()))
 }
 
-// ---- small helpers shared by the provider modules ----
-
-pub(crate) fn str_attr<'a>(attrs: &'a Map<String, Value>, key: &str) -> &'a str {
-    attrs.get(key).and_then(Value::as_str).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,22 @@ pub struct Observed<S> {
     pub outputs: BTreeMap<String, String>,
 }
 
+/// How the plan tells, before a create, whether what it would create already exists in AWS outside
+/// this state (made by another state file, a lost one, or by hand).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameCheck {
+    /// Nothing to check: AWS assigns the id (a deployment), or the create adopts what is there (a
+    /// region-wide setting).
+    Nothing,
+    /// The physical id is the name, unique in AWS: read it.
+    Read(String),
+    /// Unique in AWS, but not by physical id: the kind's `find` looks for it (a web ACL, by scope and name).
+    Find,
+    /// AWS keeps no name unique (REST APIs): the name is looked up in the kind's `list_names`,
+    /// listed once per plan; `noun` is what the conflict message calls the resource.
+    Listed { name: String, noun: &'static str },
+}
+
 /// One resource kind. Every item is required: a kind that misses a piece does not compile.
 pub trait Resource: Send + Sync + 'static {
     /// The kind's attributes, as the manifest gives them (defaults filled in, references resolved)
@@ -43,6 +59,15 @@ pub trait Resource: Send + Sync + 'static {
 
     /// The physical id the spec fixes (a name), or `None` when AWS assigns it at create.
     fn physical_id(spec: &Self::Spec) -> Option<String>;
+
+    /// How the plan checks that a create would not clash with, or duplicate, something in AWS.
+    fn name_check(spec: &Self::Spec) -> NameCheck;
+
+    /// Every resource of the kind in the account and region, as (physical id, name): for kinds whose
+    /// [`name_check`](Resource::name_check) is [`NameCheck::Listed`]. Others keep the default.
+    fn list_names(_aws: &Aws) -> impl Future<Output = Result<Vec<(String, String)>>> + Send {
+        async { Ok(Vec::new()) }
+    }
 
     /// The resource this one belongs to, as (kind, physical id); the parent's owner owns an
     /// untaggable child.
@@ -113,6 +138,8 @@ pub trait Provider: Send + Sync {
     /// shapes included): the manifest attributes → spec → live attributes round trip.
     fn normalize(&self, attrs: &Map<String, Value>) -> Result<Map<String, Value>>;
     fn physical_id(&self, attrs: &Map<String, Value>) -> Result<Option<String>>;
+    fn name_check(&self, attrs: &Map<String, Value>) -> Result<NameCheck>;
+    fn list_names<'a>(&'a self, aws: &'a Aws) -> BoxFuture<'a, Result<Vec<(String, String)>>>;
     fn parent(&self, id: &str) -> Option<(Kind, String)>;
     fn canonical_id(&self, id: &str) -> String;
     fn derived_outputs(&self, attrs: &Map<String, Value>) -> Result<BTreeMap<String, String>>;
@@ -170,6 +197,12 @@ impl<R: Resource> Provider for Registered<R> {
     }
     fn physical_id(&self, attrs: &Map<String, Value>) -> Result<Option<String>> {
         Ok(R::physical_id(&spec::<R>(attrs)?))
+    }
+    fn name_check(&self, attrs: &Map<String, Value>) -> Result<NameCheck> {
+        Ok(R::name_check(&spec::<R>(attrs)?))
+    }
+    fn list_names<'a>(&'a self, aws: &'a Aws) -> BoxFuture<'a, Result<Vec<(String, String)>>> {
+        Box::pin(R::list_names(aws))
     }
     fn parent(&self, id: &str) -> Option<(Kind, String)> {
         R::parent(id)

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{is_throttled, patch};
 use crate::artifact::Artifact;
-use crate::providers::resource::{Observed, Resource, find_by_name};
+use crate::providers::resource::{NameCheck, Observed, Resource, find_by_name};
 use crate::providers::retry::{self, Backoff};
 use crate::providers::schema::{Field, FieldType as T, KindSchema};
 use crate::providers::{Applied, Aws, Kind, ProviderError, Result};
@@ -75,6 +75,11 @@ impl Resource for Account {
 
     fn physical_id(_spec: &AccountSpec) -> Option<String> {
         Some(ID.to_string())
+    }
+
+    fn name_check(_spec: &AccountSpec) -> NameCheck {
+        // The one setting of the account and region is always there: its create adopts it.
+        NameCheck::Nothing
     }
 
     fn parent(_id: &str) -> Option<(Kind, String)> {

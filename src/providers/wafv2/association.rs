@@ -9,7 +9,7 @@ use aws_sdk_wafv2::operation::get_web_acl_for_resource::GetWebACLForResourceErro
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::Artifact;
-use crate::providers::resource::{Observed, Resource, find_by_name};
+use crate::providers::resource::{NameCheck, Observed, Resource, find_by_name};
 use crate::providers::retry::{self, Backoff};
 use crate::providers::schema::{Field, FieldType as T, KindSchema};
 use crate::providers::{Applied, Aws, ErrorClass, Kind, NotFoundOk, ProviderError, Result};
@@ -61,6 +61,10 @@ impl Resource for Association {
 
     fn physical_id(spec: &AssociationSpec) -> Option<String> {
         Some(spec.resource_arn.clone())
+    }
+
+    fn name_check(spec: &AssociationSpec) -> NameCheck {
+        NameCheck::Read(spec.resource_arn.clone())
     }
 
     fn parent(id: &str) -> Option<(Kind, String)> {

@@ -20,11 +20,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::artifact::Artifact;
-use crate::providers::resource::{Observed, Resource};
+use crate::providers::resource::{NameCheck, Observed, Resource};
 use crate::providers::retry::{Backoff, with_backoff};
 use crate::providers::schema::{DefaultValue, Field, FieldType as T, KindSchema, TAGS};
 use crate::providers::tags::TagChanges;
-use crate::providers::{Applied, Aws, ErrorClass, Kind, Live, NotFoundOk, ProviderError, Result, rules};
+use crate::providers::{Applied, Aws, ErrorClass, Kind, NotFoundOk, ProviderError, Result, rules};
 
 pub static SCHEMA: KindSchema = KindSchema {
     type_name: "aws_wafv2_web_acl",
@@ -679,19 +679,6 @@ async fn find_acl(aws: &Aws, scope: &str, name: &str) -> Result<Option<(String, 
     }
 }
 
-/// Finds a web ACL by scope and name (names are unique per scope): for recovering an interrupted
-/// create, and for the plan's check that a new ACL's name is free.
-pub async fn find(aws: &Aws, scope: &str, name: &str) -> Result<Option<(String, Live)>> {
-    let Some((id, observed)) = find_acl(aws, scope, name).await? else {
-        return Ok(None);
-    };
-    match serde_json::to_value(&observed.spec) {
-        Ok(Value::Object(attrs)) => Ok(Some((id, Live { attrs, outputs: observed.outputs }))),
-        Ok(other) => Err(ProviderError::Spec { kind: SCHEMA.type_name, detail: format!("spec serialised as {other}, not a table") }),
-        Err(e) => Err(ProviderError::Spec { kind: SCHEMA.type_name, detail: e.to_string() }),
-    }
-}
-
 /// What a CreateWebACL error means: a taken name is `AlreadyExists`.
 fn create_error_class(e: &CreateWebACLError) -> ErrorClass {
     match e {
@@ -718,6 +705,10 @@ impl Resource for WebAcl {
     /// AWS assigns the id part at create.
     fn physical_id(_spec: &WebAclSpec) -> Option<String> {
         None
+    }
+
+    fn name_check(_spec: &WebAclSpec) -> NameCheck {
+        NameCheck::Find
     }
 
     fn parent(_id: &str) -> Option<(Kind, String)> {

@@ -21,7 +21,7 @@ pub use routes::{Integration, Route};
 
 use super::{is_throttled, partition, patch, rest_api_arn, send_classified};
 use crate::artifact::Artifact;
-use crate::providers::resource::{Observed, Resource};
+use crate::providers::resource::{NameCheck, Observed, Resource};
 use crate::providers::retry::{self, Backoff};
 use crate::providers::schema::{DefaultValue, Field, FieldType as T, KindSchema, TAGS};
 use crate::providers::tags::TagChanges;
@@ -318,6 +318,14 @@ impl Resource for RestApi {
     /// AWS assigns the id; names are not unique.
     fn physical_id(_spec: &RestApiSpec) -> Option<String> {
         None
+    }
+
+    fn name_check(spec: &RestApiSpec) -> NameCheck {
+        NameCheck::Listed { name: spec.name.clone(), noun: "REST API" }
+    }
+
+    async fn list_names(aws: &Aws) -> Result<Vec<(String, String)>> {
+        list_names(aws).await
     }
 
     fn parent(_id: &str) -> Option<(Kind, String)> {
