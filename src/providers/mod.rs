@@ -33,7 +33,7 @@ use serde_json::{Map, Value};
 
 pub use error::{ErrorClass, NotFoundOk, ProviderError, Result};
 pub use registry::Kind;
-pub use resource::{Observed, Provider, Resource};
+pub use resource::{Provider, Resource};
 
 use crate::artifact::Artifact;
 

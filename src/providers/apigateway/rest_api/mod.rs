@@ -17,7 +17,7 @@ use aws_sdk_apigateway::types::{EndpointConfiguration, EndpointType, Integration
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use routes::{Integration, Route};
+pub use routes::Route;
 
 use super::{is_throttled, partition, patch, rest_api_arn, send_classified};
 use crate::artifact::Artifact;
