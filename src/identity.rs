@@ -14,7 +14,7 @@
 //! A stack whose state is empty (destroyed, nothing left half-made in the journal) is not pinned: it
 //! may be applied anywhere, and [`release_if_empty`] clears the pin when destroy empties it.
 
-use crate::manifest::Kind;
+use crate::providers::resource::Placement;
 use crate::providers::{self, Aws, ProviderError};
 use crate::state::{Identity, ResourceState, StackState, StateError, Store};
 
@@ -109,7 +109,7 @@ fn mismatch(stack: &str, pinned: Identity, current: Identity, source_of_pin: Str
 /// Where an ARN the state recorded says the resource lives, for regional kinds whose ARN names both
 /// the account and the region (Lambda functions, log groups, regional web ACLs).
 fn arn_identity(r: &ResourceState) -> Option<Identity> {
-    if !matches!(r.kind, Kind::LambdaFunction | Kind::LogGroup | Kind::WebAcl) {
+    if r.kind.provider().placement(&r.physical_id) != Placement::RegionalArn {
         return None;
     }
     let arn = r.outputs.get("arn")?;
@@ -124,11 +124,7 @@ fn arn_identity(r: &ResourceState) -> Option<Identity> {
 
 /// Regional resources whose presence where the caller points proves the stack lives there.
 fn regional(r: &ResourceState) -> bool {
-    match r.kind {
-        Kind::LambdaFunction | Kind::LogGroup | Kind::RestApi | Kind::Stage | Kind::Deployment => true,
-        Kind::WebAcl => !r.physical_id.starts_with("CLOUDFRONT/"),
-        Kind::IamRole | Kind::LambdaPermission | Kind::LambdaAlias | Kind::ApiGatewayAccount | Kind::WebAclAssociation => false,
-    }
+    r.kind.provider().placement(&r.physical_id) != Placement::Anywhere
 }
 
 async fn backfill(store: &Store, stack: &str, state: &StackState, aws: &Aws, current: Identity) -> Result<Identity, IdentityError> {
@@ -166,6 +162,7 @@ async fn backfill(store: &Store, stack: &str, state: &StackState, aws: &Aws, cur
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::Kind;
     use std::collections::BTreeMap;
 
     fn resource(kind: Kind, physical_id: &str, arn: Option<&str>) -> ResourceState {
@@ -196,6 +193,10 @@ mod tests {
         assert_eq!(arn_identity(&resource(Kind::RestApi, "abc", Some("arn:aws:apigateway:us-east-1::/restapis/abc"))), None);
         assert!(regional(&resource(Kind::RestApi, "abc", None)));
         assert!(!regional(&resource(Kind::IamRole, "R", None)));
+        // An alias's ARN is its function's, qualified: regional, with the account.
+        let alias = resource(Kind::LambdaAlias, "F:live", Some("arn:aws:lambda:eu-west-1:111111111111:function:F:live"));
+        assert_eq!(arn_identity(&alias).map(|i| i.region), Some("eu-west-1".into()));
+        assert!(!regional(&resource(Kind::LambdaPermission, "F/sid", None)));
     }
 
     #[tokio::test]

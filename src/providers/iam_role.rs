@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::artifact::Artifact;
-use crate::providers::resource::{NameCheck, Observed, Resource, find_by_name};
+use crate::providers::resource::{NameCheck, Observed, Placement, Resource, find_by_name};
 use crate::providers::schema::{DefaultValue, Field, FieldType as T, KindSchema, TAGS};
 use crate::providers::tags::TagChanges;
 use crate::providers::{Applied, Aws, ErrorClass, Kind, NotFoundOk, ProviderError, Result, rules};
@@ -222,6 +222,11 @@ impl Resource for IamRole {
 
     fn name_check(spec: &RoleSpec) -> NameCheck {
         NameCheck::Read(spec.name.clone())
+    }
+
+    fn placement(_id: &str) -> Placement {
+        // IAM is global.
+        Placement::Anywhere
     }
 
     fn parent(_id: &str) -> Option<(Kind, String)> {

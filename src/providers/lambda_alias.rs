@@ -13,7 +13,7 @@ use aws_sdk_lambda::types::AliasRoutingConfiguration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::resource::{NameCheck, Observed, Resource, find_by_name};
+use super::resource::{NameCheck, Observed, Placement, Resource, find_by_name};
 use super::retry::{Backoff, send, send_classified};
 use super::schema::{DefaultValue, Field, FieldType as T, KindSchema};
 use super::structured::{literal, object, req_str};
@@ -159,6 +159,10 @@ impl Resource for LambdaAlias {
 
     fn name_check(spec: &AliasSpec) -> NameCheck {
         NameCheck::Read(physical_id(&spec.function_name, &spec.name))
+    }
+
+    fn placement(_id: &str) -> Placement {
+        Placement::RegionalArn
     }
 
     fn parent(id: &str) -> Option<(Kind, String)> {

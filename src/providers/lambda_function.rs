@@ -14,7 +14,7 @@ use aws_sdk_lambda::types::{Architecture, Environment, FunctionCode, FunctionCon
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::resource::{NameCheck, Observed, Resource, find_by_name};
+use super::resource::{NameCheck, Observed, Placement, Resource, find_by_name};
 use super::retry::{self, Backoff};
 use super::schema::{DefaultValue, Field, FieldType as T, KindSchema, TAGS};
 use super::tags::TagChanges;
@@ -309,6 +309,10 @@ impl Resource for LambdaFunction {
 
     fn name_check(spec: &FunctionSpec) -> NameCheck {
         NameCheck::Read(spec.function_name.clone())
+    }
+
+    fn placement(_id: &str) -> Placement {
+        Placement::RegionalArn
     }
 
     fn parent(_id: &str) -> Option<(Kind, String)> {

@@ -13,7 +13,7 @@ use aws_sdk_lambda::operation::remove_permission::RemovePermissionError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::resource::{NameCheck, Observed, Resource, find_by_name};
+use super::resource::{NameCheck, Observed, Placement, Resource, find_by_name};
 use super::retry::{Backoff, send_classified};
 use super::schema::{DefaultValue, Field, FieldType as T, KindSchema};
 use super::{Applied, Aws, ErrorClass, Kind, NotFoundOk, ProviderError, Result, rules};
@@ -160,6 +160,11 @@ impl Resource for LambdaPermission {
 
     fn name_check(spec: &PermissionSpec) -> NameCheck {
         NameCheck::Read(physical_id(&spec.function_name, &spec.statement_id))
+    }
+
+    fn placement(_id: &str) -> Placement {
+        // A statement in its function's policy.
+        Placement::Anywhere
     }
 
     fn parent(id: &str) -> Option<(Kind, String)> {

@@ -6,7 +6,7 @@ use aws_sdk_cloudwatchlogs::operation::create_log_group::CreateLogGroupError;
 use aws_sdk_cloudwatchlogs::operation::delete_log_group::DeleteLogGroupError;
 use serde::{Deserialize, Serialize};
 
-use super::resource::{NameCheck, Observed, Resource, find_by_name};
+use super::resource::{NameCheck, Observed, Placement, Resource, find_by_name};
 use super::schema::{DefaultValue, Field, FieldType as T, KindSchema, TAGS};
 use super::tags::TagChanges;
 use super::{Applied, Aws, ErrorClass, Kind, NotFoundOk, ProviderError, Result, rules};
@@ -131,6 +131,10 @@ impl Resource for LogGroup {
 
     fn name_check(spec: &LogGroupSpec) -> NameCheck {
         NameCheck::Read(spec.name.clone())
+    }
+
+    fn placement(_id: &str) -> Placement {
+        Placement::RegionalArn
     }
 
     fn parent(_id: &str) -> Option<(Kind, String)> {

@@ -46,6 +46,18 @@ pub enum NameCheck {
     Listed { name: String, noun: &'static str },
 }
 
+/// Where a resource lives, for telling which account and region a state belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Global, or a part of something else: it says nothing about the region (IAM roles, permissions,
+    /// associations, the account setting, CloudFront web ACLs).
+    Anywhere,
+    /// In one region: found where the caller points, it shows the stack lives there.
+    Regional,
+    /// In one region, and its `arn` output names the account and the region.
+    RegionalArn,
+}
+
 /// One resource kind. Every item is required: a kind that misses a piece does not compile.
 pub trait Resource: Send + Sync + 'static {
     /// The kind's attributes, as the manifest gives them (defaults filled in, references resolved)
@@ -62,6 +74,9 @@ pub trait Resource: Send + Sync + 'static {
 
     /// How the plan checks that a create would not clash with, or duplicate, something in AWS.
     fn name_check(spec: &Self::Spec) -> NameCheck;
+
+    /// Where the resource with physical id `id` lives.
+    fn placement(id: &str) -> Placement;
 
     /// Every resource of the kind in the account and region, as (physical id, name): for kinds whose
     /// [`name_check`](Resource::name_check) is [`NameCheck::Listed`]. Others keep the default.
@@ -139,6 +154,7 @@ pub trait Provider: Send + Sync {
     fn normalize(&self, attrs: &Map<String, Value>) -> Result<Map<String, Value>>;
     fn physical_id(&self, attrs: &Map<String, Value>) -> Result<Option<String>>;
     fn name_check(&self, attrs: &Map<String, Value>) -> Result<NameCheck>;
+    fn placement(&self, id: &str) -> Placement;
     fn list_names<'a>(&'a self, aws: &'a Aws) -> BoxFuture<'a, Result<Vec<(String, String)>>>;
     fn parent(&self, id: &str) -> Option<(Kind, String)>;
     fn canonical_id(&self, id: &str) -> String;
@@ -203,6 +219,9 @@ impl<R: Resource> Provider for Registered<R> {
     }
     fn list_names<'a>(&'a self, aws: &'a Aws) -> BoxFuture<'a, Result<Vec<(String, String)>>> {
         Box::pin(R::list_names(aws))
+    }
+    fn placement(&self, id: &str) -> Placement {
+        R::placement(id)
     }
     fn parent(&self, id: &str) -> Option<(Kind, String)> {
         R::parent(id)

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{is_throttled, patch};
 use crate::artifact::Artifact;
-use crate::providers::resource::{NameCheck, Observed, Resource, find_by_name};
+use crate::providers::resource::{NameCheck, Observed, Placement, Resource, find_by_name};
 use crate::providers::retry::{self, Backoff};
 use crate::providers::schema::{Field, FieldType as T, KindSchema};
 use crate::providers::{Applied, Aws, Kind, ProviderError, Result};
@@ -80,6 +80,11 @@ impl Resource for Account {
     fn name_check(_spec: &AccountSpec) -> NameCheck {
         // The one setting of the account and region is always there: its create adopts it.
         NameCheck::Nothing
+    }
+
+    fn placement(_id: &str) -> Placement {
+        // The one setting there is in every region: present anywhere.
+        Placement::Anywhere
     }
 
     fn parent(_id: &str) -> Option<(Kind, String)> {

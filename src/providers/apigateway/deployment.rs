@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{is_throttled, send_classified, split_id};
 use crate::artifact::Artifact;
-use crate::providers::resource::{NameCheck, Observed, Resource};
+use crate::providers::resource::{NameCheck, Observed, Placement, Resource};
 use crate::providers::retry::{self, Backoff};
 use crate::providers::schema::{DefaultValue, Field, FieldType as T, KindSchema};
 use crate::providers::{Applied, Aws, ErrorClass, Kind, NotFoundOk, ProviderError, Result};
@@ -95,6 +95,10 @@ impl Resource for Deployment {
     fn name_check(_spec: &DeploymentSpec) -> NameCheck {
         // AWS assigns deployment ids; a deployment has no name to clash.
         NameCheck::Nothing
+    }
+
+    fn placement(_id: &str) -> Placement {
+        Placement::Regional
     }
 
     fn parent(id: &str) -> Option<(Kind, String)> {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{is_throttled, partition, patch, send_classified, split_id};
 use crate::artifact::Artifact;
-use crate::providers::resource::{NameCheck, Observed, Resource, find_by_name};
+use crate::providers::resource::{NameCheck, Observed, Placement, Resource, find_by_name};
 use crate::providers::retry::{self, Backoff};
 use crate::providers::schema::{DefaultValue, Field, FieldType as T, KindSchema, TAGS};
 use crate::providers::tags::TagChanges;
@@ -175,6 +175,10 @@ impl Resource for Stage {
 
     fn name_check(spec: &StageSpec) -> NameCheck {
         NameCheck::Read(format!("{}/{}", spec.rest_api_id, spec.stage_name))
+    }
+
+    fn placement(_id: &str) -> Placement {
+        Placement::Regional
     }
 
     fn parent(id: &str) -> Option<(Kind, String)> {

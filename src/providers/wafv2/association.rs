@@ -9,7 +9,7 @@ use aws_sdk_wafv2::operation::get_web_acl_for_resource::GetWebACLForResourceErro
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::Artifact;
-use crate::providers::resource::{NameCheck, Observed, Resource, find_by_name};
+use crate::providers::resource::{NameCheck, Observed, Placement, Resource, find_by_name};
 use crate::providers::retry::{self, Backoff};
 use crate::providers::schema::{Field, FieldType as T, KindSchema};
 use crate::providers::{Applied, Aws, ErrorClass, Kind, NotFoundOk, ProviderError, Result};
@@ -65,6 +65,11 @@ impl Resource for Association {
 
     fn name_check(spec: &AssociationSpec) -> NameCheck {
         NameCheck::Read(spec.resource_arn.clone())
+    }
+
+    fn placement(_id: &str) -> Placement {
+        // A link between two resources that say where they are themselves.
+        Placement::Anywhere
     }
 
     fn parent(id: &str) -> Option<(Kind, String)> {

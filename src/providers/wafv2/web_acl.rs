@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::artifact::Artifact;
-use crate::providers::resource::{NameCheck, Observed, Resource};
+use crate::providers::resource::{NameCheck, Observed, Placement, Resource};
 use crate::providers::retry::{Backoff, with_backoff};
 use crate::providers::schema::{DefaultValue, Field, FieldType as T, KindSchema, TAGS};
 use crate::providers::tags::TagChanges;
@@ -709,6 +709,11 @@ impl Resource for WebAcl {
 
     fn name_check(_spec: &WebAclSpec) -> NameCheck {
         NameCheck::Find
+    }
+
+    fn placement(id: &str) -> Placement {
+        // A CloudFront web ACL is global (its ARN says us-east-1 whatever the region in use).
+        if id.starts_with("CLOUDFRONT/") { Placement::Anywhere } else { Placement::RegionalArn }
     }
 
     fn parent(_id: &str) -> Option<(Kind, String)> {

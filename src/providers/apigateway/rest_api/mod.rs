@@ -21,7 +21,7 @@ pub use routes::Route;
 
 use super::{is_throttled, partition, patch, rest_api_arn, send_classified};
 use crate::artifact::Artifact;
-use crate::providers::resource::{NameCheck, Observed, Resource};
+use crate::providers::resource::{NameCheck, Observed, Placement, Resource};
 use crate::providers::retry::{self, Backoff};
 use crate::providers::schema::{DefaultValue, Field, FieldType as T, KindSchema, TAGS};
 use crate::providers::tags::TagChanges;
@@ -322,6 +322,10 @@ impl Resource for RestApi {
 
     fn name_check(spec: &RestApiSpec) -> NameCheck {
         NameCheck::Listed { name: spec.name.clone(), noun: "REST API" }
+    }
+
+    fn placement(_id: &str) -> Placement {
+        Placement::Regional
     }
 
     async fn list_names(aws: &Aws) -> Result<Vec<(String, String)>> {
