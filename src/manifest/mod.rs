@@ -5,6 +5,7 @@
 //! is a [`Diagnostic`] pointing at file:line:column.
 
 pub mod error;
+pub mod json_schema;
 pub mod refs;
 pub mod schema;
 
