@@ -95,6 +95,76 @@ pub enum Command {
     /// region other than its pin. This is for a state written before pinning whose regional resources
     /// cannot be found to prove where it lives (the refusal says so and prints this command).
     Pin(PinArgs),
+    /// Read or edit the state's records of the stack: list, show (read-only: no lock, no AWS call),
+    /// rm (forget a resource, leaving it in AWS) and mv (move a record to a new key); rm and mv take
+    /// the stack lock and make no AWS call.
+    #[command(subcommand)]
+    State(StateCommand),
+    /// Print the manifest's dependency graph as DOT (Graphviz): one node per resource (key and type),
+    /// an edge from each resource to what it depends on. No AWS call unless --plan.
+    Graph(GraphArgs),
+    /// Print a shell completion script: `reconcile completions bash > /etc/bash_completion.d/reconcile`.
+    Completions(CompletionsArgs),
+    /// Print the manifest's JSON Schema (for editors: taplo / Even Better TOML), generated from the
+    /// tables that validate manifests.
+    Schema,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// List the resources the state records for the stack: key, type, physical id. No lock, no AWS call.
+    List,
+    /// Show one resource's record: type, physical id, attributes as last applied (secret values as
+    /// `(sensitive)`), outputs and dependencies. No lock, no AWS call.
+    Show(StateShowArgs),
+    /// Forget a resource without deleting it: it stays in AWS, no longer managed. While the manifest
+    /// still declares it, the next plan shows its create as a conflict with the `import` that adopts it
+    /// again. Takes the stack lock; no AWS call.
+    Rm(StateRmArgs),
+    /// Move a resource's record to another key (a key renamed in the manifest), so the resource is kept,
+    /// not replaced. Refuses a NEW key the state already has, or that the manifest gives another type.
+    /// Takes the stack lock; no AWS call.
+    Mv(StateMvArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StateShowArgs {
+    /// The resource's key.
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StateRmArgs {
+    /// The resource's key.
+    pub name: String,
+    /// How long to wait for the stack's lock (default: fail at once).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub lock_timeout: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct StateMvArgs {
+    /// The key the state records.
+    pub old: String,
+    /// The key it moves to.
+    pub new: String,
+    /// How long to wait for the stack's lock (default: fail at once).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub lock_timeout: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// Also compute the plan (reads AWS, as `plan` does) and colour each node with its action:
+    /// green create, yellow update, orange replace, red delete, blue moved, white no change.
+    #[arg(long)]
+    pub plan: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -145,6 +215,9 @@ pub struct DriftArgs {
     /// Only this stack (default: every stack in the state file).
     #[arg(long)]
     pub stack: Option<String>,
+    /// Exit 2 while open drift exists, 0 when there is none, 1 on error (for cron and CI).
+    #[arg(long)]
+    pub exit_code: bool,
 }
 
 #[derive(Debug, Args)]

@@ -12,14 +12,16 @@ pub async fn run(g: &Global, args: &DriftArgs) -> Result<Exit, CliError> {
     let events = store.drift_events(args.stack.as_deref(), args.all).await;
     store.close().await;
     let events = events?;
+    // With --exit-code, the status says whether drift is open (whatever the listing shows).
+    let exit = if args.exit_code && counts(&events) > 0 { Exit::Changes } else { Exit::Ok };
     if g.json {
-        return emit(&format!("{}\n", serde_json::to_string_pretty(&events).unwrap_or_default()));
+        return emit(&format!("{}\n", serde_json::to_string_pretty(&events).unwrap_or_default())).map(|_| exit);
     }
     if events.is_empty() {
         if !g.quiet {
-            return emit(&format!("{}\n", if args.all { "No drift recorded." } else { "No open drift." }));
+            return emit(&format!("{}\n", if args.all { "No drift recorded." } else { "No open drift." })).map(|_| exit);
         }
-        return Ok(Exit::Ok);
+        return Ok(exit);
     }
     let mut text = String::new();
     let mut stack = "";
@@ -30,7 +32,12 @@ pub async fn run(g: &Global, args: &DriftArgs) -> Result<Exit, CliError> {
         }
         text.push_str(&format!("  {}\n", line(e)));
     }
-    emit(&text)
+    emit(&text).map(|_| exit)
+}
+
+/// How many events count for `--exit-code`: the open ones.
+fn counts(events: &[DriftEvent]) -> usize {
+    events.iter().filter(|e| e.is_open()).count()
 }
 
 /// Writes to stdout; a reader that stopped reading (`| head`) ends the listing quietly, as for any

@@ -2,9 +2,11 @@
 
 mod apply;
 mod drift;
+mod graph;
 mod output;
 mod plan;
 mod progress;
+mod state;
 mod watch;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -22,7 +24,7 @@ pub enum Exit {
     Ok = 0,
     /// Any error (bad manifest, AWS error, failed operation, refused confirmation).
     Error = 1,
-    /// `plan --detailed-exitcode`: changes present.
+    /// `plan --detailed-exitcode`: changes present; `drift --exit-code`: open drift.
     Changes = 2,
 }
 
@@ -59,6 +61,10 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Watch(args) => watch::run(g, args).await,
         Command::Drift(args) => drift::run(g, args).await,
         Command::Pin(args) => pin(g, args).await,
+        Command::State(command) => state::run(g, command).await,
+        Command::Graph(args) => graph::run(g, args).await,
+        Command::Completions(args) => completions(args.shell),
+        Command::Schema => schema(),
     };
     match result {
         Ok(exit) => exit,
@@ -90,6 +96,21 @@ fn validate(g: &Global) -> Result<Exit, CliError> {
     } else if !g.quiet {
         println!("{}: stack `{}` is valid ({} resources).", m.path.display(), m.stack, m.resources.len());
     }
+    Ok(Exit::Ok)
+}
+
+/// `reconcile completions SHELL`: the script, generated from the clap tree.
+fn completions(shell: clap_complete::Shell) -> Result<Exit, CliError> {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "reconcile", &mut script);
+    std::io::stdout().write_all(&script)?;
+    Ok(Exit::Ok)
+}
+
+/// `reconcile schema`: the manifest's JSON Schema.
+fn schema() -> Result<Exit, CliError> {
+    std::io::stdout().write_all(manifest::json_schema::text().as_bytes())?;
     Ok(Exit::Ok)
 }
 
