@@ -8,7 +8,8 @@ use super::{CliError, open_state};
 
 /// Lists drift recorded by `watch`, from the state file only.
 pub async fn run(g: &Global, args: &DriftArgs) -> Result<Exit, CliError> {
-    let store = open_state(g).await?;
+    // For cron and CI, a state file that is not there is an error, not "no drift".
+    let store = if args.exit_code { super::open_existing_state(g).await? } else { open_state(g).await? };
     let events = store.drift_events(args.stack.as_deref(), args.all).await;
     store.close().await;
     let events = events?;

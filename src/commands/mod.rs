@@ -337,6 +337,18 @@ pub(crate) async fn open_state(g: &Global) -> Result<Store, CliError> {
     Ok(Store::open(&g.state).await?)
 }
 
+/// Opens the state file for a command that only reads or edits records: a missing file is an error
+/// (a mistyped `--state` must not read as "nothing recorded", nor leave a new empty file behind).
+pub(crate) async fn open_existing_state(g: &Global) -> Result<Store, CliError> {
+    if !g.state.exists() {
+        return Err(CliError::Refused(format!(
+            "no state file at {} (--state, RECONCILE_STATE): nothing was applied with it",
+            g.state.display()
+        )));
+    }
+    open_state(g).await
+}
+
 pub(crate) async fn connect(g: &Global) -> Result<Aws, CliError> {
     Ok(Aws::connect(g.region.clone()).await?)
 }

@@ -3,14 +3,14 @@
 
 use serde_json::{Value, json};
 
-use super::{CliError, Exit, load_manifest, open_state};
+use super::{CliError, Exit, load_manifest, open_existing_state};
 use crate::cli::{Global, StateCommand, StateMvArgs, StateRmArgs};
 use crate::manifest::{Manifest, refs, schema::SENSITIVE};
 use crate::state::{ResourceState, StackState, Store};
 
 pub async fn run(g: &Global, command: &StateCommand) -> Result<Exit, CliError> {
     let manifest = load_manifest(g)?;
-    let store = open_state(g).await?;
+    let store = open_existing_state(g).await?;
     let result = match command {
         StateCommand::List => store.load(&manifest.stack).await.map_err(CliError::from).and_then(|s| list(g, &manifest, &s)),
         StateCommand::Show(args) => {
@@ -185,6 +185,12 @@ async fn mv(g: &Global, manifest: &Manifest, store: &Store, args: &StateMvArgs) 
                 println!("{}", json!({"moved": {"from": old, "to": new}, "type": r.kind, "physical_id": r.physical_id}));
             } else if !g.quiet {
                 println!("Moved `{old}` to `{new}` ({} `{}`) in the state of stack `{}`.", r.kind, r.physical_id, manifest.stack);
+                if r.kind.schema().taggable {
+                    println!(
+                        "Its `{}` tag still names `{old}`: the next plan updates that tag in place (nothing is replaced).",
+                        crate::manifest::TAG_RESOURCE
+                    );
+                }
                 if manifest.resource(new).is_none() {
                     println!("The manifest has no `{new}`: the next plan deletes it unless the manifest declares it.");
                 }
