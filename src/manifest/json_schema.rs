@@ -55,7 +55,7 @@ pub const STACK_KEYS: &[Meta] = &[
     Meta { name: "remediate", schema: boolean, doc: "`reconcile watch` repairs this stack's drift (as `--remediate` does)." },
     Meta {
         name: "tags",
-        schema: string_map,
+        schema: tag_map,
         doc: "Tags for every taggable resource of the stack, under each resource's own tags (which win on the same key).",
     },
 ];
@@ -71,6 +71,10 @@ fn string_list() -> Value {
 }
 fn string_map() -> Value {
     json!({"type": "object", "additionalProperties": {"type": "string"}})
+}
+/// Tags: strings, and no key in the `reconcile:` namespace (ownership tags are reconcile's own).
+fn tag_map() -> Value {
+    json!({"type": "object", "additionalProperties": {"type": "string"}, "propertyNames": {"not": {"pattern": "^reconcile:"}}})
 }
 fn key_list() -> Value {
     json!({"type": "array", "items": {"type": "string", "pattern": KEY_PATTERN}})
@@ -204,8 +208,10 @@ fn field(f: &Field) -> Value {
     if let Some(d) = f.default {
         o.insert("default".into(), d.value());
     }
-    if f.name == "tags" {
-        o.insert("propertyNames".into(), json!({"not": {"pattern": "^reconcile:"}}));
+    if f.name == "tags"
+        && let Some(names) = tag_map().get("propertyNames")
+    {
+        o.insert("propertyNames".into(), names.clone());
     }
     s
 }
