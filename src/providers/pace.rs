@@ -264,7 +264,7 @@ impl Pacer {
         if let Some(stats) = &self.stats {
             stats.pace_throttled(APIGW_SERVICE, operation.unwrap_or(ACCOUNT_RATE));
         }
-        let wait = Duration::from_millis((slot - now).max(0) as u64);
+        let wait = Duration::from_millis((slot - self.clock.now_ms()).max(0) as u64);
         tracing::info!(
             ?operation,
             retry_in_ms = wait.as_millis() as u64,
@@ -322,6 +322,11 @@ pub fn http_client(pacer: Arc<Pacer>) -> SharedHttpClient {
     SharedHttpClient::new(PacedClient { inner, pacer })
 }
 
+/// The attempt number in the SDK's `amz-sdk-request` header (`attempt=2; max=10`).
+fn attempt_of(header: &str) -> Option<u32> {
+    header.split(';').find_map(|part| part.trim().strip_prefix("attempt=")?.trim().parse().ok())
+}
+
 /// A throttling answer: API Gateway's 429 (`TooManyRequestsException`, or `LimitExceededException`
 /// for a rate).
 fn is_throttled(response: &HttpResponse) -> bool {
@@ -353,6 +358,7 @@ impl HttpConnector for PacedConnector {
         }
         let operation = apigw_operation(request.method(), request.uri());
         let invocation = request.headers().get("amz-sdk-invocation-id").map(str::to_string);
+        let attempt = request.headers().get("amz-sdk-request").and_then(attempt_of).unwrap_or(1);
         let (inner, pacer) = (self.inner.clone(), self.pacer.clone());
         HttpConnectorFuture::new(async move {
             pacer.acquire_for(operation, invocation.as_deref()).await;
@@ -360,10 +366,14 @@ impl HttpConnector for PacedConnector {
             if is_throttled(&response) {
                 // Tell the SDK's retry when the limit allows the call again (it waits that instead of
                 // its exponential backoff, and still gives up after its attempts); the retry passes
-                // through the pacer, which holds it until its slot.
+                // through the pacer, which holds it until its slot. The account-wide bucket frees a
+                // token every ~0.1 s: a second 429 there means someone outside keeps it empty, and the
+                // SDK's backoff applies from then on (the pacer still holds each retry for a token).
                 let wait = pacer.spent(operation, invocation.as_deref()).await.as_millis() as u64;
-                let asked = response.headers().get("x-amz-retry-after").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-                response.headers_mut().insert("x-amz-retry-after", wait.max(asked).max(1).to_string());
+                if pacer.limited(operation).is_some() || attempt <= 1 {
+                    let asked = response.headers().get("x-amz-retry-after").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                    response.headers_mut().insert("x-amz-retry-after", wait.max(asked).max(1).to_string());
+                }
             }
             Ok(response)
         })
@@ -375,6 +385,13 @@ mod tests {
     use super::*;
     use futures::future::BoxFuture;
     use tokio::time::Instant;
+
+    #[test]
+    fn reads_the_attempt_number() {
+        assert_eq!(attempt_of("attempt=1; max=10"), Some(1));
+        assert_eq!(attempt_of("ttl=20261202T030000Z; attempt=3; max=10"), Some(3));
+        assert_eq!(attempt_of("max=10"), None);
+    }
 
     #[test]
     fn tells_the_limited_operations_apart() {
