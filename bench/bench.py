@@ -10,7 +10,11 @@ Sections (each against a freshly reset moto and a fresh state file unless said o
   4. 1, 10 and 50 copies of the stack in one manifest (bench/copies.py): plan, apply, no-op plan,
      peak RSS, calls, 429s;
   5. `reconcile watch`: drift detection latency (boto3 change -> /metrics and `reconcile --json drift`)
-     with --interval 1s and 5s, AWS calls per pass.
+     with --interval 1s and 5s, AWS calls per pass;
+  6. shared pacing: three copies of the seed (different names) applied back to back on one state
+     file, the first from a rested account (cold); two copies applied at once by two processes sharing
+     a state file; the same two with a state file each (each the other's outside client: what a 429
+     it could not foresee costs).
 
 Writes bench/results/<date>-<short sha>.md (+ .json with the raw numbers) and prints the markdown.
 """
@@ -197,17 +201,20 @@ def limited_timeline(log_path, start_offset, end_offset):
         succ = [t for t, ok in evs if ok]
         refused = [t for t, ok in evs if not ok]
         idle = 0.0
+        max_idle = 0.0
         for a, b in zip(succ, succ[1:]):
             ready = a + gap
             # someone was refused between the previous success and the moment the token came back
             if b > ready and any(a < r <= ready for r in refused):
                 idle += b - ready
+                max_idle = max(max_idle, b - ready)
         out[op] = {
             "successes": len(succ),
             "refused": len(refused),
             "span_s": (succ[-1] - succ[0]) if succ else 0.0,
             "min_span_s": max(0, len(succ) - 1) * gap,
             "idle_s": idle,
+            "max_idle_s": max_idle,
         }
     return out
 
@@ -309,6 +316,23 @@ def graph_span(doc):
     return max(((o.get("started_ms") or 0) + o["elapsed_ms"] for o in outs), default=0) / 1000
 
 
+def merge_docs(a, b):
+    """Two applies' JSON as one (for the bound of both together): their operations side by side, and
+    the calls outside any operation (each process's plan reads, made at the same time) counted once,
+    the larger."""
+    def unattributed(doc):
+        return sum(r["calls"] for r in doc.get("aws_calls") or []) - sum((doc.get("aws_calls_by_resource") or {}).values())
+
+    by_res = {**(a.get("aws_calls_by_resource") or {}), **(b.get("aws_calls_by_resource") or {})}
+    outcomes = ((a.get("result") or {}).get("outcomes") or []) + ((b.get("result") or {}).get("outcomes") or [])
+    return {
+        "plan": {"resources": a["plan"]["resources"] + b["plan"]["resources"]},
+        "result": {"outcomes": outcomes},
+        "aws_calls_by_resource": by_res,
+        "aws_calls": [{"calls": sum(by_res.values()) + max(unattributed(a), unattributed(b))}],
+    }
+
+
 def apply_ok(r):
     return r["rc"] == 0 and r["doc"] is not None and r["doc"].get("success") is True
 
@@ -396,10 +420,10 @@ class Bench:
         for i in range(self.args.repeat):
             self.fresh()
             state = self.new_state(f"seed-{i}")
-            # Back to back by default, as a user meets it: the proxy (like API Gateway) still counts the
-            # previous run's CreateDeployment against its 5 s spacing, which a new process's pacer does
-            # not know about. `--rest-between S` starts each run S seconds after the previous apply
-            # ended instead (a rested account, as the bound assumes).
+            # Cold by default: each run starts `--rest-between` (5.5 s) after the previous apply ended,
+            # from a rested account, as the bound assumes (each run has a fresh state file, so its pacer
+            # could not know what the previous one spent). `--rest-between 0` runs them back to back
+            # on separate state files; back to back on one state file is section 6.
             if last_apply_end is not None and self.args.rest_between > 0:
                 rest = self.args.rest_between - (time.monotonic() - last_apply_end)
                 if rest > 0:
@@ -444,8 +468,11 @@ class Bench:
             log(f"seed apply {i + 1}/{self.args.repeat}: {r['wall_s']:.2f} s, bound {b['bound_s']:.2f} s; no-op plan {p['wall_s']:.2f} s")
         self.results["seed"] = runs
         if self.args.rest_between > 0:
-            self.notes.append(f"Seed applies started {self.args.rest_between:g} s after the previous one ended (`--rest-between`), "
-                              "from a rested account; by default they run back to back.")
+            self.notes.append(f"Section 1: seed applies started {self.args.rest_between:g} s after the previous one ended (`--rest-between`), "
+                              "from a rested account (cold); back to back on one state file is section 6.")
+        else:
+            self.notes.append("Section 1: seed applies run back to back (`--rest-between 0`), each on a fresh state file: a run's "
+                              "pacer cannot know what the previous process spent.")
         self.seed_resources = resources
 
     # 2 + 3 (boto3 side)
@@ -476,6 +503,91 @@ class Bench:
             log(f"boto3 {i + 1}/{self.args.repeat}: sequential apply {applies[-1]['wall_s']:.2f} s, reads {secs:.2f} s")
         self.results["boto3_apply"] = applies
         self.results["boto3_read"] = reads
+
+    # 6
+    def shared_pacing(self):
+        """Back-to-back applies of three copies of the seed on one state file (the first cold, from a
+        rested account and an empty ledger), then two copies applied at once by two processes on one
+        state file, then the same with a state file each."""
+        d = self.work / "shared"
+        shutil.rmtree(d, ignore_errors=True)
+        # Copy 1 holds the region-wide API Gateway account setting; the others, in the same state
+        # file, leave it to copy 1 (a state file has one owner of it).
+        manifests = {k: copies.generate(SEED, 1, d / f"c{k}", first=k, shared=(k == 1), stack=f"bench-seed-{k}") for k in range(1, 6)}
+        cals = {k: self.calibrate(m, f"seed-copy-{k}") for k, m in manifests.items()}
+        res = {}
+
+        def one(k, r, before, after, off0, off1):
+            if not apply_ok(r):
+                raise RuntimeError(f"apply of seed copy {k} failed (rc {r['rc']}):\n{r['stdout'][-3000:]}\n{r['stderr'][-3000:]}")
+            b = critical_path.bound(r["doc"], self.latency_s, calibration=cals[k][0])
+            return {
+                "copy": k,
+                "wall_s": r["wall_s"],
+                "bound_s": b["bound_s"],
+                "ratio": r["wall_s"] / b["bound_s"],
+                **calls_summary(r["doc"]),
+                "pacing": r["doc"].get("pacing"),
+                "proxy": stats_delta(before, after) if before is not None else None,
+                "limited_ops": limited_timeline(self.proxy.log_path, off0, off1) if off0 is not None else None,
+            }
+
+        # Back to back on one state file.
+        self.fresh()
+        self.rest()
+        state = self.new_state("shared-b2b")
+        runs = []
+        for k in (1, 2, 3):
+            before, off0 = proxy_stats(self.proxy), self.proxy_log_offset()
+            r = self.rec(manifests[k], state, "apply", "--auto-approve", "--parallelism", str(self.args.parallelism))
+            runs.append(one(k, r, before, proxy_stats(self.proxy), off0, self.proxy_log_offset()))
+            log(f"back to back, copy {k}: {runs[-1]['wall_s']:.2f} s, bound {runs[-1]['bound_s']:.2f} s, "
+                f"{runs[-1]['proxy']['limited']} x 429")
+        res["back_to_back"] = runs
+
+        # Two processes at once: one state file, then a state file each.
+        for tag in ("one_state", "two_states"):
+            self.fresh()
+            self.rest()
+            if tag == "one_state":
+                shared_state = self.new_state("pair-shared")
+                paths = {4: shared_state, 5: shared_state}
+            else:
+                paths = {k: self.new_state(f"pair-{k}") for k in (4, 5)}
+            before, off0 = proxy_stats(self.proxy), self.proxy_log_offset()
+            results = {}
+            t0 = time.monotonic()
+
+            def go(k):
+                results[k] = self.rec(manifests[k], paths[k], "apply", "--auto-approve", "--parallelism", str(self.args.parallelism))
+                results[k]["end_s"] = time.monotonic() - t0
+
+            threads = [threading.Thread(target=go, args=(k,)) for k in (4, 5)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            after, off1 = proxy_stats(self.proxy), self.proxy_log_offset()
+            pair_s = max(results[k]["end_s"] for k in (4, 5))
+            each = [one(k, results[k], None, None, None, None) for k in (4, 5)]
+            both = critical_path.bound(merge_docs(results[4]["doc"], results[5]["doc"]), self.latency_s,
+                                       calibration=merge_docs(cals[4][0], cals[5][0]))
+            res[tag] = {
+                "pair_s": pair_s,
+                "bound_s": both["bound_s"],
+                "ratio": pair_s / both["bound_s"],
+                "runs": each,
+                "proxy": stats_delta(before, after),
+                "limited_ops": limited_timeline(self.proxy.log_path, off0, off1),
+            }
+            log(f"two processes ({tag}): pair {pair_s:.2f} s, bound of both {both['bound_s']:.2f} s, "
+                f"{res[tag]['proxy']['limited']} x 429")
+        self.results["shared_pacing"] = res
+
+    def rest(self):
+        """Waits out API Gateway's limits at the proxy (the 5 s CreateDeployment spacing, the 4 s the
+        account bucket needs to refill): the next apply starts from a rested account."""
+        time.sleep(5.5)
 
     # 4
     def copies(self):
@@ -738,7 +850,7 @@ def render(m, res, notes, args):
         bounds = [r["bound"]["bound_s"] for r in seed]
         ratios = [r["wall_s"] / r["bound"]["bound_s"] for r in seed]
         spans = [r["span_s"] / r["bound"]["bound_s"] for r in seed]
-        w("## 1. Apply of the seed stack from empty (17 resources)")
+        w("## 1. Apply of the seed stack from empty (17 resources)" + (", cold" if args.rest_between > 0 else ", back to back on fresh state files"))
         w("")
         w("| Wall time | Executor span | AWS calls | Throttled (reconcile) | 429 from the limits | Critical-path bound | Wall / bound | Span / bound | Peak RSS |")
         w("|---|---|---|---|---|---|---|---|---|")
@@ -868,6 +980,43 @@ def render(m, res, notes, args):
                   f"| {spread(det)} s | {spread(cli)} s | {spread(res_)} s | {r['passes_logged']} "
                   f"| {spread(cpp, 0)} | {fmt(r['metrics_calls_per_pass'], 1)} | {spread([x / 1000 for x in pm])} s | {r['proxy']['limited']} |")
         w("")
+    sp = res.get("shared_pacing")
+    if sp:
+        w("## 6. Shared pacing: back-to-back and concurrent applies")
+        w("")
+        w("Copies of the seed stack (different names) in one account. Back to back: three applies one after the other on one "
+          "state file, the first from a rested account and an empty pacing ledger (cold), each next one started as soon as the "
+          "previous process exited; each against its own critical-path bound (as in section 1).")
+        w("")
+        w("| Apply | Wall time | Bound | Wall / bound | Throttled (reconcile) | 429 from the limits | Waited for pacing (CreateRestApi / CreateDeployment / account rate) |")
+        w("|---|---|---|---|---|---|---|")
+
+        def waited(r, op):
+            row = next((x for x in (r.get("pacing") or []) if x["operation"] == op), None)
+            return f"{row['waited_ms'] / 1000:.1f} s" if row else "–"
+
+        for i, r in enumerate(sp.get("back_to_back") or []):
+            label = "copy 1 (cold)" if i == 0 else f"copy {r['copy']} (back to back)"
+            w(f"| {label} | {fmt(r['wall_s'])} s | {fmt(r['bound_s'])} s | **{fmt(r['ratio'])}×** | {r['throttled']} | {r['proxy']['limited']} "
+              f"| {waited(r, 'CreateRestApi')} / {waited(r, 'CreateDeployment')} / {waited(r, 'account rate')} |")
+        w("")
+        w("Two applies of two different stacks started together by two processes: sharing a state file (one pacing budget), "
+          "and with a state file each (each is the other's outside client: its 429s are the ones pacing cannot foresee). "
+          "Bound: the same model for both stacks' operations together (one account's limits).")
+        w("")
+        w("| State | Pair done | Bound of both | Pair / bound | 429 from the limits | Throttled (reconcile, each) | Extra wait after a 429, max (limited operations) |")
+        w("|---|---|---|---|---|---|---|")
+        for tag, label in (("one_state", "one state file"), ("two_states", "a state file each")):
+            r = sp.get(tag)
+            if not r:
+                continue
+            extra = ", ".join(f"{op} {t['max_idle_s']:.2f} s ({t['refused']} x 429)" for op, t in sorted((r.get("limited_ops") or {}).items()) if t["refused"]) or "–"
+            w(f"| {label} | {fmt(r['pair_s'])} s | {fmt(r['bound_s'])} s | **{fmt(r['ratio'])}×** | {r['proxy']['limited']} "
+              f"{json.dumps(r['proxy']['apigw_limited']) if r['proxy']['apigw_limited'] else ''} | {' / '.join(str(x['throttled']) for x in r['runs'])} | {extra} |")
+        w("")
+        w("Extra wait after a 429: for a limited operation, how long after its limit allowed a call again a caller that had "
+          "been refused got through (the proxy's log; at most the operation's spacing is the goal).")
+        w("")
     if notes:
         w("## Notes")
         w("")
@@ -887,12 +1036,13 @@ def main():
     ap.add_argument("--watch-intervals", default="1,5", help="watch --interval values in seconds (default 1,5; empty to skip)")
     ap.add_argument("--watch-trials", type=int, default=5, help="changes per interval (default 5)")
     ap.add_argument("--step-timeout", type=int, default=900, help="seconds one reconcile run may take (default 900)")
-    ap.add_argument("--sections", default="1,2,3,4,5", help="which sections to run (default all)")
+    ap.add_argument("--sections", default="1,2,3,4,5,6", help="which sections to run (default all)")
     ap.add_argument("--out", default=str(HERE / "results"), help="results directory (default bench/results)")
     ap.add_argument("--reconcile-bin", help="reconcile binary to measure (default target/release/reconcile)")
-    ap.add_argument("--rest-between", type=float, default=0.0,
-                    help="seconds between the end of one measured seed apply and the start of the next "
-                         "(default 0: back to back; 5.2 waits out API Gateway's CreateDeployment spacing)")
+    ap.add_argument("--rest-between", type=float, default=5.5,
+                    help="seconds between the end of one measured seed apply of section 1 and the start of the next "
+                         "(default 5.5: waits out API Gateway's CreateDeployment spacing, a cold start; 0: back to back "
+                         "on separate state files; section 6 measures back to back on one state file)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, state files, manifests)")
     args = ap.parse_args()
     args.copies = [int(x) for x in args.copies.split(",") if x.strip()]
@@ -919,6 +1069,8 @@ def main():
                 bench.copies()
             if 5 in sections and args.watch_intervals:
                 bench.watch()
+            if 6 in sections:
+                bench.shared_pacing()
         finally:
             bench.proxy.stop()
     finally:

@@ -39,7 +39,8 @@ pub struct Global {
     /// Print only errors and the final result.
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// After plan/apply/destroy, show every AWS call made, by service and operation.
+    /// After plan/apply/destroy, show every AWS call made, by service and operation, and how long
+    /// API Gateway's limited operations waited for pacing and how many 429s they met.
     #[arg(long, global = true)]
     pub stats: bool,
     /// More logging on stderr (-v info, -vv debug); RUST_LOG overrides.

@@ -66,6 +66,9 @@ impl IdentityError {
 /// regional resources of the stack.
 pub async fn check(store: &Store, stack: &str, aws: &Aws) -> Result<Identity, IdentityError> {
     let current = aws.identity().await?;
+    // The account is known: API Gateway calls from here on are paced from the state store's record of
+    // its recent use, shared with every process using the store.
+    aws.share_pacing(std::sync::Arc::new(store.clone()), &current);
     let state = store.load(stack).await?;
     let pinned = store.identity(stack).await?;
     if state.resources.is_empty() && store.pending_operations(stack).await?.is_empty() {

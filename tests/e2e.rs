@@ -14,6 +14,8 @@ mod inputs;
 mod lambda_versions;
 #[path = "e2e/ownership.rs"]
 mod ownership;
+#[path = "e2e/pacing.rs"]
+mod pacing;
 #[path = "e2e/partial.rs"]
 mod partial;
 #[path = "e2e/state_files.rs"]

@@ -303,6 +303,11 @@ pub(crate) fn stats_json(g: &Global, aws: Option<&Aws>) -> Option<serde_json::Va
     (g.stats).then(|| serde_json::Value::Array(aws.map(|a| a.calls.rows()).unwrap_or_default()))
 }
 
+/// How API Gateway calls were paced (waits and 429s per limited operation), when `--stats` asked.
+pub(crate) fn pacing_json(g: &Global, aws: Option<&Aws>) -> Option<serde_json::Value> {
+    (g.stats).then(|| serde_json::Value::Array(aws.map(|a| a.calls.pacing_rows()).unwrap_or_default()))
+}
+
 /// AWS calls made for each resource operation of an apply, when `--stats` asked for them.
 pub(crate) fn calls_by_resource_json(g: &Global, aws: Option<&Aws>) -> Option<serde_json::Value> {
     (g.stats).then(|| serde_json::json!(aws.map(|a| a.calls.by_resource()).unwrap_or_default()))
@@ -326,6 +331,20 @@ pub(crate) fn print_stats(g: &Global, aws: Option<&Aws>) {
             c.calls,
             if c.errors > 0 { format!("  ({} errors)", c.errors) } else { String::new() }
         );
+    }
+    let pacing = aws.calls.pacing();
+    if !pacing.is_empty() {
+        eprintln!("\nPacing (time waited for the account's limits; 429s met although paced):");
+        for ((service, op), c) in pacing {
+            eprintln!(
+                "  {:<40} {:>5} calls  waited {:>7.1} s (at most {:.1} s)  {} x 429",
+                format!("{service}:{op}"),
+                c.calls,
+                c.waited_ms as f64 / 1000.0,
+                c.max_wait_ms as f64 / 1000.0,
+                c.throttled
+            );
+        }
     }
 }
 

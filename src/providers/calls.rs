@@ -36,11 +36,24 @@ pub struct CallCount {
     pub throttled: u64,
 }
 
+/// How the pacer treated the calls of one limited operation (or of the account-wide bucket).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PaceCount {
+    /// Attempts paced (each retry is paced again).
+    pub calls: u64,
+    /// Time those attempts waited for their slot, in total and at most.
+    pub waited_ms: u64,
+    pub max_wait_ms: u64,
+    /// 429s met although paced (another client spent the budget).
+    pub throttled: u64,
+}
+
 /// Shared counters for every client of one run.
 #[derive(Debug, Default)]
 pub struct CallStats {
     by_operation: Mutex<BTreeMap<(String, String), CallCount>>,
     by_resource: Mutex<BTreeMap<String, u64>>,
+    pacing: Mutex<BTreeMap<(String, String), PaceCount>>,
     #[cfg(feature = "test-hooks")]
     sent: AtomicU64,
     #[cfg(feature = "test-hooks")]
@@ -105,6 +118,40 @@ impl CallStats {
             errors: a.errors + c.errors,
             throttled: a.throttled + c.throttled,
         })
+    }
+
+    /// A paced attempt of `operation` (or [`super::pace::ACCOUNT_RATE`]) waited `waited`.
+    pub fn paced(&self, service: &str, operation: &str, waited: std::time::Duration) {
+        if let Ok(mut m) = self.pacing.lock() {
+            let c = m.entry((service.to_string(), operation.to_string())).or_default();
+            let ms = waited.as_millis() as u64;
+            c.calls += 1;
+            c.waited_ms += ms;
+            c.max_wait_ms = c.max_wait_ms.max(ms);
+        }
+    }
+
+    /// A paced attempt of `operation` met a 429.
+    pub fn pace_throttled(&self, service: &str, operation: &str) {
+        if let Ok(mut m) = self.pacing.lock() {
+            m.entry((service.to_string(), operation.to_string())).or_default().throttled += 1;
+        }
+    }
+
+    /// `(service, limited operation) → pacing counts`, sorted.
+    pub fn pacing(&self) -> BTreeMap<(String, String), PaceCount> {
+        self.pacing.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// The pacing counts as a JSON-friendly list.
+    pub fn pacing_rows(&self) -> Vec<serde_json::Value> {
+        self.pacing()
+            .into_iter()
+            .map(|((service, operation), c)| {
+                serde_json::json!({"service": service, "operation": operation, "calls": c.calls, "waited_ms": c.waited_ms,
+                    "max_wait_ms": c.max_wait_ms, "throttled": c.throttled})
+            })
+            .collect()
     }
 
     /// As a JSON-friendly list.

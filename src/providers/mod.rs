@@ -49,6 +49,8 @@ pub struct Aws {
     pub region: String,
     /// Every AWS call this run made, by service and operation.
     pub calls: std::sync::Arc<calls::CallStats>,
+    /// The API Gateway pacer (`None` with `RECONCILE_PACING=off`).
+    pacer: Option<std::sync::Arc<pace::Pacer>>,
     /// Account id and partition of the caller, asked of STS once.
     account: std::sync::Arc<tokio::sync::OnceCell<(String, String)>>,
 }
@@ -71,8 +73,10 @@ impl Aws {
                     .with_max_backoff(Duration::from_secs(20)),
             );
         }
-        if pace::enabled() {
-            loader = loader.http_client(pace::http_client(std::sync::Arc::new(pace::Pacer::api_gateway())));
+        let stats = calls::CallStats::new();
+        let pacer = pace::enabled().then(|| std::sync::Arc::new(pace::Pacer::api_gateway().with_stats(stats.clone())));
+        if let Some(pacer) = &pacer {
+            loader = loader.http_client(pace::http_client(pacer.clone()));
         }
         let config = loader.load().await;
         let region = config.region().map(|r| r.to_string()).ok_or(ProviderError::NoRegion)?;
@@ -87,7 +91,6 @@ impl Aws {
         if let Err(e) = creds.provide_credentials().await {
             return Err(ProviderError::NoCredentials(e.to_string()));
         }
-        let stats = calls::CallStats::new();
         let count = calls::CountCalls(stats.clone());
         // Throttling retries cost nothing from the retry quota: being told to slow down is no sign of
         // an outage, and fifty stacks in one run must not run it dry.
@@ -125,8 +128,24 @@ impl Aws {
             ),
             region,
             calls: stats,
+            pacer,
             account: Default::default(),
         })
+    }
+
+    /// Paces API Gateway calls from `ledger`'s record of the account's recent use in this client's
+    /// region (shared with every process using the same state store), now that the account is known.
+    pub fn share_pacing(&self, ledger: std::sync::Arc<dyn crate::state::pacing::PaceLedger>, here: &crate::state::Identity) {
+        if let Some(pacer) = &self.pacer {
+            pacer.attach(
+                ledger,
+                crate::state::pacing::Budget {
+                    account_id: here.account_id.clone(),
+                    region: here.region.clone(),
+                    service: pace::APIGW_SERVICE.into(),
+                },
+            );
+        }
     }
 
     /// The account id of the credentials in use (asked of STS once, when first needed).

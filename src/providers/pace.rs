@@ -7,8 +7,15 @@
 //! exactly on time can still arrive a hair early. Pacing sits in the HTTP layer, under the SDK's
 //! retries, so every attempt of every API Gateway call is paced the same way. `RECONCILE_PACING=off`
 //! turns it off (for emulators that do not enforce limits, e.g. in tests).
+//!
+//! The limits are per account and region: once the identity check knows them, the pacer is attached
+//! to the state store's ledger ([`crate::state::pacing`]) and paces from its record, shared with every
+//! process using the store; until then, or when the ledger fails, it paces within the process. A 429
+//! that still comes (another client spent the budget) marks the limit spent, voids the slots given
+//! out before it, reserves the refused call's retry at the earliest moment the limit allows, and tells
+//! the SDK's retry to wait just that long (`x-amz-retry-after`, in place of its exponential backoff;
+//! the SDK's attempt limit still applies).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,28 +23,32 @@ use aws_smithy_http_client::tls;
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
 };
-use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use tokio::sync::Mutex;
-use tokio::time::Instant;
 
-/// A token bucket plus minimum spacings per operation.
+use super::calls::CallStats;
+use crate::state::pacing::{self, Budget, Clock, Limits, PaceLedger, Rows};
+
+/// A token bucket plus minimum spacings per operation, kept in this process or, once attached, in a
+/// shared ledger (the state store's) that every process using the store paces from.
 #[derive(Debug)]
 pub struct Pacer {
-    rate: f64,
-    burst: f64,
-    spacing: &'static [(&'static str, Duration)],
-    /// Added to every spacing, so requests released exactly on time still arrive after the limit's
-    /// token is back (arrival times jitter by connection setup and scheduling).
-    margin: Duration,
-    state: Mutex<State>,
+    limits: Limits,
+    clock: Clock,
+    /// This process's view of the budget: the whole record without a ledger, and a copy of the
+    /// ledger's rows with one (so losing the ledger mid-run keeps what it said).
+    local: std::sync::Mutex<Rows>,
+    shared: std::sync::Mutex<Option<Shared>>,
+    /// Slots reserved for the retries of refused calls, by the SDK's invocation id (the same on every
+    /// attempt of one call): (when it was reserved, the slot).
+    held: std::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>,
+    stats: Option<Arc<CallStats>>,
 }
 
-#[derive(Debug)]
-struct State {
-    tokens: f64,
-    refilled: Instant,
-    next: HashMap<&'static str, Instant>,
+#[derive(Debug, Clone)]
+struct Shared {
+    ledger: Arc<dyn PaceLedger>,
+    budget: Budget,
 }
 
 /// How far under the documented limits the client stays: each spacing gets this much on top, and the
@@ -48,20 +59,45 @@ pub const APIGW_MARGIN: Duration = Duration::from_millis(100);
 pub const APIGW_SPACING: &[(&str, Duration)] =
     &[("CreateRestApi", Duration::from_secs(3)), ("CreateDeployment", Duration::from_secs(5)), ("DeleteRestApi", Duration::from_secs(30))];
 
+/// The service whose calls are paced (SigV4 name).
+pub const APIGW_SERVICE: &str = "apigateway";
+
+/// The pacing statistics' name for calls without a limit of their own (they take a token of the
+/// account-wide bucket only).
+pub const ACCOUNT_RATE: &str = "account rate";
+
 impl Pacer {
     pub fn new(rate: f64, burst: f64, spacing: &'static [(&'static str, Duration)]) -> Pacer {
         Pacer {
-            rate,
-            burst,
-            spacing,
-            margin: Duration::ZERO,
-            state: Mutex::new(State { tokens: burst, refilled: Instant::now(), next: HashMap::new() }),
+            limits: Limits {
+                interval_ms: (1000.0 / rate).ceil() as i64,
+                burst: burst.floor() as i64,
+                spacing: spacing.iter().map(|(op, gap)| (*op, gap.as_millis() as i64)).collect(),
+            },
+            clock: Clock::system(),
+            local: Default::default(),
+            shared: Default::default(),
+            held: Default::default(),
+            stats: None,
         }
     }
 
     /// The same pacer, keeping `margin` more than each spacing between limited operations.
-    pub fn with_margin(self, margin: Duration) -> Pacer {
-        Pacer { margin, ..self }
+    pub fn with_margin(mut self, margin: Duration) -> Pacer {
+        for (_, gap) in &mut self.limits.spacing {
+            *gap += margin.as_millis() as i64;
+        }
+        self
+    }
+
+    /// The same pacer, reading time from `clock` (tests: a clock on tokio's paused time).
+    pub fn with_clock(self, clock: Clock) -> Pacer {
+        Pacer { clock, ..self }
+    }
+
+    /// The same pacer, counting waits and 429s in `stats`.
+    pub fn with_stats(self, stats: Arc<CallStats>) -> Pacer {
+        Pacer { stats: Some(stats), ..self }
     }
 
     /// API Gateway's limits (10 requests per second, burst 40, and the spacings), kept with a margin.
@@ -69,27 +105,172 @@ impl Pacer {
         Pacer::new(10.0 * 0.95, 40.0 - 2.0, APIGW_SPACING).with_margin(APIGW_MARGIN)
     }
 
-    /// Reserves the next slot for `operation` and waits for it.
-    pub async fn acquire(&self, operation: Option<&str>) {
-        let at = {
-            let mut s = self.state.lock().await;
-            let now = Instant::now();
-            s.tokens = (s.tokens + now.duration_since(s.refilled).as_secs_f64() * self.rate).min(self.burst);
-            s.refilled = now;
-            // The token is taken now; if the bucket is empty we owe it, and wait until it refills.
-            s.tokens -= 1.0;
-            let mut at = if s.tokens >= 0.0 { now } else { now + Duration::from_secs_f64(-s.tokens / self.rate) };
-            if let Some((op, gap)) = operation.and_then(|o| self.spacing.iter().find(|(name, _)| *name == o)) {
-                let slot = s.next.get(op).copied().unwrap_or(now).max(at);
-                s.next.insert(op, slot + *gap + self.margin);
-                at = slot;
-            }
-            at
-        };
-        if at > Instant::now() {
-            tracing::debug!(?operation, wait_ms = (at - Instant::now()).as_millis() as u64, "pacing API Gateway call");
-            tokio::time::sleep_until(at).await;
+    /// From now on, paces from `ledger`'s record of `budget` (shared with every process using it);
+    /// a no-op when already attached to that budget.
+    pub fn attach(&self, ledger: Arc<dyn PaceLedger>, budget: Budget) {
+        let Ok(mut shared) = self.shared.lock() else { return };
+        if shared.as_ref().is_none_or(|s| s.budget != budget) {
+            tracing::debug!(account = %budget.account_id, region = %budget.region, service = %budget.service, "pacing from the state store's ledger");
+            *shared = Some(Shared { ledger, budget });
         }
+    }
+
+    /// Whether a shared ledger is in use.
+    pub fn is_shared(&self) -> bool {
+        self.shared.lock().is_ok_and(|s| s.is_some())
+    }
+
+    fn shared(&self) -> Option<Shared> {
+        self.shared.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// Drops the ledger after it failed: pacing goes on in this process, from the last rows it gave.
+    fn degrade(&self, error: &crate::state::StateError) {
+        if let Ok(mut shared) = self.shared.lock()
+            && shared.take().is_some()
+        {
+            tracing::warn!(error = %error, "the state store's pacing ledger failed; pacing API Gateway calls within this process only (other processes' calls are no longer accounted for)");
+        }
+    }
+
+    /// Merges the ledger's rows into the local copy (each time the later of the two, whatever order
+    /// concurrent answers arrive in).
+    fn mirror(&self, rows: Rows) {
+        if let Ok(mut local) = self.local.lock() {
+            for (bucket, row) in rows {
+                let mine = local.entry(bucket).or_default();
+                mine.at_ms = mine.at_ms.max(row.at_ms);
+                mine.spent_ms = mine.spent_ms.max(row.spent_ms);
+            }
+        }
+    }
+
+    /// Runs `change` on the local rows at the clock's time.
+    fn locally(&self, change: impl FnOnce(&mut Rows, i64) -> i64) -> i64 {
+        let now = self.clock.now_ms();
+        match self.local.lock() {
+            Ok(mut rows) => {
+                pacing::prune(&mut rows, now);
+                change(&mut rows, now)
+            }
+            Err(_) => now,
+        }
+    }
+
+    /// The limited operation a call counts as, if it has a limit of its own.
+    fn limited<'a>(&self, operation: Option<&'a str>) -> Option<&'a str> {
+        operation.filter(|o| self.limits.spacing_of(o).is_some())
+    }
+
+    /// Reserves a slot: returns it.
+    async fn reserve(&self, operation: Option<&str>) -> i64 {
+        if let Some(s) = self.shared() {
+            match s.ledger.reserve(&s.budget, &self.limits, operation, &self.clock).await {
+                Ok((slot, rows)) => {
+                    self.mirror(rows);
+                    return slot;
+                }
+                Err(e) => self.degrade(&e),
+            }
+        }
+        self.locally(|rows, now| pacing::reserve(rows, &self.limits, operation, now))
+    }
+
+    /// Whether the slot of `operation` reserved at `reserved` was voided by a 429 since.
+    async fn overtaken(&self, operation: &str, reserved: i64) -> bool {
+        if let Some(s) = self.shared() {
+            match s.ledger.row(&s.budget, operation).await {
+                Ok(row) => return pacing::overtaken(row, &self.limits, operation, reserved),
+                Err(e) => self.degrade(&e),
+            }
+        }
+        let row = self.local.lock().ok().and_then(|rows| rows.get(operation).copied());
+        pacing::overtaken(row, &self.limits, operation, reserved)
+    }
+
+    /// Reserves the next slot for `operation` and waits for it (outside any transaction); returns how
+    /// long it waited.
+    pub async fn acquire(&self, operation: Option<&str>) -> Duration {
+        self.acquire_for(operation, None).await
+    }
+
+    /// [`Pacer::acquire`] for an attempt of the SDK call `invocation`: a retry after a 429 takes the
+    /// slot reserved for it then.
+    pub async fn acquire_for(&self, operation: Option<&str>, invocation: Option<&str>) -> Duration {
+        let operation = self.limited(operation);
+        let start = self.clock.now_ms();
+        let mut held = invocation.and_then(|id| self.held.lock().ok()?.remove(id));
+        loop {
+            let (reserved, slot) = match held.take() {
+                Some(given) => given,
+                None => (self.clock.now_ms(), self.reserve(operation).await),
+            };
+            let wait = slot - self.clock.now_ms();
+            if wait > 0 {
+                tracing::debug!(?operation, wait_ms = wait, "pacing API Gateway call");
+                self.clock.sleep_until(slot).await;
+            }
+            // A 429 met meanwhile (by any process using the ledger) voided the operation's slots given
+            // out before it: this one is reserved again.
+            match operation {
+                Some(op) if self.overtaken(op, reserved).await => {
+                    tracing::debug!(operation = op, "slot voided by a 429; reserving again");
+                }
+                _ => break,
+            }
+        }
+        let waited = Duration::from_millis((self.clock.now_ms() - start).max(0) as u64);
+        if let Some(stats) = &self.stats {
+            stats.paced(APIGW_SERVICE, operation.unwrap_or(ACCOUNT_RATE), waited);
+        }
+        waited
+    }
+
+    /// Records that the endpoint refused a paced call of `operation` with a 429 (another client spent
+    /// the budget): marks the bucket spent and reserves the retry's slot at the earliest moment the
+    /// limit allows (held for the SDK call `invocation`); returns how long until then.
+    pub async fn spent(&self, operation: Option<&str>, invocation: Option<&str>) -> Duration {
+        let operation = self.limited(operation);
+        let now = self.clock.now_ms();
+        let mut answer = None;
+        if let Some(s) = self.shared() {
+            match s.ledger.spent(&s.budget, &self.limits, operation, &self.clock).await {
+                Ok((slot, rows)) => {
+                    let at = rows.get(operation.unwrap_or(pacing::ACCOUNT_BUCKET)).map_or(now, |r| r.spent_ms);
+                    self.mirror(rows);
+                    answer = Some((at, slot));
+                }
+                Err(e) => self.degrade(&e),
+            }
+        }
+        let (at, slot) = match answer {
+            Some(a) => a,
+            None => {
+                let mut at = now;
+                let slot = self.locally(|rows, now| {
+                    at = now;
+                    pacing::spent(rows, &self.limits, operation, now)
+                });
+                (at, slot)
+            }
+        };
+        if let Some(id) = invocation
+            && let Ok(mut held) = self.held.lock()
+        {
+            // Reserved just after the 429 (a later one voids it); forgotten once long past.
+            held.retain(|_, (_, s)| *s > now - 60_000);
+            held.insert(id.to_string(), (at + 1, slot));
+        }
+        if let Some(stats) = &self.stats {
+            stats.pace_throttled(APIGW_SERVICE, operation.unwrap_or(ACCOUNT_RATE));
+        }
+        let wait = Duration::from_millis((slot - self.clock.now_ms()).max(0) as u64);
+        tracing::info!(
+            ?operation,
+            retry_in_ms = wait.as_millis() as u64,
+            "API Gateway answered 429 to a paced call (another client is using the account's budget); retrying when the limit allows"
+        );
+        wait
     }
 }
 
@@ -141,6 +322,17 @@ pub fn http_client(pacer: Arc<Pacer>) -> SharedHttpClient {
     SharedHttpClient::new(PacedClient { inner, pacer })
 }
 
+/// The attempt number in the SDK's `amz-sdk-request` header (`attempt=2; max=10`).
+fn attempt_of(header: &str) -> Option<u32> {
+    header.split(';').find_map(|part| part.trim().strip_prefix("attempt=")?.trim().parse().ok())
+}
+
+/// A throttling answer: API Gateway's 429 (`TooManyRequestsException`, or `LimitExceededException`
+/// for a rate).
+fn is_throttled(response: &HttpResponse) -> bool {
+    response.status().as_u16() == 429 || response.headers().get("x-amzn-errortype").is_some_and(|t| t.starts_with("TooManyRequests"))
+}
+
 #[derive(Debug, Clone)]
 struct PacedClient {
     inner: SharedHttpClient,
@@ -165,10 +357,25 @@ impl HttpConnector for PacedConnector {
             return self.inner.call(request);
         }
         let operation = apigw_operation(request.method(), request.uri());
+        let invocation = request.headers().get("amz-sdk-invocation-id").map(str::to_string);
+        let attempt = request.headers().get("amz-sdk-request").and_then(attempt_of).unwrap_or(1);
         let (inner, pacer) = (self.inner.clone(), self.pacer.clone());
         HttpConnectorFuture::new(async move {
-            pacer.acquire(operation).await;
-            inner.call(request).await
+            pacer.acquire_for(operation, invocation.as_deref()).await;
+            let mut response = inner.call(request).await?;
+            if is_throttled(&response) {
+                // Tell the SDK's retry when the limit allows the call again (it waits that instead of
+                // its exponential backoff, and still gives up after its attempts); the retry passes
+                // through the pacer, which holds it until its slot. The account-wide bucket frees a
+                // token every ~0.1 s: a second 429 there means someone outside keeps it empty, and the
+                // SDK's backoff applies from then on (the pacer still holds each retry for a token).
+                let wait = pacer.spent(operation, invocation.as_deref()).await.as_millis() as u64;
+                if pacer.limited(operation).is_some() || attempt <= 1 {
+                    let asked = response.headers().get("x-amz-retry-after").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                    response.headers_mut().insert("x-amz-retry-after", wait.max(asked).max(1).to_string());
+                }
+            }
+            Ok(response)
         })
     }
 }
@@ -176,6 +383,15 @@ impl HttpConnector for PacedConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::future::BoxFuture;
+    use tokio::time::Instant;
+
+    #[test]
+    fn reads_the_attempt_number() {
+        assert_eq!(attempt_of("attempt=1; max=10"), Some(1));
+        assert_eq!(attempt_of("ttl=20261202T030000Z; attempt=3; max=10"), Some(3));
+        assert_eq!(attempt_of("max=10"), None);
+    }
 
     #[test]
     fn tells_the_limited_operations_apart() {
@@ -285,5 +501,240 @@ mod tests {
         let deployments = at("/deployments");
         assert!(deployments[0] == 0 && deployments[1] >= 5000, "CreateDeployment spaced 5 s apart: {seen:?}");
         assert_eq!(at("/functions"), vec![0], "other services are not paced");
+    }
+
+    fn budget() -> Budget {
+        Budget { account_id: "123456789012".into(), region: "us-east-1".into(), service: APIGW_SERVICE.into() }
+    }
+
+    /// Two stores on one state file (two processes' views of it); then tokio's time is paused.
+    async fn two_stores(dir: &std::path::Path) -> (crate::state::Store, crate::state::Store) {
+        let path = dir.join("state.db");
+        let a = crate::state::Store::open(&path).await.expect("open");
+        let b = crate::state::Store::open(&path).await.expect("open again");
+        tokio::time::pause();
+        (a, b)
+    }
+
+    /// The SQLite ledger, each call made on the blocking pool. With tokio's time paused, the runtime
+    /// jumps to the next timer whenever it waits, e.g. on SQLite's worker thread: it would fire the
+    /// pool's acquire timeout. A blocking task holds the clock still meanwhile, as real time is.
+    #[derive(Debug)]
+    struct OffThread(crate::state::Store);
+
+    impl OffThread {
+        fn run<'a, T: Send + 'static>(
+            &'a self,
+            call: impl FnOnce(crate::state::Store) -> BoxFuture<'static, crate::state::Result<T>> + Send + 'static,
+        ) -> BoxFuture<'a, crate::state::Result<T>> {
+            let (store, handle) = (self.0.clone(), tokio::runtime::Handle::current());
+            Box::pin(async move { tokio::task::spawn_blocking(move || handle.block_on(call(store))).await.expect("blocking task") })
+        }
+    }
+
+    impl PaceLedger for OffThread {
+        fn reserve<'a>(
+            &'a self,
+            b: &'a Budget,
+            l: &'a Limits,
+            op: Option<&'a str>,
+            c: &'a Clock,
+        ) -> BoxFuture<'a, crate::state::Result<(i64, Rows)>> {
+            let (b, l, op, c) = (b.clone(), l.clone(), op.map(str::to_string), *c);
+            self.run(move |store| Box::pin(async move { store.reserve(&b, &l, op.as_deref(), &c).await }))
+        }
+
+        fn spent<'a>(
+            &'a self,
+            b: &'a Budget,
+            l: &'a Limits,
+            op: Option<&'a str>,
+            c: &'a Clock,
+        ) -> BoxFuture<'a, crate::state::Result<(i64, Rows)>> {
+            let (b, l, op, c) = (b.clone(), l.clone(), op.map(str::to_string), *c);
+            self.run(move |store| Box::pin(async move { store.spent(&b, &l, op.as_deref(), &c).await }))
+        }
+
+        fn row<'a>(&'a self, b: &'a Budget, bucket: &'a str) -> BoxFuture<'a, crate::state::Result<Option<pacing::Row>>> {
+            let (b, bucket) = (b.clone(), bucket.to_string());
+            self.run(move |store| Box::pin(async move { store.row(&b, &bucket).await }))
+        }
+    }
+
+    /// Closes a store on the blocking pool (see [`OffThread`]), with time held still.
+    async fn close(store: &crate::state::Store) {
+        let (store, handle) = (store.clone(), tokio::runtime::Handle::current());
+        tokio::task::spawn_blocking(move || handle.block_on(store.close())).await.expect("blocking task");
+    }
+
+    /// A pacer of "another process": its own clock on the same (paused) time, attached to `store`.
+    fn process(store: &crate::state::Store) -> Arc<Pacer> {
+        let pacer = Pacer::api_gateway().with_clock(Clock::at(1_000_000));
+        pacer.attach(Arc::new(OffThread(store.clone())), budget());
+        Arc::new(pacer)
+    }
+
+    #[tokio::test]
+    async fn two_pacers_on_one_store_never_exceed_the_spacing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = two_stores(dir.path()).await;
+        let (pa, pb) = (process(&a), process(&b));
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let (pacer, op) =
+                    (if i % 2 == 0 { pa.clone() } else { pb.clone() }, if i < 4 { "CreateDeployment" } else { "CreateRestApi" });
+                tokio::spawn(async move {
+                    pacer.acquire(Some(op)).await;
+                    (op, pacer.clock.now_ms())
+                })
+            })
+            .collect();
+        let mut released: Vec<(&str, i64)> = Vec::new();
+        for t in tasks {
+            released.push(t.await.unwrap());
+        }
+        assert!(pa.is_shared() && pb.is_shared(), "no ledger error");
+        for (op, gap) in [("CreateDeployment", 5100), ("CreateRestApi", 3100)] {
+            let mut at: Vec<i64> = released.iter().filter(|(o, _)| *o == op).map(|(_, t)| *t).collect();
+            at.sort();
+            assert_eq!(at.len(), 4);
+            assert!(at.windows(2).all(|w| w[1] - w[0] >= gap), "{op} released {at:?}: closer than {gap} ms");
+            assert!(at[3] - at[0] <= 3 * gap + 100, "{op} released {at:?}: no slot wasted");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_process_paces_from_what_the_last_one_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = two_stores(dir.path()).await;
+        let first = process(&a);
+        // The account's burst (38 with the margin), used up by the first process, the last call a deployment.
+        for _ in 0..37 {
+            first.acquire(None).await;
+        }
+        first.acquire(Some("CreateDeployment")).await;
+        let done = first.clock.now_ms();
+        drop(first);
+        close(&a).await;
+        let second = process(&b);
+        assert!(second.acquire(None).await >= Duration::from_millis(100), "the account bucket is remembered: no burst left");
+        assert!(second.acquire(Some("CreateDeployment")).await >= Duration::from_millis(4900), "nor a spacing");
+        assert!(second.clock.now_ms() - done >= 5100, "one deployment every 5 s (+ margin), whichever process makes it");
+        // Only what the windows need is kept: once they pass, the ledger empties itself.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        second.acquire(None).await;
+        tokio::time::resume();
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT bucket, at_ms FROM pace_ledger").fetch_all(&b.pool_for_tests()).await.unwrap();
+        assert_eq!(rows.len(), 1, "only the account bucket's row, for the call just made: {rows:?}");
+    }
+
+    #[tokio::test]
+    async fn a_ledger_error_degrades_to_pacing_in_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, _b) = two_stores(dir.path()).await;
+        let pacer = process(&a);
+        pacer.acquire(Some("CreateDeployment")).await;
+        close(&a).await;
+        let start = Instant::now();
+        pacer.acquire(Some("CreateDeployment")).await;
+        assert!(!pacer.is_shared(), "the broken ledger is dropped");
+        assert!(Instant::now() - start >= Duration::from_millis(5100), "what the ledger said is kept: the spacing still holds");
+    }
+
+    /// An HTTP client whose connector is given.
+    #[derive(Debug, Clone)]
+    struct Fixed(SharedHttpConnector);
+
+    impl HttpClient for Fixed {
+        fn http_connector(&self, _: &HttpConnectorSettings, _: &RuntimeComponents) -> SharedHttpConnector {
+            self.0.clone()
+        }
+    }
+
+    /// Answers the first `refuse` requests with API Gateway's 429, then 201; records when each came.
+    #[derive(Debug, Clone)]
+    struct Refuser(Arc<std::sync::Mutex<Vec<Duration>>>, Instant, usize);
+
+    impl HttpConnector for Refuser {
+        fn call(&self, _: HttpRequest) -> HttpConnectorFuture {
+            let n = {
+                let mut seen = self.0.lock().expect("lock");
+                seen.push(Instant::now() - self.1);
+                seen.len()
+            };
+            let (status, body) = if n <= self.2 { (429u16, r#"{"message":"Too Many Requests"}"#) } else { (201, r#"{"id":"d1"}"#) };
+            let mut response = aws_smithy_runtime_api::http::Response::new(status.try_into().expect("status"), body.into());
+            if status == 429 {
+                response.headers_mut().insert("x-amzn-errortype", "TooManyRequestsException");
+            }
+            response.headers_mut().insert("content-type", "application/json");
+            HttpConnectorFuture::ready(Ok(response))
+        }
+    }
+
+    fn apigw_client(connector: Refuser, pacer: Arc<Pacer>, attempts: u32) -> aws_sdk_apigateway::Client {
+        let http = SharedHttpClient::new(PacedClient { inner: SharedHttpClient::new(Fixed(SharedHttpConnector::new(connector))), pacer });
+        let config = aws_sdk_apigateway::Config::builder()
+            .behavior_version(aws_sdk_apigateway::config::BehaviorVersion::latest())
+            .region(aws_sdk_apigateway::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_apigateway::config::Credentials::new("AKID", "SECRET", None, None, "test"))
+            .http_client(http)
+            // The retry policy `Aws::connect` sets.
+            .retry_config(
+                aws_sdk_apigateway::config::retry::RetryConfig::standard()
+                    .with_max_attempts(attempts)
+                    .with_initial_backoff(Duration::from_millis(200))
+                    .with_max_backoff(Duration::from_secs(20)),
+            )
+            .stalled_stream_protection(aws_sdk_apigateway::config::StalledStreamProtectionConfig::disabled())
+            .build();
+        aws_sdk_apigateway::Client::from_conf(config)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_is_retried_one_spacing_later_and_the_policy_still_gives_up() {
+        let stats = CallStats::new();
+        let pacer = Arc::new(Pacer::api_gateway().with_stats(stats.clone()));
+        let refuser = Refuser(Default::default(), Instant::now(), 1);
+        let client = apigw_client(refuser.clone(), pacer.clone(), 10);
+        client.create_deployment().rest_api_id("a1").stage_name("prod").send().await.expect("the retry succeeds");
+        let seen = refuser.0.lock().unwrap().clone();
+        assert_eq!(seen, vec![Duration::ZERO, Duration::from_millis(5100)], "retried one spacing (+ margin) after the 429, no later");
+        let paced = stats.pacing()[&(APIGW_SERVICE.to_string(), "CreateDeployment".to_string())];
+        assert_eq!((paced.calls, paced.throttled), (2, 1), "{paced:?}");
+
+        // Refused every time: the SDK's attempts bound it, each one spacing after the last.
+        let refuser = Refuser(Default::default(), Instant::now(), usize::MAX);
+        let client = apigw_client(refuser.clone(), Arc::new(Pacer::api_gateway()), 3);
+        let err = client.create_deployment().rest_api_id("a1").stage_name("prod").send().await.expect_err("gives up");
+        assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(429));
+        let seen: Vec<u128> = refuser.0.lock().unwrap().iter().map(|d| d.as_millis()).collect();
+        assert_eq!(seen, vec![0, 5100, 10200]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_overtakes_slots_already_given_out() {
+        let pacer = Arc::new(Pacer::api_gateway());
+        let start = Instant::now();
+        pacer.acquire(Some("CreateDeployment")).await;
+        // A second call got the next slot (5.1 s) and waits for it; then the first is refused at 1 s.
+        let waiting = tokio::spawn({
+            let pacer = pacer.clone();
+            async move {
+                pacer.acquire(Some("CreateDeployment")).await;
+                Instant::now() - start
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(pacer.spent(Some("CreateDeployment"), Some("call-1")).await, Duration::from_millis(5100));
+        tokio::time::sleep(Duration::from_millis(5100)).await;
+        assert_eq!(pacer.acquire_for(Some("CreateDeployment"), Some("call-1")).await, Duration::ZERO, "its slot was held for it");
+        assert_eq!(Instant::now() - start, Duration::from_millis(6100), "the retry goes at the earliest moment");
+        assert_eq!(
+            waiting.await.unwrap(),
+            Duration::from_millis(11_200),
+            "the slot given out before the 429 was too soon; it is taken again"
+        );
     }
 }

@@ -15,6 +15,7 @@ use crate::manifest::Kind;
 pub mod drift;
 pub use drift::{DELETED, Drift, DriftEvent, Resolution};
 mod lock;
+pub mod pacing;
 
 /// Where a stack's resources live: the AWS account, its partition and the region.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -263,6 +264,10 @@ impl Store {
     /// state file, and a zero-length file is refused rather than taken for a new state.
     #[instrument(skip_all, fields(path = %path.display()))]
     pub async fn open(path: &Path) -> Result<Store> {
+        Self::open_with(path, SqlitePoolOptions::new().max_connections(4)).await
+    }
+
+    async fn open_with(path: &Path, pool: SqlitePoolOptions) -> Result<Store> {
         match std::fs::metadata(path) {
             Ok(m) if m.is_file() && m.len() == 0 => return Err(StateError::Empty { path: path.into() }),
             Ok(_) => {}
@@ -276,7 +281,7 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(|e| classify_open_error(path, e))?;
+        let pool = pool.connect_with(options).await.map_err(|e| classify_open_error(path, e))?;
         Self::migrate(&pool, path).await?;
         Ok(Store { pool, path: path.to_path_buf() })
     }
@@ -667,8 +672,97 @@ impl Store {
         }
     }
 
+    /// The connection pool, for tests that look at the tables themselves.
+    #[cfg(test)]
+    pub(crate) fn pool_for_tests(&self) -> SqlitePool {
+        self.pool.clone()
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+impl Store {
+    /// One pacing transaction: as the one writer (`BEGIN IMMEDIATE`), drops the rows of every budget
+    /// that say nothing any more, reads `budget`'s, lets `change` work on them at the clock's time
+    /// (read once the write lock is held), writes them back and commits. Nothing waits inside.
+    async fn pace_update(
+        &self,
+        budget: &pacing::Budget,
+        clock: &pacing::Clock,
+        change: impl FnOnce(&mut pacing::Rows, i64) -> i64,
+    ) -> Result<(i64, pacing::Rows)> {
+        let mut tx = self.write().await?;
+        let now = clock.now_ms();
+        sqlx::query("DELETE FROM pace_ledger WHERE at_ms <= ?").bind(now).execute(&mut *tx).await?;
+        let mut rows = pacing::Rows::new();
+        for row in sqlx::query("SELECT bucket, at_ms, spent_ms FROM pace_ledger WHERE account_id = ? AND region = ? AND service = ?")
+            .bind(&budget.account_id)
+            .bind(&budget.region)
+            .bind(&budget.service)
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            rows.insert(row.try_get("bucket")?, pacing::Row { at_ms: row.try_get("at_ms")?, spent_ms: row.try_get("spent_ms")? });
+        }
+        let before = rows.clone();
+        let out = change(&mut rows, now);
+        for (bucket, row) in rows.iter().filter(|(b, r)| before.get(*b) != Some(r)) {
+            sqlx::query(
+                "INSERT INTO pace_ledger (account_id, region, service, bucket, at_ms, spent_ms) VALUES (?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (account_id, region, service, bucket) DO UPDATE SET at_ms = excluded.at_ms, spent_ms = excluded.spent_ms",
+            )
+            .bind(&budget.account_id)
+            .bind(&budget.region)
+            .bind(&budget.service)
+            .bind(bucket)
+            .bind(row.at_ms)
+            .bind(row.spent_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok((out, rows))
+    }
+}
+
+impl pacing::PaceLedger for Store {
+    fn reserve<'a>(
+        &'a self,
+        budget: &'a pacing::Budget,
+        limits: &'a pacing::Limits,
+        operation: Option<&'a str>,
+        clock: &'a pacing::Clock,
+    ) -> futures::future::BoxFuture<'a, Result<(i64, pacing::Rows)>> {
+        Box::pin(self.pace_update(budget, clock, move |rows, now| pacing::reserve(rows, limits, operation, now)))
+    }
+
+    fn spent<'a>(
+        &'a self,
+        budget: &'a pacing::Budget,
+        limits: &'a pacing::Limits,
+        operation: Option<&'a str>,
+        clock: &'a pacing::Clock,
+    ) -> futures::future::BoxFuture<'a, Result<(i64, pacing::Rows)>> {
+        Box::pin(self.pace_update(budget, clock, move |rows, now| pacing::spent(rows, limits, operation, now)))
+    }
+
+    fn row<'a>(&'a self, budget: &'a pacing::Budget, bucket: &'a str) -> futures::future::BoxFuture<'a, Result<Option<pacing::Row>>> {
+        Box::pin(async move {
+            let row =
+                sqlx::query("SELECT at_ms, spent_ms FROM pace_ledger WHERE account_id = ? AND region = ? AND service = ? AND bucket = ?")
+                    .bind(&budget.account_id)
+                    .bind(&budget.region)
+                    .bind(&budget.service)
+                    .bind(bucket)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            Ok(match row {
+                Some(r) => Some(pacing::Row { at_ms: r.try_get("at_ms")?, spent_ms: r.try_get("spent_ms")? }),
+                None => None,
+            })
+        })
     }
 }
 

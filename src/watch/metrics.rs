@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::providers::calls::CallCount;
+use crate::providers::calls::{CallCount, PaceCount};
 
 /// The `Content-Type` of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -139,6 +139,32 @@ fn calls_registry(calls: &BTreeMap<(String, String), CallCount>) -> Registry {
     }
     registry.register("reconcile_aws_calls", "AWS API calls (each HTTP attempt) by service and operation", total);
     registry.register("reconcile_aws_errors", "AWS API calls answered with an error (or none), by service and operation", errors);
+    registry
+}
+
+/// The pacing counters (API Gateway's limited operations, and `account rate` for the other calls).
+fn pacing_registry(pacing: &BTreeMap<(String, String), PaceCount>) -> Registry {
+    let mut registry = Registry::default();
+    let waited = Family::<CallLabels, Counter<f64, AtomicU64>>::default();
+    let (paced, throttled) = (Family::<CallLabels, Counter>::default(), Family::<CallLabels, Counter>::default());
+    for ((service, operation), c) in pacing {
+        let labels = CallLabels { service: service.clone(), operation: operation.clone() };
+        waited.get_or_create(&labels).inc_by(c.waited_ms as f64 / 1000.0);
+        paced.get_or_create(&labels).inc_by(c.calls);
+        throttled.get_or_create(&labels).inc_by(c.throttled);
+    }
+    registry.register_with_unit(
+        "reconcile_pacing_wait",
+        "Time AWS calls waited for the account's rate limits (client-side pacing), by service and limited operation",
+        prometheus_client::registry::Unit::Seconds,
+        waited,
+    );
+    registry.register("reconcile_paced_calls", "AWS calls (attempts) paced, by service and limited operation", paced);
+    registry.register(
+        "reconcile_pacing_throttled",
+        "429s met by paced calls (another client spent the account's budget), by service and limited operation",
+        throttled,
+    );
     registry
 }
 
@@ -332,11 +358,12 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition, with the AWS call counters of the process.
-    pub fn render(&self, calls: &BTreeMap<(String, String), CallCount>) -> String {
+    pub fn render(&self, calls: &BTreeMap<(String, String), CallCount>, pacing: &BTreeMap<(String, String), PaceCount>) -> String {
         let mut out = String::new();
         // Writing into a String does not fail.
         let _ = self.with(|_| prometheus_text::encode(&mut out, &self.families.registry));
         let _ = prometheus_text::encode(&mut out, &calls_registry(calls));
+        let _ = prometheus_text::encode(&mut out, &pacing_registry(pacing));
         out
     }
 }
@@ -344,6 +371,31 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pacing_waits_and_429s_per_limited_operation() {
+        let m = Metrics::default();
+        let pacing = BTreeMap::from([
+            (
+                ("apigateway".to_string(), "CreateDeployment".to_string()),
+                PaceCount { calls: 3, waited_ms: 10_200, max_wait_ms: 5100, throttled: 1 },
+            ),
+            (
+                ("apigateway".to_string(), "account rate".to_string()),
+                PaceCount { calls: 40, waited_ms: 250, max_wait_ms: 106, throttled: 0 },
+            ),
+        ]);
+        let text = m.render(&BTreeMap::new(), &pacing);
+        for line in [
+            "reconcile_pacing_wait_seconds_total{service=\"apigateway\",operation=\"CreateDeployment\"} 10.2",
+            "reconcile_paced_calls_total{service=\"apigateway\",operation=\"CreateDeployment\"} 3",
+            "reconcile_pacing_throttled_total{service=\"apigateway\",operation=\"CreateDeployment\"} 1",
+            "reconcile_pacing_wait_seconds_total{service=\"apigateway\",operation=\"account rate\"} 0.25",
+            "reconcile_pacing_throttled_total{service=\"apigateway\",operation=\"account rate\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+        }
+    }
 
     #[test]
     fn renders_gauges_histogram_and_counters_and_readiness_follows_first_success() {
@@ -360,7 +412,7 @@ mod tests {
         assert!(m.ready());
 
         let calls = BTreeMap::from([(("lambda".to_string(), "GetFunction".to_string()), CallCount { calls: 3, errors: 1, throttled: 0 })]);
-        let text = m.render(&calls);
+        let text = m.render(&calls, &BTreeMap::new());
         for line in [
             "# TYPE reconcile_drift gauge",
             "reconcile_drift{stack=\"s\",resource=\"fn\"} 2",
@@ -387,7 +439,7 @@ mod tests {
         m.pass(odd, Duration::from_millis(1), true, Some(BTreeMap::from([(odd.to_string(), 1)])));
         m.refused(odd, Some(("pinned_elsewhere", "x")));
         let calls = BTreeMap::from([((odd.to_string(), "Get\"It\"".to_string()), CallCount { calls: 1, errors: 0, throttled: 0 })]);
-        let text = m.render(&calls);
+        let text = m.render(&calls, &BTreeMap::new());
         let escaped = "a\\\"b\\\\c\\nd";
         for line in [
             format!("reconcile_drift{{stack=\"{escaped}\",resource=\"{escaped}\"}} 1"),
@@ -415,9 +467,9 @@ mod tests {
         let m = Metrics::default();
         m.pass("s", Duration::from_millis(1), true, Some(BTreeMap::from([("a".into(), 1), ("b".into(), 0)])));
         m.pass("s", Duration::from_millis(1), false, None);
-        assert!(m.render(&BTreeMap::new()).lines().any(|l| l == "reconcile_drift{stack=\"s\",resource=\"a\"} 1"));
+        assert!(m.render(&BTreeMap::new(), &BTreeMap::new()).lines().any(|l| l == "reconcile_drift{stack=\"s\",resource=\"a\"} 1"));
         m.pass("s", Duration::from_millis(1), true, Some(BTreeMap::from([("b".into(), 2)])));
-        let text = m.render(&BTreeMap::new());
+        let text = m.render(&BTreeMap::new(), &BTreeMap::new());
         assert!(!text.contains("resource=\"a\""), "a resource gone from the manifest loses its series:\n{text}");
         assert!(text.lines().any(|l| l == "reconcile_drift{stack=\"s\",resource=\"b\"} 2"), "{text}");
     }
@@ -433,13 +485,13 @@ mod tests {
         assert!(!m.ready());
         assert!(m.not_ready().is_empty(), "a refused stack is not waiting for a pass");
         assert_eq!(m.refusals(), vec![("away".to_string(), "stack `away` lives in account 1 (aws) in us-east-1 …".to_string())]);
-        let text = m.render(&BTreeMap::new());
+        let text = m.render(&BTreeMap::new(), &BTreeMap::new());
         assert!(text.lines().any(|l| l == "reconcile_stack_refused{stack=\"away\",reason=\"pinned_elsewhere\"} 1"), "{text}");
         assert!(text.lines().any(|l| l == "reconcile_stack_refused{stack=\"home\"} 0"), "{text}");
         m.refused("away", None);
         m.pass("away", Duration::from_millis(10), true, Some(BTreeMap::new()));
         assert!(m.ready());
-        assert!(m.render(&BTreeMap::new()).lines().any(|l| l == "reconcile_stack_refused{stack=\"away\"} 0"));
+        assert!(m.render(&BTreeMap::new(), &BTreeMap::new()).lines().any(|l| l == "reconcile_stack_refused{stack=\"away\"} 0"));
     }
 
     #[test]

@@ -61,6 +61,6 @@ async fn readyz(State(s): State<Shared>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(s): State<Shared>) -> impl IntoResponse {
-    let body = s.metrics.render(&s.calls.snapshot());
+    let body = s.metrics.render(&s.calls.snapshot(), &s.calls.pacing());
     ([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], body)
 }

@@ -1,0 +1,220 @@
+//! The pacing ledger: the recent use of an account's rate-limited API budget (API Gateway's account
+//! limits today), kept in the state store so that every process using the store paces from one record
+//! — back-to-back runs, concurrent applies of different stacks, a watcher remediating while someone
+//! applies.
+//!
+//! A budget ([`Budget`]: account, region, service) is a handful of rows ([`Rows`]): one for the
+//! account-wide token bucket and one per operation with its own spacing. Each row holds one time (unix
+//! milliseconds, wall clock, since processes share it): for the token bucket, when it is full again
+//! (the bucket as a "theoretical arrival time", GCRA); for an operation, its next free slot. A row
+//! whose time has passed says nothing any more (full bucket, free slot) and is deleted by the next
+//! reservation of any budget: the ledger holds at most a few rows per account and region in use, and
+//! only while the limits' windows need them.
+//!
+//! [`reserve`] and [`spent`] are the arithmetic, the same for every backend; [`PaceLedger`] is what a
+//! backend implements (SQLite in [`super::Store`]; a PostgreSQL store implements the same three calls
+//! with `SELECT … FOR UPDATE` in a transaction). A reservation is one short write transaction that
+//! reads the budget's rows, reserves and commits; the caller then sleeps until its slot outside any
+//! transaction.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use super::Result;
+
+/// Whose budget: the limits are per account and region, per service.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Budget {
+    pub account_id: String,
+    pub region: String,
+    /// The SigV4 service name (`apigateway`).
+    pub service: String,
+}
+
+/// A service's limits, as the client keeps them (margins included).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Milliseconds per token of the account-wide bucket (the inverse of its rate).
+    pub interval_ms: i64,
+    /// Tokens the account-wide bucket holds.
+    pub burst: i64,
+    /// Operations with their own limit, and the milliseconds kept between two of them.
+    pub spacing: Vec<(&'static str, i64)>,
+}
+
+impl Limits {
+    /// The spacing of `operation`, if it has its own limit.
+    pub fn spacing_of(&self, operation: &str) -> Option<i64> {
+        self.spacing.iter().find(|(o, _)| *o == operation).map(|(_, ms)| *ms)
+    }
+}
+
+/// The row of the account-wide token bucket.
+pub const ACCOUNT_BUCKET: &str = "";
+
+/// One row of a budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Row {
+    /// The account bucket: when it is full again; an operation: its next free slot (unix ms).
+    pub at_ms: i64,
+    /// When a 429 last told us the budget was spent by someone we do not know of (unix ms, 0: never).
+    pub spent_ms: i64,
+}
+
+/// A budget's rows, by bucket ([`ACCOUNT_BUCKET`] or an operation name).
+pub type Rows = BTreeMap<String, Row>;
+
+/// Takes a token (and, for an operation with its own limit, its next slot) at `now`: returns when the
+/// call may be sent (never before `now`).
+pub fn reserve(rows: &mut Rows, limits: &Limits, operation: Option<&str>, now: i64) -> i64 {
+    let bucket = rows.entry(ACCOUNT_BUCKET.to_string()).or_default();
+    let full = bucket.at_ms.max(now) + limits.interval_ms;
+    bucket.at_ms = full;
+    // The token is taken now; with the bucket empty it is owed, and the call waits until it is back.
+    let mut slot = (full - limits.burst * limits.interval_ms).max(now);
+    if let Some((op, gap)) = operation.and_then(|o| limits.spacing_of(o).map(|g| (o, g))) {
+        let row = rows.entry(op.to_string()).or_default();
+        slot = row.at_ms.max(slot);
+        row.at_ms = slot + gap;
+    }
+    slot
+}
+
+/// Marks the bucket of `operation` (or the account bucket) spent at `now`, as a 429 says it is, and
+/// reserves the refused call's retry at the earliest moment the limit allows: returns that slot.
+///
+/// An operation's slots given out before the 429 are void (see [`overtaken`]): its timeline starts
+/// again from the 429, retry first. The account bucket is marked empty; calls already given tokens go
+/// ahead (a 429 among them is retried the same way).
+pub fn spent(rows: &mut Rows, limits: &Limits, operation: Option<&str>, now: i64) -> i64 {
+    match operation.and_then(|o| limits.spacing_of(o).map(|g| (o, g))) {
+        Some((op, gap)) => {
+            let row = rows.entry(op.to_string()).or_default();
+            row.at_ms = now + gap;
+            row.spent_ms = now;
+        }
+        None => {
+            let row = rows.entry(ACCOUNT_BUCKET.to_string()).or_default();
+            row.at_ms = row.at_ms.max(now + limits.burst * limits.interval_ms);
+            row.spent_ms = now;
+        }
+    }
+    reserve(rows, limits, operation, now)
+}
+
+/// Whether a slot of `operation` reserved at `reserved` was voided by a 429 met since (by any process
+/// using the ledger): it must be reserved again.
+pub fn overtaken(row: Option<Row>, limits: &Limits, operation: &str, reserved: i64) -> bool {
+    limits.spacing_of(operation).is_some() && row.is_some_and(|r| r.spent_ms >= reserved)
+}
+
+/// Drops the rows that say nothing any more at `now` (a full bucket, a free slot).
+pub fn prune(rows: &mut Rows, now: i64) {
+    rows.retain(|_, r| r.at_ms > now);
+}
+
+/// Wall-clock milliseconds, read from tokio's clock (anchored to the system clock when made), so a
+/// process never sees time go backwards and tests can run with paused time.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    base_ms: i64,
+    base: tokio::time::Instant,
+}
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Clock {
+        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        Clock::at(ms)
+    }
+
+    /// A clock that reads `ms` now (tests).
+    pub fn at(ms: i64) -> Clock {
+        Clock { base_ms: ms, base: tokio::time::Instant::now() }
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.base_ms + self.base.elapsed().as_millis() as i64
+    }
+
+    /// Sleeps until `ms` (at once if it has passed).
+    pub async fn sleep_until(&self, ms: i64) {
+        let wait = ms - self.now_ms();
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+        }
+    }
+}
+
+/// A store that keeps pacing ledgers. Every call is one short, atomic write transaction (or a read);
+/// none waits for a slot inside it.
+pub trait PaceLedger: Send + Sync + std::fmt::Debug {
+    /// Reserves a call of `operation` (see [`reserve`]) in `budget` at the clock's time: returns the
+    /// slot and the budget's rows after it.
+    fn reserve<'a>(
+        &'a self,
+        budget: &'a Budget,
+        limits: &'a Limits,
+        operation: Option<&'a str>,
+        clock: &'a Clock,
+    ) -> BoxFuture<'a, Result<(i64, Rows)>>;
+
+    /// Marks the bucket spent (see [`spent`]): returns the earliest retry and the rows after it.
+    fn spent<'a>(
+        &'a self,
+        budget: &'a Budget,
+        limits: &'a Limits,
+        operation: Option<&'a str>,
+        clock: &'a Clock,
+    ) -> BoxFuture<'a, Result<(i64, Rows)>>;
+
+    /// One row of the budget, if it says anything.
+    fn row<'a>(&'a self, budget: &'a Budget, bucket: &'a str) -> BoxFuture<'a, Result<Option<Row>>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits { interval_ms: 100, burst: 3, spacing: vec![("CreateDeployment", 5000)] }
+    }
+
+    #[test]
+    fn reservations_follow_the_bucket_and_the_spacing() {
+        let l = limits();
+        let mut rows = Rows::new();
+        // Three tokens of burst, then one every 100 ms.
+        let slots: Vec<i64> = (0..5).map(|_| reserve(&mut rows, &l, None, 1000)).collect();
+        assert_eq!(slots, vec![1000, 1000, 1000, 1100, 1200]);
+        let mut rows = Rows::new();
+        assert_eq!(reserve(&mut rows, &l, Some("CreateDeployment"), 1000), 1000);
+        assert_eq!(reserve(&mut rows, &l, Some("CreateDeployment"), 1000), 6000);
+        assert_eq!(reserve(&mut rows, &l, Some("GetRestApis"), 1000), 1000, "other operations only take a token");
+        // After the windows the rows say nothing and are dropped.
+        prune(&mut rows, 11_000);
+        assert!(rows.is_empty(), "{rows:?}");
+    }
+
+    #[test]
+    fn a_429_spends_the_bucket_and_voids_the_slots_given_out() {
+        let l = limits();
+        let mut rows = Rows::new();
+        assert_eq!(reserve(&mut rows, &l, Some("CreateDeployment"), 0), 0);
+        assert_eq!(reserve(&mut rows, &l, Some("CreateDeployment"), 0), 5000, "a second call waits its turn");
+        // The first is refused at 100 ms: someone else spent the budget. Its retry gets the earliest
+        // slot, one spacing later; the slot given out before the 429 is void.
+        assert_eq!(spent(&mut rows, &l, Some("CreateDeployment"), 100), 5100);
+        let row = rows.get("CreateDeployment").copied();
+        assert!(overtaken(row, &l, "CreateDeployment", 0));
+        assert!(!overtaken(row, &l, "CreateDeployment", 200));
+        assert!(!overtaken(row, &l, "GetRestApis", 0));
+        assert_eq!(reserve(&mut rows, &l, Some("CreateDeployment"), 5000), 10_100, "reserved again, after the retry");
+        // A 429 on the account bucket: one token interval.
+        let mut rows = Rows::new();
+        assert_eq!(spent(&mut rows, &l, None, 100), 200);
+        assert_eq!(reserve(&mut rows, &l, None, 100), 300);
+    }
+}

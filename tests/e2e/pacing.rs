@@ -1,0 +1,126 @@
+//! API Gateway pacing shared through the state store (end to end, through the fault proxy's
+//! enforcement of API Gateway's account limits: 10 requests/s with a burst of 40, one CreateRestApi
+//! per 3 s, one CreateDeployment per 5 s).
+
+#[allow(unused_imports)]
+use super::*;
+
+/// A stack of two REST APIs with one deployment each: two CreateRestApi and two CreateDeployment,
+/// so a run that started from a full bucket right after another would meet a 429.
+fn write_stack(cli: &Cli, name: &str) -> String {
+    let mut text = format!("[stack]\nname = \"{name}\"\n");
+    for i in 1..=2 {
+        text.push_str(&format!(
+            r#"
+[resources.api{i}]
+type = "aws_api_gateway_rest_api"
+name = "{name}-api{i}"
+routes = [{{ path = "/ping", method = "GET", integration = {{ type = "MOCK" }} }}]
+
+[resources.api{i}_deployment]
+type = "aws_api_gateway_deployment"
+rest_api_id = "${{api{i}.id}}"
+triggers = {{ model = "${{api{i}.model_hash}}" }}
+"#
+        ));
+    }
+    cli.write_file(format!("manifests/{name}.toml"), &text).to_str().unwrap().to_string()
+}
+
+/// Paced (as outside tests), through the proxy, with the tool's own retry policy.
+fn paced(proxy: &support::FaultProxy) -> [(&'static str, Option<&str>); 3] {
+    [("AWS_ENDPOINT_URL", Some(proxy.url.as_str())), ("RECONCILE_PACING", None), ("AWS_MAX_ATTEMPTS", None)]
+}
+
+/// The `pacing` rows of a `--json --stats` document, by operation.
+fn pacing_of(doc: &Value, operation: &str) -> Value {
+    doc["pacing"].as_array().unwrap().iter().find(|r| r["operation"] == operation).cloned().unwrap_or(Value::Null)
+}
+
+async fn apis_named(moto: &Moto, prefix: &str) -> usize {
+    let apis = aws(moto).await.apigw.get_rest_apis().limit(500).send().await.unwrap();
+    apis.items().iter().filter_map(|a| a.name()).filter(|n| n.starts_with(prefix)).count()
+}
+
+/// Each run's pacer starts from what the runs before it did (recorded in the state file), not from a
+/// full bucket: back-to-back applies of two stacks meet no 429.
+#[tokio::test(flavor = "multi_thread")]
+async fn back_to_back_applies_on_one_state_file_meet_no_429() {
+    let (moto, cli) = setup();
+    let proxy = support::FaultProxy::start(&moto.url, &["--apigw-limits"]);
+    let (a, b) = (write_stack(&cli, "pace-a"), write_stack(&cli, "pace-b"));
+    for manifest in [&a, &b] {
+        let out = cli.run_with_env(&["-f", manifest, "--json", "--stats", "apply", "--auto-approve"], &paced(&proxy));
+        out.assert_success();
+        let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(calls_to(doc["aws_calls"].as_array().unwrap(), "CreateDeployment"), 2, "one attempt each: {out}");
+        let deployments = pacing_of(&doc, "CreateDeployment");
+        assert_eq!((deployments["calls"].as_u64(), deployments["throttled"].as_u64()), (Some(2), Some(0)), "{doc}");
+    }
+    let stats = proxy.stats();
+    assert_eq!(stats["limited"].as_u64(), Some(0), "the proxy answered 429 to paced requests: {stats}");
+    assert!(stats["by_service"]["apigateway"]["requests"].as_u64().unwrap() >= 8, "{stats}");
+    assert_eq!(apis_named(&moto, "pace-").await, 4);
+    // The ledger keeps only what the limits' windows need: a row per bucket of this account and region.
+    let rows = ledger_rows(&cli.join("reconcile.db")).await;
+    assert!((1..=3).contains(&rows), "{rows} ledger rows");
+}
+
+/// Rows in the pacing ledger of a state file.
+async fn ledger_rows(path: &Path) -> i64 {
+    use sqlx::ConnectOptions;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new().filename(path).read_only(true).connect().await.unwrap();
+    sqlx::query_scalar("SELECT COUNT(*) FROM pace_ledger").fetch_one(&mut conn).await.unwrap()
+}
+
+/// Two processes applying two stacks at once on one state file share one budget: no 429.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_applies_on_one_state_file_meet_no_429() {
+    let (moto, cli) = setup();
+    let proxy = support::FaultProxy::start(&moto.url, &["--apigw-limits"]);
+    let (a, b) = (write_stack(&cli, "pace-c"), write_stack(&cli, "pace-d"));
+    let first = cli.spawn_with_env(&["-f", &a, "--json", "--stats", "apply", "--auto-approve"], &paced(&proxy));
+    let second = cli.spawn_with_env(&["-f", &b, "--json", "--stats", "apply", "--auto-approve"], &paced(&proxy));
+    let timeout = std::time::Duration::from_secs(120);
+    let (one, two) = (first.wait(timeout), second.wait(timeout));
+    for out in [&one, &two] {
+        out.assert_success();
+        let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(pacing_of(&doc, "CreateDeployment")["throttled"].as_u64(), Some(0), "{doc}");
+        assert_eq!(pacing_of(&doc, "CreateRestApi")["throttled"].as_u64(), Some(0), "{doc}");
+    }
+    let stats = proxy.stats();
+    assert_eq!(stats["limited"].as_u64(), Some(0), "the proxy answered 429 to paced requests: {stats}");
+    assert_eq!(apis_named(&moto, "pace-").await, 4);
+}
+
+/// A 429 the pacer could not foresee (another client, another state file: here the proxy refuses the
+/// first CreateDeployment, which still takes its limit's token) marks the limit spent; the call is
+/// retried when the limit allows it again — not sooner (the proxy would refuse it), and the delay
+/// asked of the SDK is one spacing, not an exponential backoff.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_429_from_outside_is_retried_after_one_spacing() {
+    let (moto, cli) = setup();
+    let proxy = support::FaultProxy::start(&moto.url, &["--apigw-limits"]);
+    proxy.configure(
+        r#"{"fail": [{"operation": "CreateDeployment", "service": "apigateway", "status": 429, "code": "TooManyRequestsException", "message": "Too Many Requests"}]}"#,
+    );
+    let a = write_stack(&cli, "pace-e");
+    let out = cli.run_with_env(&["-f", &a, "--json", "--stats", "--log-format", "json", "-v", "apply", "--auto-approve"], &paced(&proxy));
+    out.assert_success();
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(calls_to(doc["aws_calls"].as_array().unwrap(), "CreateDeployment"), 3, "two deployments, one retried once: {out}");
+    let deployments = pacing_of(&doc, "CreateDeployment");
+    assert_eq!((deployments["calls"].as_u64(), deployments["throttled"].as_u64()), (Some(3), Some(1)), "{doc}");
+    let stats = proxy.stats();
+    assert_eq!(stats["failed"].as_u64(), Some(1), "{stats}");
+    assert_eq!(stats["limited"].as_u64(), Some(0), "the retry (and the other deployment) waited for the limit: {stats}");
+    let retries = log_lines(
+        &out.stderr,
+        "API Gateway answered 429 to a paced call (another client is using the account's budget); retrying when the limit allows",
+    );
+    assert_eq!(retries.len(), 1, "{}", out.stderr);
+    let delay = retries[0]["retry_in_ms"].as_u64().unwrap();
+    assert!((5000..=5100).contains(&delay), "retried one spacing (5 s + 0.1 s margin) after the 429, asked {delay} ms");
+    assert_eq!(apis_named(&moto, "pace-e-").await, 2);
+}
