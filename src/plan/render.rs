@@ -294,7 +294,7 @@ fn nested_line(out: &mut String, n: &diff::Nested, note: &str) {
 /// Scalars inline; documents pretty-printed and indented under the field.
 fn value(v: &Value, indent: usize) -> String {
     match v {
-        Value::Object(m) if !m.is_empty() => {
+        v if is_nested(v) => {
             let pretty = serde_json::to_string_pretty(v).unwrap_or_default();
             pretty.lines().collect::<Vec<_>>().join(&format!("\n{}", " ".repeat(indent)))
         }
