@@ -24,8 +24,8 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct Global {
-    /// The manifest to reconcile.
-    #[arg(short = 'f', long = "manifest", global = true, env = "RECONCILE_MANIFEST", default_value = "manifests/apigw-lambda-basic.toml")]
+    /// The manifest to reconcile (by default `reconcile.toml` in the current folder).
+    #[arg(short = 'f', long = "manifest", global = true, env = "RECONCILE_MANIFEST", default_value = crate::manifest::DEFAULT_MANIFEST)]
     pub manifest: PathBuf,
     /// The state file (SQLite); created with mode 0600 if missing.
     #[arg(long, global = true, env = "RECONCILE_STATE", default_value = "reconcile.db")]
@@ -183,7 +183,8 @@ pub struct PinArgs {
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// Manifests to watch, or directories whose *.toml files are manifests (default: -f).
+    /// Manifests to watch, or directories whose *.toml files are manifests (default: the -f manifest,
+    /// reconcile.toml unless named).
     pub paths: Vec<PathBuf>,
     /// Time between passes (with ±10% jitter), e.g. `60s`, `5m`.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]

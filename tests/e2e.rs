@@ -6,6 +6,8 @@ mod support;
 // Topic modules, in tests/e2e/; they reach the helpers below with `use super::*`.
 #[path = "e2e/crash.rs"]
 mod crash;
+#[path = "e2e/first_hour.rs"]
+mod first_hour;
 #[path = "e2e/identity.rs"]
 mod identity;
 #[path = "e2e/inputs.rs"]
@@ -234,7 +236,13 @@ async fn manifest_edits_update_exactly_what_changed() {
         vec![("api_invoke_role".into(), "update".into(), vec!["inline_policies.write-logs".into()])]
     );
     let plan = cli.run(&["-f", SEED, "plan"]);
-    assert!(plan.stdout.contains("-         \"logs:FilterLogEvents\""), "{plan}");
+    // Only what changed inside the policy: the one action removed from the statement's list.
+    assert!(
+        plan.stdout.contains(
+            "    ~ inline_policies.write-logs.Statement[0].Action = [\n        - \"logs:FilterLogEvents\"\n          (6 unchanged)\n      ]\n"
+        ),
+        "{plan}"
+    );
     cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
     let doc = aws.iam.get_role_policy().role_name("ApiGwInvokeLambda").policy_name("write-logs").send().await.unwrap();
     assert_eq!(decode(doc.policy_document())["Statement"][0]["Action"].as_array().unwrap().len(), 6);

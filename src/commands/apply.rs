@@ -47,7 +47,7 @@ async fn apply_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store: 
     }
     plan::check_blockers(manifest, &state, &mut plan, &aws).await?;
     if !g.json && !g.quiet {
-        print!("{}", plan::render::human(&plan));
+        plan::render::print(&plan);
     }
     // A conflicting create fails on its own (and skips what depends on it), without an AWS call; a
     // logging stage the region cannot take refuses the whole plan before anything is created.
@@ -89,7 +89,7 @@ async fn destroy_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store
         return finish(g, "Destroy", &plan, None, store, Some(&aws)).await;
     }
     if !g.json && !g.quiet {
-        print!("{}", plan::render::human(&plan));
+        plan::render::print(&plan);
     }
     if !args.auto_approve {
         confirm("\nDelete all of these resources?")?;
@@ -129,7 +129,7 @@ async fn finish(g: &Global, what: &str, plan: &Plan, report: Option<Report>, sto
         return Ok(if failed { Exit::Error } else { Exit::Ok });
     }
     let Some(r) = &report else {
-        print!("{}", plan::render::human(plan));
+        plan::render::print(plan);
         return Ok(Exit::Ok);
     };
     let count = |s: Status| r.outcomes.iter().filter(|o| o.status == s).count();

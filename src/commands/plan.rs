@@ -24,7 +24,7 @@ pub async fn run(g: &Global, args: &PlanArgs) -> Result<Exit, CliError> {
         }
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
-        print!("{}", plan::render::human(&plan));
+        plan::render::print(&plan);
     }
     super::print_stats(g, Some(&aws));
     store.close().await;

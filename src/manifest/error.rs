@@ -94,7 +94,7 @@ impl fmt::Display for Diagnostic {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("cannot read manifest {}: {source}", path.display())]
+    #[error("cannot read manifest {}: {source}{}", path.display(), how_to_name(source))]
     Read {
         path: PathBuf,
         #[source]
@@ -102,6 +102,20 @@ pub enum ManifestError {
     },
     #[error("{}", render(.0))]
     Invalid(Vec<Diagnostic>),
+}
+
+/// The file the manifest is read from when none is named.
+pub const DEFAULT_MANIFEST: &str = "reconcile.toml";
+
+/// For a manifest that is not there: how to name one.
+fn how_to_name(e: &std::io::Error) -> String {
+    if e.kind() != std::io::ErrorKind::NotFound {
+        return String::new();
+    }
+    format!(
+        "\nname the manifest with `-f PATH` (`--manifest PATH`) or the environment variable `RECONCILE_MANIFEST`; \
+         without either, reconcile reads `{DEFAULT_MANIFEST}` in the current folder (docs/getting-started.md starts one)"
+    )
 }
 
 fn render(diags: &[Diagnostic]) -> String {

@@ -8,6 +8,7 @@ pub mod error;
 pub mod json_schema;
 pub mod refs;
 pub mod schema;
+pub mod suggest;
 
 pub use crate::artifact;
 pub use crate::providers::rules;
@@ -21,7 +22,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 pub use crate::artifact::Artifact;
-pub use error::{Diagnostic, Location, ManifestError, SourceMap};
+pub use error::{DEFAULT_MANIFEST, Diagnostic, Location, ManifestError, SourceMap};
 pub use schema::{Field, FieldType, Kind};
 
 /// Tag keys the engine puts on everything it creates.
@@ -168,7 +169,13 @@ impl<'a> Validator<'a> {
                 "stack" => stack = Some(value),
                 "resources" => resources_table = Some(value),
                 "outputs" => outputs_table = Some(value),
-                other => self.err(&key.span(), format!("unknown top-level key `{other}`; expected `stack`, `resources` or `outputs`")),
+                other => self.err(
+                    &key.span(),
+                    format!(
+                        "unknown top-level key `{other}`; expected `stack`, `resources` or `outputs`{}",
+                        suggest::did_you_mean(other, ["stack", "resources", "outputs"], str::to_string)
+                    ),
+                ),
             }
         }
         let mut remediate = false;
@@ -234,9 +241,13 @@ impl<'a> Validator<'a> {
                     DeValue::Boolean(b) => *remediate = *b,
                     other => self.err(&v.span(), format!("`stack.remediate` must be a boolean, found {}", other.type_str())),
                 },
-                other => {
-                    self.err(&key.span(), format!("unknown key `{other}` in `[stack]`; expected `name`, `description` or `remediate`"))
-                }
+                other => self.err(
+                    &key.span(),
+                    format!(
+                        "unknown key `{other}` in `[stack]`; expected `name`, `description` or `remediate`{}",
+                        suggest::did_you_mean(other, ["name", "description", "remediate"], str::to_string)
+                    ),
+                ),
             }
         }
         if name.is_none() && !self.diags.iter().any(|d| d.message.starts_with("stack name")) {
@@ -283,7 +294,11 @@ impl<'a> Validator<'a> {
             DeValue::String(t) => match Kind::from_type_name(t) {
                 Some(k) => k,
                 None => {
-                    self.err(&type_value.span(), format!("unknown resource type `{t}`; one of: {}", type_list()));
+                    let types = Kind::ALL.iter().map(|k| k.type_name());
+                    self.err(
+                        &type_value.span(),
+                        format!("unknown resource type `{t}`; one of: {}{}", type_list(), suggest::did_you_mean(t, types, str::to_string)),
+                    );
                     return None;
                 }
             },
@@ -320,7 +335,8 @@ impl<'a> Validator<'a> {
                 _ => {
                     let Some(field) = schema.field(fname) else {
                         let known: Vec<_> = schema.fields.iter().map(|f| f.name).collect();
-                        self.err(&fkey.span(), format!("unknown field `{fname}` for {kind}; known fields: {}", known.join(", ")));
+                        let hint = suggest::did_you_mean(fname, known.iter().copied().chain(RESOURCE_KEYS.iter().copied()), str::to_string);
+                        self.err(&fkey.span(), format!("unknown field `{fname}` for {kind}; known fields: {}{hint}", known.join(", ")));
                         continue;
                     };
                     if fname == schema.physical_name {
@@ -619,19 +635,30 @@ impl<'a> Validator<'a> {
             Ok(found) => {
                 for r in found {
                     match kinds.get(r.resource.as_str()) {
-                        None => v.err_in_string(
-                            span,
-                            s,
-                            r.offset,
-                            &format!("reference `{}` names no resource `{}` in this manifest", r.text, r.resource),
-                        ),
-                        Some(kind) if !kind.schema().has_output(&r.output) => {
-                            let outs: Vec<_> = kind.schema().outputs.iter().map(|(o, _)| *o).collect();
+                        // (Variables, once the manifest has them, get the same suggestion from their names.)
+                        None => {
+                            let hint = suggest::did_you_mean(&r.resource, kinds.keys().copied(), |c| format!("${{{c}.{}}}", r.output));
                             v.err_in_string(
                                 span,
                                 s,
                                 r.offset,
-                                &format!("reference `{}`: {} has no output `{}`; outputs: {}", r.text, kind, r.output, outs.join(", ")),
+                                &format!("reference `{}` names no resource `{}` in this manifest{hint}", r.text, r.resource),
+                            )
+                        }
+                        Some(kind) if !kind.schema().has_output(&r.output) => {
+                            let outs: Vec<_> = kind.schema().outputs.iter().map(|(o, _)| *o).collect();
+                            let hint = suggest::did_you_mean(&r.output, outs.iter().copied(), |c| format!("${{{}.{c}}}", r.resource));
+                            v.err_in_string(
+                                span,
+                                s,
+                                r.offset,
+                                &format!(
+                                    "reference `{}`: {} has no output `{}`; outputs: {}{hint}",
+                                    r.text,
+                                    kind,
+                                    r.output,
+                                    outs.join(", ")
+                                ),
                             )
                         }
                         Some(_) => {
@@ -650,7 +677,8 @@ impl<'a> Validator<'a> {
                 if kinds.contains_key(dep.as_str()) {
                     set.insert(dep.clone());
                 } else {
-                    self.err(span, format!("`depends_on` names no resource `{dep}` in this manifest"));
+                    let hint = suggest::did_you_mean(dep, kinds.keys().copied(), str::to_string);
+                    self.err(span, format!("`depends_on` names no resource `{dep}` in this manifest{hint}"));
                 }
             }
             deps.push(set);
@@ -786,6 +814,9 @@ fn shown(s: &str) -> String {
     const MAX: usize = 64;
     if s.chars().count() <= MAX { s.to_string() } else { format!("{}…", s.chars().take(MAX).collect::<String>()) }
 }
+
+/// The keys a resource table takes besides its kind's fields.
+const RESOURCE_KEYS: &[&str] = &["type", "protect", "depends_on"];
 
 fn type_list() -> String {
     Kind::ALL.iter().map(|k| k.type_name()).collect::<Vec<_>>().join(", ")

@@ -364,3 +364,51 @@ fn waf_rules_repeating_a_name_or_a_priority_are_refused_at_the_repeat() {
     let dir = tempfile::tempdir().unwrap();
     assert!(parse_in(dir.path(), &format!("{acl}{}{}", rule("a", 1), rule("b", 2))).is_ok());
 }
+
+#[test]
+fn misspelt_names_get_a_did_you_mean_at_their_file_line_and_column() {
+    let lg = "[resources.logs]\ntype = \"aws_cloudwatch_log_group\"\nname = \"a\"\n\n";
+    // A reference to a misspelt resource, and to a misspelt output.
+    let e = errors(&format!("{HEAD}{lg}[resources.b]\ntype = \"aws_cloudwatch_log_group\"\nname = \"x-${{lgos.name}}\"\n"));
+    assert_eq!(
+        e,
+        vec!["10:11: reference `${lgos.name}` names no resource `lgos` in this manifest; did you mean `${logs.name}`?".to_string()]
+    );
+    let e = errors(&format!("{HEAD}{lg}[resources.b]\ntype = \"aws_cloudwatch_log_group\"\nname = \"${{logs.nmae}}\"\n"));
+    assert_eq!(
+        e,
+        vec!["10:9: reference `${logs.nmae}`: aws_cloudwatch_log_group has no output `nmae`; outputs: arn, name; did you mean `${logs.name}`?"
+            .to_string()]
+    );
+    // In an output, in `depends_on`, a field, a type, a `[stack]` key, a top-level key.
+    let e = errors(&format!("{HEAD}{lg}[outputs]\nx = \"${{log.arn}}\"\n"));
+    assert_eq!(e, vec!["9:6: reference `${log.arn}` names no resource `log` in this manifest; did you mean `${logs.arn}`?".to_string()]);
+    let e = errors(&format!("{HEAD}{lg}[resources.b]\ntype = \"aws_cloudwatch_log_group\"\nname = \"b\"\ndepends_on = [\"lgos\"]\n"));
+    assert_eq!(e, vec!["11:15: `depends_on` names no resource `lgos` in this manifest; did you mean `logs`?".to_string()]);
+    let e = errors(&format!("{HEAD}{lg}retenton_in_days = 7\n"));
+    assert!(e[0].starts_with("8:1: unknown field `retenton_in_days` for aws_cloudwatch_log_group; known fields:"), "{e:?}");
+    assert!(e[0].ends_with("; did you mean `retention_in_days`?"), "{e:?}");
+    let e = errors(&format!("{HEAD}[resources.x]\ntype = \"aws_cloudwatch_loggroup\"\n"));
+    assert!(e[0].starts_with("5:8: unknown resource type") && e[0].ends_with("did you mean `aws_cloudwatch_log_group`?"), "{e:?}");
+    let e = errors(&format!("[stack]\nname = \"s\"\nremediat = true\n\n{lg}"));
+    assert!(e[0].starts_with("3:1: unknown key `remediat` in `[stack]`") && e[0].ends_with("did you mean `remediate`?"), "{e:?}");
+    let e = errors(&format!("{HEAD}[resource.x]\n"));
+    assert!(e.iter().any(|e| e.starts_with("4:2: unknown top-level key `resource`") && e.ends_with("did you mean `resources`?")), "{e:?}");
+    // Nothing close: no suggestion.
+    let e = errors(&format!("{HEAD}{lg}[resources.b]\ntype = \"aws_cloudwatch_log_group\"\nname = \"${{completely_else.arn}}\"\n"));
+    assert!(!e[0].contains("did you mean"), "{e:?}");
+}
+
+#[test]
+fn a_missing_manifest_says_how_to_name_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = load(&dir.path().join(DEFAULT_MANIFEST)).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("cannot read manifest {}", dir.path().join("reconcile.toml").display())), "{err}");
+    assert!(
+        err.contains("`-f PATH`") && err.contains("`RECONCILE_MANIFEST`") && err.contains("`reconcile.toml` in the current folder"),
+        "{err}"
+    );
+    // Any other read error is reported as it is.
+    let err = load(dir.path()).unwrap_err().to_string();
+    assert!(!err.contains("RECONCILE_MANIFEST"), "{err}");
+}

@@ -244,6 +244,14 @@ fn an_unknown_route_value_makes_the_model_hash_unknown_so_the_deployment_is_stil
     let plan = diff_all(&m, &state, &live);
     let d = plan.resources.iter().find(|r| r.name == "deployment").unwrap();
     assert_eq!(d.action, Action::Replace, "{:#?}", plan.resources);
+    // As docs/manifest.md ("Deployments and route changes") says: the trigger is known after apply and
+    // the new deployment is made in this run, created first.
+    assert_eq!(d.replace_order(), Some(ReplaceOrder::CreateBeforeDestroy));
+    let text = render::human(&plan);
+    assert!(text.contains("+/- deployment (aws_api_gateway_deployment) [a1/d1] will be replaced (new one created first)"), "{text}");
+    assert!(text.contains("    ~ triggers.model = \"old\" → \"(known after apply)\"  # forces replacement"), "{text}");
+    let reference = include_str!("../../docs/manifest.md");
+    assert!(reference.contains("counts as changed and the plan replaces the deployment"), "docs/manifest.md no longer says what plan does");
 }
 
 #[test]

@@ -19,14 +19,15 @@ pub static SCHEMA: KindSchema = KindSchema {
     doc: "An IAM role with its trust policy, inline policies and managed policy attachments.",
     fields: &[
         Field::new("name", T::String, "Role name").required().force_new().check(rules::iam_role_name),
-        Field::new("assume_role_policy", T::Json, "Trust policy document").required(),
+        Field::new("assume_role_policy", T::Json, "Trust policy document").required().identity(&["Sid"]),
         Field::new("description", T::String, "Description").default(DefaultValue::Str("")).check(rules::iam_description),
         Field::new("path", T::String, "Path").default(DefaultValue::Str("/")).force_new().check(rules::iam_path),
         Field::new("max_session_duration", T::Integer { min: 3600, max: 43200 }, "Maximum session duration in seconds")
             .default(DefaultValue::Int(3600)),
         Field::new("inline_policies", T::JsonMap, "Inline policies: policy name → policy document")
             .default(DefaultValue::EmptyMap)
-            .keys("policy name", rules::iam_policy_name),
+            .keys("policy name", rules::iam_policy_name)
+            .identity(&["Sid"]),
         Field::new("managed_policy_arns", T::StringList, "ARNs of managed policies to attach").default(DefaultValue::EmptyList),
         TAGS,
     ],

@@ -87,6 +87,12 @@ pub struct Field {
     /// For arrays of tables: members whose value must differ from item to item (WAF rule names and
     /// priorities).
     pub unique: &'static [&'static str],
+    /// For values holding arrays of tables (routes, WAF rules, policy statements): the members that
+    /// identify an element, in the order the plan shows them (`routes[GET /book]`). The plan matches
+    /// the elements of the old and new lists by them, so it shows what changed inside an element
+    /// rather than the whole list twice; an element without them is matched by its position.
+    /// Applies to arrays of tables at any depth of the value (`Statement` inside a policy).
+    pub identity: &'static [&'static str],
     pub doc: &'static str,
 }
 
@@ -110,6 +116,7 @@ impl Field {
             keys: None,
             int_check: None,
             unique: &[],
+            identity: &[],
             doc,
         }
     }
@@ -147,6 +154,10 @@ impl Field {
     }
     pub const fn unique(mut self, members: &'static [&'static str]) -> Field {
         self.unique = members;
+        self
+    }
+    pub const fn identity(mut self, members: &'static [&'static str]) -> Field {
+        self.identity = members;
         self
     }
 }

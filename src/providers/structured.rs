@@ -10,7 +10,8 @@ pub type Obj = serde_json::Map<String, Value>;
 pub fn object(value: Value, allowed: &[&str]) -> Result<Obj, String> {
     let Value::Object(map) = value else { return Err("expected a table".into()) };
     if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(format!("unknown key `{k}`; expected one of: {}", allowed.join(", ")));
+        let hint = crate::manifest::suggest::did_you_mean(k, allowed.iter().copied(), str::to_string);
+        return Err(format!("unknown key `{k}`; expected one of: {}{hint}", allowed.join(", ")));
     }
     Ok(map)
 }

@@ -199,7 +199,8 @@ async fn an_output_only_change_is_applied_and_shown_by_output() {
     cli.write_file("m.toml", &format!("{base}group = \"group ${{logs.name}}\"\n"));
     let out = cli.run(&["-f", "m.toml", "plan", "--detailed-exitcode"]);
     out.assert_status(2);
-    assert!(out.stdout.contains("- arn = \"OutsLogs\""), "{out}");
+    // Listed with the unchanged output, unmarked, aligned with it.
+    assert!(out.stdout.contains("Outputs:\n  - arn   = \"OutsLogs\"\n    group = \"group OutsLogs\"\n"), "{out}");
     cli.run(&["-f", "m.toml", "apply", "--auto-approve"]).assert_success();
     let out = cli.run(&["-f", "m.toml", "output", "arn"]);
     out.assert_status(1);

@@ -371,6 +371,10 @@ const SCRUBBED_ENV: &[&str] = &[
     "AWS_USE_DUALSTACK_ENDPOINT",
     "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
     "CLICOLOR_FORCE",
+    // A developer's own defaults must not redirect a test that relies on `reconcile.toml` and `reconcile.db`.
+    "RECONCILE_MANIFEST",
+    "RECONCILE_STATE",
+    "RECONCILE_ALLOW_CODE_FROM",
 ];
 
 impl Cli {

@@ -43,7 +43,8 @@ pub static SCHEMA: KindSchema = KindSchema {
         Field::new("rules", T::JsonList, "Rules; see the manifest reference")
             .default(DefaultValue::EmptyList)
             // WAF rejects a web ACL whose rules repeat a name or a priority (WAFInvalidParameterException).
-            .unique(&["name", "priority"]),
+            .unique(&["name", "priority"])
+            .identity(&["name"]),
         TAGS,
     ],
     physical_name: "name",

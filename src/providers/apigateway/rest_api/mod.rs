@@ -38,7 +38,8 @@ pub static SCHEMA: KindSchema = KindSchema {
             .one_of(&["REGIONAL", "EDGE", "PRIVATE"])
             .force_new(),
         Field::new("routes", T::JsonList, "Methods by path, each with its integration; see the manifest reference")
-            .default(DefaultValue::EmptyList),
+            .default(DefaultValue::EmptyList)
+            .identity(&["method", "path"]),
         TAGS,
     ],
     physical_name: "name",

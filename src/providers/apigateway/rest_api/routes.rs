@@ -190,7 +190,7 @@ mod tests {
             ),
             (
                 json!({"path": "/a", "method": "GET", "integration": {"type": "MOCK", "url": "x"}}),
-                "`integration`: unknown key `url`; expected one of: type, uri, http_method, credentials, integration_responses",
+                "`integration`: unknown key `url`; expected one of: type, uri, http_method, credentials, integration_responses; did you mean `uri`?",
             ),
             (
                 json!({"path": "/a", "verb": "GET"}),
