@@ -18,6 +18,8 @@ mod ownership;
 mod partial;
 #[path = "e2e/state_files.rs"]
 mod state_files;
+#[path = "e2e/verify.rs"]
+mod verify;
 #[path = "e2e/watch_safety.rs"]
 mod watch_safety;
 

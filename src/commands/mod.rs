@@ -5,6 +5,7 @@ mod drift;
 mod output;
 mod plan;
 mod progress;
+mod verify;
 mod watch;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -24,6 +25,10 @@ pub enum Exit {
     Error = 1,
     /// `plan --detailed-exitcode`: changes present.
     Changes = 2,
+    /// `verify`: an expectation failed.
+    ExpectationFailed = 3,
+    /// `verify`: nothing failed, but a probe could not tell.
+    Inconclusive = 4,
 }
 
 /// Everything a command can fail with, reported once at the edge.
@@ -40,6 +45,8 @@ pub enum CliError {
     Plan(#[from] Box<PlanError>),
     #[error(transparent)]
     Identity(#[from] Box<crate::identity::IdentityError>),
+    #[error(transparent)]
+    Verify(#[from] crate::verify::VerifyError),
     #[error("{0}")]
     Refused(String),
     #[error("cannot write output: {0}")]
@@ -59,6 +66,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Watch(args) => watch::run(g, args).await,
         Command::Drift(args) => drift::run(g, args).await,
         Command::Pin(args) => pin(g, args).await,
+        Command::Verify(args) => verify::run(g, args).await,
     };
     match result {
         Ok(exit) => exit,
