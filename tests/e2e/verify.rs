@@ -155,7 +155,9 @@ async fn verify_smoke_gets_each_get_route_of_each_stage_and_names_what_differs()
     assert!(checks.iter().all(|c| c["outcome"] == "passed" && c["problems"].as_array().unwrap().is_empty()), "{doc:#}");
     let mut paths = server.paths();
     paths.sort();
-    assert_eq!(paths, vec![format!("/{demo}/prod/order"), format!("/{hello}/dev/book"), format!("/{hello}/prod/book")]);
+    let mut expected = vec![format!("/{demo}/prod/order"), format!("/{hello}/dev/book"), format!("/{hello}/prod/book")];
+    expected.sort();
+    assert_eq!(paths, expected);
 
     // An expectation the answers do not meet: exit 3, each check names the difference.
     let doc = verify_json(&cli, &["smoke", "--target-url", &target, "--expect-header", "Access-Control-Allow-Methods: GET"], 3);
@@ -289,7 +291,7 @@ async fn verify_concurrency_counts_invocations_function_errors_and_an_endpoint_t
     // running docker": the functions cannot run there, which is not the function's error (exit 4).
     let (moto, cli) = seeded();
     let (status, body) = moto.request("POST", "/moto-api/config", r#"{"lambda":{"use_docker":true}}"#).unwrap();
-    assert_eq!(status, 200, "{body}");
+    assert!((200..300).contains(&status), "{status} {body}");
     cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
     let doc = verify_json(&cli, &["concurrency", "--concurrency", "3", "--rounds", "3"], 4);
     let f = &doc["concurrency"]["functions"][0];
