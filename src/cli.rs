@@ -130,7 +130,8 @@ pub enum Probe {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The probes to run (default: smoke and concurrency). rate-limit runs only when named, and last.
+    /// The probes to run (default: smoke and concurrency, each if the stack has stages or functions).
+    /// rate-limit runs only when named, and last.
     #[arg(value_enum, value_name = "PROBE")]
     pub probes: Vec<Probe>,
     /// Send the HTTP probes here instead of the stages' invoke URLs: each request goes to this URL

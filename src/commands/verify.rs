@@ -28,9 +28,21 @@ struct Document {
     rate_limit: Option<rate_limit::Report>,
 }
 
-/// Which probes, in the order they run (rate-limit last).
-fn selected(args: &VerifyArgs) -> Vec<Probe> {
-    let mut probes = if args.probes.is_empty() { vec![Probe::Smoke, Probe::Concurrency] } else { args.probes.clone() };
+/// Which probes, in the order they run (rate-limit last). Without names: smoke and concurrency, each
+/// only if the stack has something for it (a stack without functions is not inconclusive for that).
+fn selected(args: &VerifyArgs, targets: &Targets) -> Vec<Probe> {
+    let mut probes = if args.probes.is_empty() {
+        let mut p = Vec::new();
+        if !targets.stages.is_empty() {
+            p.push(Probe::Smoke);
+        }
+        if !targets.functions.is_empty() {
+            p.push(Probe::Concurrency);
+        }
+        p
+    } else {
+        args.probes.clone()
+    };
     probes.sort();
     probes.dedup();
     probes
@@ -151,7 +163,10 @@ async fn prepare_and_probe(
         return Err(VerifyError::NotApplied { stack: manifest.stack.clone(), state: store.path().display().to_string() }.into());
     }
     let targets = crate::verify::targets(manifest, &state)?;
-    let probes = selected(args);
+    let probes = selected(args, &targets);
+    if probes.is_empty() {
+        return Err(CliError::Refused(format!("stack `{}` has no stage and no function to probe", manifest.stack)));
+    }
     let stages = pick_stages(&targets.stages, &args.stages)?;
 
     // Everything is checked before anything is sent.
@@ -159,7 +174,9 @@ async fn prepare_and_probe(
     let destination = match (&args.target_url, http) {
         (_, false) => None,
         (Some(url), true) => Some(Destination::target(url)?),
-        (None, true) => match custom_endpoint(g.region.clone()).await {
+        // The region is given (the stack's own when there is no --region) so that loading the
+        // configuration never asks the instance metadata service for one.
+        (None, true) => match custom_endpoint(g.region.clone().or_else(|| targets.stages.first().map(|s| s.region.clone()))).await {
             Some(endpoint) => return Err(VerifyError::CustomEndpoint { endpoint }.into()),
             None => Some(Destination::InvokeUrls),
         },
@@ -208,7 +225,8 @@ async fn prepare_and_probe(
                 let Some(to) = &destination else { continue };
                 progress.note(&format!("smoke: GET each GET route of {} stage(s)…", stages.len()));
                 let client = HttpClient::new(SMOKE_CONNECTIONS, args.request_timeout);
-                doc.smoke = Some(smoke::run(&stages, to, &expectations, &client, progress).await);
+                let deadline = tokio::time::Instant::now() + args.time_limit;
+                doc.smoke = Some(smoke::run(&stages, to, &expectations, &client, deadline, progress).await);
             }
             Probe::Concurrency => {
                 let (Some(aws), Some(settings)) = (&aws, &invoke_settings) else {
@@ -258,9 +276,10 @@ async fn probe_rate_limit(plan: &RatePlan, to: &Destination, progress: Progress)
     let mut notes = Vec::new();
     if rule.aggregate_key != crate::providers::wafv2::web_acl::AggregateKey::Ip {
         notes.push(format!(
-            "rule `{}` aggregates by {:?}, not by IP: other traffic may count with the probe's, or the probe's requests may not \
+            "rule `{}` aggregates by {}, not by IP: other traffic may count with the probe's, or the probe's requests may not \
              count together",
-            rule.rule, rule.aggregate_key
+            rule.rule,
+            crate::verify::key_label(rule.aggregate_key)
         ));
     }
     if analysis.first_403.is_some() {
@@ -387,8 +406,14 @@ fn histogram_text(r: &rate_limit::Report) -> String {
         })
         .collect();
     let mut out = format!(
-        "rate-limit: {} — rule `{}` of `{}`: {} per {} s per {:?}; answers per {} s\n",
-        r.url, r.rule.rule, r.rule.acl_resource, r.rule.limit, r.rule.window_s, r.rule.aggregate_key, h.bucket_s
+        "rate-limit: {} — rule `{}` of `{}`: {} per {} s per {}; answers per {} s\n",
+        r.url,
+        r.rule.rule,
+        r.rule.acl_resource,
+        r.rule.limit,
+        r.rule.window_s,
+        crate::verify::key_label(r.rule.aggregate_key),
+        h.bucket_s
     );
     let widths: Vec<usize> =
         (0..header.len()).map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();

@@ -38,8 +38,7 @@ pub enum VerifyError {
     Inconsistent(String),
     #[error(
         "the AWS endpoint is overridden ({endpoint}): invoke URLs (https://<api-id>.execute-api.<region>.amazonaws.com) do not \
-         exist for an emulator, so the HTTP probes need --target-url (e.g. a local server, or the emulator's own URL for the \
-         stage); nothing was sent"
+         exist for an emulator, so the HTTP probes need --target-url (a server that stands in for the stages); nothing was sent"
     )]
     CustomEndpoint { endpoint: String },
     #[error("--target-url `{url}`: {why}")]
@@ -105,6 +104,11 @@ pub struct StageTarget {
     pub get_paths: Vec<String>,
     /// GET routes left out, with why (a path parameter has no value to send).
     pub skipped: Vec<String>,
+}
+
+/// `IP`, `FORWARDED_IP`…: the key as the manifest writes it.
+pub fn key_label(key: AggregateKey) -> String {
+    serde_json::to_value(key).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_else(|| format!("{key:?}"))
 }
 
 impl StageTarget {

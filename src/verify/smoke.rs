@@ -4,7 +4,7 @@
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::http::{Failure, HttpClient};
+use super::http::{Failure, FailureKind, HttpClient};
 use super::{Destination, Outcome, Progress, StageTarget, round1};
 
 /// How many of the smoke requests are in flight at once.
@@ -69,8 +69,14 @@ pub struct Report {
 pub fn judge(expect: &Expectations, status: u16, headers: &::http::HeaderMap, body: &[u8]) -> Vec<String> {
     let mut problems = Vec::new();
     if status != expect.status {
-        let snippet: String = String::from_utf8_lossy(body).chars().take(200).collect();
-        problems.push(format!("status {status}, expected {} (body: {})", expect.status, snippet.trim()));
+        // One line, short: the body is a hint, not the report.
+        let text = String::from_utf8_lossy(body);
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let mut snippet: String = words.join(" ").chars().take(120).collect();
+        if snippet.len() < words.join(" ").len() {
+            snippet.push('…');
+        }
+        problems.push(format!("status {status}, expected {} (body: {snippet})", expect.status));
     }
     for h in &expect.headers {
         match (headers.get(h.name.as_str()).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()), &h.value) {
@@ -85,7 +91,16 @@ pub fn judge(expect: &Expectations, status: u16, headers: &::http::HeaderMap, bo
     problems
 }
 
-pub async fn run(stages: &[StageTarget], to: &Destination, expect: &Expectations, client: &HttpClient, progress: Progress) -> Report {
+/// Sends the requests, at most [`PARALLEL`] at once; a request still unanswered at `deadline` (the
+/// probe's time limit) is reported as timed out.
+pub async fn run(
+    stages: &[StageTarget],
+    to: &Destination,
+    expect: &Expectations,
+    client: &HttpClient,
+    deadline: tokio::time::Instant,
+    progress: Progress,
+) -> Report {
     let mut skipped = Vec::new();
     let mut requests = Vec::new();
     for s in stages {
@@ -100,7 +115,10 @@ pub async fn run(stages: &[StageTarget], to: &Destination, expect: &Expectations
     progress.status(&format!("smoke: 0/{total}"));
     let mut checks: Vec<(usize, Check)> = futures::stream::iter(requests.into_iter().enumerate())
         .map(|(i, (stage, path, url))| async move {
-            let answer = client.get(&url).await;
+            let answer = match tokio::time::timeout_at(deadline, client.get(&url)).await {
+                Ok(answer) => answer,
+                Err(_) => Err(Failure { kind: FailureKind::Timeout, message: "the probe's time limit was reached".into() }),
+            };
             let mut check = Check {
                 stage: stage.label(),
                 stage_resource: stage.resource.clone(),
