@@ -433,8 +433,8 @@ fn histogram_text(r: &rate_limit::Report) -> String {
 fn table(header: &[&str; 4], rows: &[[String; 4]]) -> String {
     let mut widths = header.map(str::len);
     for r in rows {
-        for i in 0..3 {
-            widths[i] = widths[i].max(r[i].chars().count());
+        for (w, cell) in widths.iter_mut().zip(r).take(3) {
+            *w = (*w).max(cell.chars().count());
         }
     }
     let line = |cells: [&str; 4]| {

@@ -463,6 +463,76 @@ mod tests {
         assert_eq!(rate_rule("acl", &rules[..1]).unwrap_err(), "web ACL `acl` has no rate-based rule");
     }
 
+    fn record(name: &str, kind: Kind, id: &str, attributes: Value, outputs: &[(&str, &str)]) -> (String, ResourceState) {
+        let outputs = outputs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        (name.to_string(), ResourceState { name: name.into(), kind, physical_id: id.into(), attributes, outputs, depends_on: vec![] })
+    }
+
+    /// The seed manifest with a state as its apply records it in `region`.
+    fn seed_state(region: &str, hello_id: &str) -> (Manifest, StackState) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/apigw-lambda-basic.toml");
+        let manifest = crate::manifest::load(&path).unwrap();
+        let p = if region.starts_with("cn-") { "aws-cn" } else { "aws" };
+        let stage_arn = |api: &str, stage: &str| format!("arn:{p}:apigateway:{region}::/restapis/{api}/stages/{stage}");
+        let acl_arn = format!("arn:{p}:wafv2:{region}:123456789012:regional/webacl/ApiGwWebAcl/x");
+        let stage = |api: &str, name: &str| json!({"rest_api_id": api, "stage_name": name});
+        let resources = [
+            record("hello_api", Kind::RestApi, hello_id, json!({"name": "HelloApiGw"}), &[]),
+            record("api_demo", Kind::RestApi, "demo1", json!({"name": "ApiGwDemo"}), &[]),
+            record("dev_stage", Kind::Stage, &format!("{hello_id}/dev"), stage(hello_id, "dev"), &[("arn", &stage_arn(hello_id, "dev"))]),
+            record(
+                "prod_stage",
+                Kind::Stage,
+                &format!("{hello_id}/prod"),
+                stage(hello_id, "prod"),
+                &[("arn", &stage_arn(hello_id, "prod"))],
+            ),
+            record("api_demo_prod", Kind::Stage, "demo1/prod", stage("demo1", "prod"), &[("arn", &stage_arn("demo1", "prod"))]),
+            record("hello_function", Kind::LambdaFunction, "HelloLambdaTest", json!({}), &[]),
+            record("waf_acl", Kind::WebAcl, "REGIONAL/ApiGwWebAcl/x", json!({}), &[("arn", &acl_arn)]),
+            record(
+                "waf_prod_association",
+                Kind::WebAclAssociation,
+                &stage_arn(hello_id, "prod"),
+                json!({"web_acl_arn": acl_arn, "resource_arn": stage_arn(hello_id, "prod")}),
+                &[],
+            ),
+        ];
+        (manifest, StackState { resources: resources.into_iter().collect(), ..Default::default() })
+    }
+
+    #[test]
+    fn targets_come_from_the_state_and_expectations_from_the_manifest() {
+        let (manifest, state) = seed_state("eu-west-1", "hello1");
+        let t = targets(&manifest, &state).unwrap();
+        let stages: Vec<(String, String, Vec<String>)> =
+            t.stages.iter().map(|s| (s.label(), s.invoke_url.clone(), s.get_paths.clone())).collect();
+        assert_eq!(
+            stages,
+            vec![
+                ("api_demo/prod".into(), "https://demo1.execute-api.eu-west-1.amazonaws.com/prod".into(), vec!["/order".into()]),
+                ("hello_api/dev".into(), "https://hello1.execute-api.eu-west-1.amazonaws.com/dev".into(), vec!["/book".into()]),
+                ("hello_api/prod".into(), "https://hello1.execute-api.eu-west-1.amazonaws.com/prod".into(), vec!["/book".into()]),
+            ]
+        );
+        assert_eq!(t.functions, vec![FunctionTarget { resource: "hello_function".into(), name: "HelloLambdaTest".into() }]);
+        assert_eq!(t.waf.len(), 1);
+        assert_eq!(t.waf[0].stage.map(|i| t.stages[i].resource.as_str()), Some("prod_stage"));
+        let rule = t.waf[0].rule.clone().unwrap();
+        assert_eq!((rule.rule.as_str(), rule.limit, rule.window_s), ("LimiteRequestsThreshold", 2000, 300), "the manifest's rule");
+
+        let (manifest, state) = seed_state("cn-north-1", "hello1");
+        let t = targets(&manifest, &state).unwrap();
+        assert_eq!(t.stages[1].invoke_url, "https://hello1.execute-api.cn-north-1.amazonaws.com.cn/dev");
+    }
+
+    #[test]
+    fn an_id_that_is_not_a_plain_id_never_becomes_a_host() {
+        let (manifest, state) = seed_state("eu-west-1", "evil.example.com/x?");
+        let e = targets(&manifest, &state).unwrap_err().to_string();
+        assert_eq!(e, "stage `dev_stage` in the state: no usable `rest_api_id`");
+    }
+
     #[test]
     fn target_urls_are_templates_of_a_base_url() {
         let stage = StageTarget {

@@ -265,7 +265,8 @@ pub fn verdict(a: &Analysis, rule: &RateRule, s: &Settings, stop: &Stop) -> (Out
                 Outcome::Failed,
                 format!(
                     "403 from the first request: this IP is already blocked (requests in the last {window} s count, e.g. an earlier \
-                     run) or another rule of the web ACL blocks it (geo match, managed rules)"
+                     run), another rule of the web ACL blocks it (geo match, managed rules), or the path does not exist (API \
+                     Gateway answers 403 `Missing Authentication Token`)"
                 ),
             );
         }
