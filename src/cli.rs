@@ -109,6 +109,17 @@ pub enum Command {
     /// Print the manifest's JSON Schema (for editors: taplo / Even Better TOML), generated from the
     /// tables that validate manifests.
     Schema,
+    /// Probe the applied stack: GET each route of each stage (smoke), invoke each function
+    /// concurrently (concurrency), and, only when named, push a stage protected by a web ACL past its
+    /// rate-based rule's limit (rate-limit).
+    ///
+    /// Targets come from the state (the stages, functions and web ACL associations the last apply
+    /// recorded) and expectations from the manifest (routes, the rate rule's limit). Traffic goes only
+    /// to the stages' invoke URLs (https://<api-id>.execute-api.<region>.amazonaws.com/<stage>) or to
+    /// --target-url; with a custom AWS endpoint (an emulator) the HTTP probes need --target-url. Every
+    /// probe is bounded in count (flags) and time (--time-limit).
+    #[command(after_help = VERIFY_EXIT_CODES)]
+    Verify(VerifyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,6 +177,84 @@ pub struct GraphArgs {
 pub struct CompletionsArgs {
     /// The shell.
     pub shell: clap_complete::Shell,
+}
+
+/// Exit statuses of `verify` (also in README).
+pub const VERIFY_EXIT_CODES: &str = "Exit status: 0 every probe met its expectations; 1 error (manifest, state, AWS, \
+a refusal such as a custom endpoint without --target-url; nothing or not everything was probed); 2 bad arguments; \
+3 an expectation failed (a smoke check, an invocation error or throttle, 403s too early, too late or never); \
+4 nothing failed but a probe could not tell (functions cannot run at this endpoint, the rate-limit probe could not \
+reach the rate that crosses the limit, a time limit was reached).";
+
+/// A probe of `verify`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Probe {
+    /// One GET per GET route of each stage: status, headers, JSON body.
+    Smoke,
+    /// Rounds of concurrent direct invocations of each function.
+    Concurrency,
+    /// Requests to the stage a web ACL protects until its rate-based rule answers 403. Blocks this
+    /// machine's IP from that stage for minutes and costs thousands of invocations: runs only when
+    /// named, and always last.
+    RateLimit,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The probes to run (default: smoke and concurrency, each if the stack has stages or functions).
+    /// rate-limit runs only when named, and last.
+    #[arg(value_enum, value_name = "PROBE")]
+    pub probes: Vec<Probe>,
+    /// Send the HTTP probes here instead of the stages' invoke URLs: each request goes to this URL
+    /// followed by the route's path; `{api_id}`, `{stage}` and `{region}` are replaced by the stage's
+    /// (e.g. `http://127.0.0.1:8080/{stage}`).
+    #[arg(long, value_name = "URL")]
+    pub target_url: Option<String>,
+    /// Only this stage (its resource name, e.g. `prod_stage`), for smoke and rate-limit. Repeatable.
+    #[arg(long = "stage", value_name = "RESOURCE")]
+    pub stages: Vec<String>,
+    /// smoke: the status every GET must answer.
+    #[arg(long, default_value_t = 200, value_name = "CODE")]
+    pub expect_status: u16,
+    /// smoke: a header every answer must carry, `Name` or `Name: value`. Repeatable; replaces the
+    /// default, `Access-Control-Allow-Origin` (the CORS header the seed's handler sets).
+    #[arg(long = "expect-header", value_name = "HEADER")]
+    pub expect_headers: Vec<String>,
+    /// smoke: accept any body (by default the body must be JSON).
+    #[arg(long)]
+    pub any_body: bool,
+    /// concurrency: invocations of each function at once, per round.
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub concurrency: u32,
+    /// concurrency: rounds of --concurrency invocations, one after the other.
+    #[arg(long, default_value_t = 3, value_name = "R", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: u32,
+    /// concurrency: only this function (resource or function name). Repeatable.
+    #[arg(long = "function", value_name = "NAME")]
+    pub functions: Vec<String>,
+    /// concurrency: the event each invocation sends: JSON text, or @FILE.
+    #[arg(long, default_value = "{}", value_name = "JSON|@FILE")]
+    pub payload: String,
+    /// rate-limit: the most requests to send (default: twice the rule's limit). The probe stops
+    /// earlier once blocking is confirmed.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub requests: Option<u64>,
+    /// rate-limit: connections, i.e. requests in flight at once.
+    #[arg(long, default_value_t = 50, value_name = "C", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub connections: u32,
+    /// rate-limit: how far from the limit (in percent) the first 403 may be.
+    #[arg(long, default_value_t = 10, value_name = "PCT", value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub tolerance: u32,
+    /// rate-limit: how long WAF may take to start blocking once the limit is crossed (AWS: "usually
+    /// below 30 seconds"); the requests sent meanwhile, at the probe's rate, are allowed past the limit.
+    #[arg(long, default_value = "30s", value_name = "D", value_parser = humantime::parse_duration)]
+    pub block_delay: std::time::Duration,
+    /// Timeout of each request and each invocation.
+    #[arg(long, default_value = "30s", value_name = "D", value_parser = humantime::parse_duration)]
+    pub request_timeout: std::time::Duration,
+    /// The most each probe may take; it stops there and says so.
+    #[arg(long, default_value = "10m", value_name = "D", value_parser = humantime::parse_duration)]
+    pub time_limit: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

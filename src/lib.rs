@@ -2,6 +2,7 @@
 //!
 //! Layers: [`manifest`] (parse, validate, resolve references) → [`plan`] (a diff as plain data) →
 //! [`apply`] (an executor over the graph) → [`providers`] (one module per resource kind, behind one trait) → [`state`].
+//! [`verify`] probes an applied stack (HTTP and direct invocations).
 
 pub mod apply;
 pub mod artifact;
@@ -13,4 +14,5 @@ pub mod manifest;
 pub mod plan;
 pub mod providers;
 pub mod state;
+pub mod verify;
 pub mod watch;

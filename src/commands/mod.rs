@@ -7,6 +7,7 @@ mod output;
 mod plan;
 mod progress;
 mod state;
+mod verify;
 mod watch;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -26,6 +27,10 @@ pub enum Exit {
     Error = 1,
     /// `plan --detailed-exitcode`: changes present; `drift --exit-code`: open drift.
     Changes = 2,
+    /// `verify`: an expectation failed.
+    ExpectationFailed = 3,
+    /// `verify`: nothing failed, but a probe could not tell.
+    Inconclusive = 4,
 }
 
 /// Everything a command can fail with, reported once at the edge.
@@ -42,6 +47,8 @@ pub enum CliError {
     Plan(#[from] Box<PlanError>),
     #[error(transparent)]
     Identity(#[from] Box<crate::identity::IdentityError>),
+    #[error(transparent)]
+    Verify(#[from] crate::verify::VerifyError),
     #[error("{0}")]
     Refused(String),
     #[error("cannot write output: {0}")]
@@ -65,6 +72,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Graph(args) => graph::run(g, args).await,
         Command::Completions(args) => completions(args.shell),
         Command::Schema => schema(),
+        Command::Verify(args) => verify::run(g, args).await,
     };
     match result {
         Ok(exit) => exit,
