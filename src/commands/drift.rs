@@ -2,14 +2,19 @@ use std::io::Write;
 
 use super::Exit;
 use crate::cli::{DriftArgs, Global};
-use crate::state::DriftEvent;
+use crate::state::{DriftEvent, Listing};
 
 use super::{CliError, open_state};
 
 /// Lists drift recorded by `watch`, from the state file only.
 pub async fn run(g: &Global, args: &DriftArgs) -> Result<Exit, CliError> {
     let store = open_state(g).await?;
-    let events = store.drift_events(args.stack.as_deref(), args.all).await;
+    let listing = match (args.all, args.ignored) {
+        (true, _) => Listing::All,
+        (false, true) => Listing::OpenAndIgnored,
+        (false, false) => Listing::Open,
+    };
+    let events = store.drift_events_with(args.stack.as_deref(), listing).await;
     store.close().await;
     let events = events?;
     if g.json {
@@ -50,6 +55,7 @@ fn line(e: &DriftEvent) -> String {
     } else {
         format!("{}.{}: expected {}, actual {}", e.resource, e.field, short(&e.expected), short(&e.actual))
     };
+    let what = if e.ignored { format!("{what} [ignored: ignore_changes]") } else { what };
     let when = format!("first seen {}, last seen {}", e.first_seen, e.last_seen);
     match (&e.resolved_at, &e.how) {
         (Some(at), how) => format!("{what} ({when}; resolved {at}: {})", how.as_deref().unwrap_or("resolved")),
