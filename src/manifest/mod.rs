@@ -257,7 +257,8 @@ impl<'a> Validator<'a> {
             let own = d.attrs.get("tags").and_then(Value::as_object);
             let merged = stack_tags.keys().filter(|k| !own.is_some_and(|o| o.contains_key(*k))).count() + own.map_or(0, Map::len);
             let user_tags = rules::MAX_TAGS - rules::OWNERSHIP_TAGS;
-            if merged > user_tags {
+            // (Too many of its own is reported at its `tags` already.)
+            if merged > user_tags && own.map_or(0, Map::len) <= user_tags {
                 let header = d.header;
                 self.err(
                     &(header..header),

@@ -391,7 +391,7 @@ fn lifecycle_meta_fields_parse() {
     assert!(!all.retain_on_delete);
     assert_eq!(all.attrs["tags"]["env"], json!("dev"));
     assert_eq!(m.moved.len(), 1);
-    assert_eq!((m.moved[0].from.as_str(), m.moved[0].to.as_str(), m.moved[0].location.line), ("old", "lg", 15));
+    assert_eq!((m.moved[0].from.as_str(), m.moved[0].to.as_str(), m.moved[0].location.line), ("old", "lg", 17));
     assert_eq!(m.stack_tags.len(), 2);
 }
 
@@ -439,6 +439,19 @@ fn stack_tags_are_checked_like_tags() {
     let e = errors("[stack]\nname = \"s\"\ntags = { \"reconcile:x\" = \"1\", ok = 2, ref = \"${a.b}\" }\n\n[resources.lg]\ntype = \"aws_cloudwatch_log_group\"\nname = \"lg\"\n");
     assert_eq!(e.len(), 3, "{e:?}");
     assert!(e[0].starts_with("3:10: tag key `reconcile:x` is reserved"), "{e:?}");
-    assert!(e[1].starts_with("3:35: `stack.tags.ok` must be a string"), "{e:?}");
-    assert!(e[2].starts_with("3:44: stack tags are literal strings"), "{e:?}");
+    assert!(e[1].starts_with("3:36: `stack.tags.ok` must be a string"), "{e:?}");
+    assert!(e[2].starts_with("3:45: stack tags are literal strings"), "{e:?}");
+}
+
+#[test]
+fn stack_tags_count_against_each_resources_tag_limit() {
+    let own: String = (0..40).map(|i| format!("t{i} = \"v\", ")).collect();
+    let stack: String = (0..10).map(|i| format!("s{i} = \"v\", ")).collect();
+    let e = errors(&format!(
+        "[stack]\nname = \"s\"\ntags = {{ {} }}\n\n[resources.lg]\ntype = \"aws_cloudwatch_log_group\"\nname = \"lg\"\ntags = {{ {} }}\n",
+        stack.trim_end_matches(", "),
+        own.trim_end_matches(", ")
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("5:12: resource `lg` has 50 tags with the stack's `[stack] tags`"), "{e:?}");
 }
