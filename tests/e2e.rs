@@ -10,10 +10,10 @@ mod crash;
 mod identity;
 #[path = "e2e/inputs.rs"]
 mod inputs;
-#[path = "e2e/lifecycle.rs"]
-mod lifecycle;
 #[path = "e2e/lambda_versions.rs"]
 mod lambda_versions;
+#[path = "e2e/lifecycle.rs"]
+mod lifecycle;
 #[path = "e2e/ownership.rs"]
 mod ownership;
 #[path = "e2e/partial.rs"]

@@ -220,10 +220,8 @@ impl<'a> Validator<'a> {
                 "resources" => resources_table = Some(value),
                 "outputs" => outputs_table = Some(value),
                 "moved" => moved_table = Some(value),
-                other => self.err(
-                    &key.span(),
-                    format!("unknown top-level key `{other}`; expected `stack`, `resources`, `outputs` or `[[moved]]`"),
-                ),
+                other => self
+                    .err(&key.span(), format!("unknown top-level key `{other}`; expected `stack`, `resources`, `outputs` or `[[moved]]`")),
             }
         }
         let mut remediate = false;
@@ -322,7 +320,9 @@ impl<'a> Validator<'a> {
                 match v.get_ref() {
                     DeValue::String(s) if refs::is_ident(s) => *slot = Some((s.to_string(), v.span())),
                     DeValue::String(s) => self.err(&v.span(), format!("`{}` is not a resource key", shown(s))),
-                    other => self.err(&v.span(), format!("`{}` must be a resource key (a string), found {}", k.get_ref(), other.type_str())),
+                    other => {
+                        self.err(&v.span(), format!("`{}` must be a resource key (a string), found {}", k.get_ref(), other.type_str()))
+                    }
                 }
             }
             let (Some((from, from_span)), Some((to, to_span))) = (from, to) else {
@@ -353,17 +353,26 @@ impl<'a> Validator<'a> {
             } else if declared(&m.from) {
                 self.err(
                     from_span,
-                    format!("`[[moved]]` from `{}`: the manifest still declares `{}`; a moved key must be gone from `[resources]`", m.from, m.from),
+                    format!(
+                        "`[[moved]]` from `{}`: the manifest still declares `{}`; a moved key must be gone from `[resources]`",
+                        m.from, m.from
+                    ),
                 );
             } else if let Some((first, ..)) = earlier.iter().find(|(o, ..)| o.from == m.from) {
                 self.err(
                     from_span,
-                    format!("`[[moved]]` from `{}` again: the entry at line {} already moves it (to `{}`)", m.from, first.location.line, first.to),
+                    format!(
+                        "`[[moved]]` from `{}` again: the entry at line {} already moves it (to `{}`)",
+                        m.from, first.location.line, first.to
+                    ),
                 );
             } else if let Some((first, ..)) = earlier.iter().find(|(o, ..)| o.to == m.to) {
                 self.err(
                     to_span,
-                    format!("`[[moved]]` to `{}` again: the entry at line {} already moves `{}` to it", m.to, first.location.line, first.from),
+                    format!(
+                        "`[[moved]]` to `{}` again: the entry at line {} already moves `{}` to it",
+                        m.to, first.location.line, first.from
+                    ),
                 );
             } else {
                 out.push(m.clone());
@@ -403,9 +412,10 @@ impl<'a> Validator<'a> {
                                 continue;
                             }
                             match tv.get_ref() {
-                                DeValue::String(s) if s.contains("${") => {
-                                    self.err(&tv.span(), "stack tags are literal strings: a `${...}` reference belongs in a resource's own `tags`")
-                                }
+                                DeValue::String(s) if s.contains("${") => self.err(
+                                    &tv.span(),
+                                    "stack tags are literal strings: a `${...}` reference belongs in a resource's own `tags`",
+                                ),
                                 DeValue::String(s) => match rules::tag_value(s) {
                                     Ok(()) => {
                                         tags.insert(key.to_string(), s.to_string());
@@ -418,10 +428,8 @@ impl<'a> Validator<'a> {
                     }
                     other => self.err(&v.span(), format!("`stack.tags` must be a table of strings, found {}", other.type_str())),
                 },
-                other => self.err(
-                    &key.span(),
-                    format!("unknown key `{other}` in `[stack]`; expected `name`, `description`, `remediate` or `tags`"),
-                ),
+                other => self
+                    .err(&key.span(), format!("unknown key `{other}` in `[stack]`; expected `name`, `description`, `remediate` or `tags`")),
             }
         }
         if name.is_none() && !self.diags.iter().any(|d| d.message.starts_with("stack name")) {
@@ -510,7 +518,10 @@ impl<'a> Validator<'a> {
                 },
                 "ignore_changes" => match self.string_list(fvalue) {
                     Some(items) => draft.ignore_changes = self.ignore_changes(kind, items),
-                    None => self.err(&fvalue.span(), "`ignore_changes` must be an array of field names (`\"memory_size\"`, `\"tags.owner\"`, `\"*\"`)"),
+                    None => self.err(
+                        &fvalue.span(),
+                        "`ignore_changes` must be an array of field names (`\"memory_size\"`, `\"tags.owner\"`, `\"*\"`)",
+                    ),
                 },
                 _ => {
                     let Some(field) = schema.field(fname) else {
@@ -603,7 +614,11 @@ impl<'a> Validator<'a> {
                 Some(_) if !matches!(field.ty, FieldType::StringMap | FieldType::JsonMap) => {
                     self.err(
                         &at,
-                        format!("`ignore_changes`: `{top}` is {}, not a table: only a table's keys can be named (`{top}`, not `{}`)", field.ty.describe(), shown(&item)),
+                        format!(
+                            "`ignore_changes`: `{top}` is {}, not a table: only a table's keys can be named (`{top}`, not `{}`)",
+                            field.ty.describe(),
+                            shown(&item)
+                        ),
                     );
                     continue;
                 }

@@ -436,7 +436,9 @@ fn moved_entries_that_conflict_are_errors_at_their_line() {
 
 #[test]
 fn stack_tags_are_checked_like_tags() {
-    let e = errors("[stack]\nname = \"s\"\ntags = { \"reconcile:x\" = \"1\", ok = 2, ref = \"${a.b}\" }\n\n[resources.lg]\ntype = \"aws_cloudwatch_log_group\"\nname = \"lg\"\n");
+    let e = errors(
+        "[stack]\nname = \"s\"\ntags = { \"reconcile:x\" = \"1\", ok = 2, ref = \"${a.b}\" }\n\n[resources.lg]\ntype = \"aws_cloudwatch_log_group\"\nname = \"lg\"\n",
+    );
     assert_eq!(e.len(), 3, "{e:?}");
     assert!(e[0].starts_with("3:10: tag key `reconcile:x` is reserved"), "{e:?}");
     assert!(e[1].starts_with("3:36: `stack.tags.ok` must be a string"), "{e:?}");

@@ -945,6 +945,19 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                 ..planned(Action::Create)
             },
             (Some(s), Some(l)) => {
+                // `reconcile:resource` names the key the resource was created (or adopted) under: a
+                // renamed key keeps it, so a move writes nothing to AWS.
+                let mut desired = desired.clone();
+                let mut desired_attrs = r.attrs.clone();
+                if let Some(tag) = s.attributes.get("tags").and_then(|t| t.get(crate::manifest::TAG_RESOURCE)).filter(|t| t.is_string()) {
+                    for attrs in [&mut desired, &mut desired_attrs] {
+                        if let Some(Value::Object(tags)) = attrs.get_mut("tags")
+                            && tags.contains_key(crate::manifest::TAG_RESOURCE)
+                        {
+                            tags.insert(crate::manifest::TAG_RESOURCE.into(), tag.clone());
+                        }
+                    }
+                }
                 let mut current = l.attrs.clone();
                 // Keys the state recorded as secret stay secret (masked) even once they left `secret_environment`.
                 crate::manifest::schema::split_secrets_known(r.kind, &mut current, &desired, s.attributes.as_object());
@@ -961,7 +974,6 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                 // apply starts from take AWS's values for them (a create still sends the manifest's).
                 let (ignored, fields): (Vec<FieldChange>, Vec<FieldChange>) =
                     all_fields.into_iter().partition(|f| r.ignore_changes.covers(&f.path));
-                let mut desired_attrs = r.attrs.clone();
                 for f in &ignored {
                     keep_current(&mut desired_attrs, &current, &f.path);
                 }
@@ -993,6 +1005,13 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                     known.insert(r.name.clone(), outputs);
                 }
                 let create_first = replace && create_before_destroy(r.kind, &s.physical_id, &current, &desired);
+                // A replacement is a new resource: it is tagged with the key it is created under.
+                if replace
+                    && let Some(Value::Object(tags)) = desired_attrs.get_mut("tags")
+                    && tags.contains_key(crate::manifest::TAG_RESOURCE)
+                {
+                    tags.insert(crate::manifest::TAG_RESOURCE.into(), Value::String(r.name.clone()));
+                }
                 let reason = match (incomplete, replace, create_first) {
                     (Some(why), true, _) => Some(format!("incomplete: replacing (its create did not finish: {why})")),
                     (Some(why), false, _) => Some(format!("incomplete: finishing (its create did not finish: {why})")),

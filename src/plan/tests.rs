@@ -455,10 +455,9 @@ fn a_renamed_key_with_the_same_physical_name_moves_instead_of_delete_and_create(
     let moved = plan.resources.iter().find(|r| r.name == "log_group").unwrap();
     assert_eq!(moved.moved_from.as_deref(), Some("logs"));
     assert_eq!(moved.physical_id.as_deref(), Some("lg"));
-    // Only the ownership tag naming the key changes.
-    assert_eq!(moved.action, Action::Update);
-    let paths: Vec<_> = moved.changes.iter().map(|c| c.path.as_str()).collect();
-    assert_eq!(paths, vec!["tags.reconcile:resource"]);
+    // Nothing changes in AWS: the ownership tag keeps naming the key it was created under.
+    assert_eq!(moved.action, Action::NoOp, "{moved:#?}");
+    assert!(moved.changes.is_empty());
     assert!(plan.has_changes());
     assert_eq!(plan.summary.moved, 1);
     // Another physical name is no move: a create and a delete.
@@ -716,10 +715,8 @@ fn an_explicit_moved_entry_moves_any_kind_and_wins_over_a_match_by_name() {
     let m = manifest(API);
     let (state, live) = api_applied(&m);
     // Without an entry, a renamed REST API key with a new name (AWS assigns its id) is a create and a delete.
-    let renamed = API
-        .replace("[resources.api]", "[resources.public_api]")
-        .replace("name = \"a\"", "name = \"b\"")
-        .replace("${api.", "${public_api.");
+    let renamed =
+        API.replace("[resources.api]", "[resources.public_api]").replace("name = \"a\"", "name = \"b\"").replace("${api.", "${public_api.");
     let plan = diff_all(&manifest(&renamed), &state, &live);
     assert_eq!((plan.summary.create, plan.summary.delete, plan.summary.moved), (1, 1, 0), "{:#?}", plan.resources);
     // With one, it moves.

@@ -208,14 +208,16 @@ impl Store {
                 .await?;
         }
         for (id, d) in &change.seen_again {
-            sqlx::query(&format!("UPDATE drift_events SET last_seen = {NOW}, expected = ?, actual = ?, kind = ?, ignored = ? WHERE id = ?"))
-                .bind(d.expected.to_string())
-                .bind(d.actual.to_string())
-                .bind(d.kind.type_name())
-                .bind(d.ignored)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(&format!(
+                "UPDATE drift_events SET last_seen = {NOW}, expected = ?, actual = ?, kind = ?, ignored = ? WHERE id = ?"
+            ))
+            .bind(d.expected.to_string())
+            .bind(d.actual.to_string())
+            .bind(d.kind.type_name())
+            .bind(d.ignored)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         }
         for (e, how) in &change.resolved {
             sqlx::query(&format!("UPDATE drift_events SET resolved_at = {NOW}, how = ? WHERE id = ? AND resolved_at IS NULL"))
@@ -260,9 +262,9 @@ impl Store {
         let rows = sqlx::query(
             "SELECT resource, COUNT(*) AS n FROM drift_events WHERE stack = ? AND resolved_at IS NULL AND ignored = 0 GROUP BY resource",
         )
-                .bind(stack)
-                .fetch_all(&self.pool)
-                .await?;
+        .bind(stack)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(|r| Ok((r.try_get("resource")?, r.try_get::<i64, _>("n")?.max(0) as u64))).collect()
     }
 }
