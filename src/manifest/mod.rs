@@ -47,6 +47,9 @@ pub struct Manifest {
     pub moved: Vec<Moved>,
 }
 
+/// A `[[moved]]` entry while it is checked: with the spans of the entry, `from` and `to`.
+type MovedEntry = (Moved, Range<usize>, Range<usize>, Range<usize>);
+
 /// One `[[moved]]` entry: the resource key `from` was renamed to `to` in the manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Moved {
@@ -300,7 +303,7 @@ impl<'a> Validator<'a> {
             self.err(&value.span(), "`moved` must be an array of tables: `[[moved]]` with `from = \"old_key\"` and `to = \"new_key\"`");
             return Vec::new();
         };
-        let mut entries: Vec<(Moved, Range<usize>, Range<usize>, Range<usize>)> = Vec::new();
+        let mut entries: Vec<MovedEntry> = Vec::new();
         for item in items {
             let DeValue::Table(t) = item.get_ref() else {
                 self.err(&item.span(), "each `[[moved]]` entry must be a table with `from` and `to`");
@@ -607,7 +610,7 @@ impl<'a> Validator<'a> {
             };
             match key {
                 None => {}
-                Some(k) if k.is_empty() => {
+                Some("") => {
                     self.err(&at, format!("`ignore_changes`: `{}` names no key of `{top}`", shown(&item)));
                     continue;
                 }

@@ -367,15 +367,15 @@ fn waf_rules_repeating_a_name_or_a_priority_are_refused_at_the_repeat() {
 
 #[test]
 fn lifecycle_meta_fields_parse() {
-    let text = format!(
-        "[stack]\nname = \"s\"\ntags = {{ team = \"core\", env = \"dev\" }}\n\n\
-         [resources.lg]\ntype = \"aws_cloudwatch_log_group\"\nname = \"lg\"\ntags = {{ env = \"prod\" }}\n\
-         ignore_changes = [\"retention_in_days\", \"tags.owner\"]\nretain_on_delete = true\n\n\
-         [resources.all]\ntype = \"aws_cloudwatch_log_group\"\nname = \"all\"\nignore_changes = [\"*\"]\n\n\
-         [[moved]]\nfrom = \"old\"\nto = \"lg\"\n"
+    let text = concat!(
+        "[stack]\nname = \"s\"\ntags = { team = \"core\", env = \"dev\" }\n\n",
+        "[resources.lg]\ntype = \"aws_cloudwatch_log_group\"\nname = \"lg\"\ntags = { env = \"prod\" }\n",
+        "ignore_changes = [\"retention_in_days\", \"tags.owner\"]\nretain_on_delete = true\n\n",
+        "[resources.all]\ntype = \"aws_cloudwatch_log_group\"\nname = \"all\"\nignore_changes = [\"*\"]\n\n",
+        "[[moved]]\nfrom = \"old\"\nto = \"lg\"\n"
     );
     let dir = tempfile::tempdir().unwrap();
-    let m = parse_in(dir.path(), &text).unwrap();
+    let m = parse_in(dir.path(), text).unwrap();
     let lg = m.resource("lg").unwrap();
     assert!(lg.retain_on_delete);
     assert!(lg.ignore_changes.covers("retention_in_days"));
