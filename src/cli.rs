@@ -300,9 +300,12 @@ pub struct WatchArgs {
 
 #[derive(Debug, Args)]
 pub struct DriftArgs {
-    /// Also list resolved drift, with when and how it ended.
+    /// Also list resolved drift, with when and how it ended (and drift in ignored fields).
     #[arg(long)]
     pub all: bool,
+    /// Also list open drift in fields the manifest's `ignore_changes` names (it never counts as open drift).
+    #[arg(long)]
+    pub ignored: bool,
     /// Only this stack (default: every stack in the state file).
     #[arg(long)]
     pub stack: Option<String>,

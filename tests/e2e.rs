@@ -14,6 +14,8 @@ mod identity;
 mod inputs;
 #[path = "e2e/lambda_versions.rs"]
 mod lambda_versions;
+#[path = "e2e/lifecycle.rs"]
+mod lifecycle;
 #[path = "e2e/ownership.rs"]
 mod ownership;
 #[path = "e2e/pacing.rs"]

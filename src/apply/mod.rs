@@ -239,7 +239,7 @@ pub fn graph<'a>(plan: &'a Plan, state: &StackState) -> (Vec<Node<'a>>, Vec<Vec<
                         d
                     }
                 }
-                (_, Action::Delete) => others()
+                (_, Action::Delete | Action::Forget) => others()
                     .filter(|(_, o)| {
                         // A renamed key's record is still under its previous key.
                         let recorded = o.change.moved_from.as_deref().unwrap_or(&o.change.name);
@@ -319,6 +319,11 @@ pub enum Op<'p> {
         id: &'p str,
         current: Option<&'p serde_json::Map<String, Value>>,
     },
+    /// Left in AWS (its ownership tags removed where the kind has tags) and dropped from the state.
+    Forget {
+        id: &'p str,
+        current: Option<&'p serde_json::Map<String, Value>>,
+    },
 }
 
 /// The operation `node` stands for, with what the plan gives it; a change lacking what its action
@@ -349,6 +354,7 @@ pub fn prepare<'p>(node: &Node<'p>, artifacts: &'p BTreeMap<String, Artifact>) -
             },
             Action::Replace => Op::Replace { id: id("replace")?, current: c.current.as_ref(), make: make("replace")? },
             Action::Delete => Op::Delete { id: id("delete")?, current: c.current.as_ref() },
+            Action::Forget => Op::Forget { id: id("forget")?, current: c.current.as_ref() },
         },
     })
 }
@@ -477,6 +483,16 @@ pub async fn execute(plan: &Plan, state: &StackState, store: &Store, aws: &Aws, 
         });
     }
 
+    // The manifest's `retain_on_delete` of everything it declares, where the state records otherwise
+    // (no AWS call: what is forgotten later depends on it).
+    let flags: Vec<(String, bool)> =
+        plan.resources.iter().filter(|c| !c.deposed && c.desired.is_some()).map(|c| (c.name.clone(), c.retain_on_delete)).collect();
+    if !plan.destroy
+        && !flags.is_empty()
+        && let Err(e) = store.set_retain(&plan.stack, &flags).await
+    {
+        tracing::error!(error = %e, "recording retain_on_delete");
+    }
     for id in &plan.interrupted_operations {
         if let Err(e) = store.finish_operation(*id, &OperationOutcome::Reconciled).await {
             tracing::error!(error = %e, "closing a journal entry of an interrupted run");
@@ -747,7 +763,58 @@ async fn run(ctx: &Ctx<'_>, node: Node<'_>, op: Op<'_>) -> Result<(), ApplyError
             }
             delete(ctx, name, change.kind, id, current).await
         }
+        Op::Forget { id, current } => forget(ctx, name, change.kind, id, current).await,
     }
+}
+
+/// Leaves a resource in AWS and drops it from the state (`retain_on_delete`, region-wide settings).
+/// Where the kind has tags and AWS still has it with this stack's ownership tags, those tags are
+/// removed first, so a later `import` (by this stack or another) can adopt it; one that is not
+/// tagged as this stack's is not touched.
+async fn forget(
+    ctx: &Ctx<'_>,
+    name: &str,
+    kind: Kind,
+    id: &str,
+    current: Option<&serde_json::Map<String, Value>>,
+) -> Result<(), ApplyError> {
+    let ownership = [crate::manifest::TAG_STACK, crate::manifest::TAG_MANAGED_BY, crate::manifest::TAG_RESOURCE];
+    let tagged = |c: &serde_json::Map<String, Value>| {
+        c.get("tags").and_then(Value::as_object).is_some_and(|t| ownership.iter().any(|k| t.contains_key(*k)))
+    };
+    if let Some(current) = current.filter(|c| kind.schema().taggable && tagged(c)) {
+        if check_owned(ctx, name, kind, id, Some(current)).is_ok() {
+            // What AWS cannot tell (a function's code path) is taken as last recorded, as planning does.
+            let mut current = current.clone();
+            if let Some(recorded) = ctx.state.resources.get(name).and_then(|s| s.attributes.as_object()) {
+                let schema = kind.schema();
+                for (k, v) in recorded.iter().filter(|(k, _)| schema.field(k).is_some() || *k == crate::manifest::schema::CODE_SHA256) {
+                    current.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+            let mut untagged = current.clone();
+            if let Some(Value::Object(tags)) = untagged.get_mut("tags") {
+                for k in ownership {
+                    tags.remove(k);
+                }
+            }
+            let op = journal(ctx, name, kind, JournalAction::Update, Some(id)).await?;
+            let result = providers::update(ctx.aws, kind, id, &current, Desired { attrs: &untagged, artifact: None })
+                .await
+                .map(drop)
+                .map_err(|source| ApplyError::Provider { resource: name.into(), action: "remove ownership tags", source });
+            finish(ctx, op, &result).await;
+            result?;
+        } else {
+            tracing::warn!(resource = name, id, "not tagged as this stack's: forgotten without touching its tags");
+        }
+    }
+    ctx.store.delete_resource(ctx.stack, name).await.map_err(|source| ApplyError::State { resource: name.into(), source })?;
+    tracing::info!(resource = name, id, "forgotten: left in AWS");
+    if let Ok(mut o) = ctx.outputs.lock() {
+        o.remove(name);
+    }
+    Ok(())
 }
 
 /// The planned attributes with every reference resolved against this run's outputs, and the code.
@@ -845,6 +912,12 @@ async fn record(
 ) -> Result<(), ApplyError> {
     let state = resource_state(change, kind, physical_id, attributes, outputs, depends_on);
     ctx.store.put_resource(ctx.stack, &state).await.map_err(|source| ApplyError::State { resource: change.name.clone(), source })?;
+    if change.desired.is_some() {
+        ctx.store
+            .set_retain(ctx.stack, &[(change.name.clone(), change.retain_on_delete)])
+            .await
+            .map_err(|source| ApplyError::State { resource: change.name.clone(), source })?;
+    }
     if let Ok(mut r) = ctx.recorded.lock() {
         r.insert(change.name.clone(), state.physical_id.clone());
     }

@@ -80,7 +80,15 @@ async fn destroy_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store
     let aws = connect(g).await?;
     identity::check(store, &manifest.stack, &aws).await?;
     let pending = store.pending_operations(&manifest.stack).await?;
-    let inspection = plan::inspect(manifest, &state, &pending, &aws).await?;
+    let mut inspection = plan::inspect(manifest, &state, &pending, &aws).await?;
+    // What the manifest declares is retained as it says now (even if no apply recorded it yet).
+    for r in &manifest.resources {
+        if r.retain_on_delete {
+            inspection.state.retained.insert(r.name.clone());
+        } else {
+            inspection.state.retained.remove(&r.name);
+        }
+    }
     let plan = plan::destroy(&manifest.stack, &inspection);
     if !plan.has_changes() {
         if state.serial > 0 {

@@ -2,7 +2,7 @@ use std::io::Write;
 
 use super::Exit;
 use crate::cli::{DriftArgs, Global};
-use crate::state::DriftEvent;
+use crate::state::{DriftEvent, Listing};
 
 use super::{CliError, open_state};
 
@@ -10,7 +10,12 @@ use super::{CliError, open_state};
 pub async fn run(g: &Global, args: &DriftArgs) -> Result<Exit, CliError> {
     // For cron and CI, a state file that is not there is an error, not "no drift".
     let store = if args.exit_code { super::open_existing_state(g).await? } else { open_state(g).await? };
-    let events = store.drift_events(args.stack.as_deref(), args.all).await;
+    let listing = match (args.all, args.ignored) {
+        (true, _) => Listing::All,
+        (false, true) => Listing::OpenAndIgnored,
+        (false, false) => Listing::Open,
+    };
+    let events = store.drift_events_with(args.stack.as_deref(), listing).await;
     store.close().await;
     let events = events?;
     // With --exit-code, the status says whether drift is open (whatever the listing shows).
@@ -38,7 +43,7 @@ pub async fn run(g: &Global, args: &DriftArgs) -> Result<Exit, CliError> {
 
 /// How many events count for `--exit-code`: the open ones.
 fn counts(events: &[DriftEvent]) -> usize {
-    events.iter().filter(|e| e.is_open()).count()
+    events.iter().filter(|e| e.is_open() && !e.ignored).count()
 }
 
 /// Writes to stdout; a reader that stopped reading (`| head`) ends the listing quietly, as for any
@@ -58,6 +63,7 @@ fn line(e: &DriftEvent) -> String {
     } else {
         format!("{}.{}: expected {}, actual {}", e.resource, e.field, short(&e.expected), short(&e.actual))
     };
+    let what = if e.ignored { format!("{what} [ignored: ignore_changes]") } else { what };
     let when = format!("first seen {}, last seen {}", e.first_seen, e.last_seen);
     match (&e.resolved_at, &e.how) {
         (Some(at), how) => format!("{what} ({when}; resolved {at}: {})", how.as_deref().unwrap_or("resolved")),

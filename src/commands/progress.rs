@@ -14,6 +14,7 @@ fn doing(a: Action) -> &'static str {
         Action::Update => "updating",
         Action::Replace => "replacing",
         Action::Delete => "deleting",
+        Action::Forget => "forgetting",
     }
 }
 
@@ -24,6 +25,7 @@ fn done(a: Action) -> &'static str {
         Action::Update => "updated",
         Action::Replace => "replaced",
         Action::Delete => "deleted",
+        Action::Forget => "forgotten (left in AWS)",
     }
 }
 

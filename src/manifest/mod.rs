@@ -42,6 +42,53 @@ pub struct Manifest {
     pub outputs: BTreeMap<String, String>,
     /// `[stack] remediate = true`: `reconcile watch` repairs this stack's drift (as `--remediate` does).
     pub remediate: bool,
+    /// `[stack] tags`: added to every taggable resource, under the resource's own tags (already merged
+    /// into each resource's `tags`; kept here for display).
+    pub stack_tags: BTreeMap<String, String>,
+    /// `[[moved]]` entries: state recorded under `from` now belongs to `to`.
+    pub moved: Vec<Moved>,
+}
+
+/// A `[[moved]]` entry while it is checked: with the spans of the entry, `from` and `to`.
+type MovedEntry = (Moved, Range<usize>, Range<usize>, Range<usize>);
+
+/// One `[[moved]]` entry: the resource key `from` was renamed to `to` in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    pub from: String,
+    pub to: String,
+    pub location: Location,
+}
+
+/// The field paths `ignore_changes` names: a field, one key of a table field (`tags.owner`), or
+/// every field (`*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IgnoreChanges {
+    /// `*`: every field (except the ownership tags, which reconcile always keeps).
+    pub all: bool,
+    /// Field names and `field.key` paths.
+    pub paths: BTreeSet<String>,
+}
+
+impl IgnoreChanges {
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.paths.is_empty()
+    }
+
+    /// Whether a plan field path (`memory_size`, `tags.owner`, `code_sha256`) is ignored. The
+    /// ownership tags never are: reconcile must always be able to tell what it owns.
+    pub fn covers(&self, path: &str) -> bool {
+        let (top, key) = path.split_once('.').map_or((path, None), |(t, k)| (t, Some(k)));
+        if top == "tags" && key.is_some_and(|k| k.starts_with("reconcile:")) {
+            return false;
+        }
+        if self.all {
+            return true;
+        }
+        // A function's code is compared by the hash of its zip: ignoring `code` ignores that hash.
+        let top = if top == schema::CODE_SHA256 { "code" } else { top };
+        self.paths.contains(top) || self.paths.contains(path)
+    }
 }
 
 /// One desired resource.
@@ -55,6 +102,11 @@ pub struct Resource {
     pub deps: BTreeSet<String>,
     /// Refuse to delete or replace it.
     pub protect: bool,
+    /// `ignore_changes`: fields plan, apply and watch leave as they are in AWS once it exists.
+    pub ignore_changes: IgnoreChanges,
+    /// `retain_on_delete = true`: on destroy, or once it leaves the manifest, reconcile forgets it and
+    /// leaves it in AWS (without its ownership tags).
+    pub retain_on_delete: bool,
     pub location: Location,
     /// Zipped code, for kinds that carry code.
     pub artifact: Option<Artifact>,
@@ -139,6 +191,8 @@ struct Draft {
     string_spans: Vec<(Range<usize>, String)>,
     explicit_deps: Vec<(String, Range<usize>)>,
     protect: bool,
+    ignore_changes: IgnoreChanges,
+    retain_on_delete: bool,
     header: usize,
     physical_span: Option<Range<usize>>,
     artifact: Option<Artifact>,
@@ -164,27 +218,30 @@ impl<'a> Validator<'a> {
         let mut stack = None;
         let mut resources_table = None;
         let mut outputs_table = None;
+        let mut moved_table = None;
         for (key, value) in root.iter() {
             match key.get_ref().as_ref() {
                 "stack" => stack = Some(value),
                 "resources" => resources_table = Some(value),
                 "outputs" => outputs_table = Some(value),
+                "moved" => moved_table = Some(value),
                 other => self.err(
                     &key.span(),
                     format!(
-                        "unknown top-level key `{other}`; expected `stack`, `resources` or `outputs`{}",
-                        suggest::did_you_mean(other, ["stack", "resources", "outputs"], str::to_string)
+                        "unknown top-level key `{other}`; expected `stack`, `resources`, `outputs` or `[[moved]]`{}",
+                        suggest::did_you_mean(other, ["stack", "resources", "outputs", "moved"], str::to_string)
                     ),
                 ),
             }
         }
         let mut remediate = false;
+        let mut stack_tags = BTreeMap::new();
         let stack_name = match stack {
             None => {
                 self.err(&root_span, "missing `[stack]` table with `name = \"...\"`");
                 None
             }
-            Some(v) => self.stack(v, &mut remediate),
+            Some(v) => self.stack(v, &mut remediate, &mut stack_tags),
         };
         let mut drafts = Vec::new();
         match resources_table {
@@ -202,6 +259,26 @@ impl<'a> Validator<'a> {
         }
         drafts.sort_by_key(|d| d.header);
         let outputs = outputs_table.map(|t| self.outputs(t)).unwrap_or_default();
+        let moved = moved_table.map(|t| self.moved(t, &drafts)).unwrap_or_default();
+        // Stack tags count against each resource's limit like its own tags.
+        for d in drafts.iter().filter(|d| d.kind.schema().taggable) {
+            let own = d.attrs.get("tags").and_then(Value::as_object);
+            let merged = stack_tags.keys().filter(|k| !own.is_some_and(|o| o.contains_key(*k))).count() + own.map_or(0, Map::len);
+            let user_tags = rules::MAX_TAGS - rules::OWNERSHIP_TAGS;
+            // (Too many of its own is reported at its `tags` already.)
+            if merged > user_tags && own.map_or(0, Map::len) <= user_tags {
+                let header = d.header;
+                self.err(
+                    &(header..header),
+                    format!(
+                        "resource `{}` has {merged} tags with the stack's `[stack] tags`: AWS allows {} per resource and reconcile adds {} ownership tags, so at most {user_tags}",
+                        d.name,
+                        rules::MAX_TAGS,
+                        rules::OWNERSHIP_TAGS
+                    ),
+                );
+            }
+        }
         let resources = self.link(drafts, &outputs);
         let stack = stack_name?;
         let resources = resources?;
@@ -209,6 +286,7 @@ impl<'a> Validator<'a> {
             .into_iter()
             .map(|mut r| {
                 if r.kind.schema().taggable {
+                    add_stack_tags(&mut r.attrs, &stack_tags);
                     add_ownership_tags(&mut r.attrs, &stack, &r.name);
                 }
                 r
@@ -220,10 +298,100 @@ impl<'a> Validator<'a> {
             resources,
             outputs: outputs.into_iter().map(|(k, (v, _))| (k, v)).collect(),
             remediate,
+            stack_tags,
+            moved,
         })
     }
 
-    fn stack(&mut self, value: &Spanned<DeValue<'_>>, remediate: &mut bool) -> Option<String> {
+    /// `[[moved]]` entries: each names a `from` key and a `to` key the manifest declares; no two
+    /// entries move from (or to) the same key, and no entry moves from a key another moves to (a chain).
+    fn moved(&mut self, value: &Spanned<DeValue<'_>>, drafts: &[Draft]) -> Vec<Moved> {
+        let DeValue::Array(items) = value.get_ref() else {
+            self.err(&value.span(), "`moved` must be an array of tables: `[[moved]]` with `from = \"old_key\"` and `to = \"new_key\"`");
+            return Vec::new();
+        };
+        let mut entries: Vec<MovedEntry> = Vec::new();
+        for item in items {
+            let DeValue::Table(t) = item.get_ref() else {
+                self.err(&item.span(), "each `[[moved]]` entry must be a table with `from` and `to`");
+                continue;
+            };
+            let mut from = None;
+            let mut to = None;
+            for (k, v) in t.iter() {
+                let slot = match k.get_ref().as_ref() {
+                    "from" => &mut from,
+                    "to" => &mut to,
+                    other => {
+                        self.err(&k.span(), format!("unknown key `{other}` in `[[moved]]`; expected `from` and `to`"));
+                        continue;
+                    }
+                };
+                match v.get_ref() {
+                    DeValue::String(s) if refs::is_ident(s) => *slot = Some((s.to_string(), v.span())),
+                    DeValue::String(s) => self.err(&v.span(), format!("`{}` is not a resource key", shown(s))),
+                    other => {
+                        self.err(&v.span(), format!("`{}` must be a resource key (a string), found {}", k.get_ref(), other.type_str()))
+                    }
+                }
+            }
+            let (Some((from, from_span)), Some((to, to_span))) = (from, to) else {
+                if !self.diags.iter().any(|d| d.location.line == self.src.location(item.span().start).line) {
+                    self.err(&item.span(), "a `[[moved]]` entry needs both `from = \"old_key\"` and `to = \"new_key\"`");
+                }
+                continue;
+            };
+            let location = self.src.location(item.span().start);
+            entries.push((Moved { from, to, location }, item.span(), from_span, to_span));
+        }
+        let declared = |name: &str| drafts.iter().any(|d| d.name == name);
+        let mut out = Vec::new();
+        for (i, (m, _, from_span, to_span)) in entries.iter().enumerate() {
+            let earlier = &entries[..i];
+            if m.from == m.to {
+                self.err(from_span, format!("`[[moved]]` from `{}` to itself", m.from));
+            } else if let Some((other, ..)) = entries.iter().find(|(o, ..)| o.to == m.from || o.from == m.to) {
+                self.err(
+                    from_span,
+                    format!(
+                        "`[[moved]]` entries form a chain (`{}` → `{}` and `{}` → `{}`, line {}): move each old key straight to its final key",
+                        m.from, m.to, other.from, other.to, other.location.line
+                    ),
+                );
+            } else if !declared(&m.to) {
+                self.err(to_span, format!("`[[moved]]` to `{}`: the manifest declares no resource `{}`", m.to, m.to));
+            } else if declared(&m.from) {
+                self.err(
+                    from_span,
+                    format!(
+                        "`[[moved]]` from `{}`: the manifest still declares `{}`; a moved key must be gone from `[resources]`",
+                        m.from, m.from
+                    ),
+                );
+            } else if let Some((first, ..)) = earlier.iter().find(|(o, ..)| o.from == m.from) {
+                self.err(
+                    from_span,
+                    format!(
+                        "`[[moved]]` from `{}` again: the entry at line {} already moves it (to `{}`)",
+                        m.from, first.location.line, first.to
+                    ),
+                );
+            } else if let Some((first, ..)) = earlier.iter().find(|(o, ..)| o.to == m.to) {
+                self.err(
+                    to_span,
+                    format!(
+                        "`[[moved]]` to `{}` again: the entry at line {} already moves `{}` to it",
+                        m.to, first.location.line, first.from
+                    ),
+                );
+            } else {
+                out.push(m.clone());
+            }
+        }
+        out
+    }
+
+    fn stack(&mut self, value: &Spanned<DeValue<'_>>, remediate: &mut bool, tags: &mut BTreeMap<String, String>) -> Option<String> {
         let DeValue::Table(t) = value.get_ref() else {
             self.err(&value.span(), "`stack` must be a table with `name = \"...\"`");
             return None;
@@ -241,11 +409,40 @@ impl<'a> Validator<'a> {
                     DeValue::Boolean(b) => *remediate = *b,
                     other => self.err(&v.span(), format!("`stack.remediate` must be a boolean, found {}", other.type_str())),
                 },
+                "tags" => match v.get_ref() {
+                    DeValue::Table(t) => {
+                        for (k, tv) in t.iter() {
+                            let key = k.get_ref();
+                            if key.starts_with("reconcile:") {
+                                self.err(&k.span(), format!("tag key `{key}` is reserved: the `reconcile:` prefix marks ownership"));
+                                continue;
+                            }
+                            if let Err(e) = rules::tag_key(key) {
+                                self.err(&k.span(), format!("tag key `{}` {e}", shown(key)));
+                                continue;
+                            }
+                            match tv.get_ref() {
+                                DeValue::String(s) if s.contains("${") => self.err(
+                                    &tv.span(),
+                                    "stack tags are literal strings: a `${...}` reference belongs in a resource's own `tags`",
+                                ),
+                                DeValue::String(s) => match rules::tag_value(s) {
+                                    Ok(()) => {
+                                        tags.insert(key.to_string(), s.to_string());
+                                    }
+                                    Err(e) => self.err(&tv.span(), format!("the value of tag `{}` {e}", shown(key))),
+                                },
+                                other => self.err(&tv.span(), format!("`stack.tags.{key}` must be a string, found {}", other.type_str())),
+                            }
+                        }
+                    }
+                    other => self.err(&v.span(), format!("`stack.tags` must be a table of strings, found {}", other.type_str())),
+                },
                 other => self.err(
                     &key.span(),
                     format!(
-                        "unknown key `{other}` in `[stack]`; expected `name`, `description` or `remediate`{}",
-                        suggest::did_you_mean(other, ["name", "description", "remediate"], str::to_string)
+                        "unknown key `{other}` in `[stack]`; expected `name`, `description`, `remediate` or `tags`{}",
+                        suggest::did_you_mean(other, ["name", "description", "remediate", "tags"], str::to_string)
                     ),
                 ),
             }
@@ -315,6 +512,8 @@ impl<'a> Validator<'a> {
             string_spans: Vec::new(),
             explicit_deps: Vec::new(),
             protect: false,
+            ignore_changes: IgnoreChanges::default(),
+            retain_on_delete: false,
             header,
             physical_span: None,
             artifact: None,
@@ -331,6 +530,17 @@ impl<'a> Validator<'a> {
                 "depends_on" => match self.string_list(fvalue) {
                     Some(items) => draft.explicit_deps = items,
                     None => self.err(&fvalue.span(), "`depends_on` must be an array of resource names"),
+                },
+                "retain_on_delete" => match fvalue.get_ref() {
+                    DeValue::Boolean(b) => draft.retain_on_delete = *b,
+                    other => self.err(&fvalue.span(), format!("`retain_on_delete` must be a boolean, found {}", other.type_str())),
+                },
+                "ignore_changes" => match self.string_list(fvalue) {
+                    Some(items) => draft.ignore_changes = self.ignore_changes(kind, items),
+                    None => self.err(
+                        &fvalue.span(),
+                        "`ignore_changes` must be an array of field names (`\"memory_size\"`, `\"tags.owner\"`, `\"*\"`)",
+                    ),
                 },
                 _ => {
                     let Some(field) = schema.field(fname) else {
@@ -395,6 +605,52 @@ impl<'a> Validator<'a> {
             }
         }
         Some(draft)
+    }
+
+    /// Checks each `ignore_changes` entry against the kind's fields: a field, `field.key` for a table
+    /// field, or `*`.
+    fn ignore_changes(&mut self, kind: Kind, items: Vec<(String, Range<usize>)>) -> IgnoreChanges {
+        let schema = kind.schema();
+        let mut out = IgnoreChanges::default();
+        for (item, span) in items {
+            // The span covers the quotes: point at the name itself.
+            let at = span.start + 1..span.end;
+            if item == "*" {
+                out.all = true;
+                continue;
+            }
+            let (top, key) = item.split_once('.').map_or((item.as_str(), None), |(t, k)| (t, Some(k)));
+            let Some(field) = schema.field(top) else {
+                let known: Vec<_> = schema.fields.iter().map(|f| f.name).collect();
+                self.err(&at, format!("`ignore_changes`: {kind} has no field `{}`; fields: {}, or `*`", shown(top), known.join(", ")));
+                continue;
+            };
+            match key {
+                None => {}
+                Some("") => {
+                    self.err(&at, format!("`ignore_changes`: `{}` names no key of `{top}`", shown(&item)));
+                    continue;
+                }
+                Some(_) if !matches!(field.ty, FieldType::StringMap | FieldType::JsonMap) => {
+                    self.err(
+                        &at,
+                        format!(
+                            "`ignore_changes`: `{top}` is {}, not a table: only a table's keys can be named (`{top}`, not `{}`)",
+                            field.ty.describe(),
+                            shown(&item)
+                        ),
+                    );
+                    continue;
+                }
+                Some(k) if top == "tags" && k.starts_with("reconcile:") => {
+                    self.err(&at, format!("`ignore_changes`: the ownership tag `{k}` is always kept by reconcile"));
+                    continue;
+                }
+                Some(_) => {}
+            }
+            out.paths.insert(item);
+        }
+        out
     }
 
     fn string_list(&mut self, value: &Spanned<DeValue<'_>>) -> Option<Vec<(String, Range<usize>)>> {
@@ -757,6 +1013,8 @@ impl<'a> Validator<'a> {
                     attrs: d.attrs,
                     deps,
                     protect: d.protect,
+                    ignore_changes: d.ignore_changes,
+                    retain_on_delete: d.retain_on_delete,
                     artifact: d.artifact,
                 })
                 .collect(),
@@ -798,6 +1056,19 @@ pub fn stage_logs(attrs: &Map<String, Value>) -> bool {
     !s("access_log_destination_arn").is_empty()
         || !matches!(s("logging_level"), "" | "OFF")
         || attrs.get("data_trace_enabled").and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// Merges the stack's tags under a resource's own: a key the resource sets keeps its value.
+fn add_stack_tags(attrs: &mut Map<String, Value>, stack_tags: &BTreeMap<String, String>) {
+    if stack_tags.is_empty() {
+        return;
+    }
+    let tags = attrs.entry("tags").or_insert_with(|| json!({}));
+    if let Value::Object(map) = tags {
+        for (k, v) in stack_tags {
+            map.entry(k.clone()).or_insert_with(|| json!(v));
+        }
+    }
 }
 
 fn add_ownership_tags(attrs: &mut Map<String, Value>, stack: &str, resource: &str) {

@@ -412,3 +412,96 @@ fn a_missing_manifest_says_how_to_name_one() {
     let err = load(dir.path()).unwrap_err().to_string();
     assert!(!err.contains("RECONCILE_MANIFEST"), "{err}");
 }
+
+#[test]
+fn lifecycle_meta_fields_parse() {
+    let text = concat!(
+        "[stack]\nname = \"s\"\ntags = { team = \"core\", env = \"dev\" }\n\n",
+        "[resources.lg]\ntype = \"aws_cloudwatch_log_group\"\nname = \"lg\"\ntags = { env = \"prod\" }\n",
+        "ignore_changes = [\"retention_in_days\", \"tags.owner\"]\nretain_on_delete = true\n\n",
+        "[resources.all]\ntype = \"aws_cloudwatch_log_group\"\nname = \"all\"\nignore_changes = [\"*\"]\n\n",
+        "[[moved]]\nfrom = \"old\"\nto = \"lg\"\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let m = parse_in(dir.path(), text).unwrap();
+    let lg = m.resource("lg").unwrap();
+    assert!(lg.retain_on_delete);
+    assert!(lg.ignore_changes.covers("retention_in_days"));
+    assert!(lg.ignore_changes.covers("tags.owner"));
+    assert!(!lg.ignore_changes.covers("tags.env"));
+    // Stack tags under the resource's own; ownership tags over both.
+    assert_eq!(lg.attrs["tags"]["env"], json!("prod"));
+    assert_eq!(lg.attrs["tags"]["team"], json!("core"));
+    assert_eq!(lg.attrs["tags"][TAG_RESOURCE], json!("lg"));
+    let all = m.resource("all").unwrap();
+    assert!(all.ignore_changes.covers("retention_in_days") && all.ignore_changes.covers("tags.x"));
+    assert!(!all.ignore_changes.covers("tags.reconcile:stack"), "ownership tags are never ignored");
+    assert!(!all.retain_on_delete);
+    assert_eq!(all.attrs["tags"]["env"], json!("dev"));
+    assert_eq!(m.moved.len(), 1);
+    assert_eq!((m.moved[0].from.as_str(), m.moved[0].to.as_str(), m.moved[0].location.line), ("old", "lg", 17));
+    assert_eq!(m.stack_tags.len(), 2);
+}
+
+#[test]
+fn ignore_changes_names_known_fields_only() {
+    let e = errors(&format!(
+        "{HEAD}[resources.lg]\ntype = \"aws_cloudwatch_log_group\"\nname = \"lg\"\n\
+         ignore_changes = [\"retention\", \"name.x\", \"tags.reconcile:stack\", \"tags\"]\n"
+    ));
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(e[0].starts_with("7:20: `ignore_changes`: aws_cloudwatch_log_group has no field `retention`"), "{e:?}");
+    assert!(e[1].starts_with("7:33: `ignore_changes`: `name` is a string, not a table"), "{e:?}");
+    assert!(e[2].starts_with("7:43: `ignore_changes`: the ownership tag `reconcile:stack` is always kept"), "{e:?}");
+    let e = errors(&format!("{HEAD}[resources.lg]\ntype = \"aws_cloudwatch_log_group\"\nname = \"lg\"\nignore_changes = \"name\"\n"));
+    assert!(e[0].starts_with("7:18: `ignore_changes` must be an array"), "{e:?}");
+    let e = errors(&format!("{HEAD}[resources.lg]\ntype = \"aws_cloudwatch_log_group\"\nname = \"lg\"\nretain_on_delete = 1\n"));
+    assert!(e[0].starts_with("7:20: `retain_on_delete` must be a boolean"), "{e:?}");
+}
+
+#[test]
+fn moved_entries_that_conflict_are_errors_at_their_line() {
+    let lg = |key: &str| format!("[resources.{key}]\ntype = \"aws_cloudwatch_log_group\"\nname = \"{key}\"\n\n");
+    let moved = |from: &str, to: &str| format!("[[moved]]\nfrom = \"{from}\"\nto = \"{to}\"\n\n");
+    // `to` not in the manifest.
+    let e = errors(&format!("{HEAD}{}{}", lg("a"), moved("old", "b")));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("10:6: `[[moved]]` to `b`: the manifest declares no resource `b`"), "{e:?}");
+    // Two from the same key.
+    let e = errors(&format!("{HEAD}{}{}{}{}", lg("a"), lg("b"), moved("old", "a"), moved("old", "b")));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("17:8: `[[moved]]` from `old` again: the entry at line 12 already moves it"), "{e:?}");
+    // A chain.
+    let e = errors(&format!("{HEAD}{}{}{}", lg("c"), moved("a", "b"), moved("b", "c")));
+    assert!(e.iter().any(|m| m.starts_with("9:8: `[[moved]]` entries form a chain")), "{e:?}");
+    // From a key the manifest still declares.
+    let e = errors(&format!("{HEAD}{}{}{}", lg("a"), lg("b"), moved("a", "b")));
+    assert!(e[0].starts_with("13:8: `[[moved]]` from `a`: the manifest still declares `a`"), "{e:?}");
+    // Missing `to`, unknown key.
+    let e = errors(&format!("{HEAD}{}[[moved]]\nfrom = \"x\"\nwhere = \"y\"\n", lg("a")));
+    assert!(e.iter().any(|m| m.starts_with("10:1: unknown key `where` in `[[moved]]`")), "{e:?}");
+}
+
+#[test]
+fn stack_tags_are_checked_like_tags() {
+    let e = errors(
+        "[stack]\nname = \"s\"\ntags = { \"reconcile:x\" = \"1\", ok = 2, ref = \"${a.b}\" }\n\n[resources.lg]\ntype = \"aws_cloudwatch_log_group\"\nname = \"lg\"\n",
+    );
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(e[0].starts_with("3:10: tag key `reconcile:x` is reserved"), "{e:?}");
+    assert!(e[1].starts_with("3:36: `stack.tags.ok` must be a string"), "{e:?}");
+    assert!(e[2].starts_with("3:45: stack tags are literal strings"), "{e:?}");
+}
+
+#[test]
+fn stack_tags_count_against_each_resources_tag_limit() {
+    let own: String = (0..40).map(|i| format!("t{i} = \"v\", ")).collect();
+    let stack: String = (0..10).map(|i| format!("s{i} = \"v\", ")).collect();
+    let e = errors(&format!(
+        "[stack]\nname = \"s\"\ntags = {{ {} }}\n\n[resources.lg]\ntype = \"aws_cloudwatch_log_group\"\nname = \"lg\"\ntags = {{ {} }}\n",
+        stack.trim_end_matches(", "),
+        own.trim_end_matches(", ")
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("5:12: resource `lg` has 50 tags with the stack's `[stack] tags`"), "{e:?}");
+}

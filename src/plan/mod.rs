@@ -30,6 +30,9 @@ pub enum Action {
     /// [`ResourceChange::create_before_destroy`]), otherwise the old one is deleted first.
     Replace,
     Delete,
+    /// Leaves the resource in AWS and drops it from the state (`retain_on_delete`, or a region-wide
+    /// setting): its ownership tags are removed where the kind has tags, so `import` can adopt it.
+    Forget,
 }
 
 impl Action {
@@ -40,6 +43,7 @@ impl Action {
             Action::Update => "update",
             Action::Replace => "replace",
             Action::Delete => "delete",
+            Action::Forget => "forget",
         }
     }
 }
@@ -94,6 +98,17 @@ pub struct ResourceChange {
     /// `protect = true` in the manifest: apply refuses to delete or replace it.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub protect: bool,
+    /// `retain_on_delete = true` in the manifest (for what the manifest declares), or as the state
+    /// recorded it (for what it no longer declares, whose change is then [`Action::Forget`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub retain_on_delete: bool,
+    /// Only the state's record of `retain_on_delete` changes (apply writes it; no AWS call).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub records_retain: bool,
+    /// Differences in fields the manifest's `ignore_changes` names: shown, never carried out (watch
+    /// records them as ignored drift).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ignored: Vec<FieldChange>,
 }
 
 /// A resource's attributes as the manifest gives them, `${resource.output}` references unresolved.
@@ -132,6 +147,9 @@ impl ResourceChange {
             desired: None,
             artifact_sha256: None,
             protect: false,
+            retain_on_delete: false,
+            records_retain: false,
+            ignored: Vec::new(),
         }
     }
 
@@ -176,6 +194,8 @@ pub struct Summary {
     pub update: usize,
     pub replace: usize,
     pub delete: usize,
+    /// Left in AWS, dropped from the state (`retain_on_delete`, region-wide settings).
+    pub forget: usize,
     pub no_op: usize,
 }
 
@@ -212,6 +232,9 @@ pub struct Plan {
     /// built at plan time, never serialised.
     #[serde(skip)]
     pub artifacts: BTreeMap<String, Artifact>,
+    /// What the plan found odd but not wrong (a `[[moved]]` entry that matches nothing).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// What a [`Blocker`] found (`conflict` or `account_logging` in JSON).
@@ -239,7 +262,7 @@ pub struct Blocker {
 
 impl Plan {
     pub fn has_changes(&self) -> bool {
-        self.resources.iter().any(|r| r.action != Action::NoOp || r.adopt.is_some() || r.moved_from.is_some())
+        self.resources.iter().any(|r| r.action != Action::NoOp || r.adopt.is_some() || r.moved_from.is_some() || r.records_retain)
             || !self.output_changes.is_empty()
     }
 
@@ -254,6 +277,7 @@ impl Plan {
                 Action::Update => s.update += 1,
                 Action::Replace => s.replace += 1,
                 Action::Delete => s.delete += 1,
+                Action::Forget => s.forget += 1,
             }
         }
         self.summary = s;
@@ -307,6 +331,21 @@ pub fn singleton_conflicts(manifest: &Manifest, state: &StackState) -> Vec<PlanE
 
 /// Shown for settings that are forgotten, not deleted.
 pub const RETAINED: &str = "a region-wide setting: reconcile stops managing it and leaves it as it is in AWS";
+
+/// Shown for resources with `retain_on_delete = true` that leave the state.
+pub const RETAINED_RESOURCE: &str =
+    "retain_on_delete: reconcile forgets it and leaves it in AWS, without its ownership tags (`reconcile import` adopts it again)";
+
+/// Whether what the state records as `name` is forgotten rather than deleted, and why.
+fn retained(state: &StackState, name: &str, kind: Kind) -> Option<&'static str> {
+    if kind.schema().retain_on_delete {
+        Some(RETAINED)
+    } else if state.retained.contains(name) {
+        Some(RETAINED_RESOURCE)
+    } else {
+        None
+    }
+}
 
 /// How many reads run at once while refreshing.
 pub const REFRESH_CONCURRENCY: usize = 10;
@@ -423,6 +462,8 @@ impl Plan {
                 c.adopt = None;
                 c.moved_from = None;
             }
+            // Only apply records the state's lifecycle flags.
+            c.records_retain = false;
         }
         plan.resources.retain(|c| !c.deposed || c.action != Action::NoOp);
         plan.interrupted_operations.clear();
@@ -826,6 +867,30 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
     let mut changes = Vec::new();
     // State keys no longer in the manifest whose physical resource a new key takes over.
     let mut moved: HashMap<String, String> = HashMap::new();
+    let mut warnings = Vec::new();
+    // Explicit `[[moved]]` entries first: they take precedence over moves found by physical name.
+    let mut explicit: HashMap<&str, &str> = HashMap::new();
+    for m in &manifest.moved {
+        match (state.resources.contains_key(&m.from), state.resources.contains_key(&m.to)) {
+            (true, false) => {
+                explicit.insert(m.to.as_str(), m.from.as_str());
+                moved.insert(m.from.clone(), m.to.clone());
+            }
+            (true, true) => warnings.push(format!(
+                "{}: `[[moved]]` from `{}` to `{}`: the state records both keys, so nothing is moved (`{}` is planned like any resource removed from the manifest)",
+                m.location, m.from, m.to, m.from
+            )),
+            // Already moved by an earlier apply: the entry may stay in the manifest.
+            (false, true) => {}
+            (false, false) => warnings.push(format!(
+                "{}: `[[moved]]` from `{}` to `{}` matches nothing: the state records neither key",
+                m.location, m.from, m.to
+            )),
+        }
+    }
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
     for r in topo_order(manifest) {
         let lookup = |res: &str, out: &str| known.get(res).and_then(|o| o.get(out)).cloned();
         let (desired, _) = refs::resolve(&Value::Object(r.attrs.clone()), &lookup);
@@ -834,6 +899,11 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
         let mut recorded = state.resources.get(&r.name);
         let mut moved_from = None;
         if recorded.is_none()
+            && let Some(old) = explicit.get(r.name.as_str()).and_then(|from| state.resources.get(*from))
+        {
+            moved_from = Some(old.name.clone());
+            recorded = Some(old);
+        } else if recorded.is_none()
             && let Some(old) = moved_candidate(manifest, state, r.kind, &desired, &moved)
         {
             moved.insert(old.name.clone(), r.name.clone());
@@ -857,6 +927,8 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
             desired: Some(Unresolved { kind: r.kind, attrs: r.attrs.clone() }),
             artifact_sha256: r.artifact.as_ref().map(|a| a.sha256.clone()),
             protect: r.protect,
+            retain_on_delete: r.retain_on_delete,
+            records_retain: recorded.is_some_and(|s| s.kind == r.kind && state.retained.contains(&s.name) != r.retain_on_delete),
             ..ResourceChange::new(&r.name, r.kind, action)
         };
         let change = match (recorded, current) {
@@ -873,6 +945,19 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                 ..planned(Action::Create)
             },
             (Some(s), Some(l)) => {
+                // `reconcile:resource` names the key the resource was created (or adopted) under: a
+                // renamed key keeps it, so a move writes nothing to AWS.
+                let mut desired = desired.clone();
+                let mut desired_attrs = r.attrs.clone();
+                if let Some(tag) = s.attributes.get("tags").and_then(|t| t.get(crate::manifest::TAG_RESOURCE)).filter(|t| t.is_string()) {
+                    for attrs in [&mut desired, &mut desired_attrs] {
+                        if let Some(Value::Object(tags)) = attrs.get_mut("tags")
+                            && tags.contains_key(crate::manifest::TAG_RESOURCE)
+                        {
+                            tags.insert(crate::manifest::TAG_RESOURCE.into(), tag.clone());
+                        }
+                    }
+                }
                 let mut current = l.attrs.clone();
                 // Keys the state recorded as secret stay secret (masked) even once they left `secret_environment`.
                 crate::manifest::schema::split_secrets_known(r.kind, &mut current, &desired, s.attributes.as_object());
@@ -884,7 +969,14 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                         current.entry(k.clone()).or_insert_with(|| v.clone());
                     }
                 }
-                let fields = diff::fields(r.kind, &current, &desired);
+                let all_fields = diff::fields(r.kind, &current, &desired);
+                // Fields `ignore_changes` names stay as AWS has them: not planned, and the attributes
+                // apply starts from take AWS's values for them (a create still sends the manifest's).
+                let (ignored, fields): (Vec<FieldChange>, Vec<FieldChange>) =
+                    all_fields.into_iter().partition(|f| r.ignore_changes.covers(&f.path));
+                for f in &ignored {
+                    keep_current(&mut desired_attrs, &current, &f.path);
+                }
                 // A create that did not finish: finished by an update (even with no field to change,
                 // e.g. a function to wait for), or replaced where the kind cannot be finished.
                 let incomplete = state.incomplete.get(&r.name);
@@ -913,6 +1005,13 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                     known.insert(r.name.clone(), outputs);
                 }
                 let create_first = replace && create_before_destroy(r.kind, &s.physical_id, &current, &desired);
+                // A replacement is a new resource: it is tagged with the key it is created under.
+                if replace
+                    && let Some(Value::Object(tags)) = desired_attrs.get_mut("tags")
+                    && tags.contains_key(crate::manifest::TAG_RESOURCE)
+                {
+                    tags.insert(crate::manifest::TAG_RESOURCE.into(), Value::String(r.name.clone()));
+                }
                 let reason = match (incomplete, replace, create_first) {
                     (Some(why), true, _) => Some(format!("incomplete: replacing (its create did not finish: {why})")),
                     (Some(why), false, _) => Some(format!("incomplete: finishing (its create did not finish: {why})")),
@@ -930,6 +1029,8 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                     changes: fields,
                     create_before_destroy: create_first,
                     current: Some(current),
+                    ignored,
+                    desired: Some(Unresolved { kind: r.kind, attrs: desired_attrs }),
                     ..planned(action)
                 }
             }
@@ -948,18 +1049,18 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
     for s in state.resources.values() {
         if manifest.resource(&s.name).is_none() && !moved.contains_key(&s.name) {
             let gone = live.get(&s.name).is_some_and(Option::is_none);
+            let retain = retained(state, &s.name, s.kind);
             changes.push(ResourceChange {
                 physical_id: Some(s.physical_id.clone()),
-                reason: Some(if s.kind.schema().retain_on_delete {
-                    RETAINED.into()
-                } else if gone {
-                    "removed from the manifest (already gone from AWS)".into()
-                } else {
-                    "removed from the manifest".into()
+                reason: Some(match retain {
+                    Some(why) => why.into(),
+                    None if gone => "removed from the manifest (already gone from AWS)".into(),
+                    None => "removed from the manifest".into(),
                 }),
                 depends_on: s.depends_on.clone(),
                 current: live.get(&s.name).and_then(Option::as_ref).map(|l| l.attrs.clone()),
-                ..ResourceChange::new(&s.name, s.kind, Action::Delete)
+                retain_on_delete: retain.is_some(),
+                ..ResourceChange::new(&s.name, s.kind, if retain.is_some() { Action::Forget } else { Action::Delete })
             });
         }
     }
@@ -987,8 +1088,32 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
         output_expressions: manifest.outputs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         destroy: false,
         artifacts: manifest.resources.iter().filter_map(|r| r.artifact.as_ref()).map(|a| (a.sha256.clone(), a.clone())).collect(),
+        warnings,
     }
     .finish()
+}
+
+/// Puts AWS's value (from `current`) for one ignored field path into the attributes apply starts
+/// from: the whole field, or one key of a table field (`tags.owner`); a key AWS does not have is
+/// dropped, so the update neither sets nor removes it.
+fn keep_current(attrs: &mut Map<String, Value>, current: &Map<String, Value>, path: &str) {
+    let top = path.split('.').next().unwrap_or(path);
+    let map_field = top != path && attrs.get(top).is_some_and(Value::is_object);
+    if !map_field {
+        match current.get(path) {
+            Some(v) => attrs.insert(path.to_string(), v.clone()),
+            None => attrs.remove(path),
+        };
+        return;
+    }
+    let key = &path[top.len() + 1..];
+    let have = current.get(top).and_then(|m| m.get(key)).cloned();
+    if let Some(Value::Object(map)) = attrs.get_mut(top) {
+        match have {
+            Some(v) => map.insert(key.to_string(), v),
+            None => map.remove(key),
+        };
+    }
 }
 
 /// Whether a replacement creates the new one first: when the desired physical name (or, for kinds
@@ -1038,8 +1163,9 @@ pub fn destroy(stack: &str, inspection: &Inspection) -> Plan {
         .values()
         .map(|s| {
             let current = live.get(&s.name).and_then(Option::as_ref);
-            let reason = if s.kind.schema().retain_on_delete {
-                Some(RETAINED.to_string())
+            let retain = retained(&inspection.state, &s.name, s.kind);
+            let reason = if let Some(why) = retain {
+                Some(why.to_string())
             } else if live.contains_key(&s.name) && current.is_none() {
                 Some("already gone from AWS".to_string())
             } else {
@@ -1051,7 +1177,8 @@ pub fn destroy(stack: &str, inspection: &Inspection) -> Plan {
                 depends_on: s.depends_on.clone(),
                 adopt: inspection.adopted.get(&s.name).cloned(),
                 current: current.map(|l| l.attrs.clone()),
-                ..ResourceChange::new(&s.name, s.kind, Action::Delete)
+                retain_on_delete: retain.is_some(),
+                ..ResourceChange::new(&s.name, s.kind, if retain.is_some() { Action::Forget } else { Action::Delete })
             }
         })
         .collect();

@@ -52,6 +52,7 @@ fn sigil(a: Action) -> &'static str {
         Action::Update => "~",
         Action::Replace => "-/+",
         Action::Delete => "-",
+        Action::Forget => "~-",
     }
 }
 
@@ -64,13 +65,19 @@ pub fn human(plan: &Plan) -> String {
 /// [`human`] with ANSI colours.
 pub fn styled(plan: &Plan) -> String {
     let mut out = String::new();
+    for w in &plan.warnings {
+        let _ = writeln!(out, "Warning: {w}");
+    }
+    if !plan.warnings.is_empty() {
+        out.push('\n');
+    }
     if !plan.has_changes() {
         let _ = writeln!(out, "No changes: AWS matches the manifest for stack `{}` ({} resources).", plan.stack, plan.summary.no_op);
         outputs(&mut out, plan, true);
         return out;
     }
     let _ = writeln!(out, "Stack `{}`:\n", plan.stack);
-    for r in plan.resources.iter().filter(|r| r.action != Action::NoOp || r.adopt.is_some() || r.moved_from.is_some()) {
+    for r in plan.resources.iter().filter(|r| r.action != Action::NoOp || r.adopt.is_some() || r.moved_from.is_some() || r.records_retain) {
         resource(&mut out, r);
     }
     outputs(&mut out, plan, false);
@@ -82,9 +89,10 @@ pub fn styled(plan: &Plan) -> String {
         n => format!("; {n} outputs to change"),
     };
     let adopt = if s.moved > 0 { format!("{adopt}{} to move to a renamed key, ", s.moved) } else { adopt };
+    let forget = if s.forget > 0 { format!(", {} to forget (left in AWS)", s.forget) } else { String::new() };
     let _ = writeln!(
         out,
-        "Plan: {adopt}{} to create, {} to update, {} to replace, {} to delete, {} unchanged{outputs}.",
+        "Plan: {adopt}{} to create, {} to update, {} to replace, {} to delete{forget}, {} unchanged{outputs}.",
         s.create, s.update, s.replace, s.delete, s.no_op
     );
     if !plan.blockers.is_empty() {
@@ -150,6 +158,16 @@ fn resource(out: &mut String, r: &ResourceChange) {
         _ => "will be",
     };
     let quiet = r.deposed || (r.action == Action::NoOp && (r.adopt.is_some() || r.moved_from.is_some()));
+    let quiet = quiet || (r.action == Action::NoOp && r.records_retain);
+    let what = if r.action == Action::NoOp && r.records_retain && r.adopt.is_none() && r.moved_from.is_none() {
+        if r.retain_on_delete {
+            "will be recorded as retain_on_delete (state only, nothing changes in AWS)"
+        } else {
+            "will no longer be recorded as retain_on_delete (state only, nothing changes in AWS)"
+        }
+    } else {
+        what
+    };
     let verb = match r.replace_order() {
         _ if quiet => "",
         Some(ReplaceOrder::CreateBeforeDestroy) => "replaced (new one created first)",
@@ -159,6 +177,7 @@ fn resource(out: &mut String, r: &ResourceChange) {
     let sigil = match (r.action, r.replace_order()) {
         (Action::NoOp, _) if r.adopt.is_some() => "<=",
         (Action::NoOp, _) if r.moved_from.is_some() => "->",
+        (Action::NoOp, _) if r.records_retain => "~",
         (_, Some(ReplaceOrder::CreateBeforeDestroy)) => "+/-",
         (a, _) => sigil(a),
     };
@@ -178,6 +197,10 @@ fn resource(out: &mut String, r: &ResourceChange) {
     for c in &r.changes {
         field(out, r.kind, r.action, c, width);
     }
+    if !r.ignored.is_empty() {
+        let paths: Vec<&str> = r.ignored.iter().map(|c| c.path.as_str()).collect();
+        let _ = writeln!(out, "    # ignore_changes: left as AWS has them: {}", paths.join(", "));
+    }
     out.push('\n');
 }
 
@@ -188,6 +211,7 @@ fn past(a: Action) -> &'static str {
         Action::Update => "updated in place",
         Action::Replace => "replaced",
         Action::Delete => "deleted",
+        Action::Forget => "forgotten (left in AWS, not deleted)",
     }
 }
 

@@ -463,10 +463,9 @@ fn a_renamed_key_with_the_same_physical_name_moves_instead_of_delete_and_create(
     let moved = plan.resources.iter().find(|r| r.name == "log_group").unwrap();
     assert_eq!(moved.moved_from.as_deref(), Some("logs"));
     assert_eq!(moved.physical_id.as_deref(), Some("lg"));
-    // Only the ownership tag naming the key changes.
-    assert_eq!(moved.action, Action::Update);
-    let paths: Vec<_> = moved.changes.iter().map(|c| c.path.as_str()).collect();
-    assert_eq!(paths, vec!["tags.reconcile:resource"]);
+    // Nothing changes in AWS: the ownership tag keeps naming the key it was created under.
+    assert_eq!(moved.action, Action::NoOp, "{moved:#?}");
+    assert!(moved.changes.is_empty());
     assert!(plan.has_changes());
     assert_eq!(plan.summary.moved, 1);
     // Another physical name is no move: a create and a delete.
@@ -675,4 +674,126 @@ fn a_key_an_older_state_recorded_that_the_schema_no_longer_knows_stays_out_of_th
     let current = change.current.as_ref().expect("an update carries the current values");
     assert!(!current.contains_key("retired_field"), "{current:?}");
     crate::providers::Kind::LogGroup.provider().normalize(current).expect("the update's current values fit the kind's spec");
+}
+
+#[test]
+fn ignored_fields_are_not_planned_and_apply_starts_from_aws_values() {
+    let text = M.replace("retention_in_days = 7", "retention_in_days = 7\nignore_changes = [\"retention_in_days\", \"tags.owner\"]");
+    let m = manifest(&text);
+    let mut state = StackState::default();
+    for n in ["role", "logs"] {
+        state.resources.insert(n.into(), recorded(&m, n));
+    }
+    let mut live = HashMap::new();
+    live.insert("role".to_string(), Some(live_of(&m, "role", &[("name", "role.name")])));
+    let mut drifted = live_of(&m, "logs", &[]);
+    drifted.attrs.insert("retention_in_days".into(), json!(30));
+    drifted.attrs["tags"].as_object_mut().unwrap().insert("owner".into(), json!("ops"));
+    live.insert("logs".to_string(), Some(drifted.clone()));
+    let plan = diff_all(&m, &state, &live);
+    let logs = plan.resources.iter().find(|r| r.name == "logs").unwrap();
+    assert_eq!(logs.action, Action::NoOp, "{logs:#?}");
+    let ignored: Vec<_> = logs.ignored.iter().map(|c| c.path.as_str()).collect();
+    assert_eq!(ignored, vec!["retention_in_days", "tags.owner"]);
+    assert!(!plan.has_changes());
+
+    // With a change that is not ignored, the update starts from AWS's values for the ignored ones.
+    drifted.attrs["tags"].as_object_mut().unwrap().insert("team".into(), json!("other"));
+    live.insert("logs".to_string(), Some(drifted));
+    let plan = diff_all(&m, &state, &live);
+    let logs = plan.resources.iter().find(|r| r.name == "logs").unwrap();
+    assert_eq!(logs.action, Action::Update);
+    let paths: Vec<_> = logs.changes.iter().map(|c| c.path.as_str()).collect();
+    assert_eq!(paths, vec!["tags.team"]);
+    let desired = &logs.desired.as_ref().unwrap().attrs;
+    assert_eq!(desired["retention_in_days"], json!(30));
+    assert_eq!(desired["tags"]["owner"], json!("ops"));
+    assert_eq!(desired["tags"]["team"], json!("${role.name}"));
+
+    // A create sends the manifest's values.
+    live.insert("logs".to_string(), None);
+    let plan = diff_all(&m, &state, &live);
+    let logs = plan.resources.iter().find(|r| r.name == "logs").unwrap();
+    assert_eq!(logs.action, Action::Create);
+    assert_eq!(logs.desired.as_ref().unwrap().attrs["retention_in_days"], json!(7));
+}
+
+#[test]
+fn an_explicit_moved_entry_moves_any_kind_and_wins_over_a_match_by_name() {
+    let m = manifest(API);
+    let (state, live) = api_applied(&m);
+    // Without an entry, a renamed REST API key with a new name (AWS assigns its id) is a create and a delete.
+    let renamed =
+        API.replace("[resources.api]", "[resources.public_api]").replace("name = \"a\"", "name = \"b\"").replace("${api.", "${public_api.");
+    let plan = diff_all(&manifest(&renamed), &state, &live);
+    assert_eq!((plan.summary.create, plan.summary.delete, plan.summary.moved), (1, 1, 0), "{:#?}", plan.resources);
+    // With one, it moves.
+    let with = format!("{renamed}\n[[moved]]\nfrom = \"api\"\nto = \"public_api\"\n");
+    let plan = diff_all(&manifest(&with), &state, &live);
+    assert_eq!((plan.summary.create, plan.summary.delete, plan.summary.moved), (0, 0, 1), "{:#?}", plan.resources);
+    let api = plan.resources.iter().find(|r| r.name == "public_api").unwrap();
+    assert_eq!((api.moved_from.as_deref(), api.physical_id.as_deref(), api.action), (Some("api"), Some("a1"), Action::Update));
+    assert!(plan.warnings.is_empty());
+    // An entry that matches nothing is a warning.
+    let stray = format!("{API}\n[[moved]]\nfrom = \"nothing\"\nto = \"api\"\n");
+    let mut empty = state.clone();
+    empty.resources.clear();
+    let plan = diff_all(&manifest(&stray), &empty, &HashMap::new());
+    assert_eq!(plan.warnings.len(), 1);
+    assert!(plan.warnings[0].contains("matches nothing"), "{:?}", plan.warnings);
+    assert!(crate::plan::render::human(&plan).contains("Warning: /tmp/x/stack.toml:"));
+}
+
+#[test]
+fn explicit_move_takes_precedence_over_a_physical_name_match() {
+    // Two old keys could be taken over by name; the entry decides which key moves where.
+    let m = manifest(M);
+    let mut state = StackState::default();
+    for n in ["role", "logs"] {
+        state.resources.insert(n.into(), recorded(&m, n));
+    }
+    let mut live = HashMap::new();
+    live.insert("role".to_string(), Some(live_of(&m, "role", &[("name", "role.name")])));
+    live.insert("logs".to_string(), Some(live_of(&m, "logs", &[])));
+    let text = format!("{}\n[[moved]]\nfrom = \"logs\"\nto = \"log_group\"\n", M.replace("[resources.logs]", "[resources.log_group]"));
+    let plan = diff_all(&manifest(&text), &state, &live);
+    let moved = plan.resources.iter().find(|r| r.name == "log_group").unwrap();
+    assert_eq!(moved.moved_from.as_deref(), Some("logs"));
+    assert_eq!(plan.summary.moved, 1);
+}
+
+#[test]
+fn retained_resources_are_forgotten_not_deleted() {
+    let text = M.replace("retention_in_days = 7", "retention_in_days = 7\nretain_on_delete = true");
+    let m = manifest(&text);
+    let mut state = StackState::default();
+    for n in ["role", "logs"] {
+        state.resources.insert(n.into(), recorded(&m, n));
+    }
+    let mut live = HashMap::new();
+    live.insert("role".to_string(), Some(live_of(&m, "role", &[("name", "role.name")])));
+    live.insert("logs".to_string(), Some(live_of(&m, "logs", &[])));
+    // The state does not record it yet: a state-only change.
+    let plan = diff_all(&m, &state, &live);
+    let logs = plan.resources.iter().find(|r| r.name == "logs").unwrap();
+    assert!(logs.records_retain && logs.retain_on_delete && logs.action == Action::NoOp);
+    assert!(plan.has_changes());
+    assert!(crate::plan::render::human(&plan).contains("will be recorded as retain_on_delete"));
+    state.retained.insert("logs".into());
+    let plan = diff_all(&m, &state, &live);
+    assert!(!plan.has_changes());
+    // Removed from the manifest: forgotten.
+    let only_role = manifest(&M[..M.find("[resources.logs]").unwrap()]);
+    let plan = diff_all(&only_role, &state, &live);
+    let logs = plan.resources.iter().find(|r| r.name == "logs").unwrap();
+    assert_eq!(logs.action, Action::Forget);
+    assert_eq!((plan.summary.delete, plan.summary.forget), (0, 1));
+    let text = crate::plan::render::human(&plan);
+    assert!(text.contains("logs (aws_cloudwatch_log_group) [lg] will be forgotten (left in AWS, not deleted)"), "{text}");
+    assert_eq!(serde_json::to_value(&plan).unwrap()["resources"][1]["action"], json!("forget"));
+    // Destroyed: forgotten too, the role deleted.
+    let insp = Inspection { state: state.clone(), live: live.clone(), ..Inspection::default() };
+    let plan = destroy("s", &insp);
+    let action = |n: &str| plan.resources.iter().find(|r| r.name == n).unwrap().action;
+    assert_eq!((action("logs"), action("role")), (Action::Forget, Action::Delete));
 }

@@ -27,6 +27,10 @@ pub struct Drift {
     pub expected: Value,
     /// What AWS has.
     pub actual: Value,
+    /// In a field the manifest's `ignore_changes` names: recorded, never counted as open drift nor
+    /// remediated.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignored: bool,
 }
 
 /// How a drift ended.
@@ -66,12 +70,26 @@ pub struct DriftEvent {
     pub resolved_at: Option<String>,
     /// `remediated`, `back in sync` or `no longer managed` once resolved.
     pub how: Option<String>,
+    /// In a field `ignore_changes` names: listed with `drift --ignored` or `--all`, never counted as
+    /// open drift, never remediated.
+    pub ignored: bool,
 }
 
 impl DriftEvent {
     pub fn is_open(&self) -> bool {
         self.resolved_at.is_none()
     }
+}
+
+/// Which drift events [`Store::drift_events_with`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// Open drift, not in ignored fields: what counts.
+    Open,
+    /// Open drift, also in ignored fields.
+    OpenAndIgnored,
+    /// Every event, resolved or not, ignored or not.
+    All,
 }
 
 /// What one pass changes in a stack's open events.
@@ -118,7 +136,7 @@ pub fn delta(open: &[DriftEvent], observed: &[Drift], checked: &BTreeSet<String>
 }
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
-const COLUMNS: &str = "id, stack, resource, kind, field, expected, actual, first_seen, last_seen, resolved_at, how";
+const COLUMNS: &str = "id, stack, resource, kind, field, expected, actual, first_seen, last_seen, resolved_at, how, ignored";
 
 fn event(row: &sqlx::sqlite::SqliteRow) -> Result<DriftEvent> {
     let json = |col: &str| -> Result<Value> {
@@ -137,17 +155,27 @@ fn event(row: &sqlx::sqlite::SqliteRow) -> Result<DriftEvent> {
         last_seen: row.try_get("last_seen")?,
         resolved_at: row.try_get("resolved_at")?,
         how: row.try_get("how")?,
+        ignored: row.try_get("ignored")?,
     })
 }
 
 impl Store {
-    /// Drift events, oldest first: the open ones, or with `all` every one; of one stack or of all.
-    #[instrument(skip_all)]
+    /// Drift events, oldest first: the open ones (not in ignored fields: open drift that counts), or
+    /// with `all` every one; of one stack or of all.
     pub async fn drift_events(&self, stack: Option<&str>, all: bool) -> Result<Vec<DriftEvent>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM drift_events WHERE (?1 IS NULL OR stack = ?1) AND (?2 OR resolved_at IS NULL) ORDER BY stack, id"
-        );
-        let rows = sqlx::query(&sql).bind(stack).bind(all).fetch_all(&self.pool).await?;
+        self.drift_events_with(stack, if all { Listing::All } else { Listing::Open }).await
+    }
+
+    /// Drift events, oldest first, as `listing` says; of one stack or of all.
+    #[instrument(skip_all)]
+    pub async fn drift_events_with(&self, stack: Option<&str>, listing: Listing) -> Result<Vec<DriftEvent>> {
+        let filter = match listing {
+            Listing::Open => "resolved_at IS NULL AND ignored = 0",
+            Listing::OpenAndIgnored => "resolved_at IS NULL",
+            Listing::All => "1",
+        };
+        let sql = format!("SELECT {COLUMNS} FROM drift_events WHERE (?1 IS NULL OR stack = ?1) AND {filter} ORDER BY stack, id");
+        let rows = sqlx::query(&sql).bind(stack).fetch_all(&self.pool).await?;
         rows.iter().map(event).collect()
     }
 
@@ -168,24 +196,28 @@ impl Store {
         let open = rows.iter().map(event).collect::<Result<Vec<_>>>()?;
         let change = delta(&open, observed, checked, managed);
         for d in &change.opened {
-            sqlx::query("INSERT INTO drift_events (stack, resource, kind, field, expected, actual) VALUES (?, ?, ?, ?, ?, ?)")
+            sqlx::query("INSERT INTO drift_events (stack, resource, kind, field, expected, actual, ignored) VALUES (?, ?, ?, ?, ?, ?, ?)")
                 .bind(stack)
                 .bind(&d.resource)
                 .bind(d.kind.type_name())
                 .bind(&d.field)
                 .bind(d.expected.to_string())
                 .bind(d.actual.to_string())
+                .bind(d.ignored)
                 .execute(&mut *tx)
                 .await?;
         }
         for (id, d) in &change.seen_again {
-            sqlx::query(&format!("UPDATE drift_events SET last_seen = {NOW}, expected = ?, actual = ?, kind = ? WHERE id = ?"))
-                .bind(d.expected.to_string())
-                .bind(d.actual.to_string())
-                .bind(d.kind.type_name())
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(&format!(
+                "UPDATE drift_events SET last_seen = {NOW}, expected = ?, actual = ?, kind = ?, ignored = ? WHERE id = ?"
+            ))
+            .bind(d.expected.to_string())
+            .bind(d.actual.to_string())
+            .bind(d.kind.type_name())
+            .bind(d.ignored)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         }
         for (e, how) in &change.resolved {
             sqlx::query(&format!("UPDATE drift_events SET resolved_at = {NOW}, how = ? WHERE id = ? AND resolved_at IS NULL"))
@@ -225,13 +257,14 @@ impl Store {
         row.as_ref().map(event).transpose()
     }
 
-    /// Open drift fields per resource of a stack.
+    /// Open drift fields per resource of a stack (drift in ignored fields does not count).
     pub async fn open_drift_counts(&self, stack: &str) -> Result<BTreeMap<String, u64>> {
-        let rows =
-            sqlx::query("SELECT resource, COUNT(*) AS n FROM drift_events WHERE stack = ? AND resolved_at IS NULL GROUP BY resource")
-                .bind(stack)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT resource, COUNT(*) AS n FROM drift_events WHERE stack = ? AND resolved_at IS NULL AND ignored = 0 GROUP BY resource",
+        )
+        .bind(stack)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(|r| Ok((r.try_get("resource")?, r.try_get::<i64, _>("n")?.max(0) as u64))).collect()
     }
 }
@@ -242,7 +275,7 @@ mod tests {
     use serde_json::json;
 
     fn drift(resource: &str, field: &str, expected: Value, actual: Value) -> Drift {
-        Drift { resource: resource.into(), kind: Kind::LambdaFunction, field: field.into(), expected, actual }
+        Drift { resource: resource.into(), kind: Kind::LambdaFunction, field: field.into(), expected, actual, ignored: false }
     }
 
     fn set(items: &[&str]) -> BTreeSet<String> {
@@ -262,6 +295,7 @@ mod tests {
             last_seen: "t0".into(),
             resolved_at: None,
             how: None,
+            ignored: false,
         }
     }
 

@@ -13,7 +13,7 @@ use tracing::instrument;
 use crate::manifest::Kind;
 
 pub mod drift;
-pub use drift::{DELETED, Drift, DriftEvent, Resolution};
+pub use drift::{DELETED, Drift, DriftEvent, Listing, Resolution};
 mod lock;
 pub mod pacing;
 
@@ -110,6 +110,10 @@ pub struct StackState {
     pub foreign_singletons: Vec<Owner>,
     /// The last command that changed the stack as a whole; `None` before either ran.
     pub last_operation: Option<StackOperation>,
+    /// Resources recorded with `retain_on_delete = true`: forgotten, not deleted, once they leave the
+    /// manifest or the stack is destroyed.
+    #[serde(skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub retained: std::collections::BTreeSet<String>,
 }
 
 /// Which resource of which stack records a physical resource.
@@ -343,7 +347,7 @@ impl Store {
             state.last_operation = row.try_get("last_operation")?;
         }
         let rows = sqlx::query(
-            "SELECT name, kind, physical_id, attributes, outputs, depends_on, incomplete FROM resources WHERE stack = ? ORDER BY name",
+            "SELECT name, kind, physical_id, attributes, outputs, depends_on, incomplete, retain_on_delete FROM resources WHERE stack = ? ORDER BY name",
         )
         .bind(stack)
         .fetch_all(&self.pool)
@@ -366,6 +370,9 @@ impl Store {
             };
             if let Some(why) = row.try_get::<Option<String>, _>("incomplete")? {
                 state.incomplete.insert(name.clone(), why);
+            }
+            if row.try_get::<bool, _>("retain_on_delete")? {
+                state.retained.insert(name.clone());
             }
             state.resources.insert(name, r);
         }
@@ -461,6 +468,30 @@ impl Store {
         sqlx::query("DELETE FROM resources WHERE stack = ? AND name = ?").bind(stack).bind(resource).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(serial)
+    }
+
+    /// Records each resource's `retain_on_delete` as the manifest has it, where it differs from what
+    /// the state holds (resources not in the state are left out). Bumps the serial only if something
+    /// changed.
+    #[instrument(skip_all, fields(stack))]
+    pub async fn set_retain(&self, stack: &str, flags: &[(String, bool)]) -> Result<()> {
+        let mut tx = self.write().await?;
+        let mut changed = 0;
+        for (name, retain) in flags {
+            changed += sqlx::query("UPDATE resources SET retain_on_delete = ? WHERE stack = ? AND name = ? AND retain_on_delete != ?")
+                .bind(retain)
+                .bind(stack)
+                .bind(name)
+                .bind(retain)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        if changed > 0 {
+            bump(&mut tx, stack).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Moves a resource's record to a new key (the manifest renamed it), and what other resources
@@ -1152,6 +1183,7 @@ mod tests {
                             field: "memory_size".into(),
                             expected: json!(512),
                             actual: json!(i),
+                            ignored: false,
                         };
                         let observed = if i % 3 == 2 { vec![] } else { vec![d] };
                         store.record_drift(&stack, &observed, &all, &all).await?;

@@ -44,14 +44,17 @@ pub fn findings(plan: &Plan, state: &StackState, read: impl Fn(&str) -> bool) ->
             continue;
         }
         out.checked.insert(c.name.clone());
+        // Drift in fields `ignore_changes` names: recorded, marked ignored.
+        out.drift.extend(field_drift(c, &c.ignored).map(|d| Drift { ignored: true, ..d }));
         match c.action {
-            Action::Delete => out.removed.push(c.name.clone()),
+            Action::Delete | Action::Forget => out.removed.push(c.name.clone()),
             Action::Create => out.drift.push(Drift {
                 resource: c.name.clone(),
                 kind: c.kind,
                 field: DELETED.into(),
                 expected: Value::String(format!("{} exists", owned.physical_id)),
                 actual: Value::String("deleted outside reconcile".into()),
+                ignored: false,
             }),
             Action::Update | Action::Replace => {
                 // A replacement forced only by values not known yet follows from another change (a
@@ -60,7 +63,7 @@ pub fn findings(plan: &Plan, state: &StackState, read: impl Fn(&str) -> bool) ->
                 if c.action == Action::Replace && known_force {
                     out.needs_replacement.push(c.name.clone());
                 }
-                out.drift.extend(field_drift(c));
+                out.drift.extend(field_drift(c, &c.changes));
             }
             Action::NoOp => {}
         }
@@ -70,8 +73,8 @@ pub fn findings(plan: &Plan, state: &StackState, read: impl Fn(&str) -> bool) ->
 
 /// One drift per changed field; a change whose new value is only known after apply follows from
 /// another resource's drift (e.g. the ARN of a log group to recreate) and is not drift itself.
-fn field_drift(c: &ResourceChange) -> impl Iterator<Item = Drift> + '_ {
-    c.changes.iter().filter(|f| !f.after.as_ref().is_some_and(contains_unknown)).map(move |f| {
+fn field_drift<'c>(c: &'c ResourceChange, changes: &'c [crate::plan::FieldChange]) -> impl Iterator<Item = Drift> + 'c {
+    changes.iter().filter(|f| !f.after.as_ref().is_some_and(contains_unknown)).map(move |f| {
         let top = f.path.split('.').next().unwrap_or_default();
         let secret = c.kind.schema().fields.iter().any(|s| s.secret && s.name == top);
         let show = |v: &Option<Value>| match v {
@@ -80,7 +83,14 @@ fn field_drift(c: &ResourceChange) -> impl Iterator<Item = Drift> + '_ {
             Some(v) => v.clone(),
             None => Value::Null,
         };
-        Drift { resource: c.name.clone(), kind: c.kind, field: f.path.clone(), expected: show(&f.after), actual: show(&f.before) }
+        Drift {
+            resource: c.name.clone(),
+            kind: c.kind,
+            field: f.path.clone(),
+            expected: show(&f.after),
+            actual: show(&f.before),
+            ignored: false,
+        }
     })
 }
 
@@ -103,7 +113,7 @@ pub fn remediation(plan: &Plan, state: &StackState, read: impl Fn(&str) -> bool)
     let wanted = |c: &ResourceChange| match c.action {
         Action::Update => state.resources.contains_key(&c.name) && read(&c.name),
         Action::Create => !state.resources.contains_key(&c.name) || read(&c.name),
-        Action::NoOp | Action::Replace | Action::Delete => false,
+        Action::NoOp | Action::Replace | Action::Delete | Action::Forget => false,
     };
     let live = plan.resources.iter().filter(|c| !c.deposed);
     let mut keep: BTreeSet<&str> = live.clone().filter(|c| wanted(c)).map(|c| c.name.as_str()).collect();
@@ -202,7 +212,8 @@ tags = { about = "${logs.arn}" }
                     kind: Kind::LogGroup,
                     field: "retention_in_days".into(),
                     expected: json!(7),
-                    actual: json!(30)
+                    actual: json!(30),
+                    ignored: false,
                 },
                 Drift {
                     resource: "other".into(),
@@ -210,6 +221,7 @@ tags = { about = "${logs.arn}" }
                     field: DELETED.into(),
                     expected: json!("other exists"),
                     actual: json!("deleted outside reconcile"),
+                    ignored: false,
                 },
             ]
         );
@@ -277,8 +289,11 @@ tags = { about = "${logs.arn}" }
             desired: None,
             artifact_sha256: None,
             protect: false,
+            retain_on_delete: false,
+            records_retain: false,
+            ignored: vec![],
         };
-        let d: Vec<_> = field_drift(&change).collect();
+        let d: Vec<_> = field_drift(&change, &change.changes).collect();
         assert_eq!((d[0].expected.clone(), d[0].actual.clone()), (json!(SENSITIVE), json!(SENSITIVE)));
     }
 }

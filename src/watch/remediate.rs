@@ -86,7 +86,9 @@ pub(super) async fn remediate(
     let after = ctx.store.load(stack).await?;
     let check = observe::observe(&source.manifest, &after, &ctx.aws, |r| done.contains(r), tracker).await;
     let found = findings::findings(&check.plan, &after, |r| check.was_read(r));
-    let still: BTreeSet<(&str, &str)> = found.drift.iter().map(|d| (d.resource.as_str(), d.field.as_str())).collect();
+    // Drift in ignored fields is never remediated, so it does not count against what was.
+    let still: BTreeSet<(&str, &str)> =
+        found.drift.iter().filter(|d| !d.ignored).map(|d| (d.resource.as_str(), d.field.as_str())).collect();
     let mut fixed = 0;
     for name in &done {
         if !check.was_read(name) {

@@ -226,9 +226,20 @@ impl StackWatcher {
         tracker.phase("recording drift");
         let found = findings::findings(&obs.plan, &state, |r| obs.was_read(r));
         let delta = ctx.store.record_drift(&stack, &found.drift, &found.checked, &found.managed).await?;
-        stats.opened = delta.opened.len();
-        stats.resolved = delta.resolved.len();
-        for d in &delta.opened {
+        stats.opened = delta.opened.iter().filter(|d| !d.ignored).count();
+        stats.resolved = delta.resolved.iter().filter(|(e, _)| !e.ignored).count();
+        for d in delta.opened.iter().filter(|d| d.ignored) {
+            tracing::info!(
+                stack,
+                resource = %d.resource,
+                resource_type = %d.kind,
+                field = %d.field,
+                expected = %d.expected,
+                actual = %d.actual,
+                "drift in a field ignore_changes names: recorded, not counted, not remediated"
+            );
+        }
+        for d in delta.opened.iter().filter(|d| !d.ignored) {
             tracing::warn!(
                 stack,
                 resource = %d.resource,

@@ -243,19 +243,18 @@ async fn renamed_keys_take_over_their_resources_and_nothing_is_deleted() {
     assert_eq!(
         moved,
         vec![
-            ("hello_lambda_role".into(), "exec_role".into(), "update".into()),
-            ("dev_access_logs".into(), "dev_logs".into(), "update".into()),
-            ("hello_function".into(), "hello_fn".into(), "update".into()),
+            ("hello_lambda_role".into(), "exec_role".into(), "no_op".into()),
+            ("dev_access_logs".into(), "dev_logs".into(), "no_op".into()),
+            ("hello_function".into(), "hello_fn".into(), "no_op".into()),
         ],
         "{plan:#}"
     );
-    for (name, action, paths) in changes(&plan) {
-        assert_eq!((action.as_str(), paths), ("update", vec!["tags.reconcile:resource".to_string()]), "{name}: {plan:#}");
-    }
+    // Nothing changes in AWS: the `reconcile:resource` tag keeps the key each was created under.
+    assert_eq!(changes(&plan), vec![], "{plan:#}");
     assert_eq!(plan["summary"]["moved"], 3);
     let text = cli.run(&["-f", SEED, "plan"]);
     assert!(
-        text.stdout.contains("hello_fn (aws_lambda_function) [HelloLambdaTest] will be moved to this key and then updated in place"),
+        text.stdout.contains("hello_fn (aws_lambda_function) [HelloLambdaTest] will be moved to this key: renamed from `hello_function`"),
         "{text}"
     );
 
@@ -263,12 +262,15 @@ async fn renamed_keys_take_over_their_resources_and_nothing_is_deleted() {
     out.assert_success();
     let doc: Value = serde_json::from_str(&out.stdout).unwrap();
     let calls = doc["aws_calls"].as_array().unwrap();
-    for op in ["DeleteFunction", "CreateFunction", "DeleteRole", "CreateRole", "DeleteLogGroup", "CreateLogGroup"] {
-        assert_eq!(calls_to(calls, op), 0, "{op}: {calls:?}");
-    }
+    let writes: Vec<&str> = calls
+        .iter()
+        .filter_map(|c| c["operation"].as_str())
+        .filter(|op| !["Get", "List", "Describe"].iter().any(|p| op.starts_with(p)))
+        .collect();
+    assert!(writes.is_empty(), "a move writes nothing to AWS: {writes:?}");
     let live = aws.lambda.get_function().function_name("HelloLambdaTest").send().await.unwrap();
     assert_eq!(live.configuration().unwrap().function_arn(), Some(arn.as_str()));
-    assert_eq!(live.tags().unwrap().get("reconcile:resource").map(String::as_str), Some("hello_fn"));
+    assert_eq!(live.tags().unwrap().get("reconcile:resource").map(String::as_str), Some("hello_function"));
     cli.run(&["-f", SEED, "plan", "--detailed-exitcode"]).assert_status(0);
     assert_eq!(cli.run(&["-f", SEED, "output", "function_arn"]).stdout.trim(), arn);
     let store = reconcile::state::Store::open(&cli.join("reconcile.db")).await.unwrap();

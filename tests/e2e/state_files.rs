@@ -205,6 +205,7 @@ async fn drift_listing_into_a_closed_pipe_ends_quietly() {
             field: "memory_size".into(),
             expected: serde_json::json!(512),
             actual: serde_json::json!(128),
+            ignored: false,
         })
         .collect();
     let names: BTreeSet<String> = drift.iter().map(|d| d.resource.clone()).collect();
