@@ -168,7 +168,7 @@ pub struct StateMvArgs {
 #[derive(Debug, Args)]
 pub struct GraphArgs {
     /// Also compute the plan (reads AWS, as `plan` does) and colour each node with its action:
-    /// green create, yellow update, orange replace, red delete, blue moved, white no change.
+    /// green create, yellow update, orange replace, red delete, grey forget (retain_on_delete), blue moved, white no change.
     #[arg(long)]
     pub plan: bool,
 }

@@ -30,6 +30,7 @@ pub enum Shown {
     Update,
     Replace,
     Delete,
+    Forget,
     Moved,
 }
 
@@ -41,6 +42,7 @@ impl Shown {
             Shown::Update => "update",
             Shown::Replace => "replace",
             Shown::Delete => "delete",
+            Shown::Forget => "forget",
             Shown::Moved => "moved",
         }
     }
@@ -51,6 +53,7 @@ impl Shown {
             Shown::Update => "khaki",
             Shown::Replace => "orange",
             Shown::Delete => "lightcoral",
+            Shown::Forget => "lightgrey",
             Shown::Moved => "lightblue",
         }
     }
@@ -117,10 +120,11 @@ pub fn of_plan(plan: &Plan, state: &StackState) -> Graph {
                 Action::Update => Shown::Update,
                 Action::Replace => Shown::Replace,
                 Action::Delete => Shown::Delete,
+                Action::Forget => Shown::Forget,
             }
         };
         let name = if c.deposed { format!("{} (previous)", c.name) } else { c.name.clone() };
-        let deps = if c.action == Action::Delete && !c.deposed {
+        let deps = if matches!(c.action, Action::Delete | Action::Forget) && !c.deposed {
             state.resources.get(&c.name).map(|s| s.depends_on.clone()).unwrap_or_default()
         } else {
             c.depends_on.clone()
