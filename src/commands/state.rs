@@ -187,7 +187,7 @@ async fn mv(g: &Global, manifest: &Manifest, store: &Store, args: &StateMvArgs) 
                 println!("Moved `{old}` to `{new}` ({} `{}`) in the state of stack `{}`.", r.kind, r.physical_id, manifest.stack);
                 if r.kind.schema().taggable {
                     println!(
-                        "Its `{}` tag still names `{old}`: the next plan updates that tag in place (nothing is replaced).",
+                        "Its `{}` tag keeps naming `{old}`, the key it was created under: nothing changes in AWS.",
                         crate::manifest::TAG_RESOURCE
                     );
                 }
