@@ -46,7 +46,7 @@ pub type RouteKey = (String, String);
 
 impl Route {
     /// Validates a route as the manifest writes it and fills in its defaults (`authorization` NONE,
-    /// `integration.http_method` POST, empty lists and strings).
+    /// `integration.http_method` POST, none for MOCK; empty lists and strings).
     pub fn parse(value: Value) -> std::result::Result<Route, String> {
         let map = object(value, &["path", "method", "authorization", "method_responses", "integration"])?;
         let path = req_str(&map, "path")?;
@@ -67,7 +67,12 @@ impl Route {
         let integration = Integration {
             kind,
             uri,
-            http_method: one_of(opt_str(&i, "http_method", "POST")?.to_uppercase(), "integration.http_method", HTTP_METHODS)?,
+            http_method: match opt_str(&i, "http_method", "")?.to_uppercase() {
+                // A MOCK integration calls no backend: AWS needs no method, and reads none back unless one was sent.
+                m if m.is_empty() && kind == "MOCK" => m,
+                m if m.is_empty() => "POST".to_string(),
+                m => one_of(m, "integration.http_method", HTTP_METHODS)?,
+            },
             credentials: opt_str(&i, "credentials", "")?,
             integration_responses: str_list(&i, "integration_responses")?,
         };
@@ -169,7 +174,7 @@ mod tests {
         assert_eq!(route.to_value(), book(), "defaults filled in, method upper-cased, codes deduplicated");
         assert_eq!(serde_json::from_value::<Route>(book()).unwrap(), route, "the canonical JSON reads back as the same route");
         let mock = Route::parse(json!({"path": "/", "method": "ANY", "integration": {"type": "MOCK"}})).unwrap();
-        assert_eq!(mock.integration.as_ref().map(|i| (i.uri.as_str(), i.http_method.as_str())), Some(("", "POST")));
+        assert_eq!(mock.integration.as_ref().map(|i| (i.uri.as_str(), i.http_method.as_str())), Some(("", "")), "a MOCK integration has no backend method unless one is given");
     }
 
     #[test]
