@@ -64,15 +64,16 @@ impl Route {
             return Err(format!("`integration.uri` is required for a {kind} integration"));
         }
         let method_responses = str_list(&map, "method_responses")?;
+        let http_method = match opt_str(&i, "http_method", "")?.to_uppercase() {
+            // A MOCK integration calls no backend: AWS needs no method, and reads none back unless one was sent.
+            m if m.is_empty() && kind == "MOCK" => m,
+            m if m.is_empty() => "POST".to_string(),
+            m => one_of(m, "integration.http_method", HTTP_METHODS)?,
+        };
         let integration = Integration {
             kind,
             uri,
-            http_method: match opt_str(&i, "http_method", "")?.to_uppercase() {
-                // A MOCK integration calls no backend: AWS needs no method, and reads none back unless one was sent.
-                m if m.is_empty() && kind == "MOCK" => m,
-                m if m.is_empty() => "POST".to_string(),
-                m => one_of(m, "integration.http_method", HTTP_METHODS)?,
-            },
+            http_method,
             credentials: opt_str(&i, "credentials", "")?,
             integration_responses: str_list(&i, "integration_responses")?,
         };
