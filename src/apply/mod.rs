@@ -911,13 +911,12 @@ async fn record(
     depends_on: Vec<String>,
 ) -> Result<(), ApplyError> {
     let state = resource_state(change, kind, physical_id, attributes, outputs, depends_on);
-    ctx.store.put_resource(ctx.stack, &state).await.map_err(|source| ApplyError::State { resource: change.name.clone(), source })?;
-    if change.desired.is_some() {
-        ctx.store
-            .set_retain(ctx.stack, &[(change.name.clone(), change.retain_on_delete)])
-            .await
-            .map_err(|source| ApplyError::State { resource: change.name.clone(), source })?;
-    }
+    let put = if change.desired.is_some() {
+        ctx.store.put_resource_retaining(ctx.stack, &state, change.retain_on_delete).await
+    } else {
+        ctx.store.put_resource(ctx.stack, &state).await
+    };
+    put.map_err(|source| ApplyError::State { resource: change.name.clone(), source })?;
     if let Ok(mut r) = ctx.recorded.lock() {
         r.insert(change.name.clone(), state.physical_id.clone());
     }

@@ -72,8 +72,16 @@ async fn apply_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store: 
 
 async fn destroy_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store: &Store) -> Result<Exit, CliError> {
     let state = store.load(&manifest.stack).await?;
+    // The state's key for each manifest resource: its own, or the key a `[[moved]]` entry not applied
+    // yet moves from (protect and retain_on_delete follow the resource, whatever its key).
+    let recorded_as = |name: &str| -> Option<String> {
+        if state.resources.contains_key(name) {
+            return Some(name.to_string());
+        }
+        manifest.moved.iter().find(|m| m.to == name && state.resources.contains_key(&m.from)).map(|m| m.from.clone())
+    };
     let protected: Vec<&str> =
-        manifest.resources.iter().filter(|r| r.protect && state.resources.contains_key(&r.name)).map(|r| r.name.as_str()).collect();
+        manifest.resources.iter().filter(|r| r.protect && recorded_as(&r.name).is_some()).map(|r| r.name.as_str()).collect();
     if !protected.is_empty() {
         return Err(CliError::Refused(format!("refusing to destroy: `protect = true` on {}", protected.join(", "))));
     }
@@ -83,10 +91,11 @@ async fn destroy_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store
     let mut inspection = plan::inspect(manifest, &state, &pending, &aws).await?;
     // What the manifest declares is retained as it says now (even if no apply recorded it yet).
     for r in &manifest.resources {
+        let key = recorded_as(&r.name).unwrap_or_else(|| r.name.clone());
         if r.retain_on_delete {
-            inspection.state.retained.insert(r.name.clone());
+            inspection.state.retained.insert(key);
         } else {
-            inspection.state.retained.remove(&r.name);
+            inspection.state.retained.remove(&key);
         }
     }
     let plan = plan::destroy(&manifest.stack, &inspection);

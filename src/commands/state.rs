@@ -133,15 +133,28 @@ async fn rm(g: &Global, manifest: &Manifest, store: &Store, args: &StateRmArgs) 
         .with_lock(&manifest.stack, "state rm", args.lock_timeout, |_| async {
             let state = store.load(&manifest.stack).await?;
             let r = recorded(manifest, &state, &args.name)?;
-            store.delete_resource(&manifest.stack, &r.name).await?;
+            let (_, closed) = store.forget_resource(&manifest.stack, &r.name).await?;
             let still_declared = manifest.resource(&r.name).is_some_and(|m| m.kind == r.kind);
+            // What interrupted runs journaled for this key is forgotten too: no later run deletes or
+            // adopts what they left (e.g. the previous resource of an unfinished replacement).
+            let left: Vec<String> =
+                closed.iter().map(|p| format!("{} ({})", p.action.as_str(), p.physical_name.as_deref().unwrap_or("no name recorded"))).collect();
             if g.json {
-                println!("{}", json!({"removed": r.name, "type": r.kind, "physical_id": r.physical_id}));
+                println!(
+                    "{}",
+                    json!({"removed": r.name, "type": r.kind, "physical_id": r.physical_id, "forgotten_journal_entries": left})
+                );
             } else if !g.quiet {
                 println!(
                     "Removed `{}` ({} `{}`) from the state of stack `{}`; it is still in AWS, no longer managed.",
                     r.name, r.kind, r.physical_id, manifest.stack
                 );
+                if !left.is_empty() {
+                    println!(
+                        "Also forgotten, as interrupted runs left them (check AWS for them): {}.",
+                        left.join(", ")
+                    );
+                }
                 if still_declared {
                     println!(
                         "The manifest still declares it: the next plan shows its create as a conflict. `reconcile import {} {}` adopts it again.",

@@ -629,6 +629,11 @@ pub async fn inspect(manifest: &Manifest, state: &StackState, pending: &[Pending
                 if let Some(name) = op.physical_name.as_ref().filter(|_| !field.is_empty()) {
                     desired.insert(field.to_string(), Value::String(name.clone()));
                 }
+                // The replacement was tagged with the key it was created under, which the record's
+                // own tag need not name (a renamed key keeps the tag it was created with).
+                if let Some(tags) = desired.get_mut("tags").and_then(Value::as_object_mut) {
+                    tags.insert(crate::manifest::TAG_RESOURCE.to_string(), Value::String(op.resource.clone()));
+                }
                 let found = providers::find(aws, kind, &desired, &taken)
                     .await
                     .map_err(|source| PlanError::Recovery { resource: op.resource.clone(), source })?;
@@ -642,7 +647,9 @@ pub async fn inspect(manifest: &Manifest, state: &StackState, pending: &[Pending
             JournalAction::DeletePrevious => {
                 let Some(old) = op.physical_name.clone() else { continue };
                 let current = insp.state.resources.get(&op.resource).map(|s| s.physical_id.as_str());
-                if current != Some(old.as_str()) {
+                // A resource the state records, under this key or any other, is never a leftover.
+                let recorded = insp.state.resources.values().any(|s| s.kind == kind && s.physical_id == old);
+                if current != Some(old.as_str()) && !recorded {
                     // Its own delete closes the entry once the old one is gone.
                     insp.pending.retain(|id| *id != op.id);
                     if !insp.deposed.iter().any(|(_, _, id)| *id == old) {

@@ -39,6 +39,9 @@ pub struct Pacer {
     /// ledger's rows with one (so losing the ledger mid-run keeps what it said).
     local: std::sync::Mutex<Rows>,
     shared: std::sync::Mutex<Option<Shared>>,
+    /// After the ledger failed: until when (clock ms) this process paces on its own before trying the
+    /// ledger again.
+    paused_until: std::sync::atomic::AtomicI64,
     /// Slots reserved for the retries of refused calls, by the SDK's invocation id (the same on every
     /// attempt of one call): (when it was reserved, the slot).
     held: std::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>,
@@ -59,6 +62,9 @@ pub const APIGW_MARGIN: Duration = Duration::from_millis(100);
 pub const APIGW_SPACING: &[(&str, Duration)] =
     &[("CreateRestApi", Duration::from_secs(3)), ("CreateDeployment", Duration::from_secs(5)), ("DeleteRestApi", Duration::from_secs(30))];
 
+/// How long a process paces on its own after the shared ledger failed, before trying it again.
+const LEDGER_RETRY: Duration = Duration::from_secs(10);
+
 /// The service whose calls are paced (SigV4 name).
 pub const APIGW_SERVICE: &str = "apigateway";
 
@@ -77,6 +83,7 @@ impl Pacer {
             clock: Clock::system(),
             local: Default::default(),
             shared: Default::default(),
+            paused_until: Default::default(),
             held: Default::default(),
             stats: None,
         }
@@ -117,19 +124,23 @@ impl Pacer {
 
     /// Whether a shared ledger is in use.
     pub fn is_shared(&self) -> bool {
-        self.shared.lock().is_ok_and(|s| s.is_some())
+        self.shared().is_some()
     }
 
     fn shared(&self) -> Option<Shared> {
+        if self.clock.now_ms() < self.paused_until.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
         self.shared.lock().ok().and_then(|s| s.clone())
     }
 
-    /// Drops the ledger after it failed: pacing goes on in this process, from the last rows it gave.
+    /// After the ledger failed (a busy or unwritable state file): pacing goes on in this process, from
+    /// the last rows the ledger gave, and the ledger is tried again after `LEDGER_RETRY`.
     fn degrade(&self, error: &crate::state::StateError) {
-        if let Ok(mut shared) = self.shared.lock()
-            && shared.take().is_some()
-        {
-            tracing::warn!(error = %error, "the state store's pacing ledger failed; pacing API Gateway calls within this process only (other processes' calls are no longer accounted for)");
+        let now = self.clock.now_ms();
+        let until = now + LEDGER_RETRY.as_millis() as i64;
+        if self.paused_until.fetch_max(until, std::sync::atomic::Ordering::Relaxed) <= now {
+            tracing::warn!(error = %error, retry_in_s = LEDGER_RETRY.as_secs(), "the state store's pacing ledger failed; pacing API Gateway calls within this process only until it answers again (other processes' calls are not accounted for meanwhile)");
         }
     }
 
@@ -410,7 +421,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn concurrent_callers_share_the_limits() {
-        let pacer = Arc::new(Pacer::api_gateway());
+        let pacer = Arc::new(Pacer::api_gateway().with_clock(Clock::at(1_000_000)));
         let start = Instant::now();
         let tasks: Vec<_> = (0..6)
             .map(|i| {
@@ -435,7 +446,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn spaces_limited_operations_and_bounds_the_rate() {
-        let pacer = Pacer::new(10.0, 40.0, APIGW_SPACING);
+        let pacer = Pacer::new(10.0, 40.0, APIGW_SPACING).with_clock(Clock::at(1_000_000));
         let start = Instant::now();
         for _ in 0..3 {
             pacer.acquire(Some("CreateDeployment")).await;
@@ -443,7 +454,7 @@ mod tests {
         assert_eq!((Instant::now() - start).as_secs(), 10, "three deployments: at 0 s, 5 s and 10 s");
 
         // 40 calls of burst, then 10 per second: 60 more calls take about 6 s.
-        let pacer = Pacer::new(10.0, 40.0, APIGW_SPACING);
+        let pacer = Pacer::new(10.0, 40.0, APIGW_SPACING).with_clock(Clock::at(1_000_000));
         let start = Instant::now();
         for _ in 0..100 {
             pacer.acquire(None).await;
@@ -480,7 +491,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_connector_paces_signed_api_gateway_requests_by_their_full_url() {
         let recorder = Recorder(Default::default(), Instant::now());
-        let connector = PacedConnector { inner: SharedHttpConnector::new(recorder.clone()), pacer: Arc::new(Pacer::api_gateway()) };
+        let connector = PacedConnector {
+            inner: SharedHttpConnector::new(recorder.clone()),
+            pacer: Arc::new(Pacer::api_gateway().with_clock(Clock::at(1_000_000))),
+        };
         let calls = [
             ("POST", "http://127.0.0.1:4566/restapis", "apigateway"),
             ("POST", "http://127.0.0.1:4566/restapis", "apigateway"),
@@ -638,7 +652,7 @@ mod tests {
         close(&a).await;
         let start = Instant::now();
         pacer.acquire(Some("CreateDeployment")).await;
-        assert!(!pacer.is_shared(), "the broken ledger is dropped");
+        assert!(!pacer.is_shared(), "the broken ledger is set aside for a while");
         assert!(Instant::now() - start >= Duration::from_millis(5100), "what the ledger said is kept: the spacing still holds");
     }
 
@@ -695,7 +709,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_429_is_retried_one_spacing_later_and_the_policy_still_gives_up() {
         let stats = CallStats::new();
-        let pacer = Arc::new(Pacer::api_gateway().with_stats(stats.clone()));
+        let pacer = Arc::new(Pacer::api_gateway().with_clock(Clock::at(1_000_000)).with_stats(stats.clone()));
         let refuser = Refuser(Default::default(), Instant::now(), 1);
         let client = apigw_client(refuser.clone(), pacer.clone(), 10);
         client.create_deployment().rest_api_id("a1").stage_name("prod").send().await.expect("the retry succeeds");
@@ -706,7 +720,7 @@ mod tests {
 
         // Refused every time: the SDK's attempts bound it, each one spacing after the last.
         let refuser = Refuser(Default::default(), Instant::now(), usize::MAX);
-        let client = apigw_client(refuser.clone(), Arc::new(Pacer::api_gateway()), 3);
+        let client = apigw_client(refuser.clone(), Arc::new(Pacer::api_gateway().with_clock(Clock::at(1_000_000))), 3);
         let err = client.create_deployment().rest_api_id("a1").stage_name("prod").send().await.expect_err("gives up");
         assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(429));
         let seen: Vec<u128> = refuser.0.lock().unwrap().iter().map(|d| d.as_millis()).collect();
@@ -715,7 +729,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_429_overtakes_slots_already_given_out() {
-        let pacer = Arc::new(Pacer::api_gateway());
+        let pacer = Arc::new(Pacer::api_gateway().with_clock(Clock::at(1_000_000)));
         let start = Instant::now();
         pacer.acquire(Some("CreateDeployment")).await;
         // A second call got the next slot (5.1 s) and waits for it; then the first is refused at 1 s.

@@ -178,6 +178,8 @@ pub enum OperationOutcome {
     Failed(String),
     /// An interrupted run's entry, closed by the run that reconciled what it left.
     Reconciled,
+    /// An interrupted run's entry, closed by `state rm`: what it left in AWS is no longer managed.
+    Forgotten,
 }
 
 impl std::fmt::Display for OperationOutcome {
@@ -186,6 +188,7 @@ impl std::fmt::Display for OperationOutcome {
             OperationOutcome::Ok => f.write_str("ok"),
             OperationOutcome::Failed(why) => write!(f, "failed: {why}"),
             OperationOutcome::Reconciled => f.write_str("reconciled by a later run"),
+            OperationOutcome::Forgotten => f.write_str("forgotten by state rm"),
         }
     }
 }
@@ -422,17 +425,24 @@ impl Store {
     /// Records a resource after a successful create or update (it is complete).
     #[instrument(skip_all, fields(stack, resource = %r.name))]
     pub async fn put_resource(&self, stack: &str, r: &ResourceState) -> Result<i64> {
-        self.put(stack, r, None).await
+        self.put(stack, r, None, None).await
+    }
+
+    /// Records a resource as `put_resource` does, with the manifest's `retain_on_delete` in the same
+    /// transaction (a run killed in between never leaves a retained resource recorded as deletable).
+    #[instrument(skip_all, fields(stack, resource = %r.name))]
+    pub async fn put_resource_retaining(&self, stack: &str, r: &ResourceState, retain_on_delete: bool) -> Result<i64> {
+        self.put(stack, r, None, Some(retain_on_delete)).await
     }
 
     /// Records a resource a create made but did not finish, with what went wrong: the next plan
     /// finishes or replaces it, `destroy` deletes it.
     #[instrument(skip_all, fields(stack, resource = %r.name))]
     pub async fn put_incomplete_resource(&self, stack: &str, r: &ResourceState, why: &str) -> Result<i64> {
-        self.put(stack, r, Some(why)).await
+        self.put(stack, r, Some(why), None).await
     }
 
-    async fn put(&self, stack: &str, r: &ResourceState, incomplete: Option<&str>) -> Result<i64> {
+    async fn put(&self, stack: &str, r: &ResourceState, incomplete: Option<&str>, retain: Option<bool>) -> Result<i64> {
         // Secret values never reach the file: only their hash does.
         let mut attributes = r.attributes.clone();
         if let Value::Object(map) = &mut attributes {
@@ -456,6 +466,14 @@ impl Store {
         .bind(incomplete)
         .execute(&mut *tx)
         .await?;
+        if let Some(retain) = retain {
+            sqlx::query("UPDATE resources SET retain_on_delete = ? WHERE stack = ? AND name = ?")
+                .bind(retain)
+                .bind(stack)
+                .bind(&r.name)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(serial)
     }
@@ -513,8 +531,55 @@ impl Store {
             .bind(stack)
             .execute(&mut *tx)
             .await?;
+        // What an interrupted run journaled for the old key (a create not yet recorded, a previous
+        // resource still to delete) and the key's open drift follow it: left under the old key, the
+        // next run would take them for a resource that left the manifest.
+        sqlx::query("UPDATE operations SET resource = ? WHERE stack = ? AND resource = ? AND finished_at IS NULL")
+            .bind(to)
+            .bind(stack)
+            .bind(from)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE drift_events SET resource = ? WHERE stack = ? AND resource = ? AND resolved_at IS NULL")
+            .bind(to)
+            .bind(stack)
+            .bind(from)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(serial)
+    }
+
+    /// Forgets a resource without touching AWS (`state rm`): its record goes, and so do what
+    /// interrupted runs journaled for its key (closed as forgotten, so no later run deletes or adopts
+    /// what they left) and its open drift (resolved as no longer managed). Returns the serial and the
+    /// journal entries it closed.
+    #[instrument(skip_all, fields(stack, resource))]
+    pub async fn forget_resource(&self, stack: &str, resource: &str) -> Result<(i64, Vec<PendingOperation>)> {
+        let pending: Vec<PendingOperation> = self.pending_operations(stack).await?.into_iter().filter(|p| p.resource == resource).collect();
+        let mut tx = self.write().await?;
+        let serial = bump(&mut tx, stack).await?;
+        sqlx::query("DELETE FROM resources WHERE stack = ? AND name = ?").bind(stack).bind(resource).execute(&mut *tx).await?;
+        sqlx::query(
+            "UPDATE operations SET finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), outcome = ? \
+             WHERE stack = ? AND resource = ? AND finished_at IS NULL",
+        )
+        .bind(OperationOutcome::Forgotten.to_string())
+        .bind(stack)
+        .bind(resource)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE drift_events SET resolved_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), how = ? \
+             WHERE stack = ? AND resource = ? AND resolved_at IS NULL",
+        )
+        .bind(drift::Resolution::NoLongerManaged.as_str())
+        .bind(stack)
+        .bind(resource)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((serial, pending))
     }
 
     #[instrument(skip_all, fields(stack))]
@@ -961,6 +1026,51 @@ mod tests {
         assert_eq!(state.incomplete.get("a").map(String::as_str), Some("iam:PutRolePolicy: MalformedPolicyDocument"));
         store.put_resource("s", &role("a")).await.unwrap();
         assert!(store.load("s").await.unwrap().incomplete.is_empty(), "a later complete record clears the mark");
+    }
+
+    /// Open drift of `resource`, written as watch writes it.
+    async fn open_drift(store: &Store, resource: &str) {
+        sqlx::query("INSERT INTO drift_events (stack, resource, kind, field) VALUES ('s', ?, 'aws_iam_role', 'description')")
+            .bind(resource)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_moved_key_takes_its_journal_and_open_drift_along_and_a_forgotten_key_closes_them() {
+        let store = Store::memory().await.unwrap();
+        store.put_resource("s", &role("a")).await.unwrap();
+        store.put_resource("s", &role("b")).await.unwrap();
+        // An unfinished create-first replacement of `a`, and drift on both keys.
+        let previous = store.begin_operation("s", "a", Kind::IamRole, JournalAction::DeletePrevious, Some("a-old")).await.unwrap();
+        open_drift(&store, "a").await;
+        open_drift(&store, "b").await;
+
+        store.rename_resource("s", "a", "c").await.unwrap();
+        let pending = store.pending_operations("s").await.unwrap();
+        assert_eq!(pending.iter().map(|p| (p.id, p.resource.as_str())).collect::<Vec<_>>(), vec![(previous, "c")]);
+        let open = store.drift_events(Some("s"), false).await.unwrap();
+        assert_eq!(open.iter().map(|e| e.resource.as_str()).collect::<BTreeSet<_>>(), BTreeSet::from(["b", "c"]));
+
+        let (_, closed) = store.forget_resource("s", "c").await.unwrap();
+        assert_eq!(closed.iter().map(|p| p.id).collect::<Vec<_>>(), vec![previous]);
+        assert!(store.pending_operations("s").await.unwrap().is_empty(), "no later run acts on a forgotten key's journal");
+        let outcome: String =
+            sqlx::query_scalar("SELECT outcome FROM operations WHERE id = ?").bind(previous).fetch_one(&store.pool).await.unwrap();
+        assert_eq!(outcome, "forgotten by state rm");
+        let open = store.drift_events(Some("s"), false).await.unwrap();
+        assert_eq!(open.iter().map(|e| e.resource.as_str()).collect::<Vec<_>>(), vec!["b"], "the other key's drift stays open");
+        assert_eq!(store.load("s").await.unwrap().resources.keys().collect::<Vec<_>>(), vec!["b"]);
+    }
+
+    #[tokio::test]
+    async fn retain_on_delete_is_recorded_with_the_resource() {
+        let store = Store::memory().await.unwrap();
+        store.put_resource_retaining("s", &role("a"), true).await.unwrap();
+        assert!(store.load("s").await.unwrap().retained.contains("a"));
+        store.put_resource_retaining("s", &role("a"), false).await.unwrap();
+        assert!(!store.load("s").await.unwrap().retained.contains("a"));
     }
 
     #[tokio::test]

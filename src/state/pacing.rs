@@ -115,28 +115,39 @@ pub fn prune(rows: &mut Rows, now: i64) {
     rows.retain(|_, r| r.at_ms > now);
 }
 
-/// Wall-clock milliseconds, read from tokio's clock (anchored to the system clock when made), so a
-/// process never sees time go backwards and tests can run with paused time.
+/// Wall-clock milliseconds. The system clock is read at every call (processes compare their times
+/// in the shared ledger, so a long-running process must not drift from the wall clock while suspended
+/// or after the clock is set), and never goes backwards within the process. A test clock runs on
+/// tokio's clock from a given time, so tests can run with paused time.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
-    base_ms: i64,
-    base: tokio::time::Instant,
+    /// `None`: the system clock.
+    test: Option<(i64, tokio::time::Instant)>,
 }
+
+/// The latest system time this process has read (milliseconds since the epoch).
+static LAST_SYSTEM_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
 impl Clock {
     /// The system clock.
     pub fn system() -> Clock {
-        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        Clock::at(ms)
+        Clock { test: None }
     }
 
-    /// A clock that reads `ms` now (tests).
+    /// A clock that reads `ms` now and runs on tokio's clock (tests).
     pub fn at(ms: i64) -> Clock {
-        Clock { base_ms: ms, base: tokio::time::Instant::now() }
+        Clock { test: Some((ms, tokio::time::Instant::now())) }
     }
 
     pub fn now_ms(&self) -> i64 {
-        self.base_ms + self.base.elapsed().as_millis() as i64
+        match self.test {
+            Some((base_ms, base)) => base_ms + base.elapsed().as_millis() as i64,
+            None => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+                let last = LAST_SYSTEM_MS.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+                now.max(last)
+            }
+        }
     }
 
     /// Sleeps until `ms` (at once if it has passed).

@@ -175,7 +175,11 @@ mod tests {
         assert_eq!(route.to_value(), book(), "defaults filled in, method upper-cased, codes deduplicated");
         assert_eq!(serde_json::from_value::<Route>(book()).unwrap(), route, "the canonical JSON reads back as the same route");
         let mock = Route::parse(json!({"path": "/", "method": "ANY", "integration": {"type": "MOCK"}})).unwrap();
-        assert_eq!(mock.integration.as_ref().map(|i| (i.uri.as_str(), i.http_method.as_str())), Some(("", "")), "a MOCK integration has no backend method unless one is given");
+        assert_eq!(
+            mock.integration.as_ref().map(|i| (i.uri.as_str(), i.http_method.as_str())),
+            Some(("", "")),
+            "a MOCK integration has no backend method unless one is given"
+        );
     }
 
     #[test]
