@@ -397,3 +397,43 @@ async fn drift_exit_code_is_2_while_drift_is_open_and_0_when_there_is_none() {
     let out = cli.run(&["--state", "no-such-dir/state.db", "drift", "--exit-code"]);
     out.assert_status(1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn state_rm_forgets_what_an_interrupted_replacement_journaled_so_no_later_run_deletes_it() {
+    if !cfg!(feature = "test-hooks") {
+        panic!("RECONCILE_CRASH_AT is compiled in only with --features test-hooks: run scripts/test");
+    }
+    let (moto, cli) = setup();
+    let manifest = |logs: Option<&str>| {
+        let logs = logs.map_or(String::new(), |name| {
+            format!("[resources.logs]\ntype = \"aws_cloudwatch_log_group\"\nname = \"{name}\"\nretention_in_days = 7\n\n")
+        });
+        format!("[stack]\nname = \"rm-journal\"\n\n{logs}[resources.keep]\ntype = \"aws_cloudwatch_log_group\"\nname = \"keep-me\"\n")
+    };
+    cli.write_file("m.toml", &manifest(Some("old-logs")));
+    cli.run(&["-f", "m.toml", "apply", "--auto-approve"]).assert_success();
+
+    // A new name replaces the group, the new one first; the run dies right after creating it, so the
+    // journal still says the old group is to be deleted.
+    cli.write_file("m.toml", &manifest(Some("new-logs")));
+    let killed = cli.run_with_env(&["-f", "m.toml", "apply", "--auto-approve"], &[("RECONCILE_CRASH_AT", Some("after-write:1"))]);
+    assert!(killed.stderr.contains("RECONCILE_CRASH_AT: aborting"), "not our crash:\n{killed}");
+    let store = reconcile::state::Store::open(&cli.join("reconcile.db")).await.unwrap();
+    let lock = store.lock_info("rm-journal").await.unwrap().expect("the killed run's lock");
+    store.force_unlock("rm-journal", &lock.id, true).await.unwrap();
+    let pending = store.pending_operations("rm-journal").await.unwrap();
+    store.close().await;
+    assert!(pending.iter().any(|p| p.resource == "logs"), "the replacement is journaled: {pending:?}");
+
+    // The user forgets the resource and drops it from the manifest: both groups stay, unmanaged.
+    let out = cli.run(&["-f", "m.toml", "state", "rm", "logs"]);
+    out.assert_success();
+    assert!(out.stdout.contains("Also forgotten, as interrupted runs left them"), "{out}");
+    cli.write_file("m.toml", &manifest(None));
+    let plan = cli.run(&["-f", "m.toml", "plan", "--detailed-exitcode"]);
+    plan.assert_status(0);
+    cli.run(&["-f", "m.toml", "apply", "--auto-approve"]).assert_success();
+    let aws = aws(&moto).await;
+    assert!(log_group(&aws, "old-logs").await.is_some(), "the group the user kept was deleted");
+    assert!(log_group(&aws, "new-logs").await.is_some(), "what the interrupted run made was deleted");
+}
