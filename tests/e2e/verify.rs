@@ -207,13 +207,16 @@ async fn verify_rate_limit_finds_where_403s_began_against_the_rule_limit() {
     assert_eq!(r["expected_first_403"], serde_json::json!({"from": 90, "to": 110}));
     // It stops once blocking is confirmed (20 403s in a row), well before 300 requests.
     assert_eq!(r["stopped"], serde_json::json!({"why": "blocking_confirmed", "consecutive_403": 20}));
-    assert_eq!(r["statuses"], serde_json::json!({"200": 100, "403": 20}));
-    assert_eq!(r["sent"], 120);
+    // The one connection may have started its next request before the stop was decided: one more 403.
+    let blocked = r["statuses"]["403"].as_u64().unwrap();
+    assert!((20..=21).contains(&blocked), "{doc:#}");
+    assert_eq!(r["statuses"], serde_json::json!({"200": 100, "403": blocked}));
+    assert_eq!(r["sent"], 100 + blocked);
     let buckets = r["histogram"]["buckets"].as_array().unwrap();
     let total = |code: &str| buckets.iter().map(|b| b["counts"][code].as_u64().unwrap_or(0)).sum::<u64>();
-    assert_eq!((total("200"), total("403")), (100, 20), "{doc:#}");
+    assert_eq!((total("200"), total("403")), (100, blocked), "{doc:#}");
     assert!(server.paths().iter().all(|p| *p == format!("/{hello}/prod/book")), "only the protected stage is probed");
-    assert_eq!(server.paths().len(), 120);
+    assert_eq!(server.paths().len() as u64, 100 + blocked);
     assert_eq!(doc["smoke"], Value::Null, "only the probe named runs");
 
     // Blocks after 150 with four connections: later than the tolerance allows (exit 3).
