@@ -534,18 +534,12 @@ impl Store {
         // What an interrupted run journaled for the old key (a create not yet recorded, a previous
         // resource still to delete) and the key's open drift follow it: left under the old key, the
         // next run would take them for a resource that left the manifest.
-        sqlx::query("UPDATE operations SET resource = ? WHERE stack = ? AND resource = ? AND finished_at IS NULL")
-            .bind(to)
-            .bind(stack)
-            .bind(from)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE drift_events SET resource = ? WHERE stack = ? AND resource = ? AND resolved_at IS NULL")
-            .bind(to)
-            .bind(stack)
-            .bind(from)
-            .execute(&mut *tx)
-            .await?;
+        for rekey in [
+            "UPDATE operations SET resource = ? WHERE stack = ? AND resource = ? AND finished_at IS NULL",
+            "UPDATE drift_events SET resource = ? WHERE stack = ? AND resource = ? AND resolved_at IS NULL",
+        ] {
+            sqlx::query(rekey).bind(to).bind(stack).bind(from).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(serial)
     }
