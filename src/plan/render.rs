@@ -249,12 +249,17 @@ fn field(out: &mut String, kind: Kind, action: Action, c: &FieldChange, width: u
         (Some(before), None) => {
             let _ = writeln!(out, "    {} {}{pad} = {}{note}", painted_sigil("-"), c.path, value(before, 8 + width));
         }
-        (Some(before), Some(after)) if is_nested(before) || is_nested(after) => {
-            let top = c.path.split('.').next().unwrap_or(&c.path);
-            let identity = kind.schema().field(top).map_or(&[][..], |f| f.identity);
-            let lines = diff::nested(identity, &c.path, before, after);
+        (Some(before), Some(after)) => {
+            // Lists and tables element by element; an empty nested diff (equal as documents but not as
+            // written: an unknown value, a reordering) and plain values show both sides whole.
+            let lines = if is_nested(before) || is_nested(after) {
+                let top = c.path.split('.').next().unwrap_or(&c.path);
+                let identity = kind.schema().field(top).map_or(&[][..], |f| f.identity);
+                diff::nested(identity, &c.path, before, after)
+            } else {
+                Vec::new()
+            };
             if lines.is_empty() {
-                // Equal as documents but not as written (an unknown value, a reordering): both whole.
                 let _ = writeln!(
                     out,
                     "    {} {}{pad} = {} → {}{note}",
@@ -268,16 +273,6 @@ fn field(out: &mut String, kind: Kind, action: Action, c: &FieldChange, width: u
                 let note = if i == 0 { note.as_str() } else { "" };
                 nested_line(out, n, note);
             }
-        }
-        (Some(before), Some(after)) => {
-            let _ = writeln!(
-                out,
-                "    {} {}{pad} = {} → {}{note}",
-                painted_sigil("~"),
-                c.path,
-                value(before, 8 + width),
-                value(after, 8 + width)
-            );
         }
         (None, None) => {}
     }
