@@ -17,6 +17,13 @@ With no API Gateway contention it is exactly the longest path through `waited_fo
 calls x L; the limits add the waits they force. Calls counted outside any operation (the plan's
 reads before the executor starts) are added in front as a serial prefix.
 
+A run that starts while the account's limits are still spent by an earlier one (back to back) gets
+that history (`history`: per limited operation, the times of the earlier successes relative to this
+run's start, from the proxy's log): its first call of that operation cannot come before the last
+earlier one plus the spacing, in the ideal schedule as in reality. The account bucket starts full
+(an apply makes about 25 API Gateway calls in 7 s or more, which leaves the 40-token bucket all but
+full).
+
 The call counts come from a calibration apply of the same manifest through the same proxy with the
 limits switched off: the calls each operation needs, without the attempts a 429 made it repeat
 (those are overhead the bound must not absorb).
@@ -41,12 +48,15 @@ def limited_call(kind, action):
     return None
 
 
-def bound(doc, latency_s, with_limits=True, calibration=None):
+def bound(doc, latency_s, with_limits=True, calibration=None, history=None):
     """Returns a dict: bound_s, prefix_s, chain (list of steps), per-node model times.
 
     `calibration`: the JSON of an apply of the same manifest from empty that met no limit (no 429,
     so no retried call); its call counts are used instead of `doc`'s, which include the attempts
-    that were answered 429."""
+    that were answered 429.
+
+    `history`: {operation: [seconds relative to this run's start of earlier successes]} (negative
+    for calls before the run): the limits as the earlier runs left them."""
     plan_kinds = {r["name"]: r["type"] for r in doc["plan"]["resources"]}
     outcomes = doc["result"]["outcomes"] if doc.get("result") else []
     counts = calibration or doc
@@ -69,6 +79,10 @@ def bound(doc, latency_s, with_limits=True, calibration=None):
     tokens, refilled = BURST, prefix
     next_free = {}
     last_issuer = {}
+    for op, times in (history or {}).items():
+        if times and op in SPACING:
+            next_free[op] = max(times) + SPACING[op]
+            last_issuer[op] = "the previous run"
     start = [None] * len(names)
     finish = [None] * len(names)
     why = [None] * len(names)  # ("dep", j) or None
