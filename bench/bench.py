@@ -12,7 +12,8 @@ Sections (each against a freshly reset moto and a fresh state file unless said o
   5. `reconcile watch`: drift detection latency (boto3 change -> /metrics and `reconcile --json drift`)
      with --interval 1s and 5s, AWS calls per pass;
   6. shared pacing: three copies of the seed (different names) applied back to back on one state
-     file, the first from a rested account (cold); two copies applied at once by two processes sharing
+     file, the first from a rested account (cold), each later one against a bound that starts from
+     the limits the runs before it left; two copies applied at once by two processes sharing
      a state file; the same two with a state file each (each the other's outside client: what a 429
      it could not foresee costs).
 
