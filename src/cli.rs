@@ -51,6 +51,12 @@ pub struct Global {
     /// takes a `:`-separated list.
     #[arg(long, global = true, value_name = "DIR", env = "RECONCILE_ALLOW_CODE_FROM", value_delimiter = ':')]
     pub allow_code_from: Vec<PathBuf>,
+    /// The share of each rate-limited AWS service's account limits (API Gateway's today) this process
+    /// may use, from 0.01 to 1: `watch` defaults to 0.5, every other command to 1. Processes whose
+    /// shares add up to at most 1 never push the account over its limits together, even when they
+    /// share no state store (processes on one state store also pace from its shared record).
+    #[arg(long, global = true, env = "RECONCILE_API_SHARE", value_name = "FRACTION", value_parser = parse_share)]
+    pub api_share: Option<f64>,
     /// Log lines on stderr as text (`human`) or one JSON object per line (`json`).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -361,4 +367,16 @@ pub struct ApplyArgs {
 pub struct OutputArgs {
     /// One output's name; prints its bare value.
     pub name: Option<String>,
+}
+
+/// The share of the account's limits that `watch` uses unless `--api-share` says otherwise: it leaves
+/// the other half to applies and plans (which use all of it by default).
+pub const WATCH_API_SHARE: f64 = 0.5;
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.01..=1.0).contains(&v) => Ok(v),
+        Ok(v) => Err(format!("{v} is not a share between 0.01 and 1 (e.g. 0.5 for half the account's limits)")),
+        Err(_) => Err(format!("`{s}` is not a number between 0.01 and 1 (e.g. 0.5)")),
+    }
 }

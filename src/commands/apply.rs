@@ -141,6 +141,7 @@ async fn finish(g: &Global, what: &str, plan: &Plan, report: Option<Report>, sto
             obj.insert("aws_calls".into(), calls);
             obj.insert("aws_calls_by_resource".into(), by_resource);
             obj.insert("pacing".into(), super::pacing_json(g, aws).unwrap_or_default());
+            obj.insert("api_budget".into(), super::budget_json(g, aws).unwrap_or_default());
         }
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return Ok(if failed { Exit::Error } else { Exit::Ok });

@@ -316,6 +316,12 @@ pub(crate) fn pacing_json(g: &Global, aws: Option<&Aws>) -> Option<serde_json::V
     (g.stats).then(|| serde_json::Value::Array(aws.map(|a| a.calls.pacing_rows()).unwrap_or_default()))
 }
 
+/// Per rate-limited service, this process's share of the account's limits and the rate it used,
+/// when `--stats` asked.
+pub(crate) fn budget_json(g: &Global, aws: Option<&Aws>) -> Option<serde_json::Value> {
+    (g.stats).then(|| serde_json::Value::Array(aws.map(Aws::budget_rows).unwrap_or_default()))
+}
+
 /// AWS calls made for each resource operation of an apply, when `--stats` asked for them.
 pub(crate) fn calls_by_resource_json(g: &Global, aws: Option<&Aws>) -> Option<serde_json::Value> {
     (g.stats).then(|| serde_json::json!(aws.map(|a| a.calls.by_resource()).unwrap_or_default()))
@@ -338,6 +344,17 @@ pub(crate) fn print_stats(g: &Global, aws: Option<&Aws>) {
             format!("{service}:{op}"),
             c.calls,
             if c.errors > 0 { format!("  ({} errors)", c.errors) } else { String::new() }
+        );
+    }
+    for row in aws.budget_rows() {
+        eprintln!(
+            "\n{}: {} calls in {:.1} s, {:.2} per second; this process's share of the account's limits {} (at most {:.2} per second)",
+            row["service"].as_str().unwrap_or_default(),
+            row["calls"],
+            row["elapsed_s"].as_f64().unwrap_or_default(),
+            row["rate_per_s"].as_f64().unwrap_or_default(),
+            row["share"],
+            row["rate_limit_per_s"].as_f64().unwrap_or_default(),
         );
     }
     let pacing = aws.calls.pacing();
@@ -377,7 +394,12 @@ pub(crate) async fn open_existing_state(g: &Global) -> Result<Store, CliError> {
 }
 
 pub(crate) async fn connect(g: &Global) -> Result<Aws, CliError> {
-    Ok(Aws::connect(g.region.clone()).await?)
+    connect_sharing(g, 1.0).await
+}
+
+/// Connects using `--api-share` of the account's limits, `default` without it.
+pub(crate) async fn connect_sharing(g: &Global, default: f64) -> Result<Aws, CliError> {
+    Ok(Aws::connect(g.region.clone(), g.api_share.unwrap_or(default)).await?)
 }
 
 /// Asks on the terminal; refuses when stdin is not one.

@@ -2,7 +2,7 @@ use super::Exit;
 use crate::cli::{Global, WatchArgs};
 use crate::watch::{self, Config, WatchError};
 
-use super::{CliError, connect, open_state};
+use super::{CliError, connect_sharing, open_state};
 
 pub async fn run(g: &Global, args: &WatchArgs) -> Result<Exit, CliError> {
     let paths = if args.paths.is_empty() { vec![g.manifest.clone()] } else { args.paths.clone() };
@@ -17,7 +17,7 @@ pub async fn run(g: &Global, args: &WatchArgs) -> Result<Exit, CliError> {
         parallelism: args.parallelism.into(),
     };
     let store = open_state(g).await?;
-    let aws = match connect(g).await {
+    let aws = match connect_sharing(g, crate::cli::WATCH_API_SHARE).await {
         Ok(aws) => aws,
         Err(e) => {
             store.close().await;

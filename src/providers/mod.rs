@@ -53,11 +53,15 @@ pub struct Aws {
     pacer: Option<std::sync::Arc<pace::Pacer>>,
     /// Account id and partition of the caller, asked of STS once.
     account: std::sync::Arc<tokio::sync::OnceCell<(String, String)>>,
+    /// When the clients were built (the rates in [`Aws::budget_rows`] are over the time since).
+    started: std::time::Instant,
 }
 
 impl Aws {
-    /// Loads configuration and checks that a region and credentials are there (no AWS call is made).
-    pub async fn connect(region: Option<String>) -> Result<Aws> {
+    /// Loads configuration (the standard AWS chain: env, profiles, `AWS_ENDPOINT_URL`; `region`
+    /// overrides the chain's) and checks that a region and credentials are there (no AWS call is made). `api_share`: the share of each rate-limited service's account limits this process
+    /// uses (`--api-share`; 1: all of them).
+    pub async fn connect(region: Option<String>, api_share: f64) -> Result<Aws> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(r) = region {
             loader = loader.region(aws_config::Region::new(r));
@@ -74,7 +78,8 @@ impl Aws {
             );
         }
         let stats = calls::CallStats::new();
-        let pacer = pace::enabled().then(|| std::sync::Arc::new(pace::Pacer::api_gateway().with_stats(stats.clone())));
+        let pacer =
+            pace::enabled().then(|| std::sync::Arc::new(pace::Pacer::api_gateway().with_share(api_share).with_stats(stats.clone())));
         if let Some(pacer) = &pacer {
             loader = loader.http_client(pace::http_client(pacer.clone()));
         }
@@ -130,6 +135,7 @@ impl Aws {
             calls: stats,
             pacer,
             account: Default::default(),
+            started: std::time::Instant::now(),
         })
     }
 
@@ -146,6 +152,28 @@ impl Aws {
                 },
             );
         }
+    }
+
+    /// Per rate-limited service: the share of the account's limits this process keeps to
+    /// (`--api-share`), the rate that allows, and the rate it used since it connected (its calls,
+    /// every attempt included, over the time since).
+    pub fn budget_rows(&self) -> Vec<Value> {
+        let Some(pacer) = &self.pacer else { return Vec::new() };
+        let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
+        let calls: u64 = self.calls.snapshot().iter().filter(|((service, _), _)| service == "apigateway").map(|(_, c)| c.calls).sum();
+        vec![serde_json::json!({
+            "service": pace::APIGW_SERVICE,
+            "share": pacer.share(),
+            "rate_limit_per_s": (pacer.rate_per_s() * 100.0).round() / 100.0,
+            "calls": calls,
+            "elapsed_s": (elapsed * 100.0).round() / 100.0,
+            "rate_per_s": (calls as f64 / elapsed * 100.0).round() / 100.0,
+        })]
+    }
+
+    /// The share of the account's limits this process keeps to, per rate-limited service.
+    pub fn api_shares(&self) -> Vec<(&'static str, f64, f64)> {
+        self.pacer.iter().map(|p| (pace::APIGW_SERVICE, p.share(), p.rate_per_s())).collect()
     }
 
     /// The account id of the credentials in use (asked of STS once, when first needed).

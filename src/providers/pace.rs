@@ -45,7 +45,19 @@ pub struct Pacer {
     /// Slots reserved for the retries of refused calls, by the SDK's invocation id (the same on every
     /// attempt of one call): (when it was reserved, the slot).
     held: std::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>,
+    /// This process's cap (`--api-share` below 1): the limits scaled to its share, kept in this
+    /// process only, and taken before the account's (shared) record.
+    cap: Option<Cap>,
     stats: Option<Arc<CallStats>>,
+}
+
+/// A process's share of the account's limits: at most `share` of the rate and of each spacing's
+/// frequency, with the same burst window.
+#[derive(Debug)]
+struct Cap {
+    share: f64,
+    limits: Limits,
+    rows: std::sync::Mutex<Rows>,
 }
 
 #[derive(Debug, Clone)]
@@ -85,8 +97,46 @@ impl Pacer {
             shared: Default::default(),
             paused_until: Default::default(),
             held: Default::default(),
+            cap: None,
             stats: None,
         }
+    }
+
+    /// The same pacer, using at most `share` (0 < share ≤ 1) of the account's limits: the rate and
+    /// each limited operation's frequency times `share`, the burst times `share` (at least one call).
+    /// A watcher at 0.5 and an apply at 0.5 never push the account over its limits together, even
+    /// when they do not share a ledger (another state store, another machine). 1 (or more): no cap.
+    pub fn with_share(mut self, share: f64) -> Pacer {
+        self.cap = (share.is_finite() && share > 0.0 && share < 1.0).then(|| Cap {
+            share,
+            limits: Limits {
+                interval_ms: (self.limits.interval_ms as f64 / share).ceil() as i64,
+                burst: ((self.limits.burst as f64 * share).floor() as i64).max(1),
+                spacing: self.limits.spacing.iter().map(|(op, gap)| (*op, (*gap as f64 / share).ceil() as i64)).collect(),
+            },
+            rows: Default::default(),
+        });
+        self
+    }
+
+    /// The share of the account's limits this process keeps to (1: all of them).
+    pub fn share(&self) -> f64 {
+        self.cap.as_ref().map_or(1.0, |c| c.share)
+    }
+
+    /// The account-wide rate this process may use, in calls per second (its share included).
+    pub fn rate_per_s(&self) -> f64 {
+        let limits = self.cap.as_ref().map_or(&self.limits, |c| &c.limits);
+        1000.0 / limits.interval_ms as f64
+    }
+
+    /// Takes a slot of this process's share (in this process only); returns when the call may go.
+    fn capped(&self, operation: Option<&str>) -> Option<i64> {
+        let cap = self.cap.as_ref()?;
+        let now = self.clock.now_ms();
+        let mut rows = cap.rows.lock().ok()?;
+        pacing::prune(&mut rows, now);
+        Some(pacing::reserve(&mut rows, &cap.limits, operation, now))
     }
 
     /// The same pacer, keeping `margin` more than each spacing between limited operations.
@@ -210,6 +260,10 @@ impl Pacer {
     pub async fn acquire_for(&self, operation: Option<&str>, invocation: Option<&str>) -> Duration {
         let operation = self.limited(operation);
         let start = self.clock.now_ms();
+        // This process's share first (its own record), then the account's.
+        if let Some(slot) = self.capped(operation) {
+            self.clock.sleep_until(slot).await;
+        }
         let mut held = invocation.and_then(|id| self.held.lock().ok()?.remove(id));
         loop {
             let (reserved, slot) = match held.take() {
@@ -461,6 +515,32 @@ mod tests {
         }
         let took = Instant::now() - start;
         assert!(took >= Duration::from_millis(5900) && took <= Duration::from_millis(6100), "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_share_caps_the_rate_and_the_spacing() {
+        let pacer = Pacer::new(10.0, 40.0, APIGW_SPACING).with_share(0.5).with_clock(Clock::at(1_000_000));
+        assert_eq!(pacer.share(), 0.5);
+        assert_eq!(pacer.rate_per_s(), 5.0);
+        let start = Instant::now();
+        for _ in 0..3 {
+            pacer.acquire(Some("CreateDeployment")).await;
+        }
+        assert_eq!((Instant::now() - start).as_secs(), 20, "half the frequency: at 0 s, 10 s and 20 s");
+
+        // Half the burst (20 calls), then 5 per second: 80 more calls take 16 s.
+        let pacer = Pacer::new(10.0, 40.0, APIGW_SPACING).with_share(0.5).with_clock(Clock::at(1_000_000));
+        let start = Instant::now();
+        for _ in 0..100 {
+            pacer.acquire(None).await;
+        }
+        let took = Instant::now() - start;
+        assert!(took >= Duration::from_millis(15_900) && took <= Duration::from_millis(16_100), "{took:?}");
+
+        // A share of 1 or more (or nonsense) is no cap.
+        for share in [1.0, 2.0, 0.0, f64::NAN] {
+            assert_eq!(Pacer::new(10.0, 40.0, APIGW_SPACING).with_share(share).share(), 1.0);
+        }
     }
 
     /// An inner connector that answers 200 at once and records when (since its start) each request

@@ -1,9 +1,11 @@
 //! When each resource is read next: every pass while its reads succeed; after a failed read, that
 //! resource alone backs off exponentially (2×, 4×, 8×… the interval, capped at [`MAX_BACKOFF`] or the
-//! interval if that is longer), and the others keep their pace.
+//! interval if that is longer), and the others keep their pace. Each stack's passes fall at its own
+//! place in the interval ([`phase`], [`next_pass`]), so a process watching many stacks spreads their
+//! reads over the interval.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::Hasher;
 use std::time::{Duration, Instant};
 
 /// The longest a failing resource waits between reads (unless the interval itself is longer).
@@ -16,12 +18,34 @@ pub fn backoff_delay(interval: Duration, failures: u32) -> Duration {
     interval.saturating_mul(factor).min(cap)
 }
 
-/// `interval` moved by up to ±10 %, so watchers started together do not read AWS in lockstep.
-pub fn jittered(interval: Duration) -> Duration {
-    // RandomState draws fresh keys per instance: enough randomness for jitter, no dependency.
-    let r = std::collections::hash_map::RandomState::new().build_hasher().finish();
-    let unit = (r % 10_001) as f64 / 10_000.0; // 0..=1
-    interval.mul_f64(0.9 + 0.2 * unit)
+/// Where in the interval `stack`'s passes fall: a fixed fraction of the interval drawn from its name,
+/// so the passes of many stacks are spread over the interval instead of starting together (and a
+/// stack keeps its place whoever watches it).
+pub fn phase(stack: &str, interval: Duration) -> Duration {
+    // DefaultHasher::new() has fixed keys: the same name gets the same place in every process.
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(stack.as_bytes());
+    let unit = (h.finish() % 10_000) as f64 / 10_000.0; // 0..1
+    interval.mul_f64(unit)
+}
+
+/// When the next pass of a stack at `phase` starts: the first instant of its place in the interval
+/// grid (from `epoch`, every `interval`) that is at least half an interval after `now`.
+pub fn next_pass(epoch: Instant, now: Instant, interval: Duration, phase: Duration) -> Instant {
+    let interval = interval.max(Duration::from_millis(1));
+    let earliest = now.saturating_duration_since(epoch) + interval / 2;
+    let first = epoch + phase;
+    if earliest <= phase {
+        return first;
+    }
+    let k = (earliest - phase).as_nanos().div_ceil(interval.as_nanos());
+    first + interval.saturating_mul(u32::try_from(k).unwrap_or(u32::MAX))
+}
+
+/// The grid's origin for this process's watch passes.
+pub fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -43,7 +67,7 @@ impl Cadence {
     }
 
     /// Whether `resource` is read in a pass starting at `now`. Passes come about one interval apart
-    /// (with jitter), so a resource due within half an interval is read now rather than a pass late.
+    /// (from half an interval to one and a half), so a resource due within half an interval is read now rather than a pass late.
     pub fn due(&self, resource: &str, now: Instant) -> bool {
         self.backing_off.get(resource).is_none_or(|c| c.next_due <= now + self.interval / 2)
     }
@@ -117,11 +141,24 @@ mod tests {
     }
 
     #[test]
-    fn jitter_stays_within_ten_percent() {
+    fn passes_of_many_stacks_are_spread_over_the_interval() {
         let i = Duration::from_secs(60);
-        for _ in 0..200 {
-            let j = jittered(i);
-            assert!(j >= Duration::from_secs(54) && j <= Duration::from_secs(66), "{j:?}");
+        let phases: Vec<Duration> = (0..50).map(|n| phase(&format!("stack-{n}"), i)).collect();
+        assert!(phases.iter().all(|p| *p < i));
+        assert_eq!(phase("stack-1", i), phases[1], "a stack keeps its place");
+        // Spread: no tenth of the interval holds more than a quarter of the stacks.
+        for slot in 0..10 {
+            let n = phases.iter().filter(|p| p.as_secs() / 6 == slot).count();
+            assert!(n <= 12, "{n} stacks start in the same tenth of the interval: {phases:?}");
         }
+        let t0 = Instant::now();
+        let p = Duration::from_secs(20);
+        // Right after a pass at t0 + 20 s, the next one is at t0 + 80 s: one interval later, same place.
+        assert_eq!(next_pass(t0, t0 + Duration::from_secs(21), i, p), t0 + Duration::from_secs(80));
+        // At start (the first pass ran at once), the next one is at its place, at least half an interval on.
+        assert_eq!(next_pass(t0, t0, i, Duration::from_secs(40)), t0 + Duration::from_secs(40));
+        assert_eq!(next_pass(t0, t0, i, Duration::from_secs(10)), t0 + Duration::from_secs(70));
+        // A long pass skips the places it overran.
+        assert_eq!(next_pass(t0, t0 + Duration::from_secs(150), i, p), t0 + Duration::from_secs(200));
     }
 }

@@ -168,6 +168,31 @@ fn pacing_registry(pacing: &BTreeMap<(String, String), PaceCount>) -> Registry {
     registry
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ServiceLabels {
+    service: String,
+}
+
+/// This process's share of the account's limits per service, and the call rate that allows: compare
+/// with `rate(reconcile_aws_calls_total{service=...}[1m])` for the rate used.
+fn share_registry(shares: &[(&'static str, f64, f64)]) -> Registry {
+    let mut registry = Registry::default();
+    let share = Family::<ServiceLabels, Gauge<f64, AtomicU64>>::default();
+    let rate = Family::<ServiceLabels, Gauge<f64, AtomicU64>>::default();
+    for (service, s, r) in shares {
+        let labels = ServiceLabels { service: service.to_string() };
+        share.get_or_create(&labels).set(*s);
+        rate.get_or_create(&labels).set(*r);
+    }
+    registry.register("reconcile_api_share", "This process's share of the account's rate limits (--api-share), by service", share);
+    registry.register(
+        "reconcile_api_rate_limit_per_second",
+        "The account-wide call rate this process's share allows, by service (its calls: reconcile_aws_calls_total)",
+        rate,
+    );
+    registry
+}
+
 /// What readiness and the exposition need to remember about a stack.
 #[derive(Debug, Clone, Default)]
 struct StackMetrics {
@@ -202,6 +227,8 @@ pub struct Metrics {
     families: Families,
     /// A stack whose passes have been failing for longer than this is not ready.
     unready_after: Duration,
+    /// Per rate-limited service: this process's share of the account's limits and the rate it allows.
+    api_shares: Mutex<Vec<(&'static str, f64, f64)>>,
 }
 
 impl Default for Metrics {
@@ -223,7 +250,13 @@ pub fn unready_after(interval: Duration) -> Duration {
 impl Metrics {
     /// Metrics whose readiness turns false once a stack's passes have been failing for `unready_after`.
     pub fn new(unready_after: Duration) -> Metrics {
-        Metrics { stacks: Mutex::new(BTreeMap::new()), families: Families::new(), unready_after }
+        Metrics { stacks: Mutex::new(BTreeMap::new()), families: Families::new(), unready_after, api_shares: Default::default() }
+    }
+
+    /// Exposes this process's share of each rate-limited service's account limits (`--api-share`):
+    /// (service, share, calls per second it allows).
+    pub fn set_api_shares(&self, shares: Vec<(&'static str, f64, f64)>) {
+        *self.api_shares.lock().unwrap_or_else(|e| e.into_inner()) = shares;
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<String, StackMetrics>) -> T) -> T {
@@ -364,6 +397,7 @@ impl Metrics {
         let _ = self.with(|_| prometheus_text::encode(&mut out, &self.families.registry));
         let _ = prometheus_text::encode(&mut out, &calls_registry(calls));
         let _ = prometheus_text::encode(&mut out, &pacing_registry(pacing));
+        let _ = prometheus_text::encode(&mut out, &share_registry(&self.api_shares.lock().unwrap_or_else(|e| e.into_inner())));
         out
     }
 }
@@ -371,6 +405,17 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exposes_the_api_share() {
+        let m = Metrics::new(Duration::from_secs(60));
+        m.set_api_shares(vec![("apigateway", 0.5, 4.75)]);
+        let text = m.render(&BTreeMap::new(), &BTreeMap::new());
+        for want in ["reconcile_api_share{service=\"apigateway\"} 0.5", "reconcile_api_rate_limit_per_second{service=\"apigateway\"} 4.75"]
+        {
+            assert!(text.lines().any(|l| l == want), "{want} missing from:\n{text}");
+        }
+    }
 
     #[test]
     fn pacing_waits_and_429s_per_limited_operation() {

@@ -80,7 +80,14 @@ impl StackWatcher {
                 break;
             }
             tokio::select! {
-                _ = tokio::time::sleep(cadence::jittered(ctx.config.interval)) => {}
+                // The next pass at this stack's place in the interval, so many stacks' passes are
+                // spread over it rather than bunched.
+                _ = tokio::time::sleep_until(cadence::next_pass(
+                    cadence::epoch(),
+                    tokio::time::Instant::now().into_std(),
+                    ctx.config.interval,
+                    cadence::phase(&self.source.manifest.stack, ctx.config.interval),
+                ).into()) => {}
                 Ok(()) = hup.changed() => {}
                 _ = stop.wait_for(|s| *s) => break,
             }

@@ -42,6 +42,7 @@ pub async fn run(config: Config, store: Store, aws: Aws) -> Result<(), WatchErro
     tracing::info!(address = %bound, "serving /healthz, /readyz and /metrics");
 
     let metrics = Arc::new(Metrics::new(config.unready_after));
+    metrics.set_api_shares(aws.api_shares());
     let (server_stop_tx, server_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let app = server::router(metrics.clone(), aws.calls.clone());
     let server = tokio::spawn(async move {

@@ -124,3 +124,40 @@ async fn a_429_from_outside_is_retried_after_one_spacing() {
     assert!((5000..=5100).contains(&delay), "retried one spacing (5 s + 0.1 s margin) after the 429, asked {delay} ms");
     assert_eq!(apis_named(&moto, "pace-e-").await, 2);
 }
+
+/// `--api-share` reaches the pacer: an apply at half the account's limits reports that share and the
+/// rate it allows (and still meets no 429); the variable sets it too; a share outside 0.01..=1 is a
+/// usage error; `watch` keeps to half by default and says so on /metrics.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_share_caps_the_process_and_watch_takes_half_by_default() {
+    let (moto, cli) = setup();
+    let proxy = support::FaultProxy::start(&moto.url, &["--apigw-limits"]);
+    let a = write_stack(&cli, "share-a");
+    let out = cli.run_with_env(&["-f", &a, "--json", "--stats", "--api-share", "0.5", "apply", "--auto-approve"], &paced(&proxy));
+    out.assert_success();
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    let budget = &doc["api_budget"][0];
+    assert_eq!((budget["service"].as_str(), budget["share"].as_f64()), (Some("apigateway"), Some(0.5)), "{doc}");
+    let allowed = budget["rate_limit_per_s"].as_f64().unwrap();
+    assert!(allowed > 4.0 && allowed <= 5.0, "half of API Gateway's 10 per second (less the margin): {allowed}");
+    assert!(budget["calls"].as_u64().unwrap() >= 8, "{budget}");
+    assert_eq!(proxy.stats()["limited"].as_u64(), Some(0));
+
+    let mut env = paced(&proxy).to_vec();
+    env.push(("RECONCILE_API_SHARE", Some("0.25")));
+    let out = cli.run_with_env(&["-f", &a, "--json", "--stats", "plan"], &env);
+    out.assert_success();
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(doc["api_budget"][0]["share"].as_f64(), Some(0.25), "{doc}");
+
+    let bad = cli.run_with_env(&["-f", &a, "--api-share", "1.5", "plan"], &paced(&proxy));
+    bad.assert_status(2);
+    assert!(bad.stderr.contains("1.5 is not a share between 0.01 and 1"), "{bad}");
+
+    let (w, port) = spawn_watch(&cli, &["-f", &a], &paced(&proxy));
+    support::poll_until(WATCH_DEADLINE, "/readyz to answer 200", || (http_get(port, "/readyz").0 == 200).then_some(()), || w.stderr());
+    let (_, metrics) = http_get(port, "/metrics");
+    assert_eq!(sample(&metrics, "reconcile_api_share{service=\"apigateway\"}"), Some(0.5), "{metrics}");
+    w.signal("TERM");
+    w.wait(WATCH_DEADLINE).assert_success();
+}
