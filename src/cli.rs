@@ -53,8 +53,8 @@ pub struct Global {
     pub allow_code_from: Vec<PathBuf>,
     /// The share of each rate-limited AWS service's account limits (API Gateway's today) this process
     /// may use, from 0.01 to 1: `watch` defaults to 0.5, every other command to 1. Processes whose
-    /// shares add up to at most 1 never push the account over its limits together, even when they
-    /// share no state store (processes on one state store also pace from its shared record).
+    /// shares add up to at most 1 never push the account over its request rate together, even when
+    /// they share no state store (processes on one state store also pace from its shared record).
     #[arg(long, global = true, env = "RECONCILE_API_SHARE", value_name = "FRACTION", value_parser = parse_share)]
     pub api_share: Option<f64>,
     /// Log lines on stderr as text (`human`) or one JSON object per line (`json`).

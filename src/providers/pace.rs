@@ -104,8 +104,10 @@ impl Pacer {
 
     /// The same pacer, using at most `share` (0 < share ≤ 1) of the account's limits: the rate and
     /// each limited operation's frequency times `share`, the burst times `share` (at least one call).
-    /// A watcher at 0.5 and an apply at 0.5 never push the account over its limits together, even
-    /// when they do not share a ledger (another state store, another machine). 1 (or more): no cap.
+    /// A watcher at 0.5 and an apply at 0.5 never push the account over its request rate together,
+    /// even when they do not share a ledger (another state store, another machine); for the operations
+    /// spaced seconds apart only a shared ledger keeps two processes' calls apart (a share halves each
+    /// one's frequency). 1 (or more): no cap.
     pub fn with_share(mut self, share: f64) -> Pacer {
         self.cap = (share.is_finite() && share > 0.0 && share < 1.0).then(|| Cap {
             share,
