@@ -20,8 +20,7 @@ pub async fn apply(g: &Global, command: &ApplyCommandArgs) -> Result<Exit, CliEr
     let choices = command.choices.choices();
     let manifest = load_manifest(g)?;
     let store = open_state(g).await?;
-    let result =
-        store.with_lock(&manifest.stack, "apply", args.lock_timeout, |_| apply_locked(g, args, &choices, &manifest, &store)).await;
+    let result = store.with_lock(&manifest.stack, "apply", args.lock_timeout, |_| apply_locked(g, args, &choices, &manifest, &store)).await;
     store.close().await;
     result
 }
@@ -161,7 +160,14 @@ async fn mark_destroyed(store: &Store, stack: &str, state: &crate::state::StackS
 }
 
 /// Prints the outcome; `what` is `Apply` or `Destroy`.
-pub(super) async fn finish(g: &Global, what: &str, plan: &Plan, report: Option<Report>, store: &Store, aws: Option<&Aws>) -> Result<Exit, CliError> {
+pub(super) async fn finish(
+    g: &Global,
+    what: &str,
+    plan: &Plan,
+    report: Option<Report>,
+    store: &Store,
+    aws: Option<&Aws>,
+) -> Result<Exit, CliError> {
     let serial = store.load(&plan.stack).await.map(|s| s.serial).unwrap_or(plan.state_serial);
     let failed = report.as_ref().is_some_and(Report::failed);
     print_stats(g, aws);

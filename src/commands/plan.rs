@@ -43,11 +43,7 @@ pub async fn run(g: &Global, args: &PlanArgs) -> Result<Exit, CliError> {
         let saved = super::saved::record(&manifest, &plan, &live, &choices, &here, state.serial, lineage?);
         super::saved::write(out, &saved)?;
         if !g.quiet {
-            eprintln!(
-                "\nSaved the plan to {}: `reconcile apply {}` carries out exactly this plan.",
-                out.display(),
-                out.display()
-            );
+            eprintln!("\nSaved the plan to {}: `reconcile apply {}` carries out exactly this plan.", out.display(), out.display());
         }
     }
     Ok(if args.detailed_exitcode && plan.has_changes() { Exit::Changes } else { Exit::Ok })

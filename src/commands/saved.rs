@@ -70,8 +70,8 @@ pub(super) fn write(path: &Path, saved: &SavedPlan) -> Result<(), CliError> {
 /// Reads a saved plan, refusing a file of another format.
 fn read(path: &Path) -> Result<SavedPlan, CliError> {
     let text = std::fs::read(path).map_err(|e| CliError::Refused(format!("cannot read the saved plan {}: {e}", path.display())))?;
-    let doc: serde_json::Value = serde_json::from_slice(&text)
-        .map_err(|e| CliError::Refused(format!("{} is not a saved plan (not JSON: {e})", path.display())))?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| CliError::Refused(format!("{} is not a saved plan (not JSON: {e})", path.display())))?;
     let format = doc.get("saved_plan_format").and_then(serde_json::Value::as_u64);
     match format {
         None => return Err(CliError::Refused(format!("{} is not a saved plan (no `saved_plan_format`)", path.display()))),
@@ -142,7 +142,11 @@ pub(super) async fn apply(g: &Global, args: &ApplyArgs, file: &Path) -> Result<E
     // What is given now must be what the plan was made from: checked before anything else is read.
     let inputs = Inputs::of(&manifest);
     for (what, then, now) in [
-        ("the manifest (after any variable substitution) differs from the one the plan was made from", &saved.manifest_sha256, &inputs.manifest_sha256),
+        (
+            "the manifest (after any variable substitution) differs from the one the plan was made from",
+            &saved.manifest_sha256,
+            &inputs.manifest_sha256,
+        ),
         ("the Lambda code differs from the code the plan was made with", &saved.code_sha256, &inputs.code_sha256),
         ("the secret values given now differ from those the plan was made with", &saved.secrets_sha256, &inputs.secrets_sha256),
     ] {
@@ -159,18 +163,18 @@ pub(super) async fn apply(g: &Global, args: &ApplyArgs, file: &Path) -> Result<E
 async fn apply_locked(g: &Global, args: &ApplyArgs, saved: &SavedPlan, manifest: &Manifest, store: &Store) -> Result<Exit, CliError> {
     let state = store.load(&manifest.stack).await?;
     let lineage = store.lineage(&manifest.stack).await?;
+    if state.serial != saved.state_serial {
+        return Err(stale(format!(
+            "the state of stack `{}` changed since the plan was made (serial {} then, {} now)",
+            manifest.stack, saved.state_serial, state.serial
+        )));
+    }
     if lineage != saved.lineage {
         return Err(stale(format!(
             "the state of stack `{}` is not the one the plan was made against (lineage {} then, {} now)",
             manifest.stack,
             saved.lineage.as_deref().unwrap_or("none"),
             lineage.as_deref().unwrap_or("none")
-        )));
-    }
-    if state.serial != saved.state_serial {
-        return Err(stale(format!(
-            "the state of stack `{}` changed since the plan was made (serial {} then, {} now)",
-            manifest.stack, saved.state_serial, state.serial
         )));
     }
     let aws = connect(g).await?;

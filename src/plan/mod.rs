@@ -516,13 +516,18 @@ impl Choices {
             for name in names {
                 if !known.contains(&name.as_str()) {
                     let hint = crate::manifest::suggest::did_you_mean(name, known.iter().copied(), str::to_string);
-                    return Err(format!("{flag} {name}: no resource `{name}` in the manifest or the state of stack `{}`{hint}", manifest.stack));
+                    return Err(format!(
+                        "{flag} {name}: no resource `{name}` in the manifest or the state of stack `{}`{hint}",
+                        manifest.stack
+                    ));
                 }
             }
         }
         for name in &self.replace {
             let Some(r) = manifest.resource(name) else {
-                return Err(format!("--replace {name}: `{name}` is no longer in the manifest, so it cannot be replaced (the plan deletes it)"));
+                return Err(format!(
+                    "--replace {name}: `{name}` is no longer in the manifest, so it cannot be replaced (the plan deletes it)"
+                ));
             };
             if r.kind.is_singleton() {
                 return Err(format!("--replace {name}: {} is a region-wide setting, not a resource that can be replaced", r.kind));
@@ -635,8 +640,7 @@ impl Plan {
             refs::collect(&Value::String(expression.to_string()), &mut found);
             found.iter().all(|r| keep.contains(&r.resource))
         };
-        let untargeted: Vec<String> =
-            self.output_expressions.iter().filter(|(_, e)| !in_scope(e)).map(|(name, _)| name.clone()).collect();
+        let untargeted: Vec<String> = self.output_expressions.iter().filter(|(_, e)| !in_scope(e)).map(|(name, _)| name.clone()).collect();
         for name in &untargeted {
             // Kept as recorded: apply records it as a literal (`${` escaped), shown with its recorded value.
             match recorded.get(name) {

@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 use sha2::Digest;
 
 use super::{Action, Choices, Plan};
+use crate::canonical::canonical_string as canonical;
 use crate::manifest::Manifest;
 use crate::providers::Live;
 
@@ -65,22 +66,6 @@ impl Inputs {
 fn hex_sha256(bytes: &[u8]) -> String {
     let digest = sha2::Sha256::digest(bytes);
     format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
-}
-
-/// `v` with every table's keys sorted, as compact JSON: the same data always gives the same text.
-pub fn canonical(v: &Value) -> String {
-    fn sorted(v: &Value) -> Value {
-        match v {
-            Value::Object(m) => {
-                let mut keys: Vec<&String> = m.keys().collect();
-                keys.sort();
-                Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&m[k]))).collect())
-            }
-            Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
-            other => other.clone(),
-        }
-    }
-    serde_json::to_string(&sorted(v)).unwrap_or_default()
 }
 
 fn secret_field(kind: crate::manifest::Kind, name: &str) -> bool {
@@ -135,7 +120,8 @@ pub fn code_hash(manifest: &Manifest) -> String {
 pub fn secrets_hash(manifest: &Manifest) -> String {
     let mut secrets: BTreeMap<&str, Map<String, Value>> = BTreeMap::new();
     for r in &manifest.resources {
-        let mut attrs: Map<String, Value> = r.attrs.iter().filter(|(k, _)| secret_field(r.kind, k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut attrs: Map<String, Value> =
+            r.attrs.iter().filter(|(k, _)| secret_field(r.kind, k)).map(|(k, v)| (k.clone(), v.clone())).collect();
         if attrs.is_empty() {
             continue;
         }
@@ -245,12 +231,6 @@ Statement = [{ Effect = "Allow", Principal = { Service = "lambda.amazonaws.com" 
         assert_ne!(manifest_hash(&a), manifest_hash(&changed));
         let renamed = manifest(&BASE.replace("name = \"s\"", "name = \"t\""));
         assert_ne!(manifest_hash(&a), manifest_hash(&renamed));
-    }
-
-    #[test]
-    fn canonical_json_sorts_keys_at_every_depth() {
-        let a: Value = serde_json::from_str(r#"{"b": {"y": 1, "x": [ {"d": 1, "c": 2} ]}, "a": 0}"#).unwrap();
-        assert_eq!(canonical(&a), r#"{"a":0,"b":{"x":[{"c":2,"d":1}],"y":1}}"#);
     }
 
     #[test]

@@ -63,10 +63,25 @@ async fn a_saved_plan_is_shown_and_applied_exactly_without_asking_and_holds_no_s
     assert_eq!(doc["saved_plan_format"], 1);
     assert!(doc["lineage"].as_str().is_some_and(|l| l.len() == 36), "{doc}");
     assert_eq!(doc["state_serial"], serial_then);
-    assert_eq!(changes(&doc["plan"]), vec![("hello_function".into(), "update".into(), vec!["memory_size".into(), "secret_environment.DB_PASS".into()])]);
+    assert_eq!(
+        changes(&doc["plan"]),
+        vec![("hello_function".into(), "update".into(), vec!["memory_size".into(), "secret_environment.DB_PASS".into()])]
+    );
     assert_eq!(doc["live"].as_object().unwrap().keys().collect::<Vec<_>>(), ["hello_function"], "only what the plan touches: {doc}");
     assert_eq!(requests(&moto), before, "show called AWS");
     assert!(!std::fs::read_to_string(cli.join("reconcile.db")).unwrap_or_default().contains(SECRET));
+
+    // A file of another format, or for another region: refused, nothing changed.
+    let mut other: Value = serde_json::from_slice(&bytes).unwrap();
+    other["saved_plan_format"] = serde_json::json!(99);
+    cli.write_file("future.plan", &other.to_string());
+    let out = cli.run(&["-f", SEED, "apply", "future.plan"]);
+    out.assert_status(1);
+    assert!(out.stderr.contains("future.plan is a saved plan of format 99"), "{out}");
+    let out = cli.run(&["-f", SEED, "--region", "eu-west-1", "apply", "change.plan"]);
+    out.assert_status(1);
+    assert!(out.stderr.contains("us-east-1") && out.stderr.contains("eu-west-1"), "{out}");
+    assert_eq!(memory(&aws).await, 512);
 
     // stdin is not a terminal: a plain `apply` would refuse to ask; `apply FILE` does not ask.
     let out = cli.run(&["-f", SEED, "apply", "change.plan"]);
@@ -81,7 +96,10 @@ async fn a_saved_plan_is_shown_and_applied_exactly_without_asking_and_holds_no_s
     // Once applied, the state moved on: the same file is refused.
     let again = cli.run(&["-f", SEED, "apply", "change.plan"]);
     again.assert_status(1);
-    assert!(again.stderr.contains("Saved plan is stale: the state of stack `apigw-lambda-basic` changed since the plan was made"), "{again}");
+    assert!(
+        again.stderr.contains("Saved plan is stale: the state of stack `apigw-lambda-basic` changed since the plan was made"),
+        "{again}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
