@@ -21,6 +21,14 @@ async fn memory(aws: &Aws) -> i32 {
     aws.lambda.get_function_configuration().function_name("HelloLambdaTest").send().await.unwrap().memory_size().unwrap()
 }
 
+/// Lambda writes moto answered (its REST API writes with PUT, POST or DELETE; reads are GET).
+fn lambda_writes(moto: &Moto) -> usize {
+    moto.log()
+        .lines()
+        .filter(|l| ["\"PUT /2015-03-31/", "\"POST /2015-03-31/", "\"DELETE /2015-03-31/"].iter().any(|m| l.contains(m)))
+        .count()
+}
+
 fn holds(bytes: &[u8], needle: &str) -> bool {
     bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
@@ -127,8 +135,12 @@ async fn a_saved_plan_is_refused_when_the_state_aws_or_the_inputs_changed_and_no
     // An out-of-band change to a resource the plan touches: refused, nothing written.
     cli.run(&["-f", SEED, "plan", "--out", "p2"]).assert_success();
     aws.lambda.update_function_configuration().function_name("HelloLambdaTest").timeout(42).send().await.unwrap();
+    let (puts_before, all_before) = (lambda_writes(&moto), requests(&moto));
+    assert!(puts_before > 0, "the applies' Lambda writes are in moto's log:\n{}", moto.log());
     let out = cli.run(&["-f", SEED, "apply", "p2"]);
     out.assert_status(1);
+    assert_eq!(lambda_writes(&moto), puts_before, "no Lambda write");
+    assert!(requests(&moto) > all_before, "what the plan touches was read again");
     assert!(out.stderr.contains("Saved plan is stale: `hello_function` changed in AWS since the plan was made"), "{out}");
     let f = aws.lambda.get_function_configuration().function_name("HelloLambdaTest").send().await.unwrap();
     assert_eq!((f.memory_size(), f.timeout()), (Some(384), Some(42)), "nothing was written");
@@ -305,4 +317,31 @@ async fn replace_of_a_role_deletes_it_first_and_a_saved_targeted_plan_carries_it
     let policies = aws.iam.list_role_policies().role_name("ApiGwInvokeLambda").send().await.unwrap();
     assert_eq!(policies.policy_names().len(), 2, "with its inline policies");
     cli.run(&["-f", SEED, "plan", "--detailed-exitcode"]).assert_status(0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_saved_plan_made_before_the_first_apply_creates_the_stack_once() {
+    let (moto, cli) = seeded();
+    cli.run(&["-f", SEED, "plan", "--out", "first.plan"]).assert_success();
+    cli.run(&["-f", SEED, "plan", "--out", "second.plan"]).assert_success();
+    let doc: Value = serde_json::from_str(&cli.run(&["show", "first.plan", "--json"]).stdout).unwrap();
+    assert_eq!((doc["state_serial"].as_i64(), doc["lineage"].is_null()), (Some(0), true), "no state yet: {doc}");
+    assert_eq!(doc["live"], serde_json::json!({}), "nothing to read again");
+
+    let out = cli.run(&["-f", SEED, "apply", "first.plan"]);
+    out.assert_success();
+    assert!(out.stdout.contains("Apply complete: 17 done, 0 failed, 0 skipped"), "{out}");
+    cli.run(&["-f", SEED, "plan", "--detailed-exitcode"]).assert_status(0);
+    // The other plan of the same empty state would create everything a second time: refused.
+    let before = requests(&moto);
+    let out = cli.run(&["-f", SEED, "apply", "second.plan"]);
+    out.assert_status(1);
+    assert!(
+        out.stderr.contains("Saved plan is stale: the state of stack `apigw-lambda-basic` changed since the plan was made (serial 0 then"),
+        "{out}"
+    );
+    assert_eq!(requests(&moto), before);
+    let aws = aws(&moto).await;
+    let apis = aws.apigw.get_rest_apis().send().await.unwrap();
+    assert_eq!(apis.items().iter().filter(|a| a.name() == Some("ApiGwDemo")).count(), 1, "one ApiGwDemo");
 }
