@@ -278,8 +278,39 @@ async fn replace_gives_a_rest_api_a_new_id_and_updates_only_what_refers_to_it() 
     let touched: Vec<&str> = planned.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(touched, ["api_demo", "api_demo_deployment", "api_demo_invoke_permission", "api_demo_prod"], "{planned:?}");
 
-    let out = cli.run(&["-f", SEED, "apply", "--auto-approve", "--replace", "api_demo"]);
+    let out = cli.run(&["-f", SEED, "--json", "--stats", "apply", "--auto-approve", "--replace", "api_demo"]);
     out.assert_success();
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    let mut ran: Vec<&str> = doc["result"]["outcomes"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
+    ran.sort();
+    // The REST API keeps its name, so the plan deletes the old one first (its replace order); its
+    // deployment and stage, on the new id, are created first and the old ones deleted after.
+    assert_eq!(
+        ran,
+        [
+            "api_demo",
+            "api_demo_deployment",
+            "api_demo_deployment (previous)",
+            "api_demo_invoke_permission",
+            "api_demo_prod",
+            "api_demo_prod (previous)"
+        ]
+    );
+    let calls = doc["aws_calls"].as_array().unwrap();
+    for untouched in [
+        "CreateRole",
+        "DeleteRole",
+        "PutRolePolicy",
+        "UpdateFunctionConfiguration",
+        "UpdateFunctionCode",
+        "CreateLogGroup",
+        "UpdateWebACL",
+        "AssociateWebACL",
+        "UpdateAccount",
+    ] {
+        assert_eq!(calls_to(calls, untouched), 0, "{untouched} was called: {calls:?}");
+    }
+    assert_eq!((calls_to(calls, "CreateRestApi"), calls_to(calls, "DeleteRestApi")), (1, 1), "{calls:?}");
     let new = api_id(&aws, "ApiGwDemo").await;
     assert_ne!(new, old, "a new REST API");
     assert!(aws.apigw.get_rest_api().rest_api_id(&old).send().await.is_err(), "the old one is deleted");
