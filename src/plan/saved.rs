@@ -233,6 +233,44 @@ Statement = [{ Effect = "Allow", Principal = { Service = "lambda.amazonaws.com" 
         assert_ne!(manifest_hash(&a), manifest_hash(&renamed));
     }
 
+    fn function_manifest(secret: &str, handler_body: &str) -> Manifest {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("code")).unwrap();
+        std::fs::write(dir.path().join("code/index.py"), handler_body).unwrap();
+        let text = format!(
+            r#"{BASE}
+[resources.fn]
+type = "aws_lambda_function"
+function_name = "F"
+runtime = "python3.13"
+handler = "index.handler"
+role = "${{role.arn}}"
+code = "code"
+secret_environment = {{ DB_PASS = "{secret}" }}
+"#
+        );
+        let path = dir.path().join("m.toml");
+        std::fs::write(&path, text).unwrap();
+        crate::manifest::load(&path).unwrap()
+    }
+
+    #[test]
+    fn secrets_and_code_have_their_own_hashes_and_the_manifest_hash_leaves_secret_values_out() {
+        let a = function_manifest("first-secret", "def handler(e, c): return 1\n");
+        let b = function_manifest("second-secret", "def handler(e, c): return 1\n");
+        let c = function_manifest("first-secret", "def handler(e, c): return 2\n");
+        let (ia, ib, ic) = (Inputs::of(&a), Inputs::of(&b), Inputs::of(&c));
+        assert_eq!(ia.manifest_sha256, ib.manifest_sha256, "a secret value is not in the manifest hash");
+        assert_ne!(ia.secrets_sha256, ib.secrets_sha256);
+        assert_eq!(ia.code_sha256, ib.code_sha256);
+        assert_ne!(ia.code_sha256, ic.code_sha256);
+        // (The resolved attributes carry the code's hash too, so new code changes the manifest hash as well.)
+        assert_eq!(ia.secrets_sha256, ic.secrets_sha256);
+        for h in [&ia.manifest_sha256, &ia.code_sha256, &ia.secrets_sha256] {
+            assert!(h.starts_with("sha256:") && h.len() == 71, "{h}");
+        }
+    }
+
     #[test]
     fn comparing_leaves_out_what_an_unchanged_resource_ignores() {
         let saved = serde_json::json!({"resources": [{"name": "a", "action": "no_op", "ignored": [{"path": "x"}]}]});
