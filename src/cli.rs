@@ -75,12 +75,18 @@ pub enum Command {
     Validate,
     /// Show what apply would change, field by field (manifest vs state vs live AWS).
     Plan(PlanArgs),
-    /// Create, update and delete resources so AWS matches the manifest.
-    Apply(ApplyArgs),
+    /// Create, update and delete resources so AWS matches the manifest, or carry out a plan saved by
+    /// `plan --out FILE` (`apply FILE`: exactly that plan, without asking; refused, with nothing
+    /// changed, if the state, the manifest, its code or secrets, or what the plan touches in AWS
+    /// changed since).
+    Apply(ApplyCommandArgs),
     /// Delete every resource the state owns, in reverse dependency order.
     Destroy(ApplyArgs),
     /// Show the stack's outputs as recorded by the last apply (no AWS call).
     Output(OutputArgs),
+    /// Print a plan saved by `plan --out FILE`, as `plan` prints it (or `--json`), with what it was
+    /// made from. No manifest, state or AWS call needed.
+    Show(ShowArgs),
     /// Break the stack's lock left by a process that died (needs the lock id the error showed; a
     /// holder still running on this host is refused without --force).
     ForceUnlock(ForceUnlockArgs),
@@ -348,6 +354,51 @@ pub struct PlanArgs {
     /// without this flag.)
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Save the plan to FILE (created with mode 0600; no secret value in it) for `apply FILE`, with
+    /// what it was computed from: the state's lineage and serial, the account and region, hashes of
+    /// the manifest, code and secrets, and a digest of what AWS had for each resource it touches.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub choices: ChoiceArgs,
+}
+
+/// `--target` and `--replace`, on plan and apply.
+#[derive(Debug, Args)]
+pub struct ChoiceArgs {
+    /// Plan only this resource and what it depends on (transitively); the plan says it is partial.
+    /// A resource removed from the manifest is deleted only when targeted by its key. Repeatable.
+    #[arg(long = "target", value_name = "NAME")]
+    pub targets: Vec<String>,
+    /// Replace this resource even if nothing differs (a new one of the same name, deleted first, for
+    /// kinds whose id is their name); what refers to it is updated in the same apply. Repeatable.
+    #[arg(long = "replace", value_name = "NAME")]
+    pub replace: Vec<String>,
+}
+
+impl ChoiceArgs {
+    pub fn choices(&self) -> crate::plan::Choices {
+        crate::plan::Choices { targets: self.targets.clone(), replace: self.replace.clone() }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyCommandArgs {
+    /// A plan saved by `plan --out FILE`: applied exactly, without asking (the manifest, code and
+    /// secrets must be given again, as they were to `plan`).
+    #[arg(value_name = "FILE", conflicts_with_all = ["targets", "replace"])]
+    pub plan_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: ApplyArgs,
+    #[command(flatten)]
+    pub choices: ChoiceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The saved plan.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Args)]

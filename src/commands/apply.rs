@@ -2,7 +2,7 @@ use serde_json::json;
 
 use super::Exit;
 use crate::apply::{self, Options, Report, Status};
-use crate::cli::{ApplyArgs, Global};
+use crate::cli::{ApplyArgs, ApplyCommandArgs, Global};
 use crate::identity;
 use crate::manifest::Manifest;
 use crate::plan::{self, Plan};
@@ -12,10 +12,15 @@ use super::progress::Progress;
 use super::{CliError, calls_by_resource_json, confirm, connect, load_manifest, open_state, print_stats, stats_json};
 use crate::providers::Aws;
 
-pub async fn apply(g: &Global, args: &ApplyArgs) -> Result<Exit, CliError> {
+pub async fn apply(g: &Global, command: &ApplyCommandArgs) -> Result<Exit, CliError> {
+    if let Some(file) = &command.plan_file {
+        return super::saved::apply(g, &command.run, file).await;
+    }
+    let args = &command.run;
+    let choices = command.choices.choices();
     let manifest = load_manifest(g)?;
     let store = open_state(g).await?;
-    let result = store.with_lock(&manifest.stack, "apply", args.lock_timeout, |_| apply_locked(g, args, &manifest, &store)).await;
+    let result = store.with_lock(&manifest.stack, "apply", args.lock_timeout, |_| apply_locked(g, args, &choices, &manifest, &store)).await;
     store.close().await;
     result
 }
@@ -28,12 +33,14 @@ pub async fn destroy(g: &Global, args: &ApplyArgs) -> Result<Exit, CliError> {
     result
 }
 
-async fn apply_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store: &Store) -> Result<Exit, CliError> {
+async fn apply_locked(g: &Global, args: &ApplyArgs, choices: &plan::Choices, manifest: &Manifest, store: &Store) -> Result<Exit, CliError> {
+    // Names --target and --replace give are checked before any AWS call.
+    choices.check(manifest, &store.load(&manifest.stack).await?).map_err(CliError::Refused)?;
     let aws = connect(g).await?;
     let here = identity::check(store, &manifest.stack, &aws).await?;
     let state = store.load(&manifest.stack).await?;
     let pending = store.pending_operations(&manifest.stack).await?;
-    let mut plan = plan::compute(manifest, &state, &pending, &aws).await?;
+    let (mut plan, _) = plan::compute_with(manifest, &state, &pending, &aws, choices, None).await?;
     if let Some(cycle) = apply::plan_cycle(&plan, &state) {
         return Err(CliError::Refused(apply::cycle_refusal(&cycle)));
     }
@@ -49,6 +56,39 @@ async fn apply_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store: 
     if !g.json && !g.quiet {
         plan::render::print(&plan);
     }
+    refuse_blockers(&plan)?;
+    if !args.auto_approve {
+        confirm("\nApply these changes?")?;
+    }
+    run_plan(g, args, manifest, store, &state, &here, &plan, &aws).await
+}
+
+/// Carries out a plan computed (or recomputed from a saved one) under the stack's lock, once shown
+/// and approved: refuses it whole if AWS has something in its way, pins the stack, runs it.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn run_plan(
+    g: &Global,
+    args: &ApplyArgs,
+    manifest: &Manifest,
+    store: &Store,
+    state: &crate::state::StackState,
+    here: &crate::state::Identity,
+    plan: &Plan,
+    aws: &Aws,
+) -> Result<Exit, CliError> {
+    refuse_blockers(plan)?;
+    identity::pin(store, &manifest.stack, here).await?;
+    // From here on the stack is meant to exist again: `watch --remediate` may repair it.
+    if state.last_operation != Some(crate::state::StackOperation::Apply) {
+        store.set_last_operation(&manifest.stack, crate::state::StackOperation::Apply).await?;
+    }
+    let progress = Progress { enabled: !g.json && !g.quiet };
+    let options = Options { parallelism: args.parallelism.into() };
+    let report = apply::execute(plan, state, store, aws, options, &progress).await;
+    finish(g, "Apply", plan, Some(report), store, Some(aws)).await
+}
+
+fn refuse_blockers(plan: &Plan) -> Result<(), CliError> {
     // A conflicting create fails on its own (and skips what depends on it), without an AWS call; a
     // logging stage the region cannot take refuses the whole plan before anything is created.
     let refused: Vec<String> =
@@ -56,18 +96,7 @@ async fn apply_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store: 
     if !refused.is_empty() {
         return Err(CliError::Refused(format!("refusing to apply; nothing was changed:\n  {}", refused.join("\n  "))));
     }
-    if !args.auto_approve {
-        confirm("\nApply these changes?")?;
-    }
-    identity::pin(store, &manifest.stack, &here).await?;
-    // From here on the stack is meant to exist again: `watch --remediate` may repair it.
-    if state.last_operation != Some(crate::state::StackOperation::Apply) {
-        store.set_last_operation(&manifest.stack, crate::state::StackOperation::Apply).await?;
-    }
-    let progress = Progress { enabled: !g.json && !g.quiet };
-    let options = Options { parallelism: args.parallelism.into() };
-    let report = apply::execute(&plan, &state, store, &aws, options, &progress).await;
-    finish(g, "Apply", &plan, Some(report), store, Some(&aws)).await
+    Ok(())
 }
 
 async fn destroy_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store: &Store) -> Result<Exit, CliError> {
@@ -131,7 +160,14 @@ async fn mark_destroyed(store: &Store, stack: &str, state: &crate::state::StackS
 }
 
 /// Prints the outcome; `what` is `Apply` or `Destroy`.
-async fn finish(g: &Global, what: &str, plan: &Plan, report: Option<Report>, store: &Store, aws: Option<&Aws>) -> Result<Exit, CliError> {
+pub(super) async fn finish(
+    g: &Global,
+    what: &str,
+    plan: &Plan,
+    report: Option<Report>,
+    store: &Store,
+    aws: Option<&Aws>,
+) -> Result<Exit, CliError> {
     let serial = store.load(&plan.stack).await.map(|s| s.serial).unwrap_or(plan.state_serial);
     let failed = report.as_ref().is_some_and(Report::failed);
     print_stats(g, aws);

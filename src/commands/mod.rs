@@ -6,6 +6,7 @@ mod graph;
 mod output;
 mod plan;
 mod progress;
+mod saved;
 mod state;
 mod verify;
 mod watch;
@@ -61,6 +62,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Validate => validate(g),
         Command::Plan(args) => plan::run(g, args).await,
         Command::Apply(args) => apply::apply(g, args).await,
+        Command::Show(args) => saved::show(g, args),
         Command::Destroy(args) => apply::destroy(g, args).await,
         Command::Output(args) => output::run(g, args).await,
         Command::ForceUnlock(args) => force_unlock(g, &args.lock_id, args.force).await,

@@ -6,12 +6,15 @@ use super::{CliError, connect, load_manifest, open_state};
 
 pub async fn run(g: &Global, args: &PlanArgs) -> Result<Exit, CliError> {
     let manifest = load_manifest(g)?;
+    let choices = args.choices.choices();
     let store = open_state(g).await?;
     let state = store.load(&manifest.stack).await?;
+    // Names --target and --replace give are checked before any AWS call.
+    choices.check(&manifest, &state).map_err(CliError::Refused)?;
     let aws = connect(g).await?;
-    crate::identity::check(&store, &manifest.stack, &aws).await?;
+    let here = crate::identity::check(&store, &manifest.stack, &aws).await?;
     let pending = store.pending_operations(&manifest.stack).await?;
-    let mut plan = plan::compute(&manifest, &state, &pending, &aws).await?;
+    let (mut plan, live) = plan::compute_with(&manifest, &state, &pending, &aws, &choices, None).await?;
     if let Some(cycle) = crate::apply::plan_cycle(&plan, &state) {
         return Err(CliError::Refused(crate::apply::cycle_refusal(&cycle)));
     }
@@ -28,13 +31,21 @@ pub async fn run(g: &Global, args: &PlanArgs) -> Result<Exit, CliError> {
         plan::render::print(&plan);
     }
     super::print_stats(g, Some(&aws));
+    let lineage = store.lineage(&manifest.stack).await;
     store.close().await;
-    Ok(if !plan.blockers.is_empty() {
+    if !plan.blockers.is_empty() {
+        if args.out.is_some() {
+            eprintln!("The plan was not saved: apply would refuse it as it is.");
+        }
         // Like a validation error: the plan cannot be applied as it is.
-        Exit::Error
-    } else if args.detailed_exitcode && plan.has_changes() {
-        Exit::Changes
-    } else {
-        Exit::Ok
-    })
+        return Ok(Exit::Error);
+    }
+    if let Some(out) = &args.out {
+        let saved = super::saved::record(&manifest, &plan, &live, &choices, &here, state.serial, lineage?);
+        super::saved::write(out, &saved)?;
+        if !g.quiet {
+            eprintln!("\nSaved the plan to {}: `reconcile apply {}` carries out exactly this plan.", out.display(), out.display());
+        }
+    }
+    Ok(if args.detailed_exitcode && plan.has_changes() { Exit::Changes } else { Exit::Ok })
 }

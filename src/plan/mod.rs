@@ -4,11 +4,12 @@
 
 pub mod diff;
 pub mod render;
+pub mod saved;
 
 use std::collections::{BTreeMap, HashMap};
 
 use futures::StreamExt;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::manifest::refs::{self, UNKNOWN};
@@ -20,7 +21,7 @@ use crate::state::{JournalAction, PendingOperation, ResourceState, StackState};
 /// Version of the JSON plan document; bumped on any incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     NoOp,
@@ -49,7 +50,7 @@ impl Action {
 }
 
 /// One field's change.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FieldChange {
     /// `memory_size`, or `tags.env` for one key of a map.
     pub path: String,
@@ -58,8 +59,8 @@ pub struct FieldChange {
     pub forces_replacement: bool,
 }
 
-/// What happens to one resource.
-#[derive(Debug, Clone, Serialize)]
+/// What happens to one resource. (Deserialised only to show a saved plan: `desired` is not read back.)
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResourceChange {
     pub name: String,
     #[serde(rename = "type")]
@@ -89,26 +90,33 @@ pub struct ResourceChange {
     /// For a create, update or replacement (and any change of a resource the manifest declares): its
     /// attributes as the manifest gives them, `${resource.output}` references unresolved; apply
     /// resolves them against this run's outputs. `None` for what the manifest no longer has.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default, deserialize_with = "skip_desired")]
     pub desired: Option<Unresolved>,
     /// The code artifact's hash (Lambda's `CodeSha256`) for kinds that carry code: apply takes the
     /// bytes from [`Plan::artifacts`] by it.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub artifact_sha256: Option<String>,
     /// `protect = true` in the manifest: apply refuses to delete or replace it.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub protect: bool,
     /// `retain_on_delete = true` in the manifest (for what the manifest declares), or as the state
     /// recorded it (for what it no longer declares, whose change is then [`Action::Forget`]).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub retain_on_delete: bool,
     /// Only the state's record of `retain_on_delete` changes (apply writes it; no AWS call).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub records_retain: bool,
     /// Differences in fields the manifest's `ignore_changes` names: shown, never carried out (watch
     /// records them as ignored drift).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub ignored: Vec<FieldChange>,
+}
+
+/// The masked `desired` attributes of a plan document are for reading, not for carrying out: a
+/// plan read back (to show it) has none.
+fn skip_desired<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Unresolved>, D::Error> {
+    serde::de::IgnoredAny::deserialize(d)?;
+    Ok(None)
 }
 
 /// A resource's attributes as the manifest gives them, `${resource.output}` references unresolved.
@@ -164,7 +172,7 @@ impl ResourceChange {
 }
 
 /// The order of a replacement's two halves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReplaceOrder {
     /// Both can exist at once: the new one is created, dependents move to it, then the old one is deleted.
@@ -174,7 +182,7 @@ pub enum ReplaceOrder {
 }
 
 /// What happens to one stack output (`[outputs]`): recorded by apply, with or without resource changes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputChange {
     pub name: String,
     /// `create` (new output), `update` (its value changes) or `delete` (removed from the manifest).
@@ -186,7 +194,7 @@ pub struct OutputChange {
     pub known_after_apply: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     pub adopt: usize,
     pub moved: usize,
@@ -200,7 +208,8 @@ pub struct Summary {
 }
 
 /// The whole plan: everything apply needs to carry it out (apply never reads the manifest).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Plan {
     pub format_version: u32,
     pub stack: String,
@@ -235,10 +244,16 @@ pub struct Plan {
     /// What the plan found odd but not wrong (a `[[moved]]` entry that matches nothing).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Only part of the stack was planned (`--target`): the changes of the targets and of what they
+    /// depend on; other differences between the manifest and AWS may remain.
+    pub partial: bool,
+    /// The `--target` names a partial plan was made for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
 }
 
 /// What a [`Blocker`] found (`conflict` or `account_logging` in JSON).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Problem {
     /// What the create would make already exists in AWS and this state does not own it: that create
@@ -249,7 +264,7 @@ pub enum Problem {
 }
 
 /// A reason apply must not start, found by reading AWS at plan time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Blocker {
     pub resource: String,
     #[serde(rename = "type")]
@@ -475,11 +490,87 @@ impl Plan {
 
 /// Computes the plan from the manifest, the state, the journal of interrupted runs and what AWS has now.
 pub async fn compute(manifest: &Manifest, state: &StackState, pending: &[PendingOperation], aws: &Aws) -> Result<Plan, PlanError> {
+    Ok(compute_with(manifest, state, pending, aws, &Choices::default(), None).await?.0)
+}
+
+/// What the command line asks of a plan beyond the manifest: `--target` and `--replace`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Choices {
+    /// Plan only these resources (manifest keys, or state keys of resources removed from the
+    /// manifest) and what they depend on.
+    pub targets: Vec<String>,
+    /// Replace these resources even if nothing differs.
+    pub replace: Vec<String>,
+}
+
+/// Reason given to a replacement `--replace` asked for.
+pub const REQUESTED_REPLACE: &str = "requested by --replace";
+
+impl Choices {
+    /// Refuses names that are neither in the manifest nor in the state (with the closest one), and
+    /// `--replace` of what cannot be replaced.
+    pub fn check(&self, manifest: &Manifest, state: &StackState) -> Result<(), String> {
+        let known: Vec<&str> =
+            manifest.resources.iter().map(|r| r.name.as_str()).chain(state.resources.keys().map(String::as_str)).collect();
+        for (flag, names) in [("--target", &self.targets), ("--replace", &self.replace)] {
+            for name in names {
+                if !known.contains(&name.as_str()) {
+                    let hint = crate::manifest::suggest::did_you_mean(name, known.iter().copied(), str::to_string);
+                    return Err(format!(
+                        "{flag} {name}: no resource `{name}` in the manifest or the state of stack `{}`{hint}",
+                        manifest.stack
+                    ));
+                }
+            }
+        }
+        for name in &self.replace {
+            let Some(r) = manifest.resource(name) else {
+                return Err(format!(
+                    "--replace {name}: `{name}` is no longer in the manifest, so it cannot be replaced (the plan deletes it)"
+                ));
+            };
+            if r.kind.is_singleton() {
+                return Err(format!("--replace {name}: {} is a region-wide setting, not a resource that can be replaced", r.kind));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`compute`] with `--target`/`--replace` ([`Choices`]), also returning what was read from AWS, by
+/// state key (`None`: gone). With `only`, and no interrupted run to look into, only those state keys
+/// are read: every other resource the state records stands in with what the state recorded and is
+/// left unchanged (a saved plan is carried out that way: only what it touches is read again).
+pub async fn compute_with(
+    manifest: &Manifest,
+    state: &StackState,
+    pending: &[PendingOperation],
+    aws: &Aws,
+    choices: &Choices,
+    only: Option<&std::collections::BTreeSet<String>>,
+) -> Result<(Plan, HashMap<String, Option<Live>>), PlanError> {
     if let Some(refused) = singleton_conflicts(manifest, state).into_iter().next() {
         return Err(refused);
     }
-    let inspection = inspect(manifest, state, pending, aws).await?;
-    let mut plan = diff_all(manifest, &inspection.state, &inspection.live);
+    let inspection = match only {
+        Some(only) if pending.is_empty() => {
+            let subset = StackState {
+                resources: state.resources.iter().filter(|(k, _)| only.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+                ..StackState::default()
+            };
+            let mut live = refresh(aws, &subset).await?;
+            for s in state.resources.values().filter(|s| !only.contains(&s.name)) {
+                live.insert(
+                    s.name.clone(),
+                    Some(Live { attrs: s.attributes.as_object().cloned().unwrap_or_default(), outputs: s.outputs.clone() }),
+                );
+            }
+            Inspection { state: state.clone(), live, ..Inspection::default() }
+        }
+        _ => inspect(manifest, state, pending, aws).await?,
+    };
+    let replace: std::collections::BTreeSet<String> = choices.replace.iter().cloned().collect();
+    let mut plan = diff_all_with(manifest, &inspection.state, &inspection.live, &replace);
     for change in &mut plan.resources {
         if let Some(id) = inspection.adopted.get(&change.name) {
             change.adopt = Some(id.clone());
@@ -497,7 +588,82 @@ pub async fn compute(manifest: &Manifest, state: &StackState, pending: &[Pending
             .map(|c| ResourceChange { protect: manifest.resource(&c.name).is_some_and(|r| r.protect), ..c }),
     );
     plan.interrupted_operations = inspection.pending.clone();
-    Ok(plan.finish())
+    if let Some(only) = only {
+        // What was not read again is left as the state has it.
+        for c in &mut plan.resources {
+            let key = c.moved_from.as_deref().unwrap_or(&c.name);
+            if state.resources.contains_key(key) && !only.contains(key) && !c.deposed {
+                c.action = Action::NoOp;
+                c.changes.clear();
+                c.ignored.clear();
+                c.reason = None;
+                c.create_before_destroy = false;
+            }
+        }
+    }
+    let mut plan = plan.finish();
+    if !choices.targets.is_empty() {
+        plan = plan.targeted(manifest, &state.outputs, &choices.targets);
+    }
+    let live = inspection.live;
+    Ok((plan, live))
+}
+
+impl Plan {
+    /// The plan restricted to `targets` and what they depend on, transitively (through the
+    /// manifest's references and `depends_on`, or, for what the manifest no longer has, through what
+    /// the state recorded): every other change is left out, and the plan says it is partial. A
+    /// resource removed from the manifest is only in it when targeted by its state key. Only the
+    /// stack outputs made of targeted resources change; the others keep what was recorded.
+    pub fn targeted(mut self, manifest: &Manifest, recorded: &BTreeMap<String, String>, targets: &[String]) -> Plan {
+        let mut keep: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        let mut todo: Vec<String> = targets.to_vec();
+        while let Some(name) = todo.pop() {
+            if !keep.insert(name.clone()) {
+                continue;
+            }
+            match manifest.resource(&name) {
+                Some(r) => todo.extend(r.deps.iter().cloned()),
+                None => todo.extend(self.resources.iter().filter(|c| c.name == name).flat_map(|c| c.depends_on.clone())),
+            }
+        }
+        // A dependency no longer in the manifest is not planned just because something depended on it.
+        let targeted = |c: &ResourceChange| {
+            keep.contains(&c.name) && (manifest.resource(&c.name).is_some() || targets.contains(&c.name))
+                || c.moved_from.as_ref().is_some_and(|old| targets.contains(old))
+        };
+        self.resources.retain(|c| targeted(c));
+        let kept: std::collections::BTreeSet<&str> = self.resources.iter().map(|c| c.name.as_str()).collect();
+        self.blockers.retain(|b| kept.contains(b.resource.as_str()));
+        let in_scope = |expression: &str| {
+            let mut found = Vec::new();
+            refs::collect(&Value::String(expression.to_string()), &mut found);
+            found.iter().all(|r| keep.contains(&r.resource))
+        };
+        let untargeted: Vec<String> = self.output_expressions.iter().filter(|(_, e)| !in_scope(e)).map(|(name, _)| name.clone()).collect();
+        for name in &untargeted {
+            // Kept as recorded: apply records it as a literal (`${` escaped), shown with its recorded value.
+            match recorded.get(name) {
+                Some(value) => {
+                    self.output_expressions.insert(name.clone(), value.replace("${", "$${"));
+                    self.outputs.insert(name.clone(), value.clone());
+                }
+                None => {
+                    self.output_expressions.remove(name);
+                    self.outputs.remove(name);
+                }
+            }
+        }
+        // An output removed from the manifest is not a target's either: it stays recorded.
+        for (name, value) in recorded.iter().filter(|(n, _)| !manifest.outputs.contains_key(*n)) {
+            self.output_expressions.insert(name.clone(), value.replace("${", "$${"));
+        }
+        self.output_changes.retain(|c| manifest.outputs.get(&c.name).is_some_and(|e| in_scope(e)));
+        self.interrupted_operations.clear();
+        self.partial = true;
+        self.targets = targets.to_vec();
+        self.finish()
+    }
 }
 
 /// What AWS and the journal say beyond the state: live attributes of everything the state owns,
@@ -870,6 +1036,16 @@ pub fn owned_by(live: &Map<String, Value>, desired: &Map<String, Value>) -> bool
 
 /// The pure part of planning: no I/O.
 pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, Option<Live>>) -> Plan {
+    diff_all_with(manifest, state, live, &std::collections::BTreeSet::new())
+}
+
+/// [`diff_all`], replacing the resources `replace` names (`--replace`) that exist, even where nothing differs.
+pub fn diff_all_with(
+    manifest: &Manifest,
+    state: &StackState,
+    live: &HashMap<String, Option<Live>>,
+    replace: &std::collections::BTreeSet<String>,
+) -> Plan {
     let mut known: HashMap<String, BTreeMap<String, String>> = HashMap::new();
     let mut changes = Vec::new();
     // State keys no longer in the manifest whose physical resource a new key takes over.
@@ -987,8 +1163,10 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                 // A create that did not finish: finished by an update (even with no field to change,
                 // e.g. a function to wait for), or replaced where the kind cannot be finished.
                 let incomplete = state.incomplete.get(&r.name);
-                let replace =
-                    fields.iter().any(|f| f.forces_replacement) || incomplete.is_some() && !providers::finishes_incomplete(r.kind);
+                let requested = replace.contains(&r.name);
+                let replace = requested
+                    || fields.iter().any(|f| f.forces_replacement)
+                    || incomplete.is_some() && !providers::finishes_incomplete(r.kind);
                 let action = if replace {
                     Action::Replace
                 } else if fields.is_empty() && incomplete.is_none() {
@@ -1029,6 +1207,10 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
                         Some("it keeps its name, so the old one is deleted first, then the new one is created".to_string())
                     }
                     _ => None,
+                };
+                let reason = match reason {
+                    Some(why) if requested => Some(format!("{REQUESTED_REPLACE}; {why}")),
+                    other => other,
                 };
                 ResourceChange {
                     physical_id: Some(s.physical_id.clone()),
@@ -1096,6 +1278,8 @@ pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, 
         destroy: false,
         artifacts: manifest.resources.iter().filter_map(|r| r.artifact.as_ref()).map(|a| (a.sha256.clone(), a.clone())).collect(),
         warnings,
+        partial: false,
+        targets: Vec::new(),
     }
     .finish()
 }

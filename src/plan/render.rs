@@ -68,7 +68,16 @@ pub fn styled(plan: &Plan) -> String {
     for w in &plan.warnings {
         let _ = writeln!(out, "Warning: {w}");
     }
-    if !plan.warnings.is_empty() {
+    if plan.partial {
+        let targets: Vec<String> = plan.targets.iter().map(|t| format!("`{t}`")).collect();
+        let _ = writeln!(
+            out,
+            "Warning: partial plan (--target {}): only the targets and what they depend on are planned; other \
+             differences between the manifest and AWS may remain (a plan without --target shows them).",
+            targets.join(", ")
+        );
+    }
+    if !plan.warnings.is_empty() || plan.partial {
         out.push('\n');
     }
     if !plan.has_changes() {

@@ -797,3 +797,73 @@ fn retained_resources_are_forgotten_not_deleted() {
     let action = |n: &str| plan.resources.iter().find(|r| r.name == n).unwrap().action;
     assert_eq!((action("logs"), action("role")), (Action::Forget, Action::Delete));
 }
+
+#[test]
+fn replace_forces_a_replacement_without_a_diff_and_what_refers_to_it_follows() {
+    let m = manifest(M);
+    let mut state = StackState::default();
+    for n in ["role", "logs"] {
+        state.resources.insert(n.into(), recorded(&m, n));
+    }
+    let mut live = HashMap::new();
+    live.insert("role".to_string(), Some(live_of(&m, "role", &[("name", "role.name")])));
+    live.insert("logs".to_string(), Some(live_of(&m, "logs", &[])));
+    let replace = std::collections::BTreeSet::from(["role".to_string()]);
+    let plan = diff_all_with(&m, &state, &live, &replace);
+    let role = plan.resources.iter().find(|r| r.name == "role").unwrap();
+    assert_eq!(role.action, Action::Replace);
+    assert!(role.changes.is_empty(), "nothing differs: {:?}", role.changes);
+    // Same name: the old one goes first.
+    assert_eq!(role.replace_order(), Some(ReplaceOrder::DeleteBeforeCreate));
+    assert_eq!(
+        role.reason.as_deref(),
+        Some("requested by --replace; it keeps its name, so the old one is deleted first, then the new one is created")
+    );
+    // The log group's tag refers to the role's name: known only after the replacement.
+    let logs = plan.resources.iter().find(|r| r.name == "logs").unwrap();
+    assert_eq!(logs.action, Action::Update, "{logs:?}");
+    assert_eq!(logs.changes.iter().map(|c| c.path.as_str()).collect::<Vec<_>>(), ["tags.team"]);
+}
+
+#[test]
+fn a_targeted_plan_holds_the_targets_and_their_dependencies_only() {
+    let text = format!(
+        "{M}\n[resources.other]\ntype = \"aws_cloudwatch_log_group\"\nname = \"other\"\nretention_in_days = 7\n\n[outputs]\nlogs = \"${{logs.arn}}\"\nother = \"${{other.arn}}\"\n"
+    );
+    let m = manifest(&text);
+    let mut state = StackState::default();
+    let mut gone = ResourceState { name: "gone".into(), physical_id: "gone-lg".into(), ..recorded(&m, "other") };
+    gone.attributes["name"] = json!("gone-lg");
+    let mut gone_live = live_of(&m, "other", &[]);
+    gone_live.attrs.insert("name".into(), json!("gone-lg"));
+    state.resources.insert("gone".into(), gone);
+    state.outputs.insert("other".into(), "arn:recorded".into());
+    let mut live = HashMap::new();
+    live.insert("gone".to_string(), Some(gone_live));
+    let plan = diff_all(&m, &state, &live).finish();
+    let targeted = plan.clone().targeted(&m, &state.outputs, &["logs".to_string()]);
+    let names: Vec<&str> = targeted.resources.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["role", "logs"], "the target and what it depends on; not `other`, nor the delete of `gone`");
+    assert!(targeted.partial);
+    assert_eq!(targeted.targets, ["logs"]);
+    assert_eq!(targeted.summary, Summary { create: 2, ..Summary::default() });
+    // Only the target's output changes; the other keeps what was recorded.
+    assert_eq!(targeted.output_changes.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["logs"]);
+    assert_eq!(targeted.output_expressions["other"], "arn:recorded");
+    // A resource removed from the manifest is deleted when targeted by its state key.
+    let gone = plan.targeted(&m, &state.outputs, &["gone".to_string()]);
+    assert_eq!(gone.resources.iter().map(|c| (c.name.as_str(), c.action)).collect::<Vec<_>>(), [("gone", Action::Delete)]);
+}
+
+#[test]
+fn choices_name_known_resources_or_say_which_was_meant() {
+    let m = manifest(M);
+    let choices = Choices { targets: vec!["lgos".into()], replace: vec![] };
+    let e = choices.check(&m, &StackState::default()).unwrap_err();
+    assert!(e.contains("--target lgos: no resource `lgos`") && e.contains("did you mean `logs`?"), "{e}");
+    let mut state = StackState::default();
+    state.resources.insert("old".into(), ResourceState { name: "old".into(), ..recorded(&m, "logs") });
+    assert!(Choices { targets: vec!["old".into()], replace: vec![] }.check(&m, &state).is_ok(), "a state key is a target");
+    let e = Choices { targets: vec![], replace: vec!["old".into()] }.check(&m, &state).unwrap_err();
+    assert!(e.contains("no longer in the manifest"), "{e}");
+}

@@ -602,6 +602,15 @@ impl Store {
         })
     }
 
+    /// The stack's lineage: a UUID its row got when it was created, kept for as long as the row lives
+    /// (`None` before anything was recorded for the stack). A saved plan records it with the serial.
+    #[instrument(skip_all, fields(stack))]
+    pub async fn lineage(&self, stack: &str) -> Result<Option<String>> {
+        let lineage: Option<Option<String>> =
+            sqlx::query_scalar("SELECT lineage FROM stacks WHERE name = ?").bind(stack).fetch_optional(&self.pool).await?;
+        Ok(lineage.flatten())
+    }
+
     /// Pins the stack to `id` (creating its row if needed). Not a change of the resources: the serial stays.
     #[instrument(skip_all, fields(stack))]
     pub async fn set_identity(&self, stack: &str, id: &Identity) -> Result<()> {
@@ -1065,6 +1074,27 @@ mod tests {
         assert!(store.load("s").await.unwrap().retained.contains("a"));
         store.put_resource_retaining("s", &role("a"), false).await.unwrap();
         assert!(!store.load("s").await.unwrap().retained.contains("a"));
+    }
+
+    #[tokio::test]
+    async fn a_stack_row_gets_a_lineage_when_created_and_keeps_it() {
+        let store = Store::memory().await.unwrap();
+        assert_eq!(store.lineage("s").await.unwrap(), None, "no row, no lineage");
+        store.put_resource("s", &role("a")).await.unwrap();
+        let lineage = store.lineage("s").await.unwrap().expect("the new row has a lineage");
+        let parts: Vec<&str> = lineage.split('-').collect();
+        assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [8, 4, 4, 4, 12], "{lineage}");
+        assert!(parts[2].starts_with('4') && "89ab".contains(&parts[3][..1]), "a version 4 UUID: {lineage}");
+        store.put_resource("s", &role("b")).await.unwrap();
+        store.set_last_operation("s", StackOperation::Apply).await.unwrap();
+        assert_eq!(store.lineage("s").await.unwrap().as_deref(), Some(lineage.as_str()), "kept across writes");
+        // A row made by pinning gets one too, and each stack its own.
+        let id = Identity { account_id: "123456789012".into(), partition: "aws".into(), region: "us-east-1".into() };
+        store.set_identity("t", &id).await.unwrap();
+        let other = store.lineage("t").await.unwrap().expect("pinning made the row");
+        assert_ne!(other, lineage);
+        store.set_identity("s", &id).await.unwrap();
+        assert_eq!(store.lineage("s").await.unwrap().as_deref(), Some(lineage.as_str()), "an upsert keeps it");
     }
 
     #[tokio::test]
