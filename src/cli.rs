@@ -54,6 +54,24 @@ pub struct Global {
     /// Log lines on stderr as text (`human`) or one JSON object per line (`json`).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub vars: VarArgs,
+}
+
+/// Values of the manifest's `[variables]`, for every command that reads the manifest (and so finds
+/// its stack by name). Precedence, lowest first: the declared default, `RECONCILE_VAR_<name>` in the
+/// environment, each --var-file in order, each --var in order.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Variables")]
+pub struct VarArgs {
+    /// Set a variable: `name=value` (read as the variable's type: `512`, `true`, `["a","b"]`,
+    /// `{ k = "v" }`). `name=@FILE` reads the value from a file (one trailing newline dropped; `@@` is
+    /// a literal `@`), to keep secrets off the command line. Repeatable.
+    #[arg(long, global = true, value_name = "NAME=VALUE")]
+    pub var: Vec<String>,
+    /// Read variable values from a TOML file (`name = value` lines). Repeatable; later files win.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub var_file: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
