@@ -314,6 +314,11 @@ pub struct WatchArgs {
     /// this long since its last complete pass (default: 3 intervals, at least 30s).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub unready_after: Option<std::time::Duration>,
+    /// Watch every manifest in this environment: var files (comma-separated) read after --var-file
+    /// and before --var. Repeatable: `--var-set dev.toml --var-set prod.toml` watches two stacks of
+    /// one manifest. TOML files without a `[stack]` table in a watched directory (var files) are skipped.
+    #[arg(long = "var-set", value_name = "FILE[,FILE...]")]
+    pub var_sets: Vec<String>,
 }
 
 #[derive(Debug, Args)]

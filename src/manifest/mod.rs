@@ -52,6 +52,8 @@ pub struct Manifest {
     pub variables: variables::Variables,
     /// Resources switched off with `enabled = false`: not planned (a state record of one is deleted).
     pub disabled: Vec<String>,
+    /// The variable values it was loaded with (`--var`, var files, environment), to load it again alike.
+    pub inputs: variables::Inputs,
 }
 
 /// A `[[moved]]` entry while it is checked: with the spans of the entry, `from` and `to`.
@@ -149,6 +151,20 @@ pub fn set_default_options(options: Options) {
 
 fn default_options() -> Options {
     DEFAULT_OPTIONS.get().cloned().unwrap_or_default()
+}
+
+/// The options [`load`] uses, with `var_files` read after the command line's own var files (and
+/// before its `--var`s): one environment of a manifest `watch` follows.
+pub fn options_with_var_files(var_files: &[PathBuf]) -> Options {
+    let mut options = default_options();
+    options.variables.var_files.extend(var_files.iter().cloned());
+    options
+}
+
+/// Validates a new version of `previous`'s file with the variable values `previous` was loaded with.
+pub fn parse_like(path: &Path, text: String, previous: &Manifest) -> Result<Manifest, ManifestError> {
+    let options = Options { variables: previous.inputs.clone(), ..default_options() };
+    parse_with(path, text, &options)
 }
 
 /// Reads and validates a manifest file.
@@ -333,6 +349,7 @@ impl<'a> Validator<'a> {
             moved,
             variables: vars,
             disabled: disabled.into_iter().collect(),
+            inputs: self.options.variables.clone(),
         })
     }
 

@@ -188,3 +188,54 @@ async fn a_sensitive_variable_never_appears_in_output_logs_or_the_state_file() {
         assert_state_file_free_of(&cli, secret);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_follows_each_environment_of_one_manifest_and_skips_var_files_in_its_folder() {
+    let (moto, cli) = seeded();
+    let aws = aws(&moto).await;
+    // The var files sit in the watched folder, next to the manifest.
+    cli.write_file("manifests/dev.toml", "prefix = \"dev-\"\n");
+    cli.write_file("manifests/prod.toml", "prefix = \"prod-\"\nmanage_apigw_account = false\n");
+    for env in ["manifests/dev.toml", "manifests/prod.toml"] {
+        cli.run(&["-f", SEED, "--var-file", env, "apply", "--auto-approve"]).assert_success();
+    }
+    // Drift in prod only.
+    aws.lambda.update_function_configuration().function_name("prod-HelloLambdaTest").memory_size(256).send().await.unwrap();
+
+    let (mut w, port) = spawn_watch(&cli, &["--var-set", "manifests/dev.toml", "--var-set", "manifests/prod.toml", "manifests"], &[]);
+    support::poll_until(WATCH_DEADLINE, "/readyz to answer 200", || (http_get(port, "/readyz").0 == 200).then_some(()), || w.stderr());
+    w.assert_running();
+    // A complete pass of each stack.
+    let complete = |stack: &str| {
+        let (_, body) = http_get(port, "/metrics");
+        sample(&body, &format!("reconcile_passes_total{{stack=\"{stack}\",result=\"complete\"}}")).unwrap_or(0.0)
+    };
+    support::poll_until(
+        WATCH_DEADLINE,
+        "a complete pass of each environment",
+        || (complete("dev-apigw-lambda-basic") >= 1.0 && complete("prod-apigw-lambda-basic") >= 1.0).then_some(()),
+        || w.stderr(),
+    );
+    let events = drift_events(&cli, false);
+    let drifted: Vec<(String, String, String)> = events
+        .iter()
+        .map(|e| {
+            (e["stack"].as_str().unwrap_or("").to_string(), e["resource"].as_str().unwrap().into(), e["field"].as_str().unwrap().into())
+        })
+        .collect();
+    assert_eq!(
+        drifted,
+        vec![("prod-apigw-lambda-basic".to_string(), "hello_function".to_string(), "memory_size".to_string())],
+        "{events:?}"
+    );
+    let (_, metrics) = http_get(port, "/metrics");
+    for stack in ["dev-apigw-lambda-basic", "prod-apigw-lambda-basic"] {
+        assert!(metrics.contains(&format!("stack=\"{stack}\"")), "{stack} is not watched:\n{metrics}");
+    }
+    assert!(!metrics.contains("stack=\"apigw-lambda-basic\""), "the default environment is not watched:\n{metrics}");
+    w.signal("TERM");
+    w.wait(WATCH_DEADLINE).assert_success();
+    // Each environment is still planned on its own: prod shows the drift, dev nothing.
+    cli.run(&["-f", SEED, "--var-file", "manifests/dev.toml", "plan", "--detailed-exitcode"]).assert_status(0);
+    cli.run(&["-f", SEED, "--var-file", "manifests/prod.toml", "plan", "--detailed-exitcode"]).assert_status(2);
+}
