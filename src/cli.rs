@@ -70,6 +70,7 @@ pub struct VarArgs {
     #[arg(long, global = true, value_name = "NAME=VALUE")]
     pub var: Vec<String>,
     /// Read variable values from a TOML file (`name = value` lines). Repeatable; later files win.
+    /// Precedence, lowest first: the default, RECONCILE_VAR_<name>, var files, --var.
     #[arg(long, global = true, value_name = "FILE")]
     pub var_file: Vec<PathBuf>,
 }
@@ -291,7 +292,8 @@ pub struct PinArgs {
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// Manifests to watch, or directories whose *.toml files are manifests (default: the -f manifest,
-    /// reconcile.toml unless named).
+    /// reconcile.toml unless named). A TOML file without a `[stack]` table in a directory (a var file)
+    /// is skipped.
     pub paths: Vec<PathBuf>,
     /// Time between passes (with ±10% jitter), e.g. `60s`, `5m`.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]

@@ -82,7 +82,9 @@ async fn two_environments_of_the_seed_live_side_by_side_and_destroying_one_leave
     plan.assert_success();
     let doc: Value = serde_json::from_str(&plan.stdout).unwrap();
     let account_change = doc["resources"].as_array().unwrap().iter().find(|r| r["name"] == "apigw_account").cloned();
-    assert!(account_change.is_some_and(|r| r["action"] != "no_op"), "{doc}");
+    assert!(account_change.as_ref().is_some_and(|r| r["action"] != "no_op"), "{doc}");
+    let reason = account_change.as_ref().and_then(|r| r["reason"].as_str()).unwrap_or_default().to_string();
+    assert!(reason.contains("switched off"), "{doc}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
