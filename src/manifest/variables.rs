@@ -523,11 +523,11 @@ fn check(decl: &Decl, value: &Value) -> Result<(), String> {
     {
         return Err(format!("= {} does not match the pattern `{pattern}`", shown_value(value)));
     }
-    if let Some(n) = value.as_f64() {
-        if decl.min.is_some_and(|min| n < min) || decl.max.is_some_and(|max| n > max) {
-            let bound = |b: Option<f64>| b.map_or(String::new(), |b| b.to_string());
-            return Err(format!("= {} is out of range {}..={}", shown_value(value), bound(decl.min), bound(decl.max)));
-        }
+    if let Some(n) = value.as_f64()
+        && (decl.min.is_some_and(|min| n < min) || decl.max.is_some_and(|max| n > max))
+    {
+        let bound = |b: Option<f64>| b.map_or(String::new(), |b| b.to_string());
+        return Err(format!("= {} is out of range {}..={}", shown_value(value), bound(decl.min), bound(decl.max)));
     }
     Ok(())
 }
