@@ -259,15 +259,25 @@ pub(super) fn resolve(src: &SourceMap, table: Option<&Spanned<DeValue<'_>>>, inp
         let root = match DeTable::parse(&vsrc.text) {
             Ok(r) => r.into_inner(),
             Err(e) => {
+                // The line may hold a secret: only what comes before the error is shown.
                 let offset = e.span().map_or(0, |s| s.start);
-                diags.push(vsrc.diagnostic(offset, format!("invalid TOML in var file: {}", e.message().trim())));
+                let mut d = vsrc.diagnostic(offset, format!("invalid TOML in var file: {}", e.message().trim()));
+                d.snippet = match d.snippet.split_once('=') {
+                    Some((key, _)) => format!("{key}= {SENSITIVE}"),
+                    None => SENSITIVE.to_string(),
+                };
+                d.caret = d.caret.min(d.snippet.chars().count());
+                diags.push(d);
                 continue;
             }
         };
         for (key, value) in root.iter() {
             let name = key.get_ref().as_ref();
             let Some(decl) = decls.get(name) else {
-                diags.push(vsrc.diagnostic(
+                // A misspelt name may carry a secret value: the line is shown without it.
+                let mut shown_line = vsrc.diagnostic(value.span().start, "");
+                mask(&mut shown_line);
+                let mut d = vsrc.diagnostic(
                     key.span().start,
                     format!(
                         "var file sets `{}`, which {} does not declare in `[variables]`{}",
@@ -275,7 +285,9 @@ pub(super) fn resolve(src: &SourceMap, table: Option<&Spanned<DeValue<'_>>>, inp
                         src.file.display(),
                         suggest::did_you_mean(name, names(), str::to_string)
                     ),
-                ));
+                );
+                d.snippet = shown_line.snippet;
+                diags.push(d);
                 continue;
             };
             let origin = Origin::File(vsrc, value.span());
@@ -983,6 +995,16 @@ Statement = [{ Effect = "Allow", Principal = { Service = "lambda.amazonaws.com" 
         let dir = tempfile::tempdir().unwrap();
         let vars = dir.path().join("dev.toml");
         std::fs::write(&vars, "env = \"dev\"\n\nmem = \"lots\"\nmme = 5\n").unwrap();
+        let broken = dir.path().join("broken.toml");
+        std::fs::write(&broken, "pw = \"s3cret-unterminated\n").unwrap();
+        let e = errors(HEAD, &inputs(&["env=dev"], &[], &[&broken]));
+        assert!(e.contains("broken.toml:1:26: error: invalid TOML in var file"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
+        let typo = dir.path().join("typo.toml");
+        std::fs::write(&typo, "pww = \"s3cret-typo\"\n").unwrap();
+        let e = errors(HEAD, &inputs(&["env=dev"], &[], &[&typo]));
+        assert!(e.contains("typo.toml:1:1: error: var file sets `pww`") && e.contains("did you mean `pw`?"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
         let e = errors(HEAD, &inputs(&[], &[], &[]));
         assert!(e.contains("/tmp/x/stack.toml:6:12: error: variable `env` has no value and no default"), "{e}");
         let e = errors(HEAD, &inputs(&[], &[], &[&vars]));
