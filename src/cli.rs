@@ -60,6 +60,25 @@ pub struct Global {
     /// Log lines on stderr as text (`human`) or one JSON object per line (`json`).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub vars: VarArgs,
+}
+
+/// Values of the manifest's `[variables]`, for every command that reads the manifest (and so finds
+/// its stack by name). Precedence, lowest first: the declared default, `RECONCILE_VAR_<name>` in the
+/// environment, each --var-file in order, each --var in order.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Variables")]
+pub struct VarArgs {
+    /// Set a variable: `name=value` (read as the variable's type: `512`, `true`, `["a","b"]`,
+    /// `{ k = "v" }`). `name=@FILE` reads the value from a file (one trailing newline dropped; `@@` is
+    /// a literal `@`), to keep secrets off the command line. Repeatable.
+    #[arg(long, global = true, value_name = "NAME=VALUE")]
+    pub var: Vec<String>,
+    /// Read variable values from a TOML file (`name = value` lines). Repeatable; later files win.
+    /// Precedence, lowest first: the default, RECONCILE_VAR_<name>, var files, --var.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub var_file: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -285,7 +304,8 @@ pub struct PinArgs {
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// Manifests to watch, or directories whose *.toml files are manifests (default: the -f manifest,
-    /// reconcile.toml unless named).
+    /// reconcile.toml unless named). A TOML file without a `[stack]` table in a directory (a var file)
+    /// is skipped.
     pub paths: Vec<PathBuf>,
     /// Time between passes (with ±10% jitter), e.g. `60s`, `5m`.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
@@ -308,6 +328,11 @@ pub struct WatchArgs {
     /// this long since its last complete pass (default: 3 intervals, at least 30s).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub unready_after: Option<std::time::Duration>,
+    /// Watch every manifest in this environment: var files (comma-separated) read after --var-file
+    /// and before --var. Repeatable: `--var-set dev.toml --var-set prod.toml` watches two stacks of
+    /// one manifest. TOML files without a `[stack]` table in a watched directory (var files) are skipped.
+    #[arg(long = "var-set", value_name = "FILE[,FILE...]")]
+    pub var_sets: Vec<String>,
 }
 
 #[derive(Debug, Args)]

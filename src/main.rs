@@ -10,7 +10,14 @@ use reconcile::commands::{self, Exit};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli);
-    reconcile::manifest::set_default_options(reconcile::manifest::Options { allow_code_from: cli.global.allow_code_from.clone() });
+    reconcile::manifest::set_default_options(reconcile::manifest::Options {
+        allow_code_from: cli.global.allow_code_from.clone(),
+        variables: reconcile::manifest::variables::Inputs {
+            vars: cli.global.vars.var.clone(),
+            var_files: cli.global.vars.var_file.clone(),
+            env: reconcile::manifest::variables::Inputs::from_env(),
+        },
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -28,6 +28,8 @@ mod saved_plans;
 mod state_files;
 #[path = "e2e/surgery.rs"]
 mod surgery;
+#[path = "e2e/variables.rs"]
+mod variables;
 #[path = "e2e/verify.rs"]
 mod verify;
 #[path = "e2e/watch_safety.rs"]

@@ -15,6 +15,11 @@ pub async fn run(g: &Global, args: &WatchArgs) -> Result<Exit, CliError> {
         remediate: args.remediate,
         lock_timeout: args.lock_timeout,
         parallelism: args.parallelism.into(),
+        var_sets: args
+            .var_sets
+            .iter()
+            .map(|set| set.split(',').filter(|s| !s.is_empty()).map(std::path::PathBuf::from).collect())
+            .collect(),
     };
     let store = open_state(g).await?;
     let aws = match connect_sharing(g, crate::cli::WATCH_API_SHARE).await {

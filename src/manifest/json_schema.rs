@@ -6,7 +6,9 @@
 //! The schema is a help for editors, not the validator: `reconcile validate` checks more (AWS's
 //! naming rules, references, cycles, duplicate names, code paths). Values a reference may stand in
 //! for are strings already: `${...}` references are accepted wherever a string is (string fields,
-//! lists and tables of strings, strings inside JSON documents); integers and booleans never take one.
+//! lists and tables of strings, strings inside JSON documents). A value that is exactly one variable
+//! reference (`"${var.NAME}"`) takes the variable's type, so every non-string field also accepts that
+//! string.
 
 use serde_json::{Map, Value, json};
 
@@ -26,6 +28,11 @@ pub struct Meta {
 
 /// Keys every resource table may have besides its kind's fields.
 pub const RESOURCE_META: &[Meta] = &[
+    Meta {
+        name: "enabled",
+        schema: boolean_or_var,
+        doc: "`false` switches the resource off: not planned (a state record of it is deleted), a reference to it is an error, a `depends_on` entry naming it is dropped.",
+    },
     Meta { name: "protect", schema: boolean, doc: "Refuse to delete or replace this resource (plan and apply refuse; destroy refuses)." },
     Meta {
         name: "depends_on",
@@ -50,6 +57,11 @@ pub const STACK_KEYS: &[Meta] = &[
         name: "name",
         schema: stack_name,
         doc: "The stack's name (1-64 letters, digits, `-` and `_`); the state keys everything by it.",
+    },
+    Meta {
+        name: "name_prefix",
+        schema: string,
+        doc: "Put before the physical name of every resource that has one (roles, log groups, functions, REST APIs, web ACLs), so copies of a stack live side by side in one account.",
     },
     Meta { name: "description", schema: string, doc: "Free text for people." },
     Meta { name: "remediate", schema: boolean, doc: "`reconcile watch` repairs this stack's drift (as `--remediate` does)." },
@@ -80,7 +92,45 @@ fn key_list() -> Value {
     json!({"type": "array", "items": {"type": "string", "pattern": KEY_PATTERN}})
 }
 fn stack_name() -> Value {
-    json!({"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"})
+    json!({"type": "string", "pattern": "^([A-Za-z0-9_-]|\\$\\{var\\.[A-Za-z_][A-Za-z0-9_]*\\})+$"})
+}
+fn boolean_or_var() -> Value {
+    or_var(boolean())
+}
+
+/// A value that is exactly one variable reference (`"${var.NAME}"`).
+const VAR_REF: &str = "^\\$\\{var\\.[A-Za-z_][A-Za-z0-9_]*\\}$";
+
+/// `schema` (of a non-string value), or a string that is exactly one variable reference. (JSON Schema's
+/// `pattern` applies to strings only.)
+fn or_var(mut schema: Value) -> Value {
+    if let Value::Object(o) = &mut schema
+        && let Some(Value::String(t)) = o.get("type").cloned()
+        && t != "string"
+    {
+        o.insert("type".into(), json!([t, "string"]));
+        o.insert("pattern".into(), json!(VAR_REF));
+    }
+    schema
+}
+
+/// A `[variables.NAME]` declaration.
+fn variable() -> Value {
+    json!({
+        "type": "object",
+        "required": ["type"],
+        "additionalProperties": false,
+        "properties": {
+            "type": {"enum": ["string", "number", "bool", "list", "map"], "description": "The value's type; a value that is exactly `\"${var.NAME}\"` takes it."},
+            "default": {"description": "The value when none is given (literal: no references)."},
+            "description": {"type": "string", "description": "Free text for people."},
+            "allowed": {"type": "array", "description": "The only values accepted."},
+            "pattern": {"type": "string", "description": "A regular expression the whole value must match (string variables)."},
+            "min": {"type": "number", "description": "The smallest value accepted (number variables)."},
+            "max": {"type": "number", "description": "The largest value accepted (number variables)."},
+            "sensitive": {"type": "boolean", "description": "A secret: never shown, logged or stored; only usable in `secret_environment`."},
+        },
+    })
 }
 
 /// A resource key (see `refs::is_ident`).
@@ -108,6 +158,12 @@ pub fn generate() -> Value {
                 "required": ["name"],
                 "additionalProperties": false,
                 "properties": meta_properties(STACK_KEYS),
+            },
+            "variables": {
+                "description": "Inputs of the manifest (`[variables.NAME]`), given with --var, --var-file or RECONCILE_VAR_NAME and used as `${var.NAME}` wherever a value is.",
+                "type": "object",
+                "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                "additionalProperties": variable(),
             },
             "resources": {
                 "description": format!("The stack's resources by key (`[resources.KEY]`); `type` is one of: {}.", type_names.join(", ")),
@@ -184,13 +240,13 @@ fn field(f: &Field) -> Value {
     let mut s = match f.ty {
         // A reference (`${...}`) is a string: nothing narrower than `string` is said about free strings.
         FieldType::String | FieldType::Path => string(),
-        FieldType::Integer { min, max } => json!({"type": "integer", "minimum": min, "maximum": max}),
-        FieldType::Boolean => boolean(),
-        FieldType::StringList => string_list(),
-        FieldType::StringMap => string_map(),
-        FieldType::Json => json!({"type": "object"}),
-        FieldType::JsonMap => json!({"type": "object", "additionalProperties": {"type": "object"}}),
-        FieldType::JsonList => json!({"type": "array", "items": {"type": "object"}}),
+        FieldType::Integer { min, max } => or_var(json!({"type": "integer", "minimum": min, "maximum": max})),
+        FieldType::Boolean => or_var(boolean()),
+        FieldType::StringList => or_var(string_list()),
+        FieldType::StringMap => or_var(string_map()),
+        FieldType::Json => or_var(json!({"type": "object"})),
+        FieldType::JsonMap => or_var(json!({"type": "object", "additionalProperties": {"type": "object"}})),
+        FieldType::JsonList => or_var(json!({"type": "array", "items": {"type": "object"}})),
     };
     let Value::Object(o) = &mut s else { return s };
     let mut doc = f.doc.to_string();
@@ -291,7 +347,7 @@ mod tests {
         }
         // The lifecycle meta-fields are there by their exact names.
         let role = &schema["definitions"]["aws_iam_role"]["properties"];
-        for meta in ["protect", "depends_on", "ignore_changes", "retain_on_delete"] {
+        for meta in ["enabled", "protect", "depends_on", "ignore_changes", "retain_on_delete"] {
             assert!(role.get(meta).is_some(), "{meta}");
         }
         assert_eq!(schema["properties"]["stack"]["properties"]["tags"]["additionalProperties"]["type"], "string");

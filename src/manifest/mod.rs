@@ -9,6 +9,7 @@ pub mod json_schema;
 pub mod refs;
 pub mod schema;
 pub mod suggest;
+pub mod variables;
 
 pub use crate::artifact;
 pub use crate::providers::rules;
@@ -47,6 +48,12 @@ pub struct Manifest {
     pub stack_tags: BTreeMap<String, String>,
     /// `[[moved]]` entries: state recorded under `from` now belongs to `to`.
     pub moved: Vec<Moved>,
+    /// `[variables]` with the values this run was given (sensitive ones masked in `Debug`).
+    pub variables: variables::Variables,
+    /// Resources switched off with `enabled = false`: not planned (a state record of one is deleted).
+    pub disabled: Vec<String>,
+    /// The variable values it was loaded with (`--var`, var files, environment), to load it again alike.
+    pub inputs: variables::Inputs,
 }
 
 /// A `[[moved]]` entry while it is checked: with the spans of the entry, `from` and `to`.
@@ -130,6 +137,8 @@ impl Resource {
 pub struct Options {
     /// Folders outside the manifest's own folder tree that Lambda code may come from.
     pub allow_code_from: Vec<PathBuf>,
+    /// Values of the manifest's `[variables]`: `--var`, `--var-file` and `RECONCILE_VAR_*`.
+    pub variables: variables::Inputs,
 }
 
 static DEFAULT_OPTIONS: std::sync::OnceLock<Options> = std::sync::OnceLock::new();
@@ -142,6 +151,20 @@ pub fn set_default_options(options: Options) {
 
 fn default_options() -> Options {
     DEFAULT_OPTIONS.get().cloned().unwrap_or_default()
+}
+
+/// The options [`load`] uses, with `var_files` read after the command line's own var files (and
+/// before its `--var`s): one environment of a manifest `watch` follows.
+pub fn options_with_var_files(var_files: &[PathBuf]) -> Options {
+    let mut options = default_options();
+    options.variables.var_files.extend(var_files.iter().cloned());
+    options
+}
+
+/// Validates a new version of `previous`'s file with the variable values `previous` was loaded with.
+pub fn parse_like(path: &Path, text: String, previous: &Manifest) -> Result<Manifest, ManifestError> {
+    let options = Options { variables: previous.inputs.clone(), ..default_options() };
+    parse_with(path, text, &options)
 }
 
 /// Reads and validates a manifest file.
@@ -163,7 +186,7 @@ pub fn parse(path: &Path, text: String) -> Result<Manifest, ManifestError> {
 /// [`parse`] with explicit options.
 pub fn parse_with(path: &Path, text: String, options: &Options) -> Result<Manifest, ManifestError> {
     let src = SourceMap::new(path, text);
-    let mut v = Validator { src: &src, diags: Vec::new(), options };
+    let mut v = Validator { src: &src, diags: Vec::new(), options, name_prefix: String::new() };
     let manifest = v.manifest();
     if v.diags.is_empty()
         && let Some(m) = manifest
@@ -180,6 +203,8 @@ struct Validator<'a> {
     src: &'a SourceMap,
     diags: Vec<Diagnostic>,
     options: &'a Options,
+    /// `[stack] name_prefix`: put before every physical name.
+    name_prefix: String,
 }
 
 /// A resource table before references are checked.
@@ -196,6 +221,8 @@ struct Draft {
     header: usize,
     physical_span: Option<Range<usize>>,
     artifact: Option<Artifact>,
+    /// `enabled = false`: checked, then left out of the manifest.
+    enabled: bool,
 }
 
 impl<'a> Validator<'a> {
@@ -215,6 +242,21 @@ impl<'a> Validator<'a> {
         };
         let root_span = root.span();
         let root = root.into_inner();
+        // Variables are known before anything else: substitute them, then check the result as if it
+        // had been written so (errors still point at the `${var.name}` in the manifest).
+        let vars = variables::resolve(self.src, root.get("variables"), &self.options.variables, &mut self.diags);
+        let declared: Vec<String> = match root.get("variables").map(|v| v.get_ref()) {
+            Some(DeValue::Table(t)) => t.iter().map(|(k, _)| k.get_ref().to_string()).collect(),
+            _ => Vec::new(),
+        };
+        let rendered = variables::rendered(&vars);
+        let typed = variables::Typed::new(&rendered);
+        let mut root = root;
+        variables::substitute(self.src, &mut root, &vars, &typed, &declared, &mut self.diags);
+        // A value that did not resolve would only repeat the variable's own error further on.
+        if !self.diags.is_empty() {
+            return None;
+        }
         let mut stack = None;
         let mut resources_table = None;
         let mut outputs_table = None;
@@ -225,11 +267,12 @@ impl<'a> Validator<'a> {
                 "resources" => resources_table = Some(value),
                 "outputs" => outputs_table = Some(value),
                 "moved" => moved_table = Some(value),
+                "variables" => {}
                 other => self.err(
                     &key.span(),
                     format!(
-                        "unknown top-level key `{other}`; expected `stack`, `resources`, `outputs` or `[[moved]]`{}",
-                        suggest::did_you_mean(other, ["stack", "resources", "outputs", "moved"], str::to_string)
+                        "unknown top-level key `{other}`; expected `stack`, `variables`, `resources`, `outputs` or `[[moved]]`{}",
+                        suggest::did_you_mean(other, ["stack", "variables", "resources", "outputs", "moved"], str::to_string)
                     ),
                 ),
             }
@@ -258,6 +301,10 @@ impl<'a> Validator<'a> {
             },
         }
         drafts.sort_by_key(|d| d.header);
+        // Switched off: checked like the others, then gone (a reference to one is an error, a
+        // `depends_on` entry naming one is dropped).
+        let disabled: BTreeSet<String> = drafts.iter().filter(|d| !d.enabled).map(|d| d.name.clone()).collect();
+        drafts.retain(|d| d.enabled);
         let outputs = outputs_table.map(|t| self.outputs(t)).unwrap_or_default();
         let moved = moved_table.map(|t| self.moved(t, &drafts)).unwrap_or_default();
         // Stack tags count against each resource's limit like its own tags.
@@ -279,7 +326,7 @@ impl<'a> Validator<'a> {
                 );
             }
         }
-        let resources = self.link(drafts, &outputs);
+        let resources = self.link(drafts, &outputs, &disabled);
         let stack = stack_name?;
         let resources = resources?;
         let resources = resources
@@ -300,6 +347,9 @@ impl<'a> Validator<'a> {
             remediate,
             stack_tags,
             moved,
+            variables: vars,
+            disabled: disabled.into_iter().collect(),
+            inputs: self.options.variables.clone(),
         })
     }
 
@@ -405,6 +455,13 @@ impl<'a> Validator<'a> {
                     other => self.err(&v.span(), format!("`stack.name` must be a string, found {}", other.type_str())),
                 },
                 "description" => {}
+                "name_prefix" => match v.get_ref() {
+                    DeValue::String(s) if s.is_empty() || is_stack_name(s) => self.name_prefix = s.to_string(),
+                    DeValue::String(_) => {
+                        self.err(&v.span(), "`stack.name_prefix` must be up to 64 characters: letters, digits, `-` and `_`")
+                    }
+                    other => self.err(&v.span(), format!("`stack.name_prefix` must be a string, found {}", other.type_str())),
+                },
                 "remediate" => match v.get_ref() {
                     DeValue::Boolean(b) => *remediate = *b,
                     other => self.err(&v.span(), format!("`stack.remediate` must be a boolean, found {}", other.type_str())),
@@ -441,8 +498,8 @@ impl<'a> Validator<'a> {
                 other => self.err(
                     &key.span(),
                     format!(
-                        "unknown key `{other}` in `[stack]`; expected `name`, `description`, `remediate` or `tags`{}",
-                        suggest::did_you_mean(other, ["name", "description", "remediate", "tags"], str::to_string)
+                        "unknown key `{other}` in `[stack]`; expected `name`, `name_prefix`, `description`, `remediate` or `tags`{}",
+                        suggest::did_you_mean(other, ["name", "name_prefix", "description", "remediate", "tags"], str::to_string)
                     ),
                 ),
             }
@@ -517,12 +574,20 @@ impl<'a> Validator<'a> {
             header,
             physical_span: None,
             artifact: None,
+            enabled: true,
         };
         let mut failed = BTreeSet::new();
         for (fkey, fvalue) in table.iter() {
             let fname = fkey.get_ref().as_ref();
             match fname {
                 "type" => continue,
+                "enabled" => match fvalue.get_ref() {
+                    DeValue::Boolean(b) => draft.enabled = *b,
+                    other => self.err(
+                        &fvalue.span(),
+                        format!("`enabled` must be a boolean (or `\"${{var.NAME}}\"` of a bool variable), found {}", other.type_str()),
+                    ),
+                },
                 "protect" => match fvalue.get_ref() {
                     DeValue::Boolean(b) => draft.protect = *b,
                     other => self.err(&fvalue.span(), format!("`protect` must be a boolean, found {}", other.type_str())),
@@ -549,8 +614,17 @@ impl<'a> Validator<'a> {
                         self.err(&fkey.span(), format!("unknown field `{fname}` for {kind}; known fields: {}{hint}", known.join(", ")));
                         continue;
                     };
+                    let prefixed;
+                    let mut fvalue = fvalue;
                     if fname == schema.physical_name {
                         draft.physical_span = Some(fvalue.span());
+                        // `[stack] name_prefix`, checked with the name (AWS's length rules see the whole name).
+                        if let DeValue::String(s) = fvalue.get_ref()
+                            && !self.name_prefix.is_empty()
+                        {
+                            prefixed = Spanned::new(fvalue.span(), DeValue::String(format!("{}{s}", self.name_prefix).into()));
+                            fvalue = &prefixed;
+                        }
                     }
                     match self.field_value(&mut draft, field, fvalue) {
                         Some(v) => {
@@ -880,7 +954,12 @@ impl<'a> Validator<'a> {
     }
 
     /// Checks references, explicit dependencies, cycles and duplicate physical names.
-    fn link(&mut self, drafts: Vec<Draft>, outputs: &BTreeMap<String, (String, Range<usize>)>) -> Option<Vec<Resource>> {
+    fn link(
+        &mut self,
+        drafts: Vec<Draft>,
+        outputs: &BTreeMap<String, (String, Range<usize>)>,
+        disabled: &BTreeSet<String>,
+    ) -> Option<Vec<Resource>> {
         let kinds: HashMap<&str, Kind> = drafts.iter().map(|d| (d.name.as_str(), d.kind)).collect();
         let mut deps: Vec<BTreeSet<String>> = Vec::with_capacity(drafts.len());
         let check = |v: &mut Self, span: &Range<usize>, s: &str, deps: &mut BTreeSet<String>| match refs::scan(s) {
@@ -891,7 +970,15 @@ impl<'a> Validator<'a> {
             Ok(found) => {
                 for r in found {
                     match kinds.get(r.resource.as_str()) {
-                        // (Variables, once the manifest has them, get the same suggestion from their names.)
+                        None if disabled.contains(&r.resource) => v.err_in_string(
+                            span,
+                            s,
+                            r.offset,
+                            &format!(
+                                "reference `{}`: resource `{}` is switched off (`enabled = false`), so it has no outputs; switch it on or drop the reference",
+                                r.text, r.resource
+                            ),
+                        ),
                         None => {
                             let hint = suggest::did_you_mean(&r.resource, kinds.keys().copied(), |c| format!("${{{c}.{}}}", r.output));
                             v.err_in_string(
@@ -932,6 +1019,8 @@ impl<'a> Validator<'a> {
             for (dep, span) in &d.explicit_deps {
                 if kinds.contains_key(dep.as_str()) {
                     set.insert(dep.clone());
+                } else if disabled.contains(dep) {
+                    // Switched off: nothing to wait for.
                 } else {
                     let hint = suggest::did_you_mean(dep, kinds.keys().copied(), str::to_string);
                     self.err(span, format!("`depends_on` names no resource `{dep}` in this manifest{hint}"));
@@ -1087,7 +1176,7 @@ fn shown(s: &str) -> String {
 }
 
 /// The keys a resource table takes besides its kind's fields.
-const RESOURCE_KEYS: &[&str] = &["type", "protect", "depends_on"];
+const RESOURCE_KEYS: &[&str] = &["type", "enabled", "protect", "depends_on"];
 
 fn type_list() -> String {
     Kind::ALL.iter().map(|k| k.type_name()).collect::<Vec<_>>().join(", ")

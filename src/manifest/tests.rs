@@ -293,7 +293,7 @@ fn code_outside_the_manifest_folder_is_refused_unless_the_command_line_allows_it
         assert!(parse_in(dir.path(), &with_code(code)).is_ok(), "{code}");
     }
     // The command line (never the manifest) can allow a folder outside.
-    let options = Options { allow_code_from: vec![outside.path().to_path_buf()] };
+    let options = Options { allow_code_from: vec![outside.path().to_path_buf()], ..Options::default() };
     for code in [abs.as_str(), escape.as_str(), "link.py"] {
         let m = parse_with(&dir.path().join("stack.toml"), with_code(code), &options).unwrap();
         assert!(m.resource("fn").unwrap().artifact.is_some());

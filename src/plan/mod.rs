@@ -1241,10 +1241,12 @@ pub fn diff_all_with(
             let retain = retained(state, &s.name, s.kind);
             changes.push(ResourceChange {
                 physical_id: Some(s.physical_id.clone()),
-                reason: Some(match retain {
-                    Some(why) => why.into(),
-                    None if gone => "removed from the manifest (already gone from AWS)".into(),
-                    None => "removed from the manifest".into(),
+                reason: Some(match (retain, manifest.disabled.contains(&s.name)) {
+                    (Some(why), true) => format!("switched off in the manifest (`enabled = false`); {why}"),
+                    (Some(why), false) => why.into(),
+                    (None, true) => "switched off in the manifest (`enabled = false`)".into(),
+                    (None, false) if gone => "removed from the manifest (already gone from AWS)".into(),
+                    (None, false) => "removed from the manifest".into(),
                 }),
                 depends_on: s.depends_on.clone(),
                 current: live.get(&s.name).and_then(Option::as_ref).map(|l| l.attrs.clone()),

@@ -78,4 +78,7 @@ pub struct Config {
     pub lock_timeout: Duration,
     /// Concurrent resource operations of one remediation.
     pub parallelism: usize,
+    /// `--var-set`: each is one environment (var files) every manifest is watched in; empty: once,
+    /// with the command line's variables.
+    pub var_sets: Vec<Vec<PathBuf>>,
 }

@@ -76,38 +76,56 @@ fn stamp(meta: &std::fs::Metadata, h: &mut Sha256) {
     }
 }
 
-/// The manifests named on the command line, and those found in named directories.
+/// The manifests named on the command line, and those found in named directories, each in every
+/// environment (`--var-set`).
 pub(super) struct Sources {
     files: Vec<PathBuf>,
     dirs: Vec<PathBuf>,
-    /// Canonical path → stack of the files being watched.
-    watched: HashMap<PathBuf, String>,
+    /// The options each environment loads manifests with (`None`: the command line's).
+    envs: Vec<Option<manifest::Options>>,
+    /// (Canonical path, environment) → stack of the manifests being watched.
+    watched: HashMap<(PathBuf, usize), String>,
     /// Files in a directory that were invalid, by content hash (reported once per content).
     rejected: HashMap<PathBuf, [u8; 32]>,
 }
 
 impl Sources {
-    pub(super) fn new(paths: &[PathBuf]) -> Sources {
+    pub(super) fn new(paths: &[PathBuf], var_sets: &[Vec<PathBuf>]) -> Sources {
         let (dirs, files) = paths.iter().cloned().partition(|p| p.is_dir());
-        Sources { files, dirs, watched: HashMap::new(), rejected: HashMap::new() }
+        let envs =
+            if var_sets.is_empty() { vec![None] } else { var_sets.iter().map(|s| Some(manifest::options_with_var_files(s))).collect() };
+        Sources { files, dirs, envs, watched: HashMap::new(), rejected: HashMap::new() }
     }
 
+    /// The TOML files of a directory that are manifests: a file without a top-level `[stack]` (a var
+    /// file kept next to its manifest) is not one. (A file that is not TOML at all is reported.)
     fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, WatchError> {
         let entries = std::fs::read_dir(dir).map_err(|source| WatchError::ReadDir { path: dir.to_path_buf(), source })?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok())
             .map(|e| e.path())
             .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
+            .filter(|p| {
+                let text = std::fs::read_to_string(p).unwrap_or_default();
+                manifest::variables::has_stack_table(&text) != Some(false)
+            })
             .collect();
         files.sort();
         Ok(files)
     }
 
-    fn claim(&mut self, path: &Path, manifest: &Manifest) -> Result<(), WatchError> {
-        if let Some((other, _)) = self.watched.iter().find(|(_, s)| **s == manifest.stack) {
+    fn load(&self, path: &Path, env: usize) -> Result<Manifest, manifest::ManifestError> {
+        match self.envs.get(env).and_then(Option::as_ref) {
+            Some(options) => manifest::load_with(path, options),
+            None => manifest::load(path),
+        }
+    }
+
+    fn claim(&mut self, path: &Path, env: usize, manifest: &Manifest) -> Result<(), WatchError> {
+        if let Some(((other, _), _)) = self.watched.iter().find(|(_, s)| **s == manifest.stack) {
             return Err(WatchError::DuplicateStack { stack: manifest.stack.clone(), first: other.clone(), second: path.to_path_buf() });
         }
-        self.watched.insert(canonical(path), manifest.stack.clone());
+        self.watched.insert((canonical(path), env), manifest.stack.clone());
         Ok(())
     }
 
@@ -123,12 +141,14 @@ impl Sources {
         }
         let mut out = Vec::new();
         for path in paths {
-            if self.watched.contains_key(&canonical(&path)) {
-                continue;
+            for env in 0..self.envs.len() {
+                if self.watched.contains_key(&(canonical(&path), env)) {
+                    continue;
+                }
+                let m = self.load(&path, env)?;
+                self.claim(&path, env, &m)?;
+                out.push((path.clone(), m));
             }
-            let m = manifest::load(&path)?;
-            self.claim(&path, &m)?;
-            out.push((path, m));
         }
         Ok(out)
     }
@@ -139,25 +159,32 @@ impl Sources {
         for dir in self.dirs.clone() {
             let Ok(files) = Self::toml_files(&dir) else { continue };
             for path in files {
-                if self.watched.contains_key(&canonical(&path)) {
-                    continue;
-                }
                 let Ok(text) = std::fs::read_to_string(&path) else { continue };
                 let hash = sha256(text.as_bytes());
                 if self.rejected.get(&path) == Some(&hash) {
                     continue;
                 }
-                let result = manifest::parse(&path, text).map_err(WatchError::from).and_then(|m| self.claim(&path, &m).map(|()| m));
-                match result {
-                    Ok(m) => {
-                        tracing::info!(manifest = %path.display(), stack = %m.stack, "new manifest: watching it");
-                        self.rejected.remove(&path);
-                        out.push((path, m));
+                let mut rejected = false;
+                for env in 0..self.envs.len() {
+                    if self.watched.contains_key(&(canonical(&path), env)) {
+                        continue;
                     }
-                    Err(e) => {
-                        tracing::warn!(manifest = %path.display(), error = %e, "new manifest not watched");
-                        self.rejected.insert(path, hash);
+                    let result = self.load(&path, env).map_err(WatchError::from).and_then(|m| self.claim(&path, env, &m).map(|()| m));
+                    match result {
+                        Ok(m) => {
+                            tracing::info!(manifest = %path.display(), stack = %m.stack, "new manifest: watching it");
+                            out.push((path.clone(), m));
+                        }
+                        Err(e) => {
+                            tracing::warn!(manifest = %path.display(), error = %e, "new manifest not watched");
+                            rejected = true;
+                        }
                     }
+                }
+                if rejected {
+                    self.rejected.insert(path, hash);
+                } else {
+                    self.rejected.remove(&path);
                 }
             }
         }
@@ -171,6 +198,19 @@ fn canonical(p: &Path) -> PathBuf {
 
 pub(super) fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
+}
+
+/// The hash of a manifest's text and of the var files it is loaded with, so an edit of either is seen.
+fn inputs_hash(text: &[u8], manifest: &Manifest) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(text);
+    for file in &manifest.inputs.var_files {
+        h.update([0]);
+        h.update(file.as_os_str().as_encoded_bytes());
+        h.update([0]);
+        h.update(std::fs::read(file).unwrap_or_default());
+    }
+    h.finalize().into()
 }
 
 /// One stack's manifest file as the watcher uses it: the last good version, and what was last
@@ -188,7 +228,7 @@ pub(super) struct ManifestSource {
 
 impl ManifestSource {
     pub(super) fn new(path: PathBuf, manifest: Manifest) -> ManifestSource {
-        let good_hash = std::fs::read(&path).map(|b| sha256(&b)).unwrap_or_default();
+        let good_hash = std::fs::read(&path).map(|b| inputs_hash(&b, &manifest)).unwrap_or_default();
         let good_code = code_fingerprint(&manifest);
         ManifestSource { path, manifest, good_hash, good_code, bad_hash: None }
     }
@@ -196,7 +236,7 @@ impl ManifestSource {
     /// Whether the manifest file or its code changed on disk since they were loaded (an edit in
     /// progress, or an apply about to deploy it): remediation then waits for the next pass.
     pub(super) fn changed(&self) -> bool {
-        let text = std::fs::read(&self.path).map(|b| sha256(&b)).unwrap_or_default();
+        let text = std::fs::read(&self.path).map(|b| inputs_hash(&b, &self.manifest)).unwrap_or_default();
         text != self.good_hash || code_fingerprint(&self.manifest) != self.good_code
     }
 
@@ -216,7 +256,7 @@ impl ManifestSource {
                 return;
             }
         };
-        let text_hash = sha256(text.as_bytes());
+        let text_hash = inputs_hash(text.as_bytes(), &self.manifest);
         // Taken before the code is packaged, so an edit made while it is packaged is seen next time.
         let code = code_fingerprint(&self.manifest);
         if text_hash == self.good_hash && code == self.good_code {
@@ -229,7 +269,7 @@ impl ManifestSource {
             return;
         }
         let code_only = text_hash == self.good_hash;
-        match manifest::parse(&self.path, text) {
+        match manifest::parse_like(&self.path, text, &self.manifest) {
             Ok(m) if m.stack != stack => {
                 tracing::warn!(
                     stack,

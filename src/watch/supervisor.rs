@@ -26,7 +26,7 @@ pub(super) struct Ctx {
 
 /// Runs until SIGTERM or Ctrl-C; returns after the passes in flight ended and the HTTP server stopped.
 pub async fn run(config: Config, store: Store, aws: Aws) -> Result<(), WatchError> {
-    let mut sources = Sources::new(&config.paths);
+    let mut sources = Sources::new(&config.paths, &config.var_sets);
     let initial = sources.scan_initial()?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
