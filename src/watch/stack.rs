@@ -185,7 +185,12 @@ impl StackWatcher {
         let now = Instant::now();
         let cadence = &self.cadence;
         tracker.phase("reading AWS");
-        let observe = observe::observe(&self.source.manifest, &state, &ctx.aws, |r| cadence.due(r, now), tracker);
+        // Listings made for another stack's pass in this window serve this one too.
+        let batch = ctx.reads.batch(&stack, state.serial);
+        let observe = crate::providers::batch::scope(
+            batch,
+            observe::observe(&self.source.manifest, &state, &ctx.aws, |r| cadence.due(r, now), tracker),
+        );
         let obs = tokio::select! {
             obs = observe => obs,
             _ = stop.wait_for(|s| *s) => return Ok(PassEnd::Cancelled),
