@@ -8,13 +8,18 @@ use super::*;
 /// `n` copies of a unit with every kind that has a collection read: an IAM role with an inline
 /// policy, a log group, a REST API with two deployments and two stages (one on each).
 fn write_fleet(cli: &Cli, n: usize) -> String {
-    let mut text = String::from("[stack]\nname = \"fleet\"\n");
+    write_named(cli, "fleet", "", n)
+}
+
+/// [`write_fleet`] as stack `stack`, its AWS names starting with `prefix`.
+fn write_named(cli: &Cli, stack: &str, prefix: &str, n: usize) -> String {
+    let mut text = format!("[stack]\nname = \"{stack}\"\n");
     for i in 1..=n {
         text.push_str(&format!(
             r#"
 [resources.role_c{i:02}]
 type = "aws_iam_role"
-name = "FleetRole-c{i:02}"
+name = "{prefix}FleetRole-c{i:02}"
 
 [resources.role_c{i:02}.assume_role_policy]
 Version = "2012-10-17"
@@ -26,12 +31,12 @@ Statement = [{{ Effect = "Allow", Action = ["logs:PutLogEvents"], Resource = ["*
 
 [resources.logs_c{i:02}]
 type = "aws_cloudwatch_log_group"
-name = "FleetLogs-c{i:02}"
+name = "{prefix}FleetLogs-c{i:02}"
 retention_in_days = 7
 
 [resources.api_c{i:02}]
 type = "aws_api_gateway_rest_api"
-name = "FleetApi-c{i:02}"
+name = "{prefix}FleetApi-c{i:02}"
 description = "copy {i}"
 routes = [{{ path = "/ping", method = "GET", integration = {{ type = "MOCK" }} }}]
 
@@ -62,7 +67,7 @@ description = "production"
 "#
         ));
     }
-    cli.write_file(format!("manifests/fleet-{n}.toml"), &text).to_str().unwrap().to_string()
+    cli.write_file(format!("manifests/{stack}-{n}.toml"), &text).to_str().unwrap().to_string()
 }
 
 /// A `plan --json --stats` document, with collection reads on or off.
@@ -224,4 +229,50 @@ async fn roles_are_read_one_by_one_when_authorization_details_are_refused() {
     let allowed = stats_plan(&cli, &many, true, None);
     assert_eq!(count(&allowed, "ListRolePolicies"), 0, "{}", allowed["aws_calls"]);
     assert_eq!(without_stats(refused), without_stats(allowed));
+}
+
+/// A watch of two stacks: one pass window's listings serve both stacks' passes, and each pass's log
+/// line counts that pass's own calls (not the other stack's, made at the same time).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_window_lists_once_for_every_stack_and_each_pass_counts_its_own_calls() {
+    let (_moto, cli) = setup();
+    let (a, b) = (write_named(&cli, "fleet-a", "A", 2), write_named(&cli, "fleet-b", "B", 2));
+    for m in [&a, &b] {
+        cli.run(&["-f", m, "apply", "--auto-approve"]).assert_success();
+    }
+    // A long interval: the first pass of each stack (in one window), and nothing else, within the test.
+    let args = ["--log-format", "json", "watch", "--interval", "20s", "--listen", "127.0.0.1:0", a.as_str(), b.as_str()];
+    let mut w = cli.spawn_with_env(&args, &[]);
+    let port = w.port_after("listening on http://127.0.0.1:", WATCH_DEADLINE);
+    let finished = support::poll_until(
+        WATCH_DEADLINE,
+        "a first pass of both stacks",
+        || {
+            let lines = log_lines(&w.stderr(), "pass finished");
+            (lines.len() >= 2).then_some(lines)
+        },
+        || w.stderr(),
+    );
+    let (_, metrics) = http_get(port, "/metrics");
+    w.signal("TERM");
+    w.wait(WATCH_DEADLINE).assert_success();
+
+    let calls =
+        |op: &str| sample(&metrics, &format!("reconcile_aws_calls_total{{service=\"apigateway\",operation=\"{op}\"}}")).unwrap_or(0.0);
+    assert_eq!(calls("GetRestApis"), 1.0, "one listing for both stacks:\n{metrics}");
+    assert_eq!(calls("GetRestApi"), 0.0, "{metrics}");
+    assert_eq!(calls("GetStages"), 4.0, "one per REST API:\n{metrics}");
+    let iam = sample(&metrics, "reconcile_aws_calls_total{service=\"iam\",operation=\"GetAccountAuthorizationDetails\"}");
+    assert_eq!(iam, Some(1.0), "{metrics}");
+    let total: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("reconcile_aws_service_calls_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    let own: Vec<u64> = finished.iter().map(|l| l["aws_calls"].as_u64().unwrap()).collect();
+    // Each stack reads 2 roles, 2 log groups (one listing), 2 REST APIs with 2 stages and 2
+    // deployments each: at least 2 GetRole + 2 ListTagsForResource + 2 GetResources + 2 GetStages +
+    // 2 GetDeployments of its own.
+    assert!(own.iter().all(|n| *n >= 10), "{own:?}");
+    assert!(own.iter().sum::<u64>() as f64 <= total, "each pass counts only its own calls: {own:?} of {total} in all");
 }
