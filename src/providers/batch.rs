@@ -193,10 +193,11 @@ impl Batch {
 }
 
 /// `watch`'s batches: one per pass window, shared by the passes of every stack that start in it, so
-/// a listing serves them all. A new window starts when the interval has passed since the current one
-/// began, or when a stack's state changed since its previous pass (an apply or a remediation wrote
-/// AWS after the listings were made: they may be stale for it). A stack seen for the first time
-/// joins the window.
+/// a listing serves them all. A window holds at most one pass of each stack: a new one starts when a
+/// stack comes back for its next pass (its data must not be older than its previous pass's), when
+/// the interval has passed since the current one began, or when a stack's state changed since its
+/// previous pass (an apply or a remediation wrote AWS after the listings were made: they may be stale
+/// for it).
 #[derive(Debug)]
 pub struct Window {
     length: Duration,
@@ -209,20 +210,25 @@ struct WindowState {
     batch: Arc<Batch>,
     /// The state serial each stack's previous pass saw.
     serials: HashMap<String, i64>,
+    /// The stacks whose pass this window's batch served.
+    served: std::collections::HashSet<String>,
 }
 
 impl Window {
     pub fn new(length: Duration) -> Window {
-        Window { length, current: Mutex::new(WindowState { started: Instant::now(), batch: Batch::new(), serials: HashMap::new() }) }
+        let state = WindowState { started: Instant::now(), batch: Batch::new(), serials: HashMap::new(), served: Default::default() };
+        Window { length, current: Mutex::new(state) }
     }
 
     /// The batch for a pass of `stack`, whose state is at `serial`.
     pub fn batch(&self, stack: &str, serial: i64) -> Arc<Batch> {
         let Ok(mut w) = self.current.lock() else { return Batch::new() };
         let changed = w.serials.insert(stack.to_string(), serial).is_some_and(|before| before != serial);
-        if changed || w.started.elapsed() >= self.length {
+        let again = !w.served.insert(stack.to_string());
+        if changed || again || w.started.elapsed() >= self.length {
             w.started = Instant::now();
             w.batch = Batch::new();
+            w.served = std::collections::HashSet::from([stack.to_string()]);
         }
         w.batch.clone()
     }
@@ -299,11 +305,13 @@ mod tests {
     fn a_window_renews_when_a_stack_state_changed() {
         let w = Window::new(Duration::from_secs(3600));
         let first = w.batch("a", 1);
-        assert!(Arc::ptr_eq(&first, &w.batch("b", 7)), "a stack seen for the first time joins the window");
-        assert!(Arc::ptr_eq(&first, &w.batch("a", 1)), "unchanged stacks share the window's batch");
-        let renewed = w.batch("a", 2);
-        assert!(!Arc::ptr_eq(&first, &renewed), "a stack whose state changed gets fresh listings");
-        assert!(Arc::ptr_eq(&renewed, &w.batch("b", 7)), "and the others share them");
+        assert!(Arc::ptr_eq(&first, &w.batch("b", 7)), "the stacks' passes share the window's batch");
+        let next = w.batch("a", 1);
+        assert!(!Arc::ptr_eq(&first, &next), "a stack's next pass gets listings no older than its previous pass's");
+        assert!(Arc::ptr_eq(&next, &w.batch("b", 7)), "and the others' next passes share them");
+        let renewed = w.batch("b", 8);
+        assert!(!Arc::ptr_eq(&next, &renewed), "a stack whose state changed gets fresh listings");
+        assert!(Arc::ptr_eq(&renewed, &w.batch("a", 1)));
         let short = Window::new(Duration::ZERO);
         assert!(!Arc::ptr_eq(&short.batch("a", 1), &short.batch("a", 1)), "a window ends after its length");
     }
