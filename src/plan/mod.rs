@@ -370,7 +370,7 @@ pub async fn refresh(aws: &Aws, state: &StackState) -> Result<HashMap<String, Op
 /// The batch of collection reads that serves `reads` (the one in scope, e.g. a `watch` pass
 /// window's, or a new one for this refresh), told what they read.
 fn batch_for<'a>(reads: impl Iterator<Item = &'a ResourceState>) -> std::sync::Arc<providers::batch::Batch> {
-    let batch = providers::batch::current().unwrap_or_else(providers::batch::Batch::new);
+    let batch = providers::batch::current().unwrap_or_default();
     for r in reads {
         batch.want(r.kind, &r.physical_id);
     }
