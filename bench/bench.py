@@ -16,6 +16,11 @@ Sections (each against a freshly reset moto and a fresh state file unless said o
      the limits the runs before it left; two copies applied at once by two processes sharing
      a state file; the same two with a state file each (each the other's outside client: what a 429
      it could not foresee costs).
+  7. collection reads: the no-op plan of one stack holding N copies of the seed (--noop-copies,
+     default 1,50), applied beforehand with the limits and pacing off; API Gateway calls per copy and
+     wall time with collection reads (the default) and without (RECONCILE_COLLECTION_READS=off, the
+     per-resource reads of before). Goals: at most 6 API Gateway calls per copy and 30 s at 50
+     copies; the seed alone no more calls than per-resource reads and no slower.
 
 Writes bench/results/<date>-<short sha>.md (+ .json with the raw numbers) and prints the markdown.
 """
@@ -684,6 +689,56 @@ class Bench:
                 break
         self.results["copies"] = rows
 
+    # 7
+    def noop_copies(self):
+        rows = []
+        for n in self.args.noop_copies:
+            self.fresh()
+            d = self.work / f"noop-copies-{n}"
+            shutil.rmtree(d, ignore_errors=True)
+            manifest = copies.generate(SEED, n, d)
+            state = self.new_state(f"noop-copies-{n}")
+            # The apply only sets the stage: limits and pacing off, so 50 copies take minutes, not ten.
+            self.set_limits(False)
+            try:
+                setup = self.rec(manifest, state, "apply", "--auto-approve", "--parallelism", str(self.args.parallelism),
+                                 env={"RECONCILE_PACING": "off"})
+            finally:
+                self.set_limits(True)
+            if not apply_ok(setup):
+                self.notes.append(f"section 7, {n} copies: the setup apply failed; not measured.")
+                break
+            row = {"copies": n}
+            modes = [("collection", {})] + ([("single", {"RECONCILE_COLLECTION_READS": "off"})] if self.args.noop_baseline else [])
+            for mode, env in modes:
+                self.rest()
+                b0 = proxy_stats(self.proxy)
+                r = self.rec(manifest, state, "plan", env=env)
+                b1 = proxy_stats(self.proxy)
+                doc = r["doc"] or {}
+                s = calls_summary(doc)
+                apigw = sum(c["calls"] for c in doc.get("aws_calls") or [] if c["service"] == "apigateway")
+                # Once per run, not per copy: the REST API list and the region's account setting.
+                shared = sum(c["calls"] for c in doc.get("aws_calls") or []
+                             if c["service"] == "apigateway" and c["operation"] in ("GetRestApis", "GetAccount"))
+                row[mode] = {
+                    "wall_s": r["wall_s"],
+                    "rc": r["rc"],
+                    "calls": s["calls"],
+                    "apigw_calls": apigw,
+                    "apigw_per_copy": apigw / n,
+                    "apigw_shared": shared,
+                    "apigw_per_copy_own": (apigw - shared) / n,
+                    "throttled": s["throttled"],
+                    "limited": stats_delta(b0, b1)["limited"],
+                    "empty": bool(doc) and all(x["action"] == "no_op" for x in doc.get("resources") or []),
+                    "by_op": s["by_op"],
+                }
+                log(f"{n} copies, {mode} reads: no-op plan {r['wall_s']:.1f} s, {s['calls']} calls "
+                    f"({apigw} API Gateway: {(apigw - shared) / n:.1f} per copy + {shared} shared), throttled {s['throttled']}")
+            rows.append(row)
+        self.results["noop_copies"] = rows
+
     # 5
     def watch(self):
         help_rc = subprocess.run([str(self.bin), "watch", "--help"], capture_output=True).returncode
@@ -1059,6 +1114,23 @@ def render(m, res, notes, args):
         w("Extra wait after a 429: for a limited operation, how long after its limit allowed a call again a caller that had "
           "been refused got through (the proxy's log; at most the operation's spacing is the goal).")
         w("")
+    nc = res.get("noop_copies")
+    if nc:
+        w("## 7. Collection reads: no-op plan of N copies of the seed in one stack")
+        w("")
+        w("Each copy has 2 REST APIs, 2 deployments, 3 stages, 3 roles (one shared), 2 log groups. Collection reads (default) "
+          "against per-resource reads (`RECONCILE_COLLECTION_READS=off`). Goals: at most 6 API Gateway calls per copy and 30 s "
+          "at 50 copies; the seed alone no more calls and no slower than per-resource reads.")
+        w("")
+        w("| Copies | Reads | Wall time | AWS calls | API Gateway calls | per copy (+ once per run) | Throttled (reconcile) | 429 from the limits | Plan empty |")
+        w("|---|---|---|---|---|---|---|---|---|")
+        for row in nc:
+            for mode in ("collection", "single"):
+                r = row.get(mode)
+                if r:
+                    w(f"| {row['copies']} | {mode} | {fmt(r['wall_s'])} s | {r['calls']} | {r['apigw_calls']} | **{r['apigw_per_copy_own']:.1f}** (+ {r['apigw_shared']}) "
+                      f"| {r['throttled']} | {r['limited']} | {'yes' if r['empty'] else 'NO'} |")
+        w("")
     if notes:
         w("## Notes")
         w("")
@@ -1078,7 +1150,10 @@ def main():
     ap.add_argument("--watch-intervals", default="1,5", help="watch --interval values in seconds (default 1,5; empty to skip)")
     ap.add_argument("--watch-trials", type=int, default=5, help="changes per interval (default 5)")
     ap.add_argument("--step-timeout", type=int, default=900, help="seconds one reconcile run may take (default 900)")
-    ap.add_argument("--sections", default="1,2,3,4,5,6", help="which sections to run (default all)")
+    ap.add_argument("--noop-copies", default="1,50", help="stack copies for section 7 (default 1,50; empty to skip)")
+    ap.add_argument("--no-noop-baseline", dest="noop_baseline", action="store_false",
+                    help="section 7: skip the per-resource-reads run (RECONCILE_COLLECTION_READS=off) next to each measurement")
+    ap.add_argument("--sections", default="1,2,3,4,5,6,7", help="which sections to run (default all)")
     ap.add_argument("--out", default=str(HERE / "results"), help="results directory (default bench/results)")
     ap.add_argument("--reconcile-bin", help="reconcile binary to measure (default target/release/reconcile)")
     ap.add_argument("--rest-between", type=float, default=5.5,
@@ -1089,6 +1164,7 @@ def main():
     args = ap.parse_args()
     args.copies = [int(x) for x in args.copies.split(",") if x.strip()]
     args.watch_intervals = [int(x) for x in args.watch_intervals.split(",") if x.strip()]
+    args.noop_copies = [int(x) for x in args.noop_copies.split(",") if x.strip()]
     sections = {int(x) for x in args.sections.split(",") if x.strip()}
 
     for b in ["reconcile", "faultproxy"]:
@@ -1113,6 +1189,8 @@ def main():
                 bench.watch()
             if 6 in sections:
                 bench.shared_pacing()
+            if 7 in sections and args.noop_copies:
+                bench.noop_copies()
         finally:
             bench.proxy.stop()
     finally:

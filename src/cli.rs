@@ -13,6 +13,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// region are refused before anything is read or changed (a destroyed stack may move).
 /// API Gateway calls are paced to its account limits (RECONCILE_PACING=off turns that off, for
 /// emulators that do not enforce them).
+/// Many resources of a kind are read with one listing call where AWS has one
+/// (RECONCILE_COLLECTION_READS=off reads each on its own).
 #[derive(Debug, Parser)]
 #[command(name = "reconcile", version, propagate_version = true, max_term_width = 110)]
 pub struct Cli {
@@ -39,7 +41,8 @@ pub struct Global {
     /// Print only errors and the final result.
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// After plan/apply/destroy, show every AWS call made, by service and operation, and how long
+    /// After plan/apply/destroy, show every AWS call made, by service and operation (and the total
+    /// per service), and how long
     /// API Gateway's limited operations waited for pacing and how many 429s they met.
     #[arg(long, global = true)]
     pub stats: bool,

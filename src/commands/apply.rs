@@ -175,6 +175,7 @@ pub(super) async fn finish(
         let mut doc = json!({"plan": plan, "result": report, "state_serial": serial, "success": !failed});
         if let (Some(calls), Some(by_resource), Some(obj)) = (stats_json(g, aws), calls_by_resource_json(g, aws), doc.as_object_mut()) {
             obj.insert("aws_calls".into(), calls);
+            obj.insert("aws_calls_by_service".into(), super::service_stats_json(g, aws).unwrap_or_default());
             obj.insert("aws_calls_by_resource".into(), by_resource);
             obj.insert("pacing".into(), super::pacing_json(g, aws).unwrap_or_default());
             obj.insert("api_budget".into(), super::budget_json(g, aws).unwrap_or_default());

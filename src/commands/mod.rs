@@ -313,6 +313,11 @@ pub(crate) fn stats_json(g: &Global, aws: Option<&Aws>) -> Option<serde_json::Va
     (g.stats).then(|| serde_json::Value::Array(aws.map(|a| a.calls.rows()).unwrap_or_default()))
 }
 
+/// The AWS call counts per service as JSON, when `--stats` asked for them.
+pub(crate) fn service_stats_json(g: &Global, aws: Option<&Aws>) -> Option<serde_json::Value> {
+    (g.stats).then(|| serde_json::Value::Array(aws.map(|a| a.calls.service_rows()).unwrap_or_default()))
+}
+
 /// How API Gateway calls were paced (waits and 429s per limited operation), when `--stats` asked.
 pub(crate) fn pacing_json(g: &Global, aws: Option<&Aws>) -> Option<serde_json::Value> {
     (g.stats).then(|| serde_json::Value::Array(aws.map(|a| a.calls.pacing_rows()).unwrap_or_default()))
@@ -340,6 +345,8 @@ pub(crate) fn print_stats(g: &Global, aws: Option<&Aws>) {
     };
     let total = aws.calls.total();
     eprintln!("\nAWS calls: {} ({} errors, {} throttled)", total.calls, total.errors, total.throttled);
+    let services: Vec<String> = aws.calls.by_service().into_iter().map(|(service, c)| format!("{service} {}", c.calls)).collect();
+    eprintln!("  by service: {}", services.join(", "));
     for ((service, op), c) in aws.calls.snapshot() {
         eprintln!(
             "  {:<40} {:>5}{}",

@@ -23,6 +23,7 @@ pub async fn run(g: &Global, args: &PlanArgs) -> Result<Exit, CliError> {
         let mut doc = serde_json::to_value(&plan).unwrap_or_default();
         if let (Some(calls), Some(obj)) = (super::stats_json(g, Some(&aws)), doc.as_object_mut()) {
             obj.insert("aws_calls".into(), calls);
+            obj.insert("aws_calls_by_service".into(), super::service_stats_json(g, Some(&aws)).unwrap_or_default());
             obj.insert("pacing".into(), super::pacing_json(g, Some(&aws)).unwrap_or_default());
             obj.insert("api_budget".into(), super::budget_json(g, Some(&aws)).unwrap_or_default());
         }

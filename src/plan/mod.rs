@@ -376,8 +376,20 @@ pub async fn refresh(aws: &Aws, state: &StackState) -> Result<HashMap<String, Op
         })?;
         Ok::<_, PlanError>((r.name.clone(), live))
     });
-    let results: Vec<_> = futures::stream::iter(reads).buffer_unordered(REFRESH_CONCURRENCY).collect().await;
+    let batch = batch_for(state.resources.values());
+    let results: Vec<_> =
+        providers::batch::scope(batch, futures::stream::iter(reads).buffer_unordered(REFRESH_CONCURRENCY).collect()).await;
     results.into_iter().collect()
+}
+
+/// The batch of collection reads that serves `reads` (the one in scope, e.g. a `watch` pass
+/// window's, or a new one for this refresh), told what they read.
+fn batch_for<'a>(reads: impl Iterator<Item = &'a ResourceState>) -> std::sync::Arc<providers::batch::Batch> {
+    let batch = providers::batch::current().unwrap_or_default();
+    for r in reads {
+        batch.want(r.kind, &r.physical_id);
+    }
+    batch
 }
 
 /// Like [`refresh`], but tolerant: reads the resources `due` says (by name) and returns each one's
@@ -390,8 +402,9 @@ pub async fn refresh_each(
 ) -> BTreeMap<String, Result<Option<Live>, PlanError>> {
     // The futures are made before the stream, so it holds no closure over `due` (which would keep
     // the whole future from being `Send` for callers that spawn it).
+    let batch = batch_for(state.resources.values().filter(|r| due(&r.name)));
     let reads: Vec<_> = state.resources.values().filter(|r| due(&r.name)).map(|r| read_one(aws, r, hook)).collect();
-    futures::stream::iter(reads).buffer_unordered(REFRESH_CONCURRENCY).collect().await
+    providers::batch::scope(batch, futures::stream::iter(reads).buffer_unordered(REFRESH_CONCURRENCY).collect()).await
 }
 
 /// Told when each read of a tolerant refresh starts (`true`) and ends (`false`), by resource name: the

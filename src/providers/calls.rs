@@ -26,6 +26,28 @@ use serde::Serialize;
 tokio::task_local! {
     /// The resource operation a call is made for (set by the executor), to count calls per resource.
     pub static RESOURCE: std::sync::Arc<str>;
+    /// The calls of one piece of work (a `watch` pass of one stack), counted apart from the others
+    /// the process makes at the same time.
+    pub static TALLY: Arc<Tally>;
+}
+
+/// Calls counted for one piece of work (see [`TALLY`]).
+#[derive(Debug, Default)]
+pub struct Tally {
+    calls: std::sync::atomic::AtomicU64,
+    errors: std::sync::atomic::AtomicU64,
+}
+
+impl Tally {
+    pub fn new() -> Arc<Tally> {
+        Arc::new(Tally::default())
+    }
+
+    /// (calls, errors) so far.
+    pub fn get(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.calls.load(Relaxed), self.errors.load(Relaxed))
+    }
 }
 
 /// Calls, errors and throttling answers of one operation.
@@ -113,11 +135,25 @@ impl CallStats {
     }
 
     pub fn total(&self) -> CallCount {
-        self.snapshot().values().fold(CallCount::default(), |a, c| CallCount {
-            calls: a.calls + c.calls,
-            errors: a.errors + c.errors,
-            throttled: a.throttled + c.throttled,
-        })
+        self.snapshot().into_values().fold(CallCount::default(), add)
+    }
+
+    /// `service → counts` (every operation of the service), sorted.
+    pub fn by_service(&self) -> BTreeMap<String, CallCount> {
+        let mut services: BTreeMap<String, CallCount> = BTreeMap::new();
+        for ((service, _), c) in self.snapshot() {
+            let total = services.entry(service).or_default();
+            *total = add(*total, c);
+        }
+        services
+    }
+
+    /// The counts per service as a JSON-friendly list.
+    pub fn service_rows(&self) -> Vec<serde_json::Value> {
+        self.by_service()
+            .into_iter()
+            .map(|(service, c)| serde_json::json!({"service": service, "calls": c.calls, "errors": c.errors, "throttled": c.throttled}))
+            .collect()
     }
 
     /// A paced attempt of `operation` (or [`super::pace::ACCOUNT_RATE`]) waited `waited`.
@@ -163,6 +199,10 @@ impl CallStats {
             })
             .collect()
     }
+}
+
+fn add(a: CallCount, c: CallCount) -> CallCount {
+    CallCount { calls: a.calls + c.calls, errors: a.errors + c.errors, throttled: a.throttled + c.throttled }
 }
 
 /// The interceptor installed on every SDK client.
@@ -217,6 +257,11 @@ impl Intercept for CountCalls {
             c.errors += u64::from(error);
             c.throttled += u64::from(throttled);
         }
+        let _ = TALLY.try_with(|t| {
+            use std::sync::atomic::Ordering::Relaxed;
+            t.calls.fetch_add(1, Relaxed);
+            t.errors.fetch_add(u64::from(error), Relaxed);
+        });
         if let Ok(resource) = RESOURCE.try_with(|r| r.to_string())
             && let Ok(mut m) = self.0.by_resource.lock()
         {

@@ -3,12 +3,13 @@
 use std::collections::{BTreeMap, HashSet};
 
 use aws_sdk_iam::operation::create_role::CreateRoleError;
-use aws_sdk_iam::types::{Role, Tag};
+use aws_sdk_iam::types::{EntityType, Role, Tag};
 use futures::future::try_join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::artifact::Artifact;
+use crate::providers::batch::{self, Lookup};
 use crate::providers::resource::{NameCheck, Observed, Placement, Resource, find_by_name};
 use crate::providers::schema::{DefaultValue, Field, FieldType as T, KindSchema, TAGS};
 use crate::providers::tags::TagChanges;
@@ -139,6 +140,51 @@ async fn attached_policies(aws: &Aws, role: &str) -> Result<Vec<String>> {
     Ok(arns)
 }
 
+/// A role's policies as `GetAccountAuthorizationDetails` lists them.
+#[derive(Debug, Clone)]
+struct Policies {
+    inline: BTreeMap<String, Value>,
+    /// Sorted.
+    managed: Vec<String>,
+}
+
+/// Every role's policies by role name, from at most `max_pages` pages of
+/// `GetAccountAuthorizationDetails` (filter `Role`): the batch's collection read. A caller without
+/// `iam:GetAccountAuthorizationDetails` (read-only roles often lack it) gets AccessDenied, and the
+/// batch reads each role's policies on its own.
+async fn authorization_details(aws: &Aws, max_pages: usize) -> Result<Option<batch::Collection<Policies>>> {
+    let mut roles = std::collections::HashMap::new();
+    let mut marker = None;
+    for _ in 0..max_pages {
+        let out = aws
+            .iam
+            .get_account_authorization_details()
+            .filter(EntityType::Role)
+            .max_items(1000)
+            .set_marker(marker.take())
+            .send()
+            .await
+            .map_err(|e| ProviderError::sdk("iam:GetAccountAuthorizationDetails", e))?;
+        for role in out.role_detail_list() {
+            let Some(name) = role.role_name() else { continue };
+            let inline = role
+                .role_policy_list()
+                .iter()
+                .filter_map(|p| Some((p.policy_name()?.to_string(), decode_policy(p.policy_document()?))))
+                .collect();
+            let mut managed: Vec<String> =
+                role.attached_managed_policies().iter().filter_map(|p| p.policy_arn().map(str::to_string)).collect();
+            managed.sort();
+            roles.insert(name.to_string(), Policies { inline, managed });
+        }
+        match (out.is_truncated, out.marker) {
+            (true, Some(next)) => marker = Some(next),
+            _ => break,
+        }
+    }
+    Ok(Some(roles))
+}
+
 async fn delete_inline(aws: &Aws, role: &str, policy: &str) -> Result<()> {
     aws.iam
         .delete_role_policy()
@@ -251,7 +297,11 @@ impl Resource for IamRole {
         let Some(role) = get_role(aws, name).await? else {
             return Ok(None);
         };
-        let (inline_policies, managed_policy_arns) = tokio::try_join!(inline_policies(aws, name), attached_policies(aws, name))?;
+        let (inline_policies, managed_policy_arns) =
+            match batch::lookup(aws, Kind::IamRole, name, |_, max_pages| authorization_details(aws, max_pages)).await {
+                Lookup::Found(p) => (p.inline, p.managed),
+                Lookup::Gone | Lookup::Unknown => tokio::try_join!(inline_policies(aws, name), attached_policies(aws, name))?,
+            };
         let spec = RoleSpec {
             name: role.role_name().to_string(),
             assume_role_policy: role.assume_role_policy_document().map_or(Value::Null, decode_policy),

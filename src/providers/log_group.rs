@@ -6,6 +6,7 @@ use aws_sdk_cloudwatchlogs::operation::create_log_group::CreateLogGroupError;
 use aws_sdk_cloudwatchlogs::operation::delete_log_group::DeleteLogGroupError;
 use serde::{Deserialize, Serialize};
 
+use super::batch::{self, Lookup};
 use super::resource::{NameCheck, Observed, Placement, Resource, find_by_name};
 use super::schema::{DefaultValue, Field, FieldType as T, KindSchema, TAGS};
 use super::tags::TagChanges;
@@ -59,6 +60,7 @@ pub struct LogGroupSpec {
 
 pub struct LogGroup;
 
+#[derive(Debug, Clone)]
 struct Group {
     name: String,
     arn: String,
@@ -69,6 +71,31 @@ impl Group {
     fn outputs(&self) -> BTreeMap<String, String> {
         BTreeMap::from([("arn".into(), self.arn.clone()), ("name".into(), self.name.clone())])
     }
+}
+
+impl Group {
+    fn of(name: &str, g: &aws_sdk_cloudwatchlogs::types::LogGroup) -> Group {
+        // `logGroupArn` is the ARN without the trailing `:*` that other services (API Gateway) expect.
+        let arn =
+            g.log_group_arn().map(str::to_string).or_else(|| g.arn().map(|a| a.trim_end_matches(":*").to_string())).unwrap_or_default();
+        Group { name: name.to_string(), arn, retention: g.retention_in_days().map_or(0, i64::from) }
+    }
+}
+
+/// The groups whose names start with `prefix`, by name, from at most `max_pages` pages of
+/// `DescribeLogGroups` (the batch's collection read; it holds what it got to).
+async fn listed(aws: &Aws, prefix: String, max_pages: usize) -> Result<Option<batch::Collection<Group>>> {
+    let mut pages = aws.logs.describe_log_groups().log_group_name_prefix(prefix).into_paginator().page_size(50).send();
+    let mut items = std::collections::HashMap::new();
+    for _ in 0..max_pages {
+        let Some(page) = pages.next().await else { break };
+        for g in page.map_err(|e| ProviderError::sdk("logs:DescribeLogGroups", e))?.log_groups() {
+            if let Some(name) = g.log_group_name() {
+                items.insert(name.to_string(), Group::of(name, g));
+            }
+        }
+    }
+    Ok(Some(items))
 }
 
 /// The group named exactly `name` (DescribeLogGroups filters by prefix).
@@ -84,10 +111,7 @@ async fn describe(aws: &Aws, name: &str) -> Result<Option<Group>> {
             .await
             .map_err(|e| ProviderError::sdk("logs:DescribeLogGroups", e))?;
         if let Some(g) = out.log_groups().iter().find(|g| g.log_group_name() == Some(name)) {
-            // `logGroupArn` is the ARN without the trailing `:*` that other services (API Gateway) expect.
-            let arn =
-                g.log_group_arn().map(str::to_string).or_else(|| g.arn().map(|a| a.trim_end_matches(":*").to_string())).unwrap_or_default();
-            return Ok(Some(Group { name: name.to_string(), arn, retention: g.retention_in_days().map_or(0, i64::from) }));
+            return Ok(Some(Group::of(name, g)));
         }
         match out.next_token {
             Some(t) => token = Some(t),
@@ -155,7 +179,11 @@ impl Resource for LogGroup {
     }
 
     async fn read(aws: &Aws, name: &str) -> Result<Option<Observed<LogGroupSpec>>> {
-        let Some(group) = describe(aws, name).await? else {
+        let group = match batch::lookup(aws, Kind::LogGroup, name, |prefix, max_pages| listed(aws, prefix, max_pages)).await {
+            Lookup::Found(group) => Some(group),
+            Lookup::Gone | Lookup::Unknown => describe(aws, name).await?,
+        };
+        let Some(group) = group else {
             return Ok(None);
         };
         let tags = aws

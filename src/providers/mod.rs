@@ -3,6 +3,7 @@
 //! below are the engine's entry points; they hand each call to the kind's module.
 
 pub mod apigateway;
+pub mod batch;
 pub mod calls;
 pub mod error;
 pub mod iam_role;

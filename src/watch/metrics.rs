@@ -47,6 +47,11 @@ struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
     service: String,
     operation: String,
@@ -137,7 +142,12 @@ fn calls_registry(calls: &BTreeMap<(String, String), CallCount>) -> Registry {
         total.get_or_create(&labels).inc_by(c.calls);
         errors.get_or_create(&labels).inc_by(c.errors);
     }
+    let by_service = Family::<ServiceLabels, Counter>::default();
+    for ((service, _), c) in calls {
+        by_service.get_or_create(&ServiceLabels { service: service.clone() }).inc_by(c.calls);
+    }
     registry.register("reconcile_aws_calls", "AWS API calls (each HTTP attempt) by service and operation", total);
+    registry.register("reconcile_aws_service_calls", "AWS API calls (each HTTP attempt) by service, every operation", by_service);
     registry.register("reconcile_aws_errors", "AWS API calls answered with an error (or none), by service and operation", errors);
     registry
 }
@@ -470,6 +480,7 @@ mod tests {
             "reconcile_passes_total{stack=\"t\",result=\"partial\"} 1",
             "reconcile_aws_calls_total{service=\"lambda\",operation=\"GetFunction\"} 3",
             "reconcile_aws_errors_total{service=\"lambda\",operation=\"GetFunction\"} 1",
+            "reconcile_aws_service_calls_total{service=\"lambda\"} 3",
         ] {
             assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
         }

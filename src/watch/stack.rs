@@ -103,12 +103,13 @@ impl StackWatcher {
     async fn pass(&mut self, ctx: &Ctx, stop: &mut watch::Receiver<bool>) -> PassEnd {
         let stack = self.source.manifest.stack.clone();
         let started = Instant::now();
-        let before = ctx.aws.calls.total();
+        // This pass's own calls: other stacks' passes run at the same time on the same clients.
+        let tally = crate::providers::calls::Tally::new();
         let mut stats = PassStats::default();
         ctx.metrics.pass_started(&stack);
         let tracker = Tracker::default();
         let result = {
-            let inner = self.reconcile(ctx, stop, &mut stats, &tracker);
+            let inner = crate::providers::calls::TALLY.scope(tally.clone(), self.reconcile(ctx, stop, &mut stats, &tracker));
             tokio::pin!(inner);
             // A pass that takes long (AWS slow or unreachable, retries) says what it waits on.
             let every = ctx.config.interval.clamp(Duration::from_secs(5), Duration::from_secs(60));
@@ -118,14 +119,14 @@ impl StackWatcher {
                     r = &mut inner => break r,
                     _ = tick.tick() => {
                         let (phase, waiting) = tracker.snapshot();
-                        let now = ctx.aws.calls.total();
+                        let (calls, errors) = tally.get();
                         tracing::warn!(
                             stack,
                             running_s = started.elapsed().as_secs(),
                             phase,
                             waiting_on = %waiting.join(", "),
-                            aws_calls = now.calls - before.calls,
-                            aws_errors = now.errors - before.errors,
+                            aws_calls = calls,
+                            aws_errors = errors,
                             "pass still running: {phase}, waiting on {}",
                             if waiting.is_empty() { "AWS".to_string() } else { waiting.join(", ") }
                         );
@@ -134,8 +135,7 @@ impl StackWatcher {
             }
         };
         let elapsed = started.elapsed();
-        let after = ctx.aws.calls.total();
-        let (calls, errors) = (after.calls - before.calls, after.errors - before.errors);
+        let (calls, errors) = tally.get();
         let end = match result {
             Ok(end) => end,
             Err(e) => self.error_policy(&ctx.metrics, e),
@@ -192,7 +192,12 @@ impl StackWatcher {
         let now = Instant::now();
         let cadence = &self.cadence;
         tracker.phase("reading AWS");
-        let observe = observe::observe(&self.source.manifest, &state, &ctx.aws, |r| cadence.due(r, now), tracker);
+        // Listings made for another stack's pass in this window serve this one too.
+        let batch = ctx.reads.batch(&stack, state.serial);
+        let observe = crate::providers::batch::scope(
+            batch,
+            observe::observe(&self.source.manifest, &state, &ctx.aws, |r| cadence.due(r, now), tracker),
+        );
         let obs = tokio::select! {
             obs = observe => obs,
             _ = stop.wait_for(|s| *s) => return Ok(PassEnd::Cancelled),

@@ -22,6 +22,8 @@ pub(super) struct Ctx {
     pub(super) store: Store,
     pub(super) aws: Aws,
     pub(super) metrics: Arc<Metrics>,
+    /// The collection reads of the current pass window, shared by every stack's pass in it.
+    pub(super) reads: crate::providers::batch::Window,
 }
 
 /// Runs until SIGTERM or Ctrl-C; returns after the passes in flight ended and the HTTP server stopped.
@@ -54,7 +56,8 @@ pub async fn run(config: Config, store: Store, aws: Aws) -> Result<(), WatchErro
         }
     });
 
-    let ctx = Arc::new(Ctx { config, store, aws, metrics });
+    let reads = crate::providers::batch::Window::new(config.interval);
+    let ctx = Arc::new(Ctx { config, store, aws, metrics, reads });
     tracing::info!(stacks = initial.len(), interval_s = ctx.config.interval.as_secs_f64(), remediate = ctx.config.remediate, "watching");
     let mut tasks = JoinSet::new();
     for (path, manifest) in initial {

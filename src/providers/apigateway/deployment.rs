@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{is_throttled, send_classified, split_id};
 use crate::artifact::Artifact;
+use crate::providers::batch::{self, Lookup};
 use crate::providers::resource::{NameCheck, Observed, Placement, Resource};
 use crate::providers::retry::{self, Backoff};
 use crate::providers::schema::{DefaultValue, Field, FieldType as T, KindSchema};
@@ -54,24 +55,35 @@ fn outputs(deployment_id: &str) -> BTreeMap<String, String> {
     BTreeMap::from([("id".into(), deployment_id.to_string())])
 }
 
+fn observed(api_id: &str, deployment_id: &str, id: Option<&str>, description: Option<&str>) -> Observed<DeploymentSpec> {
+    let spec = DeploymentSpec { rest_api_id: api_id.to_string(), description: description.unwrap_or_default().to_string(), triggers: None };
+    Observed { spec, outputs: outputs(id.unwrap_or(deployment_id)) }
+}
+
 /// Every deployment of the API; `None` if the API itself is gone.
 async fn list(aws: &Aws, api_id: &str) -> Result<Option<Vec<aws_sdk_apigateway::types::Deployment>>> {
-    aws.apigateway
-        .get_deployments()
-        .rest_api_id(api_id)
-        .into_paginator()
-        .page_size(500)
-        .items()
-        .send()
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .await
-        .map_err(|e| {
-            ProviderError::sdk_classified("apigateway:GetDeployments", e, |e| match e {
-                GetDeploymentsError::NotFoundException(_) => ErrorClass::NotFound,
-                _ => ErrorClass::Other,
+    list_pages(aws, api_id, usize::MAX).await
+}
+
+/// The deployments of the API on at most `max_pages` pages of `GetDeployments`; `None` if the API
+/// itself is gone.
+async fn list_pages(aws: &Aws, api_id: &str, max_pages: usize) -> Result<Option<Vec<aws_sdk_apigateway::types::Deployment>>> {
+    let mut pages = aws.apigateway.get_deployments().rest_api_id(api_id).into_paginator().page_size(500).send();
+    let mut items = Vec::new();
+    for _ in 0..max_pages {
+        let Some(page) = pages.next().await else { break };
+        let page = page
+            .map_err(|e| {
+                ProviderError::sdk_classified("apigateway:GetDeployments", e, |e| match e {
+                    GetDeploymentsError::NotFoundException(_) => ErrorClass::NotFound,
+                    _ => ErrorClass::Other,
+                })
             })
-        })
-        .or_gone()
+            .or_gone()?;
+        let Some(page) = page else { return Ok(None) };
+        items.extend(page.items.unwrap_or_default());
+    }
+    Ok(Some(items))
 }
 
 /// Whether the API lists the deployment (false if the API itself is gone).
@@ -119,6 +131,14 @@ impl Resource for Deployment {
 
     async fn read(aws: &Aws, id: &str) -> Result<Option<Observed<DeploymentSpec>>> {
         let (api_id, deployment_id) = split_id("deployment", id)?;
+        let listed = |api: String, max_pages| async move {
+            Ok(list_pages(aws, &api, max_pages).await?.map(|items| items.into_iter().filter_map(|d| Some((d.id.clone()?, d))).collect()))
+        };
+        match batch::lookup(aws, Kind::Deployment, id, listed).await {
+            Lookup::Found(d) => return Ok(Some(observed(api_id, deployment_id, d.id(), d.description()))),
+            Lookup::Gone => return Ok(None),
+            Lookup::Unknown => {}
+        }
         let out = aws.apigateway.get_deployment().rest_api_id(api_id).deployment_id(deployment_id).send().await.map_err(|e| {
             ProviderError::sdk_classified("apigateway:GetDeployment", e, |e| match e {
                 GetDeploymentError::NotFoundException(_) => ErrorClass::NotFound,
@@ -138,12 +158,7 @@ impl Resource for Deployment {
             }
             Err(err) => return Err(err),
         };
-        let spec = DeploymentSpec {
-            rest_api_id: api_id.to_string(),
-            description: out.description().unwrap_or_default().to_string(),
-            triggers: None,
-        };
-        Ok(Some(Observed { spec, outputs: outputs(out.id().unwrap_or(deployment_id)) }))
+        Ok(Some(observed(api_id, deployment_id, out.id(), out.description())))
     }
 
     /// The newest deployment of the API whose physical id is not in `taken` (deployments carry no

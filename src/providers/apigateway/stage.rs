@@ -8,11 +8,13 @@ use std::collections::{BTreeMap, HashSet};
 use aws_sdk_apigateway::operation::create_stage::CreateStageError;
 use aws_sdk_apigateway::operation::delete_stage::DeleteStageError;
 use aws_sdk_apigateway::operation::get_stage::GetStageError;
-use aws_sdk_apigateway::types::{Op, PatchOperation};
+use aws_sdk_apigateway::operation::get_stages::GetStagesError;
+use aws_sdk_apigateway::types::{Op, PatchOperation, Stage as ApiStage};
 use serde::{Deserialize, Serialize};
 
 use super::{is_throttled, partition, patch, send_classified, split_id};
 use crate::artifact::Artifact;
+use crate::providers::batch::{self, Lookup};
 use crate::providers::resource::{NameCheck, Observed, Placement, Resource, find_by_name};
 use crate::providers::retry::{self, Backoff};
 use crate::providers::schema::{DefaultValue, Field, FieldType as T, KindSchema, TAGS};
@@ -161,6 +163,25 @@ async fn update_stage(aws: &Aws, api_id: &str, stage: &str, ops: Vec<PatchOperat
     Ok(())
 }
 
+/// Every stage of the REST API by name (one `GetStages`, the batch's collection read); `None` if
+/// the API is gone.
+async fn listed(aws: &Aws, api_id: String) -> Result<Option<batch::Collection<ApiStage>>> {
+    let out = aws
+        .apigateway
+        .get_stages()
+        .rest_api_id(&api_id)
+        .send()
+        .await
+        .map_err(|e| {
+            ProviderError::sdk_classified("apigateway:GetStages", e, |e| match e {
+                GetStagesError::NotFoundException(_) => ErrorClass::NotFound,
+                _ => ErrorClass::Other,
+            })
+        })
+        .or_gone()?;
+    Ok(out.map(|out| out.item.unwrap_or_default().into_iter().filter_map(|s| Some((s.stage_name.clone()?, s))).collect()))
+}
+
 impl Resource for Stage {
     type Spec = StageSpec;
     const KIND: Kind = Kind::Stage;
@@ -200,21 +221,35 @@ impl Resource for Stage {
 
     async fn read(aws: &Aws, id: &str) -> Result<Option<Observed<StageSpec>>> {
         let (api_id, stage_name) = split_id("stage", id)?;
-        let out = aws
-            .apigateway
-            .get_stage()
-            .rest_api_id(api_id)
-            .stage_name(stage_name)
-            .send()
-            .await
-            .map_err(|e| {
-                ProviderError::sdk_classified("apigateway:GetStage", e, |e| match e {
-                    GetStageError::NotFoundException(_) => ErrorClass::NotFound,
-                    _ => ErrorClass::Other,
-                })
-            })
-            .or_gone()?;
-        let Some(out) = out else { return Ok(None) };
+        let out = match batch::lookup(aws, Kind::Stage, id, |api, _| listed(aws, api)).await {
+            Lookup::Found(stage) => stage,
+            Lookup::Gone => return Ok(None),
+            Lookup::Unknown => {
+                let out = aws
+                    .apigateway
+                    .get_stage()
+                    .rest_api_id(api_id)
+                    .stage_name(stage_name)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        ProviderError::sdk_classified("apigateway:GetStage", e, |e| match e {
+                            GetStageError::NotFoundException(_) => ErrorClass::NotFound,
+                            _ => ErrorClass::Other,
+                        })
+                    })
+                    .or_gone()?;
+                let Some(out) = out else { return Ok(None) };
+                ApiStage::builder()
+                    .set_deployment_id(out.deployment_id)
+                    .set_stage_name(out.stage_name)
+                    .set_description(out.description)
+                    .set_method_settings(out.method_settings)
+                    .set_access_log_settings(out.access_log_settings)
+                    .set_tags(out.tags)
+                    .build()
+            }
+        };
         let all = out.method_settings().and_then(|m| m.get(ALL_METHODS));
         let access = out.access_log_settings();
         let name = out.stage_name().unwrap_or(stage_name);

@@ -21,6 +21,7 @@ pub use routes::Route;
 
 use super::{is_throttled, partition, patch, rest_api_arn, send_classified};
 use crate::artifact::Artifact;
+use crate::providers::batch::{self, Lookup};
 use crate::providers::resource::{NameCheck, Observed, Placement, Resource};
 use crate::providers::retry::{self, Backoff};
 use crate::providers::schema::{DefaultValue, Field, FieldType as T, KindSchema, TAGS};
@@ -303,6 +304,38 @@ async fn all(aws: &Aws) -> Result<Vec<aws_sdk_apigateway::types::RestApi>> {
         .map_err(|e| ProviderError::sdk("apigateway:GetRestApis", e))
 }
 
+/// What `read` takes from `GetRestApi`, or from the API's entry in `GetRestApis`.
+#[derive(Debug, Clone)]
+struct Head {
+    name: Option<String>,
+    description: Option<String>,
+    endpoint_configuration: Option<EndpointConfiguration>,
+    tags: Option<HashMap<String, String>>,
+    root_resource_id: Option<String>,
+}
+
+/// Every REST API in the region by id, from at most `max_pages` pages of `GetRestApis` (the batch's
+/// collection read; it holds what it got to).
+async fn listed(aws: &Aws, max_pages: usize) -> Result<Option<batch::Collection<Head>>> {
+    let mut pages = aws.apigateway.get_rest_apis().into_paginator().page_size(500).send();
+    let mut items = HashMap::new();
+    for _ in 0..max_pages {
+        let Some(page) = pages.next().await else { break };
+        for a in page.map_err(|e| ProviderError::sdk("apigateway:GetRestApis", e))?.items.unwrap_or_default() {
+            let Some(id) = a.id else { continue };
+            let head = Head {
+                name: a.name,
+                description: a.description,
+                endpoint_configuration: a.endpoint_configuration,
+                tags: a.tags,
+                root_resource_id: a.root_resource_id,
+            };
+            items.insert(id, head);
+        }
+    }
+    Ok(Some(items))
+}
+
 /// (id, name) of every REST API in the region (one paged `GetRestApis`).
 pub async fn list_names(aws: &Aws) -> Result<Vec<(String, String)>> {
     Ok(all(aws).await?.iter().filter_map(|a| Some((a.id()?.to_string(), a.name()?.to_string()))).collect())
@@ -351,25 +384,38 @@ impl Resource for RestApi {
     }
 
     async fn read(aws: &Aws, id: &str) -> Result<Option<Observed<RestApiSpec>>> {
-        let api = aws
-            .apigateway
-            .get_rest_api()
-            .rest_api_id(id)
-            .send()
-            .await
-            .map_err(|e| ProviderError::sdk_classified("apigateway:GetRestApi", e, not_found_on_get_rest_api))
-            .or_gone()?;
-        let Some(api) = api else { return Ok(None) };
+        let api = match batch::lookup(aws, Kind::RestApi, id, |_, max_pages| listed(aws, max_pages)).await {
+            Lookup::Found(api) => api,
+            Lookup::Gone => return Ok(None),
+            Lookup::Unknown => {
+                let out = aws
+                    .apigateway
+                    .get_rest_api()
+                    .rest_api_id(id)
+                    .send()
+                    .await
+                    .map_err(|e| ProviderError::sdk_classified("apigateway:GetRestApi", e, not_found_on_get_rest_api))
+                    .or_gone()?;
+                let Some(out) = out else { return Ok(None) };
+                Head {
+                    name: out.name,
+                    description: out.description,
+                    endpoint_configuration: out.endpoint_configuration,
+                    tags: out.tags,
+                    root_resource_id: out.root_resource_id,
+                }
+            }
+        };
         let Some(resources) = resources(aws, id).await? else { return Ok(None) };
         let routes = live_routes(aws, id, &resources).await?;
         // Tags come with GetRestApi (GetTags on the API ARN is not supported everywhere).
-        let tags = api.tags().map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
-        let endpoint_type = api.endpoint_configuration().and_then(|c| c.types().first()).map_or("EDGE", EndpointType::as_str);
-        let root = api.root_resource_id().or_else(|| root_id(&resources)).unwrap_or_default();
+        let tags = api.tags.map(|t| t.into_iter().collect()).unwrap_or_default();
+        let endpoint_type = api.endpoint_configuration.as_ref().and_then(|c| c.types().first()).map_or("EDGE", EndpointType::as_str);
+        let root = api.root_resource_id.as_deref().or_else(|| root_id(&resources)).unwrap_or_default();
         let outputs = outputs(aws, id, root, &routes).await?;
         let spec = RestApiSpec {
-            name: api.name().unwrap_or_default().to_string(),
-            description: api.description().unwrap_or_default().to_string(),
+            name: api.name.unwrap_or_default(),
+            description: api.description.unwrap_or_default(),
             endpoint_type: endpoint_type.to_string(),
             tags,
             routes,
