@@ -178,11 +178,6 @@ fn pacing_registry(pacing: &BTreeMap<(String, String), PaceCount>) -> Registry {
     registry
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ServiceLabels {
-    service: String,
-}
-
 /// This process's share of the account's limits per service, and the call rate that allows: compare
 /// with `rate(reconcile_aws_calls_total{service=...}[1m])` for the rate used.
 fn share_registry(shares: &[(&'static str, f64, f64)]) -> Registry {
