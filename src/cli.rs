@@ -296,6 +296,14 @@ pub struct WatchArgs {
     /// this long since its last complete pass (default: 3 intervals, at least 30s).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub unready_after: Option<std::time::Duration>,
+    /// How long a stack's watch lease lasts without renewal. Several watchers on one state share the
+    /// stacks (one watches each); when one dies, another takes its stacks within --lease-ttl plus
+    /// --lease-renew (25s with the defaults).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: std::time::Duration,
+    /// How often the leases held are renewed and stacks nobody holds are tried (shorter than --lease-ttl).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub lease_renew: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
