@@ -101,7 +101,7 @@ impl StackWatcher {
                 // Another watcher holds the stack (or nobody yet): wait for the lease, re-reading the
                 // manifest every interval.
                 tokio::select! {
-                    _ = held.changed() => {}
+                    Ok(()) = held.changed() => {}
                     _ = tokio::time::sleep(cadence::jittered(ctx.config.interval)) => {}
                     Ok(()) = hup.changed() => {}
                     _ = stop.wait_for(|s| *s) => break,

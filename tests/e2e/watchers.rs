@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use reconcile::state::Store;
 use reconcile::state::lease::{Lease, now_ms};
 
-/// A deadline for a takeover: far beyond the bound (TTL 3 s + renew 1 s in these tests).
+/// A deadline for a takeover: far beyond the bound (TTL 5 s + renew 1 s here).
 const TAKEOVER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A one-resource stack: a log group with a 7-day retention.
@@ -89,7 +89,7 @@ async fn three_watchers_share_five_stacks_and_take_over_a_killed_one_remediating
         cli.run(&["-f", &file, "apply", "--auto-approve"]).assert_success();
     }
     let aws = aws(&moto).await;
-    let args = ["stacks", "--remediate", "--lease-ttl", "3s", "--lease-renew", "1s"];
+    let args = ["stacks", "--remediate", "--lease-ttl", "5s", "--lease-renew", "1s"];
     let mut watchers: Vec<(support::Daemon, u16)> = (0..3).map(|_| spawn_watch(&cli, &args, &[])).collect();
     let ids = |ws: &[(support::Daemon, u16)]| ws.iter().map(|(d, p)| (d.pid(), *p)).collect::<Vec<_>>();
     let stderr = |ws: &[(support::Daemon, u16)]| ws.iter().map(|(d, _)| d.stderr()).collect::<Vec<_>>().join("\n---\n");
