@@ -284,7 +284,8 @@ impl Metrics {
                 m.last_success = Some(now);
                 f.last_success.get_or_create(&labels).set(now);
             }
-            if let Some(d) = drift {
+            // A pass that ended after the lease was lost: its holder now reports the drift.
+            if let Some(d) = drift.filter(|_| !m.standby) {
                 let series = |resource: &str| ResourceLabels { stack: stack.to_string(), resource: resource.to_string() };
                 for gone in m.drift.iter().filter(|r| !d.contains_key(*r)) {
                     f.drift.remove(&series(gone));
@@ -604,8 +605,10 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
         }
-        // Losing it drops its drift series (the new holder reports them) and its readiness.
+        // Losing it drops its drift series (the new holder reports them) and its readiness, also when
+        // the pass in flight ends after.
         m.lease_held("t", false);
+        m.pass("t", Duration::from_millis(5), true, Some(BTreeMap::from([("logs".into(), 1)])));
         let text = m.render(&BTreeMap::new(), &BTreeMap::new());
         assert!(!text.contains("reconcile_drift{stack=\"t\""), "{text}");
         assert!(m.ready());
