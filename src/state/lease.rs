@@ -17,7 +17,10 @@ use std::hash::{BuildHasher, Hasher};
 
 use sqlx::Row;
 
-use super::{Result, StateError, Store};
+use super::{LockInfo, Result, StateError, Store};
+
+/// The operation name of the stack lock `watch --remediate` takes.
+pub const REMEDIATION_LOCK: &str = "watch --remediate";
 
 /// One stack's lease as the table holds it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -215,6 +218,30 @@ impl Store {
         Ok(released == 1)
     }
 
+    /// Breaks the stack lock a remediation of another watcher process left (it died, or stalled past
+    /// its lease), when `fence` is the stack's current lease: only the lease holder remediates, so a
+    /// remediation lock of any other watcher belongs to a holder that lost the stack, and whatever that
+    /// one still tries to write is refused by its fence. The lease check and the delete are one
+    /// transaction. Returns the lock broken.
+    pub async fn break_stale_remediation_lock(&self, fence: &Fence) -> Result<Option<LockInfo>> {
+        let Some(lock) = self.lock_info(&fence.stack).await? else { return Ok(None) };
+        let ours = fence.holder.starts_with(&format!("{}:{}:", lock.host, lock.pid));
+        if lock.operation != REMEDIATION_LOCK || ours {
+            return Ok(None);
+        }
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        check_fence(&mut tx, fence).await?;
+        let broken = sqlx::query("DELETE FROM locks WHERE stack = $1 AND id = $2 AND operation = $3")
+            .bind(&fence.stack)
+            .bind(&lock.id)
+            .bind(REMEDIATION_LOCK)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok((broken == 1).then_some(lock))
+    }
+
     /// Whether the lease `fence` names is still the current one (not taken over since).
     pub async fn fence_holds(&self, fence: &Fence) -> Result<bool> {
         let mut conn = self.pool.acquire().await?;
@@ -329,6 +356,33 @@ mod tests {
         assert_eq!(won.len(), 1, "{won:?}");
         assert_eq!(won[0].generation, 2);
         assert_eq!(first.lease("s").await.unwrap().unwrap().holder, won[0].holder);
+    }
+
+    #[tokio::test]
+    async fn the_lease_holder_breaks_a_remediation_lock_only_another_watcher_left() {
+        let store = Store::memory().await.unwrap();
+        let me = claimed(&store, "s", &holder_id(), 0).await;
+        // An apply's lock is never broken.
+        let apply = store.lock("s", "apply", std::time::Duration::ZERO).await.unwrap();
+        assert_eq!(store.break_stale_remediation_lock(&me.fence()).await.unwrap(), None);
+        store.unlock("s", &apply.id).await.unwrap();
+        // Our own remediation's lock neither.
+        let own = store.lock("s", REMEDIATION_LOCK, std::time::Duration::ZERO).await.unwrap();
+        assert_eq!(store.break_stale_remediation_lock(&me.fence()).await.unwrap(), None);
+        store.unlock("s", &own.id).await.unwrap();
+        // Another watcher's (pid 1 here): broken while our lease is current, not after we lost it.
+        let pool = store.pool_for_tests();
+        sqlx::query("INSERT INTO locks (stack, id, operation, pid, host) VALUES ('s', 'x', $1, 1, 'elsewhere')")
+            .bind(REMEDIATION_LOCK)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let lost = Fence { generation: 0, ..me.fence() };
+        assert!(matches!(store.break_stale_remediation_lock(&lost).await, Err(StateError::Fenced { .. })));
+        assert!(store.lock_info("s").await.unwrap().is_some());
+        let broken = store.break_stale_remediation_lock(&me.fence()).await.unwrap().unwrap();
+        assert_eq!((broken.id.as_str(), broken.host.as_str()), ("x", "elsewhere"));
+        assert!(store.lock_info("s").await.unwrap().is_none());
     }
 
     #[tokio::test]

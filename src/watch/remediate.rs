@@ -30,6 +30,16 @@ pub(super) async fn remediate(
     tracker: &Tracker,
 ) -> Result<usize, StateError> {
     let stack = &source.manifest.stack;
+    // A watcher that held the stack before us and died (or stalled) in a remediation left its lock.
+    if let Some(lock) = store.break_stale_remediation_lock(fence).await? {
+        tracing::warn!(
+            stack,
+            pid = lock.pid,
+            host = %lock.host,
+            since = %lock.acquired_at,
+            "broke the stack lock a remediation of the stack's previous watcher left (that watcher no longer holds the stack)"
+        );
+    }
     let pending = store.pending_operations(stack).await?;
     if !pending.is_empty() {
         tracing::warn!(
@@ -40,7 +50,7 @@ pub(super) async fn remediate(
         return Ok(0);
     }
     tracker.phase("waiting for the stack's lock");
-    let remediation = store.with_lock(stack, "watch --remediate", ctx.config.lock_timeout, |_| async {
+    let remediation = store.with_lock(stack, crate::state::lease::REMEDIATION_LOCK, ctx.config.lock_timeout, |_| async {
         if !store.fence_holds(fence).await? {
             tracing::info!(stack, "another watcher took the stack over during the pass; it remediates, this one does not");
             return Ok(None);

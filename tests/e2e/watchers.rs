@@ -31,6 +31,11 @@ fn holder_pid(l: &Lease) -> u32 {
     l.holder.rsplit(':').nth(1).unwrap().parse().unwrap()
 }
 
+/// The host in a holder id (`host:pid:random`).
+fn holder_host(l: &Lease) -> String {
+    l.holder.rsplitn(3, ':').nth(2).unwrap().to_string()
+}
+
 /// The stacks a watcher says it holds (`reconcile_watch_lease_held` 1) and its takeovers, from /metrics.
 fn held_by(port: u16) -> (Vec<String>, f64) {
     let body = http_get(port, "/metrics").1;
@@ -137,9 +142,24 @@ async fn three_watchers_share_five_stacks_and_take_over_a_killed_one_remediating
     let takeovers: f64 = watchers.iter().map(|(_, port)| held_by(*port).1).sum();
     assert_eq!(takeovers, taken.len() as f64, "{}", stderr(&watchers));
 
-    // Drift made after the kill on a stack that changed hands: found and repaired exactly once.
+    // Drift made after the kill on a stack that changed hands: found and repaired exactly once, also
+    // when the killed watcher died holding that stack's lock in a remediation (made up here: the
+    // lock row such a death leaves, with its host and pid).
     let target = &taken[0];
     let group = format!("{target}-logs");
+    // Every watcher here runs on this host.
+    let victim_host = holder_host(&table[0]);
+    {
+        use sqlx::ConnectOptions;
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new().filename(cli.join("reconcile.db")).connect().await.unwrap();
+        sqlx::query("INSERT INTO locks (stack, id, operation, pid, host) VALUES (?, 'left-by-the-dead', 'watch --remediate', ?, ?)")
+            .bind(target)
+            .bind(i64::from(victim_pid))
+            .bind(&victim_host)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
     aws.logs.put_retention_policy().log_group_name(&group).retention_in_days(30).send().await.unwrap();
     let repaired =
         || drift_events(&cli, true).into_iter().filter(|e| e["stack"] == target.as_str() && e["resource"] == "logs").collect::<Vec<_>>();
@@ -161,6 +181,10 @@ async fn three_watchers_share_five_stacks_and_take_over_a_killed_one_remediating
     let logs = stderr(&watchers);
     let remediated: Vec<Value> = log_lines(&logs, "drift remediated").into_iter().filter(|l| l["stack"] == target.as_str()).collect();
     assert_eq!(remediated.len(), 1, "{logs}");
+    let broke = "broke the stack lock a remediation of the stack's previous watcher left (that watcher no longer holds the stack)";
+    let broken: Vec<Value> = log_lines(&logs, broke).into_iter().filter(|l| l["stack"] == target.as_str()).collect();
+    assert_eq!(broken.len(), 1, "{logs}");
+    assert_eq!(broken[0]["pid"].as_u64(), Some(u64::from(victim_pid)));
     assert_eq!(log_group(&aws, &group).await.unwrap().retention_in_days(), Some(7));
     // Only the holder watched it: one watcher's passes of that stack since the takeover.
     let passers: Vec<u32> = watchers
