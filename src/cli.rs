@@ -336,6 +336,14 @@ pub struct WatchArgs {
     /// one manifest. TOML files without a `[stack]` table in a watched directory (var files) are skipped.
     #[arg(long = "var-set", value_name = "FILE[,FILE...]")]
     pub var_sets: Vec<String>,
+    /// How long a stack's watch lease lasts without renewal. Several watchers on one state share the
+    /// stacks (one watches each); when one dies, another takes its stacks within --lease-ttl plus
+    /// --lease-renew (25s with the defaults).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: std::time::Duration,
+    /// How often the leases held are renewed and stacks nobody holds are tried (shorter than --lease-ttl).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub lease_renew: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

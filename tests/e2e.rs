@@ -36,6 +36,8 @@ mod variables;
 mod verify;
 #[path = "e2e/watch_safety.rs"]
 mod watch_safety;
+#[path = "e2e/watchers.rs"]
+mod watchers;
 
 use std::path::Path;
 

@@ -20,7 +20,16 @@ pub async fn run(g: &Global, args: &WatchArgs) -> Result<Exit, CliError> {
             .iter()
             .map(|set| set.split(',').filter(|s| !s.is_empty()).map(std::path::PathBuf::from).collect())
             .collect(),
+        lease_ttl: args.lease_ttl,
+        lease_renew: args.lease_renew,
     };
+    if args.lease_renew.is_zero() || args.lease_renew >= args.lease_ttl {
+        return Err(CliError::Refused(format!(
+            "--lease-renew ({}) must be shorter than --lease-ttl ({}): a lease renewed less often than it lasts expires while its holder is alive",
+            humantime::format_duration(args.lease_renew),
+            humantime::format_duration(args.lease_ttl)
+        )));
+    }
     let store = open_state(g).await?;
     let aws = match connect_sharing(g, crate::cli::WATCH_API_SHARE).await {
         Ok(aws) => aws,

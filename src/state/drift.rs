@@ -246,14 +246,18 @@ impl Store {
 
     /// Resolves one open event by id; `None` if it was not open.
     #[instrument(skip_all, fields(id))]
+    /// On a fenced store ([`Store::fenced`]), only while the watch lease is still current (checked in
+    /// the same transaction).
     pub async fn resolve_drift_event(&self, id: i64, how: Resolution) -> Result<Option<DriftEvent>> {
+        let mut tx = self.write().await?;
         let row = sqlx::query(&format!(
             "UPDATE drift_events SET resolved_at = {NOW}, how = ? WHERE id = ? AND resolved_at IS NULL RETURNING {COLUMNS}"
         ))
         .bind(how.as_str())
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         row.as_ref().map(event).transpose()
     }
 

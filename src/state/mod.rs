@@ -14,6 +14,7 @@ use crate::manifest::Kind;
 
 pub mod drift;
 pub use drift::{DELETED, Drift, DriftEvent, Listing, Resolution};
+pub mod lease;
 mod lock;
 pub mod pacing;
 
@@ -72,6 +73,9 @@ pub enum StateError {
         path.display()
     )]
     Empty { path: PathBuf },
+    /// A write by a watcher whose lease of the stack was taken over since it started the work.
+    #[error("stack `{stack}`: this watcher's lease (generation {generation}) was taken over ({now}); not writing")]
+    Fenced { stack: String, generation: i64, now: String },
     #[error("state holds invalid data for {what}: {source}")]
     Decode {
         what: String,
@@ -261,6 +265,8 @@ fn process_status(pid: i64) -> HolderStatus {
 pub struct Store {
     pool: SqlitePool,
     path: PathBuf,
+    /// When set ([`Store::fenced`]), every write transaction first checks the watch lease is still this one.
+    fence: Option<std::sync::Arc<lease::Fence>>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -290,7 +296,7 @@ impl Store {
             .busy_timeout(BUSY_TIMEOUT);
         let pool = pool.connect_with(options).await.map_err(|e| classify_open_error(path, e))?;
         Self::migrate(&pool, path).await?;
-        Ok(Store { pool, path: path.to_path_buf() })
+        Ok(Store { pool, path: path.to_path_buf(), fence: None })
     }
 
     /// An in-memory store, for tests.
@@ -298,7 +304,7 @@ impl Store {
         let options = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
         let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
         Self::migrate(&pool, Path::new(":memory:")).await?;
-        Ok(Store { pool, path: PathBuf::from(":memory:") })
+        Ok(Store { pool, path: PathBuf::from(":memory:"), fence: None })
     }
 
     async fn migrate(pool: &SqlitePool, path: &Path) -> Result<()> {
@@ -331,8 +337,15 @@ impl Store {
     /// deferred transaction that reads first cannot wait for the lock once another connection has
     /// written (SQLite answers "database is locked" at once, whatever the busy timeout); this one
     /// waits for it, up to the busy timeout, before reading anything.
+    ///
+    /// On a fenced store ([`Store::fenced`]) the transaction first checks the watch lease it names is
+    /// still current, and fails with [`StateError::Fenced`] before anything is written otherwise.
     async fn write(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(fence) = &self.fence {
+            lease::check_fence(&mut tx, fence).await?;
+        }
+        Ok(tx)
     }
 
     pub fn path(&self) -> &Path {
@@ -656,24 +669,32 @@ impl Store {
         action: JournalAction,
         physical_name: Option<&str>,
     ) -> Result<i64> {
+        // In a write transaction: on a fenced store, the lease check and the journal entry before the
+        // AWS write are one.
+        let mut tx = self.write().await?;
         let id = sqlx::query("INSERT INTO operations (stack, resource, kind, action, physical_name) VALUES (?, ?, ?, ?, ?)")
             .bind(stack)
             .bind(resource)
             .bind(kind.type_name())
             .bind(action)
             .bind(physical_name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
             .last_insert_rowid();
+        tx.commit().await?;
         Ok(id)
     }
 
+    /// Closes a journal entry. On a fenced store whose lease was taken over it is left open (and the
+    /// write fails): the next run adopts what the write made.
     pub async fn finish_operation(&self, id: i64, outcome: &OperationOutcome) -> Result<()> {
+        let mut tx = self.write().await?;
         sqlx::query("UPDATE operations SET finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), outcome = ? WHERE id = ?")
             .bind(outcome.to_string())
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -69,6 +69,8 @@ struct Families {
     last_success: Family<StackLabels, Gauge<f64, AtomicU64>>,
     /// `{stack}` 0, or `{stack, reason}` 1 while refused.
     refused: Family<Vec<(&'static str, String)>, Gauge>,
+    lease_held: Family<StackLabels, Gauge>,
+    takeovers: Family<StackLabels, Counter>,
 }
 
 fn pass_duration_histogram() -> Histogram {
@@ -85,6 +87,8 @@ impl Families {
         let paused = Family::default();
         let last_success = Family::default();
         let refused = Family::default();
+        let lease_held = Family::default();
+        let takeovers = Family::default();
         // (`register` ends each help text with a period; counters get their `_total` suffix.)
         registry.register("reconcile_drift", "Open drift (fields differing from the manifest) per managed resource", drift.clone());
         registry.register(
@@ -113,7 +117,17 @@ impl Families {
             "1 while a stack is refused (pinned to another AWS account or region than the watcher's), with the reason; 0 otherwise",
             refused.clone(),
         );
-        Families { registry, drift, duration, passes, remediations, paused, last_success, refused }
+        registry.register(
+            "reconcile_watch_lease_held",
+            "1 while this watcher holds the stack's lease (it alone watches and remediates the stack); 0 while another watcher does",
+            lease_held.clone(),
+        );
+        registry.register(
+            "reconcile_watch_lease_takeovers",
+            "Times this watcher took a stack over from another watcher whose lease had expired or been released",
+            takeovers.clone(),
+        );
+        Families { registry, drift, duration, passes, remediations, paused, last_success, refused, lease_held, takeovers }
     }
 
     /// The series every watched stack has from the start (zero until something happens).
@@ -126,6 +140,8 @@ impl Families {
         let _ = self.remediations.get_or_create(&s());
         self.paused.get_or_create(&paused_labels(stack)).set(0);
         self.refused.get_or_create(&vec![("stack", stack.to_string())]).set(0);
+        let _ = self.lease_held.get_or_create(&s());
+        let _ = self.takeovers.get_or_create(&s());
     }
 }
 
@@ -212,6 +228,9 @@ struct StackMetrics {
     last_complete: bool,
     /// When the pass now running started.
     running_since: Option<Instant>,
+    /// Another watcher holds the stack's lease: this process does not watch it, and it does not count
+    /// for readiness.
+    standby: bool,
 }
 
 impl StackMetrics {
@@ -303,7 +322,8 @@ impl Metrics {
                 m.last_success = Some(now);
                 f.last_success.get_or_create(&labels).set(now);
             }
-            if let Some(d) = drift {
+            // A pass that ended after the lease was lost: its holder now reports the drift.
+            if let Some(d) = drift.filter(|_| !m.standby) {
                 let series = |resource: &str| ResourceLabels { stack: stack.to_string(), resource: resource.to_string() };
                 for gone in m.drift.iter().filter(|r| !d.contains_key(*r)) {
                     f.drift.remove(&series(gone));
@@ -365,15 +385,42 @@ impl Metrics {
     }
 
     fn failing_at(&self, now: Instant) -> Vec<(String, Duration)> {
-        self.with(|s| s.iter().filter_map(|(k, m)| m.failing_for(self.unready_after, now).map(|d| (k.clone(), d))).collect())
+        self.with(|s| {
+            s.iter()
+                .filter(|(_, m)| !m.standby)
+                .filter_map(|(k, m)| m.failing_for(self.unready_after, now).map(|d| (k.clone(), d)))
+                .collect()
+        })
     }
 
     pub fn unready_after(&self) -> Duration {
         self.unready_after
     }
 
-    /// Every watched stack has had a complete pass, none has been failing for longer than the threshold,
-    /// and none is refused.
+    /// Whether this process holds `stack`'s lease (a stack another watcher holds is left out of
+    /// readiness, and its drift gauges are dropped: the holder reports them).
+    pub fn lease_held(&self, stack: &str, held: bool) {
+        self.with_stack(stack, |m, f| {
+            f.lease_held.get_or_create(&StackLabels { stack: stack.to_string() }).set(i64::from(held));
+            if !held {
+                for resource in std::mem::take(&mut m.drift) {
+                    f.drift.remove(&ResourceLabels { stack: stack.to_string(), resource });
+                }
+                m.running_since = None;
+            }
+            m.standby = !held;
+        });
+    }
+
+    /// This process took `stack` over from another watcher.
+    pub fn lease_taken_over(&self, stack: &str) {
+        self.with_stack(stack, |_, f| {
+            f.takeovers.get_or_create(&StackLabels { stack: stack.to_string() }).inc();
+        });
+    }
+
+    /// Every watched stack this process holds has had a complete pass, none has been failing for longer
+    /// than the threshold, and none is refused. A standby holding no stack is ready.
     pub fn ready(&self) -> bool {
         self.ready_at(Instant::now())
     }
@@ -381,18 +428,24 @@ impl Metrics {
     fn ready_at(&self, now: Instant) -> bool {
         self.with(|s| {
             !s.is_empty()
-                && s.values().all(|m| m.last_success.is_some() && m.refused.is_none() && m.failing_for(self.unready_after, now).is_none())
+                && s.values().all(|m| {
+                    m.standby || m.last_success.is_some() && m.refused.is_none() && m.failing_for(self.unready_after, now).is_none()
+                })
         })
     }
 
     /// Stacks still waiting for their first complete pass (refused ones aside).
     pub fn not_ready(&self) -> Vec<String> {
-        self.with(|s| s.iter().filter(|(_, m)| m.last_success.is_none() && m.refused.is_none()).map(|(k, _)| k.clone()).collect())
+        self.with(|s| {
+            s.iter().filter(|(_, m)| !m.standby && m.last_success.is_none() && m.refused.is_none()).map(|(k, _)| k.clone()).collect()
+        })
     }
 
     /// Refused stacks and why.
     pub fn refusals(&self) -> Vec<(String, String)> {
-        self.with(|s| s.iter().filter_map(|(k, m)| m.refused.as_ref().map(|(_, msg)| (k.clone(), msg.clone()))).collect())
+        self.with(|s| {
+            s.iter().filter(|(_, m)| !m.standby).filter_map(|(k, m)| m.refused.as_ref().map(|(_, msg)| (k.clone(), msg.clone()))).collect()
+        })
     }
 
     /// The Prometheus text exposition, with the AWS call counters of the process.
@@ -573,5 +626,42 @@ mod tests {
         assert!(m.ready_at(later()));
         assert_eq!(unready_after(Duration::from_secs(60)), Duration::from_secs(180));
         assert_eq!(unready_after(Duration::from_secs(1)), MIN_UNREADY_AFTER);
+    }
+
+    #[test]
+    fn a_standby_holding_nothing_is_ready_and_the_holder_waits_for_its_first_pass() {
+        let m = Metrics::default();
+        m.register("s");
+        m.register("t");
+        assert!(!m.ready(), "holding both, no pass yet");
+        m.lease_held("s", false);
+        m.lease_held("t", false);
+        assert!(m.ready(), "a standby holding nothing is ready");
+        assert!(m.not_ready().is_empty() && m.failing().is_empty());
+
+        // It takes `t` over: ready again once `t` had a complete pass.
+        m.lease_held("t", true);
+        m.lease_taken_over("t");
+        assert!(!m.ready());
+        assert_eq!(m.not_ready(), vec!["t".to_string()]);
+        m.pass("t", Duration::from_millis(5), true, Some(BTreeMap::from([("logs".into(), 1)])));
+        assert!(m.ready());
+        let text = m.render(&BTreeMap::new(), &BTreeMap::new());
+        for line in [
+            "reconcile_watch_lease_held{stack=\"s\"} 0",
+            "reconcile_watch_lease_held{stack=\"t\"} 1",
+            "reconcile_watch_lease_takeovers_total{stack=\"s\"} 0",
+            "reconcile_watch_lease_takeovers_total{stack=\"t\"} 1",
+            "reconcile_drift{stack=\"t\",resource=\"logs\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+        }
+        // Losing it drops its drift series (the new holder reports them) and its readiness, also when
+        // the pass in flight ends after.
+        m.lease_held("t", false);
+        m.pass("t", Duration::from_millis(5), true, Some(BTreeMap::from([("logs".into(), 1)])));
+        let text = m.render(&BTreeMap::new(), &BTreeMap::new());
+        assert!(!text.contains("reconcile_drift{stack=\"t\""), "{text}");
+        assert!(m.ready());
     }
 }

@@ -18,10 +18,13 @@
 //! By concern: `supervisor` (HTTP server, signals, one task per stack, new manifest files),
 //! [`sources`] (the manifests and their code on disk, and reloading them), `stack` (the per-stack
 //! loop: one `StackWatcher::reconcile` per tick with a typed outcome or error, and one error
-//! policy that decides what an error means), `remediate` (carrying out and checking a repair).
+//! policy that decides what an error means), `remediate` (carrying out and checking a repair),
+//! `lease` (sharing the stacks with other watchers of the same state database: only the holder of a
+//! stack's lease runs its passes, and its writes are fenced with the lease's generation).
 
 pub mod cadence;
 pub mod findings;
+mod lease;
 pub mod metrics;
 pub mod observe;
 mod remediate;
@@ -81,4 +84,9 @@ pub struct Config {
     /// `--var-set`: each is one environment (var files) every manifest is watched in; empty: once,
     /// with the command line's variables.
     pub var_sets: Vec<Vec<PathBuf>>,
+    /// How long a stack's watch lease lasts without renewal: when its holder dies, another watcher of
+    /// the same state database takes the stack within `lease_ttl + lease_renew`.
+    pub lease_ttl: Duration,
+    /// How often leases are renewed, and unheld stacks tried (shorter than `lease_ttl`).
+    pub lease_renew: Duration,
 }

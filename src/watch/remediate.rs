@@ -9,20 +9,38 @@ use super::sources::ManifestSource;
 use super::supervisor::Ctx;
 use crate::apply::{self, Event, Options, Reporter, Status};
 use crate::plan;
-use crate::state::{DELETED, Resolution, StateError};
+use crate::state::lease::Fence;
+use crate::state::{DELETED, Resolution, StateError, Store};
 
 /// Carries out `fix` under the stack's lock, then reads back what it wrote; returns how many
 /// resources the read confirms are back to the manifest. Only those events are resolved
 /// (`remediated`); a write AWS did not keep leaves its events open.
+///
+/// `store` is fenced with the stack's watch lease (`fence`): the lease is checked under the lock
+/// before anything is written, and again in the transaction of every state write (the journal entry
+/// before each AWS write, the records after it, the resolved events), so a watcher that lost the
+/// stack mid-pass stops before its next AWS write, and a drift is remediated once.
 pub(super) async fn remediate(
     ctx: &Ctx,
+    store: &Store,
+    fence: &Fence,
     source: &ManifestSource,
     fix: &plan::Plan,
     state: &crate::state::StackState,
     tracker: &Tracker,
 ) -> Result<usize, StateError> {
     let stack = &source.manifest.stack;
-    let pending = ctx.store.pending_operations(stack).await?;
+    // A watcher that held the stack before us and died (or stalled) in a remediation left its lock.
+    if let Some(lock) = store.break_stale_remediation_lock(fence).await? {
+        tracing::warn!(
+            stack,
+            pid = lock.pid,
+            host = %lock.host,
+            since = %lock.acquired_at,
+            "broke the stack lock a remediation of the stack's previous watcher left (that watcher no longer holds the stack)"
+        );
+    }
+    let pending = store.pending_operations(stack).await?;
     if !pending.is_empty() {
         tracing::warn!(
             stack,
@@ -32,11 +50,15 @@ pub(super) async fn remediate(
         return Ok(0);
     }
     tracker.phase("waiting for the stack's lock");
-    let remediation = ctx.store.with_lock(stack, "watch --remediate", ctx.config.lock_timeout, |_| async {
+    let remediation = store.with_lock(stack, crate::state::lease::REMEDIATION_LOCK, ctx.config.lock_timeout, |_| async {
+        if !store.fence_holds(fence).await? {
+            tracing::info!(stack, "another watcher took the stack over during the pass; it remediates, this one does not");
+            return Ok(None);
+        }
         // The plan was made from the state as read and from the files as loaded; if an apply moved
         // the state since, or the manifest or its code changed (an apply may be about to deploy
         // them), remediating now could undo it: wait for the next pass.
-        let now = ctx.store.load(stack).await?;
+        let now = store.load(stack).await?;
         if now.serial != state.serial || now.last_operation != state.last_operation {
             tracing::info!(
                 stack,
@@ -50,13 +72,13 @@ pub(super) async fn remediate(
         }
         let changes: Vec<_> = fix.resources.iter().filter(|c| c.action != plan::Action::NoOp).map(|c| c.name.as_str()).collect();
         tracing::info!(stack, resources = %changes.join(", "), "remediating");
-        if !pin_before_writing(ctx, stack).await {
+        if !pin_before_writing(ctx, store, stack).await {
             return Ok(None);
         }
         tracker.phase("remediating");
         let options = Options { parallelism: ctx.config.parallelism };
         let reporter = LogReporter { stack, tracker };
-        Ok::<_, StateError>(Some(apply::execute(fix, state, &ctx.store, &ctx.aws, options, &reporter).await))
+        Ok::<_, StateError>(Some(apply::execute(fix, state, store, &ctx.aws, options, &reporter).await))
     });
     let report = match remediation.await {
         Ok(Some(report)) => report,
@@ -83,7 +105,7 @@ pub(super) async fn remediate(
 
     // Read back what was written: only what AWS now shows as the manifest says is remediated.
     tracker.phase("reading back what remediation wrote");
-    let after = ctx.store.load(stack).await?;
+    let after = store.load(stack).await?;
     let check = observe::observe(&source.manifest, &after, &ctx.aws, |r| done.contains(r), tracker).await;
     let found = findings::findings(&check.plan, &after, |r| check.was_read(r));
     // Drift in ignored fields is never remediated, so it does not count against what was.
@@ -108,11 +130,11 @@ pub(super) async fn remediate(
         }
     }
     let physical = |name: &str| after.resources.get(name).map(|r| r.physical_id.clone()).unwrap_or_default();
-    for e in ctx.store.drift_events(Some(stack), false).await? {
+    for e in store.drift_events(Some(stack), false).await? {
         if !done.contains(&e.resource) || !check.was_read(&e.resource) || still.contains(&(e.resource.as_str(), e.field.as_str())) {
             continue;
         }
-        if ctx.store.resolve_drift_event(e.id, Resolution::Remediated).await?.is_none() {
+        if store.resolve_drift_event(e.id, Resolution::Remediated).await?.is_none() {
             continue;
         }
         let id = physical(&e.resource);
@@ -134,9 +156,9 @@ pub(super) async fn remediate(
 
 /// Pins the stack where the watcher works before remediation writes (it may create a stack that
 /// was never applied), as apply does.
-async fn pin_before_writing(ctx: &Ctx, stack: &str) -> bool {
+async fn pin_before_writing(ctx: &Ctx, store: &Store, stack: &str) -> bool {
     let pinned = match ctx.aws.identity().await {
-        Ok(here) => crate::identity::pin(&ctx.store, stack, &here).await,
+        Ok(here) => crate::identity::pin(store, stack, &here).await,
         Err(e) => Err(e.into()),
     };
     if let Err(e) = &pinned {

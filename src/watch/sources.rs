@@ -233,6 +233,11 @@ impl ManifestSource {
         ManifestSource { path, manifest, good_hash, good_code, bad_hash: None }
     }
 
+    /// SHA-256 (hex) of the manifest file text in use (what other watchers of the stack compare).
+    pub(super) fn hash_hex(&self) -> String {
+        self.good_hash.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Whether the manifest file or its code changed on disk since they were loaded (an edit in
     /// progress, or an apply about to deploy it): remediation then waits for the next pass.
     pub(super) fn changed(&self) -> bool {

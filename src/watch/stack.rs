@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::cadence::{self, Cadence};
 use super::findings;
+use super::lease::{self, Held};
 use super::metrics::Metrics;
 use super::observe::{self, Tracker};
 use super::remediate;
@@ -19,6 +20,7 @@ use super::supervisor::Ctx;
 use crate::identity::IdentityError;
 use crate::manifest::Manifest;
 use crate::state::StateError;
+use crate::state::lease::Fence;
 
 /// What a pass ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,13 +72,43 @@ impl StackWatcher {
         StackWatcher { source: ManifestSource::new(path, manifest), cadence: Cadence::new(interval), told: BTreeSet::new(), refused: None }
     }
 
-    pub(super) async fn run(mut self, ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>, mut hup: watch::Receiver<u64>) {
+    /// SHA-256 (hex) of the manifest file in use.
+    pub(super) fn manifest_hash(&self) -> String {
+        self.source.hash_hex()
+    }
+
+    /// Runs passes while this process holds the stack's lease (`held`, kept by the stack's lease
+    /// keeper); otherwise keeps the manifest fresh (its hash, in `hash`, is compared with the holder's)
+    /// and waits. Dropping `hash` when it ends tells the keeper to release the lease.
+    pub(super) async fn run(
+        mut self,
+        ctx: Arc<Ctx>,
+        mut stop: watch::Receiver<bool>,
+        mut hup: watch::Receiver<u64>,
+        mut held: watch::Receiver<Option<Held>>,
+        hash: watch::Sender<String>,
+    ) {
         loop {
             if *stop.borrow() {
                 break;
             }
             self.source.reload();
-            if self.pass(&ctx, &mut stop).await == PassEnd::Cancelled {
+            hash.send_if_modified(|h| {
+                let now = self.source.hash_hex();
+                (*h != now).then(|| *h = now).is_some()
+            });
+            let Some(fence) = lease::current(&held) else {
+                // Another watcher holds the stack (or nobody yet): wait for the lease, re-reading the
+                // manifest every interval.
+                tokio::select! {
+                    Ok(()) = held.changed() => {}
+                    _ = tokio::time::sleep(cadence::jittered(ctx.config.interval)) => {}
+                    Ok(()) = hup.changed() => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+                continue;
+            };
+            if self.pass(&ctx, &mut stop, &fence).await == PassEnd::Cancelled {
                 break;
             }
             tokio::select! {
@@ -89,6 +121,8 @@ impl StackWatcher {
                     cadence::phase(&self.source.manifest.stack, ctx.config.interval),
                 ).into()) => {}
                 Ok(()) = hup.changed() => {}
+                // Lost (or, after a restart of the keeper, taken again): the loop looks again.
+                Ok(()) = held.changed() => {}
                 _ = stop.wait_for(|s| *s) => break,
             }
         }
@@ -100,7 +134,7 @@ impl StackWatcher {
     }
 
     /// One pass, logged as one line with its duration and AWS calls.
-    async fn pass(&mut self, ctx: &Ctx, stop: &mut watch::Receiver<bool>) -> PassEnd {
+    async fn pass(&mut self, ctx: &Ctx, stop: &mut watch::Receiver<bool>, fence: &Fence) -> PassEnd {
         let stack = self.source.manifest.stack.clone();
         let started = Instant::now();
         // This pass's own calls: other stacks' passes run at the same time on the same clients.
@@ -109,7 +143,7 @@ impl StackWatcher {
         ctx.metrics.pass_started(&stack);
         let tracker = Tracker::default();
         let result = {
-            let inner = crate::providers::calls::TALLY.scope(tally.clone(), self.reconcile(ctx, stop, &mut stats, &tracker));
+            let inner = crate::providers::calls::TALLY.scope(tally.clone(), self.reconcile(ctx, stop, &mut stats, &tracker, fence));
             tokio::pin!(inner);
             // A pass that takes long (AWS slow or unreachable, retries) says what it waits on.
             let every = ctx.config.interval.clamp(Duration::from_secs(5), Duration::from_secs(60));
@@ -175,15 +209,19 @@ impl StackWatcher {
 
     /// One tick of the loop: reads what the state owns, records drift and, when remediation is on,
     /// repairs it. A resource that cannot be read backs off alone and makes the pass partial; what
-    /// stops the whole pass is a [`PassError`], which [`StackWatcher::error_policy`] handles.
+    /// stops the whole pass is a [`PassError`], which [`StackWatcher::error_policy`] handles. Every
+    /// state write of the pass (drift, remediation, its journal) is fenced with the stack's lease as
+    /// it was when the pass started: a pass whose lease was taken over writes nothing more.
     pub(super) async fn reconcile(
         &mut self,
         ctx: &Ctx,
         stop: &mut watch::Receiver<bool>,
         stats: &mut PassStats,
         tracker: &Tracker,
+        fence: &Fence,
     ) -> Result<PassEnd, PassError> {
         let stack = self.source.manifest.stack.clone();
+        let store = ctx.store.fenced(fence.clone());
         self.check_identity(ctx).await?;
         tracker.phase("reading the state");
         let state = ctx.store.load(&stack).await?;
@@ -237,7 +275,7 @@ impl StackWatcher {
 
         tracker.phase("recording drift");
         let found = findings::findings(&obs.plan, &state, |r| obs.was_read(r));
-        let delta = ctx.store.record_drift(&stack, &found.drift, &found.checked, &found.managed).await?;
+        let delta = store.record_drift(&stack, &found.drift, &found.checked, &found.managed).await?;
         stats.opened = delta.opened.iter().filter(|d| !d.ignored).count();
         stats.resolved = delta.resolved.iter().filter(|(e, _)| !e.ignored).count();
         for d in delta.opened.iter().filter(|d| d.ignored) {
@@ -290,7 +328,7 @@ impl StackWatcher {
                 "deferred",
             );
             if fix.plan.has_changes() {
-                stats.remediated = remediate::remediate(ctx, &self.source, &fix.plan, &state, tracker).await?;
+                stats.remediated = remediate::remediate(ctx, &store, fence, &self.source, &fix.plan, &state, tracker).await?;
             }
         }
         stats.open = ctx.store.open_drift_counts(&stack).await?.values().sum::<u64>() as usize;
@@ -332,6 +370,9 @@ impl StackWatcher {
             }
             PassError::Identity(e) => {
                 tracing::warn!(stack, error = %e, "cannot check the stack's account and region; skipping this pass");
+            }
+            PassError::State(e @ StateError::Fenced { .. }) => {
+                tracing::info!(stack, error = %e, "another watcher took the stack over during the pass; nothing more of it is recorded")
             }
             PassError::State(e) => tracing::warn!(stack, error = %e, "pass failed"),
         }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::lease::{Keeper, Timing};
 use super::metrics::Metrics;
 use super::server;
 use super::sources::Sources;
@@ -24,6 +25,8 @@ pub(super) struct Ctx {
     pub(super) metrics: Arc<Metrics>,
     /// The collection reads of the current pass window, shared by every stack's pass in it.
     pub(super) reads: crate::providers::batch::Window,
+    /// This process's watch lease holder id (`host:pid:random`).
+    pub(super) holder: String,
 }
 
 /// Runs until SIGTERM or Ctrl-C; returns after the passes in flight ended and the HTTP server stopped.
@@ -56,9 +59,18 @@ pub async fn run(config: Config, store: Store, aws: Aws) -> Result<(), WatchErro
         }
     });
 
+    let holder = crate::state::lease::holder_id();
     let reads = crate::providers::batch::Window::new(config.interval);
-    let ctx = Arc::new(Ctx { config, store, aws, metrics, reads });
-    tracing::info!(stacks = initial.len(), interval_s = ctx.config.interval.as_secs_f64(), remediate = ctx.config.remediate, "watching");
+    let ctx = Arc::new(Ctx { config, store, aws, metrics, reads, holder });
+    tracing::info!(
+        stacks = initial.len(),
+        interval_s = ctx.config.interval.as_secs_f64(),
+        remediate = ctx.config.remediate,
+        holder = %ctx.holder,
+        lease_ttl_s = ctx.config.lease_ttl.as_secs_f64(),
+        lease_renew_s = ctx.config.lease_renew.as_secs_f64(),
+        "watching (each stack by whichever watcher of this state holds its lease)"
+    );
     let mut tasks = JoinSet::new();
     for (path, manifest) in initial {
         spawn_stack(&mut tasks, &ctx, path, manifest, stop_rx.clone(), hup_rx.clone());
@@ -150,6 +162,22 @@ fn spawn_stack(
     hup: watch::Receiver<u64>,
 ) {
     ctx.metrics.register(&manifest.stack);
+    let stack = manifest.stack.clone();
     let watcher = StackWatcher::new(path, manifest, ctx.config.interval);
-    tasks.spawn(watcher.run(ctx.clone(), stop, hup));
+    // The watcher publishes the manifest hash it uses (closing the channel when it ends); the keeper
+    // tells it whether this process holds the stack.
+    let (hash_tx, hash_rx) = watch::channel(watcher.manifest_hash());
+    let (held_tx, held_rx) = watch::channel(None);
+    let keeper = Keeper {
+        stack,
+        holder: ctx.holder.clone(),
+        timing: Timing { ttl: ctx.config.lease_ttl, renew: ctx.config.lease_renew },
+        store: ctx.store.clone(),
+        metrics: ctx.metrics.clone(),
+        hash: hash_rx,
+        held: held_tx,
+        told: None,
+    };
+    tasks.spawn(keeper.run());
+    tasks.spawn(watcher.run(ctx.clone(), stop, hup, held_rx, hash_tx));
 }
