@@ -102,7 +102,7 @@ impl StackWatcher {
                 // manifest every interval.
                 tokio::select! {
                     Ok(()) = held.changed() => {}
-                    _ = tokio::time::sleep(cadence::jittered(ctx.config.interval)) => {}
+                    _ = tokio::time::sleep(ctx.config.interval) => {}
                     Ok(()) = hup.changed() => {}
                     _ = stop.wait_for(|s| *s) => break,
                 }
