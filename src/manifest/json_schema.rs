@@ -6,9 +6,9 @@
 //! The schema is a help for editors, not the validator: `reconcile validate` checks more (AWS's
 //! naming rules, references, cycles, duplicate names, code paths). Values a reference may stand in
 //! for are strings already: `${...}` references are accepted wherever a string is (string fields,
-//! lists and tables of strings, strings inside JSON documents). A value that is exactly one variable
-//! reference (`"${var.NAME}"`) takes the variable's type, so every non-string field also accepts that
-//! string.
+//! lists and tables of strings, strings inside JSON documents). A field of another type keeps its own
+//! type here although `"${var.NAME}"` of a variable of that type is accepted there by the validator (an
+//! editor flags it; `reconcile validate` is the judge); `enabled` says so.
 
 use serde_json::{Map, Value, json};
 
@@ -240,13 +240,13 @@ fn field(f: &Field) -> Value {
     let mut s = match f.ty {
         // A reference (`${...}`) is a string: nothing narrower than `string` is said about free strings.
         FieldType::String | FieldType::Path => string(),
-        FieldType::Integer { min, max } => or_var(json!({"type": "integer", "minimum": min, "maximum": max})),
-        FieldType::Boolean => or_var(boolean()),
-        FieldType::StringList => or_var(string_list()),
-        FieldType::StringMap => or_var(string_map()),
-        FieldType::Json => or_var(json!({"type": "object"})),
-        FieldType::JsonMap => or_var(json!({"type": "object", "additionalProperties": {"type": "object"}})),
-        FieldType::JsonList => or_var(json!({"type": "array", "items": {"type": "object"}})),
+        FieldType::Integer { min, max } => json!({"type": "integer", "minimum": min, "maximum": max}),
+        FieldType::Boolean => boolean(),
+        FieldType::StringList => string_list(),
+        FieldType::StringMap => string_map(),
+        FieldType::Json => json!({"type": "object"}),
+        FieldType::JsonMap => json!({"type": "object", "additionalProperties": {"type": "object"}}),
+        FieldType::JsonList => json!({"type": "array", "items": {"type": "object"}}),
     };
     let Value::Object(o) = &mut s else { return s };
     let mut doc = f.doc.to_string();
