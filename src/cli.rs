@@ -27,7 +27,8 @@ pub struct Global {
     /// The manifest to reconcile (by default `reconcile.toml` in the current folder).
     #[arg(short = 'f', long = "manifest", global = true, env = "RECONCILE_MANIFEST", default_value = crate::manifest::DEFAULT_MANIFEST)]
     pub manifest: PathBuf,
-    /// The state file (SQLite); created with mode 0600 if missing.
+    /// The state: a SQLite file (created with mode 0600 if missing), or a shared PostgreSQL database
+    /// as a `postgres://user@host/db?sslmode=require` URL (password in the URL, PGPASSWORD or PGPASSFILE).
     #[arg(long, global = true, env = "RECONCILE_STATE", default_value = "reconcile.db")]
     pub state: PathBuf,
     /// AWS region (overrides AWS_REGION and the profile's region).
