@@ -104,6 +104,8 @@ pub use backend::{is_postgres_url, redact_url};
 pub mod drift;
 pub use drift::{DELETED, Drift, DriftEvent, Listing, Resolution};
 mod lock;
+mod migrate;
+pub use migrate::MovedStack;
 pub mod pacing;
 mod pg_lock;
 
@@ -160,6 +162,10 @@ pub enum StateError {
          not transaction)"
     )]
     SessionPooling { stack: String },
+    #[error("refusing to migrate: the target state {target} already has stack `{stack}` (nothing was copied); migrate into a state without it")]
+    MigrateTargetHasStack { stack: String, target: String },
+    #[error("the copy of stack `{stack}` in {target} does not read back as the source has it; the target holds a partial copy of it: remove it there before trying again")]
+    MigrateMismatch { stack: String, target: String },
     #[error(
         "stack `{stack}` is locked by {}; wait with --lock-timeout, or if that process is gone, run `reconcile force-unlock {}`",
         .holder.describe(), .holder.id
