@@ -173,12 +173,8 @@ pub(crate) async fn connect_postgres(url: &str) -> Result<PgPool> {
             ("tcp_keepalives_count", "3"),
             ("tcp_user_timeout", "25000"),
         ]);
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_secs(30))
-        .connect_with(options)
-        .await
-        .map_err(open_err)?;
+    let pool =
+        PgPoolOptions::new().max_connections(4).acquire_timeout(Duration::from_secs(30)).connect_with(options).await.map_err(open_err)?;
     migrate_postgres(&pool, &shown).await?;
     Ok(pool)
 }

@@ -381,7 +381,10 @@ mod tests {
         let store = backend.store().await;
         store.record_drift("s", &[drift("f", "timeout", json!(10), json!(3))], &set(&["f"]), &set(&["f"])).await.unwrap();
         let dup = store
-            .exec_for_tests("INSERT INTO drift_events (stack, resource, kind, field) VALUES ('s', 'f', 'aws_lambda_function', 'timeout')", &[])
+            .exec_for_tests(
+                "INSERT INTO drift_events (stack, resource, kind, field) VALUES ('s', 'f', 'aws_lambda_function', 'timeout')",
+                &[],
+            )
             .await;
         assert!(dup.is_err(), "the unique index must refuse a second open event");
     }

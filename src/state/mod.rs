@@ -162,15 +162,21 @@ pub enum StateError {
          not transaction)"
     )]
     SessionPooling { stack: String },
-    #[error("refusing to migrate: the target state {target} already has stack `{stack}` (nothing was copied); migrate into a state without it")]
-    MigrateTargetHasStack { stack: String, target: String },
-    #[error("the copy of stack `{stack}` in {target} does not read back as the source has it; the target holds a partial copy of it: remove it there before trying again")]
-    MigrateMismatch { stack: String, target: String },
     #[error(
-        "stack `{stack}` is locked by {}; wait with --lock-timeout, or if that process is gone, run `reconcile force-unlock {}`",
-        .holder.describe(), .holder.id
+        "refusing to migrate: the target state {target} already has stack `{stack}` (nothing was copied); migrate into a state without it"
     )]
-    Locked { stack: String, holder: Box<LockInfo> },
+    MigrateTargetHasStack { stack: String, target: String },
+    #[error(
+        "the copy of stack `{stack}` in {target} does not read back as the source has it; the target holds a partial copy of it: remove it there before trying again"
+    )]
+    MigrateMismatch { stack: String, target: String },
+    #[error("stack `{stack}` is locked by {}; {}", .holder.describe(), locked_hint(*.shared, &.holder.id))]
+    Locked {
+        stack: String,
+        holder: Box<LockInfo>,
+        /// On PostgreSQL: a holder that dies frees the lock by itself.
+        shared: bool,
+    },
     /// The id given does not match. The real id is never shown: asking for it is the safeguard.
     #[error("stack `{stack}` has no lock with id `{id}`{}", .current.as_ref().map(|c| format!("; it is locked by {}; break it with the lock id the command that found it locked printed", c.describe())).unwrap_or_else(|| " (it is not locked)".into()))]
     NoSuchLock { stack: String, id: String, current: Option<Box<LockInfo>> },
@@ -195,6 +201,16 @@ pub enum StateError {
 }
 
 pub type Result<T, E = StateError> = std::result::Result<T, E>;
+
+/// What to do about a held lock: on SQLite a dead holder's lock stays until `force-unlock`; on
+/// PostgreSQL it frees itself.
+fn locked_hint(shared: bool, id: &str) -> String {
+    if shared {
+        "wait with --lock-timeout (a holder that died frees it within 30 s by itself: no force-unlock needed)".into()
+    } else {
+        format!("wait with --lock-timeout, or if that process is gone, run `reconcile force-unlock {id}`")
+    }
+}
 
 /// One managed resource as last applied.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -282,7 +298,9 @@ impl StackOperation {
 
 impl JournalAction {
     pub fn parse(s: &str) -> Option<JournalAction> {
-        [JournalAction::Create, JournalAction::Update, JournalAction::Delete, JournalAction::DeletePrevious].into_iter().find(|a| a.as_str() == s)
+        [JournalAction::Create, JournalAction::Update, JournalAction::Delete, JournalAction::DeletePrevious]
+            .into_iter()
+            .find(|a| a.as_str() == s)
     }
 
     /// The value stored in the journal.
@@ -921,7 +939,7 @@ impl Store {
             match holder {
                 None => continue,
                 Some(holder) if start.elapsed() + delay > timeout => {
-                    return Err(StateError::Locked { stack: stack.into(), holder: Box::new(holder) });
+                    return Err(StateError::Locked { stack: stack.into(), holder: Box::new(holder), shared: false });
                 }
                 Some(holder) => {
                     tracing::info!(stack, holder = %holder.id, ?delay, "stack is locked; waiting (backoff)");
@@ -1231,7 +1249,10 @@ mod tests {
     /// Open drift of `resource`, written as watch writes it.
     async fn open_drift(store: &Store, resource: &str) {
         store
-            .exec_for_tests("INSERT INTO drift_events (stack, resource, kind, field) VALUES ('s', $1, 'aws_iam_role', 'description')", &[resource])
+            .exec_for_tests(
+                "INSERT INTO drift_events (stack, resource, kind, field) VALUES ('s', $1, 'aws_iam_role', 'description')",
+                &[resource],
+            )
             .await
             .unwrap();
     }
@@ -1255,7 +1276,8 @@ mod tests {
         let (_, closed) = store.forget_resource("s", "c").await.unwrap();
         assert_eq!(closed.iter().map(|p| p.id).collect::<Vec<_>>(), vec![previous]);
         assert!(store.pending_operations("s").await.unwrap().is_empty(), "no later run acts on a forgotten key's journal");
-        let outcome = store.texts_for_tests("SELECT outcome FROM operations WHERE id = CAST($1 AS BIGINT)", &[&previous.to_string()]).await.unwrap();
+        let outcome =
+            store.texts_for_tests("SELECT outcome FROM operations WHERE id = CAST($1 AS BIGINT)", &[&previous.to_string()]).await.unwrap();
         assert_eq!(outcome, ["forgotten by state rm"]);
         let open = store.drift_events(Some("s"), false).await.unwrap();
         assert_eq!(open.iter().map(|e| e.resource.as_str()).collect::<Vec<_>>(), vec!["b"], "the other key's drift stays open");
@@ -1564,7 +1586,8 @@ mod tests {
         // The outcome is the text it always was.
         let id = old[0].id;
         store.finish_operation(id, &OperationOutcome::Failed("boom".into())).await.unwrap();
-        let outcome = store.texts_for_tests("SELECT outcome FROM operations WHERE id = CAST($1 AS BIGINT)", &[&id.to_string()]).await.unwrap();
+        let outcome =
+            store.texts_for_tests("SELECT outcome FROM operations WHERE id = CAST($1 AS BIGINT)", &[&id.to_string()]).await.unwrap();
         assert_eq!(outcome, ["failed: boom"]);
     }
 
@@ -1612,7 +1635,11 @@ mod tests {
         let err = b.lock("s", "destroy", Duration::from_millis(300)).await.unwrap_err();
         assert!(matches!(&err, StateError::Locked { holder, .. } if holder.id == held.id), "{err}");
         let text = err.to_string();
-        assert!(text.contains(&format!("apply (pid {} on {}", std::process::id(), hostname())) && text.contains(&held.acquired_at), "{text}");
+        assert!(
+            text.contains(&format!("apply (pid {} on {}", std::process::id(), hostname())) && text.contains(&held.acquired_at),
+            "{text}"
+        );
+        assert!(text.contains("no force-unlock needed") && !text.contains(&held.id), "{text}");
         // Another stack is independent.
         let other = b.lock("other", "apply", Duration::ZERO).await.unwrap();
         b.unlock("other", &other.id).await.unwrap();
@@ -1644,5 +1671,26 @@ mod tests {
         let again = a.lock("s", "apply", Duration::ZERO).await.unwrap();
         a.put_resource("s", &role("again")).await.unwrap();
         a.unlock("s", &again.id).await.unwrap();
+    }
+
+    both!(the_pacing_ledger_is_shared_by_every_store_on_one_state);
+    async fn the_pacing_ledger_is_shared_by_every_store_on_one_state(backend: Backend) {
+        use pacing::PaceLedger;
+        let dir = tempfile::tempdir().unwrap();
+        let target = backend.target(&dir).await;
+        let (a, b) = (Store::open(&target).await.unwrap(), Store::open(&target).await.unwrap());
+        let budget = pacing::Budget { account_id: "123456789012".into(), region: "us-east-1".into(), service: "apigateway".into() };
+        let limits = pacing::Limits { interval_ms: 100, burst: 3, spacing: vec![("CreateDeployment", 5000)] };
+        let clock = pacing::Clock::at(1000);
+        let (first, _) = a.reserve(&budget, &limits, Some("CreateDeployment"), &clock).await.unwrap();
+        let (second, _) = b.reserve(&budget, &limits, Some("CreateDeployment"), &clock).await.unwrap();
+        // (The test clock runs on from 1000 ms as real time passes.)
+        assert!(first >= 1000);
+        assert_eq!(second, first + 5000, "the second process waits for the first one's slot, one spacing later");
+        let (retry, _) = b.spent(&budget, &limits, Some("CreateDeployment"), &clock).await.unwrap();
+        let spent_at = a.row(&budget, "CreateDeployment").await.unwrap().map(|r| r.spent_ms).unwrap();
+        assert!(spent_at >= first, "the 429 is recorded for every process: {spent_at}");
+        assert_eq!(retry, spent_at + 5000);
+        assert_eq!(a.row(&budget, "nothing").await.unwrap(), None);
     }
 }

@@ -123,11 +123,13 @@ pub(crate) async fn lock(pool: &PgPool, held: &HeldLocks, stack: &str, operation
                         host: "(unknown)".into(),
                         acquired_at: now(),
                     }),
+                    shared: true,
                 });
             }
             Some(row) if start.elapsed() + delay > timeout => {
                 let (id, operation, pid, host, acquired_at) = row;
-                return Err(StateError::Locked { stack: stack.into(), holder: Box::new(LockInfo { id, operation, pid, host, acquired_at }) });
+                let holder = Box::new(LockInfo { id, operation, pid, host, acquired_at });
+                return Err(StateError::Locked { stack: stack.into(), holder, shared: true });
             }
             Some(row) => {
                 tracing::info!(stack, holder = %row.0, ?delay, "stack is locked; waiting (backoff)");
@@ -147,13 +149,8 @@ async fn hold(pool: &PgPool, held: &HeldLocks, mut conn: PgConnection, stack: &s
         let _ = conn.close().await;
         return Err(StateError::SessionPooling { stack: stack.into() });
     }
-    let info = LockInfo {
-        id: lock_id(),
-        operation: operation.into(),
-        pid: i64::from(std::process::id()),
-        host: hostname(),
-        acquired_at: now(),
-    };
+    let info =
+        LockInfo { id: lock_id(), operation: operation.into(), pid: i64::from(std::process::id()), host: hostname(), acquired_at: now() };
     let token: i64 = {
         let mut tx = pool.write().await?;
         let token = sqlx::query_scalar("UPDATE lock_keys SET token = token + 1 WHERE stack = $1 RETURNING token")
@@ -197,13 +194,7 @@ async fn holds(conn: &mut PgConnection, key: i32) -> Result<bool> {
 
 /// Checks the session every [`HEARTBEAT`] until told to stop (then releases the lock and closes the
 /// session); marks the lock lost when the check fails or does not answer in time.
-async fn heartbeat(
-    mut conn: PgConnection,
-    key: i32,
-    stack: String,
-    lost: Arc<AtomicBool>,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
-) {
+async fn heartbeat(mut conn: PgConnection, key: i32, stack: String, lost: Arc<AtomicBool>, mut stop: tokio::sync::oneshot::Receiver<()>) {
     loop {
         tokio::select! {
             _ = &mut stop => {

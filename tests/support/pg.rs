@@ -25,6 +25,8 @@ pub struct PgServer {
     psql: Option<PathBuf>,
     /// The watcher's stdin: dropped (at exit), it stops the server.
     _keeper: Option<std::sync::Mutex<std::process::ChildStdin>>,
+    /// The watcher itself (it outlives this process only as long as it takes to stop the server).
+    _watcher: Option<std::sync::Mutex<std::process::Child>>,
 }
 
 /// The server for this test binary, started on first use.
@@ -37,7 +39,7 @@ pub fn server() -> &'static PgServer {
                 Some(i) if i > "postgres://".len() => url[..i].to_string(),
                 _ => url,
             };
-            PgServer { base, psql: None, _keeper: None }
+            PgServer { base, psql: None, _keeper: None, _watcher: None }
         }
         _ => start(),
     })
@@ -144,7 +146,12 @@ fn start() -> PgServer {
         .expect("start the PostgreSQL watcher");
     let stdin = child.stdin.take().expect("watcher stdin");
     let base = format!("postgres://reconcile@127.0.0.1:{port}");
-    let server = PgServer { base, psql: Some(bin.join("psql")), _keeper: Some(std::sync::Mutex::new(stdin)) };
+    let server = PgServer {
+        base,
+        psql: Some(bin.join("psql")),
+        _keeper: Some(std::sync::Mutex::new(stdin)),
+        _watcher: Some(std::sync::Mutex::new(child)),
+    };
     let pg_isready = bin.join("pg_isready");
     let start = Instant::now();
     loop {
