@@ -22,6 +22,8 @@ mod ownership;
 mod pacing;
 #[path = "e2e/partial.rs"]
 mod partial;
+#[path = "e2e/postgres.rs"]
+mod postgres;
 #[path = "e2e/state_files.rs"]
 mod state_files;
 #[path = "e2e/surgery.rs"]

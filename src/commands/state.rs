@@ -217,32 +217,6 @@ async fn mv(g: &Global, manifest: &Manifest, store: &Store, args: &StateMvArgs) 
         .await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::manifest::Kind;
-
-    #[test]
-    fn secret_values_are_masked_and_their_hashes_not_shown() {
-        let r = ResourceState {
-            name: "f".into(),
-            kind: Kind::LambdaFunction,
-            physical_id: "F".into(),
-            attributes: json!({
-                "function_name": "F",
-                "environment": {"MODE": "prod"},
-                "secret_environment": {"API_KEY": "sha256:0123abcd", "TOKEN": "sha256:4567ef"},
-            }),
-            outputs: Default::default(),
-            depends_on: vec![],
-        };
-        let shown = masked(&r);
-        assert_eq!(shown["secret_environment"], json!({"API_KEY": SENSITIVE, "TOKEN": SENSITIVE}));
-        assert_eq!(shown["environment"], json!({"MODE": "prod"}));
-        assert!(!shown.to_string().contains("sha256:"), "{shown}");
-    }
-}
-
 /// `state migrate --to`: every stack of the current state, copied to another (see [`Store::migrate_to`]).
 async fn migrate(g: &Global, args: &StateMigrateArgs) -> Result<Exit, CliError> {
     let source = open_existing_state(g).await?;
@@ -277,8 +251,36 @@ async fn migrate(g: &Global, args: &StateMigrateArgs) -> Result<Exit, CliError> 
             );
         }
         if !moved.is_empty() {
-            println!("Checked: every copied row reads back as in {from}, which is left as it was. Point --state (RECONCILE_STATE) at {to} to use it.");
+            println!(
+                "Checked: every copied row reads back as in {from}, which is left as it was. Point --state (RECONCILE_STATE) at {to} to use it."
+            );
         }
     }
     Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Kind;
+
+    #[test]
+    fn secret_values_are_masked_and_their_hashes_not_shown() {
+        let r = ResourceState {
+            name: "f".into(),
+            kind: Kind::LambdaFunction,
+            physical_id: "F".into(),
+            attributes: json!({
+                "function_name": "F",
+                "environment": {"MODE": "prod"},
+                "secret_environment": {"API_KEY": "sha256:0123abcd", "TOKEN": "sha256:4567ef"},
+            }),
+            outputs: Default::default(),
+            depends_on: vec![],
+        };
+        let shown = masked(&r);
+        assert_eq!(shown["secret_environment"], json!({"API_KEY": SENSITIVE, "TOKEN": SENSITIVE}));
+        assert_eq!(shown["environment"], json!({"MODE": "prod"}));
+        assert!(!shown.to_string().contains("sha256:"), "{shown}");
+    }
 }
