@@ -29,7 +29,8 @@ pub struct Global {
     /// The manifest to reconcile (by default `reconcile.toml` in the current folder).
     #[arg(short = 'f', long = "manifest", global = true, env = "RECONCILE_MANIFEST", default_value = crate::manifest::DEFAULT_MANIFEST)]
     pub manifest: PathBuf,
-    /// The state file (SQLite); created with mode 0600 if missing.
+    /// The state: a SQLite file (created with mode 0600 if missing), or a shared PostgreSQL database
+    /// as a `postgres://user@host/db?sslmode=require` URL (password in the URL, PGPASSWORD or PGPASSFILE).
     #[arg(long, global = true, env = "RECONCILE_STATE", default_value = "reconcile.db")]
     pub state: PathBuf,
     /// AWS region (overrides AWS_REGION and the profile's region).
@@ -171,6 +172,18 @@ pub enum StateCommand {
     /// not replaced. Refuses a NEW key the state already has, or that the manifest gives another type.
     /// Takes the stack lock; no AWS call.
     Mv(StateMvArgs),
+    /// Copy every stack of this state (--state) to another state: a SQLite file or a `postgres://` URL.
+    /// Copies each stack's resources, outputs, journal, drift history, pin and serial, holding its lock
+    /// in both; refuses a target that already has one of the stacks; reads the copy back to check it and
+    /// prints what it moved. The source is left as it was. No manifest needed, no AWS call.
+    Migrate(StateMigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StateMigrateArgs {
+    /// The state to copy into: a SQLite file path (created if missing) or a `postgres://` URL.
+    #[arg(long)]
+    pub to: PathBuf,
 }
 
 #[derive(Debug, Args)]

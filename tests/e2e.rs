@@ -24,6 +24,8 @@ mod ownership;
 mod pacing;
 #[path = "e2e/partial.rs"]
 mod partial;
+#[path = "e2e/postgres.rs"]
+mod postgres;
 #[path = "e2e/saved_plans.rs"]
 mod saved_plans;
 #[path = "e2e/state_files.rs"]

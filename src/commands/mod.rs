@@ -273,7 +273,7 @@ async fn pin(g: &Global, args: &crate::cli::PinArgs) -> Result<Exit, CliError> {
             return Err(CliError::Refused(format!(
                 "stack `{}` has no resources in {}: nothing to pin (its first apply pins it where it runs)",
                 manifest.stack,
-                g.state.display()
+                store.path().display()
             )));
         }
         match store.identity(&manifest.stack).await? {
@@ -393,7 +393,8 @@ pub(crate) async fn open_state(g: &Global) -> Result<Store, CliError> {
 /// Opens the state file for a command that only reads or edits records: a missing file is an error
 /// (a mistyped `--state` must not read as "nothing recorded", nor leave a new empty file behind).
 pub(crate) async fn open_existing_state(g: &Global) -> Result<Store, CliError> {
-    if !g.state.exists() {
+    // A PostgreSQL state is a database someone made on purpose: nothing is left behind by opening it.
+    if !crate::state::is_postgres_url(&g.state.to_string_lossy()) && !g.state.exists() {
         return Err(CliError::Refused(format!(
             "no state file at {} (--state, RECONCILE_STATE): nothing was applied with it",
             g.state.display()

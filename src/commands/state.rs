@@ -4,11 +4,14 @@
 use serde_json::{Value, json};
 
 use super::{CliError, Exit, load_manifest, open_existing_state};
-use crate::cli::{Global, StateCommand, StateMvArgs, StateRmArgs};
+use crate::cli::{Global, StateCommand, StateMigrateArgs, StateMvArgs, StateRmArgs};
 use crate::manifest::{Manifest, refs, schema::SENSITIVE};
 use crate::state::{ResourceState, StackState, Store};
 
 pub async fn run(g: &Global, command: &StateCommand) -> Result<Exit, CliError> {
+    if let StateCommand::Migrate(args) = command {
+        return migrate(g, args).await;
+    }
     let manifest = load_manifest(g)?;
     let store = open_existing_state(g).await?;
     let result = match command {
@@ -18,6 +21,7 @@ pub async fn run(g: &Global, command: &StateCommand) -> Result<Exit, CliError> {
         }
         StateCommand::Rm(args) => rm(g, &manifest, &store, args).await,
         StateCommand::Mv(args) => mv(g, &manifest, &store, args).await,
+        StateCommand::Migrate(args) => migrate(g, args).await,
     };
     store.close().await;
     result
@@ -211,6 +215,48 @@ async fn mv(g: &Global, manifest: &Manifest, store: &Store, args: &StateMvArgs) 
             Ok(Exit::Ok)
         })
         .await
+}
+
+/// `state migrate --to`: every stack of the current state, copied to another (see [`Store::migrate_to`]).
+async fn migrate(g: &Global, args: &StateMigrateArgs) -> Result<Exit, CliError> {
+    let source = open_existing_state(g).await?;
+    let target = match Store::open(&args.to).await {
+        Ok(t) => t,
+        Err(e) => {
+            source.close().await;
+            return Err(e.into());
+        }
+    };
+    let result = source.migrate_to(&target).await;
+    let (from, to) = (source.path().display().to_string(), target.path().display().to_string());
+    source.close().await;
+    target.close().await;
+    let moved = result?;
+    if g.json {
+        println!("{}", json!({"from": from, "to": to, "stacks": moved}));
+    } else if !g.quiet {
+        if moved.is_empty() {
+            println!("{from} has no stacks: nothing to migrate.");
+        }
+        for m in &moved {
+            println!(
+                "Copied stack `{}` to {to}: {} resources, {} journal entries, {} drift events, serial {}{} (sha256 {}).",
+                m.stack,
+                m.resources,
+                m.journal_entries,
+                m.drift_events,
+                m.serial,
+                m.pinned_to.as_ref().map(|p| format!(", pinned to {p}")).unwrap_or_default(),
+                &m.sha256[..16]
+            );
+        }
+        if !moved.is_empty() {
+            println!(
+                "Checked: every copied row reads back as in {from}, which is left as it was. Point --state (RECONCILE_STATE) at {to} to use it."
+            );
+        }
+    }
+    Ok(Exit::Ok)
 }
 
 #[cfg(test)]

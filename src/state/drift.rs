@@ -9,6 +9,8 @@ use serde_json::Value;
 use sqlx::Row;
 use tracing::instrument;
 
+use super::backend::{now, on_db};
+use super::lease::FencedWrite;
 use super::{Result, Store};
 use crate::manifest::Kind;
 
@@ -135,10 +137,17 @@ pub fn delta(open: &[DriftEvent], observed: &[Drift], checked: &BTreeSet<String>
     out
 }
 
-const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 const COLUMNS: &str = "id, stack, resource, kind, field, expected, actual, first_seen, last_seen, resolved_at, how, ignored";
 
-fn event(row: &sqlx::sqlite::SqliteRow) -> Result<DriftEvent> {
+/// A drift event from its row, whichever database it came from.
+fn event<R: Row>(row: &R) -> Result<DriftEvent>
+where
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+{
     let json = |col: &str| -> Result<Value> {
         let text: String = row.try_get(col)?;
         Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
@@ -170,13 +179,15 @@ impl Store {
     #[instrument(skip_all)]
     pub async fn drift_events_with(&self, stack: Option<&str>, listing: Listing) -> Result<Vec<DriftEvent>> {
         let filter = match listing {
-            Listing::Open => "resolved_at IS NULL AND ignored = 0",
+            Listing::Open => "resolved_at IS NULL AND NOT ignored",
             Listing::OpenAndIgnored => "resolved_at IS NULL",
-            Listing::All => "1",
+            Listing::All => "TRUE",
         };
-        let sql = format!("SELECT {COLUMNS} FROM drift_events WHERE (?1 IS NULL OR stack = ?1) AND {filter} ORDER BY stack, id");
-        let rows = sqlx::query(&sql).bind(stack).fetch_all(&self.pool).await?;
-        rows.iter().map(event).collect()
+        let sql = format!("SELECT {COLUMNS} FROM drift_events WHERE ($1 IS NULL OR stack = $1) AND {filter} ORDER BY stack, id");
+        on_db!(&self.db, pool => {
+            let rows = sqlx::query(&sql).bind(stack).fetch_all(pool).await?;
+            rows.iter().map(event).collect()
+        })
     }
 
     /// Records what one pass saw, in one transaction (see [`delta`]); returns what changed.
@@ -188,15 +199,20 @@ impl Store {
         checked: &BTreeSet<String>,
         managed: &BTreeSet<String>,
     ) -> Result<EventDelta> {
-        let mut tx = self.write().await?;
-        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM drift_events WHERE stack = ? AND resolved_at IS NULL ORDER BY id"))
-            .bind(stack)
-            .fetch_all(&mut *tx)
-            .await?;
-        let open = rows.iter().map(event).collect::<Result<Vec<_>>>()?;
-        let change = delta(&open, observed, checked, managed);
-        for d in &change.opened {
-            sqlx::query("INSERT INTO drift_events (stack, resource, kind, field, expected, actual, ignored) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        on_db!(&self.db, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+            let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM drift_events WHERE stack = $1 AND resolved_at IS NULL ORDER BY id"))
+                .bind(stack)
+                .fetch_all(&mut *tx)
+                .await?;
+            let open = rows.iter().map(event).collect::<Result<Vec<_>>>()?;
+            let change = delta(&open, observed, checked, managed);
+            let at = now();
+            for d in &change.opened {
+                sqlx::query(
+                    "INSERT INTO drift_events (stack, resource, kind, field, expected, actual, ignored, first_seen, last_seen)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+                )
                 .bind(stack)
                 .bind(&d.resource)
                 .bind(d.kind.type_name())
@@ -204,44 +220,49 @@ impl Store {
                 .bind(d.expected.to_string())
                 .bind(d.actual.to_string())
                 .bind(d.ignored)
+                .bind(&at)
                 .execute(&mut *tx)
                 .await?;
-        }
-        for (id, d) in &change.seen_again {
-            sqlx::query(&format!(
-                "UPDATE drift_events SET last_seen = {NOW}, expected = ?, actual = ?, kind = ?, ignored = ? WHERE id = ?"
-            ))
-            .bind(d.expected.to_string())
-            .bind(d.actual.to_string())
-            .bind(d.kind.type_name())
-            .bind(d.ignored)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for (e, how) in &change.resolved {
-            sqlx::query(&format!("UPDATE drift_events SET resolved_at = {NOW}, how = ? WHERE id = ? AND resolved_at IS NULL"))
-                .bind(how.as_str())
-                .bind(e.id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(change)
+            }
+            for (id, d) in &change.seen_again {
+                sqlx::query("UPDATE drift_events SET last_seen = $1, expected = $2, actual = $3, kind = $4, ignored = $5 WHERE id = $6")
+                    .bind(&at)
+                    .bind(d.expected.to_string())
+                    .bind(d.actual.to_string())
+                    .bind(d.kind.type_name())
+                    .bind(d.ignored)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (e, how) in &change.resolved {
+                sqlx::query("UPDATE drift_events SET resolved_at = $1, how = $2 WHERE id = $3 AND resolved_at IS NULL")
+                    .bind(&at)
+                    .bind(how.as_str())
+                    .bind(e.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(change)
+        })
     }
 
     /// Resolves every open event of one resource (e.g. after remediation); returns those events.
     #[instrument(skip_all, fields(stack, resource))]
     pub async fn resolve_drift(&self, stack: &str, resource: &str, how: Resolution) -> Result<Vec<DriftEvent>> {
-        let rows = sqlx::query(&format!(
-            "UPDATE drift_events SET resolved_at = {NOW}, how = ? WHERE stack = ? AND resource = ? AND resolved_at IS NULL RETURNING {COLUMNS}"
-        ))
-        .bind(how.as_str())
-        .bind(stack)
-        .bind(resource)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(event).collect()
+        on_db!(&self.db, pool => {
+            let rows = sqlx::query(&format!(
+                "UPDATE drift_events SET resolved_at = $1, how = $2 WHERE stack = $3 AND resource = $4 AND resolved_at IS NULL RETURNING {COLUMNS}"
+            ))
+            .bind(now())
+            .bind(how.as_str())
+            .bind(stack)
+            .bind(resource)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(event).collect()
+        })
     }
 
     /// Resolves one open event by id; `None` if it was not open.
@@ -249,33 +270,39 @@ impl Store {
     /// On a fenced store ([`Store::fenced`]), only while the watch lease is still current (checked in
     /// the same transaction).
     pub async fn resolve_drift_event(&self, id: i64, how: Resolution) -> Result<Option<DriftEvent>> {
-        let mut tx = self.write().await?;
-        let row = sqlx::query(&format!(
-            "UPDATE drift_events SET resolved_at = {NOW}, how = ? WHERE id = ? AND resolved_at IS NULL RETURNING {COLUMNS}"
-        ))
-        .bind(how.as_str())
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        row.as_ref().map(event).transpose()
+        on_db!(&self.db, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+            let row = sqlx::query(&format!(
+                "UPDATE drift_events SET resolved_at = $1, how = $2 WHERE id = $3 AND resolved_at IS NULL RETURNING {COLUMNS}"
+            ))
+            .bind(now())
+            .bind(how.as_str())
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            row.as_ref().map(event).transpose()
+        })
     }
 
     /// Open drift fields per resource of a stack (drift in ignored fields does not count).
     pub async fn open_drift_counts(&self, stack: &str) -> Result<BTreeMap<String, u64>> {
-        let rows = sqlx::query(
-            "SELECT resource, COUNT(*) AS n FROM drift_events WHERE stack = ? AND resolved_at IS NULL AND ignored = 0 GROUP BY resource",
-        )
-        .bind(stack)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| Ok((r.try_get("resource")?, r.try_get::<i64, _>("n")?.max(0) as u64))).collect()
+        let rows: Vec<(String, i64)> = on_db!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT resource, COUNT(*) AS n FROM drift_events WHERE stack = $1 AND resolved_at IS NULL AND NOT ignored GROUP BY resource",
+            )
+            .bind(stack)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows.into_iter().map(|(resource, n)| (resource, n.max(0) as u64)).collect())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::test_backends::Backend;
     use serde_json::json;
 
     fn drift(resource: &str, field: &str, expected: Value, actual: Value) -> Drift {
@@ -319,9 +346,9 @@ mod tests {
         assert_eq!(resolved, vec![(2, Resolution::BackInSync), (4, Resolution::NoLongerManaged)]);
     }
 
-    #[tokio::test]
-    async fn events_open_update_resolve_and_reopen_as_new_rows() {
-        let store = Store::memory().await.unwrap();
+    both!(events_open_update_resolve_and_reopen_as_new_rows);
+    async fn events_open_update_resolve_and_reopen_as_new_rows(backend: Backend) {
+        let store = backend.store().await;
         let all = set(&["f"]);
         let d = store.record_drift("s", &[drift("f", "memory_size", json!(512), json!(256))], &all, &all).await.unwrap();
         assert_eq!(d.opened.len(), 1);
@@ -354,14 +381,16 @@ mod tests {
         assert!(store.drift_events(Some("other"), true).await.unwrap().is_empty());
     }
 
-    #[tokio::test]
-    async fn only_one_open_event_per_resource_and_field() {
-        let store = Store::memory().await.unwrap();
+    both!(only_one_open_event_per_resource_and_field);
+    async fn only_one_open_event_per_resource_and_field(backend: Backend) {
+        let store = backend.store().await;
         store.record_drift("s", &[drift("f", "timeout", json!(10), json!(3))], &set(&["f"]), &set(&["f"])).await.unwrap();
-        let dup =
-            sqlx::query("INSERT INTO drift_events (stack, resource, kind, field) VALUES ('s', 'f', 'aws_lambda_function', 'timeout')")
-                .execute(&store.pool)
-                .await;
+        let dup = store
+            .exec_for_tests(
+                "INSERT INTO drift_events (stack, resource, kind, field) VALUES ('s', 'f', 'aws_lambda_function', 'timeout')",
+                &[],
+            )
+            .await;
         assert!(dup.is_err(), "the unique index must refuse a second open event");
     }
 }

@@ -17,6 +17,7 @@ use std::hash::{BuildHasher, Hasher};
 
 use sqlx::Row;
 
+use super::backend::{WritePool, on_db};
 use super::{LockInfo, Result, StateError, Store};
 
 /// The operation name of the stack lock `watch --remediate` takes.
@@ -83,7 +84,12 @@ pub fn now_ms() -> i64 {
 
 const COLUMNS: &str = "stack, holder, generation, expires_at, manifest_hash, acquired_at";
 
-fn lease(row: &sqlx::sqlite::SqliteRow) -> Result<Lease> {
+fn lease<R: Row>(row: &R) -> Result<Lease>
+where
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     Ok(Lease {
         stack: row.try_get("stack")?,
         holder: row.try_get("holder")?,
@@ -97,15 +103,18 @@ fn lease(row: &sqlx::sqlite::SqliteRow) -> Result<Lease> {
 impl Store {
     /// The lease of `stack`, if it was ever taken.
     pub async fn lease(&self, stack: &str) -> Result<Option<Lease>> {
-        let row =
-            sqlx::query(&format!("SELECT {COLUMNS} FROM watch_leases WHERE stack = $1")).bind(stack).fetch_optional(&self.pool).await?;
-        row.as_ref().map(lease).transpose()
+        on_db!(&self.db, pool => {
+            let row = sqlx::query(&format!("SELECT {COLUMNS} FROM watch_leases WHERE stack = $1")).bind(stack).fetch_optional(pool).await?;
+            row.as_ref().map(lease).transpose()
+        })
     }
 
     /// Every lease, by stack.
     pub async fn leases(&self) -> Result<Vec<Lease>> {
-        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM watch_leases ORDER BY stack")).fetch_all(&self.pool).await?;
-        rows.iter().map(lease).collect()
+        on_db!(&self.db, pool => {
+            let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM watch_leases ORDER BY stack")).fetch_all(pool).await?;
+            rows.iter().map(lease).collect()
+        })
     }
 
     /// Takes `stack`'s lease for `holder` until `now_ms + ttl_ms` if nobody holds it at `now_ms` (never
@@ -119,18 +128,20 @@ impl Store {
         for _ in 0..3 {
             match self.lease(stack).await? {
                 None => {
-                    let inserted = sqlx::query(
-                        "INSERT INTO watch_leases (stack, holder, generation, expires_at, manifest_hash, acquired_at)
-                         VALUES ($1, $2, 1, $3, $4, $5) ON CONFLICT (stack) DO NOTHING",
-                    )
-                    .bind(stack)
-                    .bind(holder)
-                    .bind(expires_at)
-                    .bind(manifest_hash)
-                    .bind(now_ms)
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected();
+                    let inserted = on_db!(&self.db, pool => {
+                    sqlx::query(
+                                            "INSERT INTO watch_leases (stack, holder, generation, expires_at, manifest_hash, acquired_at)
+                                             VALUES ($1, $2, 1, $3, $4, $5) ON CONFLICT (stack) DO NOTHING",
+                                        )
+                                        .bind(stack)
+                                        .bind(holder)
+                                        .bind(expires_at)
+                                        .bind(manifest_hash)
+                                        .bind(now_ms)
+                                        .execute(pool)
+                                        .await?
+                                        .rows_affected()
+                    });
                     if inserted == 1 {
                         let lease = Lease {
                             stack: stack.into(),
@@ -149,21 +160,23 @@ impl Store {
                 Some(current) if current.live_at(now_ms) => return Ok(Claim::HeldBy(current)),
                 Some(current) => {
                     let generation = current.generation.saturating_add(1);
-                    let taken = sqlx::query(
-                        "UPDATE watch_leases SET holder = $1, generation = $2, expires_at = $3, manifest_hash = $4, acquired_at = $5
-                         WHERE stack = $6 AND generation = $7 AND expires_at <= $8",
-                    )
-                    .bind(holder)
-                    .bind(generation)
-                    .bind(expires_at)
-                    .bind(manifest_hash)
-                    .bind(now_ms)
-                    .bind(stack)
-                    .bind(current.generation)
-                    .bind(now_ms)
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected();
+                    let taken = on_db!(&self.db, pool => {
+                    sqlx::query(
+                                            "UPDATE watch_leases SET holder = $1, generation = $2, expires_at = $3, manifest_hash = $4, acquired_at = $5
+                                             WHERE stack = $6 AND generation = $7 AND expires_at <= $8",
+                                        )
+                                        .bind(holder)
+                                        .bind(generation)
+                                        .bind(expires_at)
+                                        .bind(manifest_hash)
+                                        .bind(now_ms)
+                                        .bind(stack)
+                                        .bind(current.generation)
+                                        .bind(now_ms)
+                                        .execute(pool)
+                                        .await?
+                                        .rows_affected()
+                    });
                     if taken == 1 {
                         let lease = Lease {
                             stack: stack.into(),
@@ -191,30 +204,33 @@ impl Store {
     /// the holder must stop working on the stack. An expired lease nobody took is still the holder's:
     /// nobody could have worked on the stack without taking it (a new generation).
     pub async fn renew_lease(&self, fence: &Fence, manifest_hash: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
-        let renewed =
-            sqlx::query("UPDATE watch_leases SET expires_at = $1, manifest_hash = $2 WHERE stack = $3 AND holder = $4 AND generation = $5")
-                .bind(now_ms.saturating_add(ttl_ms))
-                .bind(manifest_hash)
-                .bind(&fence.stack)
-                .bind(&fence.holder)
-                .bind(fence.generation)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
+        let renewed = on_db!(&self.db, pool => {
+        sqlx::query("UPDATE watch_leases SET expires_at = $1, manifest_hash = $2 WHERE stack = $3 AND holder = $4 AND generation = $5")
+                        .bind(now_ms.saturating_add(ttl_ms))
+                        .bind(manifest_hash)
+                        .bind(&fence.stack)
+                        .bind(&fence.holder)
+                        .bind(fence.generation)
+                        .execute(pool)
+                        .await?
+                        .rows_affected()
+        });
         Ok(renewed == 1)
     }
 
     /// Gives the lease up: it expires at `now_ms`, so another watcher may take it at once (the row and
     /// its generation stay). `false` if it was no longer this holder's.
     pub async fn release_lease(&self, fence: &Fence, now_ms: i64) -> Result<bool> {
-        let released = sqlx::query("UPDATE watch_leases SET expires_at = $1 WHERE stack = $2 AND holder = $3 AND generation = $4")
-            .bind(now_ms)
-            .bind(&fence.stack)
-            .bind(&fence.holder)
-            .bind(fence.generation)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let released = on_db!(&self.db, pool => {
+        sqlx::query("UPDATE watch_leases SET expires_at = $1 WHERE stack = $2 AND holder = $3 AND generation = $4")
+                    .bind(now_ms)
+                    .bind(&fence.stack)
+                    .bind(&fence.holder)
+                    .bind(fence.generation)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+        });
         Ok(released == 1)
     }
 
@@ -229,23 +245,28 @@ impl Store {
         if lock.operation != REMEDIATION_LOCK || ours {
             return Ok(None);
         }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        check_fence(&mut tx, fence).await?;
-        let broken = sqlx::query("DELETE FROM locks WHERE stack = $1 AND id = $2 AND operation = $3")
-            .bind(&fence.stack)
-            .bind(&lock.id)
-            .bind(REMEDIATION_LOCK)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
+        let broken = on_db!(&self.db, pool => {
+            let mut tx = pool.write().await?;
+            LeaseCheck::check_lease(&mut tx, fence).await?;
+            let broken = sqlx::query("DELETE FROM locks WHERE stack = $1 AND id = $2 AND operation = $3")
+                .bind(&fence.stack)
+                .bind(&lock.id)
+                .bind(REMEDIATION_LOCK)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            broken
+        });
         Ok((broken == 1).then_some(lock))
     }
 
     /// Whether the lease `fence` names is still the current one (not taken over since).
     pub async fn fence_holds(&self, fence: &Fence) -> Result<bool> {
-        let mut conn = self.pool.acquire().await?;
-        Ok(check_fence(&mut conn, fence).await.is_ok())
+        Ok(on_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            LeaseCheck::check_lease(&mut tx, fence).await.is_ok()
+        }))
     }
 
     /// This store with `fence` on it: each of its state writes first checks, in its own transaction,
@@ -257,20 +278,61 @@ impl Store {
 
 /// Fails with [`StateError::Fenced`] unless `stack`'s lease still has the fence's holder and
 /// generation; run inside the transaction of the write it guards.
-pub(super) async fn check_fence(conn: &mut sqlx::SqliteConnection, fence: &Fence) -> Result<()> {
-    let row = sqlx::query("SELECT holder, generation FROM watch_leases WHERE stack = $1").bind(&fence.stack).fetch_optional(conn).await?;
-    let current: Option<(String, i64)> = row.map(|r| Ok::<_, sqlx::Error>((r.try_get("holder")?, r.try_get("generation")?))).transpose()?;
-    match current {
-        Some((holder, generation)) if holder == fence.holder && generation == fence.generation => Ok(()),
-        current => Err(StateError::Fenced {
-            stack: fence.stack.clone(),
-            generation: fence.generation,
-            now: current
-                .map(|(holder, generation)| format!("held by {holder} at generation {generation}"))
-                .unwrap_or_else(|| "not leased".into()),
-        }),
-    }
+/// Checks, inside a transaction, that `fence`'s lease is still current (same holder, same generation).
+pub(super) trait LeaseCheck {
+    fn check_lease(&mut self, fence: &Fence) -> impl std::future::Future<Output = Result<()>> + Send;
 }
+
+macro_rules! lease_check {
+    ($db:ty) => {
+        impl LeaseCheck for sqlx::Transaction<'static, $db> {
+            async fn check_lease(&mut self, fence: &Fence) -> Result<()> {
+                let current: Option<(String, i64)> = sqlx::query_as("SELECT holder, generation FROM watch_leases WHERE stack = $1")
+                    .bind(&fence.stack)
+                    .fetch_optional(&mut **self)
+                    .await?;
+                match current {
+                    Some((holder, generation)) if holder == fence.holder && generation == fence.generation => Ok(()),
+                    current => Err(StateError::Fenced {
+                        stack: fence.stack.clone(),
+                        generation: fence.generation,
+                        now: current
+                            .map(|(holder, generation)| format!("held by {holder} at generation {generation}"))
+                            .unwrap_or_else(|| "not leased".into()),
+                    }),
+                }
+            }
+        }
+    };
+}
+lease_check!(sqlx::Sqlite);
+lease_check!(sqlx::Postgres);
+
+/// A write transaction (the one writer from its start) that, for a fenced store ([`Store::fenced`]),
+/// first checks that the watch lease it names is still current, and fails with
+/// [`StateError::Fenced`] before anything is written otherwise.
+pub(super) trait FencedWrite {
+    type Db: sqlx::Database;
+    fn write_fenced(&self, fence: Option<&Fence>)
+    -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>>> + Send;
+}
+
+macro_rules! fenced_write {
+    ($pool:ty, $db:ty) => {
+        impl FencedWrite for $pool {
+            type Db = $db;
+            async fn write_fenced(&self, fence: Option<&Fence>) -> Result<sqlx::Transaction<'static, $db>> {
+                let mut tx = WritePool::write(self).await?;
+                if let Some(fence) = fence {
+                    LeaseCheck::check_lease(&mut tx, fence).await?;
+                }
+                Ok(tx)
+            }
+        }
+    };
+}
+fenced_write!(sqlx::SqlitePool, sqlx::Sqlite);
+fenced_write!(sqlx::PgPool, sqlx::Postgres);
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,6 @@
-//! State layer: what the engine owns, in SQLite through sqlx (schema in `migrations/`, applied on open).
+//! State layer: what the engine owns, in SQLite (a file, the default) or PostgreSQL (a shared database)
+//! through sqlx, the same SQL on both (see [`backend`]; schemas in `migrations/sqlite/` and
+//! `migrations/postgres/`, applied on open).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -6,17 +8,108 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde_json::Value;
+use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::{Row, Sqlite, Transaction};
 use tracing::instrument;
 
 use crate::manifest::Kind;
 
+/// Declares each named `async fn NAME(backend: Backend)` test as two tests, `NAME::sqlite` and
+/// `NAME::postgres`: the same body against each backend.
+#[cfg(test)]
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn sqlite() {
+                    super::$name($crate::state::test_backends::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn postgres() {
+                    super::$name($crate::state::test_backends::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+#[cfg(test)]
+#[path = "../../tests/support/pg.rs"]
+mod test_pg;
+
+#[cfg(test)]
+pub(crate) mod test_backends {
+    use std::path::PathBuf;
+
+    use super::{Result, Store, backend::on_db};
+
+    /// Which database a store test runs against.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Backend {
+        Sqlite,
+        Postgres,
+    }
+
+    impl Backend {
+        /// A new, empty state that can be opened several times: a file in `dir`, or a new database on
+        /// the test PostgreSQL server.
+        pub(crate) async fn target(self, dir: &tempfile::TempDir) -> PathBuf {
+            match self {
+                Backend::Sqlite => dir.path().join("state.db"),
+                Backend::Postgres => PathBuf::from(tokio::task::spawn_blocking(super::test_pg::fresh_database).await.unwrap()),
+            }
+        }
+
+        /// A new, empty store.
+        pub(crate) async fn store(self) -> Store {
+            match self {
+                Backend::Sqlite => Store::memory().await.unwrap(),
+                Backend::Postgres => {
+                    let dir = tempfile::tempdir().unwrap();
+                    Store::open(&self.target(&dir).await).await.unwrap()
+                }
+            }
+        }
+    }
+
+    impl Store {
+        /// Runs one statement with text arguments, on either backend (tests look at the tables).
+        pub(crate) async fn exec_for_tests(&self, sql: &str, args: &[&str]) -> Result<u64> {
+            on_db!(&self.db, pool => {
+                let mut q = sqlx::query(sql);
+                for a in args {
+                    q = q.bind(*a);
+                }
+                Ok(q.execute(pool).await?.rows_affected())
+            })
+        }
+
+        /// The first column of every row a query returns, as text.
+        pub(crate) async fn texts_for_tests(&self, sql: &str, args: &[&str]) -> Result<Vec<String>> {
+            on_db!(&self.db, pool => {
+                let mut q = sqlx::query_scalar(sql);
+                for a in args {
+                    q = q.bind(*a);
+                }
+                Ok(q.fetch_all(pool).await?)
+            })
+        }
+    }
+}
+
+pub(crate) mod backend;
+use backend::{Db, SQLITE_MIGRATOR as MIGRATOR, StackTx, WritePool, now, on_db};
+pub use backend::{is_postgres_url, redact_url};
+use lease::FencedWrite;
 pub mod drift;
 pub use drift::{DELETED, Drift, DriftEvent, Listing, Resolution};
 pub mod lease;
 mod lock;
+mod migrate;
+pub use migrate::MovedStack;
 pub mod pacing;
+mod pg_lock;
 
 /// Where a stack's resources live: the AWS account, its partition and the region.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -53,11 +146,39 @@ pub enum StateError {
     },
     #[error("state database error: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("cannot open state database {location}: {source}")]
+    OpenDb {
+        location: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("state database {location} was written by a newer version of reconcile (schema {found}); upgrade reconcile")]
+    NewerSchemaAt { location: String, found: i64 },
+    /// This process's lock of the stack is gone (its database session ended, or another process took
+    /// it): no more AWS writes, no more state writes for the stack.
+    #[error("lost the lock of stack `{stack}`: {why}; stopped before any further AWS or state write (run the command again)")]
+    LockLost { stack: String, why: String },
     #[error(
-        "stack `{stack}` is locked by {}; wait with --lock-timeout, or if that process is gone, run `reconcile force-unlock {}`",
-        .holder.describe(), .holder.id
+        "the stack lock of `{stack}` did not stay with this connection's database session: reconcile's PostgreSQL locks are \
+         session-level advisory locks and need session pooling (connect directly, or use pgbouncer with pool_mode = session, \
+         not transaction)"
     )]
-    Locked { stack: String, holder: Box<LockInfo> },
+    SessionPooling { stack: String },
+    #[error(
+        "refusing to migrate: the target state {target} already has stack `{stack}` (nothing was copied); migrate into a state without it"
+    )]
+    MigrateTargetHasStack { stack: String, target: String },
+    #[error(
+        "the copy of stack `{stack}` in {target} does not read back as the source has it; the target holds a partial copy of it: remove it there before trying again"
+    )]
+    MigrateMismatch { stack: String, target: String },
+    #[error("stack `{stack}` is locked by {}; {}", .holder.describe(), locked_hint(*.shared, &.holder.id))]
+    Locked {
+        stack: String,
+        holder: Box<LockInfo>,
+        /// On PostgreSQL: a holder that dies frees the lock by itself.
+        shared: bool,
+    },
     /// The id given does not match. The real id is never shown: asking for it is the safeguard.
     #[error("stack `{stack}` has no lock with id `{id}`{}", .current.as_ref().map(|c| format!("; it is locked by {}; break it with the lock id the command that found it locked printed", c.describe())).unwrap_or_else(|| " (it is not locked)".into()))]
     NoSuchLock { stack: String, id: String, current: Option<Box<LockInfo>> },
@@ -85,6 +206,16 @@ pub enum StateError {
 }
 
 pub type Result<T, E = StateError> = std::result::Result<T, E>;
+
+/// What to do about a held lock: on SQLite a dead holder's lock stays until `force-unlock`; on
+/// PostgreSQL it frees itself.
+fn locked_hint(shared: bool, id: &str) -> String {
+    if shared {
+        "wait with --lock-timeout (a holder that died frees it within 30 s by itself: no force-unlock needed)".into()
+    } else {
+        format!("wait with --lock-timeout, or if that process is gone, run `reconcile force-unlock {id}`")
+    }
+}
 
 /// One managed resource as last applied.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -156,7 +287,27 @@ pub enum JournalAction {
     DeletePrevious,
 }
 
+impl StackOperation {
+    /// The value stored in `stacks.last_operation`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StackOperation::Apply => "apply",
+            StackOperation::Destroy => "destroy",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<StackOperation> {
+        [StackOperation::Apply, StackOperation::Destroy].into_iter().find(|o| o.as_str() == s)
+    }
+}
+
 impl JournalAction {
+    pub fn parse(s: &str) -> Option<JournalAction> {
+        [JournalAction::Create, JournalAction::Update, JournalAction::Delete, JournalAction::DeletePrevious]
+            .into_iter()
+            .find(|a| a.as_str() == s)
+    }
+
     /// The value stored in the journal.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -260,24 +411,44 @@ fn process_status(pid: i64) -> HolderStatus {
     if proc.join(pid.to_string()).exists() { HolderStatus::Running } else { HolderStatus::Gone }
 }
 
-/// The SQLite state store.
+/// The state store: a SQLite file or a PostgreSQL database, the same behaviour on both.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    db: Db,
+    /// The SQLite file, or the PostgreSQL URL with its password masked (for messages).
     path: PathBuf,
+    /// The stack locks this process holds on PostgreSQL (their sessions, fencing tokens, and whether
+    /// they were lost).
+    held: pg_lock::HeldLocks,
     /// When set ([`Store::fenced`]), every write transaction first checks the watch lease is still this one.
     fence: Option<std::sync::Arc<lease::Fence>>,
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
 impl Store {
-    /// Opens and migrates the state file. A missing one is created with mode 0600, atomically: it is
-    /// built aside and linked into place complete, so no process ever sees a half-made (or empty)
-    /// state file, and a zero-length file is refused rather than taken for a new state.
-    #[instrument(skip_all, fields(path = %path.display()))]
+    /// Opens and migrates the state: a `postgres://` or `postgresql://` URL is a PostgreSQL database
+    /// (see [`Store::open_postgres`]); anything else a SQLite file. A missing file is created with mode
+    /// 0600, atomically: it is built aside and linked into place complete, so no process ever sees a
+    /// half-made (or empty) state file, and a zero-length file is refused rather than taken for a new
+    /// state.
+    #[instrument(skip_all, fields(path = %redact_url(&path.to_string_lossy())))]
     pub async fn open(path: &Path) -> Result<Store> {
+        let text = path.to_string_lossy();
+        if is_postgres_url(&text) {
+            return Self::open_postgres(&text).await;
+        }
         Self::open_with(path, SqlitePoolOptions::new().max_connections(4)).await
+    }
+
+    /// Connects to a PostgreSQL state and migrates it (the first opener applies the schema, holding
+    /// an advisory lock; a schema newer than this binary is refused untouched).
+    pub async fn open_postgres(url: &str) -> Result<Store> {
+        let pool = backend::connect_postgres(url).await?;
+        Ok(Store { db: Db::Postgres(pool), path: PathBuf::from(redact_url(url)), held: Default::default(), fence: None })
+    }
+
+    /// Whether the state is on PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.db, Db::Postgres(_))
     }
 
     async fn open_with(path: &Path, pool: SqlitePoolOptions) -> Result<Store> {
@@ -296,7 +467,7 @@ impl Store {
             .busy_timeout(BUSY_TIMEOUT);
         let pool = pool.connect_with(options).await.map_err(|e| classify_open_error(path, e))?;
         Self::migrate(&pool, path).await?;
-        Ok(Store { pool, path: path.to_path_buf(), fence: None })
+        Ok(Store { db: Db::Sqlite(pool), path: path.to_path_buf(), held: Default::default(), fence: None })
     }
 
     /// An in-memory store, for tests.
@@ -304,7 +475,7 @@ impl Store {
         let options = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
         let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
         Self::migrate(&pool, Path::new(":memory:")).await?;
-        Ok(Store { pool, path: PathBuf::from(":memory:"), fence: None })
+        Ok(Store { db: Db::Sqlite(pool), path: PathBuf::from(":memory:"), held: Default::default(), fence: None })
     }
 
     async fn migrate(pool: &SqlitePool, path: &Path) -> Result<()> {
@@ -333,103 +504,95 @@ impl Store {
         Ok(())
     }
 
-    /// A write transaction that holds SQLite's write lock from its start (`BEGIN IMMEDIATE`). A
-    /// deferred transaction that reads first cannot wait for the lock once another connection has
-    /// written (SQLite answers "database is locked" at once, whatever the busy timeout); this one
-    /// waits for it, up to the busy timeout, before reading anything.
-    ///
-    /// On a fenced store ([`Store::fenced`]) the transaction first checks the watch lease it names is
-    /// still current, and fails with [`StateError::Fenced`] before anything is written otherwise.
-    async fn write(&self) -> Result<Transaction<'static, Sqlite>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        if let Some(fence) = &self.fence {
-            lease::check_fence(&mut tx, fence).await?;
-        }
-        Ok(tx)
-    }
-
+    /// The SQLite file, or the PostgreSQL URL with its password masked.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The fencing token of this process's lock of `stack` (`None`: not held here, no fence), or
+    /// [`StateError::LockLost`] once that lock was lost: nothing more is written for the stack.
+    fn fence(&self, stack: &str) -> Result<Option<i64>> {
+        self.held.fence(stack)
     }
 
     #[instrument(skip_all, fields(stack))]
     pub async fn load(&self, stack: &str) -> Result<StackState> {
         let mut state = StackState::default();
-        if let Some(row) =
-            sqlx::query("SELECT serial, outputs, last_operation FROM stacks WHERE name = ?").bind(stack).fetch_optional(&self.pool).await?
-        {
-            state.serial = row.try_get("serial")?;
-            state.outputs = decode(&row.try_get::<String, _>("outputs")?, "stack outputs")?;
-            state.last_operation = row.try_get("last_operation")?;
-        }
-        let rows = sqlx::query(
-            "SELECT name, kind, physical_id, attributes, outputs, depends_on, incomplete, retain_on_delete FROM resources WHERE stack = ? ORDER BY name",
-        )
-        .bind(stack)
-        .fetch_all(&self.pool)
-        .await?;
-        for row in rows {
-            let name: String = row.try_get("name")?;
-            let kind: String = row.try_get("kind")?;
-            let what = format!("resource `{name}`");
-            let kind = Kind::from_type_name(&kind).ok_or_else(|| StateError::Decode {
-                what: what.clone(),
-                source: serde::de::Error::custom(format!("unknown kind `{kind}`")),
-            })?;
-            let r = ResourceState {
-                kind,
-                physical_id: row.try_get("physical_id")?,
-                attributes: decode(&row.try_get::<String, _>("attributes")?, &what)?,
-                outputs: decode(&row.try_get::<String, _>("outputs")?, &what)?,
-                depends_on: decode(&row.try_get::<String, _>("depends_on")?, &what)?,
-                name: name.clone(),
-            };
-            if let Some(why) = row.try_get::<Option<String>, _>("incomplete")? {
-                state.incomplete.insert(name.clone(), why);
+        on_db!(&self.db, pool => {
+            if let Some(row) = sqlx::query("SELECT serial, outputs, last_operation FROM stacks WHERE name = $1")
+                .bind(stack)
+                .fetch_optional(pool)
+                .await?
+            {
+                state.serial = row.try_get("serial")?;
+                state.outputs = decode(&row.try_get::<String, _>("outputs")?, "stack outputs")?;
+                state.last_operation = row.try_get::<Option<String>, _>("last_operation")?.as_deref().and_then(StackOperation::parse);
             }
-            if row.try_get::<bool, _>("retain_on_delete")? {
-                state.retained.insert(name.clone());
+            let rows = sqlx::query(
+                "SELECT name, kind, physical_id, attributes, outputs, depends_on, incomplete, retain_on_delete FROM resources WHERE stack = $1 ORDER BY name",
+            )
+            .bind(stack)
+            .fetch_all(pool)
+            .await?;
+            for row in rows {
+                let name: String = row.try_get("name")?;
+                let kind: String = row.try_get("kind")?;
+                let what = format!("resource `{name}`");
+                let kind = Kind::from_type_name(&kind).ok_or_else(|| StateError::Decode {
+                    what: what.clone(),
+                    source: serde::de::Error::custom(format!("unknown kind `{kind}`")),
+                })?;
+                let r = ResourceState {
+                    kind,
+                    physical_id: row.try_get("physical_id")?,
+                    attributes: decode(&row.try_get::<String, _>("attributes")?, &what)?,
+                    outputs: decode(&row.try_get::<String, _>("outputs")?, &what)?,
+                    depends_on: decode(&row.try_get::<String, _>("depends_on")?, &what)?,
+                    name: name.clone(),
+                };
+                if let Some(why) = row.try_get::<Option<String>, _>("incomplete")? {
+                    state.incomplete.insert(name.clone(), why);
+                }
+                if row.try_get::<bool, _>("retain_on_delete")? {
+                    state.retained.insert(name.clone());
+                }
+                state.resources.insert(name, r);
             }
-            state.resources.insert(name, r);
-        }
+        });
         state.foreign_singletons = self.singleton_owners().await?.into_iter().filter(|o| o.stack != stack).collect();
         Ok(state)
     }
 
-    /// Every resource, of any stack in this state file, that records the physical resource `id` of
+    /// Every resource, of any stack in this state, that records the physical resource `id` of
     /// `kind` (ids compared as AWS would: a Lambda permission's function by name or ARN alike).
     pub async fn owners_of(&self, kind: Kind, id: &str) -> Result<Vec<Owner>> {
-        let rows = sqlx::query("SELECT stack, name, physical_id FROM resources WHERE kind = ? ORDER BY rowid")
-            .bind(kind.type_name())
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<(String, String, String)> = on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT stack, name, physical_id FROM resources WHERE kind = $1 ORDER BY rowid")
+                .bind(kind.type_name())
+                .fetch_all(pool)
+                .await?
+        });
         let wanted = crate::providers::canonical_id(kind, id);
-        let mut owners = Vec::new();
-        for row in rows {
-            let physical_id: String = row.try_get("physical_id")?;
-            if crate::providers::canonical_id(kind, &physical_id) == wanted {
-                owners.push(Owner { stack: row.try_get("stack")?, resource: row.try_get("name")?, kind, physical_id });
-            }
-        }
-        Ok(owners)
+        Ok(rows
+            .into_iter()
+            .filter(|(_, _, physical_id)| crate::providers::canonical_id(kind, physical_id) == wanted)
+            .map(|(stack, resource, physical_id)| Owner { stack, resource, kind, physical_id })
+            .collect())
     }
 
-    /// The owner of each region-wide singleton recorded in this state file: of the stacks that record
+    /// The owner of each region-wide singleton recorded in this state: of the stacks that record
     /// one, the first to have recorded it (its row is the oldest).
     pub async fn singleton_owners(&self) -> Result<Vec<Owner>> {
         let mut owners = Vec::new();
         for kind in Kind::ALL.iter().copied().filter(|k| k.is_singleton()) {
-            let row = sqlx::query("SELECT stack, name, physical_id FROM resources WHERE kind = ? ORDER BY rowid LIMIT 1")
-                .bind(kind.type_name())
-                .fetch_optional(&self.pool)
-                .await?;
-            if let Some(row) = row {
-                owners.push(Owner {
-                    stack: row.try_get("stack")?,
-                    resource: row.try_get("name")?,
-                    kind,
-                    physical_id: row.try_get("physical_id")?,
-                });
+            let row: Option<(String, String, String)> = on_db!(&self.db, pool => {
+                sqlx::query_as("SELECT stack, name, physical_id FROM resources WHERE kind = $1 ORDER BY rowid LIMIT 1")
+                    .bind(kind.type_name())
+                    .fetch_optional(pool)
+                    .await?
+            });
+            if let Some((stack, resource, physical_id)) = row {
+                owners.push(Owner { stack, resource, kind, physical_id });
             }
         }
         Ok(owners)
@@ -456,49 +619,57 @@ impl Store {
     }
 
     async fn put(&self, stack: &str, r: &ResourceState, incomplete: Option<&str>, retain: Option<bool>) -> Result<i64> {
-        // Secret values never reach the file: only their hash does.
+        // Secret values never reach the database: only their hash does.
         let mut attributes = r.attributes.clone();
         if let Value::Object(map) = &mut attributes {
             crate::manifest::schema::hash_secrets(r.kind, map);
         }
-        let mut tx = self.write().await?;
-        let serial = bump(&mut tx, stack).await?;
-        sqlx::query(
-            "INSERT INTO resources (stack, name, kind, physical_id, attributes, outputs, depends_on, incomplete) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (stack, name) DO UPDATE SET kind = excluded.kind, physical_id = excluded.physical_id,
-               attributes = excluded.attributes, outputs = excluded.outputs, depends_on = excluded.depends_on,
-               incomplete = excluded.incomplete, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
-        )
-        .bind(stack)
-        .bind(&r.name)
-        .bind(r.kind.type_name())
-        .bind(&r.physical_id)
-        .bind(attributes.to_string())
-        .bind(serde_json::to_string(&r.outputs).unwrap_or_default())
-        .bind(serde_json::to_string(&r.depends_on).unwrap_or_default())
-        .bind(incomplete)
-        .execute(&mut *tx)
-        .await?;
-        if let Some(retain) = retain {
-            sqlx::query("UPDATE resources SET retain_on_delete = ? WHERE stack = ? AND name = ?")
-                .bind(retain)
-                .bind(stack)
-                .bind(&r.name)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(serial)
+        let fence = self.fence(stack)?;
+        on_db!(&self.db, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+            let serial = tx.bump(stack, fence).await?;
+            sqlx::query(
+                "INSERT INTO resources (stack, name, kind, physical_id, attributes, outputs, depends_on, incomplete, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (stack, name) DO UPDATE SET kind = excluded.kind, physical_id = excluded.physical_id,
+                   attributes = excluded.attributes, outputs = excluded.outputs, depends_on = excluded.depends_on,
+                   incomplete = excluded.incomplete, updated_at = excluded.updated_at",
+            )
+            .bind(stack)
+            .bind(&r.name)
+            .bind(r.kind.type_name())
+            .bind(&r.physical_id)
+            .bind(attributes.to_string())
+            .bind(serde_json::to_string(&r.outputs).unwrap_or_default())
+            .bind(serde_json::to_string(&r.depends_on).unwrap_or_default())
+            .bind(incomplete)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+            if let Some(retain) = retain {
+                sqlx::query("UPDATE resources SET retain_on_delete = $1 WHERE stack = $2 AND name = $3")
+                    .bind(retain)
+                    .bind(stack)
+                    .bind(&r.name)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(serial)
+        })
     }
 
     /// Forgets a resource after it was deleted.
     #[instrument(skip_all, fields(stack, resource))]
     pub async fn delete_resource(&self, stack: &str, resource: &str) -> Result<i64> {
-        let mut tx = self.write().await?;
-        let serial = bump(&mut tx, stack).await?;
-        sqlx::query("DELETE FROM resources WHERE stack = ? AND name = ?").bind(stack).bind(resource).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(serial)
+        let fence = self.fence(stack)?;
+        on_db!(&self.db, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+            let serial = tx.bump(stack, fence).await?;
+            sqlx::query("DELETE FROM resources WHERE stack = $1 AND name = $2").bind(stack).bind(resource).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(serial)
+        })
     }
 
     /// Records each resource's `retain_on_delete` as the manifest has it, where it differs from what
@@ -506,55 +677,62 @@ impl Store {
     /// changed.
     #[instrument(skip_all, fields(stack))]
     pub async fn set_retain(&self, stack: &str, flags: &[(String, bool)]) -> Result<()> {
-        let mut tx = self.write().await?;
-        let mut changed = 0;
-        for (name, retain) in flags {
-            changed += sqlx::query("UPDATE resources SET retain_on_delete = ? WHERE stack = ? AND name = ? AND retain_on_delete != ?")
-                .bind(retain)
-                .bind(stack)
-                .bind(name)
-                .bind(retain)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        }
-        if changed > 0 {
-            bump(&mut tx, stack).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let fence = self.fence(stack)?;
+        on_db!(&self.db, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+            tx.check_fence(stack, fence).await?;
+            let mut changed = 0;
+            for (name, retain) in flags {
+                changed += sqlx::query("UPDATE resources SET retain_on_delete = $1 WHERE stack = $2 AND name = $3 AND retain_on_delete != $1")
+                    .bind(retain)
+                    .bind(stack)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            }
+            if changed > 0 {
+                tx.bump(stack, fence).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Moves a resource's record to a new key (the manifest renamed it), and what other resources
     /// recorded as depending on the old key to the new one.
     #[instrument(skip_all, fields(stack, from, to))]
     pub async fn rename_resource(&self, stack: &str, from: &str, to: &str) -> Result<i64> {
-        let mut tx = self.write().await?;
-        let serial = bump(&mut tx, stack).await?;
-        sqlx::query("UPDATE resources SET name = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE stack = ? AND name = ?")
-            .bind(to)
-            .bind(stack)
-            .bind(from)
-            .execute(&mut *tx)
-            .await?;
-        // `depends_on` is a JSON array of keys; keys are identifiers, so the quoted key is unambiguous.
-        sqlx::query("UPDATE resources SET depends_on = replace(depends_on, ?, ?) WHERE stack = ?")
-            .bind(format!("\"{from}\""))
-            .bind(format!("\"{to}\""))
-            .bind(stack)
-            .execute(&mut *tx)
-            .await?;
-        // What an interrupted run journaled for the old key (a create not yet recorded, a previous
-        // resource still to delete) and the key's open drift follow it: left under the old key, the
-        // next run would take them for a resource that left the manifest.
-        for rekey in [
-            "UPDATE operations SET resource = ? WHERE stack = ? AND resource = ? AND finished_at IS NULL",
-            "UPDATE drift_events SET resource = ? WHERE stack = ? AND resource = ? AND resolved_at IS NULL",
-        ] {
-            sqlx::query(rekey).bind(to).bind(stack).bind(from).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(serial)
+        let fence = self.fence(stack)?;
+        on_db!(&self.db, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+            let serial = tx.bump(stack, fence).await?;
+            sqlx::query("UPDATE resources SET name = $1, updated_at = $4 WHERE stack = $2 AND name = $3")
+                .bind(to)
+                .bind(stack)
+                .bind(from)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+            // `depends_on` is a JSON array of keys; keys are identifiers, so the quoted key is unambiguous.
+            sqlx::query("UPDATE resources SET depends_on = replace(depends_on, $1, $2) WHERE stack = $3")
+                .bind(format!("\"{from}\""))
+                .bind(format!("\"{to}\""))
+                .bind(stack)
+                .execute(&mut *tx)
+                .await?;
+            // What an interrupted run journaled for the old key (a create not yet recorded, a previous
+            // resource still to delete) and the key's open drift follow it: left under the old key, the
+            // next run would take them for a resource that left the manifest.
+            for rekey in [
+                "UPDATE operations SET resource = $1 WHERE stack = $2 AND resource = $3 AND finished_at IS NULL",
+                "UPDATE drift_events SET resource = $1 WHERE stack = $2 AND resource = $3 AND resolved_at IS NULL",
+            ] {
+                sqlx::query(rekey).bind(to).bind(stack).bind(from).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(serial)
+        })
     }
 
     /// Forgets a resource without touching AWS (`state rm`): its record goes, and so do what
@@ -564,53 +742,57 @@ impl Store {
     #[instrument(skip_all, fields(stack, resource))]
     pub async fn forget_resource(&self, stack: &str, resource: &str) -> Result<(i64, Vec<PendingOperation>)> {
         let pending: Vec<PendingOperation> = self.pending_operations(stack).await?.into_iter().filter(|p| p.resource == resource).collect();
-        let mut tx = self.write().await?;
-        let serial = bump(&mut tx, stack).await?;
-        sqlx::query("DELETE FROM resources WHERE stack = ? AND name = ?").bind(stack).bind(resource).execute(&mut *tx).await?;
-        sqlx::query(
-            "UPDATE operations SET finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), outcome = ? \
-             WHERE stack = ? AND resource = ? AND finished_at IS NULL",
-        )
-        .bind(OperationOutcome::Forgotten.to_string())
-        .bind(stack)
-        .bind(resource)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE drift_events SET resolved_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), how = ? \
-             WHERE stack = ? AND resource = ? AND resolved_at IS NULL",
-        )
-        .bind(drift::Resolution::NoLongerManaged.as_str())
-        .bind(stack)
-        .bind(resource)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let fence = self.fence(stack)?;
+        let serial = on_db!(&self.db, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+            let serial = tx.bump(stack, fence).await?;
+            sqlx::query("DELETE FROM resources WHERE stack = $1 AND name = $2").bind(stack).bind(resource).execute(&mut *tx).await?;
+            sqlx::query(
+                "UPDATE operations SET finished_at = $4, outcome = $1 WHERE stack = $2 AND resource = $3 AND finished_at IS NULL",
+            )
+            .bind(OperationOutcome::Forgotten.to_string())
+            .bind(stack)
+            .bind(resource)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE drift_events SET resolved_at = $4, how = $1 WHERE stack = $2 AND resource = $3 AND resolved_at IS NULL")
+                .bind(drift::Resolution::NoLongerManaged.as_str())
+                .bind(stack)
+                .bind(resource)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            serial
+        });
         Ok((serial, pending))
     }
 
     #[instrument(skip_all, fields(stack))]
     pub async fn set_outputs(&self, stack: &str, outputs: &BTreeMap<String, String>) -> Result<i64> {
-        let mut tx = self.write().await?;
-        let serial = bump(&mut tx, stack).await?;
-        sqlx::query("UPDATE stacks SET outputs = ? WHERE name = ?")
-            .bind(serde_json::to_string(outputs).unwrap_or_default())
-            .bind(stack)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(serial)
+        let fence = self.fence(stack)?;
+        on_db!(&self.db, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+            let serial = tx.bump(stack, fence).await?;
+            sqlx::query("UPDATE stacks SET outputs = $1 WHERE name = $2")
+                .bind(serde_json::to_string(outputs).unwrap_or_default())
+                .bind(stack)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(serial)
+        })
     }
 
     /// The account, partition and region the stack is pinned to; `None` when it is not pinned.
     pub async fn identity(&self, stack: &str) -> Result<Option<Identity>> {
-        let row =
-            sqlx::query("SELECT account_id, partition, region FROM stacks WHERE name = ?").bind(stack).fetch_optional(&self.pool).await?;
-        let Some(row) = row else { return Ok(None) };
-        let (account_id, partition, region): (Option<String>, Option<String>, Option<String>) =
-            (row.try_get("account_id")?, row.try_get("partition")?, row.try_get("region")?);
-        Ok(match (account_id, partition, region) {
-            (Some(account_id), Some(partition), Some(region)) => Some(Identity { account_id, partition, region }),
+        type Pin = (Option<String>, Option<String>, Option<String>);
+        let row: Option<Pin> = on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT account_id, partition, region FROM stacks WHERE name = $1").bind(stack).fetch_optional(pool).await?
+        });
+        Ok(match row {
+            Some((Some(account_id), Some(partition), Some(region))) => Some(Identity { account_id, partition, region }),
             _ => None,
         })
     }
@@ -619,48 +801,69 @@ impl Store {
     /// (`None` before anything was recorded for the stack). A saved plan records it with the serial.
     #[instrument(skip_all, fields(stack))]
     pub async fn lineage(&self, stack: &str) -> Result<Option<String>> {
-        let lineage: Option<Option<String>> =
-            sqlx::query_scalar("SELECT lineage FROM stacks WHERE name = ?").bind(stack).fetch_optional(&self.pool).await?;
+        let lineage: Option<Option<String>> = on_db!(&self.db, pool => {
+            sqlx::query_scalar("SELECT lineage FROM stacks WHERE name = $1").bind(stack).fetch_optional(pool).await?
+        });
         Ok(lineage.flatten())
     }
 
     /// Pins the stack to `id` (creating its row if needed). Not a change of the resources: the serial stays.
     #[instrument(skip_all, fields(stack))]
     pub async fn set_identity(&self, stack: &str, id: &Identity) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO stacks (name, serial, account_id, partition, region) VALUES (?, 0, ?, ?, ?)
-             ON CONFLICT (name) DO UPDATE SET account_id = excluded.account_id, partition = excluded.partition, region = excluded.region",
-        )
-        .bind(stack)
-        .bind(&id.account_id)
-        .bind(&id.partition)
-        .bind(&id.region)
-        .execute(&self.pool)
-        .await?;
+        let fence = self.fence(stack)?;
+        on_db!(&self.db, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+            tx.check_fence(stack, fence).await?;
+            sqlx::query(
+                "INSERT INTO stacks (name, serial, account_id, partition, region) VALUES ($1, 0, $2, $3, $4)
+                 ON CONFLICT (name) DO UPDATE SET account_id = excluded.account_id, partition = excluded.partition, region = excluded.region",
+            )
+            .bind(stack)
+            .bind(&id.account_id)
+            .bind(&id.partition)
+            .bind(&id.region)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 
     /// Unpins the stack (its state is empty: it may be applied anywhere).
     #[instrument(skip_all, fields(stack))]
     pub async fn clear_identity(&self, stack: &str) -> Result<()> {
-        sqlx::query("UPDATE stacks SET account_id = NULL, partition = NULL, region = NULL WHERE name = ?")
-            .bind(stack)
-            .execute(&self.pool)
-            .await?;
+        let fence = self.fence(stack)?;
+        on_db!(&self.db, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+            tx.check_fence(stack, fence).await?;
+            sqlx::query("UPDATE stacks SET account_id = NULL, partition = NULL, region = NULL WHERE name = $1")
+                .bind(stack)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 
     /// Records the command (`apply` or `destroy`) that is changing the stack as a whole; bumps the serial.
     #[instrument(skip_all, fields(stack, operation))]
     pub async fn set_last_operation(&self, stack: &str, operation: StackOperation) -> Result<i64> {
-        let mut tx = self.write().await?;
-        let serial = bump(&mut tx, stack).await?;
-        sqlx::query("UPDATE stacks SET last_operation = ? WHERE name = ?").bind(operation).bind(stack).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(serial)
+        let fence = self.fence(stack)?;
+        on_db!(&self.db, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+            let serial = tx.bump(stack, fence).await?;
+            sqlx::query("UPDATE stacks SET last_operation = $1 WHERE name = $2")
+                .bind(operation.as_str())
+                .bind(stack)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(serial)
+        })
     }
 
-    /// Journals a write before it is sent to AWS; returns the operation id.
+    /// Journals a write before it is sent to AWS; returns the operation id. Refused once this
+    /// process lost the stack's lock (on PostgreSQL): the write is then never sent.
     pub async fn begin_operation(
         &self,
         stack: &str,
@@ -669,72 +872,87 @@ impl Store {
         action: JournalAction,
         physical_name: Option<&str>,
     ) -> Result<i64> {
-        // In a write transaction: on a fenced store, the lease check and the journal entry before the
-        // AWS write are one.
-        let mut tx = self.write().await?;
-        let id = sqlx::query("INSERT INTO operations (stack, resource, kind, action, physical_name) VALUES (?, ?, ?, ?, ?)")
+        let fence = self.fence(stack)?;
+        on_db!(&self.db, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+            tx.check_fence(stack, fence).await?;
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO operations (stack, resource, kind, action, physical_name) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            )
             .bind(stack)
             .bind(resource)
             .bind(kind.type_name())
-            .bind(action)
+            .bind(action.as_str())
             .bind(physical_name)
-            .execute(&mut *tx)
-            .await?
-            .last_insert_rowid();
-        tx.commit().await?;
-        Ok(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(id)
+        })
     }
 
     /// Closes a journal entry. On a fenced store whose lease was taken over it is left open (and the
     /// write fails): the next run adopts what the write made.
     pub async fn finish_operation(&self, id: i64, outcome: &OperationOutcome) -> Result<()> {
-        let mut tx = self.write().await?;
-        sqlx::query("UPDATE operations SET finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), outcome = ? WHERE id = ?")
-            .bind(outcome.to_string())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        on_db!(&self.db, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+            sqlx::query("UPDATE operations SET finished_at = $1, outcome = $2 WHERE id = $3")
+                .bind(now())
+                .bind(outcome.to_string())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 
     pub async fn pending_operations(&self, stack: &str) -> Result<Vec<PendingOperation>> {
-        let rows = sqlx::query("SELECT id, resource, kind, action, physical_name, started_at FROM operations WHERE stack = ? AND finished_at IS NULL ORDER BY id")
+        type Op = (i64, String, String, String, Option<String>, String);
+        let rows: Vec<Op> = on_db!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT id, resource, kind, action, physical_name, started_at FROM operations WHERE stack = $1 AND finished_at IS NULL ORDER BY id",
+            )
             .bind(stack)
-            .fetch_all(&self.pool)
-            .await?;
+            .fetch_all(pool)
+            .await?
+        });
         rows.into_iter()
-            .map(|row| {
-                Ok(PendingOperation {
-                    id: row.try_get("id")?,
-                    resource: row.try_get("resource")?,
-                    kind: row.try_get("kind")?,
-                    action: row.try_get("action")?,
-                    physical_name: row.try_get("physical_name")?,
-                    started_at: row.try_get("started_at")?,
-                })
+            .map(|(id, resource, kind, action, physical_name, started_at)| {
+                let action = JournalAction::parse(&action).ok_or_else(|| StateError::Decode {
+                    what: format!("journal entry {id}"),
+                    source: serde::de::Error::custom(format!("unknown action `{action}`")),
+                })?;
+                Ok(PendingOperation { id, resource, kind, action, physical_name, started_at })
             })
             .collect()
     }
 
     /// Takes the stack's write lock, waiting up to `timeout` (with backoff) while another holds it.
+    /// On PostgreSQL, a session-level advisory lock (see [`pg_lock`]).
     #[instrument(skip_all, fields(stack, operation))]
     pub async fn lock(&self, stack: &str, operation: &str, timeout: Duration) -> Result<LockInfo> {
+        let pool = match &self.db {
+            Db::Sqlite(pool) => pool,
+            Db::Postgres(pool) => return pg_lock::lock(pool, &self.held, stack, operation, timeout).await,
+        };
         let start = std::time::Instant::now();
         let mut delay = Duration::from_millis(100);
         loop {
             let id = lock_id();
             let host = hostname();
-            let inserted =
-                sqlx::query("INSERT INTO locks (stack, id, operation, pid, host) VALUES (?, ?, ?, ?, ?) ON CONFLICT (stack) DO NOTHING")
-                    .bind(stack)
-                    .bind(&id)
-                    .bind(operation)
-                    .bind(i64::from(std::process::id()))
-                    .bind(&host)
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected();
+            let inserted = sqlx::query(
+                "INSERT INTO locks (stack, id, operation, pid, host, acquired_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (stack) DO NOTHING",
+            )
+            .bind(stack)
+            .bind(&id)
+            .bind(operation)
+            .bind(i64::from(std::process::id()))
+            .bind(&host)
+            .bind(now())
+            .execute(pool)
+            .await?
+            .rows_affected();
             if inserted == 1 {
                 return self.lock_info(stack).await?.ok_or_else(|| StateError::NoSuchLock { stack: stack.into(), id, current: None });
             }
@@ -742,7 +960,7 @@ impl Store {
             match holder {
                 None => continue,
                 Some(holder) if start.elapsed() + delay > timeout => {
-                    return Err(StateError::Locked { stack: stack.into(), holder: Box::new(holder) });
+                    return Err(StateError::Locked { stack: stack.into(), holder: Box::new(holder), shared: false });
                 }
                 Some(holder) => {
                     tracing::info!(stack, holder = %holder.id, ?delay, "stack is locked; waiting (backoff)");
@@ -753,37 +971,48 @@ impl Store {
         }
     }
 
+    /// Who holds the stack's lock. On PostgreSQL only a live holder counts: a row whose session is
+    /// gone (its holder died or lost its connection) is not a lock any more.
     pub async fn lock_info(&self, stack: &str) -> Result<Option<LockInfo>> {
-        let row = sqlx::query("SELECT id, operation, pid, host, acquired_at FROM locks WHERE stack = ?")
-            .bind(stack)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| {
-            Ok(LockInfo {
-                id: r.try_get("id")?,
-                operation: r.try_get("operation")?,
-                pid: r.try_get("pid")?,
-                host: r.try_get("host")?,
-                acquired_at: r.try_get("acquired_at")?,
-            })
-        })
-        .transpose()
+        type Lock = (String, String, i64, String, String);
+        let row: Option<Lock> = match &self.db {
+            Db::Sqlite(pool) => {
+                sqlx::query_as("SELECT id, operation, pid, host, acquired_at FROM locks WHERE stack = $1")
+                    .bind(stack)
+                    .fetch_optional(pool)
+                    .await?
+            }
+            Db::Postgres(pool) => pg_lock::live_holder(pool, stack).await?,
+        };
+        Ok(row.map(|(id, operation, pid, host, acquired_at)| LockInfo { id, operation, pid, host, acquired_at }))
     }
 
     /// Releases a lock this process holds.
     pub async fn unlock(&self, stack: &str, id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM locks WHERE stack = ? AND id = ?").bind(stack).bind(id).execute(&self.pool).await?;
+        on_db!(&self.db, pool => {
+            sqlx::query("DELETE FROM locks WHERE stack = $1 AND id = $2").bind(stack).bind(id).execute(pool).await?;
+        });
+        self.held.release(stack, id).await;
         Ok(())
     }
 
     /// Breaks a lock left by a process that died; only the exact lock id is accepted, and a holder
-    /// that is still running on this host is refused unless `force`.
+    /// that is still running on this host is refused unless `force`. On PostgreSQL a lock whose
+    /// holder died is already free; a live holder's session is ended (`pg_terminate_backend`) only
+    /// with `force`.
     pub async fn force_unlock(&self, stack: &str, id: &str, force: bool) -> Result<LockInfo> {
         let current = self.lock_info(stack).await?;
         match current {
             Some(c) if c.id == id => {
-                if c.status() == HolderStatus::Running && !force {
+                let alive = match &self.db {
+                    Db::Sqlite(_) => c.status() == HolderStatus::Running,
+                    Db::Postgres(_) => true,
+                };
+                if alive && !force {
                     return Err(StateError::HolderAlive { stack: stack.into(), holder: Box::new(c) });
+                }
+                if let Db::Postgres(pool) = &self.db {
+                    pg_lock::terminate_holder(pool, stack).await?;
                 }
                 self.unlock(stack, id).await?;
                 Ok(c)
@@ -792,58 +1021,65 @@ impl Store {
         }
     }
 
-    /// The connection pool, for tests that look at the tables themselves.
+    /// The SQLite connection pool, for tests that look at the tables themselves.
     #[cfg(test)]
     pub(crate) fn pool_for_tests(&self) -> SqlitePool {
-        self.pool.clone()
+        match &self.db {
+            Db::Sqlite(pool) => pool.clone(),
+            Db::Postgres(_) => panic!("not a SQLite store"),
+        }
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.held.release_all().await;
+        on_db!(&self.db, pool => pool.close().await)
     }
 }
 
 impl Store {
-    /// One pacing transaction: as the one writer (`BEGIN IMMEDIATE`), drops the rows of every budget
-    /// that say nothing any more, reads `budget`'s, lets `change` work on them at the clock's time
-    /// (read once the write lock is held), writes them back and commits. Nothing waits inside.
+    /// One pacing transaction: as the one writer, drops the rows of every budget that say nothing
+    /// any more, reads `budget`'s, lets `change` work on them at the clock's time (read once the
+    /// write lock is held), writes them back and commits. Nothing waits inside.
     async fn pace_update(
         &self,
         budget: &pacing::Budget,
         clock: &pacing::Clock,
         change: impl FnOnce(&mut pacing::Rows, i64) -> i64,
     ) -> Result<(i64, pacing::Rows)> {
-        let mut tx = self.write().await?;
-        let now = clock.now_ms();
-        sqlx::query("DELETE FROM pace_ledger WHERE at_ms <= ?").bind(now).execute(&mut *tx).await?;
-        let mut rows = pacing::Rows::new();
-        for row in sqlx::query("SELECT bucket, at_ms, spent_ms FROM pace_ledger WHERE account_id = ? AND region = ? AND service = ?")
-            .bind(&budget.account_id)
-            .bind(&budget.region)
-            .bind(&budget.service)
-            .fetch_all(&mut *tx)
-            .await?
-        {
-            rows.insert(row.try_get("bucket")?, pacing::Row { at_ms: row.try_get("at_ms")?, spent_ms: row.try_get("spent_ms")? });
-        }
-        let before = rows.clone();
-        let out = change(&mut rows, now);
-        for (bucket, row) in rows.iter().filter(|(b, r)| before.get(*b) != Some(r)) {
-            sqlx::query(
-                "INSERT INTO pace_ledger (account_id, region, service, bucket, at_ms, spent_ms) VALUES (?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (account_id, region, service, bucket) DO UPDATE SET at_ms = excluded.at_ms, spent_ms = excluded.spent_ms",
-            )
-            .bind(&budget.account_id)
-            .bind(&budget.region)
-            .bind(&budget.service)
-            .bind(bucket)
-            .bind(row.at_ms)
-            .bind(row.spent_ms)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok((out, rows))
+        on_db!(&self.db, pool => {
+            let mut tx = pool.write().await?;
+            let now = clock.now_ms();
+            sqlx::query("DELETE FROM pace_ledger WHERE at_ms <= $1").bind(now).execute(&mut *tx).await?;
+            let mut rows = pacing::Rows::new();
+            let found: Vec<(String, i64, i64)> =
+                sqlx::query_as("SELECT bucket, at_ms, spent_ms FROM pace_ledger WHERE account_id = $1 AND region = $2 AND service = $3")
+                    .bind(&budget.account_id)
+                    .bind(&budget.region)
+                    .bind(&budget.service)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            for (bucket, at_ms, spent_ms) in found {
+                rows.insert(bucket, pacing::Row { at_ms, spent_ms });
+            }
+            let before = rows.clone();
+            let out = change(&mut rows, now);
+            for (bucket, row) in rows.iter().filter(|(b, r)| before.get(*b) != Some(r)) {
+                sqlx::query(
+                    "INSERT INTO pace_ledger (account_id, region, service, bucket, at_ms, spent_ms) VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (account_id, region, service, bucket) DO UPDATE SET at_ms = excluded.at_ms, spent_ms = excluded.spent_ms",
+                )
+                .bind(&budget.account_id)
+                .bind(&budget.region)
+                .bind(&budget.service)
+                .bind(bucket)
+                .bind(row.at_ms)
+                .bind(row.spent_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok((out, rows))
+        })
     }
 }
 
@@ -870,18 +1106,16 @@ impl pacing::PaceLedger for Store {
 
     fn row<'a>(&'a self, budget: &'a pacing::Budget, bucket: &'a str) -> futures::future::BoxFuture<'a, Result<Option<pacing::Row>>> {
         Box::pin(async move {
-            let row =
-                sqlx::query("SELECT at_ms, spent_ms FROM pace_ledger WHERE account_id = ? AND region = ? AND service = ? AND bucket = ?")
+            let row: Option<(i64, i64)> = on_db!(&self.db, pool => {
+                sqlx::query_as("SELECT at_ms, spent_ms FROM pace_ledger WHERE account_id = $1 AND region = $2 AND service = $3 AND bucket = $4")
                     .bind(&budget.account_id)
                     .bind(&budget.region)
                     .bind(&budget.service)
                     .bind(bucket)
-                    .fetch_optional(&self.pool)
-                    .await?;
-            Ok(match row {
-                Some(r) => Some(pacing::Row { at_ms: r.try_get("at_ms")?, spent_ms: r.try_get("spent_ms")? }),
-                None => None,
-            })
+                    .fetch_optional(pool)
+                    .await?
+            });
+            Ok(row.map(|(at_ms, spent_ms)| pacing::Row { at_ms, spent_ms }))
         })
     }
 }
@@ -900,18 +1134,6 @@ fn hostname() -> String {
         .unwrap_or_else(|| "unknown-host".into())
 }
 
-async fn bump(tx: &mut Transaction<'_, Sqlite>, stack: &str) -> Result<i64> {
-    let serial: i64 = sqlx::query_scalar(
-        "INSERT INTO stacks (name, serial) VALUES (?, 1)
-         ON CONFLICT (name) DO UPDATE SET serial = serial + 1, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-         RETURNING serial",
-    )
-    .bind(stack)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(serial)
-}
-
 /// How long a statement waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -924,15 +1146,7 @@ async fn applied_up_to_date(conn: &mut sqlx::SqliteConnection, path: &Path) -> R
             Err(sqlx::Error::Database(e)) if e.message().contains("no such table") => return Ok(false),
             Err(e) => return Err(classify_open_error(path, e)),
         };
-    let newest_known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-    if let Some(found) = rows.iter().map(|r| r.0).max().filter(|v| *v > newest_known) {
-        return Err(StateError::NewerSchema { path: path.into(), found });
-    }
-    let applied: BTreeMap<i64, (&[u8], bool)> = rows.iter().map(|(v, c, ok)| (*v, (c.as_slice(), *ok))).collect();
-    Ok(MIGRATOR
-        .iter()
-        .filter(|m| !m.migration_type.is_down_migration())
-        .all(|m| applied.get(&m.version).is_some_and(|(c, ok)| *ok && *c == &*m.checksum)))
+    backend::up_to_date(&MIGRATOR, &rows).map_err(|found| StateError::NewerSchema { path: path.into(), found })
 }
 
 /// Builds a new, migrated state file next to `path` and links it into place, so that `path` only
@@ -1027,6 +1241,7 @@ fn create_private(path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::test_backends::Backend;
     use serde_json::json;
     use std::collections::BTreeSet;
 
@@ -1041,9 +1256,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn an_incomplete_resource_is_loaded_as_such_until_recorded_complete() {
-        let store = Store::memory().await.unwrap();
+    both!(an_incomplete_resource_is_loaded_as_such_until_recorded_complete);
+    async fn an_incomplete_resource_is_loaded_as_such_until_recorded_complete(backend: Backend) {
+        let store = backend.store().await;
         store.put_incomplete_resource("s", &role("a"), "iam:PutRolePolicy: MalformedPolicyDocument").await.unwrap();
         let state = store.load("s").await.unwrap();
         assert_eq!(state.resources["a"], role("a"));
@@ -1054,16 +1269,18 @@ mod tests {
 
     /// Open drift of `resource`, written as watch writes it.
     async fn open_drift(store: &Store, resource: &str) {
-        sqlx::query("INSERT INTO drift_events (stack, resource, kind, field) VALUES ('s', ?, 'aws_iam_role', 'description')")
-            .bind(resource)
-            .execute(&store.pool)
+        store
+            .exec_for_tests(
+                "INSERT INTO drift_events (stack, resource, kind, field) VALUES ('s', $1, 'aws_iam_role', 'description')",
+                &[resource],
+            )
             .await
             .unwrap();
     }
 
-    #[tokio::test]
-    async fn a_moved_key_takes_its_journal_and_open_drift_along_and_a_forgotten_key_closes_them() {
-        let store = Store::memory().await.unwrap();
+    both!(a_moved_key_takes_its_journal_and_open_drift_along_and_a_forgotten_key_closes_them);
+    async fn a_moved_key_takes_its_journal_and_open_drift_along_and_a_forgotten_key_closes_them(backend: Backend) {
+        let store = backend.store().await;
         store.put_resource("s", &role("a")).await.unwrap();
         store.put_resource("s", &role("b")).await.unwrap();
         // An unfinished create-first replacement of `a`, and drift on both keys.
@@ -1080,47 +1297,26 @@ mod tests {
         let (_, closed) = store.forget_resource("s", "c").await.unwrap();
         assert_eq!(closed.iter().map(|p| p.id).collect::<Vec<_>>(), vec![previous]);
         assert!(store.pending_operations("s").await.unwrap().is_empty(), "no later run acts on a forgotten key's journal");
-        let outcome: String =
-            sqlx::query_scalar("SELECT outcome FROM operations WHERE id = ?").bind(previous).fetch_one(&store.pool).await.unwrap();
-        assert_eq!(outcome, "forgotten by state rm");
+        let outcome =
+            store.texts_for_tests("SELECT outcome FROM operations WHERE id = CAST($1 AS BIGINT)", &[&previous.to_string()]).await.unwrap();
+        assert_eq!(outcome, ["forgotten by state rm"]);
         let open = store.drift_events(Some("s"), false).await.unwrap();
         assert_eq!(open.iter().map(|e| e.resource.as_str()).collect::<Vec<_>>(), vec!["b"], "the other key's drift stays open");
         assert_eq!(store.load("s").await.unwrap().resources.keys().collect::<Vec<_>>(), vec!["b"]);
     }
 
-    #[tokio::test]
-    async fn retain_on_delete_is_recorded_with_the_resource() {
-        let store = Store::memory().await.unwrap();
+    both!(retain_on_delete_is_recorded_with_the_resource);
+    async fn retain_on_delete_is_recorded_with_the_resource(backend: Backend) {
+        let store = backend.store().await;
         store.put_resource_retaining("s", &role("a"), true).await.unwrap();
         assert!(store.load("s").await.unwrap().retained.contains("a"));
         store.put_resource_retaining("s", &role("a"), false).await.unwrap();
         assert!(!store.load("s").await.unwrap().retained.contains("a"));
     }
 
-    #[tokio::test]
-    async fn a_stack_row_gets_a_lineage_when_created_and_keeps_it() {
-        let store = Store::memory().await.unwrap();
-        assert_eq!(store.lineage("s").await.unwrap(), None, "no row, no lineage");
-        store.put_resource("s", &role("a")).await.unwrap();
-        let lineage = store.lineage("s").await.unwrap().expect("the new row has a lineage");
-        let parts: Vec<&str> = lineage.split('-').collect();
-        assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [8, 4, 4, 4, 12], "{lineage}");
-        assert!(parts[2].starts_with('4') && "89ab".contains(&parts[3][..1]), "a version 4 UUID: {lineage}");
-        store.put_resource("s", &role("b")).await.unwrap();
-        store.set_last_operation("s", StackOperation::Apply).await.unwrap();
-        assert_eq!(store.lineage("s").await.unwrap().as_deref(), Some(lineage.as_str()), "kept across writes");
-        // A row made by pinning gets one too, and each stack its own.
-        let id = Identity { account_id: "123456789012".into(), partition: "aws".into(), region: "us-east-1".into() };
-        store.set_identity("t", &id).await.unwrap();
-        let other = store.lineage("t").await.unwrap().expect("pinning made the row");
-        assert_ne!(other, lineage);
-        store.set_identity("s", &id).await.unwrap();
-        assert_eq!(store.lineage("s").await.unwrap().as_deref(), Some(lineage.as_str()), "an upsert keeps it");
-    }
-
-    #[tokio::test]
-    async fn serial_increases_on_every_write_and_state_round_trips() {
-        let store = Store::memory().await.unwrap();
+    both!(serial_increases_on_every_write_and_state_round_trips);
+    async fn serial_increases_on_every_write_and_state_round_trips(backend: Backend) {
+        let store = backend.store().await;
         assert_eq!(store.put_resource("s", &role("a")).await.unwrap(), 1);
         assert_eq!(store.put_resource("s", &role("b")).await.unwrap(), 2);
         assert_eq!(store.delete_resource("s", "a").await.unwrap(), 3);
@@ -1194,7 +1390,7 @@ mod tests {
         sqlx::query("INSERT INTO locks (stack, id, operation, pid, host) VALUES ('s', 'dead-1', 'apply', ?, ?)")
             .bind(pid)
             .bind(hostname())
-            .execute(&store.pool)
+            .execute(&store.pool_for_tests())
             .await
             .unwrap();
         let info = store.lock_info("s").await.unwrap().unwrap();
@@ -1216,7 +1412,7 @@ mod tests {
         let store = Store::open(&path).await.unwrap();
         store.put_resource("s", &role("a")).await.unwrap();
         sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (99990101000000, 'from the future', 1, x'00', 0)")
-            .execute(&store.pool)
+            .execute(&store.pool_for_tests())
             .await
             .unwrap();
         store.close().await;
@@ -1232,10 +1428,10 @@ mod tests {
         assert_eq!(serial, 1);
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn many_processes_can_open_a_new_state_file_at_once() {
+    both!(many_processes_can_open_a_new_state_at_once);
+    async fn many_processes_can_open_a_new_state_at_once(backend: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.db");
+        let path = backend.target(&dir).await;
         let opens: Vec<_> = (0..8)
             .map(|_| {
                 tokio::spawn({
@@ -1250,9 +1446,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn owners_are_found_across_stacks_and_the_first_to_record_a_singleton_owns_it() {
-        let store = Store::memory().await.unwrap();
+    both!(owners_are_found_across_stacks_and_the_first_to_record_a_singleton_owns_it);
+    async fn owners_are_found_across_stacks_and_the_first_to_record_a_singleton_owns_it(backend: Backend) {
+        let store = backend.store().await;
         let account = |name: &str| ResourceState {
             name: name.into(),
             kind: Kind::ApiGatewayAccount,
@@ -1316,12 +1512,12 @@ mod tests {
         assert_eq!(versions as usize, MIGRATOR.iter().count());
     }
 
-    /// Writers on separate pools (as separate processes or watch passes would be), each reading
-    /// before it writes: none may get "database is locked".
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_writers_on_one_state_file_wait_for_each_other() {
+    // Writers on separate pools (as separate processes or watch passes would be), each reading
+    // before it writes: none may get "database is locked".
+    both!(concurrent_writers_on_one_state_wait_for_each_other);
+    async fn concurrent_writers_on_one_state_wait_for_each_other(backend: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.db");
+        let path = backend.target(&dir).await;
         Store::open(&path).await.unwrap().close().await;
         let tasks: Vec<_> = (0..6)
             .map(|w| {
@@ -1361,9 +1557,9 @@ mod tests {
         assert_eq!(store.load("s0").await.unwrap().serial, 100);
     }
 
-    #[tokio::test]
-    async fn the_last_operation_is_recorded_per_stack_and_bumps_the_serial() {
-        let store = Store::memory().await.unwrap();
+    both!(the_last_operation_is_recorded_per_stack_and_bumps_the_serial);
+    async fn the_last_operation_is_recorded_per_stack_and_bumps_the_serial(backend: Backend) {
+        let store = backend.store().await;
         assert_eq!(store.load("s").await.unwrap().last_operation, None);
         store.put_resource("s", &role("a")).await.unwrap();
         assert_eq!(store.set_last_operation("s", StackOperation::Destroy).await.unwrap(), 2);
@@ -1375,18 +1571,18 @@ mod tests {
         assert_eq!(store.load("other").await.unwrap().last_operation, None);
     }
 
-    #[tokio::test]
-    async fn pending_operations_are_listed_until_finished() {
-        let store = Store::memory().await.unwrap();
+    both!(pending_operations_are_listed_until_finished);
+    async fn pending_operations_are_listed_until_finished(backend: Backend) {
+        let store = backend.store().await;
         let id = store.begin_operation("s", "fn", Kind::LambdaFunction, JournalAction::Create, Some("Hello")).await.unwrap();
         assert_eq!(store.pending_operations("s").await.unwrap().len(), 1);
         store.finish_operation(id, &OperationOutcome::Ok).await.unwrap();
         assert!(store.pending_operations("s").await.unwrap().is_empty());
     }
 
-    #[tokio::test]
-    async fn journal_actions_round_trip_as_the_text_the_journal_always_had() {
-        let store = Store::memory().await.unwrap();
+    both!(journal_actions_round_trip_as_the_text_the_journal_always_had);
+    async fn journal_actions_round_trip_as_the_text_the_journal_always_had(backend: Backend) {
+        let store = backend.store().await;
         let all = [JournalAction::Create, JournalAction::Update, JournalAction::Delete, JournalAction::DeletePrevious];
         for action in all {
             store.begin_operation("s", "r", Kind::LogGroup, action, Some("lg")).await.unwrap();
@@ -1394,12 +1590,15 @@ mod tests {
         let read: Vec<JournalAction> = store.pending_operations("s").await.unwrap().into_iter().map(|op| op.action).collect();
         assert_eq!(read, all);
         // Stored as the same TEXT values as before the enum, so older state files read the same.
-        let stored: Vec<String> = sqlx::query_scalar("SELECT action FROM operations ORDER BY id").fetch_all(&store.pool).await.unwrap();
+        let stored = store.texts_for_tests("SELECT action FROM operations ORDER BY id", &[]).await.unwrap();
         assert_eq!(stored, ["create", "update", "delete", "delete-previous"]);
         assert!(all.iter().zip(&stored).all(|(a, s)| a.as_str() == s));
         // An entry an older version wrote reads as its variant.
-        sqlx::query("INSERT INTO operations (stack, resource, kind, action, physical_name) VALUES ('old', 'fn', 'aws_lambda_function', 'delete-previous', 'Old')")
-            .execute(&store.pool)
+        store
+            .exec_for_tests(
+                "INSERT INTO operations (stack, resource, kind, action, physical_name) VALUES ('old', 'fn', 'aws_lambda_function', 'delete-previous', 'Old')",
+                &[],
+            )
             .await
             .unwrap();
         let old = store.pending_operations("old").await.unwrap();
@@ -1408,8 +1607,111 @@ mod tests {
         // The outcome is the text it always was.
         let id = old[0].id;
         store.finish_operation(id, &OperationOutcome::Failed("boom".into())).await.unwrap();
-        let outcome: String =
-            sqlx::query_scalar("SELECT outcome FROM operations WHERE id = ?").bind(id).fetch_one(&store.pool).await.unwrap();
-        assert_eq!(outcome, "failed: boom");
+        let outcome =
+            store.texts_for_tests("SELECT outcome FROM operations WHERE id = CAST($1 AS BIGINT)", &[&id.to_string()]).await.unwrap();
+        assert_eq!(outcome, ["failed: boom"]);
+    }
+
+    /// A raw connection to a PostgreSQL test database, to look at (or break) what a store did.
+    async fn raw_pg(url: &Path) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url.to_string_lossy()).await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_a_newer_schema_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = Backend::Postgres.target(&dir).await;
+        let store = Store::open(&url).await.unwrap();
+        store.put_resource("s", &role("a")).await.unwrap();
+        store
+            .exec_for_tests(
+                "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+                 VALUES (99990101000000, 'from the future', TRUE, decode('00', 'hex'), 0)",
+                &[],
+            )
+            .await
+            .unwrap();
+        store.close().await;
+        let err = Store::open(&url).await.unwrap_err();
+        assert!(matches!(err, StateError::NewerSchemaAt { found: 99990101000000, .. }), "{err}");
+        assert!(err.to_string().contains("upgrade reconcile"), "{err}");
+        let raw = raw_pg(&url).await;
+        let versions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(&raw).await.unwrap();
+        assert_eq!(versions as usize, backend::PG_MIGRATOR.iter().count() + 1);
+        let serial: i64 = sqlx::query_scalar("SELECT serial FROM stacks WHERE name = 's'").fetch_one(&raw).await.unwrap();
+        assert_eq!(serial, 1);
+    }
+
+    /// Two processes (two stores on one database): one holds a stack, the other is told who; other
+    /// stacks are free; a holder whose session ends (killed, connection lost) frees the stack without
+    /// force-unlock, and everything it still tries to write for the stack is refused (fenced).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_locks_name_the_holder_free_themselves_when_it_dies_and_fence_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = Backend::Postgres.target(&dir).await;
+        let a = Store::open(&url).await.unwrap();
+        let b = Store::open(&url).await.unwrap();
+        let held = a.lock("s", "apply", Duration::ZERO).await.unwrap();
+        a.put_resource("s", &role("r")).await.unwrap();
+        let err = b.lock("s", "destroy", Duration::from_millis(300)).await.unwrap_err();
+        assert!(matches!(&err, StateError::Locked { holder, .. } if holder.id == held.id), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("apply (pid {} on {}", std::process::id(), hostname())) && text.contains(&held.acquired_at),
+            "{text}"
+        );
+        assert!(text.contains("no force-unlock needed") && !text.contains(&held.id), "{text}");
+        // Another stack is independent.
+        let other = b.lock("other", "apply", Duration::ZERO).await.unwrap();
+        b.unlock("other", &other.id).await.unwrap();
+
+        // The holder's session ends as a killed process's would.
+        let raw = raw_pg(&url).await;
+        let ended: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND classid::bigint = $1 AND granted",
+        )
+        .bind(i64::from(backend::STACK_LOCK_CLASS))
+        .fetch_all(&raw)
+        .await
+        .unwrap();
+        assert_eq!(ended, [true]);
+        // Free again, no force-unlock: the next holder waits for the server to notice, then has it.
+        let next = b.lock("s", "apply", Duration::from_secs(30)).await.unwrap();
+        assert_ne!(next.id, held.id);
+        b.put_resource("s", &role("newer")).await.unwrap();
+        // The stale holder can no longer write the stack's state, nor journal an AWS write.
+        let stale = a.put_resource("s", &role("stale")).await.unwrap_err();
+        assert!(matches!(stale, StateError::LockLost { .. }), "{stale}");
+        let journal = a.begin_operation("s", "fn", Kind::LambdaFunction, JournalAction::Create, None).await.unwrap_err();
+        assert!(matches!(journal, StateError::LockLost { .. }), "{journal}");
+        let state = b.load("s").await.unwrap();
+        assert_eq!(state.resources.keys().collect::<Vec<_>>(), vec!["newer", "r"]);
+        // A clean release frees it at once.
+        b.unlock("s", &next.id).await.unwrap();
+        assert!(b.lock_info("s").await.unwrap().is_none());
+        let again = a.lock("s", "apply", Duration::ZERO).await.unwrap();
+        a.put_resource("s", &role("again")).await.unwrap();
+        a.unlock("s", &again.id).await.unwrap();
+    }
+
+    both!(the_pacing_ledger_is_shared_by_every_store_on_one_state);
+    async fn the_pacing_ledger_is_shared_by_every_store_on_one_state(backend: Backend) {
+        use pacing::PaceLedger;
+        let dir = tempfile::tempdir().unwrap();
+        let target = backend.target(&dir).await;
+        let (a, b) = (Store::open(&target).await.unwrap(), Store::open(&target).await.unwrap());
+        let budget = pacing::Budget { account_id: "123456789012".into(), region: "us-east-1".into(), service: "apigateway".into() };
+        let limits = pacing::Limits { interval_ms: 100, burst: 3, spacing: vec![("CreateDeployment", 5000)] };
+        let clock = pacing::Clock::at(1000);
+        let (first, _) = a.reserve(&budget, &limits, Some("CreateDeployment"), &clock).await.unwrap();
+        let (second, _) = b.reserve(&budget, &limits, Some("CreateDeployment"), &clock).await.unwrap();
+        // (The test clock runs on from 1000 ms as real time passes.)
+        assert!(first >= 1000);
+        assert_eq!(second, first + 5000, "the second process waits for the first one's slot, one spacing later");
+        let (retry, _) = b.spent(&budget, &limits, Some("CreateDeployment"), &clock).await.unwrap();
+        let spent_at = a.row(&budget, "CreateDeployment").await.unwrap().map(|r| r.spent_ms).unwrap();
+        assert!(spent_at >= first, "the 429 is recorded for every process: {spent_at}");
+        assert_eq!(retry, spent_at + 5000);
+        assert_eq!(a.row(&budget, "nothing").await.unwrap(), None);
     }
 }

@@ -159,7 +159,11 @@ async fn a_saved_plan_is_refused_when_the_state_aws_or_the_inputs_changed_and_no
     out.assert_status(1);
     assert!(out.stderr.contains("Saved plan is stale: the secret values given now differ"), "{out}");
     edit_seed(&cli, "another-value", SECRET);
-    let other = std::fs::read_to_string(cli.join(SEED)).unwrap().replacen("name = \"${var.prefix}apigw-lambda-basic\"", "name = \"other-stack\"", 1);
+    let other = std::fs::read_to_string(cli.join(SEED)).unwrap().replacen(
+        "name = \"${var.prefix}apigw-lambda-basic\"",
+        "name = \"other-stack\"",
+        1,
+    );
     assert!(other.contains("name = \"other-stack\""), "the seed's stack name line changed: {other}");
     cli.write_file("manifests/other.toml", &other);
     let out = cli.run(&["-f", "manifests/other.toml", "apply", "p4"]);

@@ -5,9 +5,13 @@
 //! * [`Cli`]: runs the `reconcile` binary in a temporary work directory against such a server,
 //!   isolated from the developer's AWS configuration.
 //!
+//! * [`pg`]: a private PostgreSQL server per test binary, a new database per test.
+//!
 //! The moto_server executable comes from `$MOTO_SERVER` (set by `scripts/test`), else
 //! `<repo>/.venv/bin/moto_server`, else `scripts/moto install` is run once to create it.
 #![allow(dead_code)]
+
+pub mod pg;
 
 use std::collections::VecDeque;
 use std::fmt;
