@@ -860,6 +860,13 @@ async fn journal(ctx: &Ctx<'_>, name: &str, kind: Kind, action: JournalAction, p
 async fn finish<T>(ctx: &Ctx<'_>, op: i64, result: &Result<T, ApplyError>) {
     let outcome = match result {
         Ok(_) => OperationOutcome::Ok,
+        // The AWS call went through but the state could not record it (the database gone, the lock
+        // lost and the write fenced, a full disk): the entry stays open, as after a crash, so the next
+        // run finds what the call made and adopts it instead of creating it again.
+        Err(ApplyError::State { .. }) => {
+            tracing::warn!(operation = op, "the state did not record what AWS did; its journal entry stays open for the next run to adopt");
+            return;
+        }
         Err(e) => OperationOutcome::Failed(e.to_string()),
     };
     if let Err(e) = ctx.store.finish_operation(op, &outcome).await {

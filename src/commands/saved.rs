@@ -188,7 +188,7 @@ async fn apply_locked(g: &Global, args: &ApplyArgs, saved: &SavedPlan, manifest:
     let pending = store.pending_operations(&manifest.stack).await?;
     // Only what the plan touches is read again.
     let only = saved.live.keys().cloned().collect();
-    let (plan, live) = plan::compute_with(manifest, &state, &pending, &aws, &saved.choices, Some(&only)).await?;
+    let (mut plan, live) = plan::compute_with(manifest, &state, &pending, &aws, &saved.choices, Some(&only)).await?;
     for (name, then) in &saved.live {
         let now = saved::live_digest(live.get(name).and_then(Option::as_ref));
         if now != *then {
@@ -210,6 +210,16 @@ async fn apply_locked(g: &Global, args: &ApplyArgs, saved: &SavedPlan, manifest:
     }
     if !plan.has_changes() {
         return super::apply::finish(g, "Apply", &plan, None, store, Some(&aws)).await;
+    }
+    // What a plan-time check would refuse now (a name taken since, e.g. a REST API of the same name,
+    // which AWS lets exist twice; a logging stage whose account role went away) refuses the saved
+    // plan too, before any write.
+    plan::check_blockers(manifest, &state, &mut plan, &aws).await?;
+    if !plan.blockers.is_empty() {
+        if !g.json && !g.quiet {
+            plan::render::print(&plan);
+        }
+        return Err(stale("AWS now has something the plan would conflict with (see above)".into()));
     }
     if !g.json && !g.quiet {
         plan::render::print(&plan);

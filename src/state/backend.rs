@@ -126,19 +126,21 @@ pub fn is_postgres_url(target: &str) -> bool {
 /// The URL with any password replaced by `***`, for messages (never the secret itself).
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let (authority, tail) = match rest.find(['/', '?']) {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => format!("{userinfo}@{host}"),
-        },
-        None => authority.to_string(),
+    // The user info ends at the last `@`: a password may hold `/`, `?` or `:` (taking a later `@`, in
+    // the query, masks more than needed, never less).
+    let (userinfo, rest) = match rest.rfind('@') {
+        Some(i) => {
+            let user = &rest[..i];
+            let shown = match user.split_once(':') {
+                Some((name, _)) => format!("{name}:***@"),
+                None => format!("{user}@"),
+            };
+            (shown, &rest[i + 1..])
+        }
+        None => (String::new(), rest),
     };
     // A password can also be a query parameter.
-    let tail = match tail.split_once('?') {
+    let rest = match rest.split_once('?') {
         Some((path, query)) => {
             let query: Vec<String> = query
                 .split('&')
@@ -149,9 +151,9 @@ pub fn redact_url(url: &str) -> String {
                 .collect();
             format!("{path}?{}", query.join("&"))
         }
-        None => tail.to_string(),
+        None => rest.to_string(),
     };
-    format!("{scheme}://{authority}{tail}")
+    format!("{scheme}://{userinfo}{rest}")
 }
 
 pub(crate) static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -225,6 +227,11 @@ mod tests {
         assert_eq!(redact_url("postgresql://u@db/state"), "postgresql://u@db/state");
         assert_eq!(redact_url("postgres://db/state?user=u&password=s3cret"), "postgres://db/state?user=u&password=***");
         assert_eq!(redact_url("postgres://u:p@ss@db/x"), "postgres://u:***@db/x");
+        // A password holding `/`, `?` or `:` is masked whole.
+        assert_eq!(redact_url("postgres://u:pa/ss@db/state"), "postgres://u:***@db/state");
+        assert_eq!(redact_url("postgres://u:p?w:d@db:5432/state?sslmode=require"), "postgres://u:***@db:5432/state?sslmode=require");
+        assert!(!redact_url("postgres://u:s3/cr?et@db/x?password=other").contains("s3"));
+        assert!(!redact_url("postgres://u:s3/cr?et@db/x?password=other").contains("other"));
         assert!(is_postgres_url("postgresql://x") && is_postgres_url("postgres://x") && !is_postgres_url("state.db"));
     }
 }

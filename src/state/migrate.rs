@@ -176,12 +176,27 @@ impl Store {
         })
     }
 
+    /// Removes stack `stack`'s records (drift history, journal, resources, its row) from this state:
+    /// a copy `migrate_to` made before it failed.
+    async fn discard_copy(&self, stack: &str) -> Result<()> {
+        on_db!(&self.db, pool => {
+            let mut tx = pool.write().await?;
+            for table in ["drift_events", "operations", "resources"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE stack = $1")).bind(stack).execute(&mut *tx).await?;
+            }
+            sqlx::query("DELETE FROM stacks WHERE name = $1").bind(stack).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
     /// Copies every stack of this state to `target`, holding each stack's lock in both (no wait):
     /// refused, with nothing written, if the target already has any of them. Each copy is read back
     /// and compared row for row (counts and SHA-256) before it is reported.
     pub async fn migrate_to(&self, target: &Store) -> Result<Vec<MovedStack>> {
         let stacks = self.stack_names().await?;
         let mut locks = Vec::new();
+        let mut restored: Vec<String> = Vec::new();
         let result = async {
             for stack in &stacks {
                 locks.push((self.clone(), stack.clone(), self.lock(stack, "state migrate", Duration::ZERO).await?.id));
@@ -196,6 +211,7 @@ impl Store {
             }
             let mut moved = Vec::new();
             for (stack, dump) in dumps {
+                restored.push(stack.clone());
                 target.restore(stack, &dump).await?;
                 let copy = target.dump(stack).await?;
                 if copy != dump {
@@ -217,6 +233,15 @@ impl Store {
             Ok(moved)
         }
         .await;
+        // A migration that failed part way leaves nothing in the target: what it copied is removed
+        // again (the source is untouched either way), so it can simply be run again.
+        if result.is_err() {
+            for stack in &restored {
+                if let Err(e) = target.discard_copy(stack).await {
+                    tracing::error!(stack, error = %e, "removing a partial copy from the migration target failed; remove the stack there by hand before migrating again");
+                }
+            }
+        }
         for (store, stack, id) in locks {
             if let Err(e) = store.unlock(&stack, &id).await {
                 tracing::error!(stack, error = %e, "releasing a lock taken for state migrate failed; `reconcile force-unlock {id}` breaks it");

@@ -282,3 +282,93 @@ fn wait_all_passes(w: &mut support::Daemon, port: u16, n: f64) {
     let target = all_passes(port) + n;
     support::poll_until(WATCH_DEADLINE, &format!("{n} more passes"), || (all_passes(port) >= target).then_some(()), || w.stderr());
 }
+
+/// Every lease in a state given by path or URL.
+async fn leases_at(state: &str) -> Vec<Lease> {
+    let store = Store::open(Path::new(state)).await.unwrap();
+    let all = store.leases().await.unwrap();
+    store.close().await;
+    all
+}
+
+/// The same sharing with the state on PostgreSQL (the watchers could be on different hosts): two
+/// watchers on three stacks, each stack held by one; the one holding stacks is killed with -9; the
+/// other takes them over and repairs drift made after the kill exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn watchers_on_a_postgresql_state_share_the_stacks_and_take_over_a_killed_one() {
+    let (moto, cli) = setup();
+    let url = support::pg::fresh_database();
+    let stacks: Vec<String> = (1..=3).map(|i| format!("pgshared-{i}")).collect();
+    for s in &stacks {
+        let file = format!("stacks/{s}.toml");
+        cli.write_file(&file, &small_stack(s, 7));
+        cli.run(&["--state", &url, "-f", &file, "apply", "--auto-approve"]).assert_success();
+    }
+    assert!(!cli.join("reconcile.db").exists(), "the state is in PostgreSQL");
+    let aws = aws(&moto).await;
+    let args = ["--state", url.as_str(), "stacks", "--remediate", "--lease-ttl", "5s", "--lease-renew", "1s"];
+    let mut watchers: Vec<(support::Daemon, u16)> = (0..2).map(|_| spawn_watch(&cli, &args, &[])).collect();
+    let stderr = |ws: &[(support::Daemon, u16)]| ws.iter().map(|(d, _)| d.stderr()).collect::<Vec<_>>().join("\n---\n");
+    let rt = tokio::runtime::Handle::current();
+    // Each stack held by exactly one of them, as the lease table and /metrics agree.
+    let settled_pg = |ws: &[(support::Daemon, u16)]| {
+        let now = now_ms();
+        let table: BTreeMap<String, u32> = tokio::task::block_in_place(|| rt.block_on(leases_at(&url)))
+            .iter()
+            .filter(|l| l.live_at(now))
+            .map(|l| (l.stack.clone(), holder_pid(l)))
+            .collect();
+        let mut seen: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for (d, port) in ws {
+            for s in held_by(*port).0 {
+                seen.entry(s).or_default().push(d.pid());
+            }
+        }
+        (table.keys().cloned().collect::<Vec<_>>() == stacks
+            && stacks.iter().all(|s| seen.get(s).is_some_and(|h| h == &vec![table[s]]) && ws.iter().any(|(d, _)| d.pid() == table[s])))
+        .then_some(table)
+    };
+    let holders =
+        support::poll_until(TAKEOVER_DEADLINE, "every stack held by exactly one watcher", || settled_pg(&watchers), || stderr(&watchers));
+    let victim_pid = *holders.values().next().unwrap();
+    let taken: Vec<String> = holders.iter().filter(|(_, p)| **p == victim_pid).map(|(s, _)| s.clone()).collect();
+    let at = watchers.iter().position(|(d, _)| d.pid() == victim_pid).unwrap();
+    let (victim, _) = watchers.remove(at);
+    victim.signal("KILL");
+    let _ = victim.wait(WATCH_DEADLINE);
+    let after = support::poll_until(
+        TAKEOVER_DEADLINE,
+        "the killed watcher's stacks to be taken over",
+        || settled_pg(&watchers),
+        || stderr(&watchers),
+    );
+    let survivor = watchers[0].0.pid();
+    assert!(after.values().all(|p| *p == survivor), "{after:?}");
+    for l in leases_at(&url).await {
+        assert_eq!(l.generation, if taken.contains(&l.stack) { 2 } else { 1 }, "{l:?}");
+    }
+    assert_eq!(held_by(watchers[0].1).1, taken.len() as f64, "takeovers counted");
+
+    // Drift after the kill, on a stack that changed hands: repaired once.
+    let target = &taken[0];
+    let group = format!("{target}-logs");
+    aws.logs.put_retention_policy().log_group_name(&group).retention_in_days(30).send().await.unwrap();
+    let before = calls(watchers[0].1, "PutRetentionPolicy");
+    support::poll_until(
+        TAKEOVER_DEADLINE,
+        "the drift to be remediated",
+        || (calls(watchers[0].1, "PutRetentionPolicy") > before).then_some(()),
+        || stderr(&watchers),
+    );
+    let enough = all_passes(watchers[0].1) + 6.0;
+    support::poll_until(WATCH_DEADLINE, "more passes", || (all_passes(watchers[0].1) >= enough).then_some(()), || stderr(&watchers));
+    assert_eq!(calls(watchers[0].1, "PutRetentionPolicy") - before, 1.0, "one repairing call:\n{}", stderr(&watchers));
+    assert_eq!(log_group(&aws, &group).await.unwrap().retention_in_days(), Some(7));
+    for (w, _) in watchers {
+        w.signal("TERM");
+        w.wait(WATCH_DEADLINE).assert_success();
+    }
+    for s in &stacks {
+        cli.run(&["--state", &url, "-f", &format!("stacks/{s}.toml"), "plan", "--detailed-exitcode"]).assert_status(0);
+    }
+}
