@@ -381,3 +381,20 @@ async fn a_saved_plan_made_before_the_first_apply_creates_the_stack_once() {
     let apis = aws.apigw.get_rest_apis().send().await.unwrap();
     assert_eq!(apis.items().iter().filter(|a| a.name() == Some("ApiGwDemo")).count(), 1, "one ApiGwDemo");
 }
+
+/// A name taken in AWS after the plan was saved (here a REST API, whose names AWS does not keep
+/// unique) refuses the saved plan as a plain apply would refuse to go on: nothing is created, not a
+/// second API of that name.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_saved_plan_is_refused_when_a_name_it_creates_was_taken_since() {
+    let (moto, cli) = seeded();
+    cli.run(&["-f", SEED, "plan", "--out", "p"]).assert_success();
+    let aws = aws(&moto).await;
+    aws.apigw.create_rest_api().name("ApiGwDemo").send().await.unwrap();
+    let out = cli.run(&["-f", SEED, "apply", "p"]);
+    out.assert_status(1);
+    assert!(out.stderr.contains("Saved plan is stale: AWS now has something the plan would conflict with"), "{out}");
+    let apis = aws.apigw.get_rest_apis().send().await.unwrap();
+    assert_eq!(apis.items().iter().filter(|a| a.name() == Some("ApiGwDemo")).count(), 1, "no second ApiGwDemo");
+    assert!(aws.lambda.get_function().function_name("HelloLambdaTest").send().await.is_err(), "nothing was created");
+}
