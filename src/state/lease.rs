@@ -125,33 +125,34 @@ impl Store {
         let expires_at = now_ms.saturating_add(ttl_ms);
         // At most a few rounds: each one either wins or finds a live holder, unless the row changed in
         // between (then the next round sees the change).
+        // The lease this holder has once it won.
+        let taken = |generation| Lease {
+            stack: stack.into(),
+            holder: holder.into(),
+            generation,
+            expires_at,
+            manifest_hash: manifest_hash.into(),
+            acquired_at: now_ms,
+        };
         for _ in 0..3 {
             match self.lease(stack).await? {
                 None => {
                     let inserted = on_db!(&self.db, pool => {
-                    sqlx::query(
-                                            "INSERT INTO watch_leases (stack, holder, generation, expires_at, manifest_hash, acquired_at)
-                                             VALUES ($1, $2, 1, $3, $4, $5) ON CONFLICT (stack) DO NOTHING",
-                                        )
-                                        .bind(stack)
-                                        .bind(holder)
-                                        .bind(expires_at)
-                                        .bind(manifest_hash)
-                                        .bind(now_ms)
-                                        .execute(pool)
-                                        .await?
-                                        .rows_affected()
+                        sqlx::query(
+                            "INSERT INTO watch_leases (stack, holder, generation, expires_at, manifest_hash, acquired_at)
+                            VALUES ($1, $2, 1, $3, $4, $5) ON CONFLICT (stack) DO NOTHING",
+                        )
+                        .bind(stack)
+                        .bind(holder)
+                        .bind(expires_at)
+                        .bind(manifest_hash)
+                        .bind(now_ms)
+                        .execute(pool)
+                        .await?
+                        .rows_affected()
                     });
                     if inserted == 1 {
-                        let lease = Lease {
-                            stack: stack.into(),
-                            holder: holder.into(),
-                            generation: 1,
-                            expires_at,
-                            manifest_hash: manifest_hash.into(),
-                            acquired_at: now_ms,
-                        };
-                        return Ok(Claim::Claimed { lease, previous: None });
+                        return Ok(Claim::Claimed { lease: taken(1), previous: None });
                     }
                 }
                 Some(current) if current.holder == holder && current.live_at(now_ms) => {
@@ -160,33 +161,25 @@ impl Store {
                 Some(current) if current.live_at(now_ms) => return Ok(Claim::HeldBy(current)),
                 Some(current) => {
                     let generation = current.generation.saturating_add(1);
-                    let taken = on_db!(&self.db, pool => {
-                    sqlx::query(
-                                            "UPDATE watch_leases SET holder = $1, generation = $2, expires_at = $3, manifest_hash = $4, acquired_at = $5
-                                             WHERE stack = $6 AND generation = $7 AND expires_at <= $8",
-                                        )
-                                        .bind(holder)
-                                        .bind(generation)
-                                        .bind(expires_at)
-                                        .bind(manifest_hash)
-                                        .bind(now_ms)
-                                        .bind(stack)
-                                        .bind(current.generation)
-                                        .bind(now_ms)
-                                        .execute(pool)
-                                        .await?
-                                        .rows_affected()
+                    let updated = on_db!(&self.db, pool => {
+                        sqlx::query(
+                            "UPDATE watch_leases SET holder = $1, generation = $2, expires_at = $3, manifest_hash = $4, acquired_at = $5
+                            WHERE stack = $6 AND generation = $7 AND expires_at <= $8",
+                        )
+                        .bind(holder)
+                        .bind(generation)
+                        .bind(expires_at)
+                        .bind(manifest_hash)
+                        .bind(now_ms)
+                        .bind(stack)
+                        .bind(current.generation)
+                        .bind(now_ms)
+                        .execute(pool)
+                        .await?
+                        .rows_affected()
                     });
-                    if taken == 1 {
-                        let lease = Lease {
-                            stack: stack.into(),
-                            holder: holder.into(),
-                            generation,
-                            expires_at,
-                            manifest_hash: manifest_hash.into(),
-                            acquired_at: now_ms,
-                        };
-                        return Ok(Claim::Claimed { lease, previous: Some(current) });
+                    if updated == 1 {
+                        return Ok(Claim::Claimed { lease: taken(generation), previous: Some(current) });
                     }
                 }
             }
@@ -205,15 +198,15 @@ impl Store {
     /// nobody could have worked on the stack without taking it (a new generation).
     pub async fn renew_lease(&self, fence: &Fence, manifest_hash: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
         let renewed = on_db!(&self.db, pool => {
-        sqlx::query("UPDATE watch_leases SET expires_at = $1, manifest_hash = $2 WHERE stack = $3 AND holder = $4 AND generation = $5")
-                        .bind(now_ms.saturating_add(ttl_ms))
-                        .bind(manifest_hash)
-                        .bind(&fence.stack)
-                        .bind(&fence.holder)
-                        .bind(fence.generation)
-                        .execute(pool)
-                        .await?
-                        .rows_affected()
+            sqlx::query("UPDATE watch_leases SET expires_at = $1, manifest_hash = $2 WHERE stack = $3 AND holder = $4 AND generation = $5")
+            .bind(now_ms.saturating_add(ttl_ms))
+            .bind(manifest_hash)
+            .bind(&fence.stack)
+            .bind(&fence.holder)
+            .bind(fence.generation)
+            .execute(pool)
+            .await?
+            .rows_affected()
         });
         Ok(renewed == 1)
     }
@@ -222,14 +215,14 @@ impl Store {
     /// its generation stay). `false` if it was no longer this holder's.
     pub async fn release_lease(&self, fence: &Fence, now_ms: i64) -> Result<bool> {
         let released = on_db!(&self.db, pool => {
-        sqlx::query("UPDATE watch_leases SET expires_at = $1 WHERE stack = $2 AND holder = $3 AND generation = $4")
-                    .bind(now_ms)
-                    .bind(&fence.stack)
-                    .bind(&fence.holder)
-                    .bind(fence.generation)
-                    .execute(pool)
-                    .await?
-                    .rows_affected()
+            sqlx::query("UPDATE watch_leases SET expires_at = $1 WHERE stack = $2 AND holder = $3 AND generation = $4")
+            .bind(now_ms)
+            .bind(&fence.stack)
+            .bind(&fence.holder)
+            .bind(fence.generation)
+            .execute(pool)
+            .await?
+            .rows_affected()
         });
         Ok(released == 1)
     }
