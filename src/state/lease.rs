@@ -197,9 +197,24 @@ impl Store {
     /// the holder must stop working on the stack. An expired lease nobody took is still the holder's:
     /// nobody could have worked on the stack without taking it (a new generation).
     pub async fn renew_lease(&self, fence: &Fence, manifest_hash: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
-        let renewed = on_db!(&self.db, pool => {
-            sqlx::query("UPDATE watch_leases SET expires_at = $1, manifest_hash = $2 WHERE stack = $3 AND holder = $4 AND generation = $5")
-            .bind(now_ms.saturating_add(ttl_ms))
+        self.set_lease_expiry(fence, now_ms.saturating_add(ttl_ms), Some(manifest_hash)).await
+    }
+
+    /// Gives the lease up: it expires at `now_ms`, so another watcher may take it at once (the row and
+    /// its generation stay). `false` if it was no longer this holder's.
+    pub async fn release_lease(&self, fence: &Fence, now_ms: i64) -> Result<bool> {
+        self.set_lease_expiry(fence, now_ms, None).await
+    }
+
+    /// Moves the expiry of the lease `fence` names (and, if given, its manifest hash), only while it
+    /// is still that holder's at that generation: whether it was.
+    async fn set_lease_expiry(&self, fence: &Fence, expires_at: i64, manifest_hash: Option<&str>) -> Result<bool> {
+        let changed = on_db!(&self.db, pool => {
+            sqlx::query(
+                "UPDATE watch_leases SET expires_at = $1, manifest_hash = COALESCE($2, manifest_hash)
+                 WHERE stack = $3 AND holder = $4 AND generation = $5",
+            )
+            .bind(expires_at)
             .bind(manifest_hash)
             .bind(&fence.stack)
             .bind(&fence.holder)
@@ -208,23 +223,7 @@ impl Store {
             .await?
             .rows_affected()
         });
-        Ok(renewed == 1)
-    }
-
-    /// Gives the lease up: it expires at `now_ms`, so another watcher may take it at once (the row and
-    /// its generation stay). `false` if it was no longer this holder's.
-    pub async fn release_lease(&self, fence: &Fence, now_ms: i64) -> Result<bool> {
-        let released = on_db!(&self.db, pool => {
-            sqlx::query("UPDATE watch_leases SET expires_at = $1 WHERE stack = $2 AND holder = $3 AND generation = $4")
-            .bind(now_ms)
-            .bind(&fence.stack)
-            .bind(&fence.holder)
-            .bind(fence.generation)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
-        Ok(released == 1)
+        Ok(changed == 1)
     }
 
     /// Breaks the stack lock a remediation of another watcher process left (it died, or stalled past
