@@ -59,6 +59,7 @@ pub struct Global {
     /// may use, from 0.01 to 1: `watch` defaults to 0.5, every other command to 1. Processes whose
     /// shares add up to at most 1 never push the account over its request rate together, even when
     /// they share no state store (processes on one state store also pace from its shared record).
+    /// Several watchers on one state split their share evenly among the live ones.
     #[arg(long, global = true, env = "RECONCILE_API_SHARE", value_name = "FRACTION", value_parser = parse_share)]
     pub api_share: Option<f64>,
     /// Log lines on stderr as text (`human`) or one JSON object per line (`json`).

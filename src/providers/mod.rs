@@ -52,6 +52,9 @@ pub struct Aws {
     pub calls: std::sync::Arc<calls::CallStats>,
     /// The API Gateway pacer (`None` with `RECONCILE_PACING=off`).
     pacer: Option<std::sync::Arc<pace::Pacer>>,
+    /// The share of the account's limits this process was given (`--api-share`), before any split
+    /// among watchers ([`Aws::split_share`]).
+    api_share: f64,
     /// Account id and partition of the caller, asked of STS once.
     account: std::sync::Arc<tokio::sync::OnceCell<(String, String)>>,
     /// When the clients were built (the rates in [`Aws::budget_rows`] are over the time since).
@@ -135,6 +138,7 @@ impl Aws {
             region,
             calls: stats,
             pacer,
+            api_share,
             account: Default::default(),
             started: std::time::Instant::now(),
         })
@@ -165,11 +169,23 @@ impl Aws {
         vec![serde_json::json!({
             "service": pace::APIGW_SERVICE,
             "share": pacer.share(),
+            "configured_share": self.api_share.min(1.0),
             "rate_limit_per_s": (pacer.rate_per_s() * 100.0).round() / 100.0,
             "calls": calls,
             "elapsed_s": (elapsed * 100.0).round() / 100.0,
             "rate_per_s": (calls as f64 / elapsed * 100.0).round() / 100.0,
         })]
+    }
+
+    /// Splits this process's share (`--api-share`) evenly among `among` processes (the watchers live on
+    /// one state database, this one included): each rate-limited service's pacer keeps to
+    /// `api_share / among` from its next call on. Returns the share now in force.
+    pub fn split_share(&self, among: usize) -> f64 {
+        let share = self.api_share.min(1.0) / among.max(1) as f64;
+        if let Some(pacer) = &self.pacer {
+            pacer.set_share(share);
+        }
+        share
     }
 
     /// The share of the account's limits this process keeps to, per rate-limited service.

@@ -47,17 +47,24 @@ pub struct Pacer {
     held: std::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>,
     /// This process's cap (`--api-share` below 1): the limits scaled to its share, kept in this
     /// process only, and taken before the account's (shared) record.
-    cap: Option<Cap>,
+    cap: Cap,
     stats: Option<Arc<CallStats>>,
 }
 
 /// A process's share of the account's limits: at most `share` of the rate and of each spacing's
-/// frequency, with the same burst window.
+/// frequency, with the same burst window. The share can change while the process runs (a watcher's
+/// share is split among the watchers live on its state database).
 #[derive(Debug)]
 struct Cap {
-    share: f64,
-    limits: Limits,
+    /// The share's bits (`f64::to_bits`); 1: no cap.
+    share: std::sync::atomic::AtomicU64,
     rows: std::sync::Mutex<Rows>,
+}
+
+impl Default for Cap {
+    fn default() -> Cap {
+        Cap { share: std::sync::atomic::AtomicU64::new(1f64.to_bits()), rows: Default::default() }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -97,7 +104,7 @@ impl Pacer {
             shared: Default::default(),
             paused_until: Default::default(),
             held: Default::default(),
-            cap: None,
+            cap: Cap::default(),
             stats: None,
         }
     }
@@ -108,37 +115,46 @@ impl Pacer {
     /// even when they do not share a ledger (another state store, another machine); for the operations
     /// spaced seconds apart only a shared ledger keeps two processes' calls apart (a share halves each
     /// one's frequency). 1 (or more): no cap.
-    pub fn with_share(mut self, share: f64) -> Pacer {
-        self.cap = (share.is_finite() && share > 0.0 && share < 1.0).then(|| Cap {
-            share,
-            limits: Limits {
-                interval_ms: (self.limits.interval_ms as f64 / share).ceil() as i64,
-                burst: ((self.limits.burst as f64 * share).floor() as i64).max(1),
-                spacing: self.limits.spacing.iter().map(|(op, gap)| (*op, (*gap as f64 / share).ceil() as i64)).collect(),
-            },
-            rows: Default::default(),
-        });
+    pub fn with_share(self, share: f64) -> Pacer {
+        self.set_share(share);
         self
+    }
+
+    /// From now on, uses at most `share` of the account's limits (as [`Pacer::with_share`]); calls
+    /// already waiting keep the slots they were given.
+    pub fn set_share(&self, share: f64) {
+        let share = if share.is_finite() && share > 0.0 && share < 1.0 { share } else { 1.0 };
+        self.cap.share.store(share.to_bits(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The share of the account's limits this process keeps to (1: all of them).
     pub fn share(&self) -> f64 {
-        self.cap.as_ref().map_or(1.0, |c| c.share)
+        f64::from_bits(self.cap.share.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The limits scaled to this process's share, if it is below 1.
+    fn capped_limits(&self) -> Option<Limits> {
+        let share = self.share();
+        (share < 1.0).then(|| Limits {
+            interval_ms: (self.limits.interval_ms as f64 / share).ceil() as i64,
+            burst: ((self.limits.burst as f64 * share).floor() as i64).max(1),
+            spacing: self.limits.spacing.iter().map(|(op, gap)| (*op, (*gap as f64 / share).ceil() as i64)).collect(),
+        })
     }
 
     /// The account-wide rate this process may use, in calls per second (its share included).
     pub fn rate_per_s(&self) -> f64 {
-        let limits = self.cap.as_ref().map_or(&self.limits, |c| &c.limits);
-        1000.0 / limits.interval_ms as f64
+        let interval_ms = self.capped_limits().map_or(self.limits.interval_ms, |l| l.interval_ms);
+        1000.0 / interval_ms as f64
     }
 
     /// Takes a slot of this process's share (in this process only); returns when the call may go.
     fn capped(&self, operation: Option<&str>) -> Option<i64> {
-        let cap = self.cap.as_ref()?;
+        let limits = self.capped_limits()?;
         let now = self.clock.now_ms();
-        let mut rows = cap.rows.lock().ok()?;
+        let mut rows = self.cap.rows.lock().ok()?;
         pacing::prune(&mut rows, now);
-        Some(pacing::reserve(&mut rows, &cap.limits, operation, now))
+        Some(pacing::reserve(&mut rows, &limits, operation, now))
     }
 
     /// The same pacer, keeping `margin` more than each spacing between limited operations.
@@ -543,6 +559,30 @@ mod tests {
         for share in [1.0, 2.0, 0.0, f64::NAN] {
             assert_eq!(Pacer::new(10.0, 40.0, APIGW_SPACING).with_share(share).share(), 1.0);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_share_changed_while_running_applies_to_the_next_calls() {
+        let pacer = Pacer::new(10.0, 40.0, APIGW_SPACING).with_share(0.5).with_clock(Clock::at(1_000_000));
+        let start = Instant::now();
+        pacer.acquire(Some("CreateDeployment")).await;
+        pacer.acquire(Some("CreateDeployment")).await;
+        assert_eq!((Instant::now() - start).as_secs(), 10, "at 0.5: one deployment every 10 s");
+
+        // Split between two watchers: a quarter, a deployment every 20 s (from the last slot given).
+        pacer.set_share(0.25);
+        assert_eq!((pacer.share(), pacer.rate_per_s()), (0.25, 2.5));
+        pacer.acquire(Some("CreateDeployment")).await;
+        pacer.acquire(Some("CreateDeployment")).await;
+        assert_eq!(
+            (Instant::now() - start).as_secs(),
+            20 + 20,
+            "the slot after the change was already given at 0.5 (20 s), the next one 20 s later"
+        );
+
+        // Back to the whole budget: no cap at all.
+        pacer.set_share(1.0);
+        assert_eq!((pacer.share(), pacer.rate_per_s()), (1.0, 10.0));
     }
 
     /// An inner connector that answers 200 at once and records when (since its start) each request

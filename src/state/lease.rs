@@ -117,6 +117,18 @@ impl Store {
         })
     }
 
+    /// The watchers holding a live lease at `now_ms` (each once, sorted): the watchers working on this
+    /// state database now. A standby that holds no stack makes no AWS calls and is not among them.
+    pub async fn live_holders(&self, now_ms: i64) -> Result<Vec<String>> {
+        on_db!(&self.db, pool => {
+            let rows = sqlx::query("SELECT DISTINCT holder FROM watch_leases WHERE expires_at > $1 ORDER BY holder")
+                .bind(now_ms)
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(|r| Ok(r.try_get::<String, _>("holder")?)).collect()
+        })
+    }
+
     /// Takes `stack`'s lease for `holder` until `now_ms + ttl_ms` if nobody holds it at `now_ms` (never
     /// leased, expired or released), as one compare-and-set: of several watchers trying at once, one
     /// wins, and a takeover increments the generation. A lease this holder already has is returned as
@@ -389,6 +401,21 @@ mod tests {
             store.leases().await.unwrap().iter().map(|l| (l.stack.as_str(), l.holder.as_str())).collect::<Vec<_>>(),
             [("s", "b"), ("t", "a")]
         );
+    }
+
+    #[tokio::test]
+    async fn the_live_holders_are_the_watchers_holding_an_unexpired_lease() {
+        let store = Store::memory().await.unwrap();
+        assert!(store.live_holders(0).await.unwrap().is_empty());
+        claimed(&store, "s1", "a", 0).await;
+        claimed(&store, "s2", "a", 0).await;
+        let b = claimed(&store, "s3", "b", 5_000).await;
+        assert_eq!(store.live_holders(10_000).await.unwrap(), ["a", "b"], "each watcher once, however many stacks it holds");
+        // a's leases expire at 20 s (not renewed), b's at 25 s.
+        assert_eq!(store.live_holders(20_000).await.unwrap(), ["b"]);
+        // A released lease is not live: nobody works on the state any more.
+        assert!(store.release_lease(&b.fence(), 21_000).await.unwrap());
+        assert!(store.live_holders(21_000).await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -196,7 +196,7 @@ fn pacing_registry(pacing: &BTreeMap<(String, String), PaceCount>) -> Registry {
 
 /// This process's share of the account's limits per service, and the call rate that allows: compare
 /// with `rate(reconcile_aws_calls_total{service=...}[1m])` for the rate used.
-fn share_registry(shares: &[(&'static str, f64, f64)]) -> Registry {
+fn share_registry(shares: &[(&'static str, f64, f64)], watchers: u64) -> Registry {
     let mut registry = Registry::default();
     let share = Family::<ServiceLabels, Gauge<f64, AtomicU64>>::default();
     let rate = Family::<ServiceLabels, Gauge<f64, AtomicU64>>::default();
@@ -210,6 +210,13 @@ fn share_registry(shares: &[(&'static str, f64, f64)]) -> Registry {
         "reconcile_api_rate_limit_per_second",
         "The account-wide call rate this process's share allows, by service (its calls: reconcile_aws_calls_total)",
         rate,
+    );
+    let sharing = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+    sharing.set(i64::try_from(watchers).unwrap_or(i64::MAX));
+    registry.register(
+        "reconcile_api_share_watchers",
+        "The watchers live on the state database (this one included) that split --api-share evenly: reconcile_api_share is this one's part",
+        sharing,
     );
     registry
 }
@@ -253,6 +260,8 @@ pub struct Metrics {
     unready_after: Duration,
     /// Per rate-limited service: this process's share of the account's limits and the rate it allows.
     api_shares: Mutex<Vec<(&'static str, f64, f64)>>,
+    /// How many watchers (this one included) split the share.
+    share_watchers: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -274,13 +283,24 @@ pub fn unready_after(interval: Duration) -> Duration {
 impl Metrics {
     /// Metrics whose readiness turns false once a stack's passes have been failing for `unready_after`.
     pub fn new(unready_after: Duration) -> Metrics {
-        Metrics { stacks: Mutex::new(BTreeMap::new()), families: Families::new(), unready_after, api_shares: Default::default() }
+        Metrics {
+            stacks: Mutex::new(BTreeMap::new()),
+            families: Families::new(),
+            unready_after,
+            api_shares: Default::default(),
+            share_watchers: AtomicU64::new(1),
+        }
     }
 
     /// Exposes this process's share of each rate-limited service's account limits (`--api-share`):
     /// (service, share, calls per second it allows).
     pub fn set_api_shares(&self, shares: Vec<(&'static str, f64, f64)>) {
         *self.api_shares.lock().unwrap_or_else(|e| e.into_inner()) = shares;
+    }
+
+    /// Exposes how many watchers (this one included) split the share evenly.
+    pub fn set_share_watchers(&self, watchers: usize) {
+        self.share_watchers.store(watchers as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<String, StackMetrics>) -> T) -> T {
@@ -455,7 +475,13 @@ impl Metrics {
         let _ = self.with(|_| prometheus_text::encode(&mut out, &self.families.registry));
         let _ = prometheus_text::encode(&mut out, &calls_registry(calls));
         let _ = prometheus_text::encode(&mut out, &pacing_registry(pacing));
-        let _ = prometheus_text::encode(&mut out, &share_registry(&self.api_shares.lock().unwrap_or_else(|e| e.into_inner())));
+        let _ = prometheus_text::encode(
+            &mut out,
+            &share_registry(
+                &self.api_shares.lock().unwrap_or_else(|e| e.into_inner()),
+                self.share_watchers.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+        );
         out
     }
 }
@@ -467,10 +493,14 @@ mod tests {
     #[test]
     fn exposes_the_api_share() {
         let m = Metrics::new(Duration::from_secs(60));
-        m.set_api_shares(vec![("apigateway", 0.5, 4.75)]);
+        m.set_api_shares(vec![("apigateway", 0.25, 2.38)]);
+        m.set_share_watchers(2);
         let text = m.render(&BTreeMap::new(), &BTreeMap::new());
-        for want in ["reconcile_api_share{service=\"apigateway\"} 0.5", "reconcile_api_rate_limit_per_second{service=\"apigateway\"} 4.75"]
-        {
+        for want in [
+            "reconcile_api_share{service=\"apigateway\"} 0.25",
+            "reconcile_api_rate_limit_per_second{service=\"apigateway\"} 2.38",
+            "reconcile_api_share_watchers 2",
+        ] {
             assert!(text.lines().any(|l| l == want), "{want} missing from:\n{text}");
         }
     }

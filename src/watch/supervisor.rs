@@ -72,6 +72,10 @@ pub async fn run(config: Config, store: Store, aws: Aws) -> Result<(), WatchErro
         "watching (each stack by whichever watcher of this state holds its lease)"
     );
     let mut tasks = JoinSet::new();
+    // The share is split before this process's first pass, then kept in step with the other watchers.
+    let mut split = ShareSplit::default();
+    split.recount(&ctx).await;
+    tasks.spawn(split.run(ctx.clone(), stop_rx.clone()));
     for (path, manifest) in initial {
         spawn_stack(&mut tasks, &ctx, path, manifest, stop_rx.clone(), hup_rx.clone());
     }
@@ -110,6 +114,59 @@ pub async fn run(config: Config, store: Store, aws: Aws) -> Result<(), WatchErro
     ctx.store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Splits this process's API share (`--api-share`, 0.5 by default for watch) evenly among the watchers
+/// live on the state database (those holding a stack's lease, this one included), so that however many
+/// watchers share one state, together they keep to the share one would: an apply at the rest of the
+/// budget still meets no 429s. Recounted every lease renew interval: a watcher that joins or leaves
+/// changes the others' parts within one interval (the first pass of a joining watcher already counts
+/// the others). All watchers on the database are counted, whatever account they work in: a split is
+/// never more than the share, at worst less than it could be.
+#[derive(Debug, Default)]
+struct ShareSplit {
+    /// The watchers the share is split among now (0: not counted yet).
+    among: usize,
+}
+
+impl ShareSplit {
+    async fn run(mut self, ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(ctx.config.lease_renew) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            self.recount(&ctx).await;
+        }
+    }
+
+    async fn recount(&mut self, ctx: &Ctx) {
+        let mut holders = match ctx.store.live_holders(crate::state::lease::now_ms()).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count the watchers live on the state database; keeping the current API share");
+                return;
+            }
+        };
+        if !holders.contains(&ctx.holder) {
+            holders.push(ctx.holder.clone());
+        }
+        let among = holders.len();
+        if among == self.among {
+            return;
+        }
+        let share = ctx.aws.split_share(among);
+        ctx.metrics.set_api_shares(ctx.aws.api_shares());
+        ctx.metrics.set_share_watchers(among);
+        if among > 1 || self.among > 1 {
+            tracing::info!(
+                watchers = among,
+                share,
+                "{among} watcher(s) live on this state database split the watch API share: this one now uses {share} of the account's limits"
+            );
+        }
+        self.among = among;
+    }
 }
 
 /// Flips `stop` on the first SIGTERM, SIGQUIT or Ctrl-C; counts SIGHUPs in `hup` (reload now).

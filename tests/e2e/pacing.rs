@@ -8,6 +8,11 @@ use super::*;
 /// A stack of two REST APIs with one deployment each: two CreateRestApi and two CreateDeployment,
 /// so a run that started from a full bucket right after another would meet a 429.
 fn write_stack(cli: &Cli, name: &str) -> String {
+    write_stack_in(cli, "manifests", name)
+}
+
+/// [`write_stack`] into directory `dir`.
+fn write_stack_in(cli: &Cli, dir: &str, name: &str) -> String {
     let mut text = format!("[stack]\nname = \"{name}\"\n");
     for i in 1..=2 {
         text.push_str(&format!(
@@ -24,7 +29,7 @@ triggers = {{ model = "${{api{i}.model_hash}}" }}
 "#
         ));
     }
-    cli.write_file(format!("manifests/{name}.toml"), &text).to_str().unwrap().to_string()
+    cli.write_file(format!("{dir}/{name}.toml"), &text).to_str().unwrap().to_string()
 }
 
 /// Paced (as outside tests), through the proxy, with the tool's own retry policy.
@@ -158,6 +163,68 @@ async fn the_api_share_caps_the_process_and_watch_takes_half_by_default() {
     support::poll_until(WATCH_DEADLINE, "/readyz to answer 200", || (http_get(port, "/readyz").0 == 200).then_some(()), || w.stderr());
     let (_, metrics) = http_get(port, "/metrics");
     assert_eq!(sample(&metrics, "reconcile_api_share{service=\"apigateway\"}"), Some(0.5), "{metrics}");
+    w.signal("TERM");
+    w.wait(WATCH_DEADLINE).assert_success();
+}
+
+/// A watcher's API Gateway calls so far, from its /metrics.
+fn apigw_calls(port: u16) -> f64 {
+    http_get(port, "/metrics")
+        .1
+        .lines()
+        .filter(|l| l.starts_with("reconcile_aws_calls_total{") && l.contains("service=\"apigateway\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The share held through the proxy's enforcement of API Gateway's account limits: a watcher that
+/// would read far faster than the account allows (four stacks of two REST APIs every second) keeps to
+/// watch's default half, and an apply at `--api-share 0.5` on another state file (no shared ledger)
+/// meanwhile meets no 429 — nor does the watcher.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watcher_at_half_and_an_apply_at_half_meet_no_429_without_a_shared_ledger() {
+    let (moto, cli) = setup();
+    for i in 1..=4 {
+        // Set up straight against moto (unpaced, as the tests' default).
+        let file = write_stack_in(&cli, "watched", &format!("held-w{i}"));
+        cli.run(&["-f", &file, "apply", "--auto-approve"]).assert_success();
+    }
+    let proxy = support::FaultProxy::start(&moto.url, &["--apigw-limits"]);
+    let (w, port) = spawn_watch(&cli, &["watched"], &paced(&proxy));
+    // Running at its cap: it has waited for the account-rate share already.
+    support::poll_until(
+        WATCH_DEADLINE,
+        "the watcher to be held back by its share",
+        || {
+            let metrics = http_get(port, "/metrics").1;
+            let waited = sample(&metrics, "reconcile_pacing_wait_seconds_total{service=\"apigateway\",operation=\"account rate\"}");
+            waited.is_some_and(|s| s > 1.0).then_some(())
+        },
+        || w.stderr(),
+    );
+    let (t1, c1) = (std::time::Instant::now(), apigw_calls(port));
+
+    let a = write_stack(&cli, "held-apply");
+    let out = cli.run_with_env(
+        &["--state", "apply.db", "-f", &a, "--json", "--stats", "--api-share", "0.5", "apply", "--auto-approve"],
+        &paced(&proxy),
+    );
+    out.assert_success();
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    for op in ["CreateRestApi", "CreateDeployment", "account rate"] {
+        assert_eq!(pacing_of(&doc, op)["throttled"].as_u64().unwrap_or(0), 0, "{op}: {doc}");
+    }
+    let (t2, c2) = (std::time::Instant::now(), apigw_calls(port));
+    let stats = proxy.stats();
+    assert_eq!(stats["limited"].as_u64(), Some(0), "the proxy answered 429 (to the watcher or the apply): {stats}");
+    assert_eq!(apis_named(&moto, "held-apply-").await, 2);
+
+    // The watcher's calls while the apply ran: at most half the account's rate (4.75 per second with
+    // the margin) plus its share of the burst (19) and the calls in flight at either end.
+    let window = (t2 - t1).as_secs_f64();
+    let bound = 4.75 * window + 19.0 + 4.0;
+    assert!(c2 - c1 <= bound, "the watcher made {} API Gateway calls in {window:.1} s (bound {bound:.0})", c2 - c1);
+    assert!(c2 - c1 > 0.0, "the watcher kept reading while the apply ran");
     w.signal("TERM");
     w.wait(WATCH_DEADLINE).assert_success();
 }

@@ -372,3 +372,69 @@ async fn watchers_on_a_postgresql_state_share_the_stacks_and_take_over_a_killed_
         cli.run(&["--state", &url, "-f", &format!("stacks/{s}.toml"), "plan", "--detailed-exitcode"]).assert_status(0);
     }
 }
+
+/// A watcher's share of the API budget and how many watchers split it, from /metrics.
+fn share_of(port: u16) -> (Option<f64>, Option<f64>) {
+    let body = http_get(port, "/metrics").1;
+    (sample(&body, "reconcile_api_share{service=\"apigateway\"}"), sample(&body, "reconcile_api_share_watchers"))
+}
+
+/// Watchers on one state split watch's share of the account's API budget (0.5 unless `--api-share`
+/// says otherwise) evenly among the live ones, so two of them together still leave an apply its half;
+/// when one stops (releasing its stacks), the other takes the whole share back.
+#[tokio::test(flavor = "multi_thread")]
+async fn watchers_on_one_state_split_the_api_share_and_the_last_one_takes_it_back() {
+    let (_moto, cli) = setup();
+    let files: Vec<String> = ["split-a", "split-b"]
+        .iter()
+        .map(|s| {
+            let file = format!("split/{s}.toml");
+            cli.write_file(&file, &small_stack(s, 7));
+            cli.run(&["-f", &file, "apply", "--auto-approve"]).assert_success();
+            file
+        })
+        .collect();
+    // Paced, as outside the tests (the share is the pacer's).
+    let paced = [("RECONCILE_PACING", None)];
+    let (a, port_a) = spawn_watch(&cli, &[&files[0], "--lease-ttl", "5s", "--lease-renew", "1s"], &paced);
+    support::poll_until(
+        WATCH_DEADLINE,
+        "the first watcher alone to keep the whole share",
+        || (share_of(port_a) == (Some(0.5), Some(1.0))).then_some(()),
+        || a.stderr(),
+    );
+
+    let (b, port_b) = spawn_watch(&cli, &[&files[1], "--lease-ttl", "5s", "--lease-renew", "1s"], &paced);
+    for port in [port_a, port_b] {
+        support::poll_until(
+            TAKEOVER_DEADLINE,
+            "both watchers to split the share",
+            || (share_of(port) == (Some(0.25), Some(2.0))).then_some(()),
+            || format!("{}\n---\n{}", a.stderr(), b.stderr()),
+        );
+    }
+    let (_, metrics) = http_get(port_b, "/metrics");
+    let allowed = sample(&metrics, "reconcile_api_rate_limit_per_second{service=\"apigateway\"}").unwrap();
+    assert!(allowed > 2.0 && allowed <= 2.5, "a quarter of API Gateway's 10 per second (less the margin): {allowed}");
+
+    b.signal("TERM");
+    b.wait(WATCH_DEADLINE).assert_success();
+    support::poll_until(
+        TAKEOVER_DEADLINE,
+        "the last watcher to take the whole share back",
+        || (share_of(port_a) == (Some(0.5), Some(1.0))).then_some(()),
+        || a.stderr(),
+    );
+    assert!(
+        log_lines(
+            &a.stderr(),
+            "2 watcher(s) live on this state database split the watch API share: this one now uses 0.25 of the account's limits"
+        )
+        .len()
+            == 1,
+        "{}",
+        a.stderr()
+    );
+    a.signal("TERM");
+    a.wait(WATCH_DEADLINE).assert_success();
+}
