@@ -403,9 +403,9 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn the_live_holders_are_the_watchers_holding_an_unexpired_lease() {
-        let store = Store::memory().await.unwrap();
+    both!(the_live_holders_are_the_watchers_holding_an_unexpired_lease);
+    async fn the_live_holders_are_the_watchers_holding_an_unexpired_lease(backend: crate::state::test_backends::Backend) {
+        let store = backend.store().await;
         assert!(store.live_holders(0).await.unwrap().is_empty());
         claimed(&store, "s1", "a", 0).await;
         claimed(&store, "s2", "a", 0).await;
