@@ -11,8 +11,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// (AWS_PROFILE, AWS_REGION, AWS_ACCESS_KEY_ID…, AWS_ENDPOINT_URL), shared config and profiles.
 /// A stack is pinned to the account and region of its first apply: other credentials or another
 /// region are refused before anything is read or changed (a destroyed stack may move).
-/// API Gateway calls are paced to its account limits (RECONCILE_PACING=off turns that off, for
-/// emulators that do not enforce them).
+/// API Gateway, Lambda, CloudWatch Logs and WAFv2 calls are paced to their documented account limits
+/// (RECONCILE_PACING=off turns that off, for emulators that do not enforce them).
 /// Many resources of a kind are read with one listing call where AWS has one
 /// (RECONCILE_COLLECTION_READS=off reads each on its own).
 #[derive(Debug, Parser)]
@@ -43,8 +43,8 @@ pub struct Global {
     #[arg(short, long, global = true)]
     pub quiet: bool,
     /// After plan/apply/destroy, show every AWS call made, by service and operation (and the total
-    /// per service), and how long
-    /// API Gateway's limited operations waited for pacing and how many 429s they met.
+    /// per service), how long the paced services' calls waited for pacing and how many throttling
+    /// answers they met, and the rate each paced service was used at against this process's share.
     #[arg(long, global = true)]
     pub stats: bool,
     /// More logging on stderr (-v info, -vv debug); RUST_LOG overrides.
@@ -55,8 +55,8 @@ pub struct Global {
     /// takes a `:`-separated list.
     #[arg(long, global = true, value_name = "DIR", env = "RECONCILE_ALLOW_CODE_FROM", value_delimiter = ':')]
     pub allow_code_from: Vec<PathBuf>,
-    /// The share of each rate-limited AWS service's account limits (API Gateway's today) this process
-    /// may use, from 0.01 to 1: `watch` defaults to 0.5, every other command to 1. Processes whose
+    /// The share of each rate-limited AWS service's account limits (API Gateway, Lambda, CloudWatch
+    /// Logs, WAFv2; IAM publishes none) this process may use, from 0.01 to 1: `watch` defaults to 0.5, every other command to 1. Processes whose
     /// shares add up to at most 1 never push the account over its request rate together, even when
     /// they share no state store (processes on one state store also pace from its shared record).
     /// Several watchers on one state split their share evenly among the live ones.

@@ -318,7 +318,8 @@ pub(crate) fn service_stats_json(g: &Global, aws: Option<&Aws>) -> Option<serde_
     (g.stats).then(|| serde_json::Value::Array(aws.map(|a| a.calls.service_rows()).unwrap_or_default()))
 }
 
-/// How API Gateway calls were paced (waits and 429s per limited operation), when `--stats` asked.
+/// How the paced services' calls were paced (waits and throttling answers per limited operation),
+/// when `--stats` asked.
 pub(crate) fn pacing_json(g: &Global, aws: Option<&Aws>) -> Option<serde_json::Value> {
     (g.stats).then(|| serde_json::Value::Array(aws.map(|a| a.calls.pacing_rows()).unwrap_or_default()))
 }
@@ -356,22 +357,34 @@ pub(crate) fn print_stats(g: &Global, aws: Option<&Aws>) {
         );
     }
     for row in aws.budget_rows() {
+        // The account-wide rate, or (for a service limited per operation only) each operation's.
+        let allowed = match row["rate_limit_per_s"].as_f64() {
+            Some(rate) => format!("at most {rate:.2} per second"),
+            None => row["operation_limits_per_s"]
+                .as_object()
+                .map(|ops| {
+                    ops.iter()
+                        .map(|(op, r)| format!("{op} at most {:.2} per second", r.as_f64().unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default(),
+        };
         eprintln!(
-            "\n{}: {} calls in {:.1} s, {:.2} per second; this process's share of the account's limits {} (at most {:.2} per second)",
+            "\n{}: {} calls in {:.1} s, {:.2} per second; this process's share of the account's limits {} ({allowed})",
             row["service"].as_str().unwrap_or_default(),
             row["calls"],
             row["elapsed_s"].as_f64().unwrap_or_default(),
             row["rate_per_s"].as_f64().unwrap_or_default(),
             row["share"],
-            row["rate_limit_per_s"].as_f64().unwrap_or_default(),
         );
     }
     let pacing = aws.calls.pacing();
     if !pacing.is_empty() {
-        eprintln!("\nPacing (time waited for the account's limits; 429s met although paced):");
+        eprintln!("\nPacing (time waited for the account's limits; throttling answers met although paced):");
         for ((service, op), c) in pacing {
             eprintln!(
-                "  {:<40} {:>5} calls  waited {:>7.1} s (at most {:.1} s)  {} x 429",
+                "  {:<40} {:>5} calls  waited {:>7.1} s (at most {:.1} s)  {} throttled",
                 format!("{service}:{op}"),
                 c.calls,
                 c.waited_ms as f64 / 1000.0,

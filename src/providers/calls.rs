@@ -58,7 +58,8 @@ pub struct CallCount {
     pub throttled: u64,
 }
 
-/// How the pacer treated the calls of one limited operation (or of the account-wide bucket).
+/// How the pacer treated the calls of one limited operation (or of the account-wide bucket) of a
+/// paced service.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct PaceCount {
     /// Attempts paced (each retry is paced again).
@@ -66,7 +67,8 @@ pub struct PaceCount {
     /// Time those attempts waited for their slot, in total and at most.
     pub waited_ms: u64,
     pub max_wait_ms: u64,
-    /// 429s met although paced (another client spent the budget).
+    /// Throttling answers (a 429, or a 400 `ThrottlingException`) met although paced (another client
+    /// spent the budget).
     pub throttled: u64,
 }
 
@@ -167,7 +169,7 @@ impl CallStats {
         }
     }
 
-    /// A paced attempt of `operation` met a 429.
+    /// A paced attempt of `operation` met a throttling answer.
     pub fn pace_throttled(&self, service: &str, operation: &str) {
         if let Ok(mut m) = self.pacing.lock() {
             m.entry((service.to_string(), operation.to_string())).or_default().throttled += 1;

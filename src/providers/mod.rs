@@ -50,8 +50,9 @@ pub struct Aws {
     pub region: String,
     /// Every AWS call this run made, by service and operation.
     pub calls: std::sync::Arc<calls::CallStats>,
-    /// The API Gateway pacer (`None` with `RECONCILE_PACING=off`).
-    pacer: Option<std::sync::Arc<pace::Pacer>>,
+    /// A pacer per paced service (API Gateway, Lambda, CloudWatch Logs, WAFv2; none with
+    /// `RECONCILE_PACING=off`).
+    pacers: Vec<std::sync::Arc<pace::Pacer>>,
     /// The share of the account's limits this process was given (`--api-share`), before any split
     /// among watchers ([`Aws::split_share`]).
     api_share: f64,
@@ -82,11 +83,19 @@ impl Aws {
             );
         }
         let stats = calls::CallStats::new();
-        let pacer =
-            pace::enabled().then(|| std::sync::Arc::new(pace::Pacer::api_gateway().with_share(api_share).with_stats(stats.clone())));
-        if let Some(pacer) = &pacer {
-            loader = loader.http_client(pace::http_client(pacer.clone()));
+        let pacers: Vec<_> = if pace::enabled() {
+            pace::Pacer::all().into_iter().map(|p| std::sync::Arc::new(p.with_share(api_share).with_stats(stats.clone()))).collect()
+        } else {
+            Vec::new()
+        };
+        if !pacers.is_empty() {
+            loader = loader.http_client(pace::http_client(pacers.clone()));
         }
+        // The SDK's upload stall check starts its 5 s grace period when the request is handed to the
+        // HTTP layer, where the pacer may hold it longer than that (the tenth CreateDeployment in a
+        // row waits 45 s, the hundredth queued Lambda call 7 s): it would fail paced calls as
+        // timeouts. It is off for uploads to the paced services; downloads stay checked.
+        let paced_uploads = StalledStreamProtectionConfig::enabled().upload_enabled(false).build();
         let config = loader.load().await;
         let region = config.region().map(|r| r.to_string()).ok_or(ProviderError::NoRegion)?;
         if !is_region_name(&region) {
@@ -110,71 +119,88 @@ impl Aws {
                 aws_sdk_iam::config::Builder::from(&config).interceptor(count.clone()).retry_partition(partition.clone()).build(),
             ),
             lambda: aws_sdk_lambda::Client::from_conf(
-                aws_sdk_lambda::config::Builder::from(&config).interceptor(count.clone()).retry_partition(partition.clone()).build(),
+                aws_sdk_lambda::config::Builder::from(&config)
+                    .interceptor(count.clone())
+                    .retry_partition(partition.clone())
+                    .stalled_stream_protection(paced_uploads.clone())
+                    .build(),
             ),
             logs: aws_sdk_cloudwatchlogs::Client::from_conf(
                 aws_sdk_cloudwatchlogs::config::Builder::from(&config)
                     .interceptor(count.clone())
                     .retry_partition(partition.clone())
+                    .stalled_stream_protection(paced_uploads.clone())
                     .build(),
             ),
             apigateway: aws_sdk_apigateway::Client::from_conf(
                 aws_sdk_apigateway::config::Builder::from(&config)
                     .interceptor(count.clone())
                     .retry_partition(partition.clone())
-                    // The SDK's upload stall check starts its 5 s grace period when the request is
-                    // handed to the HTTP layer, where the pacer may hold it longer than that (the
-                    // tenth CreateDeployment in a row waits 45 s): it would fail paced calls as
-                    // timeouts. API Gateway request bodies are small JSON; downloads stay checked.
-                    .stalled_stream_protection(StalledStreamProtectionConfig::enabled().upload_enabled(false).build())
+                    .stalled_stream_protection(paced_uploads.clone())
                     .build(),
             ),
             wafv2: aws_sdk_wafv2::Client::from_conf(
-                aws_sdk_wafv2::config::Builder::from(&config).interceptor(count.clone()).retry_partition(partition.clone()).build(),
+                aws_sdk_wafv2::config::Builder::from(&config)
+                    .interceptor(count.clone())
+                    .retry_partition(partition.clone())
+                    .stalled_stream_protection(paced_uploads)
+                    .build(),
             ),
             sts: aws_sdk_sts::Client::from_conf(
                 aws_sdk_sts::config::Builder::from(&config).interceptor(count).retry_partition(partition).build(),
             ),
             region,
             calls: stats,
-            pacer,
+            pacers,
             api_share,
             account: Default::default(),
             started: std::time::Instant::now(),
         })
     }
 
-    /// Paces API Gateway calls from `ledger`'s record of the account's recent use in this client's
-    /// region (shared with every process using the same state store), now that the account is known.
+    /// Paces each paced service's calls from `ledger`'s record of the account's recent use of that
+    /// service in this client's region (shared with every process using the same state store), now
+    /// that the account is known.
     pub fn share_pacing(&self, ledger: std::sync::Arc<dyn crate::state::pacing::PaceLedger>, here: &crate::state::Identity) {
-        if let Some(pacer) = &self.pacer {
+        for pacer in &self.pacers {
             pacer.attach(
-                ledger,
+                ledger.clone(),
                 crate::state::pacing::Budget {
                     account_id: here.account_id.clone(),
                     region: here.region.clone(),
-                    service: pace::APIGW_SERVICE.into(),
+                    service: pacer.service().sigv4.into(),
                 },
             );
         }
     }
 
     /// Per rate-limited service: the share of the account's limits this process keeps to
-    /// (`--api-share`), the rate that allows, and the rate it used since it connected (its calls,
+    /// (`--api-share`), the rates that allows (account-wide, for a service that has such a limit, and
+    /// per operation with a limit of its own), and the rate it used since it connected (its calls,
     /// every attempt included, over the time since).
     pub fn budget_rows(&self) -> Vec<Value> {
-        let Some(pacer) = &self.pacer else { return Vec::new() };
         let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
-        let calls: u64 = self.calls.snapshot().iter().filter(|((service, _), _)| service == "apigateway").map(|(_, c)| c.calls).sum();
-        vec![serde_json::json!({
-            "service": pace::APIGW_SERVICE,
-            "share": pacer.share(),
-            "configured_share": self.api_share.min(1.0),
-            "rate_limit_per_s": (pacer.rate_per_s() * 100.0).round() / 100.0,
-            "calls": calls,
-            "elapsed_s": (elapsed * 100.0).round() / 100.0,
-            "rate_per_s": (calls as f64 / elapsed * 100.0).round() / 100.0,
-        })]
+        let snapshot = self.calls.snapshot();
+        let round = |x: f64| (x * 100.0).round() / 100.0;
+        self.pacers
+            .iter()
+            .map(|pacer| {
+                let service = pacer.service();
+                let calls: u64 = snapshot.iter().filter(|((s, _), _)| s == service.stats).map(|(_, c)| c.calls).sum();
+                let operations: Map<String, Value> =
+                    pacer.operation_rates().into_iter().map(|(op, rate)| (op.to_string(), round(rate).into())).collect();
+                serde_json::json!({
+                    "service": service.stats,
+                    "share": pacer.share(),
+                    "configured_share": self.api_share.min(1.0),
+                    "rate_limit_per_s": pacer.rate_per_s().map(round),
+                    "operation_limits_per_s": operations,
+                    "calls": calls,
+                    "elapsed_s": round(elapsed),
+                    "rate_per_s": round(calls as f64 / elapsed),
+                })
+            })
+            .collect()
     }
 
     /// Splits this process's share (`--api-share`) evenly among `among` processes (the watchers live on
@@ -182,15 +208,17 @@ impl Aws {
     /// `api_share / among` from its next call on. Returns the share now in force.
     pub fn split_share(&self, among: usize) -> f64 {
         let share = self.api_share.min(1.0) / among.max(1) as f64;
-        if let Some(pacer) = &self.pacer {
+        for pacer in &self.pacers {
             pacer.set_share(share);
         }
         share
     }
 
-    /// The share of the account's limits this process keeps to, per rate-limited service.
-    pub fn api_shares(&self) -> Vec<(&'static str, f64, f64)> {
-        self.pacer.iter().map(|p| (pace::APIGW_SERVICE, p.share(), p.rate_per_s())).collect()
+    /// The share of the account's limits this process keeps to, per rate-limited service (by its
+    /// name in the call statistics), with the account-wide rate that allows (`None` for a service
+    /// limited per operation only).
+    pub fn api_shares(&self) -> Vec<(&'static str, f64, Option<f64>)> {
+        self.pacers.iter().map(|p| (p.service().stats, p.share(), p.rate_per_s())).collect()
     }
 
     /// The account id of the credentials in use (asked of STS once, when first needed).

@@ -1,20 +1,30 @@
-//! Client-side pacing that encodes API Gateway's documented per-account control-plane limits, so a
-//! run (or fifty stacks in one process) stays under them instead of collecting 429s.
+//! Client-side pacing that encodes the documented per-account control-plane request rates of the
+//! services reconcile calls, so a run (or fifty stacks in one process) stays under them instead of
+//! collecting throttling errors.
 //!
-//! The limits (AWS docs, "Amazon API Gateway quotas"): about 10 requests per second in total with
-//! a burst of 40, `CreateRestApi` one every 3 s, `CreateDeployment` one every 5 s, `DeleteRestApi`
-//! one every 30 s. The client keeps a little under them (`APIGW_MARGIN`), since a request released
-//! exactly on time can still arrive a hair early. Pacing sits in the HTTP layer, under the SDK's
-//! retries, so every attempt of every API Gateway call is paced the same way. `RECONCILE_PACING=off`
-//! turns it off (for emulators that do not enforce limits, e.g. in tests).
+//! The limits, per account and region, from AWS's documentation (each cited where it is encoded):
+//! API Gateway about 10 requests per second in total with a burst of 40, `CreateRestApi` one every
+//! 3 s, `CreateDeployment` one every 5 s, `DeleteRestApi` one every 30 s ([`APIGW_SPACING`]); Lambda
+//! `GetFunction` 100 per second and `GetPolicy` 15 per second, each on its own, and 15 per second for
+//! the rest of the control plane together ([`LAMBDA_RATES`]); CloudWatch Logs `DescribeLogGroups` 5
+//! per second ([`LOGS_RATES`]); WAFv2 a quota per action ([`WAFV2_RATES`]). AWS publishes no request
+//! rates for IAM (its quotas page limits sizes and counts only), so IAM is not paced: its throttling
+//! answers are retried with the SDK's backoff. STS is called once per run.
 //!
-//! The limits are per account and region: once the identity check knows them, the pacer is attached
-//! to the state store's ledger ([`crate::state::pacing`]) and paces from its record, shared with every
-//! process using the store; until then, or when the ledger fails, it paces within the process. A 429
-//! that still comes (another client spent the budget) marks the limit spent, voids the slots given
-//! out before it, reserves the refused call's retry at the earliest moment the limit allows, and tells
-//! the SDK's retry to wait just that long (`x-amz-retry-after`, in place of its exponential backoff;
-//! the SDK's attempt limit still applies).
+//! The client keeps a little under the limits (`APIGW_MARGIN`, [`RATE_MARGIN`]), since a request
+//! released exactly on time can still arrive a hair early. Pacing sits in the HTTP layer, under the
+//! SDK's retries, so every attempt of every paced call is paced the same way; each request goes to
+//! the pacer of the service it is signed for (its SigV4 name), which tells its operation from the
+//! method and path (API Gateway, Lambda) or the `X-Amz-Target` header (CloudWatch Logs, WAFv2).
+//! `RECONCILE_PACING=off` turns pacing off (for emulators that do not enforce limits, e.g. in tests).
+//!
+//! The limits are per account and region: once the identity check knows them, each pacer is attached
+//! to the state store's ledger ([`crate::state::pacing`]) under its service's budget and paces from
+//! its record, shared with every process using the store; until then, or when the ledger fails, it
+//! paces within the process. A throttling answer that still comes (another client spent the budget)
+//! marks the limit spent, voids the slots given out before it, reserves the refused call's retry at
+//! the earliest moment the limit allows, and tells the SDK's retry to wait just that long
+//! (`x-amz-retry-after`, in place of its exponential backoff; the SDK's attempt limit still applies).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,15 +34,19 @@ use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
 };
 use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::byte_stream::ByteStream;
 
 use super::calls::CallStats;
 use crate::state::pacing::{self, Budget, Clock, Limits, PaceLedger, Rows};
 
-/// A token bucket plus minimum spacings per operation, kept in this process or, once attached, in a
-/// shared ledger (the state store's) that every process using the store paces from.
+/// A token bucket plus per-operation limits of one service, kept in this process or, once attached,
+/// in a shared ledger (the state store's) that every process using the store paces from.
 #[derive(Debug)]
 pub struct Pacer {
+    service: &'static Service,
     limits: Limits,
     clock: Clock,
     /// This process's view of the budget: the whole record without a ledger, and a copy of the
@@ -50,7 +64,6 @@ pub struct Pacer {
     cap: Cap,
     stats: Option<Arc<CallStats>>,
 }
-
 /// A process's share of the account's limits: at most `share` of the rate and of each spacing's
 /// frequency, with the same burst window. The share can change while the process runs (a watcher's
 /// share is split among the watchers live on its state database).
@@ -73,32 +86,123 @@ struct Shared {
     budget: Budget,
 }
 
-/// How far under the documented limits the client stays: each spacing gets this much on top, and the
-/// account bucket runs at 95% of its rate with two tokens less of burst.
+/// How far under API Gateway's documented limits the client stays: each spacing gets this much on
+/// top, and the account bucket runs at 95% of its rate with two tokens less of burst.
 pub const APIGW_MARGIN: Duration = Duration::from_millis(100);
 
-/// API Gateway's documented account limits.
+/// API Gateway's documented account limits (AWS docs, "Amazon API Gateway quotas",
+/// <https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html>): the operations
+/// spaced seconds apart, on top of the account's 10 requests per second with a burst of 40.
 pub const APIGW_SPACING: &[(&str, Duration)] =
     &[("CreateRestApi", Duration::from_secs(3)), ("CreateDeployment", Duration::from_secs(5)), ("DeleteRestApi", Duration::from_secs(30))];
+
+/// The share of a documented rate (calls per second) the client uses, for the services whose limits
+/// AWS states as rates: 95%, the same margin as API Gateway's account rate.
+pub const RATE_MARGIN: f64 = 0.95;
+
+/// Lambda's control plane, per account and region (AWS docs, "Lambda quotas", "API requests",
+/// <https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html>): "Remainder of the
+/// control plane API requests (excludes invocation, GetFunction, and GetPolicy requests)", 15
+/// requests per second across all those APIs together.
+pub const LAMBDA_CONTROL_PLANE_PER_S: f64 = 15.0;
+
+/// Lambda's operations with a rate of their own, apart from the rest of the control plane (same page):
+/// `GetFunction` 100 requests per second (also what the function waiters poll), `GetPolicy` 15 per
+/// second.
+pub const LAMBDA_RATES: &[(&str, f64)] = &[("GetFunction", 100.0), ("GetPolicy", 15.0)];
+
+/// CloudWatch Logs' documented rates, per account and region, of the operations reconcile calls (AWS
+/// docs, "CloudWatch Logs quotas",
+/// <https://docs.aws.amazon.com/AmazonCloudWatch/latest/logs/cloudwatch_limits_cwl.html>):
+/// `DescribeLogGroups` 5 transactions per second. The page states no rate for the others reconcile
+/// calls (`CreateLogGroup`, `DeleteLogGroup`, `PutRetentionPolicy`, `DeleteRetentionPolicy`,
+/// `ListTagsForResource`, `TagResource`, `UntagResource`) and none account-wide: those are not paced
+/// (their throttling answers are retried with the SDK's backoff).
+pub const LOGS_RATES: &[(&str, f64)] = &[("DescribeLogGroups", 5.0)];
+
+/// WAFv2's documented fixed quotas on calls per account and region (AWS docs, "AWS WAF quotas",
+/// <https://docs.aws.amazon.com/waf/latest/developerguide/limits.html>): `AssociateWebACL` and
+/// `DisassociateWebACL` one request every 2 seconds, `GetWebACLForResource` and
+/// `ListResourcesForWebACL` one per second, "any individual Get or List action" five per second and
+/// "any individual Create, Put, or Update action" one per second. Each applies to one action; none is
+/// account-wide. Listed: those four and the Get, List, Create and Update actions reconcile calls; the
+/// page gives Delete and tagging actions (`DeleteWebACL`, `TagResource`, `UntagResource`) no quota, so
+/// they are not paced.
+pub const WAFV2_RATES: &[(&str, f64)] = &[
+    ("AssociateWebACL", 0.5),
+    ("DisassociateWebACL", 0.5),
+    ("GetWebACLForResource", 1.0),
+    ("ListResourcesForWebACL", 1.0),
+    ("GetWebACL", 5.0),
+    ("ListWebACLs", 5.0),
+    ("ListTagsForResource", 5.0),
+    ("CreateWebACL", 1.0),
+    ("UpdateWebACL", 1.0),
+];
 
 /// How long a process paces on its own after the shared ledger failed, before trying it again.
 const LEDGER_RETRY: Duration = Duration::from_secs(10);
 
-/// The service whose calls are paced (SigV4 name).
+/// API Gateway's SigV4 name (its budget's service).
 pub const APIGW_SERVICE: &str = "apigateway";
 
 /// The pacing statistics' name for calls without a limit of their own (they take a token of the
 /// account-wide bucket only).
 pub const ACCOUNT_RATE: &str = "account rate";
 
+/// A paced service: how its requests are recognised and their operations told apart.
+#[derive(Debug)]
+pub struct Service {
+    /// The SigV4 signing name: requests signed for it go to its pacer; its ledger budget's service.
+    pub sigv4: &'static str,
+    /// Its name in the call statistics (`aws_calls`, `pacing`, `api_budget`, `/metrics`), which the
+    /// SDK gives it (CloudWatch Logs signs as `logs` but counts as `cloudwatchlogs`).
+    pub stats: &'static str,
+    /// For people (log lines).
+    pub name: &'static str,
+    /// The operation a request (method, URI, `X-Amz-Target`) counts as, when it has a limit of its own
+    /// or stands apart from the account bucket; `None`: the account bucket only.
+    operation: fn(&str, &str, Option<&str>) -> Option<&'static str>,
+}
+
+pub static API_GATEWAY: Service =
+    Service { sigv4: APIGW_SERVICE, stats: "apigateway", name: "API Gateway", operation: |method, uri, _| apigw_operation(method, uri) };
+pub static LAMBDA: Service =
+    Service { sigv4: "lambda", stats: "lambda", name: "Lambda", operation: |method, uri, _| lambda_operation(method, uri) };
+pub static LOGS: Service = Service {
+    sigv4: "logs",
+    stats: "cloudwatchlogs",
+    name: "CloudWatch Logs",
+    operation: |_, _, target| target_operation(target, LOGS_RATES),
+};
+pub static WAFV2: Service =
+    Service { sigv4: "wafv2", stats: "wafv2", name: "WAFv2", operation: |_, _, target| target_operation(target, WAFV2_RATES) };
+
+/// Milliseconds between two calls at `per_s` calls per second, kept at [`RATE_MARGIN`] of it.
+fn gap_ms(per_s: f64) -> i64 {
+    (1000.0 / (per_s * RATE_MARGIN)).ceil() as i64
+}
+
 impl Pacer {
+    /// API Gateway's shape: `rate` per second with `burst`, and `spacing` between the calls of some
+    /// operations on top of their token.
     pub fn new(rate: f64, burst: f64, spacing: &'static [(&'static str, Duration)]) -> Pacer {
-        Pacer {
-            limits: Limits {
+        Pacer::with_limits(
+            &API_GATEWAY,
+            Limits {
                 interval_ms: (1000.0 / rate).ceil() as i64,
                 burst: burst.floor() as i64,
                 spacing: spacing.iter().map(|(op, gap)| (*op, gap.as_millis() as i64)).collect(),
+                apart: Vec::new(),
             },
+        )
+    }
+
+    /// A pacer of `service` keeping to `limits`.
+    pub fn with_limits(service: &'static Service, limits: Limits) -> Pacer {
+        Pacer {
+            service,
+            limits,
             clock: Clock::system(),
             local: Default::default(),
             shared: Default::default(),
@@ -107,6 +211,33 @@ impl Pacer {
             cap: Cap::default(),
             stats: None,
         }
+    }
+
+    /// A service whose limits AWS states as rates: `account_per_s` for the calls without a rate of
+    /// their own (`None`: no account-wide limit), and `rates` per operation, each apart from the
+    /// account's (plus `apart`: operations outside it with no limit at all), all at [`RATE_MARGIN`].
+    /// AWS states no burst for these: the client keeps one call per interval (a bucket of one token),
+    /// which stays under N calls in any second however AWS counts them.
+    fn from_rates(
+        service: &'static Service,
+        account_per_s: Option<f64>,
+        rates: &'static [(&'static str, f64)],
+        apart: &[&'static str],
+    ) -> Pacer {
+        Pacer::with_limits(
+            service,
+            Limits {
+                interval_ms: account_per_s.map_or(0, gap_ms),
+                burst: i64::from(account_per_s.is_some()),
+                spacing: rates.iter().map(|(op, per_s)| (*op, gap_ms(*per_s))).collect(),
+                apart: rates.iter().map(|(op, _)| *op).chain(apart.iter().copied()).collect(),
+            },
+        )
+    }
+
+    /// The service this pacer paces.
+    pub fn service(&self) -> &'static Service {
+        self.service
     }
 
     /// The same pacer, using at most `share` (0 < share ≤ 1) of the account's limits: the rate and
@@ -139,13 +270,26 @@ impl Pacer {
             interval_ms: (self.limits.interval_ms as f64 / share).ceil() as i64,
             burst: ((self.limits.burst as f64 * share).floor() as i64).max(1),
             spacing: self.limits.spacing.iter().map(|(op, gap)| (*op, (*gap as f64 / share).ceil() as i64)).collect(),
+            apart: self.limits.apart.clone(),
         })
     }
 
-    /// The account-wide rate this process may use, in calls per second (its share included).
-    pub fn rate_per_s(&self) -> f64 {
-        let interval_ms = self.capped_limits().map_or(self.limits.interval_ms, |l| l.interval_ms);
-        1000.0 / interval_ms as f64
+    /// The limits in force for this process (its share included).
+    fn current_limits(&self) -> Limits {
+        self.capped_limits().unwrap_or_else(|| self.limits.clone())
+    }
+
+    /// The account-wide rate this process may use, in calls per second (its share included); `None`
+    /// for a service with per-operation limits only.
+    pub fn rate_per_s(&self) -> Option<f64> {
+        let interval_ms = self.current_limits().interval_ms;
+        (interval_ms > 0).then(|| 1000.0 / interval_ms as f64)
+    }
+
+    /// Each operation with a limit of its own and the rate this process may call it at, in calls per
+    /// second (its share included).
+    pub fn operation_rates(&self) -> Vec<(&'static str, f64)> {
+        self.current_limits().spacing.iter().map(|(op, gap)| (*op, 1000.0 / (*gap).max(1) as f64)).collect()
     }
 
     /// Takes a slot of this process's share (in this process only); returns when the call may go.
@@ -170,7 +314,7 @@ impl Pacer {
         Pacer { clock, ..self }
     }
 
-    /// The same pacer, counting waits and 429s in `stats`.
+    /// The same pacer, counting waits and throttling answers in `stats`.
     pub fn with_stats(self, stats: Arc<CallStats>) -> Pacer {
         Pacer { stats: Some(stats), ..self }
     }
@@ -178,6 +322,39 @@ impl Pacer {
     /// API Gateway's limits (10 requests per second, burst 40, and the spacings), kept with a margin.
     pub fn api_gateway() -> Pacer {
         Pacer::new(10.0 * 0.95, 40.0 - 2.0, APIGW_SPACING).with_margin(APIGW_MARGIN)
+    }
+
+    /// Lambda's limits: the control plane's 15 per second, `GetFunction` and `GetPolicy` at their own
+    /// rates apart from it, and invocations outside it (not paced: reconcile does not invoke through
+    /// the SDK, and their limits are concurrency, not a request rate).
+    pub fn lambda() -> Pacer {
+        Pacer::from_rates(&LAMBDA, Some(LAMBDA_CONTROL_PLANE_PER_S), LAMBDA_RATES, &["Invoke"])
+    }
+
+    /// CloudWatch Logs' limits: `DescribeLogGroups`' rate; nothing account-wide.
+    pub fn logs() -> Pacer {
+        Pacer::from_rates(&LOGS, None, LOGS_RATES, &[])
+    }
+
+    /// WAFv2's limits: a rate per action; nothing account-wide.
+    pub fn wafv2() -> Pacer {
+        Pacer::from_rates(&WAFV2, None, WAFV2_RATES, &[])
+    }
+
+    /// A pacer for each paced service (IAM is not: AWS publishes no rate for it).
+    pub fn all() -> Vec<Pacer> {
+        vec![Pacer::api_gateway(), Pacer::lambda(), Pacer::logs(), Pacer::wafv2()]
+    }
+
+    /// The operation a request of this pacer's service counts as (see [`Service`]).
+    pub fn operation_of(&self, method: &str, uri: &str, target: Option<&str>) -> Option<&'static str> {
+        (self.service.operation)(method, uri, target)
+    }
+
+    /// Whether a call of `operation` is paced at all: it takes a token of the account bucket, or has a
+    /// limit of its own.
+    pub fn paces(&self, operation: Option<&str>) -> bool {
+        self.limits.limits(self.limited(operation))
     }
 
     /// From now on, paces from `ledger`'s record of `budget` (shared with every process using it);
@@ -189,7 +366,6 @@ impl Pacer {
             *shared = Some(Shared { ledger, budget });
         }
     }
-
     /// Whether a shared ledger is in use.
     pub fn is_shared(&self) -> bool {
         self.shared().is_some()
@@ -208,7 +384,7 @@ impl Pacer {
         let now = self.clock.now_ms();
         let until = now + LEDGER_RETRY.as_millis() as i64;
         if self.paused_until.fetch_max(until, std::sync::atomic::Ordering::Relaxed) <= now {
-            tracing::warn!(error = %error, retry_in_s = LEDGER_RETRY.as_secs(), "the state store's pacing ledger failed; pacing API Gateway calls within this process only until it answers again (other processes' calls are not accounted for meanwhile)");
+            tracing::warn!(service = self.service.name, error = %error, retry_in_s = LEDGER_RETRY.as_secs(), "the state store's pacing ledger failed; pacing this service's calls within this process only until it answers again (other processes' calls are not accounted for meanwhile)");
         }
     }
 
@@ -236,9 +412,10 @@ impl Pacer {
         }
     }
 
-    /// The limited operation a call counts as, if it has a limit of its own.
+    /// The operation a call counts as, if it has a limit of its own or stands apart from the account
+    /// bucket; `None`: a call that takes a token of the account bucket only.
     fn limited<'a>(&self, operation: Option<&'a str>) -> Option<&'a str> {
-        operation.filter(|o| self.limits.spacing_of(o).is_some())
+        operation.filter(|o| self.limits.spacing_of(o).is_some() || self.limits.apart.contains(o))
     }
 
     /// Reserves a slot: returns it.
@@ -277,6 +454,9 @@ impl Pacer {
     /// slot reserved for it then.
     pub async fn acquire_for(&self, operation: Option<&str>, invocation: Option<&str>) -> Duration {
         let operation = self.limited(operation);
+        if !self.limits.limits(operation) {
+            return Duration::ZERO;
+        }
         let start = self.clock.now_ms();
         // This process's share first (its own record), then the account's.
         if let Some(slot) = self.capped(operation) {
@@ -290,7 +470,7 @@ impl Pacer {
             };
             let wait = slot - self.clock.now_ms();
             if wait > 0 {
-                tracing::debug!(?operation, wait_ms = wait, "pacing API Gateway call");
+                tracing::debug!(service = self.service.name, ?operation, wait_ms = wait, "pacing a call to the service's limits");
                 self.clock.sleep_until(slot).await;
             }
             // A 429 met meanwhile (by any process using the ledger) voided the operation's slots given
@@ -304,16 +484,20 @@ impl Pacer {
         }
         let waited = Duration::from_millis((self.clock.now_ms() - start).max(0) as u64);
         if let Some(stats) = &self.stats {
-            stats.paced(APIGW_SERVICE, operation.unwrap_or(ACCOUNT_RATE), waited);
+            stats.paced(self.service.stats, operation.unwrap_or(ACCOUNT_RATE), waited);
         }
         waited
     }
 
-    /// Records that the endpoint refused a paced call of `operation` with a 429 (another client spent
-    /// the budget): marks the bucket spent and reserves the retry's slot at the earliest moment the
-    /// limit allows (held for the SDK call `invocation`); returns how long until then.
+    /// Records that the endpoint refused a paced call of `operation` with a throttling answer (another
+    /// client spent the budget): marks the bucket spent and reserves the retry's slot at the earliest
+    /// moment the limit allows (held for the SDK call `invocation`); returns how long until then. A
+    /// call this pacer does not limit marks nothing (zero).
     pub async fn spent(&self, operation: Option<&str>, invocation: Option<&str>) -> Duration {
         let operation = self.limited(operation);
+        if !self.limits.limits(operation) {
+            return Duration::ZERO;
+        }
         let now = self.clock.now_ms();
         let mut answer = None;
         if let Some(s) = self.shared() {
@@ -345,13 +529,14 @@ impl Pacer {
             held.insert(id.to_string(), (at + 1, slot));
         }
         if let Some(stats) = &self.stats {
-            stats.pace_throttled(APIGW_SERVICE, operation.unwrap_or(ACCOUNT_RATE));
+            stats.pace_throttled(self.service.stats, operation.unwrap_or(ACCOUNT_RATE));
         }
         let wait = Duration::from_millis((slot - self.clock.now_ms()).max(0) as u64);
         tracing::info!(
+            service = self.service.name,
             ?operation,
             retry_in_ms = wait.as_millis() as u64,
-            "API Gateway answered 429 to a paced call (another client is using the account's budget); retrying when the limit allows"
+            "the service throttled a paced call (another client is using the account's budget); retrying when the limit allows"
         );
         wait
     }
@@ -360,13 +545,39 @@ impl Pacer {
 /// The API Gateway operations that have their own limit, told apart by method and URI (a full URL,
 /// as the HTTP layer sees it, or just a path).
 pub fn apigw_operation(method: &str, uri: &str) -> Option<&'static str> {
-    let segments: Vec<&str> = path_of(uri).split(['?', '#']).next().unwrap_or("").trim_matches('/').split('/').collect();
+    let segments = segments(uri);
     match (method, segments.as_slice()) {
         ("POST", ["restapis"]) => Some("CreateRestApi"),
         ("DELETE", ["restapis", _]) => Some("DeleteRestApi"),
         ("POST", ["restapis", _, "deployments"]) => Some("CreateDeployment"),
         _ => None,
     }
+}
+
+/// The Lambda operations that stand apart from the rest of the control plane, told apart by method
+/// and URI (`/<api version>/functions/<name>…`): `GetFunction` and `GetPolicy` (rates of their own)
+/// and the invocations (outside the control plane's limit). Every other Lambda call shares the
+/// control plane's rate.
+pub fn lambda_operation(method: &str, uri: &str) -> Option<&'static str> {
+    match (method, segments(uri).as_slice()) {
+        ("GET", [_, "functions", _]) => Some("GetFunction"),
+        ("GET", [_, "functions", _, "policy"]) => Some("GetPolicy"),
+        (_, [_, "functions", _, "invocations" | "invoke-async" | "response-streaming-invocations"]) => Some("Invoke"),
+        _ => None,
+    }
+}
+
+/// The operation named by a JSON-protocol request's `X-Amz-Target` (`Logs_20140328.DescribeLogGroups`,
+/// `AWSWAF_20190729.GetWebACL`), if it is one of `limited`.
+fn target_operation(target: Option<&str>, limited: &'static [(&'static str, f64)]) -> Option<&'static str> {
+    let action = target?.rsplit('.').next()?.trim();
+    limited.iter().map(|(op, _)| *op).find(|op| *op == action)
+}
+
+/// The path segments of a URI (a full URL, as the HTTP layer sees it, or just a path), without its
+/// query.
+fn segments(uri: &str) -> Vec<&str> {
+    path_of(uri).split(['?', '#']).next().unwrap_or("").trim_matches('/').split('/').collect()
 }
 
 /// The path (and query) of a URI: what follows `scheme://authority`, or the URI itself when it is
@@ -390,8 +601,8 @@ pub fn enabled() -> bool {
     !matches!(std::env::var("RECONCILE_PACING").as_deref(), Ok("off" | "0" | "false"))
 }
 
-/// The SDK's default HTTPS client, with API Gateway requests paced.
-pub fn http_client(pacer: Arc<Pacer>) -> SharedHttpClient {
+/// The SDK's default HTTPS client, with the requests of the services of `pacers` paced.
+pub fn http_client(pacers: Vec<Arc<Pacer>>) -> SharedHttpClient {
     let inner = aws_smithy_http_client::Builder::new().build_with_connector_fn(|settings, components| {
         let mut builder = aws_smithy_http_client::ConnectorBuilder::default()
             .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc));
@@ -402,7 +613,7 @@ pub fn http_client(pacer: Arc<Pacer>) -> SharedHttpClient {
         builder.set_proxy_config(Some(aws_smithy_http_client::proxy::ProxyConfig::from_env()));
         builder.build()
     });
-    SharedHttpClient::new(PacedClient { inner, pacer })
+    SharedHttpClient::new(PacedClient { inner, pacers: pacers.into() })
 }
 
 /// The attempt number in the SDK's `amz-sdk-request` header (`attempt=2; max=10`).
@@ -410,48 +621,91 @@ fn attempt_of(header: &str) -> Option<u32> {
     header.split(';').find_map(|part| part.trim().strip_prefix("attempt=")?.trim().parse().ok())
 }
 
-/// A throttling answer: API Gateway's 429 (`TooManyRequestsException`, or `LimitExceededException`
-/// for a rate).
-fn is_throttled(response: &HttpResponse) -> bool {
-    response.status().as_u16() == 429 || response.headers().get("x-amzn-errortype").is_some_and(|t| t.starts_with("TooManyRequests"))
+/// The error codes of a rate throttle: `TooManyRequestsException` (API Gateway and Lambda, with HTTP
+/// 429) and `ThrottlingException` (CloudWatch Logs and WAFv2, HTTP 400: the common throttling error
+/// of AWS's JSON-protocol services; `Throttling` in older ones). Errors about counts of resources
+/// (`LimitExceededException` with a 400, WAFv2's `WAFLimitsExceededException`) say nothing about the
+/// request rate and are not throttles.
+const THROTTLING_CODES: &[&str] = &["TooManyRequestsException", "ThrottlingException", "Throttling"];
+
+/// Whether an error code (`ThrottlingException`, `com.amazonaws.logs#ThrottlingException`, or an
+/// `x-amzn-errortype` value with a `:…` suffix) is a rate throttle.
+fn is_throttling_code(code: &str) -> bool {
+    let code = code.split(':').next().unwrap_or_default();
+    THROTTLING_CODES.contains(&code.rsplit('#').next().unwrap_or_default().trim())
+}
+
+/// Whether a response is a throttling answer: a 429 (API Gateway's `TooManyRequestsException`, or
+/// `LimitExceededException` for a rate; Lambda's `TooManyRequestsException`), or a throttling error
+/// code in the `x-amzn-errortype` header or, for a 400 without one, the JSON body's `__type` (read
+/// here, error bodies are small, and put back for the SDK).
+async fn is_throttled(response: &mut HttpResponse) -> Result<bool, ConnectorError> {
+    let status = response.status().as_u16();
+    if status == 429 {
+        return Ok(true);
+    }
+    if let Some(kind) = response.headers().get("x-amzn-errortype") {
+        return Ok(is_throttling_code(kind));
+    }
+    if status != 400 {
+        return Ok(false);
+    }
+    let body = ByteStream::new(response.take_body()).collect().await.map_err(|e| ConnectorError::io(e.into()))?.into_bytes();
+    let code = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| ["__type", "code"].iter().find_map(|k| v.get(*k).and_then(|c| c.as_str()).map(str::to_string)));
+    *response.body_mut() = SdkBody::from(body);
+    Ok(code.is_some_and(|c| is_throttling_code(&c)))
 }
 
 #[derive(Debug, Clone)]
 struct PacedClient {
     inner: SharedHttpClient,
-    pacer: Arc<Pacer>,
+    pacers: Arc<[Arc<Pacer>]>,
 }
 
 impl HttpClient for PacedClient {
     fn http_connector(&self, settings: &HttpConnectorSettings, components: &RuntimeComponents) -> SharedHttpConnector {
-        SharedHttpConnector::new(PacedConnector { inner: self.inner.http_connector(settings, components), pacer: self.pacer.clone() })
+        SharedHttpConnector::new(PacedConnector { inner: self.inner.http_connector(settings, components), pacers: self.pacers.clone() })
     }
 }
 
+/// Sends each request signed for a paced service through that service's pacer.
 #[derive(Debug, Clone)]
 struct PacedConnector {
     inner: SharedHttpConnector,
-    pacer: Arc<Pacer>,
+    pacers: Arc<[Arc<Pacer>]>,
+}
+
+impl PacedConnector {
+    /// The pacer of the service `request` is signed for, and the operation it counts as, if the
+    /// pacer limits it.
+    fn route(&self, request: &HttpRequest) -> Option<(Arc<Pacer>, Option<&'static str>)> {
+        let signed_for = service(request)?;
+        let pacer = self.pacers.iter().find(|p| p.service.sigv4 == signed_for)?;
+        let operation = pacer.operation_of(request.method(), request.uri(), request.headers().get("x-amz-target"));
+        pacer.paces(operation).then(|| (pacer.clone(), operation))
+    }
 }
 
 impl HttpConnector for PacedConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        if service(&request) != Some("apigateway") {
+        let Some((pacer, operation)) = self.route(&request) else {
             return self.inner.call(request);
-        }
-        let operation = apigw_operation(request.method(), request.uri());
+        };
         let invocation = request.headers().get("amz-sdk-invocation-id").map(str::to_string);
         let attempt = request.headers().get("amz-sdk-request").and_then(attempt_of).unwrap_or(1);
-        let (inner, pacer) = (self.inner.clone(), self.pacer.clone());
+        let inner = self.inner.clone();
         HttpConnectorFuture::new(async move {
             pacer.acquire_for(operation, invocation.as_deref()).await;
             let mut response = inner.call(request).await?;
-            if is_throttled(&response) {
+            if is_throttled(&mut response).await? {
                 // Tell the SDK's retry when the limit allows the call again (it waits that instead of
                 // its exponential backoff, and still gives up after its attempts); the retry passes
-                // through the pacer, which holds it until its slot. The account-wide bucket frees a
-                // token every ~0.1 s: a second 429 there means someone outside keeps it empty, and the
-                // SDK's backoff applies from then on (the pacer still holds each retry for a token).
+                // through the pacer, which holds it until its slot. An account-wide bucket frees a
+                // token every fraction of a second: a second throttle there means someone outside
+                // keeps it empty, and the SDK's backoff applies from then on (the pacer still holds
+                // each retry for a token).
                 let wait = pacer.spent(operation, invocation.as_deref()).await.as_millis() as u64;
                 if pacer.limited(operation).is_some() || attempt <= 1 {
                     let asked = response.headers().get("x-amz-retry-after").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
@@ -539,7 +793,7 @@ mod tests {
     async fn a_share_caps_the_rate_and_the_spacing() {
         let pacer = Pacer::new(10.0, 40.0, APIGW_SPACING).with_share(0.5).with_clock(Clock::at(1_000_000));
         assert_eq!(pacer.share(), 0.5);
-        assert_eq!(pacer.rate_per_s(), 5.0);
+        assert_eq!(pacer.rate_per_s(), Some(5.0));
         let start = Instant::now();
         for _ in 0..3 {
             pacer.acquire(Some("CreateDeployment")).await;
@@ -571,7 +825,7 @@ mod tests {
 
         // Split between two watchers: a quarter, a deployment every 20 s (from the last slot given).
         pacer.set_share(0.25);
-        assert_eq!((pacer.share(), pacer.rate_per_s()), (0.25, 2.5));
+        assert_eq!((pacer.share(), pacer.rate_per_s()), (0.25, Some(2.5)));
         pacer.acquire(Some("CreateDeployment")).await;
         pacer.acquire(Some("CreateDeployment")).await;
         assert_eq!(
@@ -582,7 +836,7 @@ mod tests {
 
         // Back to the whole budget: no cap at all.
         pacer.set_share(1.0);
-        assert_eq!((pacer.share(), pacer.rate_per_s()), (1.0, 10.0));
+        assert_eq!((pacer.share(), pacer.rate_per_s()), (1.0, Some(10.0)));
     }
 
     /// An inner connector that answers 200 at once and records when (since its start) each request
@@ -610,33 +864,212 @@ mod tests {
         r
     }
 
+    /// A connector pacing every paced service (each pacer on the test clock), over `inner`.
+    fn connector_over(inner: impl HttpConnector + 'static) -> PacedConnector {
+        let pacers: Vec<Arc<Pacer>> = Pacer::all().into_iter().map(|p| Arc::new(p.with_clock(Clock::at(1_000_000)))).collect();
+        PacedConnector { inner: SharedHttpConnector::new(inner), pacers: pacers.into() }
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn the_connector_paces_signed_api_gateway_requests_by_their_full_url() {
+    async fn the_connector_paces_signed_requests_by_service_and_operation() {
         let recorder = Recorder(Default::default(), Instant::now());
-        let connector = PacedConnector {
-            inner: SharedHttpConnector::new(recorder.clone()),
-            pacer: Arc::new(Pacer::api_gateway().with_clock(Clock::at(1_000_000))),
-        };
-        let calls = [
-            ("POST", "http://127.0.0.1:4566/restapis", "apigateway"),
-            ("POST", "http://127.0.0.1:4566/restapis", "apigateway"),
-            ("POST", "http://127.0.0.1:4566/restapis/a1/deployments", "apigateway"),
-            ("POST", "http://127.0.0.1:4566/restapis/a1/deployments", "apigateway"),
-            ("POST", "http://127.0.0.1:4566/2015-03-31/functions", "lambda"),
-        ];
-        let tasks: Vec<_> = calls.iter().map(|(m, u, s)| tokio::spawn(connector.call(request(m, u, s)))).collect();
+        let connector = connector_over(recorder.clone());
+        let logs = |action: &str| format!("Logs_20140328.{action}");
+        let waf = |action: &str| format!("AWSWAF_20190729.{action}");
+        let mut calls: Vec<(String, String, String, Option<String>)> = Vec::new();
+        let mut call = |m: &str, u: &str, s: &str, t: Option<String>| calls.push((m.into(), u.into(), s.into(), t));
+        for _ in 0..2 {
+            call("POST", "http://127.0.0.1:4566/restapis", "apigateway", None);
+            call("POST", "http://127.0.0.1:4566/restapis/a1/deployments", "apigateway", None);
+            // GetPolicy has a rate of its own (15/s), apart from the control plane's.
+            call("GET", "http://127.0.0.1:4566/2015-03-31/functions/f1/policy", "lambda", None);
+            call("POST", "http://127.0.0.1:4566/2015-03-31/functions/f1/invocations", "lambda", None);
+            call("POST", "http://127.0.0.1:4566/?describe", "logs", Some(logs("DescribeLogGroups")));
+            call("POST", "http://127.0.0.1:4566/?create", "logs", Some(logs("CreateLogGroup")));
+            call("POST", "http://127.0.0.1:4566/?associate", "wafv2", Some(waf("AssociateWebACL")));
+            call("POST", "http://127.0.0.1:4566/?delete", "wafv2", Some(waf("DeleteWebACL")));
+            call("GET", "http://127.0.0.1:4566/?role", "iam", None);
+        }
+        // The control plane: 15 per second (at 95%), one call per interval, GetFunction not among them.
+        for i in 0..3 {
+            call("POST", &format!("http://127.0.0.1:4566/2015-03-31/functions/f{i}/versions"), "lambda", None);
+            call("GET", "http://127.0.0.1:4566/2015-03-31/functions/f1?Qualifier=live", "lambda", None);
+        }
+        let tasks: Vec<_> = calls
+            .iter()
+            .map(|(m, u, s, t)| {
+                let mut r = request(m, u, s);
+                if let Some(t) = t {
+                    r.headers_mut().insert("x-amz-target", t.clone());
+                }
+                tokio::spawn(connector.call(r))
+            })
+            .collect();
         for t in tasks {
             t.await.expect("task").expect("response");
         }
         let seen = recorder.0.lock().expect("lock").clone();
-        let at =
-            |suffix: &str| -> Vec<u64> { seen.iter().filter(|(u, _)| u.ends_with(suffix)).map(|(_, d)| d.as_millis() as u64).collect() };
-        let apis = at("/restapis");
-        assert_eq!(apis.len(), 2);
-        assert!(apis[0] == 0 && apis[1] >= 3000, "CreateRestApi spaced 3 s apart: {seen:?}");
-        let deployments = at("/deployments");
-        assert!(deployments[0] == 0 && deployments[1] >= 5000, "CreateDeployment spaced 5 s apart: {seen:?}");
-        assert_eq!(at("/functions"), vec![0], "other services are not paced");
+        let at = |suffix: &str| -> Vec<u64> {
+            let mut at: Vec<u64> = seen.iter().filter(|(u, _)| u.ends_with(suffix)).map(|(_, d)| d.as_millis() as u64).collect();
+            at.sort();
+            at
+        };
+        assert_eq!(at("/restapis"), vec![0, 3100], "CreateRestApi spaced 3 s (+ margin) apart: {seen:?}");
+        assert_eq!(at("/deployments"), vec![0, 5100], "CreateDeployment spaced 5 s (+ margin) apart: {seen:?}");
+        assert_eq!(at("/policy"), vec![0, 71], "GetPolicy at 15 per second (95%): {seen:?}");
+        assert_eq!(at("/versions"), vec![0, 71, 142], "the rest of Lambda's control plane at 15 per second: {seen:?}");
+        assert_eq!(at("Qualifier=live"), vec![0, 11, 22], "GetFunction at its own 100 per second: {seen:?}");
+        assert_eq!(at("/invocations"), vec![0, 0], "invocations are outside the control plane: {seen:?}");
+        assert_eq!(at("?describe"), vec![0, 211], "DescribeLogGroups at 5 per second: {seen:?}");
+        assert_eq!(at("?create"), vec![0, 0], "no documented rate for CreateLogGroup: not paced: {seen:?}");
+        assert_eq!(at("?associate"), vec![0, 2106], "AssociateWebACL one every 2 s: {seen:?}");
+        assert_eq!(at("?delete"), vec![0, 0], "no documented quota for WAFv2's Delete actions: {seen:?}");
+        assert_eq!(at("?role"), vec![0, 0], "IAM is not paced: {seen:?}");
+    }
+
+    /// Answers every request with `status` and a JSON error body of `code` (no `x-amzn-errortype`
+    /// header, as CloudWatch Logs and WAFv2 answer).
+    #[derive(Debug, Clone)]
+    struct JsonError(u16, &'static str);
+
+    impl HttpConnector for JsonError {
+        fn call(&self, _: HttpRequest) -> HttpConnectorFuture {
+            let body = format!(r#"{{"__type":"{}","message":"Rate exceeded"}}"#, self.1);
+            let response = aws_smithy_runtime_api::http::Response::new(self.0.try_into().expect("status"), SdkBody::from(body));
+            HttpConnectorFuture::ready(Ok(response))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_a_rate_throttle_spends_the_budget() {
+        let throttles = [
+            (400, "ThrottlingException", "logs", "Logs_20140328.DescribeLogGroups"),
+            (400, "com.amazonaws.logs#ThrottlingException", "logs", "Logs_20140328.DescribeLogGroups"),
+            (400, "ThrottlingException", "wafv2", "AWSWAF_20190729.AssociateWebACL"),
+        ];
+        for (status, code, service, target) in throttles {
+            let connector = connector_over(JsonError(status, code));
+            let mut r = request("POST", "http://127.0.0.1:4566/", service);
+            r.headers_mut().insert("x-amz-target", target);
+            let response = connector.call(r).await.expect("response");
+            assert!(response.headers().get("x-amz-retry-after").is_some(), "{code} from {service} is a throttle");
+            let body = response.body().bytes().expect("the body is put back in memory");
+            assert!(std::str::from_utf8(body).expect("utf-8").contains(code), "the SDK still reads the error");
+        }
+        for (status, code) in [(400, "WAFLimitsExceededException"), (400, "ResourceNotFoundException"), (400, "LimitExceededException")] {
+            let connector = connector_over(JsonError(status, code));
+            let mut r = request("POST", "http://127.0.0.1:4566/", "wafv2");
+            r.headers_mut().insert("x-amz-target", "AWSWAF_20190729.AssociateWebACL");
+            let response = connector.call(r).await.expect("response");
+            assert_eq!(response.headers().get("x-amz-retry-after"), None, "{code} is no rate throttle");
+        }
+        // Lambda's throttle is a 429.
+        let connector = connector_over(JsonError(429, "TooManyRequestsException"));
+        let response = connector.call(request("GET", "http://127.0.0.1:4566/2015-03-31/functions/f1", "lambda")).await.expect("response");
+        assert_eq!(response.headers().get("x-amz-retry-after"), Some("11"), "GetFunction's next slot, 1/95 s later");
+    }
+
+    #[test]
+    fn tells_lambda_and_json_operations_apart() {
+        assert_eq!(lambda_operation("GET", "/2015-03-31/functions/Hello"), Some("GetFunction"));
+        assert_eq!(
+            lambda_operation("GET", "https://lambda.us-east-1.amazonaws.com/2015-03-31/functions/Hello?Qualifier=3"),
+            Some("GetFunction")
+        );
+        assert_eq!(
+            lambda_operation("GET", "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A1%3Afunction%3AHello/policy"),
+            Some("GetPolicy")
+        );
+        assert_eq!(lambda_operation("POST", "/2015-03-31/functions/Hello/policy"), None, "AddPermission is control plane");
+        assert_eq!(lambda_operation("GET", "/2015-03-31/functions/Hello/configuration"), None);
+        assert_eq!(lambda_operation("DELETE", "/2015-03-31/functions/Hello"), None);
+        assert_eq!(lambda_operation("GET", "/2017-03-31/tags/arn"), None);
+        assert_eq!(lambda_operation("POST", "/2015-03-31/functions/Hello/invocations"), Some("Invoke"));
+        assert_eq!(target_operation(Some("Logs_20140328.DescribeLogGroups"), LOGS_RATES), Some("DescribeLogGroups"));
+        assert_eq!(target_operation(Some("Logs_20140328.CreateLogGroup"), LOGS_RATES), None);
+        assert_eq!(target_operation(Some("AWSWAF_20190729.GetWebACL"), WAFV2_RATES), Some("GetWebACL"));
+        assert_eq!(target_operation(Some("AWSWAF_20190729.GetWebACLForResource"), WAFV2_RATES), Some("GetWebACLForResource"));
+        assert_eq!(target_operation(None, WAFV2_RATES), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lambda_keeps_to_its_control_plane_rate_and_get_function_to_its_own() {
+        // 30 control plane calls at 15 per second (95%: one every 71 ms): 29 intervals.
+        let pacer = Pacer::lambda().with_clock(Clock::at(1_000_000));
+        assert_eq!(pacer.rate_per_s().map(|r| (r * 100.0).round() / 100.0), Some(14.08));
+        let start = Instant::now();
+        for _ in 0..30 {
+            pacer.acquire(None).await;
+        }
+        assert_eq!(Instant::now() - start, Duration::from_millis(29 * 71));
+
+        // GetFunction is not slowed by the control plane's bucket, even when it is owed for seconds.
+        let pacer = Arc::new(Pacer::lambda().with_clock(Clock::at(1_000_000)));
+        let start = Instant::now();
+        let control: Vec<_> = (0..60)
+            .map(|_| {
+                let pacer = pacer.clone();
+                tokio::spawn(async move { pacer.acquire(None).await })
+            })
+            .collect();
+        for _ in 0..30 {
+            pacer.acquire(Some("GetFunction")).await;
+        }
+        assert_eq!(Instant::now() - start, Duration::from_millis(29 * 11), "100 per second (95%), whatever else is queued");
+        for t in control {
+            t.await.expect("task");
+        }
+        assert_eq!(Instant::now() - start, Duration::from_millis(59 * 71));
+
+        // At half the share: half the rate.
+        let pacer = Pacer::lambda().with_share(0.5).with_clock(Clock::at(1_000_000));
+        let start = Instant::now();
+        for _ in 0..30 {
+            pacer.acquire(None).await;
+        }
+        assert_eq!(Instant::now() - start, Duration::from_millis(29 * 142));
+        assert_eq!(pacer.operation_rates().iter().find(|(op, _)| *op == "GetFunction").map(|(_, r)| r.round()), Some(45.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn logs_and_wafv2_keep_to_their_operations_rates_only() {
+        let logs = Pacer::logs().with_clock(Clock::at(1_000_000));
+        assert_eq!(logs.rate_per_s(), None, "no account-wide rate");
+        let start = Instant::now();
+        for _ in 0..10 {
+            logs.acquire(Some("DescribeLogGroups")).await;
+        }
+        assert_eq!(Instant::now() - start, Duration::from_millis(9 * 211), "5 per second (95%)");
+        let start = Instant::now();
+        for _ in 0..50 {
+            assert_eq!(logs.acquire(Some("CreateLogGroup")).await, Duration::ZERO);
+            assert_eq!(logs.acquire(None).await, Duration::ZERO);
+        }
+        assert_eq!(Instant::now() - start, Duration::ZERO, "operations without a documented rate are not held");
+        assert!(!logs.paces(Some("CreateLogGroup")) && !logs.paces(None) && logs.paces(Some("DescribeLogGroups")));
+
+        // Each WAFv2 action on its own: two associations 2 s apart, reads meanwhile at 5 per second.
+        let waf = Arc::new(Pacer::wafv2().with_clock(Clock::at(1_000_000)));
+        let start = Instant::now();
+        let associate = tokio::spawn({
+            let waf = waf.clone();
+            async move {
+                waf.acquire(Some("AssociateWebACL")).await;
+                waf.acquire(Some("AssociateWebACL")).await;
+                Instant::now() - start
+            }
+        });
+        for _ in 0..5 {
+            waf.acquire(Some("GetWebACL")).await;
+        }
+        assert_eq!(Instant::now() - start, Duration::from_millis(4 * 211));
+        assert_eq!(associate.await.expect("task"), Duration::from_millis(2106), "one every 2 s (95%)");
+        // A share below 1 slows each action, still apart.
+        waf.set_share(0.5);
+        let start = Instant::now();
+        waf.acquire(Some("CreateWebACL")).await;
+        waf.acquire(Some("CreateWebACL")).await;
+        assert_eq!(Instant::now() - start, Duration::from_millis(2106));
     }
 
     fn budget() -> Budget {
@@ -740,6 +1173,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_service_paces_from_its_own_budget_in_the_shared_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = two_stores(dir.path()).await;
+        let lambda = |store: &crate::state::Store| {
+            let pacer = Pacer::lambda().with_clock(Clock::at(1_000_000));
+            pacer.attach(Arc::new(OffThread(store.clone())), Budget { service: "lambda".into(), ..budget() });
+            Arc::new(pacer)
+        };
+        let (la, lb) = (lambda(&a), lambda(&b));
+        // API Gateway's calls (ten tokens of its bucket, a second of its rate) are another budget: they
+        // do not hold Lambda's.
+        let apigw = process(&a);
+        for _ in 0..10 {
+            assert_eq!(apigw.acquire(None).await, Duration::ZERO);
+        }
+        let start = la.clock.now_ms();
+        let tasks: Vec<_> = (0..6)
+            .map(|i| {
+                let pacer = if i % 2 == 0 { la.clone() } else { lb.clone() };
+                tokio::spawn(async move {
+                    pacer.acquire(None).await;
+                    pacer.clock.now_ms()
+                })
+            })
+            .collect();
+        let mut released = Vec::new();
+        for t in tasks {
+            released.push(t.await.unwrap());
+        }
+        released.sort();
+        assert!(la.is_shared() && lb.is_shared(), "no ledger error");
+        assert!(released.windows(2).all(|w| w[1] - w[0] >= 71), "one control plane call per 71 ms, whichever process: {released:?}");
+        assert!(released[0] - start < 71, "the first goes at once: {released:?} from {start}");
+        assert!(released[5] - released[0] <= 5 * 71 + 100, "no slot wasted: {released:?}");
+    }
+
+    #[tokio::test]
     async fn a_new_process_paces_from_what_the_last_one_did() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = two_stores(dir.path()).await;
@@ -810,7 +1280,10 @@ mod tests {
     }
 
     fn apigw_client(connector: Refuser, pacer: Arc<Pacer>, attempts: u32) -> aws_sdk_apigateway::Client {
-        let http = SharedHttpClient::new(PacedClient { inner: SharedHttpClient::new(Fixed(SharedHttpConnector::new(connector))), pacer });
+        let http = SharedHttpClient::new(PacedClient {
+            inner: SharedHttpClient::new(Fixed(SharedHttpConnector::new(connector))),
+            pacers: vec![pacer].into(),
+        });
         let config = aws_sdk_apigateway::Config::builder()
             .behavior_version(aws_sdk_apigateway::config::BehaviorVersion::latest())
             .region(aws_sdk_apigateway::config::Region::new("us-east-1"))

@@ -1701,7 +1701,7 @@ mod tests {
         let target = backend.target(&dir).await;
         let (a, b) = (Store::open(&target).await.unwrap(), Store::open(&target).await.unwrap());
         let budget = pacing::Budget { account_id: "123456789012".into(), region: "us-east-1".into(), service: "apigateway".into() };
-        let limits = pacing::Limits { interval_ms: 100, burst: 3, spacing: vec![("CreateDeployment", 5000)] };
+        let limits = pacing::Limits { interval_ms: 100, burst: 3, spacing: vec![("CreateDeployment", 5000)], apart: Vec::new() };
         let clock = pacing::Clock::at(1000);
         let (first, _) = a.reserve(&budget, &limits, Some("CreateDeployment"), &clock).await.unwrap();
         let (second, _) = b.reserve(&budget, &limits, Some("CreateDeployment"), &clock).await.unwrap();

@@ -1,12 +1,13 @@
-//! The pacing ledger: the recent use of an account's rate-limited API budget (API Gateway's account
-//! limits today), kept in the state store so that every process using the store paces from one record
-//! — back-to-back runs, concurrent applies of different stacks, a watcher remediating while someone
-//! applies.
+//! The pacing ledger: the recent use of an account's rate-limited API budgets (one per paced service:
+//! API Gateway, Lambda, CloudWatch Logs, WAFv2), kept in the state store so that every process using
+//! the store paces from one record — back-to-back runs, concurrent applies of different stacks, a
+//! watcher remediating while someone applies.
 //!
 //! A budget ([`Budget`]: account, region, service) is a handful of rows ([`Rows`]): one for the
-//! account-wide token bucket and one per operation with its own spacing. Each row holds one time (unix
-//! milliseconds, wall clock, since processes share it): for the token bucket, when it is full again
-//! (the bucket as a "theoretical arrival time", GCRA); for an operation, its next free slot. A row
+//! account-wide token bucket (for a service that has one) and one per operation with its own limit.
+//! Each row holds one time (unix milliseconds, wall clock, since processes share it): for the token
+//! bucket, when it is full again (the bucket as a "theoretical arrival time", GCRA); for an operation,
+//! its next free slot. A row
 //! whose time has passed says nothing any more (full bucket, free slot) and is deleted by the next
 //! reservation of any budget: the ledger holds at most a few rows per account and region in use, and
 //! only while the limits' windows need them.
@@ -29,25 +30,43 @@ use super::Result;
 pub struct Budget {
     pub account_id: String,
     pub region: String,
-    /// The SigV4 service name (`apigateway`).
+    /// The SigV4 service name (`apigateway`, `lambda`, `logs`, `wafv2`).
     pub service: String,
 }
 
 /// A service's limits, as the client keeps them (margins included).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
-    /// Milliseconds per token of the account-wide bucket (the inverse of its rate).
+    /// Milliseconds per token of the account-wide bucket (the inverse of its rate); 0 for a service
+    /// whose documented limits are all per operation (CloudWatch Logs, WAFv2): no bucket.
     pub interval_ms: i64,
     /// Tokens the account-wide bucket holds.
     pub burst: i64,
     /// Operations with their own limit, and the milliseconds kept between two of them.
     pub spacing: Vec<(&'static str, i64)>,
+    /// Operations that take no token of the account-wide bucket: their own limit (in `spacing`), if
+    /// any, is all they keep to. AWS documents some rates apart from the account's (Lambda's
+    /// `GetFunction`, 100 per second of its own beside the 15 per second the rest of the control
+    /// plane shares) and some calls outside it (Lambda's invocations); the operations of `spacing`
+    /// not listed here take a token as well (API Gateway's `CreateDeployment`).
+    pub apart: Vec<&'static str>,
 }
 
 impl Limits {
     /// The spacing of `operation`, if it has its own limit.
     pub fn spacing_of(&self, operation: &str) -> Option<i64> {
         self.spacing.iter().find(|(o, _)| *o == operation).map(|(_, ms)| *ms)
+    }
+
+    /// Whether a call of `operation` (`None`: one without a limit of its own) takes a token of the
+    /// account-wide bucket.
+    pub fn takes_token(&self, operation: Option<&str>) -> bool {
+        self.interval_ms > 0 && !operation.is_some_and(|o| self.apart.contains(&o))
+    }
+
+    /// Whether a call of `operation` is limited at all (a token, a spacing or both).
+    pub fn limits(&self, operation: Option<&str>) -> bool {
+        self.takes_token(operation) || operation.is_some_and(|o| self.spacing_of(o).is_some())
     }
 }
 
@@ -59,21 +78,26 @@ pub const ACCOUNT_BUCKET: &str = "";
 pub struct Row {
     /// The account bucket: when it is full again; an operation: its next free slot (unix ms).
     pub at_ms: i64,
-    /// When a 429 last told us the budget was spent by someone we do not know of (unix ms, 0: never).
+    /// When a throttling answer (a 429, or a 400 `ThrottlingException`) last told us the budget was
+    /// spent by someone we do not know of (unix ms, 0: never).
     pub spent_ms: i64,
 }
 
 /// A budget's rows, by bucket ([`ACCOUNT_BUCKET`] or an operation name).
 pub type Rows = BTreeMap<String, Row>;
 
-/// Takes a token (and, for an operation with its own limit, its next slot) at `now`: returns when the
-/// call may be sent (never before `now`).
+/// Takes a token (unless the operation's limit is apart from the account bucket, or there is none)
+/// and, for an operation with its own limit, its next slot, at `now`: returns when the call may be
+/// sent (never before `now`).
 pub fn reserve(rows: &mut Rows, limits: &Limits, operation: Option<&str>, now: i64) -> i64 {
-    let bucket = rows.entry(ACCOUNT_BUCKET.to_string()).or_default();
-    let full = bucket.at_ms.max(now) + limits.interval_ms;
-    bucket.at_ms = full;
-    // The token is taken now; with the bucket empty it is owed, and the call waits until it is back.
-    let mut slot = (full - limits.burst * limits.interval_ms).max(now);
+    let mut slot = now;
+    if limits.takes_token(operation) {
+        let bucket = rows.entry(ACCOUNT_BUCKET.to_string()).or_default();
+        let full = bucket.at_ms.max(now) + limits.interval_ms;
+        bucket.at_ms = full;
+        // The token is taken now; with the bucket empty it is owed, and the call waits until it is back.
+        slot = (full - limits.burst * limits.interval_ms).max(now);
+    }
     if let Some((op, gap)) = operation.and_then(|o| limits.spacing_of(o).map(|g| (o, g))) {
         let row = rows.entry(op.to_string()).or_default();
         slot = row.at_ms.max(slot);
@@ -82,12 +106,14 @@ pub fn reserve(rows: &mut Rows, limits: &Limits, operation: Option<&str>, now: i
     slot
 }
 
-/// Marks the bucket of `operation` (or the account bucket) spent at `now`, as a 429 says it is, and
+/// Marks the bucket of `operation` (or the account bucket) spent at `now`, as a throttling answer (a
+/// 429) says it is, and
 /// reserves the refused call's retry at the earliest moment the limit allows: returns that slot.
 ///
 /// An operation's slots given out before the 429 are void (see [`overtaken`]): its timeline starts
 /// again from the 429, retry first. The account bucket is marked empty; calls already given tokens go
-/// ahead (a 429 among them is retried the same way).
+/// ahead (a 429 among them is retried the same way). A call limited by neither (see
+/// [`Limits::limits`]) marks nothing.
 pub fn spent(rows: &mut Rows, limits: &Limits, operation: Option<&str>, now: i64) -> i64 {
     match operation.and_then(|o| limits.spacing_of(o).map(|g| (o, g))) {
         Some((op, gap)) => {
@@ -95,11 +121,12 @@ pub fn spent(rows: &mut Rows, limits: &Limits, operation: Option<&str>, now: i64
             row.at_ms = now + gap;
             row.spent_ms = now;
         }
-        None => {
+        None if limits.takes_token(operation) => {
             let row = rows.entry(ACCOUNT_BUCKET.to_string()).or_default();
             row.at_ms = row.at_ms.max(now + limits.burst * limits.interval_ms);
             row.spent_ms = now;
         }
+        None => {}
     }
     reserve(rows, limits, operation, now)
 }
@@ -190,7 +217,7 @@ mod tests {
     use super::*;
 
     fn limits() -> Limits {
-        Limits { interval_ms: 100, burst: 3, spacing: vec![("CreateDeployment", 5000)] }
+        Limits { interval_ms: 100, burst: 3, spacing: vec![("CreateDeployment", 5000)], apart: Vec::new() }
     }
 
     #[test]
@@ -227,5 +254,37 @@ mod tests {
         let mut rows = Rows::new();
         assert_eq!(spent(&mut rows, &l, None, 100), 200);
         assert_eq!(reserve(&mut rows, &l, None, 100), 300);
+    }
+
+    #[test]
+    fn an_operation_apart_from_the_account_bucket_takes_no_token() {
+        // Lambda's shape: a control plane bucket, and GetFunction with a rate of its own.
+        let l = Limits { interval_ms: 100, burst: 1, spacing: vec![("GetFunction", 10)], apart: vec!["GetFunction", "Invoke"] };
+        let mut rows = Rows::new();
+        let reads: Vec<i64> = (0..3).map(|_| reserve(&mut rows, &l, Some("GetFunction"), 1000)).collect();
+        assert_eq!(reads, vec![1000, 1010, 1020], "its own spacing only");
+        assert!(!rows.contains_key(ACCOUNT_BUCKET), "no token taken: {rows:?}");
+        let others: Vec<i64> = (0..3).map(|_| reserve(&mut rows, &l, None, 1000)).collect();
+        assert_eq!(others, vec![1000, 1100, 1200], "the rest of the control plane is not slowed by the reads");
+        assert_eq!(reserve(&mut rows, &l, Some("Invoke"), 1000), 1000, "apart and without a limit of its own: free");
+        assert_eq!((l.limits(Some("GetFunction")), l.limits(None), l.limits(Some("Invoke"))), (true, true, false));
+        // A 429 on GetFunction spends its own row, not the bucket.
+        assert_eq!(spent(&mut rows, &l, Some("GetFunction"), 1005), 1015);
+        assert_eq!(reserve(&mut rows, &l, None, 1200), 1300);
+    }
+
+    #[test]
+    fn a_service_without_an_account_bucket_limits_only_its_operations() {
+        // WAFv2's shape: per-operation rates, nothing account-wide.
+        let l = Limits { interval_ms: 0, burst: 0, spacing: vec![("AssociateWebACL", 2000)], apart: vec!["AssociateWebACL"] };
+        let mut rows = Rows::new();
+        assert_eq!((0..5).map(|_| reserve(&mut rows, &l, None, 1000)).max(), Some(1000), "unlimited calls go at once");
+        assert!(rows.is_empty(), "and leave no row: {rows:?}");
+        assert!(!l.limits(None) && !l.limits(Some("DeleteWebACL")) && l.limits(Some("AssociateWebACL")));
+        assert_eq!(reserve(&mut rows, &l, Some("AssociateWebACL"), 1000), 1000);
+        assert_eq!(reserve(&mut rows, &l, Some("AssociateWebACL"), 1000), 3000);
+        // Nothing to mark for an unlimited call.
+        assert_eq!(spent(&mut rows, &l, None, 1500), 1500);
+        assert_eq!(rows.len(), 1, "{rows:?}");
     }
 }

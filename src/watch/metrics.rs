@@ -168,7 +168,8 @@ fn calls_registry(calls: &BTreeMap<(String, String), CallCount>) -> Registry {
     registry
 }
 
-/// The pacing counters (API Gateway's limited operations, and `account rate` for the other calls).
+/// The pacing counters (per paced service: its limited operations, and `account rate` for the calls
+/// that take a token of its account-wide bucket only).
 fn pacing_registry(pacing: &BTreeMap<(String, String), PaceCount>) -> Registry {
     let mut registry = Registry::default();
     let waited = Family::<CallLabels, Counter<f64, AtomicU64>>::default();
@@ -188,27 +189,30 @@ fn pacing_registry(pacing: &BTreeMap<(String, String), PaceCount>) -> Registry {
     registry.register("reconcile_paced_calls", "AWS calls (attempts) paced, by service and limited operation", paced);
     registry.register(
         "reconcile_pacing_throttled",
-        "429s met by paced calls (another client spent the account's budget), by service and limited operation",
+        "Throttling answers (429, or a 400 ThrottlingException) met by paced calls (another client spent the account's budget), by service and limited operation",
         throttled,
     );
     registry
 }
 
-/// This process's share of the account's limits per service, and the call rate that allows: compare
-/// with `rate(reconcile_aws_calls_total{service=...}[1m])` for the rate used.
-fn share_registry(shares: &[(&'static str, f64, f64)], watchers: u64) -> Registry {
+/// This process's share of the account's limits per service, and the account-wide call rate that
+/// allows (for the services with such a limit): compare with
+/// `rate(reconcile_aws_calls_total{service=...}[1m])` for the rate used.
+fn share_registry(shares: &[(&'static str, f64, Option<f64>)], watchers: u64) -> Registry {
     let mut registry = Registry::default();
     let share = Family::<ServiceLabels, Gauge<f64, AtomicU64>>::default();
     let rate = Family::<ServiceLabels, Gauge<f64, AtomicU64>>::default();
     for (service, s, r) in shares {
         let labels = ServiceLabels { service: service.to_string() };
         share.get_or_create(&labels).set(*s);
-        rate.get_or_create(&labels).set(*r);
+        if let Some(r) = r {
+            rate.get_or_create(&labels).set(*r);
+        }
     }
     registry.register("reconcile_api_share", "This process's share of the account's rate limits (--api-share), by service", share);
     registry.register(
         "reconcile_api_rate_limit_per_second",
-        "The account-wide call rate this process's share allows, by service (its calls: reconcile_aws_calls_total)",
+        "The account-wide call rate this process's share allows, by service with such a limit (its calls: reconcile_aws_calls_total)",
         rate,
     );
     let sharing = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
@@ -259,7 +263,7 @@ pub struct Metrics {
     /// A stack whose passes have been failing for longer than this is not ready.
     unready_after: Duration,
     /// Per rate-limited service: this process's share of the account's limits and the rate it allows.
-    api_shares: Mutex<Vec<(&'static str, f64, f64)>>,
+    api_shares: Mutex<Vec<(&'static str, f64, Option<f64>)>>,
     /// How many watchers (this one included) split the share.
     share_watchers: AtomicU64,
 }
@@ -293,8 +297,8 @@ impl Metrics {
     }
 
     /// Exposes this process's share of each rate-limited service's account limits (`--api-share`):
-    /// (service, share, calls per second it allows).
-    pub fn set_api_shares(&self, shares: Vec<(&'static str, f64, f64)>) {
+    /// (service, share, account-wide calls per second it allows, if the service has such a limit).
+    pub fn set_api_shares(&self, shares: Vec<(&'static str, f64, Option<f64>)>) {
         *self.api_shares.lock().unwrap_or_else(|e| e.into_inner()) = shares;
     }
 
@@ -493,16 +497,18 @@ mod tests {
     #[test]
     fn exposes_the_api_share() {
         let m = Metrics::new(Duration::from_secs(60));
-        m.set_api_shares(vec![("apigateway", 0.25, 2.38)]);
+        m.set_api_shares(vec![("apigateway", 0.25, Some(2.38)), ("wafv2", 0.25, None)]);
         m.set_share_watchers(2);
         let text = m.render(&BTreeMap::new(), &BTreeMap::new());
         for want in [
             "reconcile_api_share{service=\"apigateway\"} 0.25",
             "reconcile_api_rate_limit_per_second{service=\"apigateway\"} 2.38",
             "reconcile_api_share_watchers 2",
+            "reconcile_api_share{service=\"wafv2\"} 0.25",
         ] {
             assert!(text.lines().any(|l| l == want), "{want} missing from:\n{text}");
         }
+        assert!(!text.contains("reconcile_api_rate_limit_per_second{service=\"wafv2\"}"), "no account-wide rate for WAFv2:\n{text}");
     }
 
     #[test]

@@ -37,9 +37,16 @@ fn paced(proxy: &support::FaultProxy) -> [(&'static str, Option<&str>); 3] {
     [("AWS_ENDPOINT_URL", Some(proxy.url.as_str())), ("RECONCILE_PACING", None), ("AWS_MAX_ATTEMPTS", None)]
 }
 
-/// The `pacing` rows of a `--json --stats` document, by operation.
+/// The API Gateway `pacing` row of a `--json --stats` document, by operation (`account rate` is a row
+/// of every service with an account-wide bucket).
 fn pacing_of(doc: &Value, operation: &str) -> Value {
-    doc["pacing"].as_array().unwrap().iter().find(|r| r["operation"] == operation).cloned().unwrap_or(Value::Null)
+    doc["pacing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["service"] == "apigateway" && r["operation"] == operation)
+        .cloned()
+        .unwrap_or(Value::Null)
 }
 
 async fn apis_named(moto: &Moto, prefix: &str) -> usize {
@@ -122,17 +129,19 @@ async fn a_429_from_outside_is_retried_after_one_spacing() {
     assert_eq!(stats["limited"].as_u64(), Some(0), "the retry (and the other deployment) waited for the limit: {stats}");
     let retries = log_lines(
         &out.stderr,
-        "API Gateway answered 429 to a paced call (another client is using the account's budget); retrying when the limit allows",
+        "the service throttled a paced call (another client is using the account's budget); retrying when the limit allows",
     );
     assert_eq!(retries.len(), 1, "{}", out.stderr);
+    assert_eq!(retries[0]["service"].as_str(), Some("API Gateway"), "{}", out.stderr);
     let delay = retries[0]["retry_in_ms"].as_u64().unwrap();
     assert!((5000..=5100).contains(&delay), "retried one spacing (5 s + 0.1 s margin) after the 429, asked {delay} ms");
     assert_eq!(apis_named(&moto, "pace-e-").await, 2);
 }
 
-/// `--api-share` reaches the pacer: an apply at half the account's limits reports that share and the
-/// rate it allows (and still meets no 429); the variable sets it too; a share outside 0.01..=1 is a
-/// usage error; `watch` keeps to half by default and says so on /metrics.
+/// `--api-share` reaches every service's pacer: an apply at half the account's limits reports that
+/// share and the rates it allows for API Gateway, Lambda, CloudWatch Logs and WAFv2 (and still meets
+/// no 429); the variable sets it too; a share outside 0.01..=1 is a usage error; `watch` keeps to half
+/// by default and says so on /metrics.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_api_share_caps_the_process_and_watch_takes_half_by_default() {
     let (moto, cli) = setup();
@@ -147,6 +156,24 @@ async fn the_api_share_caps_the_process_and_watch_takes_half_by_default() {
     assert!(allowed > 4.0 && allowed <= 5.0, "half of API Gateway's 10 per second (less the margin): {allowed}");
     assert!(budget["calls"].as_u64().unwrap() >= 8, "{budget}");
     assert_eq!(proxy.stats()["limited"].as_u64(), Some(0));
+    // Each paced service, at the same share: its account-wide rate where AWS documents one (Lambda's
+    // control plane, 15 per second) and its operations' own rates.
+    let row = |service: &str| doc["api_budget"].as_array().unwrap().iter().find(|r| r["service"] == service).cloned().unwrap_or_default();
+    let services: Vec<&str> = doc["api_budget"].as_array().unwrap().iter().filter_map(|r| r["service"].as_str()).collect();
+    assert_eq!(services, ["apigateway", "lambda", "cloudwatchlogs", "wafv2"], "{doc}");
+    for service in ["lambda", "cloudwatchlogs", "wafv2"] {
+        assert_eq!(row(service)["share"].as_f64(), Some(0.5), "{doc}");
+    }
+    let lambda = row("lambda");
+    let control_plane = lambda["rate_limit_per_s"].as_f64().unwrap();
+    assert!(control_plane > 6.5 && control_plane <= 7.5, "half of Lambda's 15 per second (less the margin): {lambda}");
+    let get_function = lambda["operation_limits_per_s"]["GetFunction"].as_f64().unwrap();
+    assert!(get_function > 40.0 && get_function <= 50.0, "half of GetFunction's own 100 per second: {lambda}");
+    assert_eq!(row("cloudwatchlogs")["rate_limit_per_s"], Value::Null, "no account-wide rate documented: {doc}");
+    let describe = row("cloudwatchlogs")["operation_limits_per_s"]["DescribeLogGroups"].as_f64().unwrap();
+    assert!(describe > 2.0 && describe <= 2.5, "half of DescribeLogGroups' 5 per second: {doc}");
+    let associate = row("wafv2")["operation_limits_per_s"]["AssociateWebACL"].as_f64().unwrap();
+    assert!(associate > 0.2 && associate <= 0.25, "half of AssociateWebACL's one every 2 s: {doc}");
 
     let mut env = paced(&proxy).to_vec();
     env.push(("RECONCILE_API_SHARE", Some("0.25")));
@@ -162,7 +189,11 @@ async fn the_api_share_caps_the_process_and_watch_takes_half_by_default() {
     let (w, port) = spawn_watch(&cli, &["-f", &a], &paced(&proxy));
     support::poll_until(WATCH_DEADLINE, "/readyz to answer 200", || (http_get(port, "/readyz").0 == 200).then_some(()), || w.stderr());
     let (_, metrics) = http_get(port, "/metrics");
-    assert_eq!(sample(&metrics, "reconcile_api_share{service=\"apigateway\"}"), Some(0.5), "{metrics}");
+    for service in ["apigateway", "lambda", "cloudwatchlogs", "wafv2"] {
+        assert_eq!(sample(&metrics, &format!("reconcile_api_share{{service=\"{service}\"}}")), Some(0.5), "{metrics}");
+    }
+    let lambda_rate = sample(&metrics, "reconcile_api_rate_limit_per_second{service=\"lambda\"}").unwrap_or_default();
+    assert!(lambda_rate > 6.5 && lambda_rate <= 7.5, "{metrics}");
     w.signal("TERM");
     w.wait(WATCH_DEADLINE).assert_success();
 }
@@ -227,4 +258,47 @@ async fn a_watcher_at_half_and_an_apply_at_half_meet_no_429_without_a_shared_led
     assert!(c2 - c1 > 0.0, "the watcher kept reading while the apply ran");
     w.signal("TERM");
     w.wait(WATCH_DEADLINE).assert_success();
+}
+
+/// Lambda, CloudWatch Logs and WAFv2 are paced as API Gateway is: the seed apply's calls of each show
+/// in `pacing` (Lambda's control plane as `account rate`, `GetFunction` apart at its own rate), and a
+/// throttling answer from a JSON-protocol service (WAFv2's HTTP 400 `ThrottlingException`, injected
+/// by the proxy on the first `AssociateWebACL`) marks that action's limit spent: the call is retried
+/// one interval later (one association every 2 s, + 5%), not after the SDK's backoff.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_paced_service_is_paced_and_a_json_throttle_is_retried_one_interval_later() {
+    let (moto, cli) = seeded();
+    let proxy = support::FaultProxy::start(&moto.url, &["--apigw-limits"]);
+    proxy.configure(
+        r#"{"fail": [{"operation": "AssociateWebACL", "service": "wafv2", "status": 400, "code": "ThrottlingException", "message": "Rate exceeded"}]}"#,
+    );
+    let out = cli.run_with_env(&["-f", SEED, "--json", "--stats", "--log-format", "json", "-v", "apply", "--auto-approve"], &paced(&proxy));
+    out.assert_success();
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    let row = |service: &str, operation: &str| {
+        doc["pacing"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["service"] == service && r["operation"] == operation)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let lambda = row("lambda", "account rate");
+    assert!(lambda["calls"].as_u64().unwrap_or_default() >= 2, "Lambda's control plane calls are paced: {doc}");
+    assert!(row("lambda", "GetFunction")["calls"].as_u64().unwrap_or_default() >= 1, "{doc}");
+    assert_eq!(row("lambda", "account rate")["throttled"].as_u64(), Some(0), "{doc}");
+    let associate = row("wafv2", "AssociateWebACL");
+    assert_eq!((associate["calls"].as_u64(), associate["throttled"].as_u64()), (Some(2), Some(1)), "{doc}");
+    assert!(row("wafv2", "CreateWebACL")["calls"].as_u64().unwrap_or_default() >= 1, "{doc}");
+    assert_eq!(calls_to(doc["aws_calls"].as_array().unwrap(), "AssociateWebACL"), 2, "the throttled call and its retry: {out}");
+    assert_eq!(proxy.stats()["failed"].as_u64(), Some(1));
+    let retries = log_lines(
+        &out.stderr,
+        "the service throttled a paced call (another client is using the account's budget); retrying when the limit allows",
+    );
+    assert_eq!(retries.len(), 1, "{}", out.stderr);
+    assert_eq!(retries[0]["service"].as_str(), Some("WAFv2"), "{}", out.stderr);
+    let delay = retries[0]["retry_in_ms"].as_u64().unwrap();
+    assert!((2000..=2106).contains(&delay), "retried one association interval (2 s / 95%) after the throttle, asked {delay} ms");
 }
