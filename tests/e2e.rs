@@ -604,6 +604,15 @@ async fn stats_count_every_aws_call_and_a_no_op_plan_reads_each_resource_once() 
     assert_eq!(count("GetRole"), 3, "{calls:?}");
     // Three stages: hello_api's two with one GetStages, api_demo's one with its own GetStage.
     assert_eq!(count("GetStage") + 2 * count("GetStages"), 3, "{calls:?}");
+    // The prod stage's web ACL association is read with its stage (webAclArn), not from WAF.
+    assert_eq!(count("GetWebACLForResource"), 0, "{calls:?}");
+    // Without collection reads too (the stage's own GetStage), and the plan is the same: empty.
+    let single =
+        cli.run_with_env(&["-f", SEED, "--json", "--stats", "plan", "--detailed-exitcode"], &[("RECONCILE_COLLECTION_READS", Some("off"))]);
+    single.assert_status(0);
+    let single: Value = serde_json::from_str(&single.stdout).unwrap();
+    assert_eq!(calls_to(single["aws_calls"].as_array().unwrap(), "GetWebACLForResource"), 0, "{single}");
+    assert_eq!(calls_to(single["aws_calls"].as_array().unwrap(), "GetStage"), 4, "three stages and the association's: {single}");
     assert!(
         calls.iter().all(|c| c["operation"].as_str().unwrap().starts_with("Get")
             || c["operation"].as_str().unwrap().starts_with("List")

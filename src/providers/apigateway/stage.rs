@@ -182,6 +182,52 @@ async fn listed(aws: &Aws, api_id: String) -> Result<Option<batch::Collection<Ap
     Ok(out.map(|out| out.item.unwrap_or_default().into_iter().filter_map(|s| Some((s.stage_name.clone()?, s))).collect()))
 }
 
+/// The stage `<rest_api_id>/<stage_name>` as API Gateway describes it: from the batch's `GetStages`
+/// listing of its REST API when the run reads several of its stages (or its web ACL association
+/// too), else one `GetStage`; `None` if it (or its REST API) is gone.
+async fn fetch(aws: &Aws, id: &str) -> Result<Option<ApiStage>> {
+    let (api_id, stage_name) = split_id("stage", id)?;
+    Ok(Some(match batch::lookup(aws, Kind::Stage, id, |api, _| listed(aws, api)).await {
+        Lookup::Found(stage) => stage,
+        Lookup::Gone => return Ok(None),
+        Lookup::Unknown => {
+            let out = aws
+                .apigateway
+                .get_stage()
+                .rest_api_id(api_id)
+                .stage_name(stage_name)
+                .send()
+                .await
+                .map_err(|e| {
+                    ProviderError::sdk_classified("apigateway:GetStage", e, |e| match e {
+                        GetStageError::NotFoundException(_) => ErrorClass::NotFound,
+                        _ => ErrorClass::Other,
+                    })
+                })
+                .or_gone()?;
+            let Some(out) = out else { return Ok(None) };
+            ApiStage::builder()
+                .set_deployment_id(out.deployment_id)
+                .set_stage_name(out.stage_name)
+                .set_description(out.description)
+                .set_method_settings(out.method_settings)
+                .set_access_log_settings(out.access_log_settings)
+                .set_tags(out.tags)
+                .set_web_acl_arn(out.web_acl_arn)
+                .build()
+        }
+    }))
+}
+
+/// The ARN of the web ACL API Gateway says protects the stage `<rest_api_id>/<stage_name>`
+/// (`webAclArn`, which AWS WAF sets on the stage when it associates a web ACL with it): `None` if the
+/// stage is gone, `Some(None)` if it names none. Read with the stage (see [`fetch`]), so a run that
+/// reads a REST API's stages learns their associations without WAF's own `GetWebACLForResource`,
+/// which AWS allows once per second per account.
+pub async fn web_acl_of(aws: &Aws, id: &str) -> Result<Option<Option<String>>> {
+    Ok(fetch(aws, id).await?.map(|stage| stage.web_acl_arn))
+}
+
 impl Resource for Stage {
     type Spec = StageSpec;
     const KIND: Kind = Kind::Stage;
@@ -221,35 +267,7 @@ impl Resource for Stage {
 
     async fn read(aws: &Aws, id: &str) -> Result<Option<Observed<StageSpec>>> {
         let (api_id, stage_name) = split_id("stage", id)?;
-        let out = match batch::lookup(aws, Kind::Stage, id, |api, _| listed(aws, api)).await {
-            Lookup::Found(stage) => stage,
-            Lookup::Gone => return Ok(None),
-            Lookup::Unknown => {
-                let out = aws
-                    .apigateway
-                    .get_stage()
-                    .rest_api_id(api_id)
-                    .stage_name(stage_name)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        ProviderError::sdk_classified("apigateway:GetStage", e, |e| match e {
-                            GetStageError::NotFoundException(_) => ErrorClass::NotFound,
-                            _ => ErrorClass::Other,
-                        })
-                    })
-                    .or_gone()?;
-                let Some(out) = out else { return Ok(None) };
-                ApiStage::builder()
-                    .set_deployment_id(out.deployment_id)
-                    .set_stage_name(out.stage_name)
-                    .set_description(out.description)
-                    .set_method_settings(out.method_settings)
-                    .set_access_log_settings(out.access_log_settings)
-                    .set_tags(out.tags)
-                    .build()
-            }
-        };
+        let Some(out) = fetch(aws, id).await? else { return Ok(None) };
         let all = out.method_settings().and_then(|m| m.get(ALL_METHODS));
         let access = out.access_log_settings();
         let name = out.stage_name().unwrap_or(stage_name);

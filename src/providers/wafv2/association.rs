@@ -40,6 +40,14 @@ pub struct AssociationSpec {
 /// `aws_wafv2_web_acl_association`: Associates a web ACL with a resource such as an API Gateway stage.
 pub struct Association;
 
+/// The API Gateway stage (`<rest_api_id>/<stage_name>`) a protected resource's ARN names, if it is
+/// one: `arn:<partition>:apigateway:<region>::/restapis/<api>/stages/<stage>`.
+pub fn stage_of(resource_arn: &str) -> Option<String> {
+    let path = resource_arn.split_once(":apigateway:")?.1.split_once("::/restapis/")?.1;
+    let (api, stage) = path.split_once("/stages/")?;
+    (!api.is_empty() && !stage.is_empty() && !stage.contains('/')).then(|| format!("{api}/{stage}"))
+}
+
 fn outputs(resource_arn: &str) -> BTreeMap<String, String> {
     BTreeMap::from([("id".to_string(), resource_arn.to_string())])
 }
@@ -73,10 +81,7 @@ impl Resource for Association {
     }
 
     fn parent(id: &str) -> Option<(Kind, String)> {
-        // arn:<partition>:apigateway:<region>::/restapis/<api>/stages/<stage>
-        let path = id.split_once(":apigateway:")?.1.split_once("::/restapis/")?.1;
-        let (api, stage) = path.split_once("/stages/")?;
-        (!api.is_empty() && !stage.is_empty() && !stage.contains('/')).then(|| (Kind::Stage, format!("{api}/{stage}")))
+        stage_of(id).map(|stage| (Kind::Stage, stage))
     }
 
     fn canonical_id(id: &str) -> String {
@@ -91,7 +96,24 @@ impl Resource for Association {
         true
     }
 
+    /// An API Gateway stage's association is read from the stage itself (`webAclArn`, which WAF
+    /// sets when it associates a web ACL with the stage): one `GetStages` serves every stage of a REST
+    /// API and their associations, where WAF's `GetWebACLForResource` is allowed once per second per
+    /// account (a fleet of stacks would wait on it). A stage that names no web ACL is asked of WAF
+    /// itself before the association is called gone: the stage's field may lag a moment behind a new
+    /// association, and WAF's answer is the authority.
     async fn read(aws: &Aws, resource_arn: &str) -> Result<Option<Observed<AssociationSpec>>> {
+        if let Some((Kind::Stage, stage)) = Self::parent(resource_arn) {
+            match crate::providers::apigateway::stage::web_acl_of(aws, &stage).await? {
+                // The stage is gone, and its association with it.
+                None => return Ok(None),
+                Some(Some(web_acl_arn)) => {
+                    let spec = AssociationSpec { web_acl_arn, resource_arn: resource_arn.to_string() };
+                    return Ok(Some(Observed { spec, outputs: outputs(resource_arn) }));
+                }
+                Some(None) => {}
+            }
+        }
         let out = aws
             .wafv2
             .get_web_acl_for_resource()
