@@ -205,13 +205,14 @@ impl Aws {
 
     /// Splits this process's share (`--api-share`) evenly among `among` processes (the watchers live on
     /// one state database, this one included): each rate-limited service's pacer keeps to
-    /// `api_share / among` from its next call on. Returns the share now in force.
-    pub fn split_share(&self, among: usize) -> f64 {
+    /// `api_share / among` from its next call on. Returns the share now in force (`None`: nothing is
+    /// paced, `RECONCILE_PACING=off`).
+    pub fn split_share(&self, among: usize) -> Option<f64> {
         let share = self.api_share.min(1.0) / among.max(1) as f64;
         for pacer in &self.pacers {
             pacer.set_share(share);
         }
-        share
+        (!self.pacers.is_empty()).then_some(share)
     }
 
     /// The share of the account's limits this process keeps to, per rate-limited service (by its

@@ -255,7 +255,23 @@ impl Pacer {
     /// already waiting keep the slots they were given.
     pub fn set_share(&self, share: f64) {
         let share = if share.is_finite() && share > 0.0 && share < 1.0 { share } else { 1.0 };
-        self.cap.share.store(share.to_bits(), std::sync::atomic::Ordering::Relaxed);
+        let before = f64::from_bits(self.cap.share.swap(share.to_bits(), std::sync::atomic::Ordering::Relaxed));
+        if share > before {
+            // A larger share takes effect at once: slots reserved under the smaller one are brought
+            // forward to where the new limits put them (the bucket no emptier than it may be now).
+            let now = self.clock.now_ms();
+            let limits = self.capped_limits();
+            if let Ok(mut rows) = self.cap.rows.lock() {
+                for (bucket, row) in rows.iter_mut() {
+                    let furthest = match &limits {
+                        None => now,
+                        Some(l) if bucket == pacing::ACCOUNT_BUCKET => now + l.interval_ms * l.burst,
+                        Some(l) => now + l.spacing_of(bucket).unwrap_or(0),
+                    };
+                    row.at_ms = row.at_ms.min(furthest);
+                }
+            }
+        }
     }
 
     /// The share of the account's limits this process keeps to (1: all of them).
@@ -650,13 +666,30 @@ async fn is_throttled(response: &mut HttpResponse) -> Result<bool, ConnectorErro
     if status != 400 {
         return Ok(false);
     }
-    let body = ByteStream::new(response.take_body()).collect().await.map_err(|e| ConnectorError::io(e.into()))?.into_bytes();
+    // An error body is a small JSON document; one known to be large is left to the SDK unread (and a
+    // stalled one times out below).
+    let length = response.headers().get("content-length").and_then(|l| l.parse::<u64>().ok()).or(response.body().content_length());
+    if length.is_some_and(|l| l > MAX_ERROR_BODY) {
+        return Ok(false);
+    }
+    let read = ByteStream::new(response.take_body()).collect();
+    let body = match tokio::time::timeout(ERROR_BODY_TIMEOUT, read).await {
+        Ok(body) => body.map_err(|e| ConnectorError::io(e.into()))?.into_bytes(),
+        // A stalled error body: a transient failure, which the SDK retries.
+        Err(elapsed) => return Err(ConnectorError::timeout(elapsed.into())),
+    };
     let code = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| ["__type", "code"].iter().find_map(|k| v.get(*k).and_then(|c| c.as_str()).map(str::to_string)));
     *response.body_mut() = SdkBody::from(body);
     Ok(code.is_some_and(|c| is_throttling_code(&c)))
 }
+
+/// The largest 400 body read for its error code (AWS's error documents are a few hundred bytes).
+const MAX_ERROR_BODY: u64 = 64 * 1024;
+
+/// How long reading a 400 body for its error code may take.
+const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 struct PacedClient {
@@ -837,6 +870,17 @@ mod tests {
         // Back to the whole budget: no cap at all.
         pacer.set_share(1.0);
         assert_eq!((pacer.share(), pacer.rate_per_s()), (1.0, Some(10.0)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_larger_share_takes_effect_at_once_for_slots_already_reserved() {
+        let pacer = Pacer::new(10.0, 40.0, APIGW_SPACING).with_share(0.1).with_clock(Clock::at(1_000_000));
+        let start = Instant::now();
+        pacer.acquire(Some("DeleteRestApi")).await;
+        // At 0.1 the next DeleteRestApi would wait 300 s; the share goes back to 0.5 (a watcher left).
+        pacer.set_share(0.5);
+        pacer.acquire(Some("DeleteRestApi")).await;
+        assert_eq!((Instant::now() - start).as_secs(), 60, "the spacing at 0.5 (30 s / 0.5), not the 300 s reserved at 0.1");
     }
 
     /// An inner connector that answers 200 at once and records when (since its start) each request

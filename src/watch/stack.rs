@@ -108,6 +108,14 @@ impl StackWatcher {
                 }
                 continue;
             };
+            if let Some(from) = ctx.passes_from.get().filter(|from| std::time::Instant::now() < **from) {
+                // Joining other watchers: they lower their parts of the API share first.
+                tokio::select! {
+                    _ = tokio::time::sleep_until((*from).into()) => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+                continue;
+            }
             if self.pass(&ctx, &mut stop, &fence).await == PassEnd::Cancelled {
                 break;
             }

@@ -27,6 +27,9 @@ pub(super) struct Ctx {
     pub(super) reads: crate::providers::batch::Window,
     /// This process's watch lease holder id (`host:pid:random`).
     pub(super) holder: String,
+    /// No pass starts before this instant: a watcher joining others waits until they have counted
+    /// it and lowered their parts of the API share (see [`ShareSplit`]).
+    pub(super) passes_from: std::sync::OnceLock<std::time::Instant>,
 }
 
 /// Runs until SIGTERM or Ctrl-C; returns after the passes in flight ended and the HTTP server stopped.
@@ -61,7 +64,7 @@ pub async fn run(config: Config, store: Store, aws: Aws) -> Result<(), WatchErro
 
     let holder = crate::state::lease::holder_id();
     let reads = crate::providers::batch::Window::new(config.interval);
-    let ctx = Arc::new(Ctx { config, store, aws, metrics, reads, holder });
+    let ctx = Arc::new(Ctx { config, store, aws, metrics, reads, holder, passes_from: Default::default() });
     tracing::info!(
         stacks = initial.len(),
         interval_s = ctx.config.interval.as_secs_f64(),
@@ -74,7 +77,11 @@ pub async fn run(config: Config, store: Store, aws: Aws) -> Result<(), WatchErro
     let mut tasks = JoinSet::new();
     // The share is split before this process's first pass, then kept in step with the other watchers.
     let mut split = ShareSplit::default();
-    split.recount(&ctx).await;
+    if split.recount(&ctx).await > 1 {
+        // Joining watchers already live: they lower their parts once they see this one's leases, at
+        // their next recount (one renew interval); until then this one makes no AWS calls.
+        let _ = ctx.passes_from.set(std::time::Instant::now() + ctx.config.lease_renew + JOIN_MARGIN);
+    }
     tasks.spawn(split.run(ctx.clone(), stop_rx.clone()));
     for (path, manifest) in initial {
         spawn_stack(&mut tasks, &ctx, path, manifest, stop_rx.clone(), hup_rx.clone());
@@ -119,15 +126,23 @@ pub async fn run(config: Config, store: Store, aws: Aws) -> Result<(), WatchErro
 /// Splits this process's API share (`--api-share`, 0.5 by default for watch) evenly among the watchers
 /// live on the state database (those holding a stack's lease, this one included), so that however many
 /// watchers share one state, together they keep to the share one would: an apply at the rest of the
-/// budget still meets no 429s. Recounted every lease renew interval: a watcher that joins or leaves
-/// changes the others' parts within one interval (the first pass of a joining watcher already counts
-/// the others). All watchers on the database are counted, whatever account they work in: a split is
-/// never more than the share, at worst less than it could be.
+/// budget still meets no 429s. Recounted every lease renew interval. A part shrinks at once when
+/// more watchers are counted, and grows only when fewer have been counted at two recounts in a row (a
+/// renew interval apart): a standby taking over a dead watcher's stacks is counted by then, so the
+/// parts never add up to more than the share meanwhile. A joining watcher starts its passes one renew
+/// interval after it counted the others, by when they have counted it (see [`Ctx::passes_from`]). All
+/// watchers on the database are counted, whatever account they work in: a part is never more than
+/// the share, at worst less than it could be.
 #[derive(Debug, Default)]
 struct ShareSplit {
     /// The watchers the share is split among now (0: not counted yet).
     among: usize,
+    /// Fewer watchers counted at the last recount than `among`: how many.
+    fewer: Option<usize>,
 }
+
+/// How long after one renew interval a joining watcher waits on top, for its own first lease claims.
+const JOIN_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl ShareSplit {
     async fn run(mut self, ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
@@ -140,25 +155,27 @@ impl ShareSplit {
         }
     }
 
-    async fn recount(&mut self, ctx: &Ctx) {
+    /// Counts the live watchers and sets this one's part; returns how many it is split among.
+    async fn recount(&mut self, ctx: &Ctx) -> usize {
         let mut holders = match ctx.store.live_holders(crate::state::lease::now_ms()).await {
             Ok(h) => h,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot count the watchers live on the state database; keeping the current API share");
-                return;
+                return self.among.max(1);
             }
         };
         if !holders.contains(&ctx.holder) {
             holders.push(ctx.holder.clone());
         }
-        let among = holders.len();
-        if among == self.among {
-            return;
-        }
+        let counted = holders.len();
+        let among = match self.decide(counted) {
+            Some(among) => among,
+            None => return self.among,
+        };
         let share = ctx.aws.split_share(among);
         ctx.metrics.set_api_shares(ctx.aws.api_shares());
         ctx.metrics.set_share_watchers(among);
-        if among > 1 || self.among > 1 {
+        if let Some(share) = share.filter(|_| among > 1 || self.among > 1) {
             tracing::info!(
                 watchers = among,
                 share,
@@ -166,6 +183,53 @@ impl ShareSplit {
             );
         }
         self.among = among;
+        among
+    }
+
+    /// The count to split by after counting `counted` live watchers, if it changes: more at once,
+    /// fewer only when seen twice in a row (the larger of the two).
+    fn decide(&mut self, counted: usize) -> Option<usize> {
+        if self.among == 0 || counted > self.among {
+            self.fewer = None;
+            return Some(counted);
+        }
+        if counted == self.among {
+            self.fewer = None;
+            return None;
+        }
+        match self.fewer.replace(counted) {
+            Some(before) => {
+                self.fewer = None;
+                Some(before.max(counted))
+            }
+            None => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ShareSplit;
+
+    #[test]
+    fn a_part_shrinks_at_once_and_grows_only_after_two_counts() {
+        let mut split = ShareSplit::default();
+        let mut step = |counted| {
+            let decided = split.decide(counted);
+            if let Some(n) = decided {
+                split.among = n;
+            }
+            decided
+        };
+        assert_eq!(step(1), Some(1), "the first count");
+        assert_eq!(step(3), Some(3), "more watchers: at once");
+        assert_eq!(step(2), None, "fewer: not yet (a standby may be about to take the stacks over)");
+        assert_eq!(step(3), None, "it did: no change");
+        assert_eq!(step(2), None);
+        assert_eq!(step(1), Some(2), "fewer twice in a row: the larger of the two counts");
+        assert_eq!(step(1), None);
+        assert_eq!(step(1), Some(1));
+        assert_eq!(step(1), None, "unchanged");
     }
 }
 

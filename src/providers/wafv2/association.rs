@@ -48,6 +48,17 @@ pub fn stage_of(resource_arn: &str) -> Option<String> {
     (!api.is_empty() && !stage.is_empty() && !stage.contains('/')).then(|| format!("{api}/{stage}"))
 }
 
+/// The region of an ARN (`arn:<partition>:<service>:<region>:…`).
+fn arn_region(arn: &str) -> Option<&str> {
+    arn.strip_prefix("arn:")?.split(':').nth(2)
+}
+
+/// Whether an ARN names a WAFv2 regional web ACL (`arn:<partition>:wafv2:<region>:<account>:regional/webacl/<name>/<id>`).
+fn is_wafv2_acl(arn: &str) -> bool {
+    arn.strip_prefix("arn:").and_then(|rest| rest.split(':').nth(1)).is_some_and(|service| service == "wafv2")
+        && arn.contains(":regional/webacl/")
+}
+
 fn outputs(resource_arn: &str) -> BTreeMap<String, String> {
     BTreeMap::from([("id".to_string(), resource_arn.to_string())])
 }
@@ -103,15 +114,22 @@ impl Resource for Association {
     /// itself before the association is called gone: the stage's field may lag a moment behind a new
     /// association, and WAF's answer is the authority.
     async fn read(aws: &Aws, resource_arn: &str) -> Result<Option<Observed<AssociationSpec>>> {
-        if let Some((Kind::Stage, stage)) = Self::parent(resource_arn) {
-            match crate::providers::apigateway::stage::web_acl_of(aws, &stage).await? {
+        // Only a stage of the client's region can be read with the stage (the ARN's region is where
+        // WAF looks; a stage elsewhere is WAF's to answer for, as before).
+        let here = arn_region(resource_arn) == Some(aws.region.as_str());
+        if let Some(stage) = stage_of(resource_arn).filter(|_| here) {
+            match crate::providers::apigateway::stage::web_acl_of(aws, &stage).await {
                 // The stage is gone, and its association with it.
-                None => return Ok(None),
-                Some(Some(web_acl_arn)) => {
+                Ok(None) => return Ok(None),
+                // A WAFv2 web ACL (a WAF Classic one, `arn:…:waf-regional:…`, is no WAFv2 association:
+                // WAF's own answer says what there is).
+                Ok(Some(Some(web_acl_arn))) if is_wafv2_acl(&web_acl_arn) => {
                     let spec = AssociationSpec { web_acl_arn, resource_arn: resource_arn.to_string() };
                     return Ok(Some(Observed { spec, outputs: outputs(resource_arn) }));
                 }
-                Some(None) => {}
+                Ok(Some(_)) => {}
+                // E.g. a role that may read WAF but not API Gateway: WAF's answer, as without this.
+                Err(e) => tracing::debug!(resource_arn, error = %e, "cannot read the stage for its web ACL; asking WAF"),
             }
         }
         let out = aws
@@ -179,6 +197,19 @@ impl Resource for Association {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn tells_a_stage_and_a_wafv2_acl_by_their_arns() {
+        let stage = "arn:aws:apigateway:eu-west-1::/restapis/a1b2c3/stages/prod";
+        assert_eq!(stage_of(stage).as_deref(), Some("a1b2c3/prod"));
+        assert_eq!(arn_region(stage), Some("eu-west-1"));
+        assert_eq!(stage_of("arn:aws:apigateway:eu-west-1::/restapis/a1b2c3"), None);
+        assert_eq!(stage_of("arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/x/1"), None);
+        assert!(is_wafv2_acl("arn:aws:wafv2:eu-west-1:123456789012:regional/webacl/acl/1b2c"));
+        assert!(is_wafv2_acl("arn:aws-cn:wafv2:cn-north-1:123456789012:regional/webacl/acl/1b2c"));
+        assert!(!is_wafv2_acl("arn:aws:waf-regional:eu-west-1:123456789012:webacl/1b2c"), "WAF Classic");
+        assert!(!is_wafv2_acl("arn:aws:wafv2:us-east-1:123456789012:global/webacl/acl/1b2c"), "CloudFront's scope");
+    }
 
     #[test]
     fn spec_round_trip() {
