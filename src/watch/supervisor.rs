@@ -207,32 +207,6 @@ impl ShareSplit {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::ShareSplit;
-
-    #[test]
-    fn a_part_shrinks_at_once_and_grows_only_after_two_counts() {
-        let mut split = ShareSplit::default();
-        let mut step = |counted| {
-            let decided = split.decide(counted);
-            if let Some(n) = decided {
-                split.among = n;
-            }
-            decided
-        };
-        assert_eq!(step(1), Some(1), "the first count");
-        assert_eq!(step(3), Some(3), "more watchers: at once");
-        assert_eq!(step(2), None, "fewer: not yet (a standby may be about to take the stacks over)");
-        assert_eq!(step(3), None, "it did: no change");
-        assert_eq!(step(2), None);
-        assert_eq!(step(1), Some(2), "fewer twice in a row: the larger of the two counts");
-        assert_eq!(step(1), None);
-        assert_eq!(step(1), Some(1));
-        assert_eq!(step(1), None, "unchanged");
-    }
-}
-
 /// Flips `stop` on the first SIGTERM, SIGQUIT or Ctrl-C; counts SIGHUPs in `hup` (reload now).
 /// Every signal whose default action ends the process and that a daemon is commonly sent is handled,
 /// so none ends it with the stack's lock held.
@@ -301,4 +275,30 @@ fn spawn_stack(
     };
     tasks.spawn(keeper.run());
     tasks.spawn(watcher.run(ctx.clone(), stop, hup, held_rx, hash_tx));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ShareSplit;
+
+    #[test]
+    fn a_part_shrinks_at_once_and_grows_only_after_two_counts() {
+        let mut split = ShareSplit::default();
+        let mut step = |counted| {
+            let decided = split.decide(counted);
+            if let Some(n) = decided {
+                split.among = n;
+            }
+            decided
+        };
+        assert_eq!(step(1), Some(1), "the first count");
+        assert_eq!(step(3), Some(3), "more watchers: at once");
+        assert_eq!(step(2), None, "fewer: not yet (a standby may be about to take the stacks over)");
+        assert_eq!(step(3), None, "it did: no change");
+        assert_eq!(step(2), None);
+        assert_eq!(step(1), Some(2), "fewer twice in a row: the larger of the two counts");
+        assert_eq!(step(1), None);
+        assert_eq!(step(1), Some(1));
+        assert_eq!(step(1), None, "unchanged");
+    }
 }
