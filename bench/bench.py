@@ -244,9 +244,9 @@ PROXY_REQUEST = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z\s+\w+\s+(.*
 
 def proxy_requests(log_path, start_offset, end_offset):
     """Every request the proxy answered between two offsets of its -vv log, forwarded or refused by
-    the API Gateway limits: time (epoch s, when the proxy logged the answer: the arrival + the
-    latency + the emulator's time), service, the signing access key id, refused (a 429 of the
-    limits)."""
+    the API Gateway limits: `t` its arrival (epoch s: the moment the limits judged it; the line is
+    written at the answer, `in_ms` after), service, the signing access key id, refused (a 429 of
+    the limits)."""
     with open(log_path, "rb") as f:
         f.seek(start_offset)
         text = f.read(end_offset - start_offset).decode(errors="replace")
@@ -260,8 +260,10 @@ def proxy_requests(log_path, start_offset, end_offset):
         if not (refused or msg == "forwarded"):
             continue
         k = re.search(r"\bkey_id=(\S*)", rest)
+        took = re.search(r"\bin_ms=(\d+)", rest)
         t = datetime.datetime.fromisoformat(m.group(1)).replace(tzinfo=datetime.timezone.utc).timestamp()
-        out.append({"t": t, "service": m.group(3), "key_id": k.group(1) if k else "", "refused": refused})
+        out.append({"t": t - (int(took.group(1)) / 1000 if took else 0.0), "answered": t, "service": m.group(3),
+                    "key_id": k.group(1) if k else "", "refused": refused})
     out.sort(key=lambda e: e["t"])
     return out
 
@@ -1408,8 +1410,8 @@ def render(m, res, notes, args):
           f"{fw['interval_s']}s` on their state file. Once every stack had had its first pass ({fw['first_round_s']:.0f} s after "
           f"the start), an apply of another stack (`apply --api-share {share:g}`, a state file of its own: no shared pacing "
           f"ledger) from {fw['apply_window'][0]:.0f} s to {fw['apply_window'][1]:.0f} s; the watch stopped at "
-          f"{fw['watch_s']:.0f} s. Requests counted at the proxy, told apart by the access key id each process signs with "
-          f"(times are when the proxy answered). A share of {share:g} caps a process at {cap:.2f} API Gateway requests/s "
+          f"{fw['watch_s']:.0f} s. Requests counted at the proxy, told apart by the access key id each process signs with, "
+          f"at their arrival (when the proxy's limits judge them). A share of {share:g} caps a process at {cap:.2f} API Gateway requests/s "
           f"with a burst of {burst} (95 % of the account's 10/s and 38 of its 40, times the share), so a window right after "
           f"a rest can exceed the rate: at most ({burst} + {cap:.2f} × W) / W, i.e. {(burst + cap * 10) / 10:.2f}/s over "
           f"10 s and {(burst + cap * 60) / 60:.2f}/s over 60 s.")
