@@ -21,6 +21,14 @@ Sections (each against a freshly reset moto and a fresh state file unless said o
      wall time with collection reads (the default) and without (RECONCILE_COLLECTION_READS=off, the
      per-resource reads of before). Goals: at most 6 API Gateway calls per copy and 30 s at 50
      copies; the seed alone no more calls than per-resource reads and no slower.
+  8. a fleet under watch: N stacks of one copy each (--fleet-stacks, default 50), applied beforehand
+     with the limits and pacing off, watched by one `reconcile watch --api-share 0.5` (--fleet-interval,
+     default 30 s); once every stack had its first pass, an apply of another stack at
+     `--api-share 0.5` on a state file of its own, then the watch goes on (--fleet-tail, default 60 s).
+     The watcher's API Gateway requests per second at the proxy (overall, during the apply, busiest
+     10 s and 60 s windows), each process's 429s, the apply's wall time against the same apply alone
+     (at 0.5 and at the whole budget). Goals: the watcher at or under 5 requests/s, the apply no 429.
+     Each process signs with its own access key id, which the proxy's log names on every request.
 
 Writes bench/results/<date>-<short sha>.md (+ .json with the raw numbers) and prints the markdown.
 """
@@ -28,6 +36,7 @@ Writes bench/results/<date>-<short sha>.md (+ .json with the raw numbers) and pr
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import random
@@ -224,6 +233,61 @@ def limited_timeline(log_path, start_offset, end_offset):
             "success_at": succ,
         }
     return out
+
+
+# Section 8: the watcher and the concurrent apply sign with these access key ids (moto takes any), and
+# the proxy's log names the key id of each request: that tells their requests apart.
+FLEET_WATCH_KEY = "AKIDBENCHFLEETWATCH"
+FLEET_APPLY_KEY = "AKIDBENCHFLEETAPPLY"
+PROXY_REQUEST = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z\s+\w+\s+(.*?)\s+service=(\S+)\s(.*)$")
+
+
+def proxy_requests(log_path, start_offset, end_offset):
+    """Every request the proxy answered between two offsets of its -vv log, forwarded or refused by
+    the API Gateway limits: `t` its arrival (epoch s: the moment the limits judged it; the line is
+    written at the answer, `in_ms` after), service, the signing access key id, refused (a 429 of
+    the limits)."""
+    with open(log_path, "rb") as f:
+        f.seek(start_offset)
+        text = f.read(end_offset - start_offset).decode(errors="replace")
+    out = []
+    for line in text.splitlines():
+        m = PROXY_REQUEST.match(line)
+        if not m:
+            continue
+        msg, rest = m.group(2), m.group(4)
+        refused = msg.startswith("API Gateway limit exceeded")
+        if not (refused or msg == "forwarded"):
+            continue
+        k = re.search(r"\bkey_id=(\S*)", rest)
+        took = re.search(r"\bin_ms=(\d+)", rest)
+        t = datetime.datetime.fromisoformat(m.group(1)).replace(tzinfo=datetime.timezone.utc).timestamp()
+        out.append({"t": t - (int(took.group(1)) / 1000 if took else 0.0), "answered": t, "service": m.group(3),
+                    "key_id": k.group(1) if k else "", "refused": refused})
+    out.sort(key=lambda e: e["t"])
+    return out
+
+
+def max_window(times, width, origin=0.0):
+    """The busiest `width`-second window over sorted event times: its count, the rate (count / width)
+    and where it ends (seconds after `origin`)."""
+    best, end, j = 0, None, 0
+    for i, t in enumerate(times):
+        while times[j] <= t - width:
+            j += 1
+        if i - j + 1 > best:
+            best, end = i - j + 1, t
+    return {"count": best, "rate": best / width, "end_s": None if end is None else end - origin}
+
+
+def per_second(times, origin):
+    """Events per whole second since `origin`."""
+    if not times:
+        return []
+    counts = [0] * (int(times[-1] - origin) + 1)
+    for t in times:
+        counts[max(0, int(t - origin))] += 1
+    return counts
 
 
 def proxy_stats(proxy):
@@ -739,6 +803,193 @@ class Bench:
             rows.append(row)
         self.results["noop_copies"] = rows
 
+    # 8
+    def fleet_watch(self):
+        """One `reconcile watch` of N one-copy stacks at --api-share 0.5 (default 0.5), and while it
+        runs an apply of another stack at --api-share 0.5 on a separate state file (no shared ledger:
+        the case the share is for). The proxy's log names the access key id of each request, and each
+        process signs with its own, so the watcher's API Gateway requests are told from the apply's."""
+        n, interval, share = self.args.fleet_stacks, self.args.fleet_interval, self.args.fleet_share
+        d = self.work / "fleet"
+        shutil.rmtree(d, ignore_errors=True)
+        stacks_dir = d / "stacks"
+        # Stack 1 holds the region-wide API Gateway account setting; the others, in the same state
+        # file, leave it to stack 1 (a state file has one owner of it).
+        fleet = [copies.generate(SEED, 1, stacks_dir, first=k, shared=(k == 1), stack=f"bench-fleet-{k:02d}") for k in range(1, n + 1)]
+        # The applies measured: other stacks of the same shape, on state files of their own (the
+        # account setting is the fleet's).
+        others = {tag: copies.generate(SEED, 1, d / tag, first=n + i, shared=False, stack=f"bench-fleet-{tag}")
+                  for i, tag in enumerate(("concurrent", "alone", "alone-full"), start=1)}
+        self.fresh()
+        state = self.new_state("fleet")
+        # Set-up only: limits and pacing off, so fifty applies take a few minutes.
+        self.set_limits(False)
+        t0 = time.monotonic()
+        try:
+            for k, m in enumerate(fleet, start=1):
+                r = self.rec(m, state, "apply", "--auto-approve", "--parallelism", str(self.args.parallelism),
+                             env={"RECONCILE_PACING": "off"})
+                if not apply_ok(r):
+                    raise RuntimeError(f"set-up apply of fleet stack {k} failed (rc {r['rc']}):\n{r['stdout'][-2000:]}\n{r['stderr'][-2000:]}")
+        finally:
+            self.set_limits(True)
+        setup_s = time.monotonic() - t0
+        log(f"fleet: {n} stacks applied in {setup_s:.0f} s (limits off)")
+        self.rest()
+
+        argv = [str(self.bin), "--log-format", "json", "--state", str(state), "--api-share", f"{share:g}",
+                "watch", "--interval", f"{interval}s", "--listen", "127.0.0.1:0", str(stacks_dir)]
+        logpath = self.work / "fleet-watch.log"
+        off0 = self.proxy_log_offset()
+        watch_env = {**aws_env(self.proxy.url), "AWS_ACCESS_KEY_ID": FLEET_WATCH_KEY}
+        proc = Proc("watch", argv, watch_env, logpath)
+        samples = []
+        stop_sampling = threading.Event()
+        try:
+            watch_started = time.time()
+            line = proc.p.stdout.readline().strip()
+            m = re.match(r"listening on (http://\S+)", line)
+            if not m:
+                raise RuntimeError(f"watch did not start: {line!r}\n{logpath.read_text()[-3000:]}")
+            base = m.group(1)
+
+            def sample():
+                while not stop_sampling.is_set():
+                    try:
+                        samples.append((time.time(), metrics_raw(base)))
+                    except OSError:
+                        pass
+                    stop_sampling.wait(1.0)
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            # "A pass or so": every stack's first pass is over (they all start at once).
+            deadline = time.time() + max(600, 10 * interval)
+            while True:
+                passes = sum(v for k, v in metrics_raw(base).items() if k.startswith("reconcile_passes_total{"))
+                if passes >= n:
+                    break
+                if time.time() > deadline or proc.p.poll() is not None:
+                    raise RuntimeError(f"watch did not finish a pass of every stack ({passes}/{n}):\n{logpath.read_text()[-3000:]}")
+                time.sleep(0.5)
+            first_round_s = time.time() - watch_started
+            log(f"fleet: watch's first pass of every stack done after {first_round_s:.0f} s; applying another stack concurrently")
+            apply_env = {"AWS_ACCESS_KEY_ID": FLEET_APPLY_KEY}
+            conc = self.rec(others["concurrent"], self.new_state("fleet-concurrent"), "apply", "--auto-approve",
+                            "--parallelism", str(self.args.parallelism), "--api-share", f"{share:g}", env=apply_env)
+            apply_end = time.time()
+            if not apply_ok(conc):
+                raise RuntimeError(f"concurrent apply failed (rc {conc['rc']}):\n{conc['stdout'][-3000:]}\n{conc['stderr'][-3000:]}")
+            log(f"fleet: concurrent apply {conc['wall_s']:.2f} s; watch goes on for {self.args.fleet_tail} s")
+            time.sleep(self.args.fleet_tail)
+            final_metrics = metrics_raw(base)
+            watch_stopped = time.time()
+        finally:
+            stop_sampling.set()
+            proc.stop()
+        off1 = self.proxy_log_offset()
+        events = proxy_requests(self.proxy.log_path, off0, off1)
+
+        # The same apply alone (the watcher stopped, the account rested), at the same share, and at the
+        # whole budget (what the share itself costs).
+        alone = {}
+        for tag, extra in (("alone", ["--api-share", f"{share:g}"]), ("alone-full", [])):
+            self.rest()
+            before = proxy_stats(self.proxy)
+            r = self.rec(others[tag], self.new_state(f"fleet-{tag}"), "apply", "--auto-approve",
+                         "--parallelism", str(self.args.parallelism), *extra, env={"AWS_ACCESS_KEY_ID": FLEET_APPLY_KEY})
+            r["proxy_429"] = stats_delta(before, proxy_stats(self.proxy))["limited"]
+            if not apply_ok(r):
+                raise RuntimeError(f"apply ({tag}) failed (rc {r['rc']}):\n{r['stdout'][-3000:]}\n{r['stderr'][-3000:]}")
+            alone[tag] = r
+            log(f"fleet: apply {tag}: {r['wall_s']:.2f} s")
+
+        passes = []
+        warnings = 0
+        for line in logpath.read_text().splitlines():
+            try:
+                ev = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            msg = ev.get("message") or (ev.get("fields") or {}).get("message") or ""
+            fields = ev.get("fields") or ev
+            if msg == "pass finished":
+                passes.append({"stack": fields.get("stack"), "duration_ms": fields.get("duration_ms"), "aws_calls": fields.get("aws_calls"),
+                               "complete": fields.get("complete"), "at": ev.get("timestamp")})
+            elif msg.startswith("pass still running"):
+                warnings += 1
+
+        apigw = [e for e in events if e["service"] == "apigateway"]
+        w_times = [e["t"] for e in apigw if e["key_id"] == FLEET_WATCH_KEY]
+        a_times = [e["t"] for e in apigw if e["key_id"] == FLEET_APPLY_KEY]
+        all_times = [e["t"] for e in apigw]
+        apply_start = conc["started_epoch"]
+        w_first = w_times[0] if w_times else watch_started
+        during = [t for t in w_times if apply_start <= t <= apply_end]
+        after_burst = [t for t in w_times if t >= w_first + 60]
+
+        def apply_row(r, tag):
+            s = calls_summary(r["doc"])
+            return {
+                "tag": tag,
+                "wall_s": r["wall_s"],
+                "calls": s["calls"],
+                "apigw_calls": sum(c["calls"] for c in (r["doc"] or {}).get("aws_calls") or [] if c["service"] == "apigateway"),
+                "throttled": s["throttled"],
+                "pacing": (r["doc"] or {}).get("pacing"),
+                "api_budget": (r["doc"] or {}).get("api_budget"),
+            }
+
+        alone_rows = [{**apply_row(alone[tag], tag), "proxy_429": alone[tag]["proxy_429"]} for tag in ("alone", "alone-full")]
+        conc_row = apply_row(conc, "concurrent")
+        conc_row["proxy_requests"] = len(a_times)
+        conc_row["proxy_429"] = sum(1 for e in apigw if e["key_id"] == FLEET_APPLY_KEY and e["refused"])
+        throttled_metric = sum(v for k, v in final_metrics.items() if k.startswith("reconcile_pacing_throttled_total{"))
+        watch_apigw_metric = sum(v for k, v in final_metrics.items() if k.startswith("reconcile_aws_service_calls_total{") and 'service="apigateway"' in k)
+        res = {
+            "stacks": n,
+            "interval_s": interval,
+            "share": share,
+            "setup_s": setup_s,
+            "first_round_s": first_round_s,
+            "watch_s": watch_stopped - watch_started,
+            "apply_window": [apply_start - watch_started, apply_end - watch_started],
+            "watcher": {
+                "requests": len(w_times),
+                "requests_metric": watch_apigw_metric,
+                "span_s": (w_times[-1] - w_first) if w_times else 0.0,
+                "rate_overall": len(w_times) / (watch_stopped - w_first) if w_times else None,
+                "rate_during_apply": len(during) / (apply_end - apply_start) if apply_end > apply_start else None,
+                "max_10s": max_window(w_times, 10.0, watch_started),
+                "max_60s": max_window(w_times, 60.0, watch_started),
+                "max_10s_after_first_minute": max_window(after_burst, 10.0, watch_started),
+                "max_60s_after_first_minute": max_window(after_burst, 60.0, watch_started),
+                "first_10s": sum(1 for t in w_times if t < w_first + 10),
+                "proxy_429": sum(1 for e in apigw if e["key_id"] == FLEET_WATCH_KEY and e["refused"]),
+                "throttled_metric": throttled_metric,
+                "passes": len(passes),
+                "complete_passes": sum(1 for p in passes if p["complete"]),
+                "pass_ms": [p["duration_ms"] for p in passes],
+                "pass_calls": [p["aws_calls"] for p in passes],
+                "still_running_warnings": warnings,
+                "per_second": per_second(w_times, w_first),
+            },
+            "combined": {
+                "max_10s": max_window(all_times, 10.0, watch_started),
+                "max_1s": max_window(all_times, 1.0, watch_started),
+                "proxy_429": sum(1 for e in apigw if e["refused"]),
+                "other_keys": sorted({e["key_id"] for e in apigw} - {FLEET_WATCH_KEY, FLEET_APPLY_KEY}),
+            },
+            "applies": [conc_row, *alone_rows],
+            "metrics_samples": [(t - watch_started, {k: v for k, v in m.items() if 'service="apigateway"' in k and k.startswith("reconcile_aws_service_calls_total")})
+                                for t, m in samples],
+        }
+        wr = res["watcher"]
+        log(f"fleet: watcher {wr['requests']} API Gateway requests, {fmt(wr['rate_overall'])}/s overall, "
+            f"{fmt(wr['rate_during_apply'])}/s during the apply, max 10 s {fmt(wr['max_10s']['rate'])}/s, "
+            f"max 60 s {fmt(wr['max_60s']['rate'])}/s; 429s: watcher {wr['proxy_429']}, apply {conc_row['proxy_429']}")
+        self.results["fleet_watch"] = res
+
     # 5
     def watch(self):
         help_rc = subprocess.run([str(self.bin), "watch", "--help"], capture_output=True).returncode
@@ -817,6 +1068,21 @@ class Bench:
             "metrics_calls": calls_delta,
             "proxy": stats_delta(before, after),
         }
+
+
+def metrics_raw(base):
+    """Every sample of /metrics: {'name{labels}': value}."""
+    status, body = http("GET", f"{base}/metrics")
+    out = {}
+    for line in body.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        k, v = line.rsplit(" ", 1)
+        try:
+            out[k] = float(v)
+        except ValueError:
+            pass
+    return out
 
 
 def metrics(base):
@@ -1131,6 +1397,59 @@ def render(m, res, notes, args):
                     w(f"| {row['copies']} | {mode} | {fmt(r['wall_s'])} s | {r['calls']} | {r['apigw_calls']} | **{r['apigw_per_copy_own']:.1f}** (+ {r['apigw_shared']}) "
                       f"| {r['throttled']} | {r['limited']} | {'yes' if r['empty'] else 'NO'} |")
         w("")
+    fw = res.get("fleet_watch")
+    if fw:
+        wr, cb = fw["watcher"], fw["combined"]
+        share = fw["share"]
+        cap = 1000 / (math.ceil(1000 / 9.5) / share)
+        burst = max(1, math.floor(38 * share))
+        w(f"## 8. A watch of {fw['stacks']} stacks and a concurrent apply, `--api-share {share:g}` each")
+        w("")
+        w(f"{fw['stacks']} stacks of one seed copy each (one manifest each, a directory of them), applied beforehand with the "
+          f"limits and pacing off ({fw['setup_s']:.0f} s), watched by one `reconcile watch --api-share {share:g} --interval "
+          f"{fw['interval_s']}s` on their state file. Once every stack had had its first pass ({fw['first_round_s']:.0f} s after "
+          f"the start), an apply of another stack (`apply --api-share {share:g}`, a state file of its own: no shared pacing "
+          f"ledger) from {fw['apply_window'][0]:.0f} s to {fw['apply_window'][1]:.0f} s; the watch stopped at "
+          f"{fw['watch_s']:.0f} s. Requests counted at the proxy, told apart by the access key id each process signs with, "
+          f"at their arrival (when the proxy's limits judge them). A share of {share:g} caps a process at {cap:.2f} API Gateway requests/s "
+          f"with a burst of {burst} (95 % of the account's 10/s and 38 of its 40, times the share), so a window right after "
+          f"a rest can exceed the rate: at most ({burst} + {cap:.2f} × W) / W, i.e. {(burst + cap * 10) / 10:.2f}/s over "
+          f"10 s and {(burst + cap * 60) / 60:.2f}/s over 60 s.")
+        w("")
+        w("| Watcher (goal: ≤ 5 API Gateway requests/s) | |")
+        w("|---|---|")
+        w(f"| API Gateway requests (proxy / the watcher's /metrics) | {wr['requests']} / {wr['requests_metric']:.0f} |")
+        w(f"| Rate overall (first request to stop) | **{fmt(wr['rate_overall'])}/s** |")
+        w(f"| Rate while the apply ran | **{fmt(wr['rate_during_apply'])}/s** |")
+        w(f"| Busiest 10 s window / busiest 60 s window | {wr['max_10s']['rate']:.2f}/s (ending at {fmt(wr['max_10s']['end_s'], 0)} s) / "
+          f"{wr['max_60s']['rate']:.2f}/s (ending at {fmt(wr['max_60s']['end_s'], 0)} s) |")
+        if wr["max_10s_after_first_minute"]["count"]:
+            w(f"| The same, windows starting a minute or more after its first request | {wr['max_10s_after_first_minute']['rate']:.2f}/s / "
+              f"{wr['max_60s_after_first_minute']['rate']:.2f}/s |")
+        w(f"| Requests in its first 10 s | {wr['first_10s']} |")
+        w(f"| 429s (proxy / the watcher's `reconcile_pacing_throttled_total`) | {wr['proxy_429']} / {wr['throttled_metric']:.0f} |")
+        pm = [x / 1000 for x in wr["pass_ms"] if x is not None]
+        w(f"| Passes (complete), pass duration | {wr['passes']} ({wr['complete_passes']}), {spread(pm, 1)} s; "
+          f"{wr['still_running_warnings']} `pass still running` warnings |")
+        w("")
+        w(f"All API Gateway requests at the proxy (watcher + apply): busiest 10 s {cb['max_10s']['rate']:.2f}/s, busiest 1 s "
+          f"{cb['max_1s']['count']} requests (the proxy allows 10/s, burst 40); 429s {cb['proxy_429']}.")
+        w("")
+        w("| Apply of one seed copy (17 resources) | Wall time | AWS calls (API Gateway) | 429s: reconcile / proxy | Waited for pacing (CreateRestApi / CreateDeployment / account rate) |")
+        w("|---|---|---|---|---|")
+        labels = {"concurrent": f"`--api-share {share:g}` while the watch runs (goal: no 429)",
+                  "alone": f"`--api-share {share:g}` alone (watch stopped, account rested)",
+                  "alone-full": "whole budget (`--api-share 1`), alone"}
+
+        def waited(r, op):
+            row = next((x for x in (r.get("pacing") or []) if x["operation"] == op), None)
+            return f"{row['waited_ms'] / 1000:.1f} s" if row else "–"
+
+        for r in fw["applies"]:
+            proxy429 = r.get("proxy_429", "–")
+            w(f"| {labels[r['tag']]} | {fmt(r['wall_s'])} s | {r['calls']} ({r['apigw_calls']}) | {r['throttled']} / {proxy429} "
+              f"| {waited(r, 'CreateRestApi')} / {waited(r, 'CreateDeployment')} / {waited(r, 'account rate')} |")
+        w("")
     if notes:
         w("## Notes")
         w("")
@@ -1153,7 +1472,11 @@ def main():
     ap.add_argument("--noop-copies", default="1,50", help="stack copies for section 7 (default 1,50; empty to skip)")
     ap.add_argument("--no-noop-baseline", dest="noop_baseline", action="store_false",
                     help="section 7: skip the per-resource-reads run (RECONCILE_COLLECTION_READS=off) next to each measurement")
-    ap.add_argument("--sections", default="1,2,3,4,5,6,7", help="which sections to run (default all)")
+    ap.add_argument("--fleet-stacks", type=int, default=50, help="section 8: stacks the watch watches (default 50)")
+    ap.add_argument("--fleet-interval", type=int, default=30, help="section 8: watch --interval in seconds (default 30)")
+    ap.add_argument("--fleet-share", type=float, default=0.5, help="section 8: --api-share of the watch and of the apply (default 0.5)")
+    ap.add_argument("--fleet-tail", type=int, default=60, help="section 8: seconds the watch goes on after the apply ends (default 60)")
+    ap.add_argument("--sections", default="1,2,3,4,5,6,7,8", help="which sections to run (default all: 1,2,3,4,5,6,7,8)")
     ap.add_argument("--out", default=str(HERE / "results"), help="results directory (default bench/results)")
     ap.add_argument("--reconcile-bin", help="reconcile binary to measure (default target/release/reconcile)")
     ap.add_argument("--rest-between", type=float, default=5.5,
@@ -1191,6 +1514,8 @@ def main():
                 bench.shared_pacing()
             if 7 in sections and args.noop_copies:
                 bench.noop_copies()
+            if 8 in sections and args.fleet_stacks > 0:
+                bench.fleet_watch()
         finally:
             bench.proxy.stop()
     finally:

@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use crate::config::Config;
 use crate::control::{CONTROL_PREFIX, control};
 use crate::faults::{Fault, Rng, Shared, fingerprint};
-use crate::protocol::{describe, fault_response, header, operation_of, protocol_of, rule_response, service_of};
+use crate::protocol::{access_key_of, describe, fault_response, header, operation_of, protocol_of, rule_response, service_of};
 
 /// Largest body accepted, of a request or of an upstream answer (Lambda zips travel base64-encoded
 /// in JSON).
@@ -215,6 +215,9 @@ async fn handle(shared: Arc<Shared>, client: UpstreamClient, request: Request<In
     let cfg = shared.config();
     // Checked on arrival, so the added latency does not change the spacing the client kept.
     let over_limit = shared.over_apigw_limit(&cfg, &service, method, &target);
+    // Each request's line is written when it is answered; `in_ms` (this instant to then) gives its
+    // arrival, the moment the limits judged it.
+    let arrived = tokio::time::Instant::now();
     let eligible = service != "moto-api" && cfg.applies_to(&service);
     let (delay, fault, mut rng, key) = if eligible {
         let amz_target = header(head, "x-amz-target").unwrap_or_default();
@@ -230,13 +233,15 @@ async fn handle(shared: Arc<Shared>, client: UpstreamClient, request: Request<In
         tokio::time::sleep(delay).await;
     }
     let what = describe(method, &target, head, &body);
+    // Which client sent it (several processes may share the proxy and its API Gateway limits).
+    let key_id = access_key_of(head, &target).unwrap_or_default();
     if let Some(limit) = over_limit {
         {
             let mut stats = shared.stats();
             stats.bump(&service, |c| c.limited += 1);
             *stats.apigw_limited.entry(limit).or_default() += 1;
         }
-        tracing::info!(%service, limit, request = %what, "API Gateway limit exceeded: answering 429");
+        tracing::info!(%service, limit, request = %what, %key_id, in_ms = arrived.elapsed().as_millis() as u64, "API Gateway limit exceeded: answering 429");
         return Ok(fault_response(Fault::Throttle, protocol_of(head, &body), &service, &rng.request_id(), close).into_response());
     }
     if eligible_for_rules(&service, &cfg) {
@@ -244,14 +249,14 @@ async fn handle(shared: Arc<Shared>, client: UpstreamClient, request: Request<In
         let operation = operation_of(protocol, &service, method, &target, head, &body);
         if let Some(rule) = shared.failing_rule(&cfg, &service, operation.as_deref()) {
             shared.stats().bump(&service, |c| c.failed += 1);
-            tracing::info!(%service, operation = %rule.operation, status = rule.status, request = %what, "fault: failing this call of the operation");
+            tracing::info!(%service, operation = %rule.operation, status = rule.status, request = %what, %key_id, in_ms = arrived.elapsed().as_millis() as u64, "fault: failing this call of the operation");
             return Ok(rule_response(&rule, protocol, &service, &rng.request_id(), close).into_response());
         }
     }
     match fault {
         Fault::Drop => {
             shared.stats().bump(&service, |c| c.dropped += 1);
-            tracing::info!(%service, request = %what, %key, "fault: dropping the connection");
+            tracing::info!(%service, request = %what, %key, %key_id, in_ms = arrived.elapsed().as_millis() as u64, "fault: dropping the connection");
             // hyper closes the connection without answering when the service fails.
             Err(Dropped)
         }
@@ -262,18 +267,18 @@ async fn handle(shared: Arc<Shared>, client: UpstreamClient, request: Request<In
             } else {
                 shared.stats().bump(&service, |c| c.errored += 1);
             }
-            tracing::info!(%service, ?protocol, ?fault, request = %what, %key, "fault: answering an error");
+            tracing::info!(%service, ?protocol, ?fault, request = %what, %key, %key_id, in_ms = arrived.elapsed().as_millis() as u64, "fault: answering an error");
             Ok(fault_response(fault, protocol, &service, &rng.request_id(), close).into_response())
         }
         Fault::Forward => match forward(&client, shared.upstream, &parts.method, &target, head, body, close).await {
             Ok(response) => {
                 shared.stats().bump(&service, |c| c.forwarded += 1);
-                tracing::debug!(%service, request = %what, %key, status = response.status().as_u16(), "forwarded");
+                tracing::debug!(%service, request = %what, %key, status = response.status().as_u16(), %key_id, in_ms = arrived.elapsed().as_millis() as u64, "forwarded");
                 Ok(response)
             }
             Err(e) => {
                 shared.stats().bump(&service, |c| c.upstream_errors += 1);
-                tracing::warn!(%service, request = %what, error = %e, "upstream failed");
+                tracing::warn!(%service, request = %what, error = %e, %key_id, in_ms = arrived.elapsed().as_millis() as u64, "upstream failed");
                 let msg = json!({"message": format!("faultproxy: upstream {} failed: {e}", shared.upstream)});
                 Ok(Reply::json(502, &msg, close).into_response())
             }

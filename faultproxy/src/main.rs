@@ -64,7 +64,9 @@
 //!   counts; `[]` or `null` for none); `-` may be used for `_`. Unknown keys or invalid values answer 400.
 //!
 //! SIGTERM or SIGINT prints the statistics JSON on stdout and exits 0. Logging goes to stderr
-//! (`-v` logs each fault, `-vv` each request; `FAULTPROXY_LOG` overrides with a tracing filter).
+//! (`-v` logs each fault, `-vv` each request; `FAULTPROXY_LOG` overrides with a tracing filter). Each
+//! request's line names the access key id that signed it (`key_id`), so the requests of several
+//! clients sharing the proxy can be told apart.
 //!
 //! Modules: [`http`] (the hyper server and upstream client, and the path of a request), [`protocol`]
 //! (how each AWS protocol names its service and operation, and its error answers), [`faults`] (the

@@ -17,9 +17,9 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// The SigV4 credential scope's service: `Credential=AKID/DATE/REGION/SERVICE/aws4_request` in the
-/// `Authorization` header, or `X-Amz-Credential` in a presigned URL.
-pub fn service_of(head: &HeaderMap, target: &str) -> Option<String> {
+/// The SigV4 credential: `Credential=AKID/DATE/REGION/SERVICE/aws4_request` in the `Authorization`
+/// header, or `X-Amz-Credential` in a presigned URL, split at its slashes.
+fn credential_of(head: &HeaderMap, target: &str) -> Option<Vec<String>> {
     let scope = if let Some(auth) = header(head, "authorization") {
         let i = auth.find("Credential=")?;
         auth[i + "Credential=".len()..].split([',', ' ']).next()?.to_string()
@@ -28,8 +28,19 @@ pub fn service_of(head: &HeaderMap, target: &str) -> Option<String> {
         let raw = target[i + "X-Amz-Credential=".len()..].split('&').next()?;
         raw.replace("%2F", "/").replace("%2f", "/")
     };
-    let parts: Vec<&str> = scope.split('/').collect();
-    (parts.len() >= 5).then(|| parts[3].to_ascii_lowercase()).filter(|s| !s.is_empty())
+    let parts: Vec<String> = scope.split('/').map(str::to_string).collect();
+    (parts.len() >= 5).then_some(parts)
+}
+
+/// The SigV4 credential scope's service (see [`credential_of`]).
+pub fn service_of(head: &HeaderMap, target: &str) -> Option<String> {
+    credential_of(head, target).map(|parts| parts[3].to_ascii_lowercase()).filter(|s| !s.is_empty())
+}
+
+/// The access key id that signed the request, logged with each request so that the requests of
+/// several clients sharing the proxy (and its API Gateway limits) can be told apart in its log.
+pub fn access_key_of(head: &HeaderMap, target: &str) -> Option<String> {
+    credential_of(head, target).map(|parts| parts[0].clone()).filter(|s| !s.is_empty())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,6 +303,23 @@ mod tests {
             Some("lambda")
         );
         assert_eq!(service_of(&h, "/x"), None);
+    }
+
+    #[test]
+    fn access_key_comes_from_the_credential() {
+        let h = head(
+            "GET /restapis HTTP/1.1\r\nAuthorization: AWS4-HMAC-SHA256 Credential=watcher/20250101/us-east-1/apigateway/aws4_request, \
+             SignedHeaders=host, Signature=abc\r\n\r\n",
+        );
+        assert_eq!(access_key_of(&h, "/restapis").as_deref(), Some("watcher"));
+        let h = head("GET /x HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            access_key_of(&h, "/x?X-Amz-Credential=AKID2%2F20250101%2Fus-east-1%2Flambda%2Faws4_request&a=b").as_deref(),
+            Some("AKID2")
+        );
+        assert_eq!(access_key_of(&h, "/x"), None);
+        let h = head("GET /x HTTP/1.1\r\nAuthorization: AWS4-HMAC-SHA256 Credential=/20250101/us-east-1/iam/aws4_request\r\n\r\n");
+        assert_eq!(access_key_of(&h, "/x"), None, "an empty key id is no key id");
     }
 
     #[test]
