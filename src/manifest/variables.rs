@@ -738,7 +738,8 @@ fn scan(s: &str) -> Result<Vec<VarRef>, (usize, String)> {
             i += end + 1;
             continue;
         }
-        i += 1;
+        // The next character (`i` stays on a character boundary: the text may hold any UTF-8).
+        i += s[i..].chars().next().map_or(1, char::len_utf8);
     }
     Ok(out)
 }
@@ -874,6 +875,13 @@ mod tests {
     use crate::manifest::{Manifest, ManifestError, Options, parse_with};
     use serde_json::json;
     use std::path::Path;
+
+    #[test]
+    fn scans_text_with_characters_of_several_bytes() {
+        let refs = scan("${é.name}${var.prod_stage} ü ${var.b}é").expect("scan");
+        assert_eq!(refs.iter().map(|r| (r.name.as_str(), r.range.clone())).collect::<Vec<_>>(), [("prod_stage", 10..27), ("b", 31..39)]);
+        assert!(scan("é${var.}").is_err(), "a malformed reference after a multi-byte character is reported, not a panic");
+    }
 
     const HEAD: &str = r#"
 [stack]

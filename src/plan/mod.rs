@@ -362,23 +362,38 @@ fn retained(state: &StackState, name: &str, kind: Kind) -> Option<&'static str> 
     }
 }
 
-/// How many reads run at once while refreshing.
+/// How many reads of one AWS service run at once while refreshing.
 pub const REFRESH_CONCURRENCY: usize = 10;
+
+/// Runs `reads` (each with the AWS service it calls), at most [`REFRESH_CONCURRENCY`] at once per
+/// service: the reads a service's pacing holds back (API Gateway's account rate, above all) never keep
+/// another service's reads waiting for a slot, so every service's limit is used at once and a
+/// refresh takes as long as its slowest service, not their sum.
+async fn per_service<T, F: std::future::Future<Output = T>>(reads: Vec<(&'static str, F)>) -> Vec<T> {
+    let mut by_service: BTreeMap<&'static str, Vec<F>> = BTreeMap::new();
+    for (service, read) in reads {
+        by_service.entry(service).or_default().push(read);
+    }
+    let streams =
+        by_service.into_values().map(|reads| futures::stream::iter(reads).buffer_unordered(REFRESH_CONCURRENCY).collect::<Vec<T>>());
+    futures::future::join_all(streams).await.into_iter().flatten().collect()
+}
 
 /// Reads every resource the state owns from AWS, concurrently.
 pub async fn refresh(aws: &Aws, state: &StackState) -> Result<HashMap<String, Option<Live>>, PlanError> {
-    let reads = state.resources.values().map(|r| async move {
-        let live = providers::read(aws, r.kind, &r.physical_id).await.map_err(|source| PlanError::Refresh {
-            resource: r.name.clone(),
-            kind: r.kind,
-            id: r.physical_id.clone(),
-            source,
-        })?;
-        Ok::<_, PlanError>((r.name.clone(), live))
+    let reads = state.resources.values().map(|r| {
+        (r.kind.service(), async move {
+            let live = providers::read(aws, r.kind, &r.physical_id).await.map_err(|source| PlanError::Refresh {
+                resource: r.name.clone(),
+                kind: r.kind,
+                id: r.physical_id.clone(),
+                source,
+            })?;
+            Ok::<_, PlanError>((r.name.clone(), live))
+        })
     });
     let batch = batch_for(state.resources.values());
-    let results: Vec<_> =
-        providers::batch::scope(batch, futures::stream::iter(reads).buffer_unordered(REFRESH_CONCURRENCY).collect()).await;
+    let results: Vec<_> = providers::batch::scope(batch, per_service(reads.collect())).await;
     results.into_iter().collect()
 }
 
@@ -403,8 +418,8 @@ pub async fn refresh_each(
     // The futures are made before the stream, so it holds no closure over `due` (which would keep
     // the whole future from being `Send` for callers that spawn it).
     let batch = batch_for(state.resources.values().filter(|r| due(&r.name)));
-    let reads: Vec<_> = state.resources.values().filter(|r| due(&r.name)).map(|r| read_one(aws, r, hook)).collect();
-    providers::batch::scope(batch, futures::stream::iter(reads).buffer_unordered(REFRESH_CONCURRENCY).collect()).await
+    let reads: Vec<_> = state.resources.values().filter(|r| due(&r.name)).map(|r| (r.kind.service(), read_one(aws, r, hook))).collect();
+    providers::batch::scope(batch, per_service(reads)).await.into_iter().collect()
 }
 
 /// Told when each read of a tolerant refresh starts (`true`) and ends (`false`), by resource name: the

@@ -41,6 +41,18 @@ impl Kind {
         Kind::WebAclAssociation,
     ];
 
+    /// The AWS service a read of the kind calls (its SigV4 name; a stage's web ACL association is read
+    /// with the stage).
+    pub fn service(self) -> &'static str {
+        match self {
+            Kind::IamRole => "iam",
+            Kind::LogGroup => "logs",
+            Kind::LambdaFunction | Kind::LambdaPermission | Kind::LambdaAlias => "lambda",
+            Kind::RestApi | Kind::Deployment | Kind::Stage | Kind::ApiGatewayAccount | Kind::WebAclAssociation => "apigateway",
+            Kind::WebAcl => "wafv2",
+        }
+    }
+
     /// The module that implements the kind.
     pub fn provider(self) -> &'static dyn Provider {
         match self {
