@@ -64,7 +64,8 @@ pub struct CallCount {
 /// paced service.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct PaceCount {
-    /// Attempts paced (each retry is paced again).
+    /// Attempts paced and sent (each retry is paced again; an attempt the pacer held too long for
+    /// its signature is not sent, and counts once with its retry, which goes in the slot it waited for).
     pub calls: u64,
     /// Time those attempts waited for their slot, in total and at most.
     pub waited_ms: u64,
