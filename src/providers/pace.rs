@@ -1584,7 +1584,10 @@ mod tests {
     /// call counters; its retry quota has nothing in it, apart from throttling retries, which are free
     /// (as `Aws::connect` makes them).
     macro_rules! sdk_client {
-        ($sdk:ident, $http:expr, $stats:expr) => {{
+        ($sdk:ident, $http:expr, $stats:expr) => {
+            sdk_client!($sdk, $http, $stats, |retry| retry)
+        };
+        ($sdk:ident, $http:expr, $stats:expr, $retry:expr) => {{
             use aws_smithy_runtime::client::retries::{RetryPartition, TokenBucket};
             let quota = TokenBucket::builder().capacity(0).throttling_retry_cost(0).build();
             let config = $sdk::Config::builder()
@@ -1592,12 +1595,12 @@ mod tests {
                 .region($sdk::config::Region::new("us-east-1"))
                 .credentials_provider($sdk::config::Credentials::new("AKID", "SECRET", None, None, "test"))
                 .http_client($http)
-                .retry_config(
+                .retry_config(($retry)(
                     $sdk::config::retry::RetryConfig::standard()
                         .with_max_attempts(10)
                         .with_initial_backoff(Duration::from_millis(200))
                         .with_max_backoff(Duration::from_secs(20)),
-                )
+                ))
                 .stalled_stream_protection($sdk::config::StalledStreamProtectionConfig::disabled())
                 .retry_partition(RetryPartition::custom("test").token_bucket(quota).build())
                 .interceptor(crate::providers::calls::CountCalls($stats.clone()))
@@ -1674,6 +1677,29 @@ mod tests {
         }
         assert_eq!(endpoint.seen(), vec![(0, 1), (421_200, 2)]);
         let counted = stats.snapshot()[&("wafv2".to_string(), "AssociateWebACL".to_string())];
+        assert_eq!(counted, crate::providers::calls::CallCount { calls: 2, errors: 0, throttled: 0 });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_retry_behavior_2_1_the_retry_comes_within_its_first_backoff() {
+        // Retry Behavior 2.1 (`AWS_NEW_RETRIES_2026`) bounds `x-amz-retry-after` below by the
+        // exponential backoff: the retry comes up to one initial backoff (0.2 s) after the bounce,
+        // still in the kept slot (now past), not one spacing later.
+        let stats = CallStats::new();
+        let endpoint = Attempts(Default::default(), Instant::now());
+        let client = sdk_client!(
+            aws_sdk_apigateway,
+            paced_over(endpoint.clone(), pacers_at(0.1, &stats)),
+            stats,
+            |retry: aws_smithy_types::retry::RetryConfig| { retry.with_retry_spec(aws_smithy_types::retry::RetrySpec::v2_1()) }
+        );
+        for i in 0..2 {
+            client.delete_rest_api().rest_api_id(format!("a{i}")).send().await.expect("the delete succeeds");
+        }
+        let seen = endpoint.seen();
+        assert_eq!((seen.len(), seen[0], seen[1].1), (2, (0, 1), 2), "{seen:?}");
+        assert!((301_000..=301_200).contains(&seen[1].0), "{seen:?}");
+        let counted = stats.snapshot()[&("apigateway".to_string(), "DeleteRestApi".to_string())];
         assert_eq!(counted, crate::providers::calls::CallCount { calls: 2, errors: 0, throttled: 0 });
     }
 }
