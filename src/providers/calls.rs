@@ -1,4 +1,6 @@
-//! Counts every AWS call (each HTTP attempt) by service and operation, with an SDK interceptor.
+//! Counts every AWS call (each HTTP attempt) by service and operation, with an SDK interceptor. An
+//! attempt the pacer held too long to send with its signature, and had signed again, is no call (AWS
+//! never saw it).
 //!
 //! The same interceptor carries a crash hook for tests: `RECONCILE_CRASH_AT=after:N` aborts the
 //! process right after the N-th AWS response arrives (before anything is recorded), `before:N`
@@ -62,7 +64,8 @@ pub struct CallCount {
 /// paced service.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct PaceCount {
-    /// Attempts paced (each retry is paced again).
+    /// Attempts paced and sent (each retry is paced again; an attempt the pacer held too long for
+    /// its signature is not sent, and counts once with its retry, which goes in the slot it waited for).
     pub calls: u64,
     /// Time those attempts waited for their slot, in total and at most.
     pub waited_ms: u64,
@@ -244,6 +247,11 @@ impl Intercept for CountCalls {
         _: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
+        // The pacer's answer to a request it held too long to send with its signature (see
+        // `pace::RESIGN_AFTER`): AWS never saw it, so it is no call, no error and no throttle.
+        if ctx.response().is_some_and(|r| r.headers().contains_key(super::pace::RESIGN_HEADER)) {
+            return Ok(());
+        }
         let (service, operation) = cfg.load::<Metadata>().map_or(("unknown", "unknown"), |m| (m.service(), m.name()));
         let (error, throttled) = match ctx.response() {
             Some(r) => {

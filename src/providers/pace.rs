@@ -25,6 +25,14 @@
 //! marks the limit spent, voids the slots given out before it, reserves the refused call's retry at
 //! the earliest moment the limit allows, and tells the SDK's retry to wait just that long
 //! (`x-amz-retry-after`, in place of its exponential backoff; the SDK's attempt limit still applies).
+//!
+//! Pacing in the HTTP layer means a request waits after the SDK signed it, and AWS refuses a SigV4
+//! signature more than 5 minutes old (403, which the SDK does not retry), while a paced call can wait
+//! longer than that (`DeleteRestApi` is 301 s apart at a share of 0.1, and a queue of them waits
+//! several times that). A request that waited more than [`RESIGN_AFTER`] is not sent: the connector
+//! keeps the slot it waited for, for the same SDK call, and answers the SDK with a throttling error
+//! to retry at once (not sent to AWS, counted nowhere as a call or a throttle). The SDK signs the
+//! retry afresh, and the retry takes the kept slot, due by then, so it goes without waiting again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,14 +64,47 @@ pub struct Pacer {
     /// After the ledger failed: until when (clock ms) this process paces on its own before trying the
     /// ledger again.
     paused_until: std::sync::atomic::AtomicI64,
-    /// Slots reserved for the retries of refused calls, by the SDK's invocation id (the same on every
-    /// attempt of one call): (when it was reserved, the slot).
-    held: std::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>,
+    /// Slots reserved for the next attempt of an SDK call, by the SDK's invocation id (the same on
+    /// every attempt of one call): the retry of a refused call, or of one sent back to be signed again.
+    held: std::sync::Mutex<std::collections::HashMap<String, Held>>,
     /// This process's cap (`--api-share` below 1): the limits scaled to its share, kept in this
     /// process only, and taken before the account's (shared) record.
     cap: Cap,
     stats: Option<Arc<CallStats>>,
 }
+/// A slot kept for the next attempt of an SDK call (see [`Pacer::held`]).
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    /// When the slot was reserved: a throttling answer met after it voids it.
+    reserved: i64,
+    /// When the attempt may go (clock ms).
+    slot: i64,
+    /// For an attempt sent back to be signed again (see [`RESIGN_AFTER`]): when it started waiting.
+    /// Its retry is counted as the same paced call (one wait, from then on), and already went
+    /// through this process's share: it does not take a second slot of it.
+    resigned_since: Option<i64>,
+}
+
+/// What [`Pacer::pass`] decided for an attempt, after it waited for its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Send it (it waited this long).
+    Go(Duration),
+    /// It waited this long, too long for its signature: have the SDK sign it again; its slot is kept.
+    Resign(Duration),
+}
+
+/// How long after it was signed a paced request may still be sent. AWS refuses a SigV4 signature
+/// more than 5 minutes old ("Signature expired", a 403 the SDK does not retry); a request paced longer
+/// than this is sent back to the SDK to be signed again (see [`PacedConnector`]). The minute left
+/// covers the request's way to AWS and a client clock a little off AWS's (the SDK corrects the skew
+/// it measures).
+pub const RESIGN_AFTER: Duration = Duration::from_secs(4 * 60);
+
+/// The header that marks the answer the connector gives, without sending the request, to have the
+/// SDK sign it again (see [`RESIGN_AFTER`]): the call counters do not count it as an AWS call.
+pub const RESIGN_HEADER: &str = "x-reconcile-resign";
+
 /// A process's share of the account's limits: at most `share` of the rate and of each spacing's
 /// frequency, with the same burst window. The share can change while the process runs (a watcher's
 /// share is split among the watchers live on its state database).
@@ -160,23 +201,42 @@ pub struct Service {
     pub stats: &'static str,
     /// For people (log lines).
     pub name: &'static str,
+    /// The error code the service throttles with, which the SDK retries as a throttle (at no cost to
+    /// its retry quota): what the connector answers to have a request signed again.
+    throttle_code: &'static str,
     /// The operation a request (method, URI, `X-Amz-Target`) counts as, when it has a limit of its own
     /// or stands apart from the account bucket; `None`: the account bucket only.
     operation: fn(&str, &str, Option<&str>) -> Option<&'static str>,
 }
 
-pub static API_GATEWAY: Service =
-    Service { sigv4: APIGW_SERVICE, stats: "apigateway", name: "API Gateway", operation: |method, uri, _| apigw_operation(method, uri) };
-pub static LAMBDA: Service =
-    Service { sigv4: "lambda", stats: "lambda", name: "Lambda", operation: |method, uri, _| lambda_operation(method, uri) };
+pub static API_GATEWAY: Service = Service {
+    sigv4: APIGW_SERVICE,
+    stats: "apigateway",
+    name: "API Gateway",
+    throttle_code: "TooManyRequestsException",
+    operation: |method, uri, _| apigw_operation(method, uri),
+};
+pub static LAMBDA: Service = Service {
+    sigv4: "lambda",
+    stats: "lambda",
+    name: "Lambda",
+    throttle_code: "TooManyRequestsException",
+    operation: |method, uri, _| lambda_operation(method, uri),
+};
 pub static LOGS: Service = Service {
     sigv4: "logs",
     stats: "cloudwatchlogs",
     name: "CloudWatch Logs",
+    throttle_code: "ThrottlingException",
     operation: |_, _, target| target_operation(target, LOGS_RATES),
 };
-pub static WAFV2: Service =
-    Service { sigv4: "wafv2", stats: "wafv2", name: "WAFv2", operation: |_, _, target| target_operation(target, WAFV2_RATES) };
+pub static WAFV2: Service = Service {
+    sigv4: "wafv2",
+    stats: "wafv2",
+    name: "WAFv2",
+    throttle_code: "ThrottlingException",
+    operation: |_, _, target| target_operation(target, WAFV2_RATES),
+};
 
 /// Milliseconds between two calls at `per_s` calls per second, kept at [`RATE_MARGIN`] of it.
 fn gap_ms(per_s: f64) -> i64 {
@@ -469,19 +529,33 @@ impl Pacer {
     /// [`Pacer::acquire`] for an attempt of the SDK call `invocation`: a retry after a 429 takes the
     /// slot reserved for it then.
     pub async fn acquire_for(&self, operation: Option<&str>, invocation: Option<&str>) -> Duration {
+        match self.pass(operation, invocation, None).await {
+            Pass::Go(waited) | Pass::Resign(waited) => waited,
+        }
+    }
+
+    /// Reserves the next slot for an attempt of `operation` (the SDK call `invocation`'s, which takes
+    /// the slot kept for it, if any) and waits for it. An attempt signed at `signed` (clock ms) that
+    /// has waited more than [`RESIGN_AFTER`] since is not to be sent: its slot is kept for the SDK
+    /// call's retry, which goes at once, and the wait is counted with the retry's (one paced call).
+    async fn pass(&self, operation: Option<&str>, invocation: Option<&str>, signed: Option<i64>) -> Pass {
         let operation = self.limited(operation);
         if !self.limits.limits(operation) {
-            return Duration::ZERO;
-        }
-        let start = self.clock.now_ms();
-        // This process's share first (its own record), then the account's.
-        if let Some(slot) = self.capped(operation) {
-            self.clock.sleep_until(slot).await;
+            return Pass::Go(Duration::ZERO);
         }
         let mut held = invocation.and_then(|id| self.held.lock().ok()?.remove(id));
-        loop {
+        let resumed = held.and_then(|h| h.resigned_since);
+        let start = resumed.unwrap_or_else(|| self.clock.now_ms());
+        // This process's share first (its own record), then the account's. A retry sent back to be
+        // signed again had its share's slot already.
+        if resumed.is_none()
+            && let Some(slot) = self.capped(operation)
+        {
+            self.clock.sleep_until(slot).await;
+        }
+        let (reserved, slot) = loop {
             let (reserved, slot) = match held.take() {
-                Some(given) => given,
+                Some(given) => (given.reserved, given.slot),
                 None => (self.clock.now_ms(), self.reserve(operation).await),
             };
             let wait = slot - self.clock.now_ms();
@@ -495,14 +569,37 @@ impl Pacer {
                 Some(op) if self.overtaken(op, reserved).await => {
                     tracing::debug!(operation = op, "slot voided by a 429; reserving again");
                 }
-                _ => break,
+                _ => break (reserved, slot),
             }
+        };
+        let now = self.clock.now_ms();
+        let waited = Duration::from_millis((now - start).max(0) as u64);
+        if let (Some(signed), Some(id)) = (signed, invocation)
+            && now - signed > RESIGN_AFTER.as_millis() as i64
+        {
+            self.hold(id, Held { reserved, slot, resigned_since: Some(start) });
+            tracing::info!(
+                service = self.service.name,
+                ?operation,
+                waited_s = (now - signed) / 1000,
+                "a paced call waited longer than its signature stays valid; having it signed again, it goes at once"
+            );
+            return Pass::Resign(waited);
         }
-        let waited = Duration::from_millis((self.clock.now_ms() - start).max(0) as u64);
         if let Some(stats) = &self.stats {
             stats.paced(self.service.stats, operation.unwrap_or(ACCOUNT_RATE), waited);
         }
-        waited
+        Pass::Go(waited)
+    }
+
+    /// Keeps `held` for the next attempt of the SDK call `invocation`; forgets those long past (their
+    /// call ended, or was dropped, without a retry).
+    fn hold(&self, invocation: &str, held: Held) {
+        let now = self.clock.now_ms();
+        if let Ok(mut all) = self.held.lock() {
+            all.retain(|_, h| h.slot > now - 60_000);
+            all.insert(invocation.to_string(), held);
+        }
     }
 
     /// Records that the endpoint refused a paced call of `operation` with a throttling answer (another
@@ -537,12 +634,9 @@ impl Pacer {
                 (at, slot)
             }
         };
-        if let Some(id) = invocation
-            && let Ok(mut held) = self.held.lock()
-        {
-            // Reserved just after the 429 (a later one voids it); forgotten once long past.
-            held.retain(|_, (_, s)| *s > now - 60_000);
-            held.insert(id.to_string(), (at + 1, slot));
+        if let Some(id) = invocation {
+            // Reserved just after the 429 (a later one voids it).
+            self.hold(id, Held { reserved: at + 1, slot, resigned_since: None });
         }
         if let Some(stats) = &self.stats {
             stats.pace_throttled(self.service.stats, operation.unwrap_or(ACCOUNT_RATE));
@@ -703,7 +797,9 @@ impl HttpClient for PacedClient {
     }
 }
 
-/// Sends each request signed for a paced service through that service's pacer.
+/// Sends each request signed for a paced service through that service's pacer. A request held longer
+/// than [`RESIGN_AFTER`] is not sent: the SDK gets [`resign_answer`] and retries it at once, signed
+/// again, into the slot it waited for.
 #[derive(Debug, Clone)]
 struct PacedConnector {
     inner: SharedHttpConnector,
@@ -726,11 +822,15 @@ impl HttpConnector for PacedConnector {
         let Some((pacer, operation)) = self.route(&request) else {
             return self.inner.call(request);
         };
+        // The SDK signed the request just before handing it over: its signature's age counts from now.
+        let signed = pacer.clock.now_ms();
         let invocation = request.headers().get("amz-sdk-invocation-id").map(str::to_string);
         let attempt = request.headers().get("amz-sdk-request").and_then(attempt_of).unwrap_or(1);
         let inner = self.inner.clone();
         HttpConnectorFuture::new(async move {
-            pacer.acquire_for(operation, invocation.as_deref()).await;
+            if let Pass::Resign(waited) = pacer.pass(operation, invocation.as_deref(), Some(signed)).await {
+                return Ok(resign_answer(pacer.service, waited));
+            }
             let mut response = inner.call(request).await?;
             if is_throttled(&mut response).await? {
                 // Tell the SDK's retry when the limit allows the call again (it waits that instead of
@@ -748,6 +848,27 @@ impl HttpConnector for PacedConnector {
             Ok(response)
         })
     }
+}
+
+/// The answer given to the SDK, instead of sending a request that waited `waited` for its slot, longer
+/// than its signature stays valid: the service's throttling error, which the SDK retries (signing the
+/// request again) at no cost to its retry quota (`Aws::connect` sets throttling retries free), after
+/// `x-amz-retry-after`: 0 ms (a retry policy that bounds it below by its backoff, Retry Behavior 2.1,
+/// waits a fraction of a second more). It costs one of the SDK's attempts. Marked with
+/// [`RESIGN_HEADER`] so that the call counters leave it out: AWS never saw it.
+fn resign_answer(service: &Service, waited: Duration) -> HttpResponse {
+    let message = format!(
+        "not sent: the request waited {} s for its slot under the service's rate limits, longer than a request signature stays valid; the SDK signs it again and it goes at once",
+        waited.as_secs()
+    );
+    let body = serde_json::json!({"__type": service.throttle_code, "message": message}).to_string();
+    let mut response = HttpResponse::new(http::StatusCode::TOO_MANY_REQUESTS.into(), SdkBody::from(body));
+    let headers = response.headers_mut();
+    headers.insert("x-amzn-errortype", service.throttle_code);
+    headers.insert("content-type", "application/json");
+    headers.insert("x-amz-retry-after", "0");
+    headers.insert(RESIGN_HEADER, "1");
+    response
 }
 
 #[cfg(test)]
@@ -1389,5 +1510,196 @@ mod tests {
             Duration::from_millis(11_200),
             "the slot given out before the 429 was too soon; it is taken again"
         );
+    }
+
+    /// Pacers of every paced service on the test clock at `share`, counting in `stats`.
+    fn pacers_at(share: f64, stats: &Arc<CallStats>) -> Vec<Arc<Pacer>> {
+        Pacer::all().into_iter().map(|p| Arc::new(p.with_clock(Clock::at(1_000_000)).with_share(share).with_stats(stats.clone()))).collect()
+    }
+
+    /// A request of attempt `attempt` of the SDK call `invocation`, as the SDK hands it over.
+    fn attempt(method: &str, uri: &str, invocation: &str, attempt: u32) -> HttpRequest {
+        let mut r = request(method, uri, APIGW_SERVICE);
+        r.headers_mut().insert("amz-sdk-invocation-id", invocation.to_string());
+        r.headers_mut().insert("amz-sdk-request", format!("attempt={attempt}; max=10"));
+        r
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_held_past_its_signature_is_sent_back_once_and_its_retry_goes_at_its_slot() {
+        let stats = CallStats::new();
+        let recorder = Recorder(Default::default(), Instant::now());
+        // At a share of 0.1, DeleteRestApi calls are 301 s apart: the second waits past RESIGN_AFTER.
+        let connector = PacedConnector { inner: SharedHttpConnector::new(recorder.clone()), pacers: pacers_at(0.1, &stats).into() };
+        let start = Instant::now();
+        let first = connector.call(attempt("DELETE", "http://127.0.0.1:4566/restapis/a1", "call-1", 1)).await.expect("response");
+        assert_eq!(first.status().as_u16(), 200);
+
+        let second = connector.call(attempt("DELETE", "http://127.0.0.1:4566/restapis/a2", "call-2", 1)).await.expect("response");
+        assert_eq!(Instant::now() - start, Duration::from_millis(301_000), "it waited for its slot");
+        assert_eq!(recorder.0.lock().expect("lock").len(), 1, "but was not sent with a signature that old");
+        assert_eq!(second.status().as_u16(), 429);
+        assert!(second.headers().contains_key(RESIGN_HEADER), "marked as not sent");
+        assert_eq!(second.headers().get("x-amzn-errortype"), Some("TooManyRequestsException"), "a throttle the SDK retries for free");
+        assert_eq!(second.headers().get("x-amz-retry-after"), Some("0"), "at once");
+
+        // The SDK's retry (signed again) takes the slot kept for it, due: no second wait, no bounce.
+        let retry = connector.call(attempt("DELETE", "http://127.0.0.1:4566/restapis/a2", "call-2", 2)).await.expect("response");
+        assert_eq!(retry.status().as_u16(), 200);
+        assert_eq!(Instant::now() - start, Duration::from_millis(301_000), "the retry went at once");
+        let seen: Vec<u128> = recorder.0.lock().expect("lock").iter().map(|(_, d)| d.as_millis()).collect();
+        assert_eq!(seen, vec![0, 301_000]);
+
+        // One paced call per request sent, the bounced attempt's wait counted with its retry; no throttle.
+        let paced = stats.pacing()[&(APIGW_SERVICE.to_string(), "DeleteRestApi".to_string())];
+        assert_eq!(paced, crate::providers::calls::PaceCount { calls: 2, waited_ms: 301_000, max_wait_ms: 301_000, throttled: 0 });
+
+        // The slot was not given twice: the next delete is one spacing after the retry's.
+        connector.call(attempt("DELETE", "http://127.0.0.1:4566/restapis/a3", "call-3", 1)).await.expect("response");
+        assert_eq!(Instant::now() - start, Duration::from_millis(602_000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shorter_wait_or_a_request_without_an_invocation_id_is_sent() {
+        let stats = CallStats::new();
+        let recorder = Recorder(Default::default(), Instant::now());
+        // At the whole share DeleteRestApi calls are 30.1 s apart, well within a signature's validity.
+        let connector = PacedConnector { inner: SharedHttpConnector::new(recorder.clone()), pacers: pacers_at(1.0, &stats).into() };
+        for (i, id) in ["call-1", "call-2"].into_iter().enumerate() {
+            let response =
+                connector.call(attempt("DELETE", &format!("http://127.0.0.1:4566/restapis/a{i}"), id, 1)).await.expect("response");
+            assert_eq!(response.status().as_u16(), 200);
+        }
+        // Without the SDK's invocation id no slot can be kept for a retry: it is sent however late.
+        let connector = PacedConnector { inner: SharedHttpConnector::new(recorder.clone()), pacers: pacers_at(0.1, &stats).into() };
+        for i in 0..2 {
+            let response = connector.call(request("DELETE", &format!("http://127.0.0.1:4566/restapis/b{i}"), APIGW_SERVICE)).await;
+            assert_eq!(response.expect("response").status().as_u16(), 200);
+        }
+        let seen: Vec<u128> = recorder.0.lock().expect("lock").iter().map(|(_, d)| d.as_millis()).collect();
+        assert_eq!(seen, vec![0, 30_100, 30_100, 331_100]);
+    }
+
+    /// A client of the SDK crate `$sdk` over `http`, with the retry policy `Aws::connect` sets and the
+    /// call counters; its retry quota has nothing in it, apart from throttling retries, which are free
+    /// (as `Aws::connect` makes them).
+    macro_rules! sdk_client {
+        ($sdk:ident, $http:expr, $stats:expr) => {
+            sdk_client!($sdk, $http, $stats, |retry| retry)
+        };
+        ($sdk:ident, $http:expr, $stats:expr, $retry:expr) => {{
+            use aws_smithy_runtime::client::retries::{RetryPartition, TokenBucket};
+            let quota = TokenBucket::builder().capacity(0).throttling_retry_cost(0).build();
+            let config = $sdk::Config::builder()
+                .behavior_version($sdk::config::BehaviorVersion::latest())
+                .region($sdk::config::Region::new("us-east-1"))
+                .credentials_provider($sdk::config::Credentials::new("AKID", "SECRET", None, None, "test"))
+                .http_client($http)
+                .retry_config(($retry)(
+                    $sdk::config::retry::RetryConfig::standard()
+                        .with_max_attempts(10)
+                        .with_initial_backoff(Duration::from_millis(200))
+                        .with_max_backoff(Duration::from_secs(20)),
+                ))
+                .stalled_stream_protection($sdk::config::StalledStreamProtectionConfig::disabled())
+                .retry_partition(RetryPartition::custom("test").token_bucket(quota).build())
+                .interceptor(crate::providers::calls::CountCalls($stats.clone()))
+                .build();
+            $sdk::Client::from_conf(config)
+        }};
+    }
+
+    /// The paced HTTP client over `inner`, with `pacers`.
+    fn paced_over(inner: impl HttpConnector + 'static, pacers: Vec<Arc<Pacer>>) -> SharedHttpClient {
+        SharedHttpClient::new(PacedClient { inner: SharedHttpClient::new(Fixed(SharedHttpConnector::new(inner))), pacers: pacers.into() })
+    }
+
+    /// Records each request's arrival and `amz-sdk-request` header, and answers 200 `{}`.
+    #[derive(Debug, Clone)]
+    struct Attempts(Arc<std::sync::Mutex<Vec<(u128, String)>>>, Instant);
+
+    impl HttpConnector for Attempts {
+        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+            let header = request.headers().get("amz-sdk-request").unwrap_or_default().to_string();
+            self.0.lock().expect("lock").push(((Instant::now() - self.1).as_millis(), header));
+            let response = aws_smithy_runtime_api::http::Response::new(200u16.try_into().expect("200"), SdkBody::from("{}"));
+            HttpConnectorFuture::ready(Ok(response))
+        }
+    }
+
+    impl Attempts {
+        /// When each request came and which attempt of its call it was, sorted by time.
+        fn seen(&self) -> Vec<(u128, u32)> {
+            let mut seen: Vec<(u128, u32)> = self.0.lock().expect("lock").iter().map(|(at, h)| (*at, attempt_of(h).unwrap_or(0))).collect();
+            seen.sort();
+            seen
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn through_the_sdk_a_queue_longer_than_a_signature_lives_is_signed_again_not_refused() {
+        // The executor's ten parallel deletes at the whole share: DeleteRestApi 30.1 s apart, so the
+        // ninth waits 240.8 s and the tenth 270.9 s, past RESIGN_AFTER.
+        let stats = CallStats::new();
+        let endpoint = Attempts(Default::default(), Instant::now());
+        let client = sdk_client!(aws_sdk_apigateway, paced_over(endpoint.clone(), pacers_at(1.0, &stats)), stats);
+        let calls: Vec<_> = (0..10)
+            .map(|i| {
+                let client = client.clone();
+                tokio::spawn(async move { client.delete_rest_api().rest_api_id(format!("a{i}")).send().await })
+            })
+            .collect();
+        for call in calls {
+            call.await.expect("task").expect("every delete succeeds");
+        }
+        let want: Vec<(u128, u32)> = (0..10u128).map(|i| (i * 30_100, if i < 8 { 1 } else { 2 })).collect();
+        assert_eq!(endpoint.seen(), want, "each at its slot, none later; the two that waited too long sent as the SDK's second attempt");
+        let counted = stats.snapshot()[&("apigateway".to_string(), "DeleteRestApi".to_string())];
+        assert_eq!(counted, crate::providers::calls::CallCount { calls: 10, errors: 0, throttled: 0 }, "the bounces are no AWS calls");
+        let paced = stats.pacing()[&(APIGW_SERVICE.to_string(), "DeleteRestApi".to_string())];
+        assert_eq!((paced.calls, paced.max_wait_ms, paced.throttled), (10, 270_900, 0), "{paced:?}");
+
+        // WAFv2 (the JSON protocol, throttling with `ThrottlingException`): AssociateWebACL 2.106 s
+        // apart, 421.2 s at a share of 0.005.
+        let stats = CallStats::new();
+        let endpoint = Attempts(Default::default(), Instant::now());
+        let client = sdk_client!(aws_sdk_wafv2, paced_over(endpoint.clone(), pacers_at(0.005, &stats)), stats);
+        let calls: Vec<_> = (0..2)
+            .map(|i| {
+                let client = client.clone();
+                tokio::spawn(
+                    async move { client.associate_web_acl().web_acl_arn("arn:acl").resource_arn(format!("arn:stage{i}")).send().await },
+                )
+            })
+            .collect();
+        for call in calls {
+            call.await.expect("task").expect("both associations succeed");
+        }
+        assert_eq!(endpoint.seen(), vec![(0, 1), (421_200, 2)]);
+        let counted = stats.snapshot()[&("wafv2".to_string(), "AssociateWebACL".to_string())];
+        assert_eq!(counted, crate::providers::calls::CallCount { calls: 2, errors: 0, throttled: 0 });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_retry_behavior_2_1_the_retry_comes_within_its_first_backoff() {
+        // Retry Behavior 2.1 (`AWS_NEW_RETRIES_2026`) bounds `x-amz-retry-after` below by the
+        // exponential backoff: the retry comes up to one initial backoff (0.2 s) after the bounce,
+        // still in the kept slot (now past), not one spacing later.
+        let stats = CallStats::new();
+        let endpoint = Attempts(Default::default(), Instant::now());
+        let client = sdk_client!(
+            aws_sdk_apigateway,
+            paced_over(endpoint.clone(), pacers_at(0.1, &stats)),
+            stats,
+            |retry: aws_smithy_types::retry::RetryConfig| { retry.with_retry_spec(aws_smithy_types::retry::RetrySpec::v2_1()) }
+        );
+        for i in 0..2 {
+            client.delete_rest_api().rest_api_id(format!("a{i}")).send().await.expect("the delete succeeds");
+        }
+        let seen = endpoint.seen();
+        assert_eq!((seen.len(), seen[0], seen[1].1), (2, (0, 1), 2), "{seen:?}");
+        assert!((301_000..=301_200).contains(&seen[1].0), "{seen:?}");
+        let counted = stats.snapshot()[&("apigateway".to_string(), "DeleteRestApi".to_string())];
+        assert_eq!(counted, crate::providers::calls::CallCount { calls: 2, errors: 0, throttled: 0 });
     }
 }
