@@ -120,17 +120,12 @@ impl Batch {
     /// The run is about to read the resource `id` of `kind`. A web ACL association of an API
     /// Gateway stage is read with the stage (its `webAclArn`): it counts as a read of the stage.
     pub fn want(&self, kind: Kind, id: &str) {
-        let stage;
-        let (kind, id) = match kind {
-            Kind::WebAclAssociation => match crate::providers::wafv2::association::stage_of(id) {
-                Some(s) => {
-                    stage = s;
-                    (Kind::Stage, stage.as_str())
-                }
-                None => return,
-            },
-            _ => (kind, id),
-        };
+        if kind == Kind::WebAclAssociation {
+            if let Some(stage) = crate::providers::wafv2::association::stage_of(id) {
+                self.want(Kind::Stage, &stage);
+            }
+            return;
+        }
         if let Some(group) = group_of(kind, id)
             && let Ok(mut w) = self.wanted.lock()
         {

@@ -319,17 +319,9 @@ impl Pacer {
         if share > before {
             // A larger share takes effect at once: slots reserved under the smaller one are brought
             // forward to where the new limits put them (the bucket no emptier than it may be now).
-            let now = self.clock.now_ms();
             let limits = self.capped_limits();
             if let Ok(mut rows) = self.cap.rows.lock() {
-                for (bucket, row) in rows.iter_mut() {
-                    let furthest = match &limits {
-                        None => now,
-                        Some(l) if bucket == pacing::ACCOUNT_BUCKET => now + l.interval_ms * l.burst,
-                        Some(l) => now + l.spacing_of(bucket).unwrap_or(0),
-                    };
-                    row.at_ms = row.at_ms.min(furthest);
-                }
+                pacing::bring_forward(&mut rows, limits.as_ref(), self.clock.now_ms());
             }
         }
     }

@@ -137,6 +137,20 @@ pub fn overtaken(row: Option<Row>, limits: &Limits, operation: &str, reserved: i
     limits.spacing_of(operation).is_some() && row.is_some_and(|r| r.spent_ms >= reserved)
 }
 
+/// Brings every row forward to at most where `limits` would put it from `now` (an empty account
+/// bucket, an operation's next slot one spacing away; `None`: no limits, every row free now): after
+/// the limits grew, slots reserved under the smaller ones are not waited out.
+pub fn bring_forward(rows: &mut Rows, limits: Option<&Limits>, now: i64) {
+    for (bucket, row) in rows.iter_mut() {
+        let furthest = match limits {
+            None => now,
+            Some(l) if bucket == ACCOUNT_BUCKET => now + l.interval_ms * l.burst,
+            Some(l) => now + l.spacing_of(bucket).unwrap_or(0),
+        };
+        row.at_ms = row.at_ms.min(furthest);
+    }
+}
+
 /// Drops the rows that say nothing any more at `now` (a full bucket, a free slot).
 pub fn prune(rows: &mut Rows, now: i64) {
     rows.retain(|_, r| r.at_ms > now);

@@ -78,6 +78,18 @@ async fn back_to_back_applies_on_one_state_file_meet_no_429() {
     assert!((1..=3).contains(&rows), "{rows} ledger rows");
 }
 
+/// The delay the run's one paced throttle was retried after (ms), from its log line, which must name
+/// `service`.
+fn one_retry_delay(out: &support::Output, service: &str) -> u64 {
+    let retries = log_lines(
+        &out.stderr,
+        "the service throttled a paced call (another client is using the account's budget); retrying when the limit allows",
+    );
+    assert_eq!(retries.len(), 1, "{}", out.stderr);
+    assert_eq!(retries[0]["service"].as_str(), Some(service), "{}", out.stderr);
+    retries[0]["retry_in_ms"].as_u64().unwrap()
+}
+
 /// Rows in the pacing ledger of a state file.
 async fn ledger_rows(path: &Path) -> i64 {
     use sqlx::ConnectOptions;
@@ -127,13 +139,7 @@ async fn a_429_from_outside_is_retried_after_one_spacing() {
     let stats = proxy.stats();
     assert_eq!(stats["failed"].as_u64(), Some(1), "{stats}");
     assert_eq!(stats["limited"].as_u64(), Some(0), "the retry (and the other deployment) waited for the limit: {stats}");
-    let retries = log_lines(
-        &out.stderr,
-        "the service throttled a paced call (another client is using the account's budget); retrying when the limit allows",
-    );
-    assert_eq!(retries.len(), 1, "{}", out.stderr);
-    assert_eq!(retries[0]["service"].as_str(), Some("API Gateway"), "{}", out.stderr);
-    let delay = retries[0]["retry_in_ms"].as_u64().unwrap();
+    let delay = one_retry_delay(&out, "API Gateway");
     assert!((5000..=5100).contains(&delay), "retried one spacing (5 s + 0.1 s margin) after the 429, asked {delay} ms");
     assert_eq!(apis_named(&moto, "pace-e-").await, 2);
 }
@@ -293,12 +299,6 @@ async fn every_paced_service_is_paced_and_a_json_throttle_is_retried_one_interva
     assert!(row("wafv2", "CreateWebACL")["calls"].as_u64().unwrap_or_default() >= 1, "{doc}");
     assert_eq!(calls_to(doc["aws_calls"].as_array().unwrap(), "AssociateWebACL"), 2, "the throttled call and its retry: {out}");
     assert_eq!(proxy.stats()["failed"].as_u64(), Some(1));
-    let retries = log_lines(
-        &out.stderr,
-        "the service throttled a paced call (another client is using the account's budget); retrying when the limit allows",
-    );
-    assert_eq!(retries.len(), 1, "{}", out.stderr);
-    assert_eq!(retries[0]["service"].as_str(), Some("WAFv2"), "{}", out.stderr);
-    let delay = retries[0]["retry_in_ms"].as_u64().unwrap();
+    let delay = one_retry_delay(&out, "WAFv2");
     assert!((2000..=2106).contains(&delay), "retried one association interval (2 s / 95%) after the throttle, asked {delay} ms");
 }
