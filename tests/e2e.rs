@@ -14,6 +14,8 @@ mod fleet;
 mod identity;
 #[path = "e2e/inputs.rs"]
 mod inputs;
+#[path = "e2e/intent.rs"]
+mod intent;
 #[path = "e2e/lambda_versions.rs"]
 mod lambda_versions;
 #[path = "e2e/lifecycle.rs"]
@@ -332,6 +334,10 @@ async fn bad_manifests_fail_before_any_aws_call_and_leave_state_alone() {
             "{out}"
         );
         assert!(out.stderr.contains("`memory_size` must be an integer, found string"), "{out}");
+        // Each diagnostic line says `error:` once, after its location (not `error: FILE:L:C: error: …`).
+        let first = format!("manifests/bad.toml:{line}:9: error: ");
+        assert!(out.stderr.lines().any(|l| l.starts_with(&first)), "{out}");
+        assert!(out.stderr.lines().all(|l| l.matches("error:").count() <= 1), "{out}");
     }
     let requests_after = moto.log().lines().filter(|l| l.contains("HTTP/1.1\"")).count();
     assert_eq!(requests_before, requests_after, "a bad manifest made AWS calls:\n{}", moto.log());

@@ -94,7 +94,16 @@ fn report_error(g: &Global, e: &CliError) {
         let doc = serde_json::json!({"error": e.to_string(), "diagnostics": diagnostics});
         println!("{doc}");
     }
-    eprintln!("error: {e}");
+    eprintln!("{}", error_text(e));
+}
+
+/// The text of an error as the edge prints it: `error: ` once per error line. Manifest diagnostics
+/// carry their own (`FILE:L:C: error: …`, one per problem), so they are printed as they are.
+fn error_text(e: &CliError) -> String {
+    match e {
+        CliError::Manifest(ManifestError::Invalid(_)) => e.to_string(),
+        _ => format!("error: {e}"),
+    }
 }
 
 fn validate(g: &Global) -> Result<Exit, CliError> {
@@ -438,4 +447,22 @@ pub(crate) fn confirm(question: &str) -> Result<(), CliError> {
     let mut answer = String::new();
     stdin.lock().read_line(&mut answer)?;
     if answer.trim() == "yes" { Ok(()) } else { Err(CliError::Refused("cancelled: nothing was changed".into())) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_lines_say_error_once() {
+        let src = manifest::SourceMap::new(std::path::Path::new("m.toml"), "a = 1\nb = 2\n".into());
+        let e = CliError::Manifest(ManifestError::Invalid(vec![src.diagnostic(0, "first"), src.diagnostic(6, "second")]));
+        let text = error_text(&e);
+        assert!(text.starts_with("m.toml:1:1: error: first\n"), "{text}");
+        assert!(text.contains("\nm.toml:2:1: error: second\n"), "{text}");
+        for line in text.lines() {
+            assert!(line.matches("error:").count() <= 1, "`error:` twice in `{line}`");
+        }
+        assert_eq!(error_text(&CliError::Refused("no".into())), "error: no");
+    }
 }
