@@ -1,8 +1,10 @@
 //! The command line: the clap tree and its shared options (parsing only; `main` dispatches to `commands`).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgMatches, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 /// Declarative provisioning for serverless API stacks on AWS: API Gateway, Lambda, IAM,
 /// CloudWatch Logs and WAFv2, from a TOML manifest.
@@ -479,5 +481,196 @@ fn parse_share(s: &str) -> Result<f64, String> {
         Ok(v) if (0.01..=1.0).contains(&v) => Ok(v),
         Ok(v) => Err(format!("{v} is not a share between 0.01 and 1 (e.g. 0.5 for half the account's limits)")),
         Err(_) => Err(format!("`{s}` is not a number between 0.01 and 1 (e.g. 0.5)")),
+    }
+}
+
+/// Parses the process's command line; bad arguments (and `--help`, `--version`) end the process with
+/// clap's message, as [`Cli::parse`] does.
+pub fn parse() -> Cli {
+    try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+}
+
+/// Parses `argv` so that every occurrence of a global option counts, wherever it stands.
+///
+/// clap keeps only the occurrences of a `global = true` option found after the (deepest) subcommand,
+/// dropping those before it without a word: `--var a=1 plan --var b=2` would plan without `a`. So the
+/// command line is parsed a second time with a tree in which each command level has its own copy of
+/// the global options, and the occurrences of every level are put together: a repeatable option's
+/// values in command-line order, a count summed; a single-valued option given at two levels with
+/// different values is refused, naming it (never one of them silently dropped).
+pub fn try_parse_from<I, T>(argv: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
+    // The real tree first: its errors, help and version are the ones to show.
+    let mut cli = Cli::try_parse_from(&argv)?;
+    let globals: Vec<clap::Arg> = Cli::command().get_arguments().filter(|a| a.is_global_set()).cloned().collect();
+    let split = per_level(Cli::command(), &globals).try_get_matches_from(&argv)?;
+    let mut levels = vec![&split];
+    while let Some((_, sub)) = levels.last().and_then(|m| m.subcommand()) {
+        levels.push(sub);
+    }
+    for arg in &globals {
+        let id = arg.get_id().as_str();
+        let given: Vec<&ArgMatches> = levels.iter().copied().filter(|m| m.value_source(id) == Some(ValueSource::CommandLine)).collect();
+        if given.len() < 2 {
+            // Given at one level at most: clap's own parse has it right.
+            continue;
+        }
+        let option = arg.get_long().map_or_else(|| id.to_string(), |l| format!("--{l}"));
+        match arg.get_action() {
+            ArgAction::Append => match id {
+                "var" => cli.global.vars.var = in_order(&given, id),
+                "var_file" => cli.global.vars.var_file = in_order(&given, id),
+                "allow_code_from" => cli.global.allow_code_from = in_order(&given, id),
+                _ => return Err(both_sides(&option, "give all of its values on one side of the subcommand")),
+            },
+            ArgAction::Count => match id {
+                "verbose" => cli.global.verbose = given.iter().map(|m| m.get_count(id)).fold(0u8, u8::saturating_add),
+                _ => return Err(both_sides(&option, "give it on one side of the subcommand")),
+            },
+            ArgAction::SetTrue | ArgAction::SetFalse => {}
+            _ => {
+                let mut values: Vec<String> = Vec::new();
+                for m in &given {
+                    for v in m.get_raw(id).into_iter().flatten() {
+                        let v = v.to_string_lossy().into_owned();
+                        if !values.contains(&v) {
+                            values.push(v);
+                        }
+                    }
+                }
+                if values.len() > 1 {
+                    let shown: Vec<String> = values.iter().map(|v| format!("`{v}`")).collect();
+                    return Err(both_sides(
+                        &option,
+                        &format!("with different values ({}); it takes one value: give it once", shown.join(", ")),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(cli)
+}
+
+/// `command` with the global options made local and copied into every subcommand, so each level's
+/// matches hold only what was given at that level (with its position on the command line).
+fn per_level(command: clap::Command, globals: &[clap::Arg]) -> clap::Command {
+    let mut command = command;
+    for arg in globals {
+        command = command.mut_arg(arg.get_id().clone(), |a| a.global(false));
+    }
+    fn copy_into(command: clap::Command, globals: &[clap::Arg]) -> clap::Command {
+        let names: Vec<String> = command.get_subcommands().map(|s| s.get_name().to_string()).collect();
+        let mut command = command;
+        for name in names {
+            command = command.mut_subcommand(name, |sub| copy_into(sub.args(globals.iter().map(|a| a.clone().global(false))), globals));
+        }
+        command
+    }
+    copy_into(command, globals)
+}
+
+/// The values of `id` given at `levels`, in command-line order: each level's in the order given
+/// (the options before a subcommand's name are all its parent's).
+fn in_order<T: Clone + Send + Sync + 'static>(levels: &[&ArgMatches], id: &str) -> Vec<T> {
+    levels.iter().filter_map(|m| m.get_many::<T>(id)).flat_map(|given| given.cloned()).collect()
+}
+
+fn both_sides(option: &str, what: &str) -> clap::Error {
+    let message = format!("`{option}` is given both before and after the subcommand {what}");
+    clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, format!("{message}\n")).with_cmd(&Cli::command())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the parsed command line holds for a repeatable global option, as strings.
+    fn repeatable(cli: &Cli, id: &str) -> Vec<String> {
+        let paths = |p: &[PathBuf]| p.iter().map(|p| p.display().to_string()).collect();
+        match id {
+            "var" => cli.global.vars.var.clone(),
+            "var_file" => paths(&cli.global.vars.var_file),
+            "allow_code_from" => paths(&cli.global.allow_code_from),
+            "verbose" => vec![cli.global.verbose.to_string()],
+            other => panic!("`{other}` is a new repeatable global option: put its values together in `try_parse_from` and here"),
+        }
+    }
+
+    fn argv(parts: &[&[&str]]) -> Vec<String> {
+        std::iter::once("reconcile").chain(parts.iter().flat_map(|p| p.iter().copied())).map(str::to_string).collect()
+    }
+
+    /// Command lines with one, two and three levels (the subcommand's own subcommand).
+    const SUBCOMMANDS: [&[&str]; 3] = [&["validate"], &["plan"], &["state", "list"]];
+
+    #[test]
+    fn every_repeatable_global_option_counts_before_and_after_the_subcommand() {
+        let command = Cli::command();
+        let globals: Vec<&clap::Arg> = command
+            .get_arguments()
+            .filter(|a| a.is_global_set() && matches!(a.get_action(), ArgAction::Append | ArgAction::Count))
+            .collect();
+        let ids: Vec<&str> = globals.iter().map(|a| a.get_id().as_str()).collect();
+        assert!(ids.len() >= 4 && ["var", "var_file", "allow_code_from", "verbose"].iter().all(|i| ids.contains(i)), "{ids:?}");
+        for arg in globals {
+            let id = arg.get_id().as_str();
+            let flag = format!("--{}", arg.get_long().unwrap());
+            let flag = flag.as_str();
+            for sub in SUBCOMMANDS {
+                let (first, last) = sub.split_at(1);
+                let (line, expected): (Vec<String>, Vec<String>) = if matches!(arg.get_action(), ArgAction::Count) {
+                    (argv(&[&[flag], first, &[flag], last, &[flag, flag]]), vec!["4".into()])
+                } else {
+                    (
+                        argv(&[&[flag, "a=1"], first, &[flag, "b=2"], last, &[flag, "c=3"]]),
+                        ["a=1", "b=2", "c=3"].iter().map(|s| s.to_string()).collect(),
+                    )
+                };
+                let cli = try_parse_from(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+                assert_eq!(repeatable(&cli, id), expected, "{line:?}");
+                // Only after the subcommand, and only before it: as given.
+                let after = try_parse_from(argv(&[sub, &[flag, if id == "verbose" { "-v" } else { "z=9" }]]));
+                let after = after.unwrap_or_else(|e| panic!("{e}"));
+                let expected_after: Vec<String> = if id == "verbose" { vec!["2".into()] } else { vec!["z=9".into()] };
+                assert_eq!(repeatable(&after, id), expected_after);
+            }
+        }
+        // A delimited value keeps its place among the others.
+        let cli = try_parse_from(argv(&[&["--allow-code-from", "a:b", "plan", "--allow-code-from", "c"]])).unwrap();
+        assert_eq!(repeatable(&cli, "allow_code_from"), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_single_valued_global_option_given_twice_with_different_values_is_refused() {
+        let command = Cli::command();
+        let single: Vec<&clap::Arg> =
+            command.get_arguments().filter(|a| a.is_global_set() && matches!(a.get_action(), ArgAction::Set)).collect();
+        assert!(single.len() >= 5, "{:?}", single.iter().map(|a| a.get_id()).collect::<Vec<_>>());
+        for arg in single {
+            let flag = format!("--{}", arg.get_long().unwrap());
+            let names: Vec<String> = arg.get_possible_values().iter().map(|v| v.get_name().to_string()).collect();
+            let (one, two) = match (names.as_slice(), arg.get_id().as_str()) {
+                ([a, b, ..], _) => (a.clone(), b.clone()),
+                (_, "api_share") => ("0.5".into(), "0.25".into()),
+                _ => ("one".into(), "two".into()),
+            };
+            for sub in SUBCOMMANDS {
+                let same = argv(&[&[&flag, &one], sub, &[&flag, &one]]);
+                try_parse_from(&same).unwrap_or_else(|e| panic!("{same:?}: {e}"));
+                let different = argv(&[&[&flag, &one], sub, &[&flag, &two]]);
+                let e = try_parse_from(&different).map(|_| ()).unwrap_err();
+                assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict, "{different:?}");
+                let text = e.to_string();
+                assert!(text.contains(&format!("`{flag}` is given both before and after the subcommand")), "{text}");
+                assert!(text.contains(&format!("`{one}`")) && text.contains(&format!("`{two}`")), "{text}");
+            }
+        }
+        // Flags may be given on both sides.
+        let cli = try_parse_from(argv(&[&["--json", "plan", "--json", "--quiet"]])).unwrap();
+        assert!(cli.global.json && cli.global.quiet);
     }
 }

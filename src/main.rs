@@ -3,12 +3,11 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use reconcile::cli::{Cli, Command, LogFormat};
 use reconcile::commands::{self, Exit};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = reconcile::cli::parse();
     init_tracing(&cli);
     reconcile::manifest::set_default_options(reconcile::manifest::Options {
         allow_code_from: cli.global.allow_code_from.clone(),

@@ -1,0 +1,44 @@
+//! What was asked is what runs (issue 32): options given on both sides of the subcommand, `protect`
+//! on switched-off resources, `[[moved]]` across types and `pin --force` against the state's own ARNs
+//! (end to end against moto).
+
+#[allow(unused_imports)]
+use super::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vars_before_and_after_the_subcommand_address_the_stack_they_name_together() {
+    let (moto, cli) = seeded();
+    let aws = aws(&moto).await;
+    // The default stack (no prefix) lives beside the one the split command lines name.
+    cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
+    let dev = |cmd: &[&'static str]| -> Vec<&'static str> {
+        let mut args = vec!["-f", SEED, "--var", "prefix=dev-"];
+        args.extend(cmd);
+        args.extend(["--var", "manage_apigw_account=false"]);
+        args
+    };
+
+    let out = cli.run(&dev(&["apply", "--auto-approve"]));
+    out.assert_success();
+    assert!(out.stdout.contains("Apply complete: 16 done, 0 failed"), "dev- without the account setting: {out}");
+    let tags = aws.lambda.get_function().function_name("dev-HelloLambdaTest").send().await.unwrap().tags().cloned().unwrap_or_default();
+    assert_eq!(tags.get("reconcile:stack").map(String::as_str), Some("dev-apigw-lambda-basic"));
+    // Both values count for plan: with either one dropped the plan would show changes.
+    let out = cli.run(&dev(&["plan", "--detailed-exitcode"]));
+    out.assert_status(0);
+    assert!(out.stdout.contains("No changes"), "{out}");
+
+    let out = cli.run(&dev(&["destroy", "--auto-approve"]));
+    out.assert_success();
+    assert!(out.stdout.contains("Destroy complete: 16 done"), "{out}");
+    assert!(aws.lambda.get_function().function_name("dev-HelloLambdaTest").send().await.is_err(), "dev- is destroyed");
+    // The default stack is untouched.
+    let tags = aws.lambda.get_function().function_name("HelloLambdaTest").send().await.unwrap().tags().cloned().unwrap_or_default();
+    assert_eq!(tags.get("reconcile:stack").map(String::as_str), Some("apigw-lambda-basic"));
+    cli.run(&["-f", SEED, "plan", "--detailed-exitcode"]).assert_status(0);
+
+    // A single-valued option on both sides with different values is refused, naming it.
+    let out = cli.run(&["-f", SEED, "--region", "us-east-1", "plan", "--region", "eu-west-1"]);
+    out.assert_status(2);
+    assert!(out.stderr.contains("`--region` is given both before and after the subcommand"), "{out}");
+}
