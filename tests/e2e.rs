@@ -1212,7 +1212,10 @@ async fn protect_refuses_replacement_and_destroy_and_a_wrong_region_is_named() {
     std::fs::write(&path, &protected).unwrap();
     let out = cli.run(&["-f", SEED, "destroy", "--auto-approve"]);
     out.assert_status(1);
-    assert!(out.stderr.contains("refusing to destroy: `protect = true` on prod_access_logs"), "{out}");
+    assert!(
+        out.stderr.contains("refusing to destroy; nothing was changed:\n  prod_access_logs: `protect = true` refuses its deletion"),
+        "{out}"
+    );
     assert!(aws.lambda.get_function().function_name("HelloLambdaTest").send().await.is_ok(), "nothing was destroyed");
 
     let out = cli.run_with_env(&["-f", SEED, "plan"], &[("AWS_REGION", Some("moon-base"))]);

@@ -38,7 +38,7 @@ pub enum ApplyError {
         #[source]
         source: StateError,
     },
-    #[error("{resource}: `protect = true` refuses its {action}; remove the flag first if you mean it")]
+    #[error("{}", crate::plan::protect_refusal(.resource, .action))]
     Protected { resource: String, action: &'static str },
     #[error("{resource}: `{field}` still refers to an unknown value after its dependencies ran")]
     Unresolved { resource: String, field: String },

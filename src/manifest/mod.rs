@@ -52,6 +52,9 @@ pub struct Manifest {
     pub variables: variables::Variables,
     /// Resources switched off with `enabled = false`: not planned (a state record of one is deleted).
     pub disabled: Vec<String>,
+    /// Every declared resource with `protect = true`, switched on or off: its record is never deleted
+    /// or replaced while the flag is there.
+    pub protected: BTreeSet<String>,
     /// The variable values it was loaded with (`--var`, var files, environment), to load it again alike.
     pub inputs: variables::Inputs,
 }
@@ -304,6 +307,7 @@ impl<'a> Validator<'a> {
         // Switched off: checked like the others, then gone (a reference to one is an error, a
         // `depends_on` entry naming one is dropped).
         let disabled: BTreeSet<String> = drafts.iter().filter(|d| !d.enabled).map(|d| d.name.clone()).collect();
+        let protected: BTreeSet<String> = drafts.iter().filter(|d| d.protect).map(|d| d.name.clone()).collect();
         drafts.retain(|d| d.enabled);
         let outputs = outputs_table.map(|t| self.outputs(t)).unwrap_or_default();
         let moved = moved_table.map(|t| self.moved(t, &drafts)).unwrap_or_default();
@@ -349,6 +353,7 @@ impl<'a> Validator<'a> {
             moved,
             variables: vars,
             disabled: disabled.into_iter().collect(),
+            protected,
             inputs: self.options.variables.clone(),
         })
     }

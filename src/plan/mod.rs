@@ -344,6 +344,15 @@ pub fn singleton_conflicts(manifest: &Manifest, state: &StackState) -> Vec<PlanE
         .collect()
 }
 
+/// Why a protected resource's deletion or replacement (`action`) is refused: the one message apply,
+/// destroy and `--replace` give, whether the resource is switched on or off.
+pub fn protect_refusal(resource: &str, action: &str) -> String {
+    format!(
+        "{resource}: `protect = true` refuses its {action} (switched on or off); remove the flag first if you mean it \
+         (removing the resource from the manifest removes the flag too)"
+    )
+}
+
 /// Shown for settings that are forgotten, not deleted.
 pub const RETAINED: &str = "a region-wide setting: reconcile stops managing it and leaves it as it is in AWS";
 
@@ -559,6 +568,9 @@ impl Choices {
             };
             if r.kind.is_singleton() {
                 return Err(format!("--replace {name}: {} is a region-wide setting, not a resource that can be replaced", r.kind));
+            }
+            if r.protect {
+                return Err(format!("--replace {}", protect_refusal(name, "replacement")));
             }
         }
         Ok(())
@@ -1262,23 +1274,28 @@ pub fn diff_all_with(
         }
         changes.push(change);
     }
-    // Owned resources no longer in the manifest.
+    // Owned resources no longer in the manifest (or switched off).
     for s in state.resources.values() {
         if manifest.resource(&s.name).is_none() && !moved.contains_key(&s.name) {
             let gone = live.get(&s.name).is_some_and(Option::is_none);
             let retain = retained(state, &s.name, s.kind);
+            // Switched off, the resource is still declared: its `protect = true` still holds.
+            let protect = retain.is_none() && manifest.protected.contains(&s.name);
+            let reason = match (retain, manifest.disabled.contains(&s.name)) {
+                (Some(why), true) => format!("switched off in the manifest (`enabled = false`); {why}"),
+                (Some(why), false) => why.into(),
+                (None, true) => "switched off in the manifest (`enabled = false`)".into(),
+                (None, false) if gone => "removed from the manifest (already gone from AWS)".into(),
+                (None, false) => "removed from the manifest".into(),
+            };
+            let reason = if protect { format!("{reason}; refused: `protect = true` (apply refuses its deletion)") } else { reason };
             changes.push(ResourceChange {
                 physical_id: Some(s.physical_id.clone()),
-                reason: Some(match (retain, manifest.disabled.contains(&s.name)) {
-                    (Some(why), true) => format!("switched off in the manifest (`enabled = false`); {why}"),
-                    (Some(why), false) => why.into(),
-                    (None, true) => "switched off in the manifest (`enabled = false`)".into(),
-                    (None, false) if gone => "removed from the manifest (already gone from AWS)".into(),
-                    (None, false) => "removed from the manifest".into(),
-                }),
+                reason: Some(reason),
                 depends_on: s.depends_on.clone(),
                 current: live.get(&s.name).and_then(Option::as_ref).map(|l| l.attrs.clone()),
                 retain_on_delete: retain.is_some(),
+                protect,
                 ..ResourceChange::new(&s.name, s.kind, if retain.is_some() { Action::Forget } else { Action::Delete })
             });
         }

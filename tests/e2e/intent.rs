@@ -42,3 +42,61 @@ async fn vars_before_and_after_the_subcommand_address_the_stack_they_name_togeth
     out.assert_status(2);
     assert!(out.stderr.contains("`--region` is given both before and after the subcommand"), "{out}");
 }
+
+const PROTECTED: &str = r#"[stack]
+name = "protected"
+
+[variables.keep]
+type = "bool"
+default = true
+
+[resources.logs]
+type = "aws_cloudwatch_log_group"
+name = "ProtectedLogs"
+enabled = "${var.keep}"
+protect = true
+
+[resources.other]
+type = "aws_cloudwatch_log_group"
+name = "OtherLogs"
+enabled = "${var.keep}"
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn protect_holds_for_a_switched_off_resource_in_apply_destroy_and_replace() {
+    let (moto, cli) = setup();
+    let aws = aws(&moto).await;
+    let manifest = cli.write_file("protected.toml", PROTECTED);
+    let m = manifest.to_str().unwrap();
+    cli.run(&["-f", m, "apply", "--auto-approve"]).assert_success();
+    assert!(log_group(&aws, "ProtectedLogs").await.is_some());
+    let refused = "logs: `protect = true` refuses its deletion (switched on or off)";
+
+    // Switched off: the plan says the deletion is refused; apply refuses it and does the rest.
+    let plan = cli.run(&["-f", m, "--var", "keep=false", "plan"]);
+    assert!(plan.stdout.contains("refused: `protect = true`"), "{plan}");
+    let out = cli.run(&["-f", m, "--var", "keep=false", "apply", "--auto-approve"]);
+    out.assert_status(1);
+    assert!(out.stdout.contains(refused), "{out}");
+    assert!(log_group(&aws, "ProtectedLogs").await.is_some(), "the protected group stays");
+    assert!(log_group(&aws, "OtherLogs").await.is_none(), "the unprotected one is deleted");
+    let list = cli.run(&["-f", m, "state", "list"]);
+    assert!(list.stdout.contains("ProtectedLogs"), "{list}");
+
+    // destroy refuses before anything is deleted, with the same message, switched on or off.
+    for keep in ["keep=false", "keep=true"] {
+        let out = cli.run(&["-f", m, "--var", keep, "destroy", "--auto-approve"]);
+        out.assert_status(1);
+        assert!(out.stderr.contains(&format!("refusing to destroy; nothing was changed:\n  {refused}")), "{out}");
+        assert!(log_group(&aws, "ProtectedLogs").await.is_some());
+    }
+    // --replace is refused before any AWS call, with the same message.
+    let out = cli.run(&["-f", m, "apply", "--auto-approve", "--replace", "logs"]);
+    out.assert_status(1);
+    assert!(out.stderr.contains("--replace logs: `protect = true` refuses its replacement (switched on or off)"), "{out}");
+
+    // Only removing the flag lifts it.
+    std::fs::write(&manifest, PROTECTED.replace("protect = true\n", "")).unwrap();
+    cli.run(&["-f", m, "--var", "keep=false", "apply", "--auto-approve"]).assert_success();
+    assert!(log_group(&aws, "ProtectedLogs").await.is_none());
+}
