@@ -707,11 +707,11 @@ async fn run(ctx: &Ctx<'_>, node: Node<'_>, op: Op<'_>) -> Result<(), ApplyError
         Op::CreateNew { old_id, make } => {
             // Journaled before the new one exists, closed when the old one is gone: a crash in between
             // leaves an entry the next run uses to delete the old one.
-            journal(ctx, name, change.kind, JournalAction::DeletePrevious, Some(old_id)).await?;
+            journal(ctx, name, recorded_kind(ctx, change), JournalAction::DeletePrevious, Some(old_id)).await?;
             create(ctx, change, make).await
         }
         Op::DeleteOld { id } => {
-            if ctx.recorded.lock().is_ok_and(|r| r.get(name).is_some_and(|new| new == id)) {
+            if recorded_kind(ctx, change) == change.kind && ctx.recorded.lock().is_ok_and(|r| r.get(name).is_some_and(|new| new == id)) {
                 // The new one turned out to have the old one's id (a name only known at apply time):
                 // it replaced the old one already, and is not to be deleted.
                 close_delete_previous(ctx, name, id).await;
@@ -722,7 +722,7 @@ async fn run(ctx: &Ctx<'_>, node: Node<'_>, op: Op<'_>) -> Result<(), ApplyError
                 // failed or interrupted delete leaves the next run an entry to finish it.
                 journal(ctx, name, change.kind, JournalAction::DeletePrevious, Some(id)).await?;
             }
-            let result = providers::delete(ctx.aws, change.kind, id).await.map_err(|source| ApplyError::Provider {
+            let result = providers::delete(ctx.aws, recorded_kind(ctx, change), id).await.map_err(|source| ApplyError::Provider {
                 resource: name.into(),
                 action: "delete previous",
                 source,
@@ -753,8 +753,7 @@ async fn run(ctx: &Ctx<'_>, node: Node<'_>, op: Op<'_>) -> Result<(), ApplyError
             if change.protect {
                 return Err(ApplyError::Protected { resource: name.into(), action: "replacement" });
             }
-            let old_kind = ctx.state.resources.get(name).map_or(change.kind, |s| s.kind);
-            delete(ctx, name, old_kind, id, current).await?;
+            delete(ctx, name, recorded_kind(ctx, change), id, current).await?;
             create(ctx, change, make).await
         }
         Op::Delete { id, current } => {
@@ -765,6 +764,17 @@ async fn run(ctx: &Ctx<'_>, node: Node<'_>, op: Op<'_>) -> Result<(), ApplyError
         }
         Op::Forget { id, current } => forget(ctx, name, change.kind, id, current).await,
     }
+}
+
+/// The type the state records for what a change replaces (under its key, or the key it moves from),
+/// or deletes: a delete goes to that type's provider, whatever type the manifest gives the key now.
+/// (A leftover of an interrupted replacement carries the type its journal entry recorded.)
+fn recorded_kind(ctx: &Ctx<'_>, change: &ResourceChange) -> Kind {
+    if change.deposed {
+        return change.kind;
+    }
+    let key = change.moved_from.as_deref().unwrap_or(&change.name);
+    ctx.state.resources.get(key).map_or(change.kind, |s| s.kind)
 }
 
 /// Leaves a resource in AWS and drops it from the state (`retain_on_delete`, region-wide settings).

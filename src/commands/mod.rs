@@ -59,7 +59,7 @@ pub enum CliError {
 pub async fn run(cli: Cli) -> Exit {
     let g = &cli.global;
     let result = match &cli.command {
-        Command::Validate => validate(g),
+        Command::Validate => validate(g).await,
         Command::Plan(args) => plan::run(g, args).await,
         Command::Apply(args) => apply::apply(g, args).await,
         Command::Show(args) => saved::show(g, args),
@@ -106,8 +106,18 @@ fn error_text(e: &CliError) -> String {
     }
 }
 
-fn validate(g: &Global) -> Result<Exit, CliError> {
+async fn validate(g: &Global) -> Result<Exit, CliError> {
     let m = load_manifest(g)?;
+    // `[[moved]]` entries are checked against a SQLite state file that is there (a PostgreSQL state
+    // is left to `plan`, so validate needs no database): a move cannot change a resource's type.
+    if !m.moved.is_empty() && !crate::state::is_postgres_url(&g.state.to_string_lossy()) && g.state.exists() {
+        let store = open_state(g).await?;
+        let state = store.load(&m.stack).await;
+        store.close().await;
+        if let Some(refused) = crate::plan::moved_type_conflicts(&m, &state?).into_iter().next() {
+            return Err(refused.into());
+        }
+    }
     if g.json {
         let resources: Vec<_> =
             m.resources.iter().map(|r| serde_json::json!({"name": r.name, "type": r.kind, "depends_on": r.deps})).collect();

@@ -314,6 +314,12 @@ pub enum PlanError {
          or remove it from stack `{owner_stack}` and apply that stack first"
     )]
     SingletonOwned { resource: String, kind: Kind, location: String, owner_stack: String, owner_resource: String },
+    #[error(
+        "{location}: `[[moved]]` from `{from}` ({from_kind}, as the state records it) to `{to}` ({to_kind}): a move keeps the \
+         resource, and a resource cannot change its type; give `{to}` the type {from_kind}, or drop the entry (then `{from}` is \
+         deleted as a {from_kind} and `{to}` created as a {to_kind})"
+    )]
+    MovedAcrossTypes { location: String, from: String, from_kind: Kind, to: String, to_kind: Kind },
     #[error("reading {resource} ({kind} {id}) from AWS: {source}")]
     Refresh {
         resource: String,
@@ -351,6 +357,27 @@ pub fn protect_refusal(resource: &str, action: &str) -> String {
         "{resource}: `protect = true` refuses its {action} (switched on or off); remove the flag first if you mean it \
          (removing the resource from the manifest removes the flag too)"
     )
+}
+
+/// `[[moved]]` entries that would move the state's record of one type to a key the manifest gives
+/// another type (as `state mv` refuses): type is part of a resource's identity. One refusal per entry,
+/// at the entry's file:line:column; checked before any AWS call.
+pub fn moved_type_conflicts(manifest: &Manifest, state: &StackState) -> Vec<PlanError> {
+    manifest
+        .moved
+        .iter()
+        .filter_map(|m| {
+            let recorded = state.resources.get(&m.from)?;
+            let to = manifest.resource(&m.to)?;
+            (recorded.kind != to.kind).then(|| PlanError::MovedAcrossTypes {
+                location: m.location.to_string(),
+                from: m.from.clone(),
+                from_kind: recorded.kind,
+                to: m.to.clone(),
+                to_kind: to.kind,
+            })
+        })
+        .collect()
 }
 
 /// Shown for settings that are forgotten, not deleted.
@@ -490,11 +517,14 @@ pub async fn compute_tolerant(
     let plan = diff_all(manifest, state, &live);
     // A singleton another stack owns is never planned: it stands as a failed read that names the owner.
     let mut refused = std::collections::HashSet::new();
-    for e in singleton_conflicts(manifest, state) {
-        if let PlanError::SingletonOwned { resource, .. } = &e {
-            refused.insert(resource.clone());
-            reads.insert(resource.clone(), Err(e));
-        }
+    for e in singleton_conflicts(manifest, state).into_iter().chain(moved_type_conflicts(manifest, state)) {
+        let resource = match &e {
+            PlanError::SingletonOwned { resource, .. } => resource.clone(),
+            PlanError::MovedAcrossTypes { to, .. } => to.clone(),
+            PlanError::Recovery { .. } | PlanError::Refresh { .. } => continue,
+        };
+        refused.insert(resource.clone());
+        reads.insert(resource, Err(e));
     }
     let unread = |c: &ResourceChange| {
         refused.contains(&c.name) || state.resources.contains_key(&c.name) && !reads.get(&c.name).is_some_and(Result::is_ok)
@@ -589,7 +619,7 @@ pub async fn compute_with(
     choices: &Choices,
     only: Option<&std::collections::BTreeSet<String>>,
 ) -> Result<(Plan, HashMap<String, Option<Live>>), PlanError> {
-    if let Some(refused) = singleton_conflicts(manifest, state).into_iter().next() {
+    if let Some(refused) = singleton_conflicts(manifest, state).into_iter().chain(moved_type_conflicts(manifest, state)).next() {
         return Err(refused);
     }
     let inspection = match only {

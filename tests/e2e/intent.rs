@@ -100,3 +100,49 @@ async fn protect_holds_for_a_switched_off_resource_in_apply_destroy_and_replace(
     cli.run(&["-f", m, "--var", "keep=false", "apply", "--auto-approve"]).assert_success();
     assert!(log_group(&aws, "ProtectedLogs").await.is_none());
 }
+
+const TRUST: &str = r#"{ Version = "2012-10-17", Statement = [{ Effect = "Allow", Principal = { Service = "lambda.amazonaws.com" }, Action = "sts:AssumeRole" }] }"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_move_across_types_is_refused_and_every_delete_uses_the_type_the_state_records() {
+    let (moto, cli) = setup();
+    let aws = aws(&moto).await;
+    let logs = "[stack]\nname = \"typed\"\n\n[resources.logs]\ntype = \"aws_cloudwatch_log_group\"\nname = \"Shared\"\n";
+    let manifest = cli.write_file("typed.toml", logs);
+    let m = manifest.to_str().unwrap();
+    cli.run(&["-f", m, "apply", "--auto-approve"]).assert_success();
+    // Someone else's role, named as our log group.
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    aws.iam.create_role().role_name("Shared").assume_role_policy_document(trust).send().await.unwrap();
+
+    let role = format!("[resources.role]\ntype = \"aws_iam_role\"\nname = \"TypedRole\"\nassume_role_policy = {TRUST}\n");
+    let moved = format!("[stack]\nname = \"typed\"\n\n{role}\n[[moved]]\nfrom = \"logs\"\nto = \"role\"\n");
+    std::fs::write(&manifest, &moved).unwrap();
+    let line = moved.lines().position(|l| l == "[[moved]]").unwrap() + 1;
+    for cmd in ["validate", "plan", "apply"] {
+        let mut args = vec!["-f", m, cmd];
+        if cmd == "apply" {
+            args.push("--auto-approve");
+        }
+        let out = cli.run(&args);
+        out.assert_status(1);
+        assert!(
+            out.stderr.contains(&format!(
+                "typed.toml:{line}:1: `[[moved]]` from `logs` (aws_cloudwatch_log_group, as the state records it) to `role` (aws_iam_role)"
+            )),
+            "{cmd}: {out}"
+        );
+    }
+    assert!(log_group(&aws, "Shared").await.is_some(), "the log group stays");
+    aws.iam.get_role().role_name("Shared").send().await.expect("the hand-made role survives");
+    assert!(aws.iam.get_role().role_name("TypedRole").send().await.is_err(), "nothing was created");
+
+    // The key keeps its name and changes its type: a replacement, whose delete is the log group's.
+    std::fs::write(&manifest, format!("[stack]\nname = \"typed\"\n\n{}", role.replace("[resources.role]", "[resources.logs]"))).unwrap();
+    let out = cli.run(&["-f", m, "apply", "--auto-approve"]);
+    out.assert_success();
+    assert!(log_group(&aws, "Shared").await.is_none(), "the log group is deleted as a log group");
+    aws.iam.get_role().role_name("Shared").send().await.expect("the hand-made role survives the replacement");
+    aws.iam.get_role().role_name("TypedRole").send().await.expect("the new role exists");
+    cli.run(&["-f", m, "plan", "--detailed-exitcode"]).assert_status(0);
+}
