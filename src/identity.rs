@@ -37,6 +37,12 @@ pub enum IdentityError {
         .current.account_id, .current.region
     )]
     Unproven { stack: String, current: Identity, looked_at: Option<String> },
+    #[error(
+        "refusing to pin stack `{stack}` to {wanted}: the state records `{resource}` as {arn}, which is in {there}; \
+         the stack's resources are not where the pin would say (the next apply there would build a second copy and lose \
+         track of this one). Pin it where its ARNs say, or use the credentials and region it lives in"
+    )]
+    Contradicted { stack: String, wanted: Identity, resource: String, arn: String, there: String },
     #[error(transparent)]
     Aws(#[from] ProviderError),
     #[error(transparent)]
@@ -47,7 +53,7 @@ impl IdentityError {
     /// The stack is refused (pinned elsewhere, or cannot be proven to live here), as opposed to a
     /// failure to ask (AWS or the state file failing).
     pub fn is_refusal(&self) -> bool {
-        matches!(self, IdentityError::Mismatch { .. } | IdentityError::Unproven { .. })
+        matches!(self, IdentityError::Mismatch { .. } | IdentityError::Unproven { .. } | IdentityError::Contradicted { .. })
     }
 
     /// A short label for metrics: `pinned_elsewhere` or `unproven`.
@@ -55,6 +61,7 @@ impl IdentityError {
         match self {
             IdentityError::Mismatch { .. } => "pinned_elsewhere",
             IdentityError::Unproven { .. } => "unproven",
+            IdentityError::Contradicted { .. } => "contradicted",
             IdentityError::Aws(_) | IdentityError::State(_) => "error",
         }
     }
@@ -94,6 +101,35 @@ pub async fn pin(store: &Store, stack: &str, here: &Identity) -> Result<(), Iden
             Ok(())
         }
     }
+}
+
+/// Refuses a pin by hand (`reconcile pin`, with or without `--force`) that the ARNs the state recorded
+/// contradict, naming the resource, as the automatic pinning does: a regional ARN (a function, a log
+/// group, a regional web ACL) names its region, and every ARN that names an account (an IAM role's
+/// too) names where the stack's resources are.
+pub fn check_evidence(stack: &str, state: &StackState, wanted: &Identity) -> Result<(), IdentityError> {
+    for r in state.resources.values() {
+        let Some(arn) = r.outputs.get("arn") else { continue };
+        let parts: Vec<&str> = arn.splitn(6, ':').collect();
+        let [_, partition, _, _, account, _] = parts.as_slice() else { continue };
+        let there = match arn_identity(r) {
+            Some(there) if there != *wanted => Some(there.to_string()),
+            _ if !account.is_empty() && *account != wanted.account_id || !partition.is_empty() && *partition != wanted.partition => {
+                Some(format!("account {account} ({partition})"))
+            }
+            _ => None,
+        };
+        if let Some(there) = there {
+            return Err(IdentityError::Contradicted {
+                stack: stack.into(),
+                wanted: wanted.clone(),
+                resource: r.name.clone(),
+                arn: arn.clone(),
+                there,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Unpins the stack when its state is empty and nothing is left half-made (after a destroy).
@@ -200,6 +236,29 @@ mod tests {
         let alias = resource(Kind::LambdaAlias, "F:live", Some("arn:aws:lambda:eu-west-1:111111111111:function:F:live"));
         assert_eq!(arn_identity(&alias).map(|i| i.region), Some("eu-west-1".into()));
         assert!(!regional(&resource(Kind::LambdaPermission, "F/sid", None)));
+    }
+
+    #[test]
+    fn a_pin_by_hand_that_the_recorded_arns_contradict_is_refused() {
+        let here = Identity { account_id: "111111111111".into(), partition: "aws".into(), region: "eu-west-1".into() };
+        let state = |r: ResourceState| StackState { resources: [(r.name.clone(), r)].into_iter().collect(), ..StackState::default() };
+        let function = state(resource(Kind::LambdaFunction, "F", Some("arn:aws:lambda:eu-west-1:111111111111:function:F")));
+        check_evidence("s", &function, &here).unwrap();
+        let elsewhere = Identity { region: "us-east-1".into(), ..here.clone() };
+        let e = check_evidence("s", &function, &elsewhere).unwrap_err();
+        assert!(e.is_refusal());
+        assert!(e.to_string().contains("the state records `r` as arn:aws:lambda:eu-west-1:111111111111:function:F, which is in account 111111111111 (aws) in eu-west-1"), "{e}");
+        // IAM is global, but its ARN names the account.
+        let role = state(resource(Kind::IamRole, "R", Some("arn:aws:iam::111111111111:role/R")));
+        check_evidence("s", &role, &elsewhere).unwrap();
+        let other = Identity { account_id: "222222222222".into(), ..here.clone() };
+        let e = check_evidence("s", &role, &other).unwrap_err();
+        assert!(e.to_string().contains("which is in account 111111111111 (aws)"), "{e}");
+        // An API Gateway ARN names no account; a CloudFront web ACL's region is not where it lives.
+        let api = state(resource(Kind::RestApi, "abc", Some("arn:aws:apigateway:us-east-1::/restapis/abc")));
+        check_evidence("s", &api, &here).unwrap();
+        let global = state(resource(Kind::WebAcl, "CLOUDFRONT/a/b", Some("arn:aws:wafv2:us-east-1:111111111111:global/webacl/a/b")));
+        check_evidence("s", &global, &here).unwrap();
     }
 
     #[tokio::test]

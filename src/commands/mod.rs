@@ -288,7 +288,8 @@ async fn pin(g: &Global, args: &crate::cli::PinArgs) -> Result<Exit, CliError> {
     let wanted = crate::state::Identity { account_id: args.account.clone(), partition, region };
     let store = open_state(g).await?;
     let result = store.with_lock(&manifest.stack, "pin", std::time::Duration::ZERO, |_| async {
-        if store.load(&manifest.stack).await?.resources.is_empty() {
+        let state = store.load(&manifest.stack).await?;
+        if state.resources.is_empty() {
             return Err(CliError::Refused(format!(
                 "stack `{}` has no resources in {}: nothing to pin (its first apply pins it where it runs)",
                 manifest.stack,
@@ -303,7 +304,11 @@ async fn pin(g: &Global, args: &crate::cli::PinArgs) -> Result<Exit, CliError> {
                     manifest.stack
                 )));
             }
-            _ => store.set_identity(&manifest.stack, &wanted).await?,
+            _ => {
+                // Even with --force: what the state's own ARNs say wins over the command line.
+                crate::identity::check_evidence(&manifest.stack, &state, &wanted)?;
+                store.set_identity(&manifest.stack, &wanted).await?
+            }
         }
         if !g.quiet {
             println!("Stack `{}` is pinned to {wanted}.", manifest.stack);

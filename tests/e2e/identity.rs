@@ -219,7 +219,16 @@ async fn a_state_from_before_pinning_is_back_filled_only_from_a_regional_resourc
     let out = cli.run(&["-f", "role.toml", "--region", "us-east-1", "pin", "--account", OTHER_ACCOUNT]);
     out.assert_status(1);
     assert!(out.stderr.contains("already pinned to account 123456789012 (aws) in us-east-1; pass --force"), "{out}");
-    cli.run(&["-f", "role.toml", "--region", "us-east-1", "pin", "--account", OTHER_ACCOUNT, "--force"]).assert_success();
+    // --force does not beat the evidence: the role's ARN names its account.
+    let out = cli.run(&["-f", "role.toml", "--region", "us-east-1", "pin", "--account", OTHER_ACCOUNT, "--force"]);
+    out.assert_status(1);
+    assert!(out.stderr.contains("the state records `role` as arn:aws:iam::123456789012:role/PinnedRoleOnly"), "{out}");
+    assert_eq!(pin_of(&cli, "pinned-role-only").await, Some(here("us-east-1")));
+    // Pinned elsewhere (as a state whose stack lives in another account is).
+    let store = Store::open(&cli.join("reconcile.db")).await.unwrap();
+    let elsewhere = Identity { account_id: OTHER_ACCOUNT.into(), ..here("us-east-1") };
+    store.set_identity("pinned-role-only", &elsewhere).await.unwrap();
+    store.close().await;
     let out = cli.run(&["-f", "role.toml", "destroy", "--auto-approve"]);
     out.assert_status(1);
     assert!(out.stderr.contains(&format!("lives in account {OTHER_ACCOUNT} (aws) in us-east-1")), "{out}");

@@ -146,3 +146,37 @@ async fn a_move_across_types_is_refused_and_every_delete_uses_the_type_the_state
     aws.iam.get_role().role_name("TypedRole").send().await.expect("the new role exists");
     cli.run(&["-f", m, "plan", "--detailed-exitcode"]).assert_status(0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pin_force_to_a_region_the_states_arns_contradict_is_refused() {
+    let (_moto, cli) = setup();
+    let manifest = cli.write_file("pinned.toml", "[stack]\nname = \"pinned\"\n\n[resources.logs]\ntype = \"aws_cloudwatch_log_group\"\nname = \"PinnedLogs\"\n");
+    let m = manifest.to_str().unwrap();
+    cli.run(&["-f", m, "apply", "--auto-approve"]).assert_success();
+    let pin = || async {
+        let store = reconcile::state::Store::open(&cli.join("reconcile.db")).await.unwrap();
+        let pin = store.identity("pinned").await.unwrap().map(|p| p.to_string());
+        store.close().await;
+        pin
+    };
+    let pinned = Some("account 123456789012 (aws) in us-east-1".to_string());
+    assert_eq!(pin().await, pinned);
+
+    let out = cli.run(&["-f", m, "--region", "eu-west-1", "pin", "--account", "123456789012", "--force"]);
+    out.assert_status(1);
+    assert!(
+        out.stderr.contains(
+            "refusing to pin stack `pinned` to account 123456789012 (aws) in eu-west-1: the state records `logs` as \
+             arn:aws:logs:us-east-1:123456789012:log-group:PinnedLogs"
+        ),
+        "{out}"
+    );
+    assert!(out.stderr.contains("which is in account 123456789012 (aws) in us-east-1"), "{out}");
+    // Another account is refused too; the pin where the ARNs say is accepted.
+    let out = cli.run(&["-f", m, "--region", "us-east-1", "pin", "--account", "111111111111", "--force"]);
+    out.assert_status(1);
+    assert!(out.stderr.contains("the state records `logs` as"), "{out}");
+    assert_eq!(pin().await, pinned, "a refused pin changed the pin");
+    cli.run(&["-f", m, "--region", "us-east-1", "pin", "--account", "123456789012", "--force"]).assert_success();
+    cli.run(&["-f", m, "plan", "--detailed-exitcode"]).assert_status(0);
+}
