@@ -79,10 +79,12 @@ pub struct Global {
 pub struct VarArgs {
     /// Set a variable: `name=value` (read as the variable's type: `512`, `true`, `["a","b"]`,
     /// `{ k = "v" }`). `name=@FILE` reads the value from a file (one trailing newline dropped; `@@` is
-    /// a literal `@`), to keep secrets off the command line. Repeatable.
+    /// a literal `@`), to keep secrets off the command line. Repeatable, before and after the
+    /// subcommand alike (in command-line order).
     #[arg(long, global = true, value_name = "NAME=VALUE")]
     pub var: Vec<String>,
-    /// Read variable values from a TOML file (`name = value` lines). Repeatable; later files win.
+    /// Read variable values from a TOML file (`name = value` lines). Repeatable (before and after the
+    /// subcommand alike); later files win.
     /// Precedence, lowest first: the default, RECONCILE_VAR_<name>, var files, --var.
     #[arg(long, global = true, value_name = "FILE")]
     pub var_file: Vec<PathBuf>,
@@ -315,7 +317,8 @@ pub struct PinArgs {
     /// The partition (default: from --region: `aws-cn` for cn-*, `aws-us-gov` for us-gov-*, else `aws`).
     #[arg(long)]
     pub partition: Option<String>,
-    /// Replace a pin to another account or region (only if the stack's resources really are there).
+    /// Replace a pin to another account or region (only if the stack's resources really are there: a
+    /// pin that an ARN the state recorded contradicts is refused, with or without --force).
     #[arg(long)]
     pub force: bool,
 }

@@ -107,7 +107,7 @@ pub async fn pin(store: &Store, stack: &str, here: &Identity) -> Result<(), Iden
 /// contradict, naming the resource, as the automatic pinning does: a regional ARN (a function, a log
 /// group, a regional web ACL) names its region, and every ARN that names an account (an IAM role's
 /// too) names where the stack's resources are.
-pub fn check_evidence(stack: &str, state: &StackState, wanted: &Identity) -> Result<(), IdentityError> {
+pub fn check_evidence(stack: &str, state: &StackState, wanted: &Identity) -> Result<(), Box<IdentityError>> {
     for r in state.resources.values() {
         let Some(arn) = r.outputs.get("arn") else { continue };
         let parts: Vec<&str> = arn.splitn(6, ':').collect();
@@ -120,13 +120,13 @@ pub fn check_evidence(stack: &str, state: &StackState, wanted: &Identity) -> Res
             _ => None,
         };
         if let Some(there) = there {
-            return Err(IdentityError::Contradicted {
+            return Err(Box::new(IdentityError::Contradicted {
                 stack: stack.into(),
                 wanted: wanted.clone(),
                 resource: r.name.clone(),
                 arn: arn.clone(),
                 there,
-            });
+            }));
         }
     }
     Ok(())

@@ -110,12 +110,8 @@ async fn destroy_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store
         manifest.moved.iter().find(|m| m.to == name && state.resources.contains_key(&m.from)).map(|m| m.from.clone())
     };
     // Every declared resource with the flag, switched on or off.
-    let protected: Vec<String> = manifest
-        .protected
-        .iter()
-        .filter(|name| recorded_as(name).is_some())
-        .map(|name| plan::protect_refusal(name, "deletion"))
-        .collect();
+    let protected: Vec<String> =
+        manifest.protected.iter().filter(|name| recorded_as(name).is_some()).map(|name| plan::protect_refusal(name, "deletion")).collect();
     if !protected.is_empty() {
         return Err(CliError::Refused(format!("refusing to destroy; nothing was changed:\n  {}", protected.join("\n  "))));
     }

@@ -150,7 +150,10 @@ async fn a_move_across_types_is_refused_and_every_delete_uses_the_type_the_state
 #[tokio::test(flavor = "multi_thread")]
 async fn pin_force_to_a_region_the_states_arns_contradict_is_refused() {
     let (_moto, cli) = setup();
-    let manifest = cli.write_file("pinned.toml", "[stack]\nname = \"pinned\"\n\n[resources.logs]\ntype = \"aws_cloudwatch_log_group\"\nname = \"PinnedLogs\"\n");
+    let manifest = cli.write_file(
+        "pinned.toml",
+        "[stack]\nname = \"pinned\"\n\n[resources.logs]\ntype = \"aws_cloudwatch_log_group\"\nname = \"PinnedLogs\"\n",
+    );
     let m = manifest.to_str().unwrap();
     cli.run(&["-f", m, "apply", "--auto-approve"]).assert_success();
     let pin = || async {
