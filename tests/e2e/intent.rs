@@ -72,14 +72,14 @@ async fn protect_holds_for_a_switched_off_resource_in_apply_destroy_and_replace(
     assert!(log_group(&aws, "ProtectedLogs").await.is_some());
     let refused = "logs: `protect = true` refuses its deletion (switched on or off)";
 
-    // Switched off: the plan says the deletion is refused; apply refuses it and does the rest.
-    let plan = cli.run(&["-f", m, "--var", "keep=false", "plan"]);
-    assert!(plan.stdout.contains("refused: `protect = true`"), "{plan}");
+    // Switched off: apply refuses its deletion and does the rest; the plan says the deletion is refused.
     let out = cli.run(&["-f", m, "--var", "keep=false", "apply", "--auto-approve"]);
+    assert!(log_group(&aws, "ProtectedLogs").await.is_some(), "the protected group stays: {out}");
     out.assert_status(1);
     assert!(out.stdout.contains(refused), "{out}");
-    assert!(log_group(&aws, "ProtectedLogs").await.is_some(), "the protected group stays");
     assert!(log_group(&aws, "OtherLogs").await.is_none(), "the unprotected one is deleted");
+    let plan = cli.run(&["-f", m, "--var", "keep=false", "plan"]);
+    assert!(plan.stdout.contains("refused: `protect = true`"), "{plan}");
     let list = cli.run(&["-f", m, "state", "list"]);
     assert!(list.stdout.contains("ProtectedLogs"), "{list}");
 
