@@ -316,8 +316,8 @@ pub enum PlanError {
     SingletonOwned { resource: String, kind: Kind, location: String, owner_stack: String, owner_resource: String },
     #[error(
         "{location}: `[[moved]]` from `{from}` ({from_kind}, as the state records it) to `{to}` ({to_kind}): a move keeps the \
-         resource, and a resource cannot change its type; give `{to}` the type {from_kind}, or drop the entry (then `{from}` is \
-         deleted as a {from_kind} and `{to}` created as a {to_kind})"
+         resource, and a resource cannot change its type; give `{to}` the type {from_kind}, or drop the entry (then the \
+         {from_kind} `{from}` is deleted and the {to_kind} `{to}` created)"
     )]
     MovedAcrossTypes { location: String, from: String, from_kind: Kind, to: String, to_kind: Kind },
     #[error("reading {resource} ({kind} {id}) from AWS: {source}")]
@@ -651,12 +651,8 @@ pub async fn compute_with(
         }
     }
     // A leftover of a protected resource is not deleted either.
-    plan.resources.extend(
-        inspection
-            .deposed_changes()
-            .into_iter()
-            .map(|c| ResourceChange { protect: manifest.resource(&c.name).is_some_and(|r| r.protect), ..c }),
-    );
+    plan.resources
+        .extend(inspection.deposed_changes().into_iter().map(|c| ResourceChange { protect: manifest.protected.contains(&c.name), ..c }));
     plan.interrupted_operations = inspection.pending.clone();
     if let Some(only) = only {
         // What was not read again is left as the state has it.

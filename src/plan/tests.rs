@@ -867,3 +867,40 @@ fn choices_name_known_resources_or_say_which_was_meant() {
     let e = Choices { targets: vec![], replace: vec!["old".into()] }.check(&m, &state).unwrap_err();
     assert!(e.contains("no longer in the manifest"), "{e}");
 }
+
+#[test]
+fn a_switched_off_protected_resource_is_planned_as_a_refused_delete() {
+    let m = manifest(M);
+    let state =
+        StackState { resources: ["role", "logs"].map(|n| (n.to_string(), recorded(&m, n))).into_iter().collect(), ..StackState::default() };
+    let off = manifest(&M.replace("[resources.logs]", "[resources.logs]\nprotect = true\nenabled = false"));
+    let plan = diff_all(&off, &state, &HashMap::new());
+    let logs = plan.resources.iter().find(|r| r.name == "logs").unwrap();
+    assert_eq!((logs.action, logs.protect), (Action::Delete, true));
+    assert!(logs.reason.as_deref().unwrap_or_default().contains("refused: `protect = true`"), "{:?}", logs.reason);
+    // Without the flag, switching it off deletes it; removed from the manifest, the flag goes with it.
+    let off = manifest(&M.replace("[resources.logs]", "[resources.logs]\nenabled = false"));
+    let plan = diff_all(&off, &state, &HashMap::new());
+    assert!(!plan.resources.iter().find(|r| r.name == "logs").unwrap().protect);
+}
+
+#[test]
+fn a_move_to_a_key_of_another_type_is_refused_at_the_entry() {
+    let m = manifest(M);
+    let state = StackState { resources: [("logs".to_string(), recorded(&m, "logs"))].into_iter().collect(), ..StackState::default() };
+    let text = "[stack]\nname = \"s\"\n\n[resources.audit]\ntype = \"aws_iam_role\"\nname = \"lg\"\nassume_role_policy = { Version = \"2012-10-17\" }\n\n[[moved]]\nfrom = \"logs\"\nto = \"audit\"\n";
+    let refused = moved_type_conflicts(&manifest(text), &state);
+    let [e] = refused.as_slice() else { panic!("{refused:?}") };
+    assert!(
+        e.to_string().starts_with(
+            "/tmp/x/stack.toml:9:1: `[[moved]]` from `logs` (aws_cloudwatch_log_group, as the state records it) to `audit` (aws_iam_role)"
+        ),
+        "{e}"
+    );
+    // Of one type, the same entry is a move.
+    let same = text.replace(
+        "type = \"aws_iam_role\"\nname = \"lg\"\nassume_role_policy = { Version = \"2012-10-17\" }",
+        "type = \"aws_cloudwatch_log_group\"\nname = \"lg\"",
+    );
+    assert!(moved_type_conflicts(&manifest(&same), &state).is_empty());
+}
