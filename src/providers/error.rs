@@ -10,6 +10,12 @@ pub enum ProviderError {
     Aws { operation: &'static str, code: String, message: String, status: Option<u16>, class: ErrorClass },
     #[error("{operation}: cannot reach the AWS endpoint ({detail}); check AWS_ENDPOINT_URL, the network, or the region")]
     Unreachable { operation: &'static str, detail: String },
+    /// The call could not even be made because this host ran out of something (open files, memory):
+    /// not a problem of the endpoint, and no change of AWS_ENDPOINT_URL fixes it.
+    #[error(
+        "{operation}: this process ran out of a local resource ({detail}); the call did not reach AWS. Raise the open-file limit (`ulimit -n`, systemd `LimitNOFILE=`) or find what holds the files"
+    )]
+    LocalResource { operation: &'static str, detail: String },
     #[error(
         "{operation}: the endpoint answered with something that is not an AWS response (HTTP {status}); it may not support this operation"
     )]
@@ -116,7 +122,9 @@ impl ProviderError {
                 } else {
                     format!("{err:?}")
                 };
-                if f.is_timeout() {
+                if let Some(local) = local_resource(&err) {
+                    ProviderError::LocalResource { operation, detail: local }
+                } else if f.is_timeout() {
                     ProviderError::Timeout { operation, detail }
                 } else {
                     ProviderError::Unreachable { operation, detail: detail.trim_matches('"').to_string() }
@@ -142,6 +150,32 @@ impl ProviderError {
                 }
             }
         }
+    }
+}
+
+/// The local resource an error's cause ran out of (EMFILE, ENFILE, ENOMEM, ENOBUFS), if that is
+/// what it is: found by walking the error's sources to the `std::io::Error` the connector met.
+fn local_resource(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(what) = io.raw_os_error().and_then(local_errno)
+        {
+            return Some(format!("{what}: {io}"));
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// The name of an errno that says this host ran out of something.
+pub fn local_errno(code: i32) -> Option<&'static str> {
+    match code {
+        libc::EMFILE => Some("EMFILE, too many open files in this process"),
+        libc::ENFILE => Some("ENFILE, too many open files on this host"),
+        libc::ENOMEM => Some("ENOMEM, out of memory"),
+        libc::ENOBUFS => Some("ENOBUFS, no buffer space"),
+        _ => None,
     }
 }
 

@@ -89,4 +89,8 @@ pub struct Config {
     pub lease_ttl: Duration,
     /// How often leases are renewed, and unheld stacks tried (shorter than `lease_ttl`).
     pub lease_renew: Duration,
+    /// The bounds of the HTTP endpoint.
+    pub http: server::Limits,
+    /// A manifest (and its code) is used once two reads at least this far apart found the same content.
+    pub settle: Duration,
 }

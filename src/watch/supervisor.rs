@@ -53,14 +53,24 @@ pub async fn run(config: Config, store: Store, aws: Aws) -> Result<(), WatchErro
     metrics.set_api_shares(aws.api_shares());
     let (server_stop_tx, server_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let app = server::router(metrics.clone(), aws.calls.clone());
-    let server = tokio::spawn(async move {
-        let stopped = async {
-            let _ = server_stop_rx.await;
-        };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    let nofile = server::raise_nofile_limit();
+    let limits = server::Limits { max_connections: server::fd_budget(config.http.max_connections, nofile), ..config.http };
+    if limits.max_connections < config.http.max_connections {
+        tracing::warn!(
+            open_file_limit = nofile,
+            configured = config.http.max_connections,
+            max_connections = limits.max_connections,
+            "the open-file limit is low: the HTTP endpoint takes fewer connections, keeping files for AWS, the state and the manifests"
+        );
+    }
+    tracing::info!(
+        open_file_limit = nofile,
+        max_connections = limits.max_connections,
+        header_timeout_s = limits.header_timeout.as_secs_f64(),
+        idle_timeout_s = limits.idle_timeout.as_secs_f64(),
+        "HTTP endpoint limits"
+    );
+    let server = tokio::spawn(server::serve(listener, app, limits, server_stop_rx));
 
     let holder = crate::state::lease::holder_id();
     let reads = crate::providers::batch::Window::new(config.interval);
