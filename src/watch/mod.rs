@@ -30,7 +30,7 @@ pub mod observe;
 mod remediate;
 pub mod server;
 pub mod sources;
-mod stack;
+pub(crate) mod stack;
 mod supervisor;
 
 use std::net::SocketAddr;
@@ -64,6 +64,10 @@ pub enum WatchError {
     },
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    File(#[from] sources::FileError),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// How the watcher runs.

@@ -49,6 +49,15 @@ impl Tracker {
     }
 }
 
+/// What a pass in `phase` waits on when no AWS call is in flight: the state database while it reads
+/// or writes the state or waits for the stack's lock, AWS otherwise.
+pub fn waits_on(phase: &str) -> &'static str {
+    match phase {
+        "reading the state" | "recording drift" | "waiting for the stack's lock" => "the state database",
+        _ => "AWS",
+    }
+}
+
 /// [`plan::compute_tolerant`] (reads the resources `due` says, and compares; a resource that was not
 /// read stands in with what the state recorded and its own change is `NoOp`), with each read in
 /// flight tracked.

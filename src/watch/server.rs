@@ -117,6 +117,15 @@ async fn readyz(State(s): State<Shared>) -> impl IntoResponse {
         for (stack, why) in s.metrics.refusals() {
             body.push_str(&format!("refused: {stack}: {why}\n"));
         }
+        for (stack, reason, why, paused) in s.metrics.manifest_problems() {
+            let what = if paused { "remediation paused" } else { "watching its last good version" };
+            body.push_str(&format!(
+                "{stack}: {what} ({reason}): the manifest on disk cannot be used; drift is recorded with the last good version: {why}\n"
+            ));
+        }
+        for (stack, why) in s.metrics.lease_troubles() {
+            body.push_str(&format!("{stack}: not watched: {why}\n"));
+        }
         if body.is_empty() {
             body.push_str("no stack watched yet\n");
         }

@@ -34,8 +34,17 @@ pub(super) struct Ctx {
 
 /// Runs until SIGTERM or Ctrl-C; returns after the passes in flight ended and the HTTP server stopped.
 pub async fn run(config: Config, store: Store, aws: Aws) -> Result<(), WatchError> {
-    let mut sources = Sources::new(&config.paths, &config.var_sets);
-    let initial = sources.scan_initial()?;
+    let sources = Sources::new(&config.paths, &config.var_sets);
+    // Files are read off the async workers.
+    let (sources, initial) = tokio::task::spawn_blocking(move || {
+        let mut sources = sources;
+        let initial = sources.scan_initial();
+        (sources, initial)
+    })
+    .await
+    .map_err(|e| WatchError::Internal(e.to_string()))?;
+    let initial = initial?;
+    let mut sources = Some(sources);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (hup_tx, hup_rx) = watch::channel(0u64);
@@ -104,12 +113,12 @@ pub async fn run(config: Config, store: Store, aws: Aws) -> Result<(), WatchErro
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             _ = tokio::time::sleep(ctx.config.interval) => {
-                for (path, manifest) in sources.scan_new() {
+                for (path, manifest) in scan_new(&mut sources).await {
                     spawn_stack(&mut tasks, &ctx, path, manifest, stop_rx.clone(), hup_rx.clone());
                 }
             }
             Ok(()) = hup.changed() => {
-                for (path, manifest) in sources.scan_new() {
+                for (path, manifest) in scan_new(&mut sources).await {
                     spawn_stack(&mut tasks, &ctx, path, manifest, stop_rx.clone(), hup_rx.clone());
                 }
             }
@@ -131,6 +140,26 @@ pub async fn run(config: Config, store: Store, aws: Aws) -> Result<(), WatchErro
     ctx.store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// [`Sources::scan_new`] in a blocking task (it reads directories and files).
+async fn scan_new(sources: &mut Option<Sources>) -> Vec<(PathBuf, Manifest)> {
+    let Some(mut s) = sources.take() else { return Vec::new() };
+    match tokio::task::spawn_blocking(move || {
+        let found = s.scan_new();
+        (s, found)
+    })
+    .await
+    {
+        Ok((s, found)) => {
+            *sources = Some(s);
+            found
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "scanning the watched directories failed; new manifest files are not picked up until a restart");
+            Vec::new()
+        }
+    }
 }
 
 /// Splits this process's API share (`--api-share`, 0.5 by default for watch) evenly among the watchers
@@ -268,7 +297,7 @@ fn spawn_stack(
 ) {
     ctx.metrics.register(&manifest.stack);
     let stack = manifest.stack.clone();
-    let watcher = StackWatcher::new(path, manifest, ctx.config.interval);
+    let watcher = StackWatcher::new(path, manifest, ctx.config.interval, ctx.config.settle);
     // The watcher publishes the manifest hash it uses (closing the channel when it ends); the keeper
     // tells it whether this process holds the stack.
     let (hash_tx, hash_rx) = watch::channel(watcher.manifest_hash());
@@ -282,6 +311,8 @@ fn spawn_stack(
         hash: hash_rx,
         held: held_tx,
         told: None,
+        beat: watcher.heartbeat(),
+        stuck: false,
     };
     tasks.spawn(keeper.run());
     tasks.spawn(watcher.run(ctx.clone(), stop, hup, held_rx, hash_tx));
