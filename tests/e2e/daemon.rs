@@ -133,3 +133,144 @@ async fn idle_and_half_open_connections_are_closed_within_the_timeouts() {
     w.signal("TERM");
     w.wait(WATCH_DEADLINE).assert_success();
 }
+
+/// The writes (any operation but a Get/List/Describe) the watcher made so far, from its /metrics.
+fn aws_writes(port: u16) -> f64 {
+    let (_, body) = http_get(port, "/metrics");
+    body.lines()
+        .filter(|l| l.starts_with("reconcile_aws_calls_total{"))
+        .filter(|l| {
+            let op = l.split("operation=\"").nth(1).unwrap_or_default();
+            !["Get", "List", "Describe"].iter().any(|p| op.starts_with(p))
+        })
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+async fn waf_rules(aws: &Aws) -> usize {
+    let acl = web_acl(aws).await;
+    let got = aws.waf.get_web_acl().scope(aws_sdk_wafv2::types::Scope::Regional).name("ApiGwWebAcl").id(acl.id()).send().await.unwrap();
+    got.web_acl().map_or(0, |a| a.rules().len())
+}
+
+/// Waits for /readyz to answer 503 and returns its body.
+fn readyz_503(w: &support::Daemon, port: u16, what: &str) -> String {
+    support::poll_until(
+        WATCH_DEADLINE,
+        what,
+        || {
+            let (status, body) = http_get(port, "/readyz");
+            (status == 503).then_some(body)
+        },
+        || w.stderr(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_written_in_two_halves_with_a_pause_is_never_remediated_from_its_half() {
+    let (moto, cli) = seeded();
+    cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
+    let aws = aws(&moto).await;
+    let (mut w, port) = start_watch(&cli, &["--remediate", "--settle", "4s"]);
+    wait_passes(&mut w, port, 1.0);
+    let writes = aws_writes(port);
+
+    // A writer that pauses after the first WAF rule (longer than a pass): the head parses, and
+    // would take the geo and rate-limit rules away.
+    let path = cli.join(SEED);
+    let whole = std::fs::read_to_string(&path).unwrap();
+    let cut = whole.find("# Block requests from Singapore.").unwrap();
+    std::fs::write(&path, &whole[..cut]).unwrap();
+    reconcile::manifest::load(&path).expect("the half is a valid manifest (else this test proves nothing)");
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    f.write_all(whole[cut..].as_bytes()).unwrap();
+    drop(f);
+
+    wait_passes(&mut w, port, 3.0);
+    assert_eq!(aws_writes(port), writes, "the watcher wrote to AWS from the half-written manifest:\n{}", w.stderr());
+    assert_eq!(waf_rules(&aws).await, 3);
+    let stderr = w.stderr();
+    assert!(log_lines(&stderr, "manifest changed: reloaded").is_empty(), "the half was loaded:\n{stderr}");
+    stop_watch_cleanly(&cli, w, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_manifest_pauses_remediation_and_readyz_and_the_metric_say_so() {
+    let (moto, cli) = seeded();
+    cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
+    let aws = aws(&moto).await;
+    let (mut w, port) = start_watch(&cli, &["--remediate", "--settle", "1s"]);
+    let path = cli.join(SEED);
+    let whole = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{whole}\n[resources.broken]\ntype = \"aws_lambda_function\"\n")).unwrap();
+
+    let body = readyz_503(&w, port, "/readyz to say remediation is paused");
+    assert!(body.contains(&format!("{STACK}: remediation paused (manifest_invalid)")), "{body}");
+    assert!(body.contains("apigw-lambda-basic.toml:"), "the error names the file: {body}");
+    let series = format!("reconcile_remediation_paused{{stack=\"{STACK}\",reason=\"manifest_invalid\"}}");
+    assert_eq!(sample(&http_get(port, "/metrics").1, &series), Some(1.0), "{}", http_get(port, "/metrics").1);
+
+    // Drift is recorded, not remediated, and no pass claims the manifest changed during it.
+    turn_off_prod_data_trace(&aws).await;
+    support::poll_until(WATCH_DEADLINE, "the drift to be recorded", || (!log_lines(&w.stderr(), "drift detected").is_empty()).then_some(()), || w.stderr());
+    wait_passes(&mut w, port, 2.0);
+    assert!(!prod_data_trace(&aws).await, "remediated from the last good version while the file on disk is invalid");
+    let stderr = w.stderr();
+    assert!(!stderr.contains("changed during the pass"), "{stderr}");
+    let warned: Vec<_> = stderr.lines().filter(|l| l.contains("manifest edit is invalid")).collect();
+    assert_eq!(warned.len(), 1, "said once per change:\n{stderr}");
+
+    // Fixed: remediation goes on, and the gauge is back to 0.
+    std::fs::write(&path, &whole).unwrap();
+    let deadline = std::time::Instant::now() + WATCH_DEADLINE;
+    while !prod_data_trace(&aws).await {
+        assert!(std::time::Instant::now() < deadline, "not remediated once the manifest was fixed:\n{}", w.stderr());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    support::poll_until(WATCH_DEADLINE, "/readyz 200 again", || (http_get(port, "/readyz").0 == 200).then_some(()), || w.stderr());
+    assert_eq!(sample(&http_get(port, "/metrics").1, &series), Some(0.0));
+    stop_watch_cleanly(&cli, w, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_replaced_by_a_fifo_is_reported_and_sigterm_still_stops_the_watcher() {
+    let (_moto, cli) = seeded();
+    cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
+    let (w, port) = start_watch(&cli, &["--settle", "1s"]);
+    let path = cli.join(SEED);
+    std::fs::remove_file(&path).unwrap();
+    let made = std::process::Command::new("mkfifo").arg(&path).status().unwrap();
+    assert!(made.success());
+
+    let body = readyz_503(&w, port, "/readyz to report the FIFO");
+    assert!(body.contains(&format!("{STACK}: watching its last good version (manifest_unreadable)")), "{body}");
+    assert!(body.contains("not a regular file (a FIFO)"), "{body}");
+    assert!(w.stderr().contains("cannot read the manifest"), "{}", w.stderr());
+    assert_eq!(http_get(port, "/healthz").0, 200);
+    w.signal("TERM");
+    let out = w.wait(WATCH_DEADLINE);
+    out.assert_success();
+    assert!(!log_lines(&out.stderr, "stopped").is_empty(), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_state_locked_past_the_lease_makes_readyz_not_ready() {
+    use sqlx::Connection as _;
+    let (_moto, cli) = seeded();
+    cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
+    let (w, port) = start_watch(&cli, &["--lease-ttl", "3s", "--lease-renew", "1s", "--unready-after", "10m"]);
+
+    // Another process holds SQLite's write lock, longer than the lease lasts.
+    let url = format!("sqlite://{}", cli.join("reconcile.db").display());
+    let mut holder = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut holder).await.unwrap();
+    let body = readyz_503(&w, port, "/readyz to say the stack is not watched");
+    assert!(body.contains(&format!("{STACK}: not watched: ")) && body.contains("lease"), "{body}");
+
+    // The lock goes: the watcher takes its lease again and is ready.
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    holder.close().await.unwrap();
+    support::poll_until(WATCH_DEADLINE, "/readyz 200 again", || (http_get(port, "/readyz").0 == 200).then_some(()), || w.stderr());
+    stop_watch_cleanly(&cli, w, 0).await;
+}
