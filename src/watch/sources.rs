@@ -332,6 +332,8 @@ pub(super) struct ManifestSource {
     settled: bool,
     /// What is wrong with the file on disk now, if anything.
     problem: Option<Problem>,
+    /// Whether the stack is remediated (what a problem pauses, as logged).
+    pub(super) remediating: bool,
 }
 
 impl ManifestSource {
@@ -339,7 +341,18 @@ impl ManifestSource {
         let good_hash = read_regular(&path, MAX_MANIFEST_BYTES).ok().and_then(|b| inputs_hash(&b, &manifest).ok()).unwrap_or_default();
         let good_code = code_fingerprint(&manifest);
         let pending = Some((sha256(&[good_hash, good_code].concat()), std::time::Instant::now()));
-        ManifestSource { path, manifest, good_hash, good_code, bad_hash: None, settle, pending, settled: false, problem: None }
+        ManifestSource {
+            path,
+            manifest,
+            good_hash,
+            good_code,
+            bad_hash: None,
+            settle,
+            pending,
+            settled: false,
+            problem: None,
+            remediating: false,
+        }
     }
 
     /// SHA-256 (hex) of the manifest file text in use (what other watchers of the stack compare).
@@ -382,18 +395,23 @@ impl ManifestSource {
         if self.bad_hash != Some(hash) || self.problem.as_ref() != Some(&problem) {
             let stack = &self.manifest.stack;
             let location = location.unwrap_or_else(|| self.path.display().to_string());
+            let what = match problem.reason {
+                "manifest_unreadable" => "cannot read the manifest",
+                "manifest_other_stack" => "the manifest now names another stack; restart the watcher to follow it",
+                _ => "manifest edit is invalid",
+            };
+            let then = if self.remediating {
+                "still watching its last good version (drift is recorded), remediation paused until the file is fixed"
+            } else {
+                "still watching its last good version"
+            };
             tracing::warn!(
                 stack,
                 manifest = %self.path.display(),
                 location,
                 reason = problem.reason,
                 error = %problem.message,
-                "{}; drift is still recorded with the last good version, remediation (if on) is paused until the file is fixed",
-                match problem.reason {
-                    "manifest_unreadable" => "cannot read the manifest",
-                    "manifest_other_stack" => "the manifest now names another stack (restart the watcher to follow it)",
-                    _ => "manifest edit is invalid",
-                }
+                "{what}; {then}"
             );
         }
         self.bad_hash = Some(hash);

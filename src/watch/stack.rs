@@ -128,6 +128,7 @@ impl StackWatcher {
             }
             Some(h) => h,
             None => {
+                self.source.remediating = remediating;
                 let mut copy = self.source.clone();
                 tokio::task::spawn_blocking(move || {
                     copy.reload();

@@ -213,12 +213,20 @@ async fn an_invalid_manifest_pauses_remediation_and_readyz_and_the_metric_say_so
 
     // Drift is recorded, not remediated, and no pass claims the manifest changed during it.
     turn_off_prod_data_trace(&aws).await;
-    support::poll_until(WATCH_DEADLINE, "the drift to be recorded", || (!log_lines(&w.stderr(), "drift detected").is_empty()).then_some(()), || w.stderr());
+    support::poll_until(
+        WATCH_DEADLINE,
+        "the drift to be recorded",
+        || (!log_lines(&w.stderr(), "drift detected").is_empty()).then_some(()),
+        || w.stderr(),
+    );
     wait_passes(&mut w, port, 2.0);
     assert!(!prod_data_trace(&aws).await, "remediated from the last good version while the file on disk is invalid");
     let stderr = w.stderr();
     assert!(!stderr.contains("changed during the pass"), "{stderr}");
-    let warned: Vec<_> = stderr.lines().filter(|l| l.contains("manifest edit is invalid")).collect();
+    let warned = log_lines(
+        &stderr,
+        "manifest edit is invalid; still watching its last good version (drift is recorded), remediation paused until the file is fixed",
+    );
     assert_eq!(warned.len(), 1, "said once per change:\n{stderr}");
 
     // Fixed: remediation goes on, and the gauge is back to 0.
