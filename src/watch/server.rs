@@ -59,6 +59,8 @@ pub fn raise_nofile_limit() -> Option<u64> {
                 lim.rlim_cur = lim.rlim_max;
             }
         }
+        // rlim_t is u64 on Linux, not everywhere.
+        #[allow(clippy::unnecessary_cast)]
         Some(lim.rlim_cur as u64)
     }
     #[cfg(not(unix))]

@@ -184,7 +184,7 @@ async fn a_manifest_written_in_two_halves_with_a_pause_is_never_remediated_from_
     reconcile::manifest::load(&path).expect("the half is a valid manifest (else this test proves nothing)");
     std::thread::sleep(Duration::from_millis(2500));
     let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
-    f.write_all(whole[cut..].as_bytes()).unwrap();
+    f.write_all(&whole.as_bytes()[cut..]).unwrap();
     drop(f);
 
     wait_passes(&mut w, port, 3.0);
