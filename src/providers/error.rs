@@ -193,3 +193,25 @@ impl<T> NotFoundOk<T> for Result<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_lambda::operation::get_function::GetFunctionError;
+    use aws_smithy_runtime_api::client::result::ConnectorError;
+
+    use super::*;
+
+    fn io_failure(e: std::io::Error) -> ProviderError {
+        ProviderError::sdk::<GetFunctionError>("GetFunction", SdkError::dispatch_failure(ConnectorError::io(Box::new(e))))
+    }
+
+    #[test]
+    fn running_out_of_files_is_reported_as_what_it_is_not_as_an_unreachable_endpoint() {
+        let e = io_failure(std::io::Error::from_raw_os_error(libc::EMFILE));
+        assert!(matches!(e, ProviderError::LocalResource { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains("EMFILE") && !text.contains("AWS_ENDPOINT_URL"), "{text}");
+        let refused = io_failure(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(matches!(refused, ProviderError::Unreachable { .. }), "a refused connection is still the endpoint: {refused:?}");
+    }
+}
