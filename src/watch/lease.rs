@@ -208,3 +208,48 @@ impl Keeper {
         self.lose();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stuck_watcher_s_lease_is_neither_renewed_nor_taken_and_the_stack_is_not_ready() {
+        let store = Store::memory().await.unwrap();
+        let metrics = Arc::new(Metrics::default());
+        metrics.register("s");
+        let (_hash_tx, hash) = watch::channel("h".to_string());
+        let (held, held_rx) = watch::channel(None);
+        let beat = super::super::stack::Heartbeat::default();
+        let mut keeper = Keeper {
+            stack: "s".into(),
+            holder: "me".into(),
+            timing: Timing { ttl: Duration::from_millis(200), renew: Duration::from_millis(50) },
+            store,
+            metrics: metrics.clone(),
+            hash,
+            held,
+            told: None,
+            beat: beat.clone(),
+            stuck: false,
+        };
+        keeper.tick().await;
+        assert!(held_rx.borrow().is_some(), "a live watcher holds its stack");
+
+        // The watcher starts working and then shows nothing for longer than the TTL.
+        beat.beat();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        keeper.tick().await;
+        assert!(held_rx.borrow().is_none(), "a stuck watcher's lease was renewed");
+        assert!(!metrics.ready());
+        assert!(metrics.lease_troubles().iter().any(|(s, why)| s == "s" && why.contains("stuck")), "{:?}", metrics.lease_troubles());
+        keeper.tick().await;
+        assert!(held_rx.borrow().is_none(), "nor taken again while it is stuck");
+
+        // It makes progress again: it holds the stack again.
+        beat.idle();
+        keeper.tick().await;
+        assert!(held_rx.borrow().is_some());
+        assert!(metrics.lease_troubles().is_empty());
+    }
+}
