@@ -137,7 +137,17 @@ impl StackWatcher {
             }
         };
         let mut handle = handle;
-        match tokio::time::timeout(READ_TIME_LIMIT, &mut handle).await {
+        // Waiting on the read is progress (the watcher is not stuck): it says so to the lease keeper.
+        let deadline = tokio::time::Instant::now() + READ_TIME_LIMIT;
+        let mut alive = tokio::time::interval(Duration::from_secs(1));
+        let read = loop {
+            tokio::select! {
+                done = &mut handle => break Ok(done),
+                _ = alive.tick() => self.beat.beat(),
+                _ = tokio::time::sleep_until(deadline) => break Err(()),
+            }
+        };
+        match read {
             Ok(Ok(source)) => self.source = source,
             Ok(Err(e)) => {
                 tracing::error!(stack, error = %e, "reading the manifest failed unexpectedly; still watching its last good version")
