@@ -65,3 +65,16 @@ pub async fn observe(manifest: &Manifest, state: &StackState, aws: &Aws, due: im
     let hook = |resource: &str, on: bool| tracker.waiting(resource, on);
     plan::compute_tolerant(manifest, state, aws, due, &hook).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::waits_on;
+
+    #[test]
+    fn a_pass_without_aws_calls_in_flight_waits_on_what_its_phase_uses() {
+        assert_eq!(waits_on("waiting for the stack's lock"), "the state database");
+        assert_eq!(waits_on("reading the state"), "the state database");
+        assert_eq!(waits_on("recording drift"), "the state database");
+        assert_eq!(waits_on("reading AWS"), "AWS");
+    }
+}
