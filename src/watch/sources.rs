@@ -194,11 +194,17 @@ impl Sources {
     }
 
     fn load(&self, path: &Path, env: usize) -> Result<Manifest, WatchError> {
-        check_regular(path)?;
+        // Only a file that is there but not a regular one is refused here (a missing one is left to
+        // the manifest's own error, which says how to name one).
+        let refuse = |p: &Path| match check_regular(p) {
+            Err(e @ FileError::NotRegular { .. }) => Err(e),
+            _ => Ok(()),
+        };
+        refuse(path)?;
         let options = self.envs.get(env).and_then(Option::as_ref);
         let files = options.cloned().unwrap_or_else(|| manifest::options_with_var_files(&[])).variables.var_files;
         for file in &files {
-            check_regular(file)?;
+            refuse(file)?;
         }
         Ok(match options {
             Some(options) => manifest::load_with(path, options)?,

@@ -282,3 +282,14 @@ async fn the_state_locked_past_the_lease_makes_readyz_not_ready() {
     support::poll_until(WATCH_DEADLINE, "/readyz 200 again", || (http_get(port, "/readyz").0 == 200).then_some(()), || w.stderr());
     stop_watch_cleanly(&cli, w, 0).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_refuses_a_fifo_as_its_manifest_at_start_naming_it() {
+    let (_moto, mut cli) = seeded();
+    cli.timeout = Duration::from_secs(20);
+    let made = std::process::Command::new("mkfifo").arg(cli.join("fifo.toml")).status().unwrap();
+    assert!(made.success());
+    let out = cli.run(&["-f", "fifo.toml", "watch", "--listen", "127.0.0.1:0"]);
+    out.assert_status(1);
+    assert!(out.stderr.contains("fifo.toml: not a regular file (a FIFO)"), "{out}");
+}
