@@ -363,6 +363,21 @@ pub struct WatchArgs {
     /// How often the leases held are renewed and stacks nobody holds are tried (shorter than --lease-ttl).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub lease_renew: std::time::Duration,
+    /// A manifest (with its var files and code) is used only once it has settled: the same content on
+    /// two reads at least this far apart (a file being written is never planned or remediated).
+    #[arg(long, default_value = "2s", value_name = "D", value_parser = humantime::parse_duration)]
+    pub settle: std::time::Duration,
+    /// The HTTP endpoint closes a connection that has not sent a whole request header within this
+    /// (an idle keep-alive connection too). At most 10s.
+    #[arg(long, default_value = "5s", value_name = "D", value_parser = humantime::parse_duration)]
+    pub http_header_timeout: std::time::Duration,
+    /// The HTTP endpoint closes a connection that moves no byte either way for this long.
+    #[arg(long, default_value = "30s", value_name = "D", value_parser = humantime::parse_duration)]
+    pub http_idle_timeout: std::time::Duration,
+    /// The most connections the HTTP endpoint keeps open (lowered to at most half the open-file limit,
+    /// and 128 files below it); at the cap a new connection closes the oldest one not serving a request.
+    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub http_max_connections: u32,
 }
 
 #[derive(Debug, Args)]

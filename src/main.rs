@@ -25,6 +25,9 @@ fn main() -> ExitCode {
         }
     };
     let exit = runtime.block_on(commands::run(cli));
+    // A blocking read left running (a manifest on a hung file system, see watch::sources) must not keep
+    // the process alive once the command is done.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     ExitCode::from(exit as u8)
 }
 

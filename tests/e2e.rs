@@ -6,6 +6,8 @@ mod support;
 // Topic modules, in tests/e2e/; they reach the helpers below with `use super::*`.
 #[path = "e2e/crash.rs"]
 mod crash;
+#[path = "e2e/daemon.rs"]
+mod daemon;
 #[path = "e2e/first_hour.rs"]
 mod first_hour;
 #[path = "e2e/fleet.rs"]

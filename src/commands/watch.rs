@@ -22,7 +22,22 @@ pub async fn run(g: &Global, args: &WatchArgs) -> Result<Exit, CliError> {
             .collect(),
         lease_ttl: args.lease_ttl,
         lease_renew: args.lease_renew,
+        http: watch::server::Limits {
+            header_timeout: args.http_header_timeout,
+            idle_timeout: args.http_idle_timeout,
+            max_connections: args.http_max_connections as usize,
+        },
+        settle: args.settle,
     };
+    if args.http_header_timeout.is_zero() || args.http_header_timeout > std::time::Duration::from_secs(10) {
+        return Err(CliError::Refused(format!(
+            "--http-header-timeout ({}) must be more than 0 and at most 10s: a longer wait lets a slow client hold a connection",
+            humantime::format_duration(args.http_header_timeout)
+        )));
+    }
+    if args.http_idle_timeout.is_zero() {
+        return Err(CliError::Refused("--http-idle-timeout must be more than 0".into()));
+    }
     if args.lease_renew.is_zero() || args.lease_renew >= args.lease_ttl {
         return Err(CliError::Refused(format!(
             "--lease-renew ({}) must be shorter than --lease-ttl ({}): a lease renewed less often than it lasts expires while its holder is alive",

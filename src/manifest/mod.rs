@@ -256,8 +256,13 @@ impl<'a> Validator<'a> {
         let typed = variables::Typed::new(&rendered);
         let mut root = root;
         variables::substitute(self.src, &mut root, &vars, &typed, &declared, &mut self.diags);
-        // A value that did not resolve would only repeat the variable's own error further on.
+        // A value that did not resolve would only repeat the variable's own error further on. A file
+        // without a `[stack]` (empty, or not a manifest at all) is said first, though: that, not a
+        // `--var` it does not declare, is what is wrong.
         if !self.diags.is_empty() {
+            if root.get("stack").is_none() {
+                self.err(&root_span, "missing `[stack]` table with `name = \"...\"`");
+            }
             return None;
         }
         let mut stack = None;

@@ -505,3 +505,10 @@ fn stack_tags_count_against_each_resources_tag_limit() {
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].starts_with("5:12: resource `lg` has 50 tags with the stack's `[stack] tags`"), "{e:?}");
 }
+
+#[test]
+fn an_empty_manifest_given_a_var_is_reported_as_a_file_without_a_stack() {
+    let options = Options { variables: variables::Inputs { vars: vec!["prefix=x".into()], ..Default::default() }, ..default_options() };
+    let e = parse_with(Path::new("/tmp/x/empty.toml"), String::new(), &options).unwrap_err().to_string();
+    assert!(e.starts_with("/tmp/x/empty.toml:1:1: error: missing `[stack]`"), "{e}");
+}

@@ -10,6 +10,12 @@ pub enum ProviderError {
     Aws { operation: &'static str, code: String, message: String, status: Option<u16>, class: ErrorClass },
     #[error("{operation}: cannot reach the AWS endpoint ({detail}); check AWS_ENDPOINT_URL, the network, or the region")]
     Unreachable { operation: &'static str, detail: String },
+    /// The call could not even be made because this host ran out of something (open files, memory):
+    /// not a problem of the endpoint, and no change of AWS_ENDPOINT_URL fixes it.
+    #[error(
+        "{operation}: this process ran out of a local resource ({detail}); the call did not reach AWS. Raise the open-file limit (`ulimit -n`, systemd `LimitNOFILE=`) or find what holds the files"
+    )]
+    LocalResource { operation: &'static str, detail: String },
     #[error(
         "{operation}: the endpoint answered with something that is not an AWS response (HTTP {status}); it may not support this operation"
     )]
@@ -116,7 +122,9 @@ impl ProviderError {
                 } else {
                     format!("{err:?}")
                 };
-                if f.is_timeout() {
+                if let Some(local) = local_resource(&err) {
+                    ProviderError::LocalResource { operation, detail: local }
+                } else if f.is_timeout() {
                     ProviderError::Timeout { operation, detail }
                 } else {
                     ProviderError::Unreachable { operation, detail: detail.trim_matches('"').to_string() }
@@ -145,6 +153,32 @@ impl ProviderError {
     }
 }
 
+/// The local resource an error's cause ran out of (EMFILE, ENFILE, ENOMEM, ENOBUFS), if that is
+/// what it is: found by walking the error's sources to the `std::io::Error` the connector met.
+fn local_resource(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(what) = io.raw_os_error().and_then(local_errno)
+        {
+            return Some(format!("{what}: {io}"));
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// The name of an errno that says this host ran out of something.
+pub fn local_errno(code: i32) -> Option<&'static str> {
+    match code {
+        libc::EMFILE => Some("EMFILE, too many open files in this process"),
+        libc::ENFILE => Some("ENFILE, too many open files on this host"),
+        libc::ENOMEM => Some("ENOMEM, out of memory"),
+        libc::ENOBUFS => Some("ENOBUFS, no buffer space"),
+        _ => None,
+    }
+}
+
 /// "Not found is fine": turns a not-found answer into `None`.
 pub trait NotFoundOk<T> {
     fn or_gone(self) -> Result<Option<T>>;
@@ -157,5 +191,27 @@ impl<T> NotFoundOk<T> for Result<T> {
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_lambda::operation::get_function::GetFunctionError;
+    use aws_smithy_runtime_api::client::result::ConnectorError;
+
+    use super::*;
+
+    fn io_failure(e: std::io::Error) -> ProviderError {
+        ProviderError::sdk::<GetFunctionError>("GetFunction", SdkError::dispatch_failure(ConnectorError::io(Box::new(e))))
+    }
+
+    #[test]
+    fn running_out_of_files_is_reported_as_what_it_is_not_as_an_unreachable_endpoint() {
+        let e = io_failure(std::io::Error::from_raw_os_error(libc::EMFILE));
+        assert!(matches!(e, ProviderError::LocalResource { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains("EMFILE") && !text.contains("AWS_ENDPOINT_URL"), "{text}");
+        let refused = io_failure(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(matches!(refused, ProviderError::Unreachable { .. }), "a refused connection is still the endpoint: {refused:?}");
     }
 }

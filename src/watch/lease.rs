@@ -51,6 +51,11 @@ pub(super) struct Keeper {
     pub(super) held: watch::Sender<Option<Held>>,
     /// The (holder's, ours) manifest hashes whose difference was last logged.
     pub(super) told: Option<(String, String)>,
+    /// The stack watcher's heartbeat: a watcher silent for a whole TTL is stuck, and its lease is
+    /// neither renewed nor taken.
+    pub(super) beat: super::stack::Heartbeat,
+    /// Whether the watcher was found stuck (logged once).
+    pub(super) stuck: bool,
 }
 
 impl Keeper {
@@ -80,9 +85,28 @@ impl Keeper {
         let started = Instant::now();
         let hash = self.hash.borrow().clone();
         let held = self.held.borrow().clone();
+        if let Some(silent) = self.beat.silent_for().filter(|s| *s >= self.timing.ttl) {
+            if !self.stuck {
+                tracing::error!(
+                    stack,
+                    silent_s = silent.as_secs(),
+                    "the stack's watcher has shown no progress for a whole lease TTL (stuck in a blocking call?): its lease is not renewed, so another watcher can take the stack"
+                );
+                self.stuck = true;
+            }
+            self.metrics.lease_trouble(&stack, Some(format!("its watcher has shown no progress for {} s (stuck)", silent.as_secs())));
+            if held.is_some() {
+                self.lose();
+            }
+            return;
+        }
+        if std::mem::take(&mut self.stuck) {
+            tracing::info!(stack, "the stack's watcher makes progress again");
+        }
         if let Some(held) = held {
             match self.store.renew_lease(&held.fence, &hash, lease::now_ms(), self.ttl_ms()).await {
                 Ok(true) => {
+                    self.metrics.lease_trouble(&stack, None);
                     // A renewal is not news to the watcher: no wake-up.
                     self.held.send_if_modified(|h| {
                         if let Some(h) = h {
@@ -99,6 +123,7 @@ impl Keeper {
                         now_held_by = now.as_ref().map(|l| l.holder.as_str()).unwrap_or("nobody"),
                         "lost the stack's lease (another watcher took it over): no longer watching it"
                     );
+                    self.metrics.lease_trouble(&stack, None);
                     self.lose();
                 }
                 Err(e) if Instant::now() >= held.valid_until => {
@@ -107,6 +132,7 @@ impl Keeper {
                         error = %e,
                         "cannot renew the stack's lease and it has expired: no longer watching it until the state database answers"
                     );
+                    self.metrics.lease_trouble(&stack, Some(format!("this watcher lost the stack's lease: cannot renew it ({e})")));
                     self.lose();
                 }
                 Err(e) => tracing::warn!(stack, error = %e, "cannot renew the stack's lease; retrying at the next tick"),
@@ -129,14 +155,19 @@ impl Keeper {
                     tracing::info!(stack, generation = lease.generation, "holding the stack's lease: watching it");
                 }
                 self.told = None;
+                self.metrics.lease_trouble(&stack, None);
                 self.metrics.lease_held(&stack, true);
                 self.held.send_replace(Some(Held { fence: lease.fence(), valid_until: started + self.timing.ttl }));
             }
             Ok(Claim::HeldBy(other)) => {
+                self.metrics.lease_trouble(&stack, None);
                 self.metrics.lease_held(&stack, false);
                 self.compare(&other, &hash);
             }
-            Err(e) => tracing::warn!(stack, error = %e, "cannot read or take the stack's lease; retrying at the next tick"),
+            Err(e) => {
+                tracing::warn!(stack, error = %e, "cannot read or take the stack's lease; retrying at the next tick");
+                self.metrics.lease_trouble(&stack, Some(format!("cannot read or take the stack's lease ({e})")));
+            }
         }
     }
 
@@ -175,5 +206,50 @@ impl Keeper {
             }
         }
         self.lose();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stuck_watcher_s_lease_is_neither_renewed_nor_taken_and_the_stack_is_not_ready() {
+        let store = Store::memory().await.unwrap();
+        let metrics = Arc::new(Metrics::default());
+        metrics.register("s");
+        let (_hash_tx, hash) = watch::channel("h".to_string());
+        let (held, held_rx) = watch::channel(None);
+        let beat = super::super::stack::Heartbeat::default();
+        let mut keeper = Keeper {
+            stack: "s".into(),
+            holder: "me".into(),
+            timing: Timing { ttl: Duration::from_millis(200), renew: Duration::from_millis(50) },
+            store,
+            metrics: metrics.clone(),
+            hash,
+            held,
+            told: None,
+            beat: beat.clone(),
+            stuck: false,
+        };
+        keeper.tick().await;
+        assert!(held_rx.borrow().is_some(), "a live watcher holds its stack");
+
+        // The watcher starts working and then shows nothing for longer than the TTL.
+        beat.beat();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        keeper.tick().await;
+        assert!(held_rx.borrow().is_none(), "a stuck watcher's lease was renewed");
+        assert!(!metrics.ready());
+        assert!(metrics.lease_troubles().iter().any(|(s, why)| s == "s" && why.contains("stuck")), "{:?}", metrics.lease_troubles());
+        keeper.tick().await;
+        assert!(held_rx.borrow().is_none(), "nor taken again while it is stuck");
+
+        // It makes progress again: it holds the stack again.
+        beat.idle();
+        keeper.tick().await;
+        assert!(held_rx.borrow().is_some());
+        assert!(metrics.lease_troubles().is_empty());
     }
 }

@@ -104,7 +104,7 @@ impl Families {
         registry.register("reconcile_remediations", "Resources `watch --remediate` brought back to the manifest", remediations.clone());
         registry.register(
             "reconcile_remediation_paused",
-            "1 while remediation of the stack is paused because its last operation was `destroy` (until the next apply)",
+            "1 while remediation of the stack is paused, by reason: `destroyed` (its last operation was `destroy`, until the next apply), `manifest_invalid`, `manifest_unreadable` or `manifest_other_stack` (the manifest on disk cannot be used; drift is still recorded with the last good version)",
             paused.clone(),
         );
         registry.register(
@@ -242,9 +242,20 @@ struct StackMetrics {
     /// Another watcher holds the stack's lease: this process does not watch it, and it does not count
     /// for readiness.
     standby: bool,
+    /// What is wrong with the manifest on disk (reason, message): the last good version is watched
+    /// and remediation paused.
+    problem: Option<(String, String, bool)>,
+    /// Why this process cannot hold the stack's lease itself (the state database failing, its worker
+    /// stuck): not a standby, which another watcher covers, but a stack nobody may be watching.
+    lease_trouble: Option<String>,
 }
 
 impl StackMetrics {
+    /// Whether the stack counts for readiness: held here, or not held for a reason of this process's own.
+    fn counted(&self) -> bool {
+        !self.standby || self.lease_trouble.is_some()
+    }
+
     /// Passes have been failing (partial, or one still running) for longer than `after` since the last
     /// complete one; returns for how long.
     fn failing_for(&self, after: Duration, now: Instant) -> Option<Duration> {
@@ -372,6 +383,43 @@ impl Metrics {
         });
     }
 
+    /// What is wrong with the stack's manifest on disk (`Some((reason, message))`), or nothing; while
+    /// `remediating`, `reconcile_remediation_paused{reason}` shows it.
+    pub fn manifest_problem(&self, stack: &str, problem: Option<(&str, &str)>, remediating: bool) {
+        self.with_stack(stack, |m, f| {
+            let series = |reason: &str| ReasonLabels { stack: stack.to_string(), reason: reason.to_string() };
+            if let Some((old, _, _)) = &m.problem
+                && problem.is_none_or(|(r, _)| r != old)
+            {
+                f.paused.get_or_create(&series(old)).set(0);
+            }
+            if let Some((reason, _)) = problem {
+                f.paused.get_or_create(&series(reason)).set(i64::from(remediating));
+            }
+            m.problem = problem.map(|(r, msg)| (r.to_string(), msg.to_string(), remediating));
+        });
+    }
+
+    /// Why this process cannot hold the stack's lease itself (`None`: it can, or another watcher holds it).
+    pub fn lease_trouble(&self, stack: &str, why: Option<String>) {
+        self.with_stack(stack, |m, _| m.lease_trouble = why);
+    }
+
+    /// Stacks whose manifest on disk cannot be used: (stack, reason, message, whether remediation is paused).
+    pub fn manifest_problems(&self) -> Vec<(String, String, String, bool)> {
+        self.with(|s| {
+            s.iter()
+                .filter(|(_, m)| m.counted())
+                .filter_map(|(k, m)| m.problem.as_ref().map(|(r, msg, paused)| (k.clone(), r.clone(), msg.clone(), *paused)))
+                .collect()
+        })
+    }
+
+    /// Stacks this process cannot hold the lease of, and why.
+    pub fn lease_troubles(&self) -> Vec<(String, String)> {
+        self.with(|s| s.iter().filter_map(|(k, m)| m.lease_trouble.as_ref().map(|why| (k.clone(), why.clone()))).collect())
+    }
+
     pub fn remediated(&self, stack: &str, resources: u64) {
         self.with_stack(stack, |_, f| {
             f.remediations.get_or_create(&StackLabels { stack: stack.to_string() }).inc_by(resources);
@@ -411,7 +459,7 @@ impl Metrics {
     fn failing_at(&self, now: Instant) -> Vec<(String, Duration)> {
         self.with(|s| {
             s.iter()
-                .filter(|(_, m)| !m.standby)
+                .filter(|(_, m)| m.counted())
                 .filter_map(|(k, m)| m.failing_for(self.unready_after, now).map(|d| (k.clone(), d)))
                 .collect()
         })
@@ -453,7 +501,12 @@ impl Metrics {
         self.with(|s| {
             !s.is_empty()
                 && s.values().all(|m| {
-                    m.standby || m.last_success.is_some() && m.refused.is_none() && m.failing_for(self.unready_after, now).is_none()
+                    !m.counted()
+                        || m.last_success.is_some()
+                            && m.refused.is_none()
+                            && m.problem.is_none()
+                            && m.lease_trouble.is_none()
+                            && m.failing_for(self.unready_after, now).is_none()
                 })
         })
     }
@@ -461,7 +514,10 @@ impl Metrics {
     /// Stacks still waiting for their first complete pass (refused ones aside).
     pub fn not_ready(&self) -> Vec<String> {
         self.with(|s| {
-            s.iter().filter(|(_, m)| !m.standby && m.last_success.is_none() && m.refused.is_none()).map(|(k, _)| k.clone()).collect()
+            s.iter()
+                .filter(|(_, m)| !m.standby && m.last_success.is_none() && m.refused.is_none() && m.problem.is_none())
+                .map(|(k, _)| k.clone())
+                .collect()
         })
     }
 

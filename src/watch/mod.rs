@@ -30,7 +30,7 @@ pub mod observe;
 mod remediate;
 pub mod server;
 pub mod sources;
-mod stack;
+pub(crate) mod stack;
 mod supervisor;
 
 use std::net::SocketAddr;
@@ -64,6 +64,10 @@ pub enum WatchError {
     },
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    File(#[from] sources::FileError),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// How the watcher runs.
@@ -89,4 +93,8 @@ pub struct Config {
     pub lease_ttl: Duration,
     /// How often leases are renewed, and unheld stacks tried (shorter than `lease_ttl`).
     pub lease_renew: Duration,
+    /// The bounds of the HTTP endpoint.
+    pub http: server::Limits,
+    /// A manifest (and its code) is used once two reads at least this far apart found the same content.
+    pub settle: Duration,
 }

@@ -49,10 +49,32 @@ impl Tracker {
     }
 }
 
+/// What a pass in `phase` waits on when no AWS call is in flight: the state database while it reads
+/// or writes the state or waits for the stack's lock, AWS otherwise.
+pub fn waits_on(phase: &str) -> &'static str {
+    match phase {
+        "reading the state" | "recording drift" | "waiting for the stack's lock" => "the state database",
+        _ => "AWS",
+    }
+}
+
 /// [`plan::compute_tolerant`] (reads the resources `due` says, and compares; a resource that was not
 /// read stands in with what the state recorded and its own change is `NoOp`), with each read in
 /// flight tracked.
 pub async fn observe(manifest: &Manifest, state: &StackState, aws: &Aws, due: impl Fn(&str) -> bool, tracker: &Tracker) -> Observation {
     let hook = |resource: &str, on: bool| tracker.waiting(resource, on);
     plan::compute_tolerant(manifest, state, aws, due, &hook).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::waits_on;
+
+    #[test]
+    fn a_pass_without_aws_calls_in_flight_waits_on_what_its_phase_uses() {
+        assert_eq!(waits_on("waiting for the stack's lock"), "the state database");
+        assert_eq!(waits_on("reading the state"), "the state database");
+        assert_eq!(waits_on("recording drift"), "the state database");
+        assert_eq!(waits_on("reading AWS"), "AWS");
+    }
 }

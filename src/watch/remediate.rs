@@ -66,7 +66,9 @@ pub(super) async fn remediate(
             );
             return Ok(None);
         }
-        if source.changed() {
+        // Read off the async workers (bounded regular-file reads).
+        let copy = source.clone();
+        if tokio::task::spawn_blocking(move || copy.changed()).await.unwrap_or(true) {
             tracing::info!(stack, "the manifest or its code changed during the pass; remediation waits for the next pass");
             return Ok(None);
         }

@@ -14,6 +14,82 @@ use crate::manifest::{self, Manifest};
 /// Bytes of file content a fingerprint reads; past this, files count by their metadata alone.
 pub const CONTENT_BUDGET: u64 = 8 * 1024 * 1024;
 
+/// The largest manifest or var file the watcher reads.
+pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+
+/// How long reading a stack's manifest, var files and code may take before the watcher gives up on
+/// it for now (a hung file system) and goes on with the last good version.
+pub const READ_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Why a file the watcher reads as a manifest, var file or code cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{}: not a regular file ({kind}); a manifest, var file or code file must be one", path.display())]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("{}: larger than {limit} bytes", path.display())]
+    TooLarge { path: PathBuf, limit: u64 },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn file_kind(ft: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_fifo() {
+            return "a FIFO";
+        }
+        if ft.is_socket() {
+            return "a socket";
+        }
+        if ft.is_block_device() || ft.is_char_device() {
+            return "a device";
+        }
+    }
+    if ft.is_dir() { "a directory" } else { "not a plain file" }
+}
+
+/// Checks that `path` (symlinks followed) is a regular file, without opening it (opening a FIFO
+/// blocks until a writer comes).
+pub fn check_regular(path: &Path) -> Result<std::fs::Metadata, FileError> {
+    let meta = std::fs::metadata(path).map_err(|source| FileError::Io { path: path.to_path_buf(), source })?;
+    if !meta.is_file() {
+        return Err(FileError::NotRegular { path: path.to_path_buf(), kind: file_kind(&meta.file_type()) });
+    }
+    Ok(meta)
+}
+
+/// Reads a regular file of at most `limit` bytes: anything else (a FIFO, a device, a socket, a
+/// directory) is an error naming the path, and is never opened for a blocking read.
+pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, FileError> {
+    use std::io::Read;
+    let io = |source| FileError::Io { path: path.to_path_buf(), source };
+    check_regular(path)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        // Replaced by a FIFO since the check: the open does not wait for a writer.
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(FileError::NotRegular { path: path.to_path_buf(), kind: file_kind(&meta.file_type()) });
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > limit {
+        return Err(FileError::TooLarge { path: path.to_path_buf(), limit });
+    }
+    Ok(bytes)
+}
+
 /// A fingerprint of the code trees a manifest names: each file's path, size, modification and status
 /// change times and inode, and the content of the first [`CONTENT_BUDGET`] bytes (so an edit within
 /// the file system's timestamp granularity is still seen in usual code folders, and large ones stay
@@ -46,14 +122,17 @@ fn tree(path: &Path, h: &mut Sha256, budget: &mut u64) {
     for file in files {
         h.update(file.as_os_str().as_encoded_bytes());
         h.update([0]);
-        let Ok(meta) = std::fs::metadata(&file) else {
-            h.update(b"missing");
-            continue;
+        let meta = match check_regular(&file) {
+            Ok(meta) => meta,
+            Err(e) => {
+                h.update(e.to_string().as_bytes());
+                continue;
+            }
         };
         h.update(meta.len().to_le_bytes());
         stamp(&meta, h);
         if meta.len() <= *budget
-            && let Ok(bytes) = std::fs::read(&file)
+            && let Ok(bytes) = read_regular(&file, *budget)
         {
             *budget = budget.saturating_sub(bytes.len() as u64);
             h.update(Sha256::digest(&bytes));
@@ -104,9 +183,9 @@ impl Sources {
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok())
             .map(|e| e.path())
-            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml") && check_regular(p).is_ok())
             .filter(|p| {
-                let text = std::fs::read_to_string(p).unwrap_or_default();
+                let text = read_regular(p, MAX_MANIFEST_BYTES).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
                 manifest::variables::has_stack_table(&text) != Some(false)
             })
             .collect();
@@ -114,11 +193,23 @@ impl Sources {
         Ok(files)
     }
 
-    fn load(&self, path: &Path, env: usize) -> Result<Manifest, manifest::ManifestError> {
-        match self.envs.get(env).and_then(Option::as_ref) {
-            Some(options) => manifest::load_with(path, options),
-            None => manifest::load(path),
+    fn load(&self, path: &Path, env: usize) -> Result<Manifest, WatchError> {
+        // Only a file that is there but not a regular one is refused here (a missing one is left to
+        // the manifest's own error, which says how to name one).
+        let refuse = |p: &Path| match check_regular(p) {
+            Err(e @ FileError::NotRegular { .. }) => Err(e),
+            _ => Ok(()),
+        };
+        refuse(path)?;
+        let options = self.envs.get(env).and_then(Option::as_ref);
+        let files = options.cloned().unwrap_or_else(|| manifest::options_with_var_files(&[])).variables.var_files;
+        for file in &files {
+            refuse(file)?;
         }
+        Ok(match options {
+            Some(options) => manifest::load_with(path, options)?,
+            None => manifest::load(path)?,
+        })
     }
 
     fn claim(&mut self, path: &Path, env: usize, manifest: &Manifest) -> Result<(), WatchError> {
@@ -159,8 +250,8 @@ impl Sources {
         for dir in self.dirs.clone() {
             let Ok(files) = Self::toml_files(&dir) else { continue };
             for path in files {
-                let Ok(text) = std::fs::read_to_string(&path) else { continue };
-                let hash = sha256(text.as_bytes());
+                let Ok(text) = read_regular(&path, MAX_MANIFEST_BYTES) else { continue };
+                let hash = sha256(&text);
                 if self.rejected.get(&path) == Some(&hash) {
                     continue;
                 }
@@ -169,7 +260,7 @@ impl Sources {
                     if self.watched.contains_key(&(canonical(&path), env)) {
                         continue;
                     }
-                    let result = self.load(&path, env).map_err(WatchError::from).and_then(|m| self.claim(&path, env, &m).map(|()| m));
+                    let result = self.load(&path, env).and_then(|m| self.claim(&path, env, &m).map(|()| m));
                     match result {
                         Ok(m) => {
                             tracing::info!(manifest = %path.display(), stack = %m.stack, "new manifest: watching it");
@@ -200,21 +291,37 @@ pub(super) fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-/// The hash of a manifest's text and of the var files it is loaded with, so an edit of either is seen.
-fn inputs_hash(text: &[u8], manifest: &Manifest) -> [u8; 32] {
+/// The hash of a manifest's text and of the var files it is loaded with, so an edit of either is
+/// seen (a var file that cannot be read is an error: it would stop the manifest from loading).
+fn inputs_hash(text: &[u8], manifest: &Manifest) -> Result<[u8; 32], FileError> {
     let mut h = Sha256::new();
     h.update(text);
     for file in &manifest.inputs.var_files {
         h.update([0]);
         h.update(file.as_os_str().as_encoded_bytes());
         h.update([0]);
-        h.update(std::fs::read(file).unwrap_or_default());
+        h.update(read_regular(file, MAX_MANIFEST_BYTES)?);
     }
-    h.finalize().into()
+    Ok(h.finalize().into())
+}
+
+/// What is wrong with the manifest on disk, while the last good version is watched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Problem {
+    /// `manifest_invalid`, `manifest_unreadable` or `manifest_other_stack` (the metric's `reason`).
+    pub(super) reason: &'static str,
+    /// The error, as a user reads it (file:line:column for an invalid manifest).
+    pub(super) message: String,
 }
 
 /// One stack's manifest file as the watcher uses it: the last good version, and what was last
 /// reported about the file on disk.
+///
+/// A version is used only once it has settled: the same content (manifest, var files and code) read
+/// twice at least `settle` apart, so a file being written (a pause mid-write, a copy in progress) is
+/// never planned or remediated. At start too: the version loaded at start is used once a read
+/// `settle` later finds it unchanged.
+#[derive(Clone)]
 pub(super) struct ManifestSource {
     pub(super) path: PathBuf,
     /// The last good version (what passes use).
@@ -224,13 +331,34 @@ pub(super) struct ManifestSource {
     good_code: [u8; 32],
     /// The content (manifest and code) last reported invalid (or missing), so it is reported once.
     bad_hash: Option<[u8; 32]>,
+    settle: std::time::Duration,
+    /// Content on disk that differs from the version in use, and when it was first read.
+    pending: Option<([u8; 32], std::time::Instant)>,
+    /// Whether the version in use was confirmed settled (false at start until a second read).
+    settled: bool,
+    /// What is wrong with the file on disk now, if anything.
+    problem: Option<Problem>,
+    /// Whether the stack is remediated (what a problem pauses, as logged).
+    pub(super) remediating: bool,
 }
 
 impl ManifestSource {
-    pub(super) fn new(path: PathBuf, manifest: Manifest) -> ManifestSource {
-        let good_hash = std::fs::read(&path).map(|b| inputs_hash(&b, &manifest)).unwrap_or_default();
+    pub(super) fn new(path: PathBuf, manifest: Manifest, settle: std::time::Duration) -> ManifestSource {
+        let good_hash = read_regular(&path, MAX_MANIFEST_BYTES).ok().and_then(|b| inputs_hash(&b, &manifest).ok()).unwrap_or_default();
         let good_code = code_fingerprint(&manifest);
-        ManifestSource { path, manifest, good_hash, good_code, bad_hash: None }
+        let pending = Some((sha256(&[good_hash, good_code].concat()), std::time::Instant::now()));
+        ManifestSource {
+            path,
+            manifest,
+            good_hash,
+            good_code,
+            bad_hash: None,
+            settle,
+            pending,
+            settled: false,
+            problem: None,
+            remediating: false,
+        }
     }
 
     /// SHA-256 (hex) of the manifest file text in use (what other watchers of the stack compare).
@@ -238,51 +366,135 @@ impl ManifestSource {
         self.good_hash.iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// Whether the version in use has settled (passes wait until it has).
+    pub(super) fn settled(&self) -> bool {
+        self.settled
+    }
+
+    /// When content read but not yet settled may be read again to settle it.
+    pub(super) fn settle_at(&self) -> Option<std::time::Instant> {
+        self.pending.map(|(_, since)| since + self.settle)
+    }
+
+    /// What is wrong with the manifest on disk (invalid, unreadable, another stack), if anything:
+    /// the last good version is watched meanwhile, and remediation pauses.
+    pub(super) fn problem(&self) -> Option<&Problem> {
+        self.problem.as_ref()
+    }
+
     /// Whether the manifest file or its code changed on disk since they were loaded (an edit in
     /// progress, or an apply about to deploy it): remediation then waits for the next pass.
     pub(super) fn changed(&self) -> bool {
-        let text = std::fs::read(&self.path).map(|b| inputs_hash(&b, &self.manifest)).unwrap_or_default();
-        text != self.good_hash || code_fingerprint(&self.manifest) != self.good_code
+        let text = read_regular(&self.path, MAX_MANIFEST_BYTES).ok().and_then(|b| inputs_hash(&b, &self.manifest).ok());
+        text != Some(self.good_hash) || code_fingerprint(&self.manifest) != self.good_code
+    }
+
+    /// The file could not be read in time: the last good version is watched meanwhile.
+    pub(super) fn unreadable(&mut self, message: String) {
+        let hash = sha256(message.as_bytes());
+        self.trouble(hash, Problem { reason: "manifest_unreadable", message }, None);
+    }
+
+    /// Notes a problem with the file on disk, logging it once per change.
+    fn trouble(&mut self, hash: [u8; 32], problem: Problem, location: Option<String>) {
+        self.pending = None;
+        if self.bad_hash != Some(hash) || self.problem.as_ref() != Some(&problem) {
+            let stack = &self.manifest.stack;
+            let location = location.unwrap_or_else(|| self.path.display().to_string());
+            let what = match problem.reason {
+                "manifest_unreadable" => "cannot read the manifest",
+                "manifest_other_stack" => "the manifest now names another stack; restart the watcher to follow it",
+                _ => "manifest edit is invalid",
+            };
+            let then = if self.remediating {
+                "still watching its last good version (drift is recorded), remediation paused until the file is fixed"
+            } else {
+                "still watching its last good version"
+            };
+            tracing::warn!(
+                stack,
+                manifest = %self.path.display(),
+                location,
+                reason = problem.reason,
+                error = %problem.message,
+                "{what}; {then}"
+            );
+        }
+        self.bad_hash = Some(hash);
+        self.problem = Some(problem);
     }
 
     /// Picks up an edit of the manifest file (by content hash) or of the Lambda code it names (by
-    /// [`code_fingerprint`]), rebuilding the code artifacts. An invalid edit, a different
-    /// stack name or a missing file is reported once, and the last good version keeps being watched.
+    /// [`code_fingerprint`]), rebuilding the code artifacts, once it has settled. An invalid edit, a
+    /// different stack name or a file that cannot be read (missing, not a regular file, too large) is
+    /// reported once, and the last good version keeps being watched (see [`ManifestSource::problem`]).
     pub(super) fn reload(&mut self) {
         let stack = self.manifest.stack.clone();
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(t) => t,
+        let read = read_regular(&self.path, MAX_MANIFEST_BYTES).and_then(|b| {
+            let hash = inputs_hash(&b, &self.manifest)?;
+            Ok((b, hash))
+        });
+        let (bytes, text_hash) = match read {
+            Ok(read) => read,
             Err(e) => {
                 let hash = sha256(format!("unreadable: {e}").as_bytes());
-                if self.bad_hash != Some(hash) {
-                    tracing::warn!(stack, manifest = %self.path.display(), error = %e, "cannot read the manifest; still watching its last good version");
-                    self.bad_hash = Some(hash);
-                }
+                self.trouble(hash, Problem { reason: "manifest_unreadable", message: e.to_string() }, None);
                 return;
             }
         };
-        let text_hash = inputs_hash(text.as_bytes(), &self.manifest);
         // Taken before the code is packaged, so an edit made while it is packaged is seen next time.
         let code = code_fingerprint(&self.manifest);
+        let hash = sha256(&[text_hash, code].concat());
+        let now = std::time::Instant::now();
+        // Used only once two reads `settle` apart found the same content.
+        match self.pending {
+            Some((h, since)) if h == hash => {
+                if now.duration_since(since) < self.settle {
+                    return;
+                }
+            }
+            _ if self.settled && text_hash == self.good_hash && code == self.good_code => {
+                // Back to the version in use: a later bad edit is news again.
+                if self.problem.take().is_some() {
+                    tracing::info!(stack, manifest = %self.path.display(), "the manifest on disk is the version in use again");
+                }
+                self.bad_hash = None;
+                self.pending = None;
+                return;
+            }
+            _ => {
+                if Some(hash) != self.bad_hash {
+                    tracing::debug!(stack, manifest = %self.path.display(), "the manifest or its code changed on disk: waiting for it to settle");
+                    self.pending = Some((hash, now));
+                }
+                return;
+            }
+        }
+        self.pending = None;
         if text_hash == self.good_hash && code == self.good_code {
-            // Back to the version in use: a later bad edit is news again.
+            self.settled = true;
+            if self.problem.take().is_some() {
+                tracing::info!(stack, manifest = %self.path.display(), "the manifest on disk is the version in use again");
+            }
             self.bad_hash = None;
             return;
         }
-        let hash = sha256(&[text_hash, code].concat());
         if Some(hash) == self.bad_hash {
             return;
         }
         let code_only = text_hash == self.good_hash;
+        let text = match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(_) => {
+                let message = format!("{}: not UTF-8 text", self.path.display());
+                self.trouble(hash, Problem { reason: "manifest_invalid", message }, None);
+                return;
+            }
+        };
         match manifest::parse_like(&self.path, text, &self.manifest) {
             Ok(m) if m.stack != stack => {
-                tracing::warn!(
-                    stack,
-                    manifest = %self.path.display(),
-                    new_stack = %m.stack,
-                    "the manifest now names another stack; restart the watcher to follow it. Still watching the last good version"
-                );
-                self.bad_hash = Some(hash);
+                let message = format!("the manifest names the stack `{}`, this watcher watches `{stack}`", m.stack);
+                self.trouble(hash, Problem { reason: "manifest_other_stack", message }, None);
             }
             Ok(m) => {
                 if code_only {
@@ -290,23 +502,20 @@ impl ManifestSource {
                 } else {
                     tracing::info!(stack, manifest = %self.path.display(), resources = m.resources.len(), "manifest changed: reloaded");
                 }
+                if self.problem.take().is_some() {
+                    tracing::info!(stack, manifest = %self.path.display(), "the manifest on disk is valid again: remediation (if on) goes on");
+                }
                 // A new manifest may name other code: fingerprint what it names (before it was packaged
                 // when only the code changed).
                 self.good_code = if code_only { code } else { code_fingerprint(&m) };
                 self.manifest = m;
                 self.good_hash = text_hash;
                 self.bad_hash = None;
+                self.settled = true;
             }
             Err(e) => {
-                let location = e.diagnostics().first().map(|d| d.location.to_string()).unwrap_or_else(|| self.path.display().to_string());
-                tracing::warn!(
-                    stack,
-                    manifest = %self.path.display(),
-                    location,
-                    error = %e,
-                    "manifest edit is invalid; still watching its last good version"
-                );
-                self.bad_hash = Some(hash);
+                let location = e.diagnostics().first().map(|d| d.location.to_string());
+                self.trouble(hash, Problem { reason: "manifest_invalid", message: e.to_string() }, location);
             }
         }
     }

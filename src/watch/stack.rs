@@ -15,7 +15,7 @@ use super::lease::{self, Held};
 use super::metrics::Metrics;
 use super::observe::{self, Tracker};
 use super::remediate;
-use super::sources::ManifestSource;
+use super::sources::{ManifestSource, READ_TIME_LIMIT};
 use super::supervisor::Ctx;
 use crate::identity::IdentityError;
 use crate::manifest::Manifest;
@@ -65,11 +65,105 @@ pub(super) struct StackWatcher {
     told: BTreeSet<(String, &'static str)>,
     /// Why the stack is refused (pinned to another account or region), as last logged.
     refused: Option<String>,
+    /// When the watcher last showed it is not stuck (see [`Heartbeat`]).
+    beat: Heartbeat,
+    /// A read of the manifest and its code that overran [`READ_TIME_LIMIT`] and still runs.
+    reading: Option<tokio::task::JoinHandle<ManifestSource>>,
+}
+
+/// Whether a stack's watcher is making progress: `Some(t)` while it works (a reload or a pass), `t`
+/// being when it last showed it is alive; `None` while it waits between passes. The lease keeper
+/// renews no lease for a watcher that has not shown it is alive for a whole TTL (a worker stuck in a
+/// blocking call): another watcher can take the stack, and `/readyz` says so.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Heartbeat(Arc<std::sync::Mutex<Option<Instant>>>);
+
+impl Heartbeat {
+    fn set(&self, v: Option<Instant>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = v;
+    }
+
+    /// Working, alive now.
+    pub(super) fn beat(&self) {
+        self.set(Some(Instant::now()));
+    }
+
+    /// Waiting between passes.
+    pub(super) fn idle(&self) {
+        self.set(None);
+    }
+
+    /// For how long the watcher has been working without showing it is alive.
+    pub(super) fn silent_for(&self) -> Option<Duration> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).map(|t| t.elapsed())
+    }
 }
 
 impl StackWatcher {
-    pub(super) fn new(path: PathBuf, manifest: Manifest, interval: Duration) -> StackWatcher {
-        StackWatcher { source: ManifestSource::new(path, manifest), cadence: Cadence::new(interval), told: BTreeSet::new(), refused: None }
+    pub(super) fn new(path: PathBuf, manifest: Manifest, interval: Duration, settle: Duration) -> StackWatcher {
+        StackWatcher {
+            source: ManifestSource::new(path, manifest, settle),
+            cadence: Cadence::new(interval),
+            told: BTreeSet::new(),
+            refused: None,
+            beat: Heartbeat::default(),
+            reading: None,
+        }
+    }
+
+    /// The heartbeat the stack's lease keeper checks.
+    pub(super) fn heartbeat(&self) -> Heartbeat {
+        self.beat.clone()
+    }
+
+    /// Re-reads the manifest and its code off the async workers (files are read in a blocking task,
+    /// bounded in size, and given [`READ_TIME_LIMIT`]): a read that overruns is left to finish on its
+    /// own while the last good version is watched, and no second read starts meanwhile.
+    async fn reload(&mut self, metrics: &Metrics, remediating: bool) {
+        let stack = self.source.manifest.stack.clone();
+        let handle = match self.reading.take() {
+            Some(h) if !h.is_finished() => {
+                self.reading = Some(h);
+                return;
+            }
+            Some(h) => h,
+            None => {
+                self.source.remediating = remediating;
+                let mut copy = self.source.clone();
+                tokio::task::spawn_blocking(move || {
+                    copy.reload();
+                    copy
+                })
+            }
+        };
+        let mut handle = handle;
+        // Waiting on the read is progress (the watcher is not stuck): it says so to the lease keeper.
+        let deadline = tokio::time::Instant::now() + READ_TIME_LIMIT;
+        let mut alive = tokio::time::interval(Duration::from_secs(1));
+        let read = loop {
+            tokio::select! {
+                done = &mut handle => break Ok(done),
+                _ = alive.tick() => self.beat.beat(),
+                _ = tokio::time::sleep_until(deadline) => break Err(()),
+            }
+        };
+        match read {
+            Ok(Ok(source)) => self.source = source,
+            Ok(Err(e)) => {
+                tracing::error!(stack, error = %e, "reading the manifest failed unexpectedly; still watching its last good version")
+            }
+            Err(_) => {
+                let message = format!(
+                    "reading {} and its code took longer than {} s (a hung file system?)",
+                    self.source.path.display(),
+                    READ_TIME_LIMIT.as_secs()
+                );
+                self.source.unreadable(message);
+                self.reading = Some(handle);
+            }
+        }
+        let problem = self.source.problem().map(|p| (p.reason, p.message.as_str()));
+        metrics.manifest_problem(&stack, problem, remediating);
     }
 
     /// SHA-256 (hex) of the manifest file in use.
@@ -92,7 +186,10 @@ impl StackWatcher {
             if *stop.borrow() {
                 break;
             }
-            self.source.reload();
+            self.beat.beat();
+            let remediating = self.remediate(&ctx);
+            self.reload(&ctx.metrics, remediating).await;
+            self.beat.idle();
             hash.send_if_modified(|h| {
                 let now = self.source.hash_hex();
                 (*h != now).then(|| *h = now).is_some()
@@ -116,10 +213,26 @@ impl StackWatcher {
                 }
                 continue;
             }
-            if self.pass(&ctx, &mut stop, &fence).await == PassEnd::Cancelled {
+            if !self.source.settled() {
+                // The version loaded at start (or a new one) is used once it has settled.
+                let at = self.source.settle_at().unwrap_or_else(|| Instant::now() + ctx.config.interval);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                    Ok(()) = hup.changed() => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+                continue;
+            }
+            self.beat.beat();
+            let end = self.pass(&ctx, &mut stop, &fence).await;
+            self.beat.idle();
+            if end == PassEnd::Cancelled {
                 break;
             }
+            // An edit seen on disk is read again once it can have settled, not an interval later.
+            let settle_at = self.source.settle_at();
             tokio::select! {
+                _ = async { match settle_at { Some(at) => tokio::time::sleep_until(at.into()).await, None => std::future::pending().await } } => {}
                 // The next pass at this stack's place in the interval, so many stacks' passes are
                 // spread over it rather than bunched.
                 _ = tokio::time::sleep_until(cadence::next_pass(
@@ -150,15 +263,18 @@ impl StackWatcher {
         let mut stats = PassStats::default();
         ctx.metrics.pass_started(&stack);
         let tracker = Tracker::default();
+        let beat = self.beat.clone();
         let result = {
             let inner = crate::providers::calls::TALLY.scope(tally.clone(), self.reconcile(ctx, stop, &mut stats, &tracker, fence));
             tokio::pin!(inner);
             // A pass that takes long (AWS slow or unreachable, retries) says what it waits on.
             let every = ctx.config.interval.clamp(Duration::from_secs(5), Duration::from_secs(60));
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            let mut alive = tokio::time::interval(ctx.config.lease_renew.max(Duration::from_millis(100)));
             loop {
                 tokio::select! {
                     r = &mut inner => break r,
+                    _ = alive.tick() => beat.beat(),
                     _ = tick.tick() => {
                         let (phase, waiting) = tracker.snapshot();
                         let (calls, errors) = tally.get();
@@ -170,7 +286,7 @@ impl StackWatcher {
                             aws_calls = calls,
                             aws_errors = errors,
                             "pass still running: {phase}, waiting on {}",
-                            if waiting.is_empty() { "AWS".to_string() } else { waiting.join(", ") }
+                            if waiting.is_empty() { observe::waits_on(phase).to_string() } else { waiting.join(", ") }
                         );
                     }
                 }
@@ -275,6 +391,7 @@ impl StackWatcher {
             end = PassEnd::Partial;
         }
         // An apply that wrote the state while we read makes this pass's view stale: drop it.
+        tracker.phase("reading the state");
         let serial = ctx.store.load(&stack).await?.serial;
         if serial != state.serial {
             tracing::info!(stack, "the state changed during the pass (an apply ran); its results are not recorded");
@@ -327,7 +444,11 @@ impl StackWatcher {
             "destroyed: the last operation on this stack was `reconcile destroy`; not remediated until the next apply",
             "destroyed",
         );
-        if self.remediate(ctx) && !destroyed && !*stop.borrow() {
+        // While the manifest on disk cannot be used (invalid, unreadable, another stack), drift is
+        // recorded against the last good version but not remediated: the file is what an apply would
+        // use, and remediating towards an older version could undo what its author meant (logged once
+        // per change by the source; shown by /readyz and `reconcile_remediation_paused`).
+        if self.remediate(ctx) && !destroyed && self.source.problem().is_none() && !*stop.borrow() {
             let fix = findings::remediation(&obs.plan, &state, |r| obs.was_read(r));
             self.tell_once(
                 &stack,
@@ -411,7 +532,7 @@ mod tests {
         let text = "[stack]\nname = \"s\"\n\n[resources.logs]\ntype = \"aws_cloudwatch_log_group\"\nname = \"lg\"\n";
         let path = PathBuf::from("/nonexistent/stack.toml");
         let manifest = crate::manifest::parse(&path, text.to_string()).unwrap();
-        StackWatcher::new(path, manifest, Duration::from_secs(60))
+        StackWatcher::new(path, manifest, Duration::from_secs(60), Duration::from_secs(2))
     }
 
     fn here(account: &str) -> Identity {

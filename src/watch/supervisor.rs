@@ -34,8 +34,17 @@ pub(super) struct Ctx {
 
 /// Runs until SIGTERM or Ctrl-C; returns after the passes in flight ended and the HTTP server stopped.
 pub async fn run(config: Config, store: Store, aws: Aws) -> Result<(), WatchError> {
-    let mut sources = Sources::new(&config.paths, &config.var_sets);
-    let initial = sources.scan_initial()?;
+    let sources = Sources::new(&config.paths, &config.var_sets);
+    // Files are read off the async workers.
+    let (sources, initial) = tokio::task::spawn_blocking(move || {
+        let mut sources = sources;
+        let initial = sources.scan_initial();
+        (sources, initial)
+    })
+    .await
+    .map_err(|e| WatchError::Internal(e.to_string()))?;
+    let initial = initial?;
+    let mut sources = Some(sources);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (hup_tx, hup_rx) = watch::channel(0u64);
@@ -53,14 +62,24 @@ pub async fn run(config: Config, store: Store, aws: Aws) -> Result<(), WatchErro
     metrics.set_api_shares(aws.api_shares());
     let (server_stop_tx, server_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let app = server::router(metrics.clone(), aws.calls.clone());
-    let server = tokio::spawn(async move {
-        let stopped = async {
-            let _ = server_stop_rx.await;
-        };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    let nofile = server::raise_nofile_limit();
+    let limits = server::Limits { max_connections: server::fd_budget(config.http.max_connections, nofile), ..config.http };
+    if limits.max_connections < config.http.max_connections {
+        tracing::warn!(
+            open_file_limit = nofile,
+            configured = config.http.max_connections,
+            max_connections = limits.max_connections,
+            "the open-file limit is low: the HTTP endpoint takes fewer connections, keeping files for AWS, the state and the manifests"
+        );
+    }
+    tracing::info!(
+        open_file_limit = nofile,
+        max_connections = limits.max_connections,
+        header_timeout_s = limits.header_timeout.as_secs_f64(),
+        idle_timeout_s = limits.idle_timeout.as_secs_f64(),
+        "HTTP endpoint limits"
+    );
+    let server = tokio::spawn(server::serve(listener, app, limits, server_stop_rx));
 
     let holder = crate::state::lease::holder_id();
     let reads = crate::providers::batch::Window::new(config.interval);
@@ -94,12 +113,12 @@ pub async fn run(config: Config, store: Store, aws: Aws) -> Result<(), WatchErro
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             _ = tokio::time::sleep(ctx.config.interval) => {
-                for (path, manifest) in sources.scan_new() {
+                for (path, manifest) in scan_new(&mut sources).await {
                     spawn_stack(&mut tasks, &ctx, path, manifest, stop_rx.clone(), hup_rx.clone());
                 }
             }
             Ok(()) = hup.changed() => {
-                for (path, manifest) in sources.scan_new() {
+                for (path, manifest) in scan_new(&mut sources).await {
                     spawn_stack(&mut tasks, &ctx, path, manifest, stop_rx.clone(), hup_rx.clone());
                 }
             }
@@ -121,6 +140,26 @@ pub async fn run(config: Config, store: Store, aws: Aws) -> Result<(), WatchErro
     ctx.store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// [`Sources::scan_new`] in a blocking task (it reads directories and files).
+async fn scan_new(sources: &mut Option<Sources>) -> Vec<(PathBuf, Manifest)> {
+    let Some(mut s) = sources.take() else { return Vec::new() };
+    match tokio::task::spawn_blocking(move || {
+        let found = s.scan_new();
+        (s, found)
+    })
+    .await
+    {
+        Ok((s, found)) => {
+            *sources = Some(s);
+            found
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "scanning the watched directories failed; new manifest files are not picked up until a restart");
+            Vec::new()
+        }
+    }
 }
 
 /// Splits this process's API share (`--api-share`, 0.5 by default for watch) evenly among the watchers
@@ -258,7 +297,7 @@ fn spawn_stack(
 ) {
     ctx.metrics.register(&manifest.stack);
     let stack = manifest.stack.clone();
-    let watcher = StackWatcher::new(path, manifest, ctx.config.interval);
+    let watcher = StackWatcher::new(path, manifest, ctx.config.interval, ctx.config.settle);
     // The watcher publishes the manifest hash it uses (closing the channel when it ends); the keeper
     // tells it whether this process holds the stack.
     let (hash_tx, hash_rx) = watch::channel(watcher.manifest_hash());
@@ -272,6 +311,8 @@ fn spawn_stack(
         hash: hash_rx,
         held: held_tx,
         told: None,
+        beat: watcher.heartbeat(),
+        stuck: false,
     };
     tasks.spawn(keeper.run());
     tasks.spawn(watcher.run(ctx.clone(), stop, hup, held_rx, hash_tx));

@@ -428,7 +428,11 @@ impl Cli {
     /// `reconcile <args>` in the work directory with the moto environment and `overrides` applied
     /// last (`(name, Some(value))` sets, `(name, None)` removes), stdin closed, output piped.
     fn command(&self, args: &[&str], overrides: &[(&str, Option<&str>)]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_reconcile"));
+        self.configure(Command::new(env!("CARGO_BIN_EXE_reconcile")), args, overrides)
+    }
+
+    /// `cmd <args>` set up as [`Cli::command`] sets up `reconcile <args>`.
+    fn configure(&self, mut cmd: Command, args: &[&str], overrides: &[(&str, Option<&str>)]) -> Command {
         cmd.args(args).current_dir(self.dir.path()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         for name in SCRUBBED_ENV {
             cmd.env_remove(name);
@@ -715,6 +719,21 @@ impl Cli {
         let bin = env!("CARGO_BIN_EXE_reconcile");
         let mut cmd = self.command(args, overrides);
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
+        let stdout = Collector::start(child.stdout.take().expect("piped stdout"));
+        let stderr = Collector::start(child.stderr.take().expect("piped stderr"));
+        Daemon { child, stdout: Some(stdout), stderr: Some(stderr), args: args.iter().map(|s| s.to_string()).collect() }
+    }
+}
+
+impl Cli {
+    /// Like [`Cli::spawn`], run by `sh -c '<shell>; exec reconcile <args>'` (e.g. `ulimit -n 256` to run
+    /// it under a lower open-file limit).
+    pub fn spawn_under(&self, shell: &str, args: &[&str]) -> Daemon {
+        let bin = env!("CARGO_BIN_EXE_reconcile");
+        let mut sh = Command::new("sh");
+        sh.arg("-c").arg(format!("{shell}; exec \"$0\" \"$@\"")).arg(bin);
+        let mut cmd = self.configure(sh, args, &[]);
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run sh -c for {bin}: {e}"));
         let stdout = Collector::start(child.stdout.take().expect("piped stdout"));
         let stderr = Collector::start(child.stderr.take().expect("piped stderr"));
         Daemon { child, stdout: Some(stdout), stderr: Some(stderr), args: args.iter().map(|s| s.to_string()).collect() }
