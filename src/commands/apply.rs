@@ -9,7 +9,7 @@ use crate::plan::{self, Plan};
 use crate::state::Store;
 
 use super::progress::Progress;
-use super::{CliError, calls_by_resource_json, confirm, connect, load_manifest, open_state, print_stats, stats_json};
+use super::{CliError, calls_by_resource_json, confirm, connect_for, load_manifest, open_state, print_stats, stats_json};
 use crate::providers::Aws;
 
 pub async fn apply(g: &Global, command: &ApplyCommandArgs) -> Result<Exit, CliError> {
@@ -36,7 +36,7 @@ pub async fn destroy(g: &Global, args: &ApplyArgs) -> Result<Exit, CliError> {
 async fn apply_locked(g: &Global, args: &ApplyArgs, choices: &plan::Choices, manifest: &Manifest, store: &Store) -> Result<Exit, CliError> {
     // Names --target and --replace give are checked before any AWS call.
     choices.check(manifest, &store.load(&manifest.stack).await?).map_err(CliError::Refused)?;
-    let aws = connect(g).await?;
+    let aws = connect_for(g, manifest).await?;
     let here = identity::check(store, &manifest.stack, &aws).await?;
     let state = store.load(&manifest.stack).await?;
     let pending = store.pending_operations(&manifest.stack).await?;
@@ -114,7 +114,7 @@ async fn destroy_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store
     if !protected.is_empty() {
         return Err(CliError::Refused(format!("refusing to destroy: `protect = true` on {}", protected.join(", "))));
     }
-    let aws = connect(g).await?;
+    let aws = connect_for(g, manifest).await?;
     identity::check(store, &manifest.stack, &aws).await?;
     let pending = store.pending_operations(&manifest.stack).await?;
     let mut inspection = plan::inspect(manifest, &state, &pending, &aws).await?;

@@ -149,7 +149,7 @@ async fn import(g: &Global, args: &crate::cli::ImportArgs) -> Result<Exit, CliEr
                 return Err(CliError::Refused(format!("`{}` is already in the state as {}", resource.name, existing.physical_id)));
             }
             refuse_owned_in_state(&store, &manifest.stack, resource, &args.id).await?;
-            let aws = connect(g).await?;
+            let aws = connect_for(g, &manifest).await?;
             let here = crate::identity::check(&store, &manifest.stack, &aws).await?;
             let live = crate::providers::read(&aws, resource.kind, &args.id)
                 .await?
@@ -418,6 +418,12 @@ pub(crate) async fn open_existing_state(g: &Global) -> Result<Store, CliError> {
 
 pub(crate) async fn connect(g: &Global) -> Result<Aws, CliError> {
     connect_sharing(g, 1.0).await
+}
+
+/// The AWS clients for a run of `manifest`: none of its secret values is quoted in an error they
+/// hand up (see [`crate::redact`]).
+pub(crate) async fn connect_for(g: &Global, manifest: &Manifest) -> Result<Aws, CliError> {
+    Ok(connect(g).await?.with_secrets(manifest.secrets()))
 }
 
 /// Connects using `--api-share` of the account's limits, `default` without it.

@@ -2,7 +2,7 @@ use super::Exit;
 use crate::cli::{Global, PlanArgs};
 use crate::plan;
 
-use super::{CliError, connect, load_manifest, open_state};
+use super::{CliError, load_manifest, open_state};
 
 pub async fn run(g: &Global, args: &PlanArgs) -> Result<Exit, CliError> {
     let manifest = load_manifest(g)?;
@@ -11,7 +11,7 @@ pub async fn run(g: &Global, args: &PlanArgs) -> Result<Exit, CliError> {
     let state = store.load(&manifest.stack).await?;
     // Names --target and --replace give are checked before any AWS call.
     choices.check(&manifest, &state).map_err(CliError::Refused)?;
-    let aws = connect(g).await?;
+    let aws = super::connect_for(g, &manifest).await?;
     let here = crate::identity::check(&store, &manifest.stack, &aws).await?;
     let pending = store.pending_operations(&manifest.stack).await?;
     let (mut plan, live) = plan::compute_with(&manifest, &state, &pending, &aws, &choices, None).await?;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
-use super::{CliError, Exit, connect, load_manifest, open_state};
+use super::{CliError, Exit, load_manifest, open_state};
 use crate::cli::{ApplyArgs, Global, ShowArgs};
 use crate::manifest::Manifest;
 use crate::plan::saved::{self, Inputs, SAVED_FORMAT_VERSION, SavedPlan};
@@ -177,7 +177,7 @@ async fn apply_locked(g: &Global, args: &ApplyArgs, saved: &SavedPlan, manifest:
             lineage.as_deref().unwrap_or("none")
         )));
     }
-    let aws = connect(g).await?;
+    let aws = super::connect_for(g, manifest).await?;
     let here = crate::identity::check(store, &manifest.stack, &aws).await?;
     if (&here.account_id, &here.partition, &here.region) != (&saved.account_id, &saved.partition, &saved.region) {
         return Err(CliError::Refused(format!(

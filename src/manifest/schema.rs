@@ -9,7 +9,7 @@ pub use crate::providers::log_group::LOG_RETENTION_DAYS;
 pub use crate::providers::schema::{CODE_SHA256, Check, DefaultValue, Field, FieldType, KindSchema};
 
 /// What a secret value is shown as.
-pub const SENSITIVE: &str = "(sensitive)";
+pub use crate::redact::SENSITIVE;
 
 /// Replaces the values of secret fields by a hash (`sha256:<hex>`), for storing.
 pub fn hash_secrets(kind: Kind, attrs: &mut serde_json::Map<String, Value>) {
