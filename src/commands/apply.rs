@@ -50,6 +50,7 @@ async fn apply_locked(g: &Global, args: &ApplyArgs, choices: &plan::Choices, man
         if state.last_operation == Some(crate::state::StackOperation::Destroy) {
             store.set_last_operation(&manifest.stack, crate::state::StackOperation::Apply).await?;
         }
+        rekey_fingerprints(store, manifest).await;
         return finish(g, "Apply", &plan, None, store, Some(&aws)).await;
     }
     plan::check_blockers(manifest, &state, &mut plan, &aws).await?;
@@ -85,7 +86,17 @@ pub(super) async fn run_plan(
     let progress = Progress { enabled: !g.json && !g.quiet };
     let options = Options { parallelism: args.parallelism.into() };
     let report = apply::execute(plan, state, store, aws, options, &progress).await;
+    rekey_fingerprints(store, manifest).await;
     finish(g, "Apply", plan, Some(report), store, Some(aws)).await
+}
+
+/// Re-keys the secret fingerprints an older version left unkeyed in the stack's state, from the
+/// manifest's values (see [`crate::state::fingerprint`]); a failure only warns (nothing depends on them).
+async fn rekey_fingerprints(store: &Store, manifest: &Manifest) {
+    let desired = manifest.resources.iter().map(|r| (r.name.clone(), r.attrs.clone())).collect();
+    if let Err(e) = store.rekey_fingerprints(&manifest.stack, &desired).await {
+        tracing::warn!(error = %e, "re-keying the state's secret fingerprints; the next apply tries again");
+    }
 }
 
 fn refuse_blockers(plan: &Plan) -> Result<(), CliError> {

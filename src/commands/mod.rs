@@ -400,7 +400,16 @@ pub(crate) fn load_manifest(g: &Global) -> Result<Manifest, CliError> {
 }
 
 pub(crate) async fn open_state(g: &Global) -> Result<Store, CliError> {
-    Ok(Store::open(&g.state).await?)
+    let key = secret_key(g)?;
+    Ok(Store::open(&g.state).await?.with_secret_key(key))
+}
+
+/// The key of the state's secret fingerprints: `--secret-key-file` (RECONCILE_SECRET_KEY_FILE),
+/// RECONCILE_SECRET_KEY, or the key file beside a SQLite state (see [`crate::state::fingerprint`]).
+pub(crate) fn secret_key(g: &Global) -> Result<Option<crate::state::fingerprint::SecretKey>, CliError> {
+    let source = crate::state::fingerprint::KeySource { file: g.secret_key_file.clone(), key: std::env::var("RECONCILE_SECRET_KEY").ok() };
+    let postgres = crate::state::is_postgres_url(&g.state.to_string_lossy());
+    Ok(crate::state::fingerprint::SecretKey::find(&source, &g.state, postgres)?)
 }
 
 /// Opens the state file for a command that only reads or edits records: a missing file is an error

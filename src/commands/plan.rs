@@ -42,7 +42,15 @@ pub async fn run(g: &Global, args: &PlanArgs) -> Result<Exit, CliError> {
         return Ok(Exit::Error);
     }
     if let Some(out) = &args.out {
-        let saved = super::saved::record(&manifest, &plan, &live, &choices, &here, state.serial, lineage?);
+        if store.secret_key().is_none() && !manifest.secrets().is_empty() {
+            return Err(CliError::Refused(
+                "the plan was not saved: a saved plan proves its secret values unchanged with a fingerprint keyed with the state's \
+                 secret key, and this PostgreSQL state has none; give it with --secret-key-file, RECONCILE_SECRET_KEY_FILE or \
+                 RECONCILE_SECRET_KEY"
+                    .into(),
+            ));
+        }
+        let saved = super::saved::record(&manifest, &plan, &live, &choices, &here, state.serial, lineage?, store.secret_key());
         super::saved::write(out, &saved)?;
         if !g.quiet {
             eprintln!("\nSaved the plan to {}: `reconcile apply {}` carries out exactly this plan.", out.display(), out.display());
