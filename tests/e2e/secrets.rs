@@ -83,3 +83,93 @@ async fn aws_errors_quoting_the_environment_never_show_a_secret_anywhere() {
     // The journal kept the (masked) answer: the search above looked where it is.
     assert!(state_file_holds(&cli, "exceeded the 4KB limit"), "the journal holds the failure");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_value_read_from_a_file_that_fails_its_pattern_is_never_shown() {
+    let (_moto, cli) = seeded();
+    const CONTENT: &str = "root:$6$s3cr3t-shadow-hash:19000:0:99999:7:::";
+    let file = cli.write_file("shadow", &format!("{CONTENT}\n"));
+    let arg = format!("prefix=@{}", file.display());
+    let mut seen = String::new();
+    for command in [&["validate"][..], &["plan"], &["--json", "plan"], &["-vv", "apply", "--auto-approve"], &["destroy", "--auto-approve"]] {
+        let mut args = vec!["-f", SEED, "--var", &arg];
+        args.extend(command);
+        let out = cli.run(&args);
+        out.assert_status(1);
+        assert!(!out.combined().contains("s3cr3t"), "the file's content was shown:\n{out}");
+        let said = format!("variable `prefix` = (the {} bytes read from {}) does not match the pattern", CONTENT.len(), file.display());
+        assert!(out.combined().contains(&said), "expected `{said}`:\n{out}");
+        seen.push_str(&out.combined());
+    }
+    for part in ["s3cr3t", "root:", "19000"] {
+        assert!(!seen.contains(part), "the file's content was shown:\n{seen}");
+        assert!(!state_file_holds(&cli, part), "the state file holds the file's content");
+    }
+}
+
+/// The recorded value of the function's secret `DB_PASS`, read from the state file directly.
+async fn recorded_db_pass(cli: &Cli) -> String {
+    use sqlx::Connection;
+    let url = format!("sqlite://{}", cli.join("reconcile.db").display());
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let (attributes,): (String,) =
+        sqlx::query_as("SELECT attributes FROM resources WHERE name = 'hello_function'").fetch_one(&mut db).await.unwrap();
+    db.close().await.unwrap();
+    let attrs: Value = serde_json::from_str(&attributes).unwrap();
+    attrs["secret_environment"]["DB_PASS"].as_str().unwrap().to_string()
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_state_without_its_key_cannot_confirm_a_guessed_secret_and_old_unkeyed_fingerprints_are_rekeyed() {
+    let (_moto, cli) = seeded();
+    let text = std::fs::read_to_string(cli.join(SEED)).unwrap();
+    let text = text.replace("code = \"apigw-lambda-basic/lambda\"", "code = \"apigw-lambda-basic/lambda\"\nsecret_environment = { DB_PASS = \"alpha\" }");
+    std::fs::write(cli.join(SEED), text).unwrap();
+    cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
+
+    // The key lives beside the state, readable by its owner only; the state holds a keyed fingerprint.
+    let key_file = cli.join("reconcile.db.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let recorded = recorded_db_pass(&cli).await;
+
+    // Someone with the state file but not the key tests guesses: no unkeyed hash of any matches, anywhere.
+    std::fs::rename(&key_file, cli.join("elsewhere.key")).unwrap();
+    for guess in ["alpha", "beta", "changeme"] {
+        assert_ne!(recorded, format!("sha256:{}", sha256_hex(guess)));
+        assert!(!state_file_holds(&cli, &sha256_hex(guess)), "the state file confirms the guess `{guess}`");
+        assert!(!recorded.contains(&sha256_hex(guess)));
+    }
+    assert!(!state_file_holds(&cli, "\"alpha\""), "the value itself is not there either");
+    assert!(recorded.starts_with("hmac-sha256:"), "{recorded}");
+    std::fs::rename(cli.join("elsewhere.key"), &key_file).unwrap();
+
+    // A state an older version wrote (an unkeyed `sha256:` fingerprint): the next apply re-keys it,
+    // with no AWS change and an empty plan after.
+    {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", cli.join("reconcile.db").display());
+        let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("UPDATE resources SET attributes = replace(attributes, $1, $2) WHERE name = 'hello_function'")
+            .bind(&recorded)
+            .bind(format!("sha256:{}", sha256_hex("alpha")))
+            .execute(&mut db)
+            .await
+            .unwrap();
+        db.close().await.unwrap();
+    }
+    assert!(recorded_db_pass(&cli).await.starts_with("sha256:"));
+    let out = cli.run(&["-f", SEED, "-v", "apply", "--auto-approve"]);
+    out.assert_success();
+    assert!(out.combined().contains("re-keyed the secret fingerprints"), "{out}");
+    assert_eq!(recorded_db_pass(&cli).await, recorded, "re-keyed: the same keyed fingerprint as before");
+    cli.run(&["-f", SEED, "plan", "--detailed-exitcode"]).assert_status(0);
+}
