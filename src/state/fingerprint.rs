@@ -155,6 +155,13 @@ fn is_unkeyed(s: &str) -> bool {
 /// itself) by its keyed fingerprint (without a key: by the marker). A value already in a recorded
 /// form stays; an unkeyed fingerprint becomes the marker.
 pub fn fingerprint_secrets(kind: Kind, attrs: &mut Map<String, Value>, key: Option<&SecretKey>) {
+    let fields: Vec<&str> = kind.schema().fields.iter().filter(|f| f.secret).map(|f| f.name).collect();
+    fingerprint_fields(&fields, attrs, key);
+}
+
+/// [`fingerprint_secrets`] of the fields named `fields`, whatever their shape: a map's values, a
+/// list's items, or a scalar itself (stored in clear by the version before this one).
+fn fingerprint_fields(fields: &[&str], attrs: &mut Map<String, Value>, key: Option<&SecretKey>) {
     let seal = |v: &mut Value| {
         let text = match &*v {
             Value::Null => return,
@@ -168,8 +175,8 @@ pub fn fingerprint_secrets(kind: Kind, attrs: &mut Map<String, Value>, key: Opti
         };
         *v = Value::String(key.map_or_else(|| SENSITIVE.to_string(), |k| k.fingerprint(&text)));
     };
-    for field in kind.schema().fields.iter().filter(|f| f.secret) {
-        match attrs.get_mut(field.name) {
+    for field in fields {
+        match attrs.get_mut(*field) {
             Some(Value::Object(map)) => map.values_mut().for_each(seal),
             Some(Value::Array(items)) => items.iter_mut().for_each(seal),
             Some(v) => seal(v),
@@ -296,6 +303,23 @@ mod tests {
         fingerprint_secrets(Kind::LambdaFunction, &mut attrs, None);
         assert_eq!(attrs["secret_environment"], json!({"PW": SENSITIVE, "OLD": SENSITIVE}));
         assert!(SecretKey::new(*b"short", "x").is_err());
+    }
+
+    #[test]
+    fn a_scalar_secret_field_is_fingerprinted_too() {
+        let mut attrs = Map::new();
+        attrs.insert("token".into(), json!("beta"));
+        attrs.insert("pin".into(), json!(1234));
+        attrs.insert("plain".into(), json!("shown"));
+        fingerprint_fields(&["token", "pin"], &mut attrs, Some(&key()));
+        assert_eq!(attrs["token"], json!(key().fingerprint("beta")));
+        assert_eq!(attrs["pin"], json!(key().fingerprint("1234")));
+        assert_eq!(attrs["plain"], json!("shown"));
+        // Even a value that looks like an older fingerprint is not kept as it is.
+        let mut attrs = Map::new();
+        attrs.insert("token".into(), json!("sha256:not-a-real-hash"));
+        fingerprint_fields(&["token"], &mut attrs, Some(&key()));
+        assert_eq!(attrs["token"], json!(key().fingerprint("sha256:not-a-real-hash")));
     }
 
     #[test]
