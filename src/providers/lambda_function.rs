@@ -76,7 +76,7 @@ pub static SCHEMA: KindSchema = KindSchema {
         Field::new(
             "secret_environment",
             T::StringMap,
-            "Environment variables whose values are never shown nor stored in the state (only a hash)",
+            "Environment variables whose values are never shown nor stored in the state (only a keyed fingerprint)",
         )
         .default(DefaultValue::EmptyMap)
         .keys("environment variable name", rules::lambda_env_name)
