@@ -168,6 +168,9 @@ mod tests {
     #[test]
     fn a_short_secret_is_replaced_where_it_stands_quoted() {
         let s = Secrets::new(["b", "42"]);
-        assert_eq!(s.redact(r#"both: {"A":"b","PIN":"42"} at 42 `b`"#), r#"both: {"A":"(sensitive)","PIN":"(sensitive)"} at 42 `(sensitive)`"#);
+        assert_eq!(
+            s.redact(r#"both: {"A":"b","PIN":"42"} at 42 `b`"#),
+            r#"both: {"A":"(sensitive)","PIN":"(sensitive)"} at 42 `(sensitive)`"#
+        );
     }
 }

@@ -6,8 +6,8 @@
 
 pub mod error;
 pub mod json_schema;
-pub mod refs;
 mod mask;
+pub mod refs;
 pub mod schema;
 pub mod suggest;
 pub mod variables;

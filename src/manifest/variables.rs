@@ -579,12 +579,7 @@ fn from_text(decl: &Decl, text: &str, hidden: Option<&str>) -> Result<Value, Str
                 Value::from(i)
             } else {
                 t.parse::<f64>().ok().filter(|f| f.is_finite()).and_then(serde_json::Number::from_f64).map(Value::Number).ok_or_else(
-                    || {
-                        format!(
-                            "must be a number, found {}",
-                            hidden.map_or_else(|| format!("`{}`", shown(text)), str::to_string)
-                        )
-                    },
+                    || format!("must be a number, found {}", hidden.map_or_else(|| format!("`{}`", shown(text)), str::to_string)),
                 )?
             }
         }

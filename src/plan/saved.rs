@@ -62,11 +62,7 @@ impl Inputs {
     /// The hashes of what `manifest` gives; `key`: the state's secret key, that the secret values'
     /// fingerprints are made with.
     pub fn of(manifest: &Manifest, key: Option<&SecretKey>) -> Inputs {
-        Inputs {
-            manifest_sha256: manifest_hash(manifest),
-            code_sha256: code_hash(manifest),
-            secrets_sha256: secrets_hash(manifest, key),
-        }
+        Inputs { manifest_sha256: manifest_hash(manifest), code_sha256: code_hash(manifest), secrets_sha256: secrets_hash(manifest, key) }
     }
 }
 

@@ -330,10 +330,7 @@ mod tests {
         let mut desired = Map::new();
         desired.insert("secret_environment".into(), json!({"SAME": "kept", "ROTATED": "after"}));
         assert!(rekey(Kind::LambdaFunction, &mut recorded, Some(&desired), Some(&key())));
-        assert_eq!(
-            recorded["secret_environment"],
-            json!({"SAME": key().fingerprint("kept"), "ROTATED": SENSITIVE, "GONE": SENSITIVE})
-        );
+        assert_eq!(recorded["secret_environment"], json!({"SAME": key().fingerprint("kept"), "ROTATED": SENSITIVE, "GONE": SENSITIVE}));
         assert!(!rekey(Kind::LambdaFunction, &mut recorded, Some(&desired), Some(&key())), "once");
     }
 

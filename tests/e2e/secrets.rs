@@ -91,7 +91,8 @@ async fn a_value_read_from_a_file_that_fails_its_pattern_is_never_shown() {
     let file = cli.write_file("shadow", &format!("{CONTENT}\n"));
     let arg = format!("prefix=@{}", file.display());
     let mut seen = String::new();
-    for command in [&["validate"][..], &["plan"], &["--json", "plan"], &["-vv", "apply", "--auto-approve"], &["destroy", "--auto-approve"]] {
+    for command in [&["validate"][..], &["plan"], &["--json", "plan"], &["-vv", "apply", "--auto-approve"], &["destroy", "--auto-approve"]]
+    {
         let mut args = vec!["-f", SEED, "--var", &arg];
         args.extend(command);
         let out = cli.run(&args);
@@ -128,7 +129,10 @@ fn sha256_hex(text: &str) -> String {
 async fn the_state_without_its_key_cannot_confirm_a_guessed_secret_and_old_unkeyed_fingerprints_are_rekeyed() {
     let (_moto, cli) = seeded();
     let text = std::fs::read_to_string(cli.join(SEED)).unwrap();
-    let text = text.replace("code = \"apigw-lambda-basic/lambda\"", "code = \"apigw-lambda-basic/lambda\"\nsecret_environment = { DB_PASS = \"alpha\" }");
+    let text = text.replace(
+        "code = \"apigw-lambda-basic/lambda\"",
+        "code = \"apigw-lambda-basic/lambda\"\nsecret_environment = { DB_PASS = \"alpha\" }",
+    );
     std::fs::write(cli.join(SEED), text).unwrap();
     cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
 
