@@ -74,6 +74,12 @@ async fn aws_errors_quoting_the_environment_never_show_a_secret_anywhere() {
         assert!(masked.iter().any(|m| out.combined().contains(m)), "the answer reached reconcile:\n{out}");
         seen.push_str(&out.combined());
     }
+    // RUST_LOG=trace would have the SDK print its requests as sent: capped at debug for those targets.
+    let traced = [rotated[0], rotated[1], ("RUST_LOG", Some("trace"))];
+    let out = cli.run_with_env(&["-f", SEED, "apply", "--auto-approve"], &traced);
+    out.assert_status(1);
+    assert!(out.stderr.contains("UpdateFunctionConfiguration"), "{out}");
+    seen.push_str(&out.combined());
     let record = cli.run_with_env(&["-f", SEED, "state", "show", "hello_function"], &rotated);
     record.assert_success();
     seen.push_str(&record.combined());
