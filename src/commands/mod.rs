@@ -400,8 +400,15 @@ pub(crate) fn load_manifest(g: &Global) -> Result<Manifest, CliError> {
 }
 
 pub(crate) async fn open_state(g: &Global) -> Result<Store, CliError> {
-    let key = secret_key(g)?;
-    Ok(Store::open(&g.state).await?.with_secret_key(key))
+    let store = Store::open(&g.state).await?;
+    // After the open: a new state's folder exists by then, for the key file beside it.
+    match secret_key(g) {
+        Ok(key) => Ok(store.with_secret_key(key)),
+        Err(e) => {
+            store.close().await;
+            Err(e)
+        }
+    }
 }
 
 /// The key of the state's secret fingerprints: `--secret-key-file` (RECONCILE_SECRET_KEY_FILE),

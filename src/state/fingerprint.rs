@@ -113,27 +113,34 @@ fn read_key_file(path: &Path) -> Result<SecretKey> {
     }
 }
 
-/// Makes a new key file (32 random bytes as hex, mode 0600), never replacing one another process
-/// made meanwhile (that one is read instead).
+/// Makes a new key file (32 random bytes as hex, mode 0600), atomically: written complete under a
+/// private name beside it, then linked into place, so another process making one at the same time
+/// never reads a half-written key; whoever links second reads the first one's key instead.
 fn create_key_file(path: &Path) -> Result<SecretKey> {
     use std::io::Write;
     let mut bytes = [0u8; 32];
     getrandom::getrandom(&mut bytes).map_err(|e| StateError::SecretKey(format!("cannot draw a random secret key: {e}")))?;
     let text = hex(&bytes);
+    let failed = |e: std::io::Error| StateError::SecretKey(format!("cannot create the secret key file {}: {e}", path.display()));
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut unique = [0u8; 8];
+    getrandom::getrandom(&mut unique).map_err(|e| StateError::SecretKey(format!("cannot draw a random name: {e}")))?;
+    name.push(format!(".{}.{}.tmp", std::process::id(), hex(&unique)));
+    let tmp = path.with_file_name(name);
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(mut f) => {
-            f.write_all(format!("{text}\n").as_bytes())
-                .and_then(|()| f.sync_all())
-                .map_err(|e| StateError::SecretKey(format!("cannot write the secret key file {}: {e}", path.display())))?;
+    let written = options.open(&tmp).and_then(|mut f| f.write_all(format!("{text}\n").as_bytes()).and_then(|()| f.sync_all()));
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
             tracing::info!(path = %path.display(), "made the key of the state's secret fingerprints");
             SecretKey::new(text.into_bytes(), &path.display().to_string())
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_key_file(path),
-        Err(e) => Err(StateError::SecretKey(format!("cannot create the secret key file {}: {e}", path.display()))),
+        Err(e) => Err(failed(e)),
     }
 }
 
@@ -350,6 +357,15 @@ mod tests {
         assert!(SecretKey::find(&KeySource::default(), &state, true).unwrap().is_none(), "PostgreSQL without a key");
         let given = KeySource { key: Some("a team key of enough bytes".into()), file: None };
         assert!(SecretKey::find(&given, &state, true).unwrap().is_some());
+        // Many processes opening a new state at once all get the one key.
+        let fresh = dir.path().join("fresh.db");
+        let keys: Vec<String> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| SecretKey::find(&KeySource::default(), &fresh, false).unwrap().unwrap().fingerprint("v")))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
         let missing = KeySource { file: Some(dir.path().join("nope")), key: None };
         assert!(SecretKey::find(&missing, &state, false).is_err(), "a named key file must exist");
     }
