@@ -6,7 +6,7 @@
 //! The key, in order: `--secret-key-file` / `RECONCILE_SECRET_KEY_FILE` (a file), `RECONCILE_SECRET_KEY`
 //! (the key itself, for a team sharing a PostgreSQL state: every member supplies the same one), else,
 //! for a SQLite state, the file `<state>.key` beside it, made (32 random bytes, hex, mode 0600) when
-//! first needed. A PostgreSQL state without a key records no fingerprint at all, only the marker
+//! the state is first opened without one. A PostgreSQL state without a key records no fingerprint at all, only the marker
 //! `(sensitive)`: reconcile never needs one to plan (a secret is compared with the value AWS has live),
 //! so nothing but `plan --out` (whose file proves the secrets unchanged with them) needs the key.
 //!
