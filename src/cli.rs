@@ -35,6 +35,12 @@ pub struct Global {
     /// as a `postgres://user@host/db?sslmode=require` URL (password in the URL, PGPASSWORD or PGPASSFILE).
     #[arg(long, global = true, env = "RECONCILE_STATE", default_value = "reconcile.db")]
     pub state: PathBuf,
+    /// The key the state's fingerprints of secret values are made with (HMAC-SHA256; the state never
+    /// holds it). Without it: RECONCILE_SECRET_KEY (the key itself; for a shared PostgreSQL state every
+    /// team member supplies the same), else, for a SQLite state, `<state>.key` beside it (made, mode 0600,
+    /// when missing). A PostgreSQL state without a key records no fingerprint, only `(sensitive)`.
+    #[arg(long, global = true, value_name = "FILE", env = "RECONCILE_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
     /// AWS region (overrides AWS_REGION and the profile's region).
     #[arg(long, global = true)]
     pub region: Option<String>,

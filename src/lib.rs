@@ -13,6 +13,7 @@ pub mod identity;
 pub mod manifest;
 pub mod plan;
 pub mod providers;
+pub mod redact;
 pub mod state;
 pub mod verify;
 pub mod watch;

@@ -31,6 +31,18 @@ fn main() -> ExitCode {
     ExitCode::from(exit as u8)
 }
 
+/// Log targets whose trace level holds request and answer bodies.
+const WIRE_LOGS: &[&str] = &[
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_smithy_http_client",
+    "aws_smithy_types",
+    "aws_sdk_lambda",
+    "hyper",
+    "hyper_util",
+    "h2",
+];
+
 fn init_tracing(cli: &Cli) {
     let g = &cli.global;
     // The watcher's log is its output: info by default.
@@ -42,7 +54,17 @@ fn init_tracing(cli: &Cli) {
         (_, 1) => "info,aws_smithy_runtime=warn,aws_config=warn,sqlx=warn",
         _ => "debug,hyper=info,h2=info,rustls=info",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let from_env = tracing_subscriber::EnvFilter::try_from_default_env().ok();
+    let capped = from_env.is_some();
+    let mut filter = from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
+    // The SDK's and the HTTP stack's trace level prints requests and answers as sent, secret values
+    // included (a function's environment): never above debug, whatever RUST_LOG says (the defaults
+    // never go there).
+    for target in WIRE_LOGS.iter().filter(|_| capped) {
+        if let Ok(cap) = format!("{target}=debug").parse() {
+            filter = filter.add_directive(cap);
+        }
+    }
     // Colours only on a terminal (not in a file or the journal), and never with NO_COLOR.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi);

@@ -32,6 +32,8 @@ mod partial;
 mod postgres;
 #[path = "e2e/saved_plans.rs"]
 mod saved_plans;
+#[path = "e2e/secrets.rs"]
+mod secrets;
 #[path = "e2e/state_files.rs"]
 mod state_files;
 #[path = "e2e/surgery.rs"]

@@ -82,6 +82,20 @@ impl FailRule {
         })
     }
 
+    /// The rule as it answers a request with body `body`: `{environment}` in its message becomes the
+    /// request's Lambda environment (`Environment.Variables`) as compact JSON, as Lambda quotes it
+    /// in its answer to an environment over 4 KB (`{}` when the request has none).
+    pub fn answering(&self, body: &[u8]) -> FailRule {
+        if !self.message.contains("{environment}") {
+            return self.clone();
+        }
+        let vars = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|b| b.get("Environment").and_then(|e| e.get("Variables")).cloned())
+            .unwrap_or_else(|| json!({}));
+        FailRule { message: self.message.replace("{environment}", &vars.to_string()), ..self.clone() }
+    }
+
     pub fn matches(&self, service: &str, operation: &str) -> bool {
         self.operation == operation && self.service.as_deref().is_none_or(|s| s == service)
     }

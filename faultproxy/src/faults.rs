@@ -435,4 +435,14 @@ mod tests {
         }
         assert!(cfg.patched(&json!({"fail": null})).unwrap().fail.is_empty());
     }
+
+    #[test]
+    fn a_rule_message_can_quote_the_requests_lambda_environment() {
+        let rule = FailRule::parse(&json!({"operation": "CreateFunction", "message": "too big: {environment}"})).unwrap();
+        let body = br#"{"FunctionName":"f","Environment":{"Variables":{"A":"x\"y"}}}"#;
+        assert_eq!(rule.answering(body).message, r#"too big: {"A":"x\"y"}"#);
+        assert_eq!(rule.answering(b"{}").message, "too big: {}");
+        let plain = FailRule::parse(&json!({"operation": "CreateFunction", "message": "no placeholder"})).unwrap();
+        assert_eq!(plain.answering(body), plain);
+    }
 }

@@ -250,7 +250,7 @@ async fn handle(shared: Arc<Shared>, client: UpstreamClient, request: Request<In
         if let Some(rule) = shared.failing_rule(&cfg, &service, operation.as_deref()) {
             shared.stats().bump(&service, |c| c.failed += 1);
             tracing::info!(%service, operation = %rule.operation, status = rule.status, request = %what, %key_id, in_ms = arrived.elapsed().as_millis() as u64, "fault: failing this call of the operation");
-            return Ok(rule_response(&rule, protocol, &service, &rng.request_id(), close).into_response());
+            return Ok(rule_response(&rule.answering(&body), protocol, &service, &rng.request_id(), close).into_response());
         }
     }
     match fault {

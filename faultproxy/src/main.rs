@@ -50,7 +50,8 @@
 //! the rules were set) of that operation, and the `times - 1` calls after it, with that error in the
 //! request's protocol; every other call goes on as usual. `service` (SigV4 name), `nth` (1), `times`
 //! (1), `status` (400), `code` (by protocol: `ValidationError`, `ValidationException`,
-//! `BadRequestException`) and `message` are optional. The operation is the query `Action` (IAM, STS),
+//! `BadRequestException`) and `message` are optional; `{environment}` in a message becomes the request's
+//! Lambda environment (`Environment.Variables`) as JSON, as Lambda's answer to one over 4 KB quotes it. The operation is the query `Action` (IAM, STS),
 //! the `X-Amz-Target` operation (CloudWatch Logs, WAFv2), or the operation told from the method and
 //! path (API Gateway, Lambda; see [`protocol::rest_operation`]). Such answers count as `failed`, by service and
 //! in `failed_by_rule` (how many calls each rule failed) of the statistics.

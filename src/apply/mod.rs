@@ -165,6 +165,15 @@ struct Ctx<'a> {
     conflicts: HashMap<String, Option<String>>,
 }
 
+impl Ctx<'_> {
+    /// An error as it is reported and journaled: with the run's secret values masked (the provider
+    /// layer masked its errors already; this covers every other text that reaches the journal, the
+    /// report and `--json`).
+    fn shown(&self, e: &dyn std::fmt::Display) -> String {
+        self.aws.secrets().redact_string(e.to_string())
+    }
+}
+
 /// One operation of the executor's graph.
 #[derive(Debug, Clone, Copy)]
 pub struct Node<'a> {
@@ -448,7 +457,7 @@ pub async fn execute(plan: &Plan, state: &StackState, store: &Store, aws: &Aws, 
                 s[i] = Some(start.duration_since(began));
             }
             let result =
-                crate::providers::calls::RESOURCE.scope(label.as_str().into(), run(ctx, node, op)).await.map_err(|e| e.to_string());
+                crate::providers::calls::RESOURCE.scope(label.as_str().into(), run(ctx, node, op)).await.map_err(|e| ctx.shown(&e));
             match &result {
                 Ok(()) => reporter.event(Event::Finished { name: &label, action: node.action(), elapsed: start.elapsed() }),
                 Err(e) => reporter.event(Event::Failed { name: &label, action: node.action(), error: e }),
@@ -877,7 +886,7 @@ async fn finish<T>(ctx: &Ctx<'_>, op: i64, result: &Result<T, ApplyError>) {
             tracing::warn!(operation = op, "the state did not record what AWS did; its journal entry stays open for the next run to adopt");
             return;
         }
-        Err(e) => OperationOutcome::Failed(e.to_string()),
+        Err(e) => OperationOutcome::Failed(ctx.shown(e)),
     };
     if let Err(e) = ctx.store.finish_operation(op, &outcome).await {
         tracing::error!(error = %e, "recording the end of an operation");
@@ -961,7 +970,7 @@ fn resource_state(
 async fn record_incomplete(ctx: &Ctx<'_>, state: ResourceState, source: ProviderError) -> Result<(), ApplyError> {
     let (name, kind, id) = (state.name.clone(), state.kind, state.physical_id.clone());
     tracing::warn!(resource = %name, id, error = %source, "created but not finished: recording it as incomplete");
-    if let Err(e) = ctx.store.put_incomplete_resource(ctx.stack, &state, &source.to_string()).await {
+    if let Err(e) = ctx.store.put_incomplete_resource(ctx.stack, &state, &ctx.shown(&source)).await {
         tracing::error!(resource = %name, id, error = %e, "cannot record the incomplete resource: deleting it");
         if let Err(d) = providers::delete(ctx.aws, kind, &id).await {
             tracing::error!(resource = %name, id, error = %d, "could not delete the incomplete resource either; delete it by hand");

@@ -9,7 +9,7 @@ use crate::plan::{self, Plan};
 use crate::state::Store;
 
 use super::progress::Progress;
-use super::{CliError, calls_by_resource_json, confirm, connect, load_manifest, open_state, print_stats, stats_json};
+use super::{CliError, calls_by_resource_json, confirm, connect_for, load_manifest, open_state, print_stats, stats_json};
 use crate::providers::Aws;
 
 pub async fn apply(g: &Global, command: &ApplyCommandArgs) -> Result<Exit, CliError> {
@@ -36,7 +36,7 @@ pub async fn destroy(g: &Global, args: &ApplyArgs) -> Result<Exit, CliError> {
 async fn apply_locked(g: &Global, args: &ApplyArgs, choices: &plan::Choices, manifest: &Manifest, store: &Store) -> Result<Exit, CliError> {
     // Names --target and --replace give are checked before any AWS call.
     choices.check(manifest, &store.load(&manifest.stack).await?).map_err(CliError::Refused)?;
-    let aws = connect(g).await?;
+    let aws = connect_for(g, manifest).await?;
     let here = identity::check(store, &manifest.stack, &aws).await?;
     let state = store.load(&manifest.stack).await?;
     let pending = store.pending_operations(&manifest.stack).await?;
@@ -50,6 +50,7 @@ async fn apply_locked(g: &Global, args: &ApplyArgs, choices: &plan::Choices, man
         if state.last_operation == Some(crate::state::StackOperation::Destroy) {
             store.set_last_operation(&manifest.stack, crate::state::StackOperation::Apply).await?;
         }
+        rekey_fingerprints(store, manifest).await;
         return finish(g, "Apply", &plan, None, store, Some(&aws)).await;
     }
     plan::check_blockers(manifest, &state, &mut plan, &aws).await?;
@@ -85,7 +86,17 @@ pub(super) async fn run_plan(
     let progress = Progress { enabled: !g.json && !g.quiet };
     let options = Options { parallelism: args.parallelism.into() };
     let report = apply::execute(plan, state, store, aws, options, &progress).await;
+    rekey_fingerprints(store, manifest).await;
     finish(g, "Apply", plan, Some(report), store, Some(aws)).await
+}
+
+/// Re-keys the secret fingerprints an older version left unkeyed in the stack's state, from the
+/// manifest's values (see [`crate::state::fingerprint`]); a failure only warns (nothing depends on them).
+async fn rekey_fingerprints(store: &Store, manifest: &Manifest) {
+    let desired = manifest.resources.iter().map(|r| (r.name.clone(), r.attrs.clone())).collect();
+    if let Err(e) = store.rekey_fingerprints(&manifest.stack, &desired).await {
+        tracing::warn!(error = %e, "re-keying the state's secret fingerprints; the next apply tries again");
+    }
 }
 
 fn refuse_blockers(plan: &Plan) -> Result<(), CliError> {
@@ -115,7 +126,7 @@ async fn destroy_locked(g: &Global, args: &ApplyArgs, manifest: &Manifest, store
     if !protected.is_empty() {
         return Err(CliError::Refused(format!("refusing to destroy; nothing was changed:\n  {}", protected.join("\n  "))));
     }
-    let aws = connect(g).await?;
+    let aws = connect_for(g, manifest).await?;
     identity::check(store, &manifest.stack, &aws).await?;
     let pending = store.pending_operations(&manifest.stack).await?;
     let mut inspection = plan::inspect(manifest, &state, &pending, &aws).await?;

@@ -7,7 +7,7 @@ use petgraph::dot::{Config, Dot};
 use petgraph::graph::DiGraph;
 use serde_json::json;
 
-use super::{CliError, Exit, connect, load_manifest, open_state};
+use super::{CliError, Exit, load_manifest, open_state};
 use crate::cli::{Global, GraphArgs};
 use crate::manifest::{Kind, Manifest};
 use crate::plan::{self, Action, Plan};
@@ -68,7 +68,7 @@ pub async fn run(g: &Global, args: &GraphArgs) -> Result<Exit, CliError> {
         let store = open_state(g).await?;
         let computed = async {
             let state = store.load(&manifest.stack).await?;
-            let aws = connect(g).await?;
+            let aws = super::connect_for(g, &manifest).await?;
             crate::identity::check(&store, &manifest.stack, &aws).await?;
             let pending = store.pending_operations(&manifest.stack).await?;
             let plan = plan::compute(&manifest, &state, &pending, &aws).await?;

@@ -168,7 +168,7 @@ async fn import(g: &Global, args: &crate::cli::ImportArgs) -> Result<Exit, CliEr
                 return Err(CliError::Refused(format!("`{}` is already in the state as {}", resource.name, existing.physical_id)));
             }
             refuse_owned_in_state(&store, &manifest.stack, resource, &args.id).await?;
-            let aws = connect(g).await?;
+            let aws = connect_for(g, &manifest).await?;
             let here = crate::identity::check(&store, &manifest.stack, &aws).await?;
             let live = crate::providers::read(&aws, resource.kind, &args.id)
                 .await?
@@ -424,7 +424,23 @@ pub(crate) fn load_manifest(g: &Global) -> Result<Manifest, CliError> {
 }
 
 pub(crate) async fn open_state(g: &Global) -> Result<Store, CliError> {
-    Ok(Store::open(&g.state).await?)
+    let store = Store::open(&g.state).await?;
+    // After the open: a new state's folder exists by then, for the key file beside it.
+    match secret_key(g) {
+        Ok(key) => Ok(store.with_secret_key(key)),
+        Err(e) => {
+            store.close().await;
+            Err(e)
+        }
+    }
+}
+
+/// The key of the state's secret fingerprints: `--secret-key-file` (RECONCILE_SECRET_KEY_FILE),
+/// RECONCILE_SECRET_KEY, or the key file beside a SQLite state (see [`crate::state::fingerprint`]).
+pub(crate) fn secret_key(g: &Global) -> Result<Option<crate::state::fingerprint::SecretKey>, CliError> {
+    let source = crate::state::fingerprint::KeySource { file: g.secret_key_file.clone(), key: std::env::var("RECONCILE_SECRET_KEY").ok() };
+    let postgres = crate::state::is_postgres_url(&g.state.to_string_lossy());
+    Ok(crate::state::fingerprint::SecretKey::find(&source, &g.state, postgres)?)
 }
 
 /// Opens the state file for a command that only reads or edits records: a missing file is an error
@@ -442,6 +458,12 @@ pub(crate) async fn open_existing_state(g: &Global) -> Result<Store, CliError> {
 
 pub(crate) async fn connect(g: &Global) -> Result<Aws, CliError> {
     connect_sharing(g, 1.0).await
+}
+
+/// The AWS clients for a run of `manifest`: none of its secret values is quoted in an error they
+/// hand up (see [`crate::redact`]).
+pub(crate) async fn connect_for(g: &Global, manifest: &Manifest) -> Result<Aws, CliError> {
+    Ok(connect(g).await?.with_secrets(manifest.secrets()))
 }
 
 /// Connects using `--api-share` of the account's limits, `default` without it.

@@ -2,7 +2,7 @@ use super::Exit;
 use crate::cli::{Global, PlanArgs};
 use crate::plan;
 
-use super::{CliError, connect, load_manifest, open_state};
+use super::{CliError, load_manifest, open_state};
 
 pub async fn run(g: &Global, args: &PlanArgs) -> Result<Exit, CliError> {
     let manifest = load_manifest(g)?;
@@ -11,7 +11,7 @@ pub async fn run(g: &Global, args: &PlanArgs) -> Result<Exit, CliError> {
     let state = store.load(&manifest.stack).await?;
     // Names --target and --replace give are checked before any AWS call.
     choices.check(&manifest, &state).map_err(CliError::Refused)?;
-    let aws = connect(g).await?;
+    let aws = super::connect_for(g, &manifest).await?;
     let here = crate::identity::check(&store, &manifest.stack, &aws).await?;
     let pending = store.pending_operations(&manifest.stack).await?;
     let (mut plan, live) = plan::compute_with(&manifest, &state, &pending, &aws, &choices, None).await?;
@@ -42,7 +42,15 @@ pub async fn run(g: &Global, args: &PlanArgs) -> Result<Exit, CliError> {
         return Ok(Exit::Error);
     }
     if let Some(out) = &args.out {
-        let saved = super::saved::record(&manifest, &plan, &live, &choices, &here, state.serial, lineage?);
+        if store.secret_key().is_none() && !manifest.secrets().is_empty() {
+            return Err(CliError::Refused(
+                "the plan was not saved: a saved plan proves its secret values unchanged with a fingerprint keyed with the state's \
+                 secret key, and this PostgreSQL state has none; give it with --secret-key-file, RECONCILE_SECRET_KEY_FILE or \
+                 RECONCILE_SECRET_KEY"
+                    .into(),
+            ));
+        }
+        let saved = super::saved::record(&manifest, &plan, &live, &choices, &here, state.serial, lineage?, store.secret_key());
         super::saved::write(out, &saved)?;
         if !g.quiet {
             eprintln!("\nSaved the plan to {}: `reconcile apply {}` carries out exactly this plan.", out.display(), out.display());

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
-use super::{CliError, Exit, connect, load_manifest, open_state};
+use super::{CliError, Exit, load_manifest, open_state};
 use crate::cli::{ApplyArgs, Global, ShowArgs};
 use crate::manifest::Manifest;
 use crate::plan::saved::{self, Inputs, SAVED_FORMAT_VERSION, SavedPlan};
@@ -15,7 +15,9 @@ use crate::state::{Identity, Store};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The saved plan for `plan`, made from `manifest` against the state at `serial` of `lineage`.
+/// The saved plan for `plan`, made from `manifest` against the state at `serial` of `lineage`; its
+/// secrets' fingerprint is keyed with `key` (the state's secret key).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn record(
     manifest: &Manifest,
     plan: &Plan,
@@ -24,8 +26,9 @@ pub(super) fn record(
     here: &Identity,
     serial: i64,
     lineage: Option<String>,
+    key: Option<&crate::state::fingerprint::SecretKey>,
 ) -> SavedPlan {
-    let inputs = Inputs::of(manifest);
+    let inputs = Inputs::of(manifest, key);
     SavedPlan {
         saved_plan_format: SAVED_FORMAT_VERSION,
         reconcile_version: VERSION.to_string(),
@@ -140,7 +143,8 @@ pub(super) async fn apply(g: &Global, args: &ApplyArgs, file: &Path) -> Result<E
         )));
     }
     // What is given now must be what the plan was made from: checked before anything else is read.
-    let inputs = Inputs::of(&manifest);
+    let key = super::secret_key(g)?;
+    let inputs = Inputs::of(&manifest, key.as_ref());
     for (what, then, now) in [
         (
             "the manifest (after any variable substitution) differs from the one the plan was made from",
@@ -148,7 +152,11 @@ pub(super) async fn apply(g: &Global, args: &ApplyArgs, file: &Path) -> Result<E
             &inputs.manifest_sha256,
         ),
         ("the Lambda code differs from the code the plan was made with", &saved.code_sha256, &inputs.code_sha256),
-        ("the secret values given now differ from those the plan was made with", &saved.secrets_sha256, &inputs.secrets_sha256),
+        (
+            "the secret values given now differ from those the plan was made with (or the state's secret key is not the one it was made with)",
+            &saved.secrets_sha256,
+            &inputs.secrets_sha256,
+        ),
     ] {
         if then != now {
             return Err(stale(what.to_string()));
@@ -177,7 +185,7 @@ async fn apply_locked(g: &Global, args: &ApplyArgs, saved: &SavedPlan, manifest:
             lineage.as_deref().unwrap_or("none")
         )));
     }
-    let aws = connect(g).await?;
+    let aws = super::connect_for(g, manifest).await?;
     let here = crate::identity::check(store, &manifest.stack, &aws).await?;
     if (&here.account_id, &here.partition, &here.region) != (&saved.account_id, &saved.partition, &saved.region) {
         return Err(CliError::Refused(format!(

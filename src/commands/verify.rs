@@ -203,7 +203,7 @@ async fn prepare_and_probe(
     };
     let rate_plan = if probes.contains(&Probe::RateLimit) { Some(plan_rate_limit(&targets, &stages, args)?) } else { None };
     let aws = if probes.contains(&Probe::Concurrency) && !functions.is_empty() {
-        let aws = super::connect(g).await?;
+        let aws = super::connect_for(g, manifest).await?;
         crate::identity::check(store, &manifest.stack, &aws).await?;
         Some(aws)
     } else {

@@ -254,7 +254,7 @@ fn field(f: &Field) -> Value {
         doc.push_str(" (changing it replaces the resource)");
     }
     if f.secret {
-        doc.push_str(" (secret: never shown, the state keeps a hash)");
+        doc.push_str(" (secret: never shown, the state keeps a keyed fingerprint)");
     }
     o.insert("description".into(), json!(doc));
     // The validator holds a `one_of` field to its values even when it holds a reference.

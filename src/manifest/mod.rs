@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod json_schema;
+mod mask;
 pub mod refs;
 pub mod schema;
 pub mod suggest;
@@ -126,6 +127,33 @@ impl Manifest {
     pub fn resource(&self, name: &str) -> Option<&Resource> {
         self.resources.iter().find(|r| r.name == name)
     }
+
+    /// The secret values of a run of this manifest: every value of a field its kind marks secret
+    /// (each value of a `secret_environment`), and of every sensitive variable, to be kept out of
+    /// what leaves the process (AWS errors, logs, the journal, `--json`).
+    pub fn secrets(&self) -> crate::redact::Secrets {
+        fn leaves(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::String(s) => out.push(s.clone()),
+                Value::Array(items) => items.iter().for_each(|i| leaves(i, out)),
+                Value::Object(m) => m.values().for_each(|i| leaves(i, out)),
+                Value::Null => {}
+                other => out.push(other.to_string()),
+            }
+        }
+        let mut values = Vec::new();
+        for r in &self.resources {
+            for field in r.kind.schema().fields.iter().filter(|f| f.secret) {
+                if let Some(v) = r.attrs.get(field.name) {
+                    leaves(v, &mut values);
+                }
+            }
+        }
+        for v in self.variables.vars.values().filter(|v| v.sensitive) {
+            leaves(&v.value, &mut values);
+        }
+        crate::redact::Secrets::new(values)
+    }
 }
 
 impl Resource {
@@ -197,6 +225,7 @@ pub fn parse_with(path: &Path, text: String, options: &Options) -> Result<Manife
         return Ok(m);
     }
     let mut diags = v.diags;
+    mask::mask_secrets(&src, &mut diags);
     diags.sort_by_key(|d| (d.location.line, d.location.column));
     diags.dedup();
     Err(ManifestError::Invalid(diags))

@@ -9,24 +9,7 @@ pub use crate::providers::log_group::LOG_RETENTION_DAYS;
 pub use crate::providers::schema::{CODE_SHA256, Check, DefaultValue, Field, FieldType, KindSchema};
 
 /// What a secret value is shown as.
-pub const SENSITIVE: &str = "(sensitive)";
-
-/// Replaces the values of secret fields by a hash (`sha256:<hex>`), for storing.
-pub fn hash_secrets(kind: Kind, attrs: &mut serde_json::Map<String, Value>) {
-    use sha2::Digest;
-    for field in kind.schema().fields.iter().filter(|f| f.secret) {
-        if let Some(Value::Object(map)) = attrs.get_mut(field.name) {
-            for v in map.values_mut() {
-                if let Value::String(s) = v
-                    && !s.starts_with("sha256:")
-                {
-                    let digest = sha2::Sha256::digest(s.as_bytes());
-                    *s = format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>());
-                }
-            }
-        }
-    }
-}
+pub use crate::redact::SENSITIVE;
 
 /// Moves the live values of keys the manifest declares secret from the plain map (`environment`)
 /// to the secret one (`secret_environment`), so both compare like for like.

@@ -196,6 +196,22 @@ fn stack_remediate_is_an_optional_boolean_and_unknown_stack_keys_stay_errors() {
 const FN: &str = "[resources.fn]\ntype = \"aws_lambda_function\"\nfunction_name = \"f\"\nruntime = \"python3.13\"\nhandler = \"h\"\nrole = \"r\"\ncode = \"index.py\"\n";
 
 #[test]
+fn an_error_on_a_secret_line_never_shows_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.py"), "def handler(e, c): pass\n").unwrap();
+    for text in [
+        format!("{HEAD}{FN}environment = {{ DB_PASS = \"a\" }}\nsecret_environment = {{ OTHER = \"b\", DB_PASS = \"hunter2-s3cret\" }}\n"),
+        format!("{HEAD}{FN}secret_environment = {{ DB_PASS = \"hunter2-s3cret\", 1BAD = \"x\" }}\n"),
+        format!("{HEAD}{FN}secret_environment = {{ DB_PASS = \"hunter2-s3cret }}\n"),
+    ] {
+        let e = parse_in(dir.path(), &text).unwrap_err();
+        let shown = format!("{e}\n{}", serde_json::to_string(e.diagnostics()).unwrap());
+        assert!(shown.contains("secret_environment = (sensitive)"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}
+
+#[test]
 fn a_key_both_plain_and_secret_is_refused_at_the_secret_key() {
     let e = errors(&format!("{HEAD}{FN}environment = {{ DB_PASS = \"a\" }}\nsecret_environment = {{ OTHER = \"b\", DB_PASS = \"c\" }}\n"));
     assert_eq!(e.len(), 1, "{e:?}");
@@ -318,7 +334,17 @@ fn tag_count_environment_size_and_huge_keys_are_refused_briefly() {
 
     let e = errors(&format!("{HEAD}{FN}environment = {{ BIG = \"{}\" }}\nsecret_environment = {{ MORE = \"x\" }}\n", "v".repeat(4090)));
     assert_eq!(e.len(), 1, "{e:?}");
-    assert!(e[0].starts_with("11:15: the environment variables take 4098 bytes"), "{e:?}");
+    assert!(e[0].starts_with("11:15: the environment variables take 4111 bytes as Lambda measures them"), "{e:?}");
+    // Lambda measures the JSON text of the variables: 200 of them with 3600 bytes of names and values
+    // take 4801 bytes there, and Lambda refuses them.
+    let vars: Vec<String> = (0..200).map(|i| format!("K{i:03} = \"{}\"", "v".repeat(14))).collect();
+    let e = errors(&format!("{HEAD}{FN}environment = {{ {} }}\n", vars.join(", ")));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("11:15: the environment variables take 4801 bytes as Lambda measures them"), "{e:?}");
+    let fits: Vec<String> = (0..170).map(|i| format!("K{i:03} = \"{}\"", "v".repeat(14))).collect();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.py"), "def handler(e, c): pass\n").unwrap();
+    parse_in(dir.path(), &format!("{HEAD}{FN}environment = {{ {} }}\n", fits.join(", "))).expect("4081 bytes fit");
 
     let huge_key = "k".repeat(1_000_000);
     let e = errors(&format!("{HEAD}[resources.lg]\ntype = \"aws_cloudwatch_log_group\"\nname = \"lg\"\ntags = {{ {huge_key} = \"v\" }}\n"));

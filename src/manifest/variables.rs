@@ -226,13 +226,16 @@ pub(super) fn resolve(src: &SourceMap, table: Option<&Spanned<DeValue<'_>>>, inp
     let mut given: HashMap<String, (Value, Origin<'_>)> = HashMap::new();
     // Variables given a value that was refused (reported there, not again as missing).
     let mut refused: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // Variables whose value was read from a file (`--var name=@FILE`), as errors name it instead of
+    // quoting it: only its length and where it came from.
+    let mut read_from: HashMap<String, String> = HashMap::new();
 
     for (name, text) in &inputs.env {
         // The environment is shared by every manifest: a variable this one does not declare is not its.
         let Some(decl) = decls.get(name) else { continue };
         let what = format!("{ENV_PREFIX}{name}");
         let origin = Origin::Arg { what: what.clone(), text: format!("{what}={text}"), at: what.len() + 1 };
-        match from_text(decl, text) {
+        match from_text(decl, text, hidden(decl, None)) {
             Ok(v) => {
                 given.insert(name.clone(), (v, origin));
             }
@@ -324,6 +327,7 @@ pub(super) fn resolve(src: &SourceMap, table: Option<&Spanned<DeValue<'_>>>, inp
             ));
             continue;
         };
+        read_from.remove(name);
         let text = if let Some(literal) = raw.strip_prefix("@@") {
             format!("@{literal}")
         } else if let Some(path) = raw.strip_prefix('@') {
@@ -338,7 +342,10 @@ pub(super) fn resolve(src: &SourceMap, table: Option<&Spanned<DeValue<'_>>>, inp
         } else {
             raw.to_string()
         };
-        match from_text(decl, &text) {
+        if let Some(path) = raw.strip_prefix('@').filter(|_| !raw.starts_with("@@")) {
+            read_from.insert(name.to_string(), format!("(the {} bytes read from {path})", text.len()));
+        }
+        match from_text(decl, &text, hidden(decl, read_from.get(name))) {
             Ok(v) => {
                 given.insert(name.to_string(), (v, origin));
             }
@@ -367,7 +374,7 @@ pub(super) fn resolve(src: &SourceMap, table: Option<&Spanned<DeValue<'_>>>, inp
                 }
             },
         };
-        if let Err(e) = check(decl, &value) {
+        if let Err(e) = check(decl, &value, hidden(decl, read_from.get(name))) {
             diags.push(diag(&origin, decl.sensitive, format!("variable `{name}` {e}")));
             continue;
         }
@@ -507,7 +514,7 @@ fn declarations(src: &SourceMap, table: Option<&Spanned<DeValue<'_>>>, diags: &m
             err(diags, span, m);
         }
         if ok && let Some(v) = d.get("default") {
-            match from_toml(ty, v.get_ref()).and_then(|x| check(&decl, &x).map(|()| x)) {
+            match from_toml(ty, v.get_ref()).and_then(|x| check(&decl, &x, hidden(&decl, None)).map(|()| x)) {
                 Ok(x) => decl.default = Some((x, v.span())),
                 Err(e) => {
                     let origin = Origin::File(src, v.span());
@@ -523,9 +530,16 @@ fn declarations(src: &SourceMap, table: Option<&Spanned<DeValue<'_>>>, diags: &m
     out
 }
 
-/// The validations of a declaration: allowed values, pattern, range. Never quotes a sensitive value.
-fn check(decl: &Decl, value: &Value) -> Result<(), String> {
-    let shown_value = |v: &Value| if decl.sensitive { SENSITIVE.to_string() } else { shown(&v.to_string()) };
+/// What an error says instead of quoting a value: the sensitive marker for a sensitive variable, what
+/// a value read from a file is (`read_from`: its length and path); `None`: the value may be quoted.
+fn hidden<'a>(decl: &Decl, read_from: Option<&'a String>) -> Option<&'a str> {
+    if decl.sensitive { Some(SENSITIVE) } else { read_from.map(String::as_str) }
+}
+
+/// The validations of a declaration: allowed values, pattern, range. Never quotes a sensitive value
+/// nor one read from a file (`hidden` says what it is instead).
+fn check(decl: &Decl, value: &Value, hidden: Option<&str>) -> Result<(), String> {
+    let shown_value = |v: &Value| hidden.map_or_else(|| shown(&v.to_string()), str::to_string);
     if !decl.allowed.is_empty() && !decl.allowed.contains(value) {
         let allowed: Vec<String> = decl.allowed.iter().map(|v| if decl.sensitive { "…".into() } else { v.to_string() }).collect();
         return Err(format!("= {} is not allowed; one of: {}", shown_value(value), allowed.join(", ")));
@@ -554,8 +568,9 @@ fn from_toml(ty: VarType, v: &DeValue<'_>) -> Result<Value, String> {
     Ok(value)
 }
 
-/// A value given as text (`--var`, the environment), read as `decl`'s type.
-fn from_text(decl: &Decl, text: &str) -> Result<Value, String> {
+/// A value given as text (`--var`, the environment), read as `decl`'s type; an error quotes it only
+/// when `hidden` is `None`.
+fn from_text(decl: &Decl, text: &str, hidden: Option<&str>) -> Result<Value, String> {
     let value = match decl.ty {
         VarType::String => Value::String(text.to_string()),
         VarType::Number => {
@@ -564,12 +579,7 @@ fn from_text(decl: &Decl, text: &str) -> Result<Value, String> {
                 Value::from(i)
             } else {
                 t.parse::<f64>().ok().filter(|f| f.is_finite()).and_then(serde_json::Number::from_f64).map(Value::Number).ok_or_else(
-                    || {
-                        format!(
-                            "must be a number, found {}",
-                            if decl.sensitive { SENSITIVE.to_string() } else { format!("`{}`", shown(text)) }
-                        )
-                    },
+                    || format!("must be a number, found {}", hidden.map_or_else(|| format!("`{}`", shown(text)), str::to_string)),
                 )?
             }
         }
@@ -972,6 +982,23 @@ Statement = [{ Effect = "Allow", Principal = { Service = "lambda.amazonaws.com" 
         let e = errors(&text.replace("\"${var.mem}\"", "\"${var.on}\""), &inputs(&["env=dev"], &[], &[]));
         assert!(e.contains("`memory_size` must be"), "{e}");
         assert!(e.contains("found boolean"), "{e}");
+    }
+
+    #[test]
+    fn a_value_read_from_a_file_is_never_quoted_in_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("shadow");
+        std::fs::write(&file, "root:$6$s3cr3t-hash-7f:19000:0:99999:7:::\n").unwrap();
+        let arg = format!("env=@{}", file.display());
+        let e = errors(HEAD, &inputs(&[&arg], &[], &[]));
+        assert!(e.contains(&format!("variable `env` = (the 41 bytes read from {}) is not allowed", file.display())), "{e}");
+        assert!(!e.contains("s3cr3t") && !e.contains("root:"), "{e}");
+        let e = errors(HEAD, &inputs(&["env=dev", &format!("mem=@{}", file.display())], &[], &[]));
+        assert!(e.contains("variable `mem` must be a number, found (the 41 bytes read from"), "{e}");
+        assert!(!e.contains("s3cr3t") && !e.contains("root:"), "{e}");
+        // Given on the command line, a value is quoted (the user typed it).
+        let e = errors(HEAD, &inputs(&["env=staging"], &[], &[]));
+        assert!(e.contains("variable `env` = \"staging\" is not allowed"), "{e}");
     }
 
     #[test]

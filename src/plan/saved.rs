@@ -3,7 +3,7 @@
 //!
 //! The file records the stack, the state's lineage and serial, the account and region, hashes of the
 //! resolved manifest (secret values left out), of the code artifacts and of the secret values (the
-//! same `sha256:` hashes the state stores; never the values), a digest of what AWS had for each
+//! keyed fingerprints the state stores; never the values), a digest of what AWS had for each
 //! resource the plan touches, the reconcile version and the file's format version. It never holds a
 //! secret value nor AWS's live attributes themselves (they may hold secrets the manifest does not mark).
 //!
@@ -21,6 +21,7 @@ use super::{Action, Choices, Plan};
 use crate::canonical::canonical_string as canonical;
 use crate::manifest::Manifest;
 use crate::providers::Live;
+use crate::state::fingerprint::SecretKey;
 
 /// Version of the saved plan file; bumped on any incompatible change.
 pub const SAVED_FORMAT_VERSION: u32 = 1;
@@ -58,8 +59,10 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    pub fn of(manifest: &Manifest) -> Inputs {
-        Inputs { manifest_sha256: manifest_hash(manifest), code_sha256: code_hash(manifest), secrets_sha256: secrets_hash(manifest) }
+    /// The hashes of what `manifest` gives; `key`: the state's secret key, that the secret values'
+    /// fingerprints are made with.
+    pub fn of(manifest: &Manifest, key: Option<&SecretKey>) -> Inputs {
+        Inputs { manifest_sha256: manifest_hash(manifest), code_sha256: code_hash(manifest), secrets_sha256: secrets_hash(manifest, key) }
     }
 }
 
@@ -115,9 +118,10 @@ pub fn code_hash(manifest: &Manifest) -> String {
     hex_sha256(canonical(&serde_json::json!(code)).as_bytes())
 }
 
-/// A hash of the secret values, made of the `sha256:` hashes the state stores for them
-/// ([`crate::manifest::schema::hash_secrets`]): the values themselves are never written anywhere.
-pub fn secrets_hash(manifest: &Manifest) -> String {
+/// A hash of the secret values, made of the keyed fingerprints the state stores for them
+/// ([`crate::state::fingerprint`]): the values themselves are never written anywhere, and without the
+/// key the hash does not let anyone test a guess.
+pub fn secrets_hash(manifest: &Manifest, key: Option<&SecretKey>) -> String {
     let mut secrets: BTreeMap<&str, Map<String, Value>> = BTreeMap::new();
     for r in &manifest.resources {
         let mut attrs: Map<String, Value> =
@@ -125,7 +129,7 @@ pub fn secrets_hash(manifest: &Manifest) -> String {
         if attrs.is_empty() {
             continue;
         }
-        crate::manifest::schema::hash_secrets(r.kind, &mut attrs);
+        crate::state::fingerprint::fingerprint_secrets(r.kind, &mut attrs, key);
         secrets.insert(r.name.as_str(), attrs);
     }
     hex_sha256(canonical(&serde_json::json!(secrets)).as_bytes())
@@ -259,7 +263,8 @@ secret_environment = {{ DB_PASS = "{secret}" }}
         let a = function_manifest("first-secret", "def handler(e, c): return 1\n");
         let b = function_manifest("second-secret", "def handler(e, c): return 1\n");
         let c = function_manifest("first-secret", "def handler(e, c): return 2\n");
-        let (ia, ib, ic) = (Inputs::of(&a), Inputs::of(&b), Inputs::of(&c));
+        let key = SecretKey::new(*b"a test key, long enough", "test").unwrap();
+        let (ia, ib, ic) = (Inputs::of(&a, Some(&key)), Inputs::of(&b, Some(&key)), Inputs::of(&c, Some(&key)));
         assert_eq!(ia.manifest_sha256, ib.manifest_sha256, "a secret value is not in the manifest hash");
         assert_ne!(ia.secrets_sha256, ib.secrets_sha256);
         assert_eq!(ia.code_sha256, ib.code_sha256);

@@ -369,7 +369,7 @@ fn secret_function(env: &str) -> (tempfile::TempDir, Manifest, StackState, HashM
     let mut attrs = r.attrs.clone();
     attrs.insert("environment".into(), json!({"KEEP": "1"}));
     attrs.insert("secret_environment".into(), json!({"DB_PASS": "plain-secret-value"}));
-    crate::manifest::schema::hash_secrets(r.kind, &mut attrs);
+    crate::state::fingerprint::fingerprint_secrets(r.kind, &mut attrs, None);
     let mut state = StackState::default();
     state.resources.insert(
         "f".into(),

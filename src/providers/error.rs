@@ -88,6 +88,30 @@ impl ProviderError {
         }
     }
 
+    /// This error with every form of the run's secret values replaced by the sensitive marker, in
+    /// every text it carries (an AWS message may quote the request: Lambda's answer to an
+    /// environment over 4 KB quotes every variable).
+    pub fn redacted(self, secrets: &crate::redact::Secrets) -> ProviderError {
+        if secrets.is_empty() {
+            return self;
+        }
+        let r = |s: String| secrets.redact_string(s);
+        match self {
+            ProviderError::Aws { operation, code, message, status, class } => {
+                ProviderError::Aws { operation, code: r(code), message: r(message), status, class }
+            }
+            ProviderError::Unreachable { operation, detail } => ProviderError::Unreachable { operation, detail: r(detail) },
+            ProviderError::Timeout { operation, detail } => ProviderError::Timeout { operation, detail: r(detail) },
+            ProviderError::NoCredentials(detail) => ProviderError::NoCredentials(r(detail)),
+            ProviderError::Other(detail) => ProviderError::Other(r(detail)),
+            ProviderError::Spec { kind, detail } => ProviderError::Spec { kind, detail: r(detail) },
+            ProviderError::Incomplete { id, outputs, source } => {
+                ProviderError::Incomplete { id, outputs, source: Box::new(source.redacted(secrets)) }
+            }
+            e @ (ProviderError::Unsupported { .. } | ProviderError::NoRegion) => e,
+        }
+    }
+
     /// Marks a failure that came after the create call made the resource `id`.
     pub fn after_create(self, id: impl Into<String>, outputs: std::collections::BTreeMap<String, String>) -> ProviderError {
         match self {

@@ -76,7 +76,7 @@ pub static SCHEMA: KindSchema = KindSchema {
         Field::new(
             "secret_environment",
             T::StringMap,
-            "Environment variables whose values are never shown nor stored in the state (only a hash)",
+            "Environment variables whose values are never shown nor stored in the state (only a keyed fingerprint)",
         )
         .default(DefaultValue::EmptyMap)
         .keys("environment variable name", rules::lambda_env_name)
@@ -510,14 +510,17 @@ impl Resource for LambdaFunction {
             .map(drop)
     }
 
-    /// Lambda's quota on the environment: names and values of both maps together.
+    /// Lambda's quota on the environment, measured as Lambda measures it: the JSON text of the
+    /// `Variables` map it is sent (both maps together), `{"NAME":"value",…}` with its quotes, colons,
+    /// commas and escapes, in UTF-8 bytes. (Counting names and values alone lets through an
+    /// environment Lambda refuses, with an answer that quotes every variable.)
     fn check(attrs: &Map<String, Value>) -> Vec<(&'static str, String)> {
-        let size: usize = ["environment", "secret_environment"]
+        let vars: Map<String, Value> = ["environment", "secret_environment"]
             .iter()
             .filter_map(|f| attrs.get(*f).and_then(Value::as_object))
-            .flat_map(|m| m.iter())
-            .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
-            .sum();
+            .flat_map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())))
+            .collect();
+        let size = Value::Object(vars).to_string().len();
         if size <= rules::LAMBDA_ENV_MAX_BYTES {
             return Vec::new();
         }
@@ -525,7 +528,7 @@ impl Resource for LambdaFunction {
         vec![(
             field,
             format!(
-                "the environment variables take {size} bytes (names and values, `environment` and `secret_environment` together); Lambda allows {}",
+                "the environment variables take {size} bytes as Lambda measures them (the JSON text of `environment` and `secret_environment` together, `{{\"NAME\":\"value\",…}}`); Lambda allows {}",
                 rules::LAMBDA_ENV_MAX_BYTES
             ),
         )]

@@ -60,6 +60,9 @@ pub struct Aws {
     account: std::sync::Arc<tokio::sync::OnceCell<(String, String)>>,
     /// When the clients were built (the rates in [`Aws::budget_rows`] are over the time since).
     started: std::time::Instant,
+    /// The secret values of the run these clients work for: every error the provider layer hands
+    /// up has them replaced by the sensitive marker ([`Aws::with_secrets`]).
+    secrets: std::sync::Arc<crate::redact::Secrets>,
 }
 
 impl Aws {
@@ -155,7 +158,19 @@ impl Aws {
             api_share,
             account: Default::default(),
             started: std::time::Instant::now(),
+            secrets: Default::default(),
         })
+    }
+
+    /// These clients (sharing their connections, pacing and call counts) for a run whose secret
+    /// values are `secrets`: no error the provider layer returns through them quotes one.
+    pub fn with_secrets(&self, secrets: crate::redact::Secrets) -> Aws {
+        Aws { secrets: std::sync::Arc::new(secrets), ..self.clone() }
+    }
+
+    /// The secret values of the run (see [`Aws::with_secrets`]).
+    pub fn secrets(&self) -> &crate::redact::Secrets {
+        &self.secrets
     }
 
     /// Paces each paced service's calls from `ledger`'s record of the account's recent use of that
@@ -273,23 +288,26 @@ pub struct Desired<'a> {
     pub artifact: Option<&'a Artifact>,
 }
 
+// The entry points below are the one way out of the provider layer: each error they hand up has the
+// run's secret values (`aws.secrets()`) replaced by the sensitive marker, whatever AWS quoted.
+
 /// Reads the resource with physical id `id`; `None` if it does not exist.
 pub async fn read(aws: &Aws, kind: Kind, id: &str) -> Result<Option<Live>> {
-    kind.provider().read(aws, id).await
+    kind.provider().read(aws, id).await.map_err(|e| e.redacted(aws.secrets()))
 }
 
 pub async fn create(aws: &Aws, kind: Kind, desired: Desired<'_>) -> Result<Applied> {
-    kind.provider().create(aws, desired).await
+    kind.provider().create(aws, desired).await.map_err(|e| e.redacted(aws.secrets()))
 }
 
 /// Brings the resource from `current` (its live attributes) to `desired`.
 pub async fn update(aws: &Aws, kind: Kind, id: &str, current: &Map<String, Value>, desired: Desired<'_>) -> Result<Applied> {
-    kind.provider().update(aws, id, current, desired).await
+    kind.provider().update(aws, id, current, desired).await.map_err(|e| e.redacted(aws.secrets()))
 }
 
 /// Deletes the resource; one already gone is success.
 pub async fn delete(aws: &Aws, kind: Kind, id: &str) -> Result<()> {
-    kind.provider().delete(aws, id).await
+    kind.provider().delete(aws, id).await.map_err(|e| e.redacted(aws.secrets()))
 }
 
 /// Whether an update finishes a resource whose create did not (see [`ProviderError::Incomplete`]):
@@ -333,7 +351,7 @@ pub async fn find(
     d: &Map<String, Value>,
     taken: &std::collections::HashSet<String>,
 ) -> Result<Option<(String, Live)>> {
-    kind.provider().find(aws, d, taken).await
+    kind.provider().find(aws, d, taken).await.map_err(|e| e.redacted(aws.secrets()))
 }
 
 /// Outputs that follow from the desired attributes alone, known at plan time even before the

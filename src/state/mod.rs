@@ -103,6 +103,7 @@ use backend::{Db, SQLITE_MIGRATOR as MIGRATOR, StackTx, WritePool, now, on_db};
 pub use backend::{is_postgres_url, redact_url};
 use lease::FencedWrite;
 pub mod drift;
+pub mod fingerprint;
 pub use drift::{DELETED, Drift, DriftEvent, Listing, Resolution};
 pub mod lease;
 mod lock;
@@ -197,6 +198,14 @@ pub enum StateError {
     /// A write by a watcher whose lease of the stack was taken over since it started the work.
     #[error("stack `{stack}`: this watcher's lease (generation {generation}) was taken over ({now}); not writing")]
     Fenced { stack: String, generation: i64, now: String },
+    #[error("{0}")]
+    SecretKey(String),
+    #[error(
+        "the secret key file {} does not exist (--secret-key-file, RECONCILE_SECRET_KEY_FILE); give the key the state's \
+         fingerprints were made with, or a new file (e.g. `openssl rand -hex 32 > FILE`, mode 0600)",
+        .0.display()
+    )]
+    SecretKeyMissing(PathBuf),
     #[error("state holds invalid data for {what}: {source}")]
     Decode {
         what: String,
@@ -422,6 +431,8 @@ pub struct Store {
     held: pg_lock::HeldLocks,
     /// When set ([`Store::fenced`]), every write transaction first checks the watch lease is still this one.
     fence: Option<std::sync::Arc<lease::Fence>>,
+    /// The key of the secret fingerprints ([`fingerprint`]); never stored in the state.
+    secret_key: Option<std::sync::Arc<fingerprint::SecretKey>>,
 }
 
 impl Store {
@@ -443,7 +454,7 @@ impl Store {
     /// an advisory lock; a schema newer than this binary is refused untouched).
     pub async fn open_postgres(url: &str) -> Result<Store> {
         let pool = backend::connect_postgres(url).await?;
-        Ok(Store { db: Db::Postgres(pool), path: PathBuf::from(redact_url(url)), held: Default::default(), fence: None })
+        Ok(Store { db: Db::Postgres(pool), path: PathBuf::from(redact_url(url)), held: Default::default(), fence: None, secret_key: None })
     }
 
     /// Whether the state is on PostgreSQL.
@@ -467,7 +478,7 @@ impl Store {
             .busy_timeout(BUSY_TIMEOUT);
         let pool = pool.connect_with(options).await.map_err(|e| classify_open_error(path, e))?;
         Self::migrate(&pool, path).await?;
-        Ok(Store { db: Db::Sqlite(pool), path: path.to_path_buf(), held: Default::default(), fence: None })
+        Ok(Store { db: Db::Sqlite(pool), path: path.to_path_buf(), held: Default::default(), fence: None, secret_key: None })
     }
 
     /// An in-memory store, for tests.
@@ -475,7 +486,7 @@ impl Store {
         let options = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
         let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
         Self::migrate(&pool, Path::new(":memory:")).await?;
-        Ok(Store { db: Db::Sqlite(pool), path: PathBuf::from(":memory:"), held: Default::default(), fence: None })
+        Ok(Store { db: Db::Sqlite(pool), path: PathBuf::from(":memory:"), held: Default::default(), fence: None, secret_key: None })
     }
 
     async fn migrate(pool: &SqlitePool, path: &Path) -> Result<()> {
@@ -619,10 +630,10 @@ impl Store {
     }
 
     async fn put(&self, stack: &str, r: &ResourceState, incomplete: Option<&str>, retain: Option<bool>) -> Result<i64> {
-        // Secret values never reach the database: only their hash does.
+        // Secret values never reach the database: only their keyed fingerprint does.
         let mut attributes = r.attributes.clone();
         if let Value::Object(map) = &mut attributes {
-            crate::manifest::schema::hash_secrets(r.kind, map);
+            fingerprint::fingerprint_secrets(r.kind, map, self.secret_key());
         }
         let fence = self.fence(stack)?;
         on_db!(&self.db, pool => {

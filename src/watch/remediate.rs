@@ -80,7 +80,9 @@ pub(super) async fn remediate(
         tracker.phase("remediating");
         let options = Options { parallelism: ctx.config.parallelism };
         let reporter = LogReporter { stack, tracker };
-        Ok::<_, StateError>(Some(apply::execute(fix, state, store, &ctx.aws, options, &reporter).await))
+        // The stack's secret values are kept out of every error the remediation reports or journals.
+        let aws = ctx.aws.with_secrets(source.manifest.secrets());
+        Ok::<_, StateError>(Some(apply::execute(fix, state, store, &aws, options, &reporter).await))
     });
     let report = match remediation.await {
         Ok(Some(report)) => report,

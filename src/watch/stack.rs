@@ -356,10 +356,9 @@ impl StackWatcher {
         tracker.phase("reading AWS");
         // Listings made for another stack's pass in this window serve this one too.
         let batch = ctx.reads.batch(&stack, state.serial);
-        let observe = crate::providers::batch::scope(
-            batch,
-            observe::observe(&self.source.manifest, &state, &ctx.aws, |r| cadence.due(r, now), tracker),
-        );
+        let aws = ctx.aws.with_secrets(self.source.manifest.secrets());
+        let observe =
+            crate::providers::batch::scope(batch, observe::observe(&self.source.manifest, &state, &aws, |r| cadence.due(r, now), tracker));
         let obs = tokio::select! {
             obs = observe => obs,
             _ = stop.wait_for(|s| *s) => return Ok(PassEnd::Cancelled),
