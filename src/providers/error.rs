@@ -101,6 +101,7 @@ impl ProviderError {
                 ProviderError::Aws { operation, code: r(code), message: r(message), status, class }
             }
             ProviderError::Unreachable { operation, detail } => ProviderError::Unreachable { operation, detail: r(detail) },
+            ProviderError::LocalResource { operation, detail } => ProviderError::LocalResource { operation, detail: r(detail) },
             ProviderError::Timeout { operation, detail } => ProviderError::Timeout { operation, detail: r(detail) },
             ProviderError::NoCredentials(detail) => ProviderError::NoCredentials(r(detail)),
             ProviderError::Other(detail) => ProviderError::Other(r(detail)),
