@@ -174,7 +174,14 @@ pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
 
 /// [`load`] with explicit options.
 pub fn load_with(path: &Path, options: &Options) -> Result<Manifest, ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
+    let text = match crate::input::read_text(path, crate::input::MAX_MANIFEST, "a manifest") {
+        Ok(text) => text,
+        Err(crate::input::InputError::NotUtf8 { path, line, column, detail }) => {
+            let location = Location { file: path, line, column };
+            return Err(ManifestError::Invalid(vec![Diagnostic { location, message: detail, snippet: String::new(), caret: column }]));
+        }
+        Err(e) => return Err(ManifestError::Read(e)),
+    };
     parse_with(path, text, options)
 }
 
