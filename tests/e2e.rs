@@ -12,6 +12,8 @@ mod first_hour;
 mod fleet;
 #[path = "e2e/identity.rs"]
 mod identity;
+#[path = "e2e/input_bounds.rs"]
+mod input_bounds;
 #[path = "e2e/inputs.rs"]
 mod inputs;
 #[path = "e2e/lambda_versions.rs"]
@@ -22,6 +24,8 @@ mod lifecycle;
 mod ownership;
 #[path = "e2e/pacing.rs"]
 mod pacing;
+#[path = "e2e/one_owner.rs"]
+mod one_owner;
 #[path = "e2e/partial.rs"]
 mod partial;
 #[path = "e2e/postgres.rs"]

@@ -94,7 +94,11 @@ fn report_error(g: &Global, e: &CliError) {
         let doc = serde_json::json!({"error": e.to_string(), "diagnostics": diagnostics});
         println!("{doc}");
     }
-    eprintln!("error: {e}");
+    match e {
+        // Each diagnostic line already says `FILE:LINE:COLUMN: error: …`: `error:` once per line.
+        CliError::Manifest(ManifestError::Invalid(_)) => eprintln!("{e}"),
+        _ => eprintln!("error: {e}"),
+    }
 }
 
 fn validate(g: &Global) -> Result<Exit, CliError> {
