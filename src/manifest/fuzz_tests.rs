@@ -1013,7 +1013,19 @@ impl Gen<'_> {
                 Tv::Tbl(docs)
             }
             FieldType::JsonList if kind == Kind::RestApi && field.name == "routes" => {
-                Tv::Arr((0..self.tape.pick(4)).map(|_| self.route()).collect())
+                let routes: Vec<Tv> = (0..self.tape.pick(4)).map(|_| self.route()).collect();
+                // A route listed twice (one method and path; methods in any case) is refused.
+                let mut seen = std::collections::BTreeSet::new();
+                for route in &routes {
+                    let Tv::Tbl(entries) = route else { continue };
+                    let get = |k: &str| entries.iter().find(|(e, _)| e == k).and_then(|(_, v)| if let Tv::Str(s) = v { Some(s.clone()) } else { None });
+                    if let (Some(path), Some(method)) = (get("path"), get("method"))
+                        && !seen.insert((path.clone(), method.to_uppercase()))
+                    {
+                        self.flaws.push(format!("route {method} {path} listed twice"));
+                    }
+                }
+                Tv::Arr(routes)
             }
             FieldType::JsonList if kind == Kind::WebAcl && field.name == "rules" => {
                 let mut rules: Vec<Tv> = (0..self.tape.pick(4)).map(|_| self.rule()).collect();
@@ -1180,8 +1192,8 @@ fn generate(data: &[u32]) -> Generated {
     // Top-level lines, before any header.
     let mut prelude = String::new();
     let mut deps = BTreeMap::new();
-    // (kind, literal physical name) → first resource using it.
-    let mut physical: BTreeMap<(Kind, String), String> = BTreeMap::new();
+    // (kind, physical identity) → first resource with it.
+    let mut physical: BTreeMap<(Kind, Vec<String>), String> = BTreeMap::new();
     for i in 0..n {
         g.current = i;
         g.refs.clear();
@@ -1199,6 +1211,8 @@ fn generate(data: &[u32]) -> Generated {
             }
         }
         let schema = kind.schema();
+        // The literal values of the fields of the kind's physical identity.
+        let mut identity: BTreeMap<&str, String> = BTreeMap::new();
         for field in schema.fields {
             let include = if field.required { !g.flaw(3) } else { g.tape.chance(50) };
             if !include {
@@ -1217,14 +1231,22 @@ fn generate(data: &[u32]) -> Generated {
             } else {
                 g.well_typed(kind, field)
             };
-            if field.name == schema.physical_name
-                && let Tv::Str(v) = &value
-                && !v.contains("${")
-                && let Some(first) = physical.insert((kind, v.clone()), name.clone())
+            if let Tv::Str(v) = &value
+                && schema.identity.fields().contains(&field.name)
             {
-                g.flaws.push(format!("`{name}` and `{first}` share the {kind} name `{v}`"));
+                identity.insert(field.name, v.clone());
             }
             g.render_entry(&path, field.name, &value, &mut lines, &mut subs);
+        }
+        // Two resources with one physical identity (the kind's own rule) are refused.
+        let fields = schema.identity.fields();
+        if schema.identity != crate::manifest::schema::Identity::Assigned && fields.iter().all(|f| identity.contains_key(f)) {
+            let fold = matches!(schema.identity, crate::manifest::schema::Identity::FieldsIgnoringCase(_));
+            let key: Vec<String> =
+                fields.iter().map(|f| identity[f].clone()).map(|v| if fold && !v.contains("${") { v.to_ascii_lowercase() } else { v }).collect();
+            if let Some(first) = physical.insert((kind, key.clone()), name.clone()) {
+                g.flaws.push(format!("`{name}` and `{first}` share the {kind} identity {key:?}"));
+            }
         }
         if g.tape.chance(15) {
             let v = if g.flaw(20) {
