@@ -41,7 +41,10 @@ impl InputError {
     /// The path the error is about.
     pub fn path(&self) -> &Path {
         match self {
-            InputError::Io { path, .. } | InputError::NotRegular { path, .. } | InputError::TooLarge { path, .. } | InputError::NotUtf8 { path, .. } => path,
+            InputError::Io { path, .. }
+            | InputError::NotRegular { path, .. }
+            | InputError::TooLarge { path, .. }
+            | InputError::NotUtf8 { path, .. } => path,
         }
     }
 
@@ -120,7 +123,9 @@ pub fn text(path: &Path, bytes: Vec<u8>) -> Result<String, InputError> {
     let invalid = std::str::from_utf8(&bytes).err().map(|e| e.valid_up_to());
     let nul = bytes.iter().position(|b| *b == 0);
     let at = match (invalid, nul) {
-        (None, None) => return String::from_utf8(bytes).map_err(|e| InputError::Io { path: path.to_path_buf(), source: std::io::Error::other(e) }),
+        (None, None) => {
+            return String::from_utf8(bytes).map_err(|e| InputError::Io { path: path.to_path_buf(), source: std::io::Error::other(e) });
+        }
         (Some(a), Some(b)) => a.min(b),
         (Some(a), None) | (None, Some(a)) => a,
     };
@@ -141,7 +146,8 @@ fn looks_like(bytes: &[u8]) -> &'static str {
         return "it starts with a UTF-16 byte-order mark";
     }
     let sample = &bytes[..bytes.len().min(4096)];
-    let (even, odd) = sample.iter().enumerate().filter(|(_, b)| **b == 0).fold((0, 0), |(e, o), (i, _)| if i % 2 == 0 { (e + 1, o) } else { (e, o + 1) });
+    let (even, odd) =
+        sample.iter().enumerate().filter(|(_, b)| **b == 0).fold((0, 0), |(e, o), (i, _)| if i % 2 == 0 { (e + 1, o) } else { (e, o + 1) });
     let half = sample.len() / 2;
     // ASCII text in UTF-16: every other byte is NUL (the high bytes: odd ones little-endian).
     if half > 0 && (odd * 10 >= half * 8 || even * 10 >= half * 8) {

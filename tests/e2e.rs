@@ -20,12 +20,12 @@ mod inputs;
 mod lambda_versions;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
+#[path = "e2e/one_owner.rs"]
+mod one_owner;
 #[path = "e2e/ownership.rs"]
 mod ownership;
 #[path = "e2e/pacing.rs"]
 mod pacing;
-#[path = "e2e/one_owner.rs"]
-mod one_owner;
 #[path = "e2e/partial.rs"]
 mod partial;
 #[path = "e2e/postgres.rs"]

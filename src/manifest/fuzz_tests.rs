@@ -1018,7 +1018,9 @@ impl Gen<'_> {
                 let mut seen = std::collections::BTreeSet::new();
                 for route in &routes {
                     let Tv::Tbl(entries) = route else { continue };
-                    let get = |k: &str| entries.iter().find(|(e, _)| e == k).and_then(|(_, v)| if let Tv::Str(s) = v { Some(s.clone()) } else { None });
+                    let get = |k: &str| {
+                        entries.iter().find(|(e, _)| e == k).and_then(|(_, v)| if let Tv::Str(s) = v { Some(s.clone()) } else { None })
+                    };
                     if let (Some(path), Some(method)) = (get("path"), get("method"))
                         && !seen.insert((path.clone(), method.to_uppercase()))
                     {
@@ -1242,8 +1244,11 @@ fn generate(data: &[u32]) -> Generated {
         let fields = schema.identity.fields();
         if schema.identity != crate::manifest::schema::Identity::Assigned && fields.iter().all(|f| identity.contains_key(f)) {
             let fold = matches!(schema.identity, crate::manifest::schema::Identity::FieldsIgnoringCase(_));
-            let key: Vec<String> =
-                fields.iter().map(|f| identity[f].clone()).map(|v| if fold && !v.contains("${") { v.to_ascii_lowercase() } else { v }).collect();
+            let key: Vec<String> = fields
+                .iter()
+                .map(|f| identity[f].clone())
+                .map(|v| if fold && !v.contains("${") { v.to_ascii_lowercase() } else { v })
+                .collect();
             if let Some(first) = physical.insert((kind, key.clone()), name.clone()) {
                 g.flaws.push(format!("`{name}` and `{first}` share the {kind} identity {key:?}"));
             }

@@ -472,5 +472,4 @@ mod tests {
             assert!(!schema_errors(&validator, &text).is_empty(), "the schema accepts:\n{api}{function}{logs}");
         }
     }
-
 }

@@ -1165,10 +1165,8 @@ fn same_identity(identity: schema::Identity, second: &Draft, first: &Draft, at: 
             second.name, first.name
         );
     }
-    let shown: Vec<String> = fields
-        .iter()
-        .map(|f| format!("{f} = {}", second.attrs.get(*f).map_or_else(String::new, |v| v.to_string())))
-        .collect();
+    let shown: Vec<String> =
+        fields.iter().map(|f| format!("{f} = {}", second.attrs.get(*f).map_or_else(String::new, |v| v.to_string()))).collect();
     let case = if matches!(identity, schema::Identity::FieldsIgnoringCase(_))
         && fields.iter().any(|f| second.attrs.get(*f) != first.attrs.get(*f))
     {
