@@ -63,7 +63,7 @@ impl InputError {
 
 /// `n` bytes in MiB or KiB.
 fn size(n: u64) -> String {
-    if n >= 1024 * 1024 && n % (1024 * 1024) == 0 {
+    if n >= 1024 * 1024 && n.is_multiple_of(1024 * 1024) {
         format!("{} MiB", n / (1024 * 1024))
     } else if n >= 1024 {
         format!("{} KiB", n / 1024)

@@ -126,6 +126,18 @@ impl std::fmt::Display for Identity {
     }
 }
 
+/// A second key of a stack about to record a physical resource another key records.
+#[derive(Debug)]
+pub struct SharedId {
+    pub stack: String,
+    /// The key being recorded.
+    pub resource: String,
+    /// The key that records it already.
+    pub other: String,
+    pub kind: Kind,
+    pub id: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot open state file {}: {source}", path.display())]
@@ -157,10 +169,11 @@ pub enum StateError {
     /// This process's lock of the stack is gone (its database session ended, or another process took
     /// it): no more AWS writes, no more state writes for the stack.
     #[error(
-        "refusing to record `{resource}` of stack `{stack}` as {kind} `{id}`: `{other}` already records that resource, and one \
-         physical resource has one owner; the two declarations name the same resource in AWS (keep one of them)"
+        "refusing to record `{}` of stack `{}` as {} `{}`: `{}` already records that resource, and one physical resource has one \
+         owner; the two declarations name the same resource in AWS (keep one of them)",
+        .0.resource, .0.stack, .0.kind, .0.id, .0.other
     )]
-    SharedPhysicalId { stack: String, resource: String, other: String, kind: Kind, id: String },
+    SharedPhysicalId(Box<SharedId>),
     #[error("lost the lock of stack `{stack}`: {why}; stopped before any further AWS or state write (run the command again)")]
     LockLost { stack: String, why: String },
     #[error(
@@ -645,13 +658,13 @@ impl Store {
                         .await?;
                 let wanted = crate::providers::canonical_id(r.kind, &r.physical_id);
                 if let Some((other, _)) = others.into_iter().find(|(_, id)| crate::providers::canonical_id(r.kind, id) == wanted) {
-                    return Err(StateError::SharedPhysicalId {
+                    return Err(StateError::SharedPhysicalId(Box::new(SharedId {
                         stack: stack.into(),
                         resource: r.name.clone(),
                         other,
                         kind: r.kind,
                         id: r.physical_id.clone(),
-                    });
+                    })));
                 }
             }
             let serial = tx.bump(stack, fence).await?;
@@ -1513,7 +1526,7 @@ mod tests {
         let stage = "arn:aws:apigateway:us-east-1::/restapis/a1/stages/prod";
         store.put_resource("s", &assoc("one", stage)).await.unwrap();
         let err = store.put_resource("s", &assoc("two", stage)).await.unwrap_err();
-        assert!(matches!(&err, StateError::SharedPhysicalId { resource, other, .. } if resource == "two" && other == "one"), "{err}");
+        assert!(matches!(&err, StateError::SharedPhysicalId(s) if s.resource == "two" && s.other == "one"), "{err}");
         let recorded: Vec<String> = store.load("s").await.unwrap().resources.keys().cloned().collect();
         assert_eq!(recorded, vec!["one".to_string()], "nothing recorded for the second key");
         // Ids compared as AWS would: a permission's function by name or ARN alike.
