@@ -1407,6 +1407,7 @@ fn find_cycle(deps: &BTreeMap<String, BTreeSet<String>>) -> Option<String> {
 fn generated_manifests_validate_as_expected() {
     let path = manifests_dir().join("generated.toml");
     let valid = AtomicUsize::new(0);
+    let schema = jsonschema::validator_for(&super::json_schema::generate()).expect("the manifest schema compiles");
     run("generated manifests", GRAMMAR_CASES, vec(any::<u32>(), 2048), |data| {
         let generated = generate(&data);
         let text = &generated.text;
@@ -1421,6 +1422,12 @@ fn generated_manifests_validate_as_expected() {
             Err(e) => return Err(TestCaseError::fail(format!("refused a valid manifest:\n{e}\n--- manifest ---\n{text}"))),
         };
         prop_assert_eq!(&m.stack, &generated.stack);
+        // The JSON Schema accepts what validate accepts (an editor never marks it as wrong).
+        let doc: serde_json::Value =
+            serde_json::to_value(toml::from_str::<toml::Table>(text).map_err(|e| TestCaseError::fail(e.to_string()))?)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let misfits: Vec<String> = schema.iter_errors(&doc).map(|e| format!("{}: {e}", e.instance_path())).collect();
+        prop_assert!(misfits.is_empty(), "the JSON Schema refuses a manifest validate accepts: {misfits:#?}\n{text}");
         let got: Vec<(String, Kind)> = m.resources.iter().map(|r| (r.name.clone(), r.kind)).collect();
         prop_assert_eq!(&got, &generated.resources, "resources of:\n{}", text);
         for r in &m.resources {
