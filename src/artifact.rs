@@ -41,6 +41,8 @@ pub enum ArtifactError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Input(crate::input::InputError),
     #[error("cannot zip {}: {source}", path.display())]
     Zip {
         path: PathBuf,
@@ -104,8 +106,16 @@ pub fn package(path: &Path) -> Result<Artifact, ArtifactError> {
         .last_modified_time(zip::DateTime::default())
         .unix_permissions(0o644);
     let zerr = |source| ArtifactError::Zip { path: path.to_path_buf(), source };
+    // Each file is read through the bounded reader (a file swapped for a FIFO after the walk, or
+    // grown since, is an error, not a hang), within what is left of Lambda's limit.
+    let mut left = MAX_UNZIPPED;
     for (name, file) in &files {
-        let bytes = std::fs::read(file).map_err(|source| ArtifactError::Io { path: file.clone(), source })?;
+        let bytes = crate::input::read_bytes(file, left, "Lambda code (unzipped, in all)").map_err(|e| match e {
+            crate::input::InputError::TooLarge { .. } => ArtifactError::TooLarge(path.to_path_buf()),
+            crate::input::InputError::NotRegular { .. } => ArtifactError::NotAFile(file.clone()),
+            e => ArtifactError::Input(e),
+        })?;
+        left = left.saturating_sub(bytes.len() as u64);
         writer.start_file(name.as_str(), options).map_err(zerr)?;
         writer.write_all(&bytes).map_err(io)?;
     }

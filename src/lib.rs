@@ -10,6 +10,7 @@ pub mod canonical;
 pub mod cli;
 pub mod commands;
 pub mod identity;
+pub mod input;
 pub mod manifest;
 pub mod plan;
 pub mod providers;

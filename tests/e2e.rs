@@ -14,6 +14,8 @@ mod first_hour;
 mod fleet;
 #[path = "e2e/identity.rs"]
 mod identity;
+#[path = "e2e/input_bounds.rs"]
+mod input_bounds;
 #[path = "e2e/inputs.rs"]
 mod inputs;
 #[path = "e2e/intent.rs"]
@@ -22,6 +24,8 @@ mod intent;
 mod lambda_versions;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
+#[path = "e2e/one_owner.rs"]
+mod one_owner;
 #[path = "e2e/ownership.rs"]
 mod ownership;
 #[path = "e2e/pacing.rs"]

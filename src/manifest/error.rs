@@ -85,7 +85,12 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{}: error: {}", self.location, self.message)?;
+        write!(f, "{}: error: {}", self.location, self.message)?;
+        // No line to show (an input that could not be read as text).
+        if self.snippet.is_empty() {
+            return Ok(());
+        }
+        writeln!(f)?;
         let gutter = self.location.line.to_string();
         writeln!(f, "{} | {}", gutter, self.snippet)?;
         write!(f, "{} | {}^", " ".repeat(gutter.len()), " ".repeat(self.caret.saturating_sub(1)))
@@ -94,12 +99,9 @@ impl fmt::Display for Diagnostic {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("cannot read manifest {}: {source}{}", path.display(), how_to_name(source))]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The file could not be read (missing, not a regular file, over [`crate::input::MAX_MANIFEST`]).
+    #[error("cannot read manifest {}: {}{}", .0.path().display(), .0.reason(), how_to_name(.0))]
+    Read(#[source] crate::input::InputError),
     #[error("{}", render(.0))]
     Invalid(Vec<Diagnostic>),
 }
@@ -108,8 +110,8 @@ pub enum ManifestError {
 pub const DEFAULT_MANIFEST: &str = "reconcile.toml";
 
 /// For a manifest that is not there: how to name one.
-fn how_to_name(e: &std::io::Error) -> String {
-    if e.kind() != std::io::ErrorKind::NotFound {
+fn how_to_name(e: &crate::input::InputError) -> String {
+    if !matches!(e, crate::input::InputError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound) {
         return String::new();
     }
     format!(
@@ -130,7 +132,7 @@ impl ManifestError {
     pub fn diagnostics(&self) -> &[Diagnostic] {
         match self {
             ManifestError::Invalid(d) => d,
-            ManifestError::Read { .. } => &[],
+            ManifestError::Read(_) => &[],
         }
     }
 }

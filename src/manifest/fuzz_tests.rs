@@ -1013,7 +1013,21 @@ impl Gen<'_> {
                 Tv::Tbl(docs)
             }
             FieldType::JsonList if kind == Kind::RestApi && field.name == "routes" => {
-                Tv::Arr((0..self.tape.pick(4)).map(|_| self.route()).collect())
+                let routes: Vec<Tv> = (0..self.tape.pick(4)).map(|_| self.route()).collect();
+                // A route listed twice (one method and path; methods in any case) is refused.
+                let mut seen = std::collections::BTreeSet::new();
+                for route in &routes {
+                    let Tv::Tbl(entries) = route else { continue };
+                    let get = |k: &str| {
+                        entries.iter().find(|(e, _)| e == k).and_then(|(_, v)| if let Tv::Str(s) = v { Some(s.clone()) } else { None })
+                    };
+                    if let (Some(path), Some(method)) = (get("path"), get("method"))
+                        && !seen.insert((path.clone(), method.to_uppercase()))
+                    {
+                        self.flaws.push(format!("route {method} {path} listed twice"));
+                    }
+                }
+                Tv::Arr(routes)
             }
             FieldType::JsonList if kind == Kind::WebAcl && field.name == "rules" => {
                 let mut rules: Vec<Tv> = (0..self.tape.pick(4)).map(|_| self.rule()).collect();
@@ -1180,8 +1194,8 @@ fn generate(data: &[u32]) -> Generated {
     // Top-level lines, before any header.
     let mut prelude = String::new();
     let mut deps = BTreeMap::new();
-    // (kind, literal physical name) → first resource using it.
-    let mut physical: BTreeMap<(Kind, String), String> = BTreeMap::new();
+    // (kind, physical identity) → first resource with it.
+    let mut physical: BTreeMap<(Kind, Vec<String>), String> = BTreeMap::new();
     for i in 0..n {
         g.current = i;
         g.refs.clear();
@@ -1199,6 +1213,8 @@ fn generate(data: &[u32]) -> Generated {
             }
         }
         let schema = kind.schema();
+        // The literal values of the fields of the kind's physical identity.
+        let mut identity: BTreeMap<&str, String> = BTreeMap::new();
         for field in schema.fields {
             let include = if field.required { !g.flaw(3) } else { g.tape.chance(50) };
             if !include {
@@ -1217,14 +1233,25 @@ fn generate(data: &[u32]) -> Generated {
             } else {
                 g.well_typed(kind, field)
             };
-            if field.name == schema.physical_name
-                && let Tv::Str(v) = &value
-                && !v.contains("${")
-                && let Some(first) = physical.insert((kind, v.clone()), name.clone())
+            if let Tv::Str(v) = &value
+                && schema.identity.fields().contains(&field.name)
             {
-                g.flaws.push(format!("`{name}` and `{first}` share the {kind} name `{v}`"));
+                identity.insert(field.name, v.clone());
             }
             g.render_entry(&path, field.name, &value, &mut lines, &mut subs);
+        }
+        // Two resources with one physical identity (the kind's own rule) are refused.
+        let fields = schema.identity.fields();
+        if schema.identity != crate::manifest::schema::Identity::Assigned && fields.iter().all(|f| identity.contains_key(f)) {
+            let fold = matches!(schema.identity, crate::manifest::schema::Identity::FieldsIgnoringCase(_));
+            let key: Vec<String> = fields
+                .iter()
+                .map(|f| identity[f].clone())
+                .map(|v| if fold && !v.contains("${") { v.to_ascii_lowercase() } else { v })
+                .collect();
+            if let Some(first) = physical.insert((kind, key.clone()), name.clone()) {
+                g.flaws.push(format!("`{name}` and `{first}` share the {kind} identity {key:?}"));
+            }
         }
         if g.tape.chance(15) {
             let v = if g.flaw(20) {
@@ -1380,6 +1407,7 @@ fn find_cycle(deps: &BTreeMap<String, BTreeSet<String>>) -> Option<String> {
 fn generated_manifests_validate_as_expected() {
     let path = manifests_dir().join("generated.toml");
     let valid = AtomicUsize::new(0);
+    let schema = jsonschema::validator_for(&super::json_schema::generate()).expect("the manifest schema compiles");
     run("generated manifests", GRAMMAR_CASES, vec(any::<u32>(), 2048), |data| {
         let generated = generate(&data);
         let text = &generated.text;
@@ -1394,6 +1422,12 @@ fn generated_manifests_validate_as_expected() {
             Err(e) => return Err(TestCaseError::fail(format!("refused a valid manifest:\n{e}\n--- manifest ---\n{text}"))),
         };
         prop_assert_eq!(&m.stack, &generated.stack);
+        // The JSON Schema accepts what validate accepts (an editor never marks it as wrong).
+        let doc: serde_json::Value =
+            serde_json::to_value(toml::from_str::<toml::Table>(text).map_err(|e| TestCaseError::fail(e.to_string()))?)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let misfits: Vec<String> = schema.iter_errors(&doc).map(|e| format!("{}: {e}", e.instance_path())).collect();
+        prop_assert!(misfits.is_empty(), "the JSON Schema refuses a manifest validate accepts: {misfits:#?}\n{text}");
         let got: Vec<(String, Kind)> = m.resources.iter().map(|r| (r.name.clone(), r.kind)).collect();
         prop_assert_eq!(&got, &generated.resources, "resources of:\n{}", text);
         for r in &m.resources {

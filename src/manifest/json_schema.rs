@@ -4,11 +4,13 @@
 //! `reconcile schema` prints it and `docs/manifest.schema.json` keeps a copy (a test checks the copy).
 //!
 //! The schema is a help for editors, not the validator: `reconcile validate` checks more (AWS's
-//! naming rules, references, cycles, duplicate names, code paths). Values a reference may stand in
-//! for are strings already: `${...}` references are accepted wherever a string is (string fields,
-//! lists and tables of strings, strings inside JSON documents). A field of another type keeps its own
-//! type here although `"${var.NAME}"` of a variable of that type is accepted there by the validator (an
-//! editor flags it; `reconcile validate` is the judge); `enabled` says so.
+//! naming rules, references, cycles, duplicate names, code paths). It accepts a `${...}` reference
+//! wherever the validator does, so an editor never marks a valid manifest as wrong: wherever a string
+//! is (string fields, lists and tables of strings, strings inside JSON documents); in a field of
+//! another type (a number, a boolean, a list, a table) a value that is exactly `"${var.NAME}"`, which
+//! takes the variable's value and type before validation; in a field with a list of values
+//! (`endpoint_type`, `runtime`) one of them or a string holding a `${var.NAME}` (the validator checks
+//! the value once substituted).
 
 use serde_json::{Map, Value, json};
 
@@ -100,6 +102,8 @@ fn boolean_or_var() -> Value {
 
 /// A value that is exactly one variable reference (`"${var.NAME}"`).
 const VAR_REF: &str = "^\\$\\{var\\.[A-Za-z_][A-Za-z0-9_]*\\}$";
+/// A string holding a variable reference (substituted before validation).
+const HAS_VAR_REF: &str = "\\$\\{var\\.[A-Za-z_][A-Za-z0-9_]*\\}";
 
 /// `schema` (of a non-string value), or a string that is exactly one variable reference. (JSON Schema's
 /// `pattern` applies to strings only.)
@@ -205,7 +209,8 @@ pub fn text() -> String {
 fn meta_properties(list: &[Meta]) -> Value {
     let mut props = Map::new();
     for m in list {
-        let mut s = (m.schema)();
+        // Variables are substituted in every table but `[variables]`: a meta-field too may be one.
+        let mut s = or_var((m.schema)());
         if let Value::Object(o) = &mut s {
             o.insert("description".into(), json!(m.doc));
         }
@@ -257,9 +262,10 @@ fn field(f: &Field) -> Value {
         doc.push_str(" (secret: never shown, the state keeps a keyed fingerprint)");
     }
     o.insert("description".into(), json!(doc));
-    // The validator holds a `one_of` field to its values even when it holds a reference.
+    // The validator holds a `one_of` field to its values once variables are substituted: one of
+    // them, or a string holding a variable (another reference is refused).
     if !f.one_of.is_empty() {
-        o.insert("enum".into(), json!(f.one_of));
+        o.insert("anyOf".into(), json!([{"enum": f.one_of}, {"pattern": HAS_VAR_REF}]));
     }
     if let Some(d) = f.default {
         o.insert("default".into(), d.value());
@@ -269,7 +275,8 @@ fn field(f: &Field) -> Value {
     {
         o.insert("propertyNames".into(), names.clone());
     }
-    s
+    // A value that is exactly `"${var.NAME}"` takes the variable's type: a number, a list, a table.
+    or_var(s)
 }
 
 #[cfg(test)]
@@ -352,5 +359,117 @@ mod tests {
         }
         assert_eq!(schema["properties"]["stack"]["properties"]["tags"]["additionalProperties"]["type"], "string");
         assert_eq!(schema["properties"]["moved"]["items"]["required"], json!(["from", "to"]));
+    }
+
+    /// The schema's complaints about `text` (a TOML manifest), as a real JSON Schema validator (an
+    /// editor's) reports them.
+    fn schema_errors(validator: &jsonschema::Validator, text: &str) -> Vec<String> {
+        let doc: Value = serde_json::to_value(toml::from_str::<toml::Table>(text).unwrap()).unwrap();
+        validator.iter_errors(&doc).map(|e| format!("{}: {e}", e.instance_path())).collect()
+    }
+
+    /// The TOML manifests written as raw strings (`r#"…"#` holding a `[stack]` table) in the tests.
+    fn manifests_in_tests() -> Vec<(String, String)> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        let mut dirs = vec![root.join("tests"), root.join("src")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    files.push(path);
+                }
+            }
+        }
+        files.sort();
+        let mut out = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (n, piece) in text.split("r#\"").skip(1).enumerate() {
+                let Some((body, _)) = piece.split_once("\"#") else { continue };
+                if body.contains("[stack]") && toml::from_str::<toml::Table>(body).is_ok() {
+                    out.push((format!("{}#{n}", file.strip_prefix(root).unwrap_or(&file).display()), body.to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_manifest_validate_accepts_fits_the_schema_by_a_json_schema_validator() {
+        let validator = jsonschema::validator_for(&generate()).unwrap();
+        let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests"));
+        let mut checked = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            crate::manifest::parse(&path, text.clone()).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(schema_errors(&validator, &text), Vec::<String>::new(), "{}", path.display());
+            checked += 1;
+        }
+        assert!(checked >= 1, "no manifest under manifests/");
+        // The tests' own manifests that validate accepts (relative code paths as under manifests/).
+        let mut good = 0;
+        for (name, text) in manifests_in_tests() {
+            if crate::manifest::parse(&dir.join("from-tests.toml"), text.clone()).is_ok() {
+                assert_eq!(schema_errors(&validator, &text), Vec::<String>::new(), "{name}:\n{text}");
+                good += 1;
+            }
+        }
+        assert!(good >= 5, "only {good} manifests found in the tests");
+    }
+
+    /// A small stack with `fields` in a REST API, a function and a log group.
+    fn stack(api: &str, function: &str, logs: &str) -> String {
+        format!(
+            "[stack]\nname = \"s\"\n\n[variables.endpoint]\ntype = \"string\"\ndefault = \"EDGE\"\n\n\
+             [variables.runtime]\ntype = \"string\"\ndefault = \"python3.13\"\n\n[variables.timeout]\ntype = \"number\"\ndefault = 30\n\n\
+             [variables.days]\ntype = \"number\"\ndefault = 14\n\n[variables.keep]\ntype = \"bool\"\ndefault = true\n\n\
+             [variables.policies]\ntype = \"list\"\ndefault = [\"arn:aws:iam::aws:policy/ReadOnlyAccess\"]\n\n\
+             [resources.role]\ntype = \"aws_iam_role\"\nname = \"r\"\nassume_role_policy = {{ Version = \"2012-10-17\" }}\n\
+             managed_policy_arns = \"${{var.policies}}\"\nprotect = \"${{var.keep}}\"\n\n\
+             [resources.api]\ntype = \"aws_api_gateway_rest_api\"\nname = \"a\"\n{api}\n\n\
+             [resources.fn]\ntype = \"aws_lambda_function\"\nfunction_name = \"f\"\nhandler = \"index.handler\"\nrole = \"${{role.arn}}\"\n\
+             code = \"apigw-lambda-basic/lambda\"\n{function}\n\n\
+             [resources.logs]\ntype = \"aws_cloudwatch_log_group\"\nname = \"l\"\n{logs}\n"
+        )
+    }
+
+    #[test]
+    fn variables_in_enum_number_boolean_and_list_fields_fit_and_bad_values_are_refused_by_both() {
+        let validator = jsonschema::validator_for(&generate()).unwrap();
+        let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests"));
+        let at = dir.join("vars.toml");
+        let good = stack(
+            "endpoint_type = \"${var.endpoint}\"",
+            "runtime = \"${var.runtime}\"\ntimeout = \"${var.timeout}\"",
+            "retention_in_days = \"${var.days}\"",
+        );
+        crate::manifest::parse(&at, good.clone()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(schema_errors(&validator, &good), Vec::<String>::new());
+        let literal = stack("endpoint_type = \"EDGE\"", "runtime = \"python3.13\"\ntimeout = 30", "retention_in_days = 14");
+        crate::manifest::parse(&at, literal.clone()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(schema_errors(&validator, &literal), Vec::<String>::new());
+
+        let bad = [
+            ("endpoint_type = \"FAST\"", "runtime = \"python3.13\"", ""),
+            ("", "runtime = \"cobol\"", ""),
+            ("", "runtime = \"python3.13\"\ntimeout = \"ten\"", ""),
+            ("", "runtime = \"python3.13\"\ntimeout = 0", ""),
+            ("", "runtime = \"python3.13\"", "retention_in_days = \"${role.arn}\""),
+            ("", "runtime = \"${role.arn}\"", ""),
+            ("", "runtime = \"python3.13\"\nmemory = 128", ""),
+            ("", "runtime = \"python3.13\"", "retention_in_days = true"),
+        ];
+        for (api, function, logs) in bad {
+            let text = stack(api, function, logs);
+            assert!(crate::manifest::parse(&at, text.clone()).is_err(), "validate accepts:\n{api}{function}{logs}");
+            assert!(!schema_errors(&validator, &text).is_empty(), "the schema accepts:\n{api}{function}{logs}");
+        }
     }
 }

@@ -205,7 +205,14 @@ pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
 
 /// [`load`] with explicit options.
 pub fn load_with(path: &Path, options: &Options) -> Result<Manifest, ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
+    let text = match crate::input::read_text(path, crate::input::MAX_MANIFEST, "a manifest") {
+        Ok(text) => text,
+        Err(crate::input::InputError::NotUtf8 { path, line, column, detail }) => {
+            let location = Location { file: path, line, column };
+            return Err(ManifestError::Invalid(vec![Diagnostic { location, message: detail, snippet: String::new(), caret: column }]));
+        }
+        Err(e) => return Err(ManifestError::Read(e)),
+    };
     parse_with(path, text, options)
 }
 
@@ -251,7 +258,8 @@ struct Draft {
     ignore_changes: IgnoreChanges,
     retain_on_delete: bool,
     header: usize,
-    physical_span: Option<Range<usize>>,
+    /// Each field's value span, to point identity errors at them.
+    field_spans: HashMap<&'static str, Range<usize>>,
     artifact: Option<Artifact>,
     /// `enabled = false`: checked, then left out of the manifest.
     enabled: bool,
@@ -611,7 +619,7 @@ impl<'a> Validator<'a> {
             ignore_changes: IgnoreChanges::default(),
             retain_on_delete: false,
             header,
-            physical_span: None,
+            field_spans: HashMap::new(),
             artifact: None,
             enabled: true,
         };
@@ -655,8 +663,8 @@ impl<'a> Validator<'a> {
                     };
                     let prefixed;
                     let mut fvalue = fvalue;
+                    draft.field_spans.insert(field.name, fvalue.span());
                     if fname == schema.physical_name {
-                        draft.physical_span = Some(fvalue.span());
                         // `[stack] name_prefix`, checked with the name (AWS's length rules see the whole name).
                         if let DeValue::String(s) = fvalue.get_ref()
                             && !self.name_prefix.is_empty()
@@ -889,6 +897,10 @@ impl<'a> Validator<'a> {
                 let mut list = Vec::new();
                 let mut ok = true;
                 let mut seen: HashMap<(&str, String), usize> = HashMap::new();
+                // Elements with one identity (a route's method and path) are one thing in AWS: listed
+                // twice, the second would fail (or overwrite the first) in the middle of an apply.
+                let by_identity = !field.identity.is_empty() && !field.identity.iter().all(|k| field.unique.contains(k));
+                let mut identities: HashMap<Vec<String>, (usize, Range<usize>)> = HashMap::new();
                 for (i, item) in items.iter().enumerate() {
                     if !matches!(item.get_ref(), DeValue::Table(_)) {
                         self.err(&item.span(), format!("`{}[{i}]` must be a table, found {}", field.name, item.get_ref().type_str()));
@@ -910,6 +922,25 @@ impl<'a> Validator<'a> {
                                         ));
                                         ok = false;
                                     }
+                                }
+                            }
+                            let identity: Option<Vec<String>> = field
+                                .identity
+                                .iter()
+                                .map(|k| v.get(*k).map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string)))
+                                .collect();
+                            if by_identity && let Some(identity) = identity {
+                                if let Some((first, first_span)) = identities.get(&identity) {
+                                    let at = self.src.location(first_span.start);
+                                    self.err(&item.span(), format!(
+                                        "`{f}[{i}]` ({}) is already declared by `{f}[{first}]` ({at}); AWS holds one per {}: keep one of them",
+                                        identity.join(" "),
+                                        field.identity.join(" and "),
+                                        f = field.name
+                                    ));
+                                    ok = false;
+                                } else {
+                                    identities.insert(identity, (i, item.span()));
                                 }
                             }
                             list.push(v);
@@ -1108,22 +1139,23 @@ impl<'a> Validator<'a> {
             }
         }
 
-        // Duplicate physical names within a kind.
-        let mut seen: HashMap<(Kind, String), usize> = HashMap::new();
-        for d in &drafts {
-            let field = d.kind.schema().physical_name;
-            let Some(name) = d.attrs.get(field).and_then(Value::as_str) else {
-                continue;
-            };
-            if name.contains("${") {
-                continue;
-            }
-            if let Some(first) = seen.get(&(d.kind, name.to_string())) {
-                let at = self.src.location(*first);
-                let span = d.physical_span.clone().unwrap_or(d.header..d.header);
-                self.err(&span, format!("duplicate {} `{field}` = \"{name}\": already used by the resource at line {}", d.kind, at.line));
-            } else {
-                seen.insert((d.kind, name.to_string()), d.physical_span.clone().map_or(d.header, |s| s.start));
+        // One owner per physical resource: two declarations whose identity (each kind's own rule,
+        // `KindSchema::identity`) is the same expression would be one resource under two keys.
+        let mut seen: HashMap<(Kind, Vec<String>), usize> = HashMap::new();
+        for (i, d) in drafts.iter().enumerate() {
+            let identity = d.kind.schema().identity;
+            let Some(key) = identity.key(&d.attrs) else { continue };
+            match seen.get(&(d.kind, key.clone())) {
+                None => {
+                    seen.insert((d.kind, key), i);
+                }
+                Some(&first) => {
+                    let first = &drafts[first];
+                    let message = same_identity(identity, d, first, &self.src.location(first.header));
+                    let fields = identity.fields();
+                    let span = fields.last().and_then(|f| d.field_spans.get(f)).cloned().unwrap_or(d.header..d.header);
+                    self.err(&span, message);
+                }
             }
         }
 
@@ -1161,6 +1193,36 @@ impl<'a> Validator<'a> {
 
 /// Whether a stage's attributes turn on access logging or execution logging (including data trace),
 /// which API Gateway accepts only once the region's account setting names a CloudWatch role.
+/// The error for `second`, whose physical identity is `first`'s (declared at `at`).
+fn same_identity(identity: schema::Identity, second: &Draft, first: &Draft, at: &Location) -> String {
+    let kind = second.kind;
+    let fields = identity.fields();
+    if fields.is_empty() {
+        return format!(
+            "`{}`: there is one {kind} per account and region, and `{}` ({at}) already declares it; keep one of them \
+             (two would set the region's setting in turn on every apply and never converge)",
+            second.name, first.name
+        );
+    }
+    let shown: Vec<String> =
+        fields.iter().map(|f| format!("{f} = {}", second.attrs.get(*f).map_or_else(String::new, |v| v.to_string()))).collect();
+    let case = if matches!(identity, schema::Identity::FieldsIgnoringCase(_))
+        && fields.iter().any(|f| second.attrs.get(*f) != first.attrs.get(*f))
+    {
+        " (AWS treats these names as one whatever their case)"
+    } else {
+        ""
+    };
+    format!(
+        "`{}`: {kind} with {} is the same resource in AWS as `{}` ({at}){case}; one resource has one owner: \
+         keep one declaration, or give this one another {}",
+        second.name,
+        shown.join(", "),
+        first.name,
+        fields.last().copied().unwrap_or("name")
+    )
+}
+
 /// Whether resource `from` (an index into `drafts`) depends on `target`, directly or through others.
 fn reaches(drafts: &[Draft], deps: &[BTreeSet<String>], from: usize, target: &str) -> bool {
     let index: HashMap<&str, usize> = drafts.iter().enumerate().map(|(i, d)| (d.name.as_str(), i)).collect();
@@ -1227,5 +1289,7 @@ fn is_stack_name(s: &str) -> bool {
 
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(test)]
+mod identity_tests;
 #[cfg(test)]
 mod tests;

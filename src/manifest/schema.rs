@@ -6,7 +6,7 @@ use serde_json::Value;
 pub use crate::providers::Kind;
 pub use crate::providers::lambda_function::LAMBDA_RUNTIMES;
 pub use crate::providers::log_group::LOG_RETENTION_DAYS;
-pub use crate::providers::schema::{CODE_SHA256, Check, DefaultValue, Field, FieldType, KindSchema};
+pub use crate::providers::schema::{CODE_SHA256, Check, DefaultValue, Field, FieldType, Identity, KindSchema};
 
 /// What a secret value is shown as.
 pub use crate::redact::SENSITIVE;

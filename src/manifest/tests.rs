@@ -111,7 +111,8 @@ fn duplicate_physical_names() {
     ));
     assert_eq!(e.len(), 1);
     assert!(
-        e[0].starts_with("10:8: duplicate aws_cloudwatch_log_group `name` = \"same\": already used by the resource at line 6"),
+        e[0].starts_with("10:8: `b`: aws_cloudwatch_log_group with name = \"same\" is the same resource in AWS as `a` (")
+            && e[0].contains("stack.toml:4:12)"),
         "{e:?}"
     );
 }

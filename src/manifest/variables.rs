@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 use toml::Spanned;
@@ -248,11 +248,18 @@ pub(super) fn resolve(src: &SourceMap, table: Option<&Spanned<DeValue<'_>>>, inp
 
     let mut var_sources = Vec::new();
     for path in &inputs.var_files {
-        match std::fs::read_to_string(path) {
+        match crate::input::read_text(path, crate::input::MAX_VAR_FILE, "a var file") {
             Ok(text) => var_sources.push(SourceMap::new(path, text)),
+            // The line is not shown: a var file may hold secrets.
+            Err(crate::input::InputError::NotUtf8 { path, line, column, detail }) => diags.push(Diagnostic {
+                location: Location { file: path, line, column },
+                message: format!("var file: {detail}"),
+                snippet: String::new(),
+                caret: column,
+            }),
             Err(e) => diags.push(Diagnostic {
                 location: Location { file: path.clone(), line: 1, column: 1 },
-                message: format!("cannot read var file: {e}"),
+                message: format!("cannot read var file: {}", e.reason()),
                 snippet: String::new(),
                 caret: 1,
             }),
@@ -331,11 +338,11 @@ pub(super) fn resolve(src: &SourceMap, table: Option<&Spanned<DeValue<'_>>>, inp
         let text = if let Some(literal) = raw.strip_prefix("@@") {
             format!("@{literal}")
         } else if let Some(path) = raw.strip_prefix('@') {
-            match std::fs::read_to_string(path) {
+            match crate::input::read_text(Path::new(path), crate::input::MAX_VAR_VALUE_FILE, "a `--var name=@FILE` value") {
                 Ok(t) => t.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&t).to_string(),
                 Err(e) => {
                     refused.insert(name.to_string());
-                    diags.push(diag(&origin, false, format!("variable `{name}`: cannot read {path}: {e}")));
+                    diags.push(diag(&origin, false, format!("variable `{name}`: cannot read {path}: {}", e.reason())));
                     continue;
                 }
             }

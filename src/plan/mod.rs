@@ -320,6 +320,11 @@ pub enum PlanError {
          {from_kind} `{from}` is deleted and the {to_kind} `{to}` created)"
     )]
     MovedAcrossTypes { location: String, from: String, from_kind: Kind, to: String, to_kind: Kind },
+    #[error(
+        "{location}: `{resource}` ({kind}) is, once its references are resolved, the same resource in AWS as `{first}` ({first_location}): \
+         {identity}; one resource has one owner: keep one declaration"
+    )]
+    SameIdentity { resource: String, kind: Kind, location: String, first: String, first_location: String, identity: String },
     #[error("reading {resource} ({kind} {id}) from AWS: {source}")]
     Refresh {
         resource: String,
@@ -328,6 +333,43 @@ pub enum PlanError {
         #[source]
         source: ProviderError,
     },
+}
+
+/// Resources of the manifest whose physical identity (each kind's `KindSchema::identity`) is
+/// another's once the references the state can answer are resolved (a literal function name and
+/// `${fn.name}`): validate compared the expressions as written; this compares their values, before
+/// any write. A field still unknown (its resource not made yet) is left to the state's own guard.
+pub fn identity_conflicts(manifest: &Manifest, state: &StackState) -> Vec<PlanError> {
+    let lookup = |res: &str, out: &str| state.resources.get(res).and_then(|s| s.outputs.get(out)).cloned();
+    let mut seen: HashMap<(Kind, Vec<String>), &crate::manifest::Resource> = HashMap::new();
+    let mut refused = Vec::new();
+    for r in &manifest.resources {
+        let identity = r.kind.schema().identity;
+        let mut resolved = Map::new();
+        let mut unknown = false;
+        for f in identity.fields() {
+            if let Some(v) = r.attrs.get(*f) {
+                let (v, u) = refs::resolve(v, &lookup);
+                unknown |= u;
+                resolved.insert(f.to_string(), v);
+            }
+        }
+        let Some(key) = identity.key(&resolved).filter(|_| !unknown) else { continue };
+        match seen.get(&(r.kind, key.clone())) {
+            None => {
+                seen.insert((r.kind, key), r);
+            }
+            Some(first) => refused.push(PlanError::SameIdentity {
+                resource: r.name.clone(),
+                kind: r.kind,
+                location: r.location.to_string(),
+                first: first.name.clone(),
+                first_location: first.location.to_string(),
+                identity: identity.fields().iter().zip(&key).map(|(f, v)| format!("{f} {v}")).collect::<Vec<_>>().join(", "),
+            }),
+        }
+    }
+    refused
 }
 
 /// Region-wide singletons this manifest declares that another stack of the state file owns: one
@@ -517,9 +559,13 @@ pub async fn compute_tolerant(
     let plan = diff_all(manifest, state, &live);
     // A singleton another stack owns is never planned: it stands as a failed read that names the owner.
     let mut refused = std::collections::HashSet::new();
-    for e in singleton_conflicts(manifest, state).into_iter().chain(moved_type_conflicts(manifest, state)) {
+    let refusals = singleton_conflicts(manifest, state)
+        .into_iter()
+        .chain(moved_type_conflicts(manifest, state))
+        .chain(identity_conflicts(manifest, state));
+    for e in refusals {
         let resource = match &e {
-            PlanError::SingletonOwned { resource, .. } => resource.clone(),
+            PlanError::SingletonOwned { resource, .. } | PlanError::SameIdentity { resource, .. } => resource.clone(),
             PlanError::MovedAcrossTypes { to, .. } => to.clone(),
             PlanError::Recovery { .. } | PlanError::Refresh { .. } => continue,
         };
@@ -620,6 +666,9 @@ pub async fn compute_with(
     only: Option<&std::collections::BTreeSet<String>>,
 ) -> Result<(Plan, HashMap<String, Option<Live>>), PlanError> {
     if let Some(refused) = singleton_conflicts(manifest, state).into_iter().chain(moved_type_conflicts(manifest, state)).next() {
+        return Err(refused);
+    }
+    if let Some(refused) = identity_conflicts(manifest, state).into_iter().next() {
         return Err(refused);
     }
     let inspection = match only {

@@ -314,6 +314,33 @@ fn a_singleton_another_stack_owns_is_refused_naming_the_owner() {
 }
 
 #[test]
+fn a_permission_whose_function_reference_resolves_to_anothers_literal_is_refused_before_any_write() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.py"), "def handler(e, c): pass\n").unwrap();
+    let text = String::from(
+        "[stack]\nname = \"s\"\n\n[resources.fn]\ntype = \"aws_lambda_function\"\nfunction_name = \"Hello\"\nruntime = \"python3.13\"\n\
+         handler = \"index.handler\"\nrole = \"arn:aws:iam::1:role/r\"\ncode = \"index.py\"\n\n\
+         [resources.by_name]\ntype = \"aws_lambda_permission\"\nfunction_name = \"Hello\"\nstatement_id = \"Allow\"\nprincipal = \"apigateway.amazonaws.com\"\n\n\
+         [resources.by_ref]\ntype = \"aws_lambda_permission\"\nfunction_name = \"${fn.name}\"\nstatement_id = \"Allow\"\nprincipal = \"apigateway.amazonaws.com\"\n",
+    );
+    let m = manifest::parse(&dir.path().join("stack.toml"), text).unwrap();
+    let mut state = StackState::default();
+    // The function is not made yet: its name is unknown, and the state's guard stands behind.
+    assert!(identity_conflicts(&m, &state).is_empty());
+    let mut f = recorded(&m, "fn");
+    f.outputs.insert("name".into(), "Hello".into());
+    state.resources.insert("fn".into(), f);
+    let refused = identity_conflicts(&m, &state);
+    assert_eq!(refused.len(), 1);
+    let text = refused[0].to_string();
+    assert!(
+        text.contains("stack.toml:18:12: `by_ref` (aws_lambda_permission) is, once its references are resolved, the same resource in AWS as `by_name` (")
+            && text.contains("stack.toml:12:12): function_name Hello, statement_id Allow"),
+        "{text}"
+    );
+}
+
+#[test]
 fn an_incomplete_resource_is_finished_even_when_no_field_differs() {
     let m = manifest(M);
     let mut state = StackState::default();

@@ -38,6 +38,7 @@ pub static SCHEMA: KindSchema = KindSchema {
     outputs: &[("arn", "Role ARN"), ("name", "Role name"), ("id", "Role id")],
     taggable: true,
     singleton: false,
+    identity: crate::providers::schema::Identity::FieldsIgnoringCase(&["name"]),
 };
 
 /// A role as the manifest gives it and as `read` reports it. Policy documents are free-form JSON.

@@ -47,6 +47,7 @@ pub static SCHEMA: KindSchema = KindSchema {
     ],
     taggable: false,
     singleton: false,
+    identity: crate::providers::schema::Identity::Fields(&["function_name", "name"]),
 };
 
 /// Weighted routing: `weight` of the invocations go to `version`, the rest to `function_version`.

@@ -98,6 +98,7 @@ pub static SCHEMA: KindSchema = KindSchema {
     ],
     taggable: true,
     singleton: false,
+    identity: crate::providers::schema::Identity::Fields(&["function_name"]),
 };
 
 /// A function as the manifest gives it and as `read` reports it.

@@ -50,6 +50,7 @@ pub static SCHEMA: KindSchema = KindSchema {
     outputs: &[("id", "`<function>/<statement id>`")],
     taggable: false,
     singleton: false,
+    identity: crate::providers::schema::Identity::Fields(&["function_name", "statement_id"]),
 };
 
 /// A permission as the manifest gives it and as `read` reports it.

@@ -37,6 +37,7 @@ pub static SCHEMA: KindSchema = KindSchema {
     outputs: &[("arn", "Log group ARN (without the trailing `:*`)"), ("name", "Log group name")],
     taggable: true,
     singleton: false,
+    identity: crate::providers::schema::Identity::Fields(&["name"]),
 };
 
 /// 0 (never expire) or a retention CloudWatch Logs offers.

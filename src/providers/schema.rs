@@ -179,6 +179,50 @@ pub struct KindSchema {
     pub taggable: bool,
     /// A region-wide setting there is one of per account and region: one stack owns it.
     pub singleton: bool,
+    /// What names one physical resource of the kind in an account and region: two declarations
+    /// with the same identity would be one resource owned by two keys, so validate refuses them.
+    pub identity: Identity,
+}
+
+/// A kind's physical identity: which field values, written in the manifest, name one resource in AWS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    /// AWS assigns the id at create (deployments): two declarations are two resources.
+    Assigned,
+    /// These fields' values together (as written, with variables substituted; a `${resource.output}`
+    /// reference compares as its text, so two identical references are one value). `[]`: a setting
+    /// there is one of per account and region, so any two declarations collide.
+    Fields(&'static [&'static str]),
+    /// Like `Fields`, but AWS treats the names as one whatever their case (IAM role names).
+    FieldsIgnoringCase(&'static [&'static str]),
+}
+
+impl Identity {
+    /// The fields it is made of.
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            Identity::Assigned => &[],
+            Identity::Fields(f) | Identity::FieldsIgnoringCase(f) => f,
+        }
+    }
+
+    /// The identity of a resource with these attributes, normalised so that equal keys are one
+    /// physical resource; `None` for an assigned id or when a field is missing.
+    pub fn key(self, attrs: &serde_json::Map<String, Value>) -> Option<Vec<String>> {
+        let fold = matches!(self, Identity::FieldsIgnoringCase(_));
+        if self == Identity::Assigned {
+            return None;
+        }
+        self.fields()
+            .iter()
+            .map(|f| {
+                let v = attrs.get(*f)?;
+                let s = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                // A reference's text is not folded: `${A.name}` and `${a.name}` are other resources.
+                Some(if fold && !s.contains("${") { s.to_ascii_lowercase() } else { s })
+            })
+            .collect()
+    }
 }
 
 impl KindSchema {

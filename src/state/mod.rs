@@ -127,6 +127,18 @@ impl std::fmt::Display for Identity {
     }
 }
 
+/// A second key of a stack about to record a physical resource another key records.
+#[derive(Debug)]
+pub struct SharedId {
+    pub stack: String,
+    /// The key being recorded.
+    pub resource: String,
+    /// The key that records it already.
+    pub other: String,
+    pub kind: Kind,
+    pub id: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot open state file {}: {source}", path.display())]
@@ -157,6 +169,12 @@ pub enum StateError {
     NewerSchemaAt { location: String, found: i64 },
     /// This process's lock of the stack is gone (its database session ended, or another process took
     /// it): no more AWS writes, no more state writes for the stack.
+    #[error(
+        "refusing to record `{}` of stack `{}` as {} `{}`: `{}` already records that resource, and one physical resource has one \
+         owner; the two declarations name the same resource in AWS (keep one of them)",
+        .0.resource, .0.stack, .0.kind, .0.id, .0.other
+    )]
+    SharedPhysicalId(Box<SharedId>),
     #[error("lost the lock of stack `{stack}`: {why}; stopped before any further AWS or state write (run the command again)")]
     LockLost { stack: String, why: String },
     #[error(
@@ -638,6 +656,28 @@ impl Store {
         let fence = self.fence(stack)?;
         on_db!(&self.db, pool => {
             let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+            // One physical resource has one key: a second key recording it (two declarations that
+            // resolved to one resource at apply) is refused before it is written, in the same
+            // transaction, so removing one of them can never delete what the other still declares.
+            if !r.physical_id.is_empty() {
+                let others: Vec<(String, String)> =
+                    sqlx::query_as("SELECT name, physical_id FROM resources WHERE stack = $1 AND kind = $2 AND name <> $3")
+                        .bind(stack)
+                        .bind(r.kind.type_name())
+                        .bind(&r.name)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                let wanted = crate::providers::canonical_id(r.kind, &r.physical_id);
+                if let Some((other, _)) = others.into_iter().find(|(_, id)| crate::providers::canonical_id(r.kind, id) == wanted) {
+                    return Err(StateError::SharedPhysicalId(Box::new(SharedId {
+                        stack: stack.into(),
+                        resource: r.name.clone(),
+                        other,
+                        kind: r.kind,
+                        id: r.physical_id.clone(),
+                    })));
+                }
+            }
             let serial = tx.bump(stack, fence).await?;
             sqlx::query(
                 "INSERT INTO resources (stack, name, kind, physical_id, attributes, outputs, depends_on, incomplete, updated_at)
@@ -1488,6 +1528,26 @@ mod tests {
         store.delete_resource("b", "acct").await.unwrap();
         assert!(store.load("a").await.unwrap().foreign_singletons.is_empty());
         assert_eq!(store.load("b").await.unwrap().foreign_singletons.len(), 1);
+    }
+
+    both!(one_physical_resource_is_never_recorded_under_two_keys);
+    async fn one_physical_resource_is_never_recorded_under_two_keys(backend: Backend) {
+        let store = backend.store().await;
+        let assoc = |name: &str, id: &str| ResourceState { kind: Kind::WebAclAssociation, physical_id: id.into(), ..role(name) };
+        let stage = "arn:aws:apigateway:us-east-1::/restapis/a1/stages/prod";
+        store.put_resource("s", &assoc("one", stage)).await.unwrap();
+        let err = store.put_resource("s", &assoc("two", stage)).await.unwrap_err();
+        assert!(matches!(&err, StateError::SharedPhysicalId(s) if s.resource == "two" && s.other == "one"), "{err}");
+        let recorded: Vec<String> = store.load("s").await.unwrap().resources.keys().cloned().collect();
+        assert_eq!(recorded, vec!["one".to_string()], "nothing recorded for the second key");
+        // Ids compared as AWS would: a permission's function by name or ARN alike.
+        let perm = |name: &str, id: &str| ResourceState { kind: Kind::LambdaPermission, physical_id: id.into(), ..role(name) };
+        store.put_resource("s", &perm("p1", "Hello/Sid")).await.unwrap();
+        assert!(store.put_resource("s", &perm("p2", "arn:aws:lambda:us-east-1:1:function:Hello/Sid")).await.is_err());
+        // The same key again (an update), another kind, another stack: all fine.
+        store.put_resource("s", &assoc("one", stage)).await.unwrap();
+        store.put_resource("s", &ResourceState { physical_id: stage.into(), ..role("r") }).await.unwrap();
+        store.put_resource("t", &assoc("two", stage)).await.unwrap();
     }
 
     #[tokio::test]

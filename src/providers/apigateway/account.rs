@@ -22,6 +22,7 @@ pub static SCHEMA: KindSchema = KindSchema {
     outputs: &[("cloudwatch_role_arn", "The role in effect")],
     taggable: false,
     singleton: true,
+    identity: crate::providers::schema::Identity::Fields(&[]),
 };
 
 /// The account setting as the manifest gives it and as `read` reports it.

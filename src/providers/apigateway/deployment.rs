@@ -34,6 +34,7 @@ pub static SCHEMA: KindSchema = KindSchema {
     outputs: &[("id", "Deployment id")],
     taggable: false,
     singleton: false,
+    identity: crate::providers::schema::Identity::Assigned,
 };
 
 /// A deployment as the manifest gives it and as `read` reports it.

@@ -54,6 +54,7 @@ pub static SCHEMA: KindSchema = KindSchema {
     ],
     taggable: true,
     singleton: false,
+    identity: crate::providers::schema::Identity::Fields(&["rest_api_id", "stage_name"]),
 };
 
 /// A stage as the manifest gives it and as `read` reports it.

@@ -27,6 +27,7 @@ pub static SCHEMA: KindSchema = KindSchema {
     outputs: &[("id", "The protected resource's ARN")],
     taggable: false,
     singleton: false,
+    identity: crate::providers::schema::Identity::Fields(&["resource_arn"]),
 };
 
 /// An association as the manifest gives it and as `read` reports it.

@@ -55,6 +55,7 @@ pub static SCHEMA: KindSchema = KindSchema {
     ],
     taggable: true,
     singleton: false,
+    identity: crate::providers::schema::Identity::Fields(&["name"]),
 };
 
 /// A REST API as the manifest gives it and as `read` reports it.
