@@ -184,7 +184,7 @@ impl Store {
             Listing::All => "TRUE",
         };
         let sql = format!("SELECT {COLUMNS} FROM drift_events WHERE ($1 IS NULL OR stack = $1) AND {filter} ORDER BY stack, id");
-        on_db!(&self.db, pool => {
+        on_db!(self.db()?, pool => {
             let rows = sqlx::query(&sql).bind(stack).fetch_all(pool).await?;
             rows.iter().map(event).collect()
         })
@@ -199,8 +199,8 @@ impl Store {
         checked: &BTreeSet<String>,
         managed: &BTreeSet<String>,
     ) -> Result<EventDelta> {
-        on_db!(&self.db, pool => {
-            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+        on_db!(self.db()?, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref(), self.file.as_ref()).await?;
             let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM drift_events WHERE stack = $1 AND resolved_at IS NULL ORDER BY id"))
                 .bind(stack)
                 .fetch_all(&mut *tx)
@@ -251,7 +251,7 @@ impl Store {
     /// Resolves every open event of one resource (e.g. after remediation); returns those events.
     #[instrument(skip_all, fields(stack, resource))]
     pub async fn resolve_drift(&self, stack: &str, resource: &str, how: Resolution) -> Result<Vec<DriftEvent>> {
-        on_db!(&self.db, pool => {
+        on_db!(self.db()?, pool => {
             let rows = sqlx::query(&format!(
                 "UPDATE drift_events SET resolved_at = $1, how = $2 WHERE stack = $3 AND resource = $4 AND resolved_at IS NULL RETURNING {COLUMNS}"
             ))
@@ -260,8 +260,8 @@ impl Store {
             .bind(stack)
             .bind(resource)
             .fetch_all(pool)
-            .await?;
-            rows.iter().map(event).collect()
+            .await;
+            self.wrote(rows).await?.iter().map(event).collect()
         })
     }
 
@@ -270,8 +270,8 @@ impl Store {
     /// On a fenced store ([`Store::fenced`]), only while the watch lease is still current (checked in
     /// the same transaction).
     pub async fn resolve_drift_event(&self, id: i64, how: Resolution) -> Result<Option<DriftEvent>> {
-        on_db!(&self.db, pool => {
-            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+        on_db!(self.db()?, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref(), self.file.as_ref()).await?;
             let row = sqlx::query(&format!(
                 "UPDATE drift_events SET resolved_at = $1, how = $2 WHERE id = $3 AND resolved_at IS NULL RETURNING {COLUMNS}"
             ))
@@ -287,7 +287,7 @@ impl Store {
 
     /// Open drift fields per resource of a stack (drift in ignored fields does not count).
     pub async fn open_drift_counts(&self, stack: &str) -> Result<BTreeMap<String, u64>> {
-        let rows: Vec<(String, i64)> = on_db!(&self.db, pool => {
+        let rows: Vec<(String, i64)> = on_db!(self.db()?, pool => {
             sqlx::query_as(
                 "SELECT resource, COUNT(*) AS n FROM drift_events WHERE stack = $1 AND resolved_at IS NULL AND NOT ignored GROUP BY resource",
             )
