@@ -1655,6 +1655,154 @@ mod tests {
         assert_eq!(store.load("s0").await.unwrap().serial, 100);
     }
 
+    // A write whose COMMIT fails (a deferred constraint here; a full disk, where SQLite has already
+    // rolled the transaction back and the ROLLBACK fails too) never leaves its connection in the pool
+    // mid-transaction: nothing of it is recorded, and every later write goes through, from this store
+    // (on each of its connections) and from another process.
+    both!(a_failed_commit_closes_its_connection_and_every_later_write_goes_through);
+    async fn a_failed_commit_closes_its_connection_and_every_later_write_goes_through(backend: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let target = backend.target(&dir).await;
+        let store = Store::open(&target).await.unwrap();
+        store.put_resource("s", &role("a")).await.unwrap();
+        on_db!(&store.db, pool => {
+            let mut tx = pool.write(store.file.as_ref()).await.unwrap();
+            sqlx::query("CREATE TEMP TABLE t (id INTEGER PRIMARY KEY, p INTEGER REFERENCES t (id) DEFERRABLE INITIALLY DEFERRED)")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO t VALUES (1, 2)").execute(&mut *tx).await.unwrap();
+            sqlx::query("UPDATE stacks SET serial = 99 WHERE name = 's'").execute(&mut *tx).await.unwrap();
+            let err = tx.commit().await.unwrap_err();
+            assert!(err.to_string().to_lowercase().contains("foreign key"), "{err}");
+        });
+        if backend == Backend::Sqlite {
+            // As on a full disk: the transaction is gone under the connection, COMMIT and ROLLBACK fail.
+            on_db!(&store.db, pool => {
+                let mut tx = pool.write(store.file.as_ref()).await.unwrap();
+                sqlx::query("ROLLBACK").execute(&mut *tx).await.unwrap();
+                assert!(tx.commit().await.is_err());
+            });
+        }
+        assert_eq!(store.load("s").await.unwrap().serial, 1, "nothing of the failed write is recorded");
+        let other = Store::open(&target).await.unwrap();
+        other.put_resource("s", &role("other")).await.unwrap();
+        for i in 0..8 {
+            store.put_resource("s", &role(&format!("r{i}"))).await.unwrap();
+        }
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.put_resource("s", &role(&format!("p{i}"))).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(other.load("s").await.unwrap().serial, 18);
+    }
+
+    #[tokio::test]
+    async fn a_new_state_is_refused_beside_a_leftover_wal_or_shm_naming_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        for leftovers in [&["-wal", "-shm"][..], &["-wal"], &["-shm"]] {
+            for suffix in leftovers {
+                std::fs::write(sidecar(&path, suffix), b"the log of a state file that is gone").unwrap();
+            }
+            let err = Store::open(&path).await.unwrap_err();
+            assert!(matches!(&err, StateError::Leftovers { leftovers: l, .. } if l.len() == leftovers.len()), "{err}");
+            let text = err.to_string();
+            for suffix in leftovers {
+                assert!(text.contains(&sidecar(&path, suffix).display().to_string()), "{text}");
+            }
+            assert!(text.contains("refusing to create a new state file") && text.contains("delete them first"), "{text}");
+            assert!(!path.exists(), "no state file is made beside them");
+            for suffix in leftovers {
+                assert_eq!(std::fs::read(sidecar(&path, suffix)).unwrap(), b"the log of a state file that is gone", "left as they were");
+                std::fs::remove_file(sidecar(&path, suffix)).unwrap();
+            }
+        }
+        Store::open(&path).await.unwrap().close().await;
+    }
+
+    /// A state file deleted, or replaced by another, under a store that has it open: the store
+    /// writes nothing more (into the unlinked file, nor into the new one), says so naming the
+    /// path, and the next opener at a path with the old write-ahead log beside it is refused.
+    #[tokio::test]
+    async fn a_state_file_deleted_or_replaced_under_a_store_is_never_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Store::open(&path).await.unwrap();
+        store.put_resource("s", &role("a")).await.unwrap();
+        store.check_file().unwrap();
+
+        // Replaced: another state renamed over it (a restore from a backup while it was open).
+        let other_path = dir.path().join("other.db");
+        let other = Store::open(&other_path).await.unwrap();
+        other.put_resource("s", &role("b")).await.unwrap();
+        other.close().await;
+        std::fs::rename(&other_path, &path).unwrap();
+        let err = store.put_resource("s", &role("c")).await.unwrap_err();
+        assert!(matches!(&err, StateError::Vanished { why, .. } if why.contains("replaced by another file")), "{err}");
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+        assert!(matches!(store.load("s").await, Err(StateError::Vanished { .. })), "nothing read either");
+        assert!(matches!(store.lock("s", "apply", Duration::ZERO).await, Err(StateError::Vanished { .. })));
+        assert!(matches!(store.check_file(), Err(StateError::Vanished { .. })));
+        // Nothing went into the file it had open, nor into the one now at the path.
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM resources ORDER BY name").fetch_all(&store.pool_for_tests()).await.unwrap();
+        assert_eq!(names, ["a"]);
+        let now_there = Store::open(&path).await.unwrap();
+        assert_eq!(now_there.load("s").await.unwrap().resources.keys().collect::<Vec<_>>(), ["b"]);
+        now_there.close().await;
+        store.close().await;
+
+        // Deleted (its -wal stays while it is open).
+        let path = dir.path().join("deleted.db");
+        let store = Store::open(&path).await.unwrap();
+        store.put_resource("s", &role("a")).await.unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let err = store.put_resource("s", &role("c")).await.unwrap_err();
+        assert!(matches!(&err, StateError::Vanished { why, .. } if why.contains("deleted or moved away")), "{err}");
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM resources ORDER BY name").fetch_all(&store.pool_for_tests()).await.unwrap();
+        assert_eq!(names, ["a"]);
+        assert!(matches!(Store::open(&path).await, Err(StateError::Leftovers { .. })), "the old log is not taken for a new state's");
+        assert!(!path.exists());
+        store.close().await;
+    }
+
+    /// SQLITE_BUSY past the busy timeout names the holders the state records, and what to do.
+    #[tokio::test]
+    async fn database_is_locked_names_the_recorded_holders() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Store::open_with(&path, SqlitePoolOptions::new().max_connections(2), Duration::from_millis(200)).await.unwrap();
+        let held = store.lock("s", "apply", Duration::ZERO).await.unwrap();
+        let holder = lease::holder_id();
+        store.claim_lease("w", &holder, "h", lease::now_ms(), 60_000).await.unwrap();
+        // Another program holds the write lock of the file.
+        let blocker = SqlitePoolOptions::new().max_connections(1).connect_with(SqliteConnectOptions::new().filename(&path)).await.unwrap();
+        let mut writer = blocker.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        sqlx::query("UPDATE stacks SET serial = serial").execute(&mut *writer).await.unwrap();
+
+        let err = store.put_resource("s", &role("a")).await.unwrap_err();
+        assert!(matches!(err, StateError::Busy { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&format!("stack `s` is locked by apply (pid {} on {}, running) since {}", held.pid, held.host, held.acquired_at)), "{text}");
+        assert!(text.contains(&format!("stack `w` is watched by `reconcile watch` {holder}")), "{text}");
+        assert!(text.contains(&format!("fuser -v {}", path.display())) && text.contains("database is locked"), "{text}");
+        // An autocommit write is told the same.
+        let err = store.renew_lease(&lease::Fence { stack: "w".into(), holder: holder.clone(), generation: 1 }, "h", lease::now_ms(), 60_000).await;
+        assert!(matches!(err, Err(StateError::Busy { .. })), "{err:?}");
+
+        writer.rollback().await.unwrap();
+        store.put_resource("s", &role("a")).await.unwrap();
+        blocker.close().await;
+        store.close().await;
+    }
+
     both!(the_last_operation_is_recorded_per_stack_and_bumps_the_serial);
     async fn the_last_operation_is_recorded_per_stack_and_bumps_the_serial(backend: Backend) {
         let store = backend.store().await;

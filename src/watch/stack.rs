@@ -58,6 +58,22 @@ pub(super) enum PassError {
     State(#[from] StateError),
 }
 
+/// The `reason` of `reconcile_stack_refused` (and of `/readyz`) while the state file is gone.
+pub(super) const STATE_FILE_LOST: &str = "state_file_lost";
+
+/// The supervisor's check, once per interval, that the state file is still the one opened: `Err`
+/// (logged) once it was deleted, moved or replaced. Every stack is recorded in it, so the watcher
+/// then stops, with that error, rather than go on watching what it can no longer record.
+pub(super) fn state_file_lost(ctx: &Ctx) -> Result<(), StateError> {
+    match ctx.store.check_file() {
+        Err(e @ StateError::Vanished { .. }) => {
+            tracing::error!(error = %e, "the state file is gone from under this watcher: stopping every stack (nothing more is written)");
+            Err(e)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// One stack: its manifest (last good version), read schedule, and what was already said once.
 pub(super) struct StackWatcher {
     source: ManifestSource,
@@ -229,6 +245,8 @@ impl StackWatcher {
         fence: &Fence,
     ) -> Result<PassEnd, PassError> {
         let stack = self.source.manifest.stack.clone();
+        // A state file deleted or replaced under the watcher: nothing more of this pass (nor any other).
+        ctx.store.check_file()?;
         let store = ctx.store.fenced(fence.clone());
         self.check_identity(ctx).await?;
         tracker.phase("reading the state");
@@ -382,6 +400,14 @@ impl StackWatcher {
             PassError::State(e @ StateError::Fenced { .. }) => {
                 tracing::info!(stack, error = %e, "another watcher took the stack over during the pass; nothing more of it is recorded")
             }
+            PassError::State(e @ StateError::Vanished { .. }) => {
+                let message = e.to_string();
+                if self.refused.as_deref() != Some(message.as_str()) {
+                    tracing::error!(stack, error = %message, "the state file is gone from under this watcher: nothing more is written; stopping");
+                    self.refused = Some(message.clone());
+                }
+                metrics.refused(&stack, Some((STATE_FILE_LOST, &message)));
+            }
             PassError::State(e) => tracing::warn!(stack, error = %e, "pass failed"),
         }
         PassEnd::Partial
@@ -443,5 +469,12 @@ mod tests {
         let state = StateError::Corrupt { path: PathBuf::from("x.db") };
         assert_eq!(w.error_policy(&metrics, PassError::State(state)), PassEnd::Partial);
         assert!(metrics.refusals().is_empty() && w.refused.is_none());
+
+        // The state file gone from under the watcher: reported with its reason, the stack not ready.
+        let gone = StateError::Vanished { path: PathBuf::from("x.db"), why: "it was deleted or moved away".into() };
+        assert_eq!(w.error_policy(&metrics, PassError::State(gone)), PassEnd::Partial);
+        assert_eq!(metrics.refusals().len(), 1);
+        assert!(metrics.refusals()[0].1.contains("x.db is no longer the file this process opened"), "{:?}", metrics.refusals());
+        assert!(!metrics.ready());
     }
 }
