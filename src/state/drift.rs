@@ -199,6 +199,21 @@ impl Store {
         checked: &BTreeSet<String>,
         managed: &BTreeSet<String>,
     ) -> Result<EventDelta> {
+        self.record_drift_since(stack, observed, checked, managed, &BTreeMap::new()).await
+    }
+
+    /// [`Store::record_drift`], where `seen_since` says when some of the drift was first seen, by
+    /// (resource, field) (a pass that could not record it: the state unwritable, its disk full): a new
+    /// event's `first_seen` is that time, not the time it could be written.
+    #[instrument(skip_all, fields(stack))]
+    pub async fn record_drift_since(
+        &self,
+        stack: &str,
+        observed: &[Drift],
+        checked: &BTreeSet<String>,
+        managed: &BTreeSet<String>,
+        seen_since: &BTreeMap<(String, String), String>,
+    ) -> Result<EventDelta> {
         on_db!(self.db()?, pool => {
             let mut tx = pool.write_fenced(self.fence.as_deref(), self.file.as_ref()).await?;
             let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM drift_events WHERE stack = $1 AND resolved_at IS NULL ORDER BY id"))
@@ -209,9 +224,10 @@ impl Store {
             let change = delta(&open, observed, checked, managed);
             let at = now();
             for d in &change.opened {
+                let first_seen = seen_since.get(&(d.resource.clone(), d.field.clone())).filter(|t| **t < at).unwrap_or(&at);
                 sqlx::query(
                     "INSERT INTO drift_events (stack, resource, kind, field, expected, actual, ignored, first_seen, last_seen)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
                 .bind(stack)
                 .bind(&d.resource)
@@ -220,6 +236,7 @@ impl Store {
                 .bind(d.expected.to_string())
                 .bind(d.actual.to_string())
                 .bind(d.ignored)
+                .bind(first_seen)
                 .bind(&at)
                 .execute(&mut *tx)
                 .await?;
@@ -344,6 +361,24 @@ mod tests {
         assert_eq!(d.seen_again, vec![(1, observed[0].clone())]);
         let resolved: Vec<_> = d.resolved.iter().map(|(e, how)| (e.id, *how)).collect();
         assert_eq!(resolved, vec![(2, Resolution::BackInSync), (4, Resolution::NoLongerManaged)]);
+    }
+
+    // Drift a pass saw but could not record (the state unwritable, its disk full) is recorded, once it
+    // can be, as first seen when it was seen.
+    both!(drift_seen_before_it_could_be_recorded_keeps_its_first_seen);
+    async fn drift_seen_before_it_could_be_recorded_keeps_its_first_seen(backend: Backend) {
+        let store = backend.store().await;
+        let all = set(&["f"]);
+        let earlier = "2026-01-01T00:00:00.000Z".to_string();
+        let since = BTreeMap::from([(("f".to_string(), "timeout".to_string()), earlier.clone())]);
+        let observed = [drift("f", "timeout", json!(10), json!(25)), drift("f", "memory_size", json!(512), json!(256))];
+        store.record_drift_since("s", &observed, &all, &all, &since).await.unwrap();
+        let events = store.drift_events(Some("s"), false).await.unwrap();
+        let timeout = events.iter().find(|e| e.field == "timeout").unwrap();
+        assert_eq!(timeout.first_seen, earlier);
+        assert!(timeout.last_seen > earlier, "{timeout:?}");
+        let memory = events.iter().find(|e| e.field == "memory_size").unwrap();
+        assert!(memory.first_seen > earlier, "seen now: {memory:?}");
     }
 
     both!(events_open_update_resolve_and_reopen_as_new_rows);

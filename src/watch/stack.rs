@@ -81,11 +81,14 @@ pub(super) struct StackWatcher {
     told: BTreeSet<(String, &'static str)>,
     /// Why the stack is refused (pinned to another account or region), as last logged.
     refused: Option<String>,
+    /// When each drift (resource, field) now seen was first seen, while it could not be recorded (the
+    /// state unwritable): its event's `first_seen` once it is.
+    unrecorded: BTreeMap<(String, String), String>,
 }
 
 impl StackWatcher {
     pub(super) fn new(path: PathBuf, manifest: Manifest, interval: Duration) -> StackWatcher {
-        StackWatcher { source: ManifestSource::new(path, manifest), cadence: Cadence::new(interval), told: BTreeSet::new(), refused: None }
+        StackWatcher { source: ManifestSource::new(path, manifest), cadence: Cadence::new(interval), told: BTreeSet::new(), refused: None, unrecorded: BTreeMap::new() }
     }
 
     /// SHA-256 (hex) of the manifest file in use.
@@ -301,7 +304,13 @@ impl StackWatcher {
 
         tracker.phase("recording drift");
         let found = findings::findings(&obs.plan, &state, |r| obs.was_read(r));
-        let delta = store.record_drift(&stack, &found.drift, &found.checked, &found.managed).await?;
+        let seen = crate::state::backend::now();
+        self.unrecorded.retain(|(resource, field), _| found.drift.iter().any(|d| d.resource == *resource && d.field == *field));
+        for d in &found.drift {
+            self.unrecorded.entry((d.resource.clone(), d.field.clone())).or_insert_with(|| seen.clone());
+        }
+        let delta = store.record_drift_since(&stack, &found.drift, &found.checked, &found.managed, &self.unrecorded).await?;
+        self.unrecorded.clear();
         stats.opened = delta.opened.iter().filter(|d| !d.ignored).count();
         stats.resolved = delta.resolved.iter().filter(|(e, _)| !e.ignored).count();
         for d in delta.opened.iter().filter(|d| d.ignored) {
