@@ -44,18 +44,22 @@ pub(crate) const WRITE_LOCK_CLASS: i32 = 0x7263_0002;
 /// Taken while the schema is migrated: many processes opening a new database at once apply it once.
 pub(crate) const MIGRATE_LOCK_CLASS: i32 = 0x7263_0003;
 
-/// A write transaction on one pooled connection, which goes back to the pool only once COMMIT went
-/// through. A transaction that ends any other way (an error inside it, a COMMIT that failed, a
-/// future dropped half-way) closes its connection instead: that rolls it back on the server side
-/// (SQLite, PostgreSQL alike), and no connection is ever reused in the middle of a transaction
-/// (sqlx's own `Transaction` hands a connection back after a failed COMMIT, with its transaction
-/// depth left at 1 when the ROLLBACK fails too, e.g. on a full disk: every later `begin` on it fails
-/// and the file's write lock is held against every other process). On SQLite, a failed transaction
-/// also has every older connection reopened ([`StateFile::reopen_connections`]), and the COMMIT is
-/// sent only while the path still names the file opened.
+/// A write transaction on one pooled connection, which goes back to the pool only outside a
+/// transaction: after its COMMIT went through, or after a ROLLBACK did. A transaction that ends any
+/// other way (an error inside it, a COMMIT that failed, a future dropped half-way) is rolled back
+/// off the pool, by a task that owns the connection, and the connection is closed if that ROLLBACK
+/// fails too (which rolls it back on the server side, SQLite and PostgreSQL alike). sqlx's own
+/// `Transaction` hands a connection back with its transaction depth left at 1 when COMMIT and
+/// ROLLBACK both fail (a full disk, where SQLite has already rolled back): every later `begin` on it
+/// failed, and the watcher held the file against every other process. On SQLite, a failed
+/// transaction also has every connection opened before it reopened ([`StateFile::reopen_connections`]:
+/// one opened read-only does not outlive the cause), and the COMMIT is sent only while the path
+/// still names the file opened.
 pub(crate) struct Tx<DB: sqlx::Database> {
     conn: Option<PoolConnection<DB>>,
     file: Option<Arc<StateFile>>,
+    /// Ends a transaction that did not commit (see [`abandon`]).
+    abandon: fn(PoolConnection<DB>),
 }
 
 impl<DB: sqlx::Database> Tx<DB>
@@ -63,7 +67,7 @@ where
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
 {
     pub(super) async fn begin(conn: PoolConnection<DB>, begin: &'static str, file: Option<Arc<StateFile>>) -> Result<Tx<DB>> {
-        let mut tx = Tx { conn: Some(conn), file };
+        let mut tx = Tx { conn: Some(conn), file, abandon: abandon::<DB> };
         sqlx::Executor::execute(&mut *tx, begin).await?;
         Ok(tx)
     }
@@ -76,6 +80,25 @@ where
         sqlx::Executor::execute(&mut *self, "COMMIT").await?;
         drop(self.conn.take());
         Ok(())
+    }
+}
+
+/// Rolls back a transaction that did not commit, owning its connection: back to the pool once the
+/// ROLLBACK went through, closed if it did not (or if there is no runtime to run it on).
+fn abandon<DB: sqlx::Database>(conn: PoolConnection<DB>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(async move {
+                let mut conn = conn;
+                if sqlx::Executor::execute(&mut *conn, "ROLLBACK").await.is_err() {
+                    let _ = conn.close().await;
+                }
+            });
+        }
+        Err(_) => drop(conn.detach()),
     }
 }
 
@@ -94,11 +117,11 @@ impl<DB: sqlx::Database> std::ops::DerefMut for Tx<DB> {
 
 impl<DB: sqlx::Database> Drop for Tx<DB> {
     fn drop(&mut self) {
-        if let Some(mut conn) = self.conn.take() {
-            conn.close_on_drop();
+        if let Some(conn) = self.conn.take() {
             if let Some(file) = &self.file {
                 file.reopen_connections();
             }
+            (self.abandon)(conn);
         }
     }
 }
