@@ -166,7 +166,8 @@ impl WritePool for PgPool {
 pub(crate) fn is_busy(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(d) => {
-            d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() && d.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|n| n & 0xff == 5)
+            d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+                && d.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|n| n & 0xff == 5)
         }
         _ => false,
     }
@@ -177,7 +178,10 @@ pub(crate) fn is_busy(e: &sqlx::Error) -> bool {
 /// (WAL readers are not blocked by a writer).
 pub(crate) async fn busy(pool: &SqlitePool, file: Option<&Arc<StateFile>>, source: sqlx::Error) -> StateError {
     let locks: Vec<(String, String, i64, String, String)> =
-        sqlx::query_as("SELECT stack, operation, pid, host, acquired_at FROM locks ORDER BY stack").fetch_all(pool).await.unwrap_or_default();
+        sqlx::query_as("SELECT stack, operation, pid, host, acquired_at FROM locks ORDER BY stack")
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
     let leases: Vec<(String, String)> = sqlx::query_as("SELECT stack, holder FROM watch_leases WHERE expires_at > $1 ORDER BY stack")
         .bind(super::lease::now_ms())
         .fetch_all(pool)
@@ -190,7 +194,9 @@ pub(crate) async fn busy(pool: &SqlitePool, file: Option<&Arc<StateFile>>, sourc
             format!("stack `{stack}` is locked by {}", info.describe())
         })
         .collect();
-    holders.extend(leases.into_iter().map(|(stack, holder)| format!("stack `{stack}` is watched by `reconcile watch` {holder} (host:pid:id)")));
+    holders.extend(
+        leases.into_iter().map(|(stack, holder)| format!("stack `{stack}` is watched by `reconcile watch` {holder} (host:pid:id)")),
+    );
     StateError::Busy {
         path: file.map(|f| f.path().to_path_buf()).unwrap_or_default(),
         holders: if holders.is_empty() {

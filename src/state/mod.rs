@@ -104,8 +104,8 @@ pub use backend::{is_postgres_url, redact_url};
 use lease::FencedWrite;
 pub mod drift;
 mod file;
-use file::StateFile;
 pub use drift::{DELETED, Drift, DriftEvent, Listing, Resolution};
+use file::StateFile;
 pub mod lease;
 mod lock;
 mod migrate;
@@ -1787,11 +1787,16 @@ mod tests {
         let err = store.put_resource("s", &role("a")).await.unwrap_err();
         assert!(matches!(err, StateError::Busy { .. }), "{err}");
         let text = err.to_string();
-        assert!(text.contains(&format!("stack `s` is locked by apply (pid {} on {}, running) since {}", held.pid, held.host, held.acquired_at)), "{text}");
+        assert!(
+            text.contains(&format!("stack `s` is locked by apply (pid {} on {}, running) since {}", held.pid, held.host, held.acquired_at)),
+            "{text}"
+        );
         assert!(text.contains(&format!("stack `w` is watched by `reconcile watch` {holder}")), "{text}");
         assert!(text.contains(&format!("fuser -v {}", path.display())) && text.contains("database is locked"), "{text}");
         // An autocommit write is told the same.
-        let err = store.renew_lease(&lease::Fence { stack: "w".into(), holder: holder.clone(), generation: 1 }, "h", lease::now_ms(), 60_000).await;
+        let err = store
+            .renew_lease(&lease::Fence { stack: "w".into(), holder: holder.clone(), generation: 1 }, "h", lease::now_ms(), 60_000)
+            .await;
         assert!(matches!(err, Err(StateError::Busy { .. })), "{err:?}");
 
         writer.rollback().await.unwrap();

@@ -88,7 +88,13 @@ pub(super) struct StackWatcher {
 
 impl StackWatcher {
     pub(super) fn new(path: PathBuf, manifest: Manifest, interval: Duration) -> StackWatcher {
-        StackWatcher { source: ManifestSource::new(path, manifest), cadence: Cadence::new(interval), told: BTreeSet::new(), refused: None, unrecorded: BTreeMap::new() }
+        StackWatcher {
+            source: ManifestSource::new(path, manifest),
+            cadence: Cadence::new(interval),
+            told: BTreeSet::new(),
+            refused: None,
+            unrecorded: BTreeMap::new(),
+        }
     }
 
     /// SHA-256 (hex) of the manifest file in use.
