@@ -40,6 +40,8 @@ mod saved_plans;
 mod secrets;
 #[path = "e2e/state_files.rs"]
 mod state_files;
+#[path = "e2e/state_safety.rs"]
+mod state_safety;
 #[path = "e2e/surgery.rs"]
 mod surgery;
 #[path = "e2e/variables.rs"]

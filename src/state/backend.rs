@@ -6,12 +6,15 @@
 //! fenced, how each schema is migrated (`migrations/sqlite/`, `migrations/postgres/`).
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::SqlitePool;
-use sqlx::{Postgres, Sqlite, Transaction};
+use sqlx::{Postgres, Sqlite};
 
+use super::file::StateFile;
 use super::{Result, StateError};
 
 /// A state database's connection pool.
@@ -41,30 +44,167 @@ pub(crate) const WRITE_LOCK_CLASS: i32 = 0x7263_0002;
 /// Taken while the schema is migrated: many processes opening a new database at once apply it once.
 pub(crate) const MIGRATE_LOCK_CLASS: i32 = 0x7263_0003;
 
+/// A write transaction on one pooled connection, which goes back to the pool only outside a
+/// transaction: after its COMMIT went through, or after a ROLLBACK did. A transaction that ends any
+/// other way (an error inside it, a COMMIT that failed, a future dropped half-way) is rolled back
+/// off the pool, by a task that owns the connection, and the connection is closed if that ROLLBACK
+/// fails too (which rolls it back on the server side, SQLite and PostgreSQL alike). sqlx's own
+/// `Transaction` hands a connection back with its transaction depth left at 1 when COMMIT and
+/// ROLLBACK both fail (a full disk, where SQLite has already rolled back): every later `begin` on it
+/// failed, and the watcher held the file against every other process. On SQLite, a failed
+/// transaction also has every connection opened before it reopened ([`StateFile::reopen_connections`]:
+/// one opened read-only does not outlive the cause), and the COMMIT is sent only while the path
+/// still names the file opened.
+pub(crate) struct Tx<DB: sqlx::Database> {
+    conn: Option<PoolConnection<DB>>,
+    file: Option<Arc<StateFile>>,
+    /// Ends a transaction that did not commit (see [`abandon`]).
+    abandon: fn(PoolConnection<DB>),
+}
+
+impl<DB: sqlx::Database> Tx<DB>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    pub(super) async fn begin(conn: PoolConnection<DB>, begin: &'static str, file: Option<Arc<StateFile>>) -> Result<Tx<DB>> {
+        let mut tx = Tx { conn: Some(conn), file, abandon: abandon::<DB> };
+        sqlx::Executor::execute(&mut *tx, begin).await?;
+        Ok(tx)
+    }
+
+    /// Commits; the connection goes back to the pool only if that worked.
+    pub(crate) async fn commit(mut self) -> Result<()> {
+        if let Some(file) = &self.file {
+            file.check()?;
+        }
+        sqlx::Executor::execute(&mut *self, "COMMIT").await?;
+        drop(self.conn.take());
+        Ok(())
+    }
+}
+
+/// Rolls back a transaction that did not commit, owning its connection: back to the pool once the
+/// ROLLBACK went through, closed if it did not (or if there is no runtime to run it on).
+fn abandon<DB: sqlx::Database>(conn: PoolConnection<DB>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(async move {
+                let mut conn = conn;
+                if sqlx::Executor::execute(&mut *conn, "ROLLBACK").await.is_err() {
+                    let _ = conn.close().await;
+                }
+            });
+        }
+        Err(_) => drop(conn.detach()),
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::Deref for Tx<DB> {
+    type Target = DB::Connection;
+    fn deref(&self) -> &DB::Connection {
+        self.conn.as_deref().expect("a transaction keeps its connection until it ends")
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::DerefMut for Tx<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        self.conn.as_deref_mut().expect("a transaction keeps its connection until it ends")
+    }
+}
+
+impl<DB: sqlx::Database> Drop for Tx<DB> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if let Some(file) = &self.file {
+                file.reopen_connections();
+            }
+            (self.abandon)(conn);
+        }
+    }
+}
+
 /// What differs between the two drivers' write transactions.
 pub(crate) trait WritePool {
     type Db: sqlx::Database;
-    /// A transaction that is the one writer from its start.
-    fn write(&self) -> impl std::future::Future<Output = Result<Transaction<'static, Self::Db>>> + Send;
+    /// A transaction that is the one writer from its start. `file`: the SQLite file it writes
+    /// (checked still in place before it starts and before it commits).
+    fn write(&self, file: Option<&Arc<StateFile>>) -> impl std::future::Future<Output = Result<Tx<Self::Db>>> + Send;
 }
 
 impl WritePool for SqlitePool {
     type Db = Sqlite;
     /// `BEGIN IMMEDIATE`: a deferred transaction that reads first cannot wait for the write lock once
     /// another connection has written (SQLite answers "database is locked" at once, whatever the busy
-    /// timeout); this one waits for it, up to the busy timeout, before reading anything.
-    async fn write(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.begin_with("BEGIN IMMEDIATE").await?)
+    /// timeout); this one waits for it, up to the busy timeout, before reading anything. Past it, the
+    /// error names the holders the state records ([`StateError::Busy`]).
+    async fn write(&self, file: Option<&Arc<StateFile>>) -> Result<Tx<Sqlite>> {
+        if let Some(file) = file {
+            file.check()?;
+        }
+        let conn = self.acquire().await?;
+        match Tx::begin(conn, "BEGIN IMMEDIATE", file.cloned()).await {
+            Err(StateError::Db(e)) if is_busy(&e) => Err(busy(self, file, e).await),
+            other => other,
+        }
     }
 }
 
 impl WritePool for PgPool {
     type Db = Postgres;
     /// A transaction holding the write advisory lock (released at commit or rollback).
-    async fn write(&self) -> Result<Transaction<'static, Postgres>> {
-        let mut tx = self.begin().await?;
+    async fn write(&self, _file: Option<&Arc<StateFile>>) -> Result<Tx<Postgres>> {
+        let mut tx = Tx::begin(self.acquire().await?, "BEGIN", None).await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1, 0)").bind(WRITE_LOCK_CLASS).execute(&mut *tx).await?;
         Ok(tx)
+    }
+}
+
+/// Whether `e` is SQLite's "database is locked" (SQLITE_BUSY, after the busy timeout).
+pub(crate) fn is_busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+                && d.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|n| n & 0xff == 5)
+        }
+        _ => false,
+    }
+}
+
+/// [`StateError::Busy`] for a SQLite state whose write lock another connection held past the busy
+/// timeout: with the holders the state records (stack locks, live watch leases), read as a reader
+/// (WAL readers are not blocked by a writer).
+pub(crate) async fn busy(pool: &SqlitePool, file: Option<&Arc<StateFile>>, source: sqlx::Error) -> StateError {
+    let locks: Vec<(String, String, i64, String, String)> =
+        sqlx::query_as("SELECT stack, operation, pid, host, acquired_at FROM locks ORDER BY stack")
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
+    let leases: Vec<(String, String)> = sqlx::query_as("SELECT stack, holder FROM watch_leases WHERE expires_at > $1 ORDER BY stack")
+        .bind(super::lease::now_ms())
+        .fetch_all(pool)
+        .await
+        .unwrap_or_default();
+    let mut holders: Vec<String> = locks
+        .into_iter()
+        .map(|(stack, operation, pid, host, acquired_at)| {
+            let info = super::LockInfo { id: String::new(), operation, pid, host, acquired_at };
+            format!("stack `{stack}` is locked by {}", info.describe())
+        })
+        .collect();
+    holders.extend(
+        leases.into_iter().map(|(stack, holder)| format!("stack `{stack}` is watched by `reconcile watch` {holder} (host:pid:id)")),
+    );
+    StateError::Busy {
+        path: file.map(|f| f.path().to_path_buf()).unwrap_or_default(),
+        holders: if holders.is_empty() {
+            "the state records no holder (no stack lock, no live watch lease)".into()
+        } else {
+            format!("the state records: {}", holders.join("; "))
+        },
+        source,
     }
 }
 
@@ -81,7 +221,7 @@ const BUMP: &str = "INSERT INTO stacks (name, serial) VALUES ($1, 1)
      ON CONFLICT (name) DO UPDATE SET serial = stacks.serial + 1, updated_at = $2
      RETURNING serial";
 
-impl StackTx for Transaction<'static, Sqlite> {
+impl StackTx for Tx<Sqlite> {
     /// One machine, one file: the SQLite lock is the `locks` row, broken only by `force-unlock`.
     async fn check_fence(&mut self, _stack: &str, _fence: Option<i64>) -> Result<()> {
         Ok(())
@@ -92,7 +232,7 @@ impl StackTx for Transaction<'static, Sqlite> {
     }
 }
 
-impl StackTx for Transaction<'static, Postgres> {
+impl StackTx for Tx<Postgres> {
     async fn check_fence(&mut self, stack: &str, fence: Option<i64>) -> Result<()> {
         let Some(token) = fence else { return Ok(()) };
         let current: Option<i64> =

@@ -184,7 +184,7 @@ impl Store {
             Listing::All => "TRUE",
         };
         let sql = format!("SELECT {COLUMNS} FROM drift_events WHERE ($1 IS NULL OR stack = $1) AND {filter} ORDER BY stack, id");
-        on_db!(&self.db, pool => {
+        on_db!(self.db()?, pool => {
             let rows = sqlx::query(&sql).bind(stack).fetch_all(pool).await?;
             rows.iter().map(event).collect()
         })
@@ -199,8 +199,23 @@ impl Store {
         checked: &BTreeSet<String>,
         managed: &BTreeSet<String>,
     ) -> Result<EventDelta> {
-        on_db!(&self.db, pool => {
-            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+        self.record_drift_since(stack, observed, checked, managed, &BTreeMap::new()).await
+    }
+
+    /// [`Store::record_drift`], where `seen_since` says when some of the drift was first seen, by
+    /// (resource, field) (a pass that could not record it: the state unwritable, its disk full): a new
+    /// event's `first_seen` is that time, not the time it could be written.
+    #[instrument(skip_all, fields(stack))]
+    pub async fn record_drift_since(
+        &self,
+        stack: &str,
+        observed: &[Drift],
+        checked: &BTreeSet<String>,
+        managed: &BTreeSet<String>,
+        seen_since: &BTreeMap<(String, String), String>,
+    ) -> Result<EventDelta> {
+        on_db!(self.db()?, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref(), self.file.as_ref()).await?;
             let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM drift_events WHERE stack = $1 AND resolved_at IS NULL ORDER BY id"))
                 .bind(stack)
                 .fetch_all(&mut *tx)
@@ -209,9 +224,10 @@ impl Store {
             let change = delta(&open, observed, checked, managed);
             let at = now();
             for d in &change.opened {
+                let first_seen = seen_since.get(&(d.resource.clone(), d.field.clone())).filter(|t| **t < at).unwrap_or(&at);
                 sqlx::query(
                     "INSERT INTO drift_events (stack, resource, kind, field, expected, actual, ignored, first_seen, last_seen)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
                 .bind(stack)
                 .bind(&d.resource)
@@ -220,6 +236,7 @@ impl Store {
                 .bind(d.expected.to_string())
                 .bind(d.actual.to_string())
                 .bind(d.ignored)
+                .bind(first_seen)
                 .bind(&at)
                 .execute(&mut *tx)
                 .await?;
@@ -251,7 +268,7 @@ impl Store {
     /// Resolves every open event of one resource (e.g. after remediation); returns those events.
     #[instrument(skip_all, fields(stack, resource))]
     pub async fn resolve_drift(&self, stack: &str, resource: &str, how: Resolution) -> Result<Vec<DriftEvent>> {
-        on_db!(&self.db, pool => {
+        on_db!(self.db()?, pool => {
             let rows = sqlx::query(&format!(
                 "UPDATE drift_events SET resolved_at = $1, how = $2 WHERE stack = $3 AND resource = $4 AND resolved_at IS NULL RETURNING {COLUMNS}"
             ))
@@ -260,8 +277,8 @@ impl Store {
             .bind(stack)
             .bind(resource)
             .fetch_all(pool)
-            .await?;
-            rows.iter().map(event).collect()
+            .await;
+            self.wrote(rows).await?.iter().map(event).collect()
         })
     }
 
@@ -270,8 +287,8 @@ impl Store {
     /// On a fenced store ([`Store::fenced`]), only while the watch lease is still current (checked in
     /// the same transaction).
     pub async fn resolve_drift_event(&self, id: i64, how: Resolution) -> Result<Option<DriftEvent>> {
-        on_db!(&self.db, pool => {
-            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+        on_db!(self.db()?, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref(), self.file.as_ref()).await?;
             let row = sqlx::query(&format!(
                 "UPDATE drift_events SET resolved_at = $1, how = $2 WHERE id = $3 AND resolved_at IS NULL RETURNING {COLUMNS}"
             ))
@@ -287,7 +304,7 @@ impl Store {
 
     /// Open drift fields per resource of a stack (drift in ignored fields does not count).
     pub async fn open_drift_counts(&self, stack: &str) -> Result<BTreeMap<String, u64>> {
-        let rows: Vec<(String, i64)> = on_db!(&self.db, pool => {
+        let rows: Vec<(String, i64)> = on_db!(self.db()?, pool => {
             sqlx::query_as(
                 "SELECT resource, COUNT(*) AS n FROM drift_events WHERE stack = $1 AND resolved_at IS NULL AND NOT ignored GROUP BY resource",
             )
@@ -344,6 +361,24 @@ mod tests {
         assert_eq!(d.seen_again, vec![(1, observed[0].clone())]);
         let resolved: Vec<_> = d.resolved.iter().map(|(e, how)| (e.id, *how)).collect();
         assert_eq!(resolved, vec![(2, Resolution::BackInSync), (4, Resolution::NoLongerManaged)]);
+    }
+
+    // Drift a pass saw but could not record (the state unwritable, its disk full) is recorded, once it
+    // can be, as first seen when it was seen.
+    both!(drift_seen_before_it_could_be_recorded_keeps_its_first_seen);
+    async fn drift_seen_before_it_could_be_recorded_keeps_its_first_seen(backend: Backend) {
+        let store = backend.store().await;
+        let all = set(&["f"]);
+        let earlier = "2026-01-01T00:00:00.000Z".to_string();
+        let since = BTreeMap::from([(("f".to_string(), "timeout".to_string()), earlier.clone())]);
+        let observed = [drift("f", "timeout", json!(10), json!(25)), drift("f", "memory_size", json!(512), json!(256))];
+        store.record_drift_since("s", &observed, &all, &all, &since).await.unwrap();
+        let events = store.drift_events(Some("s"), false).await.unwrap();
+        let timeout = events.iter().find(|e| e.field == "timeout").unwrap();
+        assert_eq!(timeout.first_seen, earlier);
+        assert!(timeout.last_seen > earlier, "{timeout:?}");
+        let memory = events.iter().find(|e| e.field == "memory_size").unwrap();
+        assert!(memory.first_seen > earlier, "seen now: {memory:?}");
     }
 
     both!(events_open_update_resolve_and_reopen_as_new_rows);

@@ -241,7 +241,7 @@ impl Store {
     /// from the manifest's values (`desired`, by resource key): see the module documentation. No AWS
     /// call; bumps the serial only if something changed. How many resources changed.
     pub async fn rekey_fingerprints(&self, stack: &str, desired: &std::collections::HashMap<String, Map<String, Value>>) -> Result<usize> {
-        let rows: Vec<(String, String, String)> = on_db!(&self.db, pool => {
+        let rows: Vec<(String, String, String)> = on_db!(self.db()?, pool => {
             sqlx::query_as("SELECT name, kind, attributes FROM resources WHERE stack = $1 AND attributes LIKE '%\"sha256:%'")
                 .bind(stack)
                 .fetch_all(pool)
@@ -260,8 +260,8 @@ impl Store {
         }
         let fence = self.fence(stack)?;
         let n = updates.len();
-        on_db!(&self.db, pool => {
-            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+        on_db!(self.db()?, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref(), self.file.as_ref()).await?;
             tx.bump(stack, fence).await?;
             for (name, attributes) in &updates {
                 sqlx::query("UPDATE resources SET attributes = $1 WHERE stack = $2 AND name = $3")

@@ -17,7 +17,10 @@ use std::hash::{BuildHasher, Hasher};
 
 use sqlx::Row;
 
-use super::backend::{WritePool, on_db};
+use std::sync::Arc;
+
+use super::backend::{Tx, WritePool, on_db};
+use super::file::StateFile;
 use super::{LockInfo, Result, StateError, Store};
 
 /// The operation name of the stack lock `watch --remediate` takes.
@@ -103,7 +106,7 @@ where
 impl Store {
     /// The lease of `stack`, if it was ever taken.
     pub async fn lease(&self, stack: &str) -> Result<Option<Lease>> {
-        on_db!(&self.db, pool => {
+        on_db!(self.db()?, pool => {
             let row = sqlx::query(&format!("SELECT {COLUMNS} FROM watch_leases WHERE stack = $1")).bind(stack).fetch_optional(pool).await?;
             row.as_ref().map(lease).transpose()
         })
@@ -111,7 +114,7 @@ impl Store {
 
     /// Every lease, by stack.
     pub async fn leases(&self) -> Result<Vec<Lease>> {
-        on_db!(&self.db, pool => {
+        on_db!(self.db()?, pool => {
             let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM watch_leases ORDER BY stack")).fetch_all(pool).await?;
             rows.iter().map(lease).collect()
         })
@@ -120,7 +123,7 @@ impl Store {
     /// The watchers holding a live lease at `now_ms` (each once, sorted): the watchers working on this
     /// state database now. A standby that holds no stack makes no AWS calls and is not among them.
     pub async fn live_holders(&self, now_ms: i64) -> Result<Vec<String>> {
-        on_db!(&self.db, pool => {
+        on_db!(self.db()?, pool => {
             let rows = sqlx::query("SELECT DISTINCT holder FROM watch_leases WHERE expires_at > $1 ORDER BY holder")
                 .bind(now_ms)
                 .fetch_all(pool)
@@ -149,8 +152,8 @@ impl Store {
         for _ in 0..3 {
             match self.lease(stack).await? {
                 None => {
-                    let inserted = on_db!(&self.db, pool => {
-                        sqlx::query(
+                    let inserted = on_db!(self.db()?, pool => {
+                        self.wrote(sqlx::query(
                             "INSERT INTO watch_leases (stack, holder, generation, expires_at, manifest_hash, acquired_at)
                             VALUES ($1, $2, 1, $3, $4, $5) ON CONFLICT (stack) DO NOTHING",
                         )
@@ -159,9 +162,7 @@ impl Store {
                         .bind(expires_at)
                         .bind(manifest_hash)
                         .bind(now_ms)
-                        .execute(pool)
-                        .await?
-                        .rows_affected()
+                        .execute(pool).await).await?.rows_affected()
                     });
                     if inserted == 1 {
                         return Ok(Claim::Claimed { lease: taken(1), previous: None });
@@ -173,8 +174,8 @@ impl Store {
                 Some(current) if current.live_at(now_ms) => return Ok(Claim::HeldBy(current)),
                 Some(current) => {
                     let generation = current.generation.saturating_add(1);
-                    let updated = on_db!(&self.db, pool => {
-                        sqlx::query(
+                    let updated = on_db!(self.db()?, pool => {
+                        self.wrote(sqlx::query(
                             "UPDATE watch_leases SET holder = $1, generation = $2, expires_at = $3, manifest_hash = $4, acquired_at = $5
                             WHERE stack = $6 AND generation = $7 AND expires_at <= $8",
                         )
@@ -186,9 +187,7 @@ impl Store {
                         .bind(stack)
                         .bind(current.generation)
                         .bind(now_ms)
-                        .execute(pool)
-                        .await?
-                        .rows_affected()
+                        .execute(pool).await).await?.rows_affected()
                     });
                     if updated == 1 {
                         return Ok(Claim::Claimed { lease: taken(generation), previous: Some(current) });
@@ -221,8 +220,8 @@ impl Store {
     /// Moves the expiry of the lease `fence` names (and, if given, its manifest hash), only while it
     /// is still that holder's at that generation: whether it was.
     async fn set_lease_expiry(&self, fence: &Fence, expires_at: i64, manifest_hash: Option<&str>) -> Result<bool> {
-        let changed = on_db!(&self.db, pool => {
-            sqlx::query(
+        let changed = on_db!(self.db()?, pool => {
+            self.wrote(sqlx::query(
                 "UPDATE watch_leases SET expires_at = $1, manifest_hash = COALESCE($2, manifest_hash)
                  WHERE stack = $3 AND holder = $4 AND generation = $5",
             )
@@ -231,9 +230,7 @@ impl Store {
             .bind(&fence.stack)
             .bind(&fence.holder)
             .bind(fence.generation)
-            .execute(pool)
-            .await?
-            .rows_affected()
+            .execute(pool).await).await?.rows_affected()
         });
         Ok(changed == 1)
     }
@@ -249,8 +246,8 @@ impl Store {
         if lock.operation != REMEDIATION_LOCK || ours {
             return Ok(None);
         }
-        let broken = on_db!(&self.db, pool => {
-            let mut tx = pool.write().await?;
+        let broken = on_db!(self.db()?, pool => {
+            let mut tx = pool.write(self.file.as_ref()).await?;
             LeaseCheck::check_lease(&mut tx, fence).await?;
             let broken = sqlx::query("DELETE FROM locks WHERE stack = $1 AND id = $2 AND operation = $3")
                 .bind(&fence.stack)
@@ -267,9 +264,11 @@ impl Store {
 
     /// Whether the lease `fence` names is still the current one (not taken over since).
     pub async fn fence_holds(&self, fence: &Fence) -> Result<bool> {
-        Ok(on_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
-            LeaseCheck::check_lease(&mut tx, fence).await.is_ok()
+        Ok(on_db!(self.db()?, pool => {
+            let mut tx = Tx::begin(pool.acquire().await?, "BEGIN", None).await?;
+            let holds = LeaseCheck::check_lease(&mut tx, fence).await.is_ok();
+            tx.commit().await?;
+            holds
         }))
     }
 
@@ -289,7 +288,7 @@ pub(super) trait LeaseCheck {
 
 macro_rules! lease_check {
     ($db:ty) => {
-        impl LeaseCheck for sqlx::Transaction<'static, $db> {
+        impl LeaseCheck for Tx<$db> {
             async fn check_lease(&mut self, fence: &Fence) -> Result<()> {
                 let current: Option<(String, i64)> = sqlx::query_as("SELECT holder, generation FROM watch_leases WHERE stack = $1")
                     .bind(&fence.stack)
@@ -317,16 +316,19 @@ lease_check!(sqlx::Postgres);
 /// [`StateError::Fenced`] before anything is written otherwise.
 pub(super) trait FencedWrite {
     type Db: sqlx::Database;
-    fn write_fenced(&self, fence: Option<&Fence>)
-    -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>>> + Send;
+    fn write_fenced(
+        &self,
+        fence: Option<&Fence>,
+        file: Option<&Arc<StateFile>>,
+    ) -> impl std::future::Future<Output = Result<Tx<Self::Db>>> + Send;
 }
 
 macro_rules! fenced_write {
     ($pool:ty, $db:ty) => {
         impl FencedWrite for $pool {
             type Db = $db;
-            async fn write_fenced(&self, fence: Option<&Fence>) -> Result<sqlx::Transaction<'static, $db>> {
-                let mut tx = WritePool::write(self).await?;
+            async fn write_fenced(&self, fence: Option<&Fence>, file: Option<&Arc<StateFile>>) -> Result<Tx<$db>> {
+                let mut tx = WritePool::write(self, file).await?;
                 if let Some(fence) = fence {
                     LeaseCheck::check_lease(&mut tx, fence).await?;
                 }

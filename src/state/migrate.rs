@@ -53,7 +53,7 @@ pub struct MovedStack {
 impl Store {
     /// The names of every stack this state knows (with a row, resources, journal or drift).
     pub async fn stack_names(&self) -> Result<Vec<String>> {
-        on_db!(&self.db, pool => {
+        on_db!(self.db()?, pool => {
             Ok(sqlx::query_scalar(
                 "SELECT name FROM stacks UNION SELECT stack FROM resources UNION SELECT stack FROM operations
                  UNION SELECT stack FROM drift_events ORDER BY 1",
@@ -64,7 +64,7 @@ impl Store {
     }
 
     async fn dump(&self, stack: &str) -> Result<StackDump> {
-        on_db!(&self.db, pool => {
+        on_db!(self.db()?, pool => {
             let row: Option<StackRow> = sqlx::query_as(
                 "SELECT name, serial, outputs, updated_at, account_id, partition, region, last_operation, lineage FROM stacks WHERE name = $1",
             )
@@ -97,8 +97,8 @@ impl Store {
 
     /// Writes `dump` as stack `stack` of this (empty for that stack) state, in one transaction.
     async fn restore(&self, stack: &str, dump: &StackDump) -> Result<()> {
-        on_db!(&self.db, pool => {
-            let mut tx = pool.write().await?;
+        on_db!(self.db()?, pool => {
+            let mut tx = pool.write(self.file.as_ref()).await?;
             if let Some((name, serial, outputs, updated_at, account_id, partition, region, last_operation, lineage)) = &dump.stack {
                 // The lineage goes along: a plan saved against the source is still recognised (and a
                 // trigger or default only fills it in when it is missing).
@@ -179,8 +179,8 @@ impl Store {
     /// Removes stack `stack`'s records (drift history, journal, resources, its row) from this state:
     /// a copy `migrate_to` made before it failed.
     async fn discard_copy(&self, stack: &str) -> Result<()> {
-        on_db!(&self.db, pool => {
-            let mut tx = pool.write().await?;
+        on_db!(self.db()?, pool => {
+            let mut tx = pool.write(self.file.as_ref()).await?;
             for table in ["drift_events", "operations", "resources"] {
                 sqlx::query(&format!("DELETE FROM {table} WHERE stack = $1")).bind(stack).execute(&mut *tx).await?;
             }

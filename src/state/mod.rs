@@ -76,7 +76,7 @@ pub(crate) mod test_backends {
     impl Store {
         /// Runs one statement with text arguments, on either backend (tests look at the tables).
         pub(crate) async fn exec_for_tests(&self, sql: &str, args: &[&str]) -> Result<u64> {
-            on_db!(&self.db, pool => {
+            on_db!(self.db()?, pool => {
                 let mut q = sqlx::query(sql);
                 for a in args {
                     q = q.bind(*a);
@@ -87,7 +87,7 @@ pub(crate) mod test_backends {
 
         /// The first column of every row a query returns, as text.
         pub(crate) async fn texts_for_tests(&self, sql: &str, args: &[&str]) -> Result<Vec<String>> {
-            on_db!(&self.db, pool => {
+            on_db!(self.db()?, pool => {
                 let mut q = sqlx::query_scalar(sql);
                 for a in args {
                     q = q.bind(*a);
@@ -104,7 +104,9 @@ pub use backend::{is_postgres_url, redact_url};
 use lease::FencedWrite;
 pub mod drift;
 pub mod fingerprint;
+mod file;
 pub use drift::{DELETED, Drift, DriftEvent, Listing, Resolution};
+use file::StateFile;
 pub mod lease;
 mod lock;
 mod migrate;
@@ -224,6 +226,46 @@ pub enum StateError {
         .0.display()
     )]
     SecretKeyMissing(PathBuf),
+    /// The SQLite file's path no longer names the file this process opened: nothing more is read
+    /// or written through this store.
+    #[error(
+        "state file {} is no longer the file this process opened: {why}. Stopped using it: nothing more is written (writes \
+         into a deleted or replaced state file are lost, and its leftover -wal would corrupt the next state made at that \
+         path). Put the state file back where it was (with its -wal and -shm files), then run reconcile again",
+        path.display()
+    )]
+    Vanished { path: PathBuf, why: String },
+    #[error(
+        "refusing to create a new state file {}: {} {} left beside it, the write-ahead log of a state file that was \
+         deleted or moved (a new database next to them would read them as its own: a corrupt state). If the state file \
+         was moved, move it back, or move these along with it; if it was deleted by mistake, restore it from a backup \
+         with these files; to start a new state here, delete them first",
+        path.display(),
+        leftovers.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" and "),
+        if leftovers.len() == 1 { "is" } else { "are" }
+    )]
+    Leftovers { path: PathBuf, leftovers: Vec<PathBuf> },
+    #[error(
+        "state file {} is read-only here: {why}. Every write (the journal before each AWS call, the resources made) would \
+         fail; fix the permission or the mount (or point --state at a writable file), then run the command again",
+        path.display()
+    )]
+    ReadOnly { path: PathBuf, why: String },
+    /// SQLite's "database is locked": another connection held the file's write lock past the busy timeout.
+    #[error(
+        "state file {} is locked: another connection held its write lock for longer than {} s ({source}); {holders}. \
+         A reconcile process stuck in a write, or another program with the file open, holds it (`fuser -v {}` lists \
+         the processes that have it open): wait for it to finish or stop it, then run the command again",
+        path.display(),
+        BUSY_TIMEOUT.as_secs(),
+        path.display()
+    )]
+    Busy {
+        path: PathBuf,
+        holders: String,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("state holds invalid data for {what}: {source}")]
     Decode {
         what: String,
@@ -451,6 +493,9 @@ pub struct Store {
     fence: Option<std::sync::Arc<lease::Fence>>,
     /// The key of the secret fingerprints ([`fingerprint`]); never stored in the state.
     secret_key: Option<std::sync::Arc<fingerprint::SecretKey>>,
+    /// The SQLite file opened (none in memory and on PostgreSQL): checked still in place before every
+    /// statement and every COMMIT.
+    file: Option<std::sync::Arc<StateFile>>,
 }
 
 impl Store {
@@ -465,14 +510,14 @@ impl Store {
         if is_postgres_url(&text) {
             return Self::open_postgres(&text).await;
         }
-        Self::open_with(path, SqlitePoolOptions::new().max_connections(4)).await
+        Self::open_with(path, SqlitePoolOptions::new().max_connections(4), BUSY_TIMEOUT).await
     }
 
     /// Connects to a PostgreSQL state and migrates it (the first opener applies the schema, holding
     /// an advisory lock; a schema newer than this binary is refused untouched).
     pub async fn open_postgres(url: &str) -> Result<Store> {
         let pool = backend::connect_postgres(url).await?;
-        Ok(Store { db: Db::Postgres(pool), path: PathBuf::from(redact_url(url)), held: Default::default(), fence: None, secret_key: None })
+        Ok(Store { db: Db::Postgres(pool), path: PathBuf::from(redact_url(url)), held: Default::default(), fence: None, secret_key: None, file: None })
     }
 
     /// Whether the state is on PostgreSQL.
@@ -480,23 +525,72 @@ impl Store {
         matches!(self.db, Db::Postgres(_))
     }
 
-    async fn open_with(path: &Path, pool: SqlitePoolOptions) -> Result<Store> {
+    async fn open_with(path: &Path, pool: SqlitePoolOptions, busy_timeout: Duration) -> Result<Store> {
         match std::fs::metadata(path) {
             Ok(m) if m.is_file() && m.len() == 0 => return Err(StateError::Empty { path: path.into() }),
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_new(path).await?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let leftovers = file::leftovers(path);
+                if !leftovers.is_empty() {
+                    return Err(StateError::Leftovers { path: path.into(), leftovers });
+                }
+                create_new(path).await?
+            }
             Err(source) => return Err(StateError::Create { path: path.into(), source }),
         }
+        if let Some(why) = file::not_writable(path) {
+            return Err(StateError::ReadOnly { path: path.into(), why });
+        }
+        let file = std::sync::Arc::new(StateFile::at(path).map_err(|source| StateError::Create { path: path.into(), source })?);
         let options = SqliteConnectOptions::from_str("sqlite:")
             .map_err(|source| StateError::Open { path: path.into(), source })?
             .filename(path)
             .create_if_missing(false)
             .journal_mode(SqliteJournalMode::Wal)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(busy_timeout);
+        // A connection opened before a write failed is closed rather than reused (see [`file`]).
+        let keep = file.clone();
+        let pool = pool.before_acquire(move |_, meta| {
+            let reuse = keep.keep(meta.age);
+            Box::pin(async move { Ok(reuse) })
+        });
         let pool = pool.connect_with(options).await.map_err(|e| classify_open_error(path, e))?;
         Self::migrate(&pool, path).await?;
-        Ok(Store { db: Db::Sqlite(pool), path: path.to_path_buf(), held: Default::default(), fence: None, secret_key: None })
+        file.check()?;
+        Ok(Store { db: Db::Sqlite(pool), path: path.to_path_buf(), held: Default::default(), fence: None, secret_key: None, file: Some(file) })
+    }
+
+    /// The database, while the SQLite file opened is still in place ([`StateError::Vanished`] once
+    /// its path names another file or none).
+    fn db(&self) -> Result<&Db> {
+        if let Some(file) = &self.file {
+            file.check()?;
+        }
+        Ok(&self.db)
+    }
+
+    /// Whether the SQLite state file this store opened is still the one its path names (always true
+    /// on PostgreSQL and in memory): `watch` asks once per pass, and stops when it is not. Every
+    /// statement checks it too.
+    pub fn check_file(&self) -> Result<()> {
+        self.db().map(|_| ())
+    }
+
+    /// What a write outside a transaction (one autocommit statement) returned: on SQLite, a failure
+    /// has the older connections reopened, and "database is locked" names the holders.
+    async fn wrote<T>(&self, result: std::result::Result<T, sqlx::Error>) -> Result<T> {
+        let e = match result {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        match (&self.db, &self.file) {
+            (Db::Sqlite(pool), Some(file)) => {
+                file.reopen_connections();
+                if backend::is_busy(&e) { Err(backend::busy(pool, Some(file), e).await) } else { Err(StateError::Db(e)) }
+            }
+            _ => Err(StateError::Db(e)),
+        }
     }
 
     /// An in-memory store, for tests.
@@ -504,7 +598,7 @@ impl Store {
         let options = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
         let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
         Self::migrate(&pool, Path::new(":memory:")).await?;
-        Ok(Store { db: Db::Sqlite(pool), path: PathBuf::from(":memory:"), held: Default::default(), fence: None, secret_key: None })
+        Ok(Store { db: Db::Sqlite(pool), path: PathBuf::from(":memory:"), held: Default::default(), fence: None, secret_key: None, file: None })
     }
 
     async fn migrate(pool: &SqlitePool, path: &Path) -> Result<()> {
@@ -547,7 +641,7 @@ impl Store {
     #[instrument(skip_all, fields(stack))]
     pub async fn load(&self, stack: &str) -> Result<StackState> {
         let mut state = StackState::default();
-        on_db!(&self.db, pool => {
+        on_db!(self.db()?, pool => {
             if let Some(row) = sqlx::query("SELECT serial, outputs, last_operation FROM stacks WHERE name = $1")
                 .bind(stack)
                 .fetch_optional(pool)
@@ -595,7 +689,7 @@ impl Store {
     /// Every resource, of any stack in this state, that records the physical resource `id` of
     /// `kind` (ids compared as AWS would: a Lambda permission's function by name or ARN alike).
     pub async fn owners_of(&self, kind: Kind, id: &str) -> Result<Vec<Owner>> {
-        let rows: Vec<(String, String, String)> = on_db!(&self.db, pool => {
+        let rows: Vec<(String, String, String)> = on_db!(self.db()?, pool => {
             sqlx::query_as("SELECT stack, name, physical_id FROM resources WHERE kind = $1 ORDER BY rowid")
                 .bind(kind.type_name())
                 .fetch_all(pool)
@@ -614,7 +708,7 @@ impl Store {
     pub async fn singleton_owners(&self) -> Result<Vec<Owner>> {
         let mut owners = Vec::new();
         for kind in Kind::ALL.iter().copied().filter(|k| k.is_singleton()) {
-            let row: Option<(String, String, String)> = on_db!(&self.db, pool => {
+            let row: Option<(String, String, String)> = on_db!(self.db()?, pool => {
                 sqlx::query_as("SELECT stack, name, physical_id FROM resources WHERE kind = $1 ORDER BY rowid LIMIT 1")
                     .bind(kind.type_name())
                     .fetch_optional(pool)
@@ -654,8 +748,8 @@ impl Store {
             fingerprint::fingerprint_secrets(r.kind, map, self.secret_key());
         }
         let fence = self.fence(stack)?;
-        on_db!(&self.db, pool => {
-            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+        on_db!(self.db()?, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref(), self.file.as_ref()).await?;
             // One physical resource has one key: a second key recording it (two declarations that
             // resolved to one resource at apply) is refused before it is written, in the same
             // transaction, so removing one of them can never delete what the other still declares.
@@ -714,8 +808,8 @@ impl Store {
     #[instrument(skip_all, fields(stack, resource))]
     pub async fn delete_resource(&self, stack: &str, resource: &str) -> Result<i64> {
         let fence = self.fence(stack)?;
-        on_db!(&self.db, pool => {
-            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+        on_db!(self.db()?, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref(), self.file.as_ref()).await?;
             let serial = tx.bump(stack, fence).await?;
             sqlx::query("DELETE FROM resources WHERE stack = $1 AND name = $2").bind(stack).bind(resource).execute(&mut *tx).await?;
             tx.commit().await?;
@@ -729,8 +823,8 @@ impl Store {
     #[instrument(skip_all, fields(stack))]
     pub async fn set_retain(&self, stack: &str, flags: &[(String, bool)]) -> Result<()> {
         let fence = self.fence(stack)?;
-        on_db!(&self.db, pool => {
-            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+        on_db!(self.db()?, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref(), self.file.as_ref()).await?;
             tx.check_fence(stack, fence).await?;
             let mut changed = 0;
             for (name, retain) in flags {
@@ -755,8 +849,8 @@ impl Store {
     #[instrument(skip_all, fields(stack, from, to))]
     pub async fn rename_resource(&self, stack: &str, from: &str, to: &str) -> Result<i64> {
         let fence = self.fence(stack)?;
-        on_db!(&self.db, pool => {
-            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+        on_db!(self.db()?, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref(), self.file.as_ref()).await?;
             let serial = tx.bump(stack, fence).await?;
             sqlx::query("UPDATE resources SET name = $1, updated_at = $4 WHERE stack = $2 AND name = $3")
                 .bind(to)
@@ -794,8 +888,8 @@ impl Store {
     pub async fn forget_resource(&self, stack: &str, resource: &str) -> Result<(i64, Vec<PendingOperation>)> {
         let pending: Vec<PendingOperation> = self.pending_operations(stack).await?.into_iter().filter(|p| p.resource == resource).collect();
         let fence = self.fence(stack)?;
-        let serial = on_db!(&self.db, pool => {
-            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+        let serial = on_db!(self.db()?, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref(), self.file.as_ref()).await?;
             let serial = tx.bump(stack, fence).await?;
             sqlx::query("DELETE FROM resources WHERE stack = $1 AND name = $2").bind(stack).bind(resource).execute(&mut *tx).await?;
             sqlx::query(
@@ -823,8 +917,8 @@ impl Store {
     #[instrument(skip_all, fields(stack))]
     pub async fn set_outputs(&self, stack: &str, outputs: &BTreeMap<String, String>) -> Result<i64> {
         let fence = self.fence(stack)?;
-        on_db!(&self.db, pool => {
-            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+        on_db!(self.db()?, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref(), self.file.as_ref()).await?;
             let serial = tx.bump(stack, fence).await?;
             sqlx::query("UPDATE stacks SET outputs = $1 WHERE name = $2")
                 .bind(serde_json::to_string(outputs).unwrap_or_default())
@@ -839,7 +933,7 @@ impl Store {
     /// The account, partition and region the stack is pinned to; `None` when it is not pinned.
     pub async fn identity(&self, stack: &str) -> Result<Option<Identity>> {
         type Pin = (Option<String>, Option<String>, Option<String>);
-        let row: Option<Pin> = on_db!(&self.db, pool => {
+        let row: Option<Pin> = on_db!(self.db()?, pool => {
             sqlx::query_as("SELECT account_id, partition, region FROM stacks WHERE name = $1").bind(stack).fetch_optional(pool).await?
         });
         Ok(match row {
@@ -852,7 +946,7 @@ impl Store {
     /// (`None` before anything was recorded for the stack). A saved plan records it with the serial.
     #[instrument(skip_all, fields(stack))]
     pub async fn lineage(&self, stack: &str) -> Result<Option<String>> {
-        let lineage: Option<Option<String>> = on_db!(&self.db, pool => {
+        let lineage: Option<Option<String>> = on_db!(self.db()?, pool => {
             sqlx::query_scalar("SELECT lineage FROM stacks WHERE name = $1").bind(stack).fetch_optional(pool).await?
         });
         Ok(lineage.flatten())
@@ -862,8 +956,8 @@ impl Store {
     #[instrument(skip_all, fields(stack))]
     pub async fn set_identity(&self, stack: &str, id: &Identity) -> Result<()> {
         let fence = self.fence(stack)?;
-        on_db!(&self.db, pool => {
-            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+        on_db!(self.db()?, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref(), self.file.as_ref()).await?;
             tx.check_fence(stack, fence).await?;
             sqlx::query(
                 "INSERT INTO stacks (name, serial, account_id, partition, region) VALUES ($1, 0, $2, $3, $4)
@@ -884,8 +978,8 @@ impl Store {
     #[instrument(skip_all, fields(stack))]
     pub async fn clear_identity(&self, stack: &str) -> Result<()> {
         let fence = self.fence(stack)?;
-        on_db!(&self.db, pool => {
-            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+        on_db!(self.db()?, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref(), self.file.as_ref()).await?;
             tx.check_fence(stack, fence).await?;
             sqlx::query("UPDATE stacks SET account_id = NULL, partition = NULL, region = NULL WHERE name = $1")
                 .bind(stack)
@@ -900,8 +994,8 @@ impl Store {
     #[instrument(skip_all, fields(stack, operation))]
     pub async fn set_last_operation(&self, stack: &str, operation: StackOperation) -> Result<i64> {
         let fence = self.fence(stack)?;
-        on_db!(&self.db, pool => {
-            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+        on_db!(self.db()?, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref(), self.file.as_ref()).await?;
             let serial = tx.bump(stack, fence).await?;
             sqlx::query("UPDATE stacks SET last_operation = $1 WHERE name = $2")
                 .bind(operation.as_str())
@@ -924,8 +1018,8 @@ impl Store {
         physical_name: Option<&str>,
     ) -> Result<i64> {
         let fence = self.fence(stack)?;
-        on_db!(&self.db, pool => {
-            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+        on_db!(self.db()?, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref(), self.file.as_ref()).await?;
             tx.check_fence(stack, fence).await?;
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO operations (stack, resource, kind, action, physical_name) VALUES ($1, $2, $3, $4, $5) RETURNING id",
@@ -945,8 +1039,8 @@ impl Store {
     /// Closes a journal entry. On a fenced store whose lease was taken over it is left open (and the
     /// write fails): the next run adopts what the write made.
     pub async fn finish_operation(&self, id: i64, outcome: &OperationOutcome) -> Result<()> {
-        on_db!(&self.db, pool => {
-            let mut tx = pool.write_fenced(self.fence.as_deref()).await?;
+        on_db!(self.db()?, pool => {
+            let mut tx = pool.write_fenced(self.fence.as_deref(), self.file.as_ref()).await?;
             sqlx::query("UPDATE operations SET finished_at = $1, outcome = $2 WHERE id = $3")
                 .bind(now())
                 .bind(outcome.to_string())
@@ -960,7 +1054,7 @@ impl Store {
 
     pub async fn pending_operations(&self, stack: &str) -> Result<Vec<PendingOperation>> {
         type Op = (i64, String, String, String, Option<String>, String);
-        let rows: Vec<Op> = on_db!(&self.db, pool => {
+        let rows: Vec<Op> = on_db!(self.db()?, pool => {
             sqlx::query_as(
                 "SELECT id, resource, kind, action, physical_name, started_at FROM operations WHERE stack = $1 AND finished_at IS NULL ORDER BY id",
             )
@@ -983,7 +1077,7 @@ impl Store {
     /// On PostgreSQL, a session-level advisory lock (see [`pg_lock`]).
     #[instrument(skip_all, fields(stack, operation))]
     pub async fn lock(&self, stack: &str, operation: &str, timeout: Duration) -> Result<LockInfo> {
-        let pool = match &self.db {
+        let pool = match self.db()? {
             Db::Sqlite(pool) => pool,
             Db::Postgres(pool) => return pg_lock::lock(pool, &self.held, stack, operation, timeout).await,
         };
@@ -992,18 +1086,22 @@ impl Store {
         loop {
             let id = lock_id();
             let host = hostname();
-            let inserted = sqlx::query(
-                "INSERT INTO locks (stack, id, operation, pid, host, acquired_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (stack) DO NOTHING",
-            )
-            .bind(stack)
-            .bind(&id)
-            .bind(operation)
-            .bind(i64::from(std::process::id()))
-            .bind(&host)
-            .bind(now())
-            .execute(pool)
-            .await?
-            .rows_affected();
+            let inserted = self
+                .wrote(
+                    sqlx::query(
+                        "INSERT INTO locks (stack, id, operation, pid, host, acquired_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (stack) DO NOTHING",
+                    )
+                    .bind(stack)
+                    .bind(&id)
+                    .bind(operation)
+                    .bind(i64::from(std::process::id()))
+                    .bind(&host)
+                    .bind(now())
+                    .execute(pool)
+                    .await,
+                )
+                .await?
+                .rows_affected();
             if inserted == 1 {
                 return self.lock_info(stack).await?.ok_or_else(|| StateError::NoSuchLock { stack: stack.into(), id, current: None });
             }
@@ -1026,7 +1124,7 @@ impl Store {
     /// gone (its holder died or lost its connection) is not a lock any more.
     pub async fn lock_info(&self, stack: &str) -> Result<Option<LockInfo>> {
         type Lock = (String, String, i64, String, String);
-        let row: Option<Lock> = match &self.db {
+        let row: Option<Lock> = match self.db()? {
             Db::Sqlite(pool) => {
                 sqlx::query_as("SELECT id, operation, pid, host, acquired_at FROM locks WHERE stack = $1")
                     .bind(stack)
@@ -1040,8 +1138,8 @@ impl Store {
 
     /// Releases a lock this process holds.
     pub async fn unlock(&self, stack: &str, id: &str) -> Result<()> {
-        on_db!(&self.db, pool => {
-            sqlx::query("DELETE FROM locks WHERE stack = $1 AND id = $2").bind(stack).bind(id).execute(pool).await?;
+        on_db!(self.db()?, pool => {
+            self.wrote(sqlx::query("DELETE FROM locks WHERE stack = $1 AND id = $2").bind(stack).bind(id).execute(pool).await).await?;
         });
         self.held.release(stack, id).await;
         Ok(())
@@ -1097,8 +1195,8 @@ impl Store {
         clock: &pacing::Clock,
         change: impl FnOnce(&mut pacing::Rows, i64) -> i64,
     ) -> Result<(i64, pacing::Rows)> {
-        on_db!(&self.db, pool => {
-            let mut tx = pool.write().await?;
+        on_db!(self.db()?, pool => {
+            let mut tx = pool.write(self.file.as_ref()).await?;
             let now = clock.now_ms();
             sqlx::query("DELETE FROM pace_ledger WHERE at_ms <= $1").bind(now).execute(&mut *tx).await?;
             let mut rows = pacing::Rows::new();
@@ -1157,7 +1255,7 @@ impl pacing::PaceLedger for Store {
 
     fn row<'a>(&'a self, budget: &'a pacing::Budget, bucket: &'a str) -> futures::future::BoxFuture<'a, Result<Option<pacing::Row>>> {
         Box::pin(async move {
-            let row: Option<(i64, i64)> = on_db!(&self.db, pool => {
+            let row: Option<(i64, i64)> = on_db!(self.db()?, pool => {
                 sqlx::query_as("SELECT at_ms, spent_ms FROM pace_ledger WHERE account_id = $1 AND region = $2 AND service = $3 AND bucket = $4")
                     .bind(&budget.account_id)
                     .bind(&budget.region)
@@ -1626,6 +1724,156 @@ mod tests {
         let store = Store::open(&path).await.unwrap();
         // Every write was counted: 2 writers per stack x 25 x (put + outputs).
         assert_eq!(store.load("s0").await.unwrap().serial, 100);
+    }
+
+    // A write whose COMMIT fails (a deferred constraint here; a full disk, where SQLite has already
+    // rolled the transaction back and the ROLLBACK fails too) never leaves its connection in the pool
+    // mid-transaction: nothing of it is recorded, and every later write goes through, from this store
+    // (on each of its connections) and from another process.
+    both!(a_failed_commit_never_leaves_a_connection_in_a_transaction);
+    async fn a_failed_commit_never_leaves_a_connection_in_a_transaction(backend: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let target = backend.target(&dir).await;
+        let store = Store::open(&target).await.unwrap();
+        store.put_resource("s", &role("a")).await.unwrap();
+        on_db!(&store.db, pool => {
+            let mut tx = pool.write(store.file.as_ref()).await.unwrap();
+            sqlx::query("CREATE TEMP TABLE t (id INTEGER PRIMARY KEY, p INTEGER REFERENCES t (id) DEFERRABLE INITIALLY DEFERRED)")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO t VALUES (1, 2)").execute(&mut *tx).await.unwrap();
+            sqlx::query("UPDATE stacks SET serial = 99 WHERE name = 's'").execute(&mut *tx).await.unwrap();
+            let err = tx.commit().await.unwrap_err();
+            assert!(err.to_string().to_lowercase().contains("foreign key"), "{err}");
+        });
+        if backend == Backend::Sqlite {
+            // As on a full disk: the transaction is gone under the connection, COMMIT and ROLLBACK fail.
+            on_db!(&store.db, pool => {
+                let mut tx = pool.write(store.file.as_ref()).await.unwrap();
+                sqlx::query("ROLLBACK").execute(&mut *tx).await.unwrap();
+                assert!(tx.commit().await.is_err());
+            });
+        }
+        assert_eq!(store.load("s").await.unwrap().serial, 1, "nothing of the failed write is recorded");
+        let other = Store::open(&target).await.unwrap();
+        other.put_resource("s", &role("other")).await.unwrap();
+        for i in 0..8 {
+            store.put_resource("s", &role(&format!("r{i}"))).await.unwrap();
+        }
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.put_resource("s", &role(&format!("p{i}"))).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(other.load("s").await.unwrap().serial, 18);
+    }
+
+    #[tokio::test]
+    async fn a_new_state_is_refused_beside_a_leftover_wal_or_shm_naming_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        for leftovers in [&["-wal", "-shm"][..], &["-wal"], &["-shm"]] {
+            for suffix in leftovers {
+                std::fs::write(sidecar(&path, suffix), b"the log of a state file that is gone").unwrap();
+            }
+            let err = Store::open(&path).await.unwrap_err();
+            assert!(matches!(&err, StateError::Leftovers { leftovers: l, .. } if l.len() == leftovers.len()), "{err}");
+            let text = err.to_string();
+            for suffix in leftovers {
+                assert!(text.contains(&sidecar(&path, suffix).display().to_string()), "{text}");
+            }
+            assert!(text.contains("refusing to create a new state file") && text.contains("delete them first"), "{text}");
+            assert!(!path.exists(), "no state file is made beside them");
+            for suffix in leftovers {
+                assert_eq!(std::fs::read(sidecar(&path, suffix)).unwrap(), b"the log of a state file that is gone", "left as they were");
+                std::fs::remove_file(sidecar(&path, suffix)).unwrap();
+            }
+        }
+        Store::open(&path).await.unwrap().close().await;
+    }
+
+    /// A state file deleted, or replaced by another, under a store that has it open: the store
+    /// writes nothing more (into the unlinked file, nor into the new one), says so naming the
+    /// path, and the next opener at a path with the old write-ahead log beside it is refused.
+    #[tokio::test]
+    async fn a_state_file_deleted_or_replaced_under_a_store_is_never_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Store::open(&path).await.unwrap();
+        store.put_resource("s", &role("a")).await.unwrap();
+        store.check_file().unwrap();
+
+        // Replaced: another state renamed over it (a restore from a backup while it was open).
+        let other_path = dir.path().join("other.db");
+        let other = Store::open(&other_path).await.unwrap();
+        other.put_resource("s", &role("b")).await.unwrap();
+        other.close().await;
+        std::fs::rename(&other_path, &path).unwrap();
+        let err = store.put_resource("s", &role("c")).await.unwrap_err();
+        assert!(matches!(&err, StateError::Vanished { why, .. } if why.contains("replaced by another file")), "{err}");
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+        assert!(matches!(store.load("s").await, Err(StateError::Vanished { .. })), "nothing read either");
+        assert!(matches!(store.lock("s", "apply", Duration::ZERO).await, Err(StateError::Vanished { .. })));
+        assert!(matches!(store.check_file(), Err(StateError::Vanished { .. })));
+        // Nothing went into the file it had open, nor into the one now at the path.
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM resources ORDER BY name").fetch_all(&store.pool_for_tests()).await.unwrap();
+        assert_eq!(names, ["a"]);
+        store.close().await;
+
+        // Deleted (its -wal stays while it is open).
+        let path = dir.path().join("deleted.db");
+        let store = Store::open(&path).await.unwrap();
+        store.put_resource("s", &role("a")).await.unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let err = store.put_resource("s", &role("c")).await.unwrap_err();
+        assert!(matches!(&err, StateError::Vanished { why, .. } if why.contains("deleted or moved away")), "{err}");
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM resources ORDER BY name").fetch_all(&store.pool_for_tests()).await.unwrap();
+        assert_eq!(names, ["a"]);
+        assert!(matches!(Store::open(&path).await, Err(StateError::Leftovers { .. })), "the old log is not taken for a new state's");
+        assert!(!path.exists());
+        store.close().await;
+    }
+
+    /// SQLITE_BUSY past the busy timeout names the holders the state records, and what to do.
+    #[tokio::test]
+    async fn database_is_locked_names_the_recorded_holders() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Store::open_with(&path, SqlitePoolOptions::new().max_connections(2), Duration::from_millis(200)).await.unwrap();
+        let held = store.lock("s", "apply", Duration::ZERO).await.unwrap();
+        let holder = lease::holder_id();
+        store.claim_lease("w", &holder, "h", lease::now_ms(), 60_000).await.unwrap();
+        // Another program holds the write lock of the file.
+        let blocker = SqlitePoolOptions::new().max_connections(1).connect_with(SqliteConnectOptions::new().filename(&path)).await.unwrap();
+        let mut writer = blocker.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        sqlx::query("UPDATE stacks SET serial = serial").execute(&mut *writer).await.unwrap();
+
+        let err = store.put_resource("s", &role("a")).await.unwrap_err();
+        assert!(matches!(err, StateError::Busy { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("stack `s` is locked by apply (pid {} on {}, running) since {}", held.pid, held.host, held.acquired_at)),
+            "{text}"
+        );
+        assert!(text.contains(&format!("stack `w` is watched by `reconcile watch` {holder}")), "{text}");
+        assert!(text.contains(&format!("fuser -v {}", path.display())) && text.contains("database is locked"), "{text}");
+        // An autocommit write is told the same.
+        let err = store
+            .renew_lease(&lease::Fence { stack: "w".into(), holder: holder.clone(), generation: 1 }, "h", lease::now_ms(), 60_000)
+            .await;
+        assert!(matches!(err, Err(StateError::Busy { .. })), "{err:?}");
+
+        writer.rollback().await.unwrap();
+        store.put_resource("s", &role("a")).await.unwrap();
+        blocker.close().await;
+        store.close().await;
     }
 
     both!(the_last_operation_is_recorded_per_stack_and_bumps_the_serial);

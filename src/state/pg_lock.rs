@@ -152,7 +152,7 @@ async fn hold(pool: &PgPool, held: &HeldLocks, mut conn: PgConnection, stack: &s
     let info =
         LockInfo { id: lock_id(), operation: operation.into(), pid: i64::from(std::process::id()), host: hostname(), acquired_at: now() };
     let token: i64 = {
-        let mut tx = pool.write().await?;
+        let mut tx = pool.write(None).await?;
         let token = sqlx::query_scalar("UPDATE lock_keys SET token = token + 1 WHERE stack = $1 RETURNING token")
             .bind(stack)
             .fetch_one(&mut *tx)

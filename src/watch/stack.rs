@@ -58,6 +58,22 @@ pub(super) enum PassError {
     State(#[from] StateError),
 }
 
+/// The `reason` of `reconcile_stack_refused` (and of `/readyz`) while the state file is gone.
+pub(super) const STATE_FILE_LOST: &str = "state_file_lost";
+
+/// The supervisor's check, once per interval, that the state file is still the one opened: `Err`
+/// (logged) once it was deleted, moved or replaced. Every stack is recorded in it, so the watcher
+/// then stops, with that error, rather than go on watching what it can no longer record.
+pub(super) fn state_file_lost(ctx: &Ctx) -> Result<(), StateError> {
+    match ctx.store.check_file() {
+        Err(e @ StateError::Vanished { .. }) => {
+            tracing::error!(error = %e, "the state file is gone from under this watcher: stopping every stack (nothing more is written)");
+            Err(e)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// One stack: its manifest (last good version), read schedule, and what was already said once.
 pub(super) struct StackWatcher {
     source: ManifestSource,
@@ -69,6 +85,9 @@ pub(super) struct StackWatcher {
     beat: Heartbeat,
     /// A read of the manifest and its code that overran [`READ_TIME_LIMIT`] and still runs.
     reading: Option<tokio::task::JoinHandle<ManifestSource>>,
+    /// When each drift (resource, field) now seen was first seen, while it could not be recorded (the
+    /// state unwritable): its event's `first_seen` once it is.
+    unrecorded: BTreeMap<(String, String), String>,
 }
 
 /// Whether a stack's watcher is making progress: `Some(t)` while it works (a reload or a pass), `t`
@@ -108,6 +127,7 @@ impl StackWatcher {
             refused: None,
             beat: Heartbeat::default(),
             reading: None,
+            unrecorded: BTreeMap::new(),
         }
     }
 
@@ -345,6 +365,8 @@ impl StackWatcher {
         fence: &Fence,
     ) -> Result<PassEnd, PassError> {
         let stack = self.source.manifest.stack.clone();
+        // A state file deleted or replaced under the watcher: nothing more of this pass (nor any other).
+        ctx.store.check_file()?;
         let store = ctx.store.fenced(fence.clone());
         self.check_identity(ctx).await?;
         tracker.phase("reading the state");
@@ -399,7 +421,13 @@ impl StackWatcher {
 
         tracker.phase("recording drift");
         let found = findings::findings(&obs.plan, &state, |r| obs.was_read(r));
-        let delta = store.record_drift(&stack, &found.drift, &found.checked, &found.managed).await?;
+        let seen = crate::state::backend::now();
+        self.unrecorded.retain(|(resource, field), _| found.drift.iter().any(|d| d.resource == *resource && d.field == *field));
+        for d in &found.drift {
+            self.unrecorded.entry((d.resource.clone(), d.field.clone())).or_insert_with(|| seen.clone());
+        }
+        let delta = store.record_drift_since(&stack, &found.drift, &found.checked, &found.managed, &self.unrecorded).await?;
+        self.unrecorded.clear();
         stats.opened = delta.opened.iter().filter(|d| !d.ignored).count();
         stats.resolved = delta.resolved.iter().filter(|(e, _)| !e.ignored).count();
         for d in delta.opened.iter().filter(|d| d.ignored) {
@@ -502,6 +530,14 @@ impl StackWatcher {
             PassError::State(e @ StateError::Fenced { .. }) => {
                 tracing::info!(stack, error = %e, "another watcher took the stack over during the pass; nothing more of it is recorded")
             }
+            PassError::State(e @ StateError::Vanished { .. }) => {
+                let message = e.to_string();
+                if self.refused.as_deref() != Some(message.as_str()) {
+                    tracing::error!(stack, error = %message, "the state file is gone from under this watcher: nothing more is written; stopping");
+                    self.refused = Some(message.clone());
+                }
+                metrics.refused(&stack, Some((STATE_FILE_LOST, &message)));
+            }
             PassError::State(e) => tracing::warn!(stack, error = %e, "pass failed"),
         }
         PassEnd::Partial
@@ -563,5 +599,12 @@ mod tests {
         let state = StateError::Corrupt { path: PathBuf::from("x.db") };
         assert_eq!(w.error_policy(&metrics, PassError::State(state)), PassEnd::Partial);
         assert!(metrics.refusals().is_empty() && w.refused.is_none());
+
+        // The state file gone from under the watcher: reported with its reason, the stack not ready.
+        let gone = StateError::Vanished { path: PathBuf::from("x.db"), why: "it was deleted or moved away".into() };
+        assert_eq!(w.error_policy(&metrics, PassError::State(gone)), PassEnd::Partial);
+        assert_eq!(metrics.refusals().len(), 1);
+        assert!(metrics.refusals()[0].1.contains("x.db is no longer the file this process opened"), "{:?}", metrics.refusals());
+        assert!(!metrics.ready());
     }
 }

@@ -47,6 +47,8 @@ pub async fn run(config: Config, store: Store, aws: Aws) -> Result<(), WatchErro
     let mut sources = Some(sources);
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Also flipped when the state file vanishes (every stack is recorded there: nothing is left to watch).
+    let stop_all = stop_tx.clone();
     let (hup_tx, hup_rx) = watch::channel(0u64);
     tokio::spawn(signals(stop_tx, hup_tx));
 
@@ -109,10 +111,16 @@ pub async fn run(config: Config, store: Store, aws: Aws) -> Result<(), WatchErro
     // New manifest files in watched directories join without a restart (at once on SIGHUP).
     let mut stop = stop_rx.clone();
     let mut hup = hup_rx.clone();
+    let mut lost = None;
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             _ = tokio::time::sleep(ctx.config.interval) => {
+                if let Err(e) = super::stack::state_file_lost(&ctx) {
+                    let _ = stop_all.send(true);
+                    lost = Some(e);
+                    continue;
+                }
                 for (path, manifest) in scan_new(&mut sources).await {
                     spawn_stack(&mut tasks, &ctx, path, manifest, stop_rx.clone(), hup_rx.clone());
                 }
@@ -139,7 +147,10 @@ pub async fn run(config: Config, store: Store, aws: Aws) -> Result<(), WatchErro
     let _ = server.await;
     ctx.store.close().await;
     tracing::info!("stopped");
-    Ok(())
+    match lost {
+        Some(e) => Err(WatchError::State(e)),
+        None => Ok(()),
+    }
 }
 
 /// [`Sources::scan_new`] in a blocking task (it reads directories and files).
