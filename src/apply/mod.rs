@@ -714,7 +714,8 @@ async fn run(ctx: &Ctx<'_>, node: Node<'_>, op: Op<'_>) -> Result<(), ApplyError
     }
     if let Some(message) = ctx.not_ours.get(name).filter(|_| !change.deposed) {
         let action = match op {
-            Op::NoOp => None,
+            // Nothing to write, but the run must not say all is well.
+            Op::NoOp => Some("manage"),
             // Forgetting it drops the record only: its tags are not ours to remove.
             Op::Forget { id, .. } => return forget(ctx, name, change.kind, id, None).await,
             Op::Create(_) => Some("create"),

@@ -44,7 +44,7 @@ async fn apply_locked(g: &Global, args: &ApplyArgs, choices: &plan::Choices, man
     if let Some(cycle) = apply::plan_cycle(&plan, &state) {
         return Err(CliError::Refused(apply::cycle_refusal(&cycle)));
     }
-    if !plan.has_changes() {
+    if !plan.has_changes() && plan.blockers.is_empty() {
         // Nothing to confirm: the stack is meant to exist as it is (e.g. after a destroy whose deletes
         // all failed), so `watch --remediate` may repair it again.
         if state.last_operation == Some(crate::state::StackOperation::Destroy) {
@@ -85,7 +85,19 @@ pub(super) async fn run_plan(
     let progress = Progress { enabled: !g.json && !g.quiet };
     let options = Options { parallelism: args.parallelism.into() };
     let report = apply::execute(plan, state, store, aws, options, &progress).await;
-    finish(g, "Apply", plan, Some(report), store, Some(aws)).await
+    let exit = finish(g, "Apply", plan, Some(report), store, Some(aws)).await?;
+    // A resource that is not ours and has nothing to change runs no operation, but the apply did not
+    // bring the stack to what it should be: it says so and fails.
+    let refused: Vec<&plan::Blocker> = plan
+        .blockers
+        .iter()
+        .filter(|b| b.problem == plan::Problem::Conflict)
+        .filter(|b| plan.resources.iter().any(|c| c.name == b.resource && !c.deposed && c.action == plan::Action::NoOp))
+        .collect();
+    for b in &refused {
+        eprintln!("error: {}: {}", b.resource, b.message);
+    }
+    Ok(if refused.is_empty() { exit } else { Exit::Error })
 }
 
 fn refuse_blockers(plan: &Plan) -> Result<(), CliError> {

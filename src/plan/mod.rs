@@ -499,7 +499,9 @@ pub async fn compute_tolerant(
     let unread = |c: &ResourceChange| {
         refused.contains(&c.name) || state.resources.contains_key(&c.name) && !reads.get(&c.name).is_some_and(Result::is_ok)
     };
-    let plan = plan.restricted(|c| !unread(c));
+    let mut plan = plan.restricted(|c| !unread(c));
+    // Those stand as failed reads now, and their changes as `NoOp`.
+    plan.blockers.retain(|b| !refused.contains(&b.resource));
     Observation { plan, reads }
 }
 
