@@ -50,6 +50,12 @@ async fn apply_locked(g: &Global, args: &ApplyArgs, choices: &plan::Choices, man
         if state.last_operation == Some(crate::state::StackOperation::Destroy) {
             store.set_last_operation(&manifest.stack, crate::state::StackOperation::Apply).await?;
         }
+        // What an interrupted run journaled turned out to be in place already (a replacement killed
+        // after AWS made a child whose id its parent fixes, such as a stage's web ACL association):
+        // nothing is left to do for those entries.
+        for id in &plan.interrupted_operations {
+            store.finish_operation(*id, &crate::state::OperationOutcome::Reconciled).await?;
+        }
         return finish(g, "Apply", &plan, None, store, Some(&aws)).await;
     }
     plan::check_blockers(manifest, &state, &mut plan, &aws).await?;

@@ -327,6 +327,16 @@ async fn an_update_of_a_log_group_another_stack_now_owns_is_refused_and_nothing_
 
     let before = log_group(&aws, "DevLogGroupAccessLog").await.unwrap();
     refused_without_a_write(&cli, &moto, "dev_access_logs", "its `reconcile:stack` tag says stack `someone-else`");
+    // A watcher with remediation on reads it as not ours, pass after pass, and writes nothing.
+    let proxy = support::FaultProxy::start(&moto.url, &[]);
+    let (mut w, port) = spawn_watch(&cli, &["--remediate", SEED], &[("AWS_ENDPOINT_URL", Some(proxy.url.as_str()))]);
+    support::poll_until(WATCH_DEADLINE, "a pass to read it as not ours", || w.stderr().contains("dev_access_logs: not ours").then_some(()), || w.stderr());
+    let target = stack_passes(port, STACK) + 2.0;
+    support::poll_until(WATCH_DEADLINE, "2 more passes", || (stack_passes(port, STACK) >= target).then_some(()), || w.stderr());
+    w.assert_running();
+    w.signal("TERM");
+    w.wait(std::time::Duration::from_secs(20));
+    assert_eq!(proxied_writes(&proxy), Vec::<String>::new(), "watch wrote: {}", proxy.stats());
     let out = cli.run(&["-f", SEED, "destroy", "--auto-approve"]);
     out.assert_status(1);
     assert!(out.combined().contains("dev_access_logs: refusing to delete DevLogGroupAccessLog: not ours"), "{out}");
