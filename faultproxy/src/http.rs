@@ -244,7 +244,8 @@ async fn handle(shared: Arc<Shared>, client: UpstreamClient, request: Request<In
         tracing::info!(%service, limit, request = %what, %key_id, in_ms = arrived.elapsed().as_millis() as u64, "API Gateway limit exceeded: answering 429");
         return Ok(fault_response(Fault::Throttle, protocol_of(head, &body), &service, &rng.request_id(), close).into_response());
     }
-    let operation = (service != "moto-api").then(|| operation_of(protocol_of(head, &body), &service, method, &target, head, &body)).flatten();
+    let operation =
+        (service != "moto-api").then(|| operation_of(protocol_of(head, &body), &service, method, &target, head, &body)).flatten();
     if let Some(op) = &operation {
         *shared.stats().by_operation.entry(format!("{service}:{op}")).or_default() += 1;
     }

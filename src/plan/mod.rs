@@ -494,7 +494,8 @@ pub async fn compute_tolerant(
     // that says why, and is never remediated.
     for b in &plan.blockers {
         refused.insert(b.resource.clone());
-        reads.insert(b.resource.clone(), Err(PlanError::NotOurs { resource: b.resource.clone(), kind: b.kind, message: b.message.clone() }));
+        reads
+            .insert(b.resource.clone(), Err(PlanError::NotOurs { resource: b.resource.clone(), kind: b.kind, message: b.message.clone() }));
     }
     let unread = |c: &ResourceChange| {
         refused.contains(&c.name) || state.resources.contains_key(&c.name) && !reads.get(&c.name).is_some_and(Result::is_ok)
@@ -1512,12 +1513,8 @@ pub fn destroy(stack: &str, inspection: &Inspection) -> Plan {
             }
         })
         .collect();
-    let blockers: Vec<Blocker> = inspection
-        .state
-        .resources
-        .values()
-        .filter_map(|s| not_ours_blocker(stack, s, live.get(&s.name)?.as_ref()?, &s.name))
-        .collect();
+    let blockers: Vec<Blocker> =
+        inspection.state.resources.values().filter_map(|s| not_ours_blocker(stack, s, live.get(&s.name)?.as_ref()?, &s.name)).collect();
     show_blockers(&mut resources, &blockers);
     resources.extend(inspection.deposed_changes());
     Plan {

@@ -19,7 +19,11 @@ fn write_updated(cli: &Cli) {
 /// Starts each kill point from the seed stack applied to an empty moto.
 fn fresh_seed(moto: &Moto, cli: &Cli) {
     moto.reset();
-    let _ = std::fs::remove_file(cli.join("reconcile.db"));
+    // With its WAL and shared-memory files: a killed run leaves them, and a new database beside an old
+    // WAL is not a database.
+    for file in ["reconcile.db", "reconcile.db-wal", "reconcile.db-shm"] {
+        let _ = std::fs::remove_file(cli.join(file));
+    }
     cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
 }
 
@@ -377,7 +381,7 @@ async fn a_rest_api_replacement_killed_at_the_held_answer_to_create_deployment_l
     let proxy = support::FaultProxy::start(&moto.url, &[]);
     proxy.configure(r#"{"hold": [{"operation": "CreateDeployment", "service": "apigateway"}]}"#);
     let env = [("AWS_ENDPOINT_URL", Some(proxy.url.as_str()))];
-    let mut run = cli.spawn_with_env(&["-f", SEED, "apply", "--auto-approve", "--replace", "api_demo"], &env);
+    let run = cli.spawn_with_env(&["-f", SEED, "apply", "--auto-approve", "--replace", "api_demo"], &env);
     support::poll_until(
         std::time::Duration::from_secs(60),
         "CreateDeployment to reach AWS and its answer to be held",

@@ -306,7 +306,10 @@ fn refused_without_a_write(cli: &Cli, moto: &Moto, resource: &str, why: &str) {
 
     let out = cli.run_with_env(&["-f", SEED, "apply", "--auto-approve"], &env);
     out.assert_status(1);
-    assert!(out.combined().contains(&format!("{resource}: refusing to ")) || out.stderr.contains(&format!("error: {resource}: not ours")), "{out}");
+    assert!(
+        out.combined().contains(&format!("{resource}: refusing to ")) || out.stderr.contains(&format!("error: {resource}: not ours")),
+        "{out}"
+    );
     assert_eq!(proxied_writes(&proxy), Vec::<String>::new(), "{}", proxy.stats());
     assert!(proxy.stats()["by_operation"].as_object().is_some_and(|ops| ops.keys().any(|k| k.starts_with("sts:"))), "counted");
 }
@@ -330,7 +333,12 @@ async fn an_update_of_a_log_group_another_stack_now_owns_is_refused_and_nothing_
     // A watcher with remediation on reads it as not ours, pass after pass, and writes nothing.
     let proxy = support::FaultProxy::start(&moto.url, &[]);
     let (mut w, port) = spawn_watch(&cli, &["--remediate", SEED], &[("AWS_ENDPOINT_URL", Some(proxy.url.as_str()))]);
-    support::poll_until(WATCH_DEADLINE, "a pass to read it as not ours", || w.stderr().contains("dev_access_logs: not ours").then_some(()), || w.stderr());
+    support::poll_until(
+        WATCH_DEADLINE,
+        "a pass to read it as not ours",
+        || w.stderr().contains("dev_access_logs: not ours").then_some(()),
+        || w.stderr(),
+    );
     let target = stack_passes(port, STACK) + 2.0;
     support::poll_until(WATCH_DEADLINE, "2 more passes", || (stack_passes(port, STACK) >= target).then_some(()), || w.stderr());
     w.assert_running();
@@ -369,7 +377,8 @@ async fn an_update_of_a_role_made_again_by_hand_is_refused_and_nothing_is_writte
         .role
         .unwrap();
     // (moto keeps a deleted role's tags for the next one of its name; AWS does not.)
-    let left: Vec<String> = aws.iam.list_role_tags().role_name(name).send().await.unwrap().tags().iter().map(|t| t.key().to_string()).collect();
+    let left: Vec<String> =
+        aws.iam.list_role_tags().role_name(name).send().await.unwrap().tags().iter().map(|t| t.key().to_string()).collect();
     aws.iam.untag_role().role_name(name).set_tag_keys(Some(left)).send().await.unwrap();
     let policy = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole";
     aws.iam.attach_role_policy().role_name(name).policy_arn(policy).send().await.unwrap();
