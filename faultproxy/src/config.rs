@@ -17,6 +17,48 @@ pub struct Config {
     pub apigw_limits: bool,
     /// Per-operation faults.
     pub fail: Vec<FailRule>,
+    /// Calls forwarded whose answer is held back (never sent).
+    pub hold: Vec<HoldRule>,
+}
+
+/// Forwards chosen calls of one named operation upstream and holds their answers back for good: the
+/// call reached AWS, its client never learns the outcome (to kill the client at that moment).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HoldRule {
+    /// SigV4 service name; `None`: any service.
+    pub service: Option<String>,
+    pub operation: String,
+    /// The first call held (1-based).
+    pub nth: u64,
+    /// How many calls in a row, from the `nth`.
+    pub times: u64,
+}
+
+impl HoldRule {
+    pub fn parse(v: &Value) -> Result<HoldRule, String> {
+        let obj = v.as_object().ok_or_else(|| format!("hold: each rule must be a JSON object, got {v}"))?;
+        if let Some(k) = obj.keys().find(|k| !["operation", "service", "nth", "times"].contains(&k.as_str())) {
+            return Err(format!("hold: unknown key {k:?}"));
+        }
+        // The same keys mean the same as in a `fail` rule.
+        let mut as_fail = obj.clone();
+        as_fail.insert("message".into(), json!("held"));
+        let f = FailRule::parse(&Value::Object(as_fail)).map_err(|e| e.replacen("fail:", "hold:", 1))?;
+        Ok(HoldRule { service: f.service, operation: f.operation, nth: f.nth, times: f.times })
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({"service": self.service, "operation": self.operation, "nth": self.nth, "times": self.times})
+    }
+
+    pub fn matches(&self, service: &str, operation: &str) -> bool {
+        self.operation == operation && self.service.as_deref().is_none_or(|s| s == service)
+    }
+
+    /// Whether the `call`-th matching call (1-based) is held.
+    pub fn holds_call(&self, call: u64) -> bool {
+        call >= self.nth && call - self.nth < self.times
+    }
 }
 
 /// Fails chosen calls of one named operation (see the module documentation).
@@ -135,6 +177,7 @@ impl Config {
             "only": self.only,
             "apigw_limits": self.apigw_limits,
             "fail": self.fail.iter().map(FailRule::to_json).collect::<Vec<_>>(),
+            "hold": self.hold.iter().map(HoldRule::to_json).collect::<Vec<_>>(),
         })
     }
 
@@ -164,6 +207,13 @@ impl Config {
                         Value::Null => Vec::new(),
                         Value::Array(rules) => rules.iter().map(FailRule::parse).collect::<Result<_, _>>()?,
                         other => return Err(format!("fail must be an array of rules, got {other}")),
+                    };
+                }
+                "hold" => {
+                    c.hold = match value {
+                        Value::Null => Vec::new(),
+                        Value::Array(rules) => rules.iter().map(HoldRule::parse).collect::<Result<_, _>>()?,
+                        other => return Err(format!("hold must be an array of rules, got {other}")),
                     };
                 }
                 _ => return Err(format!("unknown key {key:?}")),
@@ -210,6 +260,7 @@ mod tests {
             only: vec![],
             apigw_limits: false,
             fail: Vec::new(),
+            hold: Vec::new(),
         };
         let p = c.patched(&json!({"throttle-rate": 0.5, "only": "IAM, logs"})).unwrap();
         assert_eq!(p.throttle_rate, 0.5);
@@ -219,5 +270,9 @@ mod tests {
         assert!(c.patched(&json!({"only": null})).unwrap().only.is_empty());
         assert!(c.patched(&json!({"apigw-limits": true})).unwrap().apigw_limits);
         assert!(c.patched(&json!({"apigw_limits": "yes"})).is_err());
+        let held = c.patched(&json!({"hold": [{"operation": "CreateDeployment", "nth": 2}]})).unwrap();
+        assert_eq!(held.hold, vec![HoldRule { service: None, operation: "CreateDeployment".into(), nth: 2, times: 1 }]);
+        assert!(held.hold[0].holds_call(2) && !held.hold[0].holds_call(1) && !held.hold[0].holds_call(3));
+        assert!(c.patched(&json!({"hold": [{"operation": "CreateDeployment", "status": 500}]})).is_err());
     }
 }

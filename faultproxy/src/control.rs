@@ -33,6 +33,9 @@ pub fn control(shared: &Shared, method: &str, path: &str, body: &[u8]) -> (u16, 
                         let mut counts = shared.fail_counts.lock().unwrap_or_else(|e| e.into_inner());
                         *counts = vec![(0, 0); new.fail.len()];
                     }
+                    if patch.get("hold").is_some() {
+                        *shared.hold_counts.lock().unwrap_or_else(|e| e.into_inner()) = vec![0; new.hold.len()];
+                    }
                     tracing::info!(config = %new.to_json(), "configuration changed");
                     *cfg = new;
                     (200, cfg.to_json())

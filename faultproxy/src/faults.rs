@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 
 use crate::apigw::{ApigwLimits, apigw_operation};
-use crate::config::{Config, FailRule};
+use crate::config::{Config, FailRule, HoldRule};
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Counters {
@@ -23,6 +23,8 @@ pub struct Counters {
     pub limited: u64,
     /// Answered by a `fail` rule.
     pub failed: u64,
+    /// Forwarded by a `hold` rule, the answer never sent.
+    pub held: u64,
     pub upstream_errors: u64,
 }
 
@@ -36,6 +38,7 @@ impl Counters {
             "dropped": self.dropped,
             "limited": self.limited,
             "failed": self.failed,
+            "held": self.held,
             "upstream_errors": self.upstream_errors,
         })
     }
@@ -49,6 +52,8 @@ pub struct Stats {
     pub added_latency_ms: u64,
     /// `--apigw-limits` answers by the limit hit (`rate` or the operation).
     pub apigw_limited: BTreeMap<&'static str, u64>,
+    /// Requests by `<service>:<operation>` (those whose operation the proxy can tell).
+    pub by_operation: BTreeMap<String, u64>,
 }
 
 impl Stats {
@@ -230,6 +235,8 @@ pub struct Shared {
     pub seen: Mutex<HashMap<u64, u64>>,
     /// Per `fail` rule: (matching calls seen, calls failed); reset when the rules are set.
     pub fail_counts: Mutex<Vec<(u64, u64)>>,
+    /// Per `hold` rule: matching calls seen; reset when the rules are set.
+    pub hold_counts: Mutex<Vec<u64>>,
 }
 
 impl Shared {
@@ -241,6 +248,7 @@ impl Shared {
             limits: Mutex::new(ApigwLimits::new(Instant::now())),
             seen: Mutex::new(HashMap::new()),
             fail_counts: Mutex::new(Vec::new()),
+            hold_counts: Mutex::new(Vec::new()),
         }
     }
 
@@ -279,6 +287,23 @@ impl Shared {
         hit
     }
 
+    /// The `hold` rule that holds this call of `operation`'s answer, if any (every matching rule counts the call).
+    pub fn holding_rule(&self, cfg: &Config, service: &str, operation: Option<&str>) -> Option<HoldRule> {
+        let operation = operation?;
+        let mut counts = self.hold_counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.resize(cfg.hold.len(), 0);
+        let mut hit = None;
+        for (rule, seen) in cfg.hold.iter().zip(counts.iter_mut()) {
+            if rule.matches(service, operation) {
+                *seen += 1;
+                if hit.is_none() && rule.holds_call(*seen) {
+                    hit = Some(rule.clone());
+                }
+            }
+        }
+        hit
+    }
+
     pub fn stats_json(&self) -> Value {
         let config = self.config().to_json();
         let s = self.stats();
@@ -291,6 +316,7 @@ impl Shared {
         let by: Map<String, Value> = s.by_service.iter().map(|(k, c)| (k.clone(), c.to_json())).collect();
         out.insert("by_service".into(), Value::Object(by));
         out.insert("apigw_limited".into(), json!(s.apigw_limited));
+        out.insert("by_operation".into(), json!(s.by_operation));
         let counts = self.fail_counts.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(_, failed)| *failed).collect::<Vec<_>>();
         out.insert("failed_by_rule".into(), json!(counts));
         out.insert("config".into(), config);
@@ -343,6 +369,7 @@ mod tests {
             only: vec![],
             apigw_limits: false,
             fail: Vec::new(),
+            hold: Vec::new(),
         };
         let new = || Shared {
             upstream: "127.0.0.1:1".parse().unwrap(),
@@ -351,6 +378,7 @@ mod tests {
             limits: Mutex::new(ApigwLimits::new(Instant::now())),
             seen: Mutex::new(HashMap::new()),
             fail_counts: Mutex::new(Vec::new()),
+            hold_counts: Mutex::new(Vec::new()),
         };
         let (a, b) = (new(), new());
         let mut counts = [0u32; 4];
@@ -406,6 +434,7 @@ mod tests {
             only: vec![],
             apigw_limits: false,
             fail: Vec::new(),
+            hold: Vec::new(),
         };
         let cfg = c.patched(&json!({"fail": [{"operation": "UpdateStage", "service": "apigateway", "nth": 2, "times": 2}]})).unwrap();
         assert_eq!(cfg.fail[0].status, 400);
@@ -416,6 +445,7 @@ mod tests {
             limits: Mutex::new(ApigwLimits::new(Instant::now())),
             seen: Mutex::new(HashMap::new()),
             fail_counts: Mutex::new(Vec::new()),
+            hold_counts: Mutex::new(Vec::new()),
         };
         let calls: Vec<bool> = (0..5).map(|_| shared.failing_rule(&cfg, "apigateway", Some("UpdateStage")).is_some()).collect();
         assert_eq!(calls, [false, true, true, false, false]);

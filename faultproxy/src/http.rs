@@ -244,9 +244,23 @@ async fn handle(shared: Arc<Shared>, client: UpstreamClient, request: Request<In
         tracing::info!(%service, limit, request = %what, %key_id, in_ms = arrived.elapsed().as_millis() as u64, "API Gateway limit exceeded: answering 429");
         return Ok(fault_response(Fault::Throttle, protocol_of(head, &body), &service, &rng.request_id(), close).into_response());
     }
+    let operation =
+        (service != "moto-api").then(|| operation_of(protocol_of(head, &body), &service, method, &target, head, &body)).flatten();
+    if let Some(op) = &operation {
+        *shared.stats().by_operation.entry(format!("{service}:{op}")).or_default() += 1;
+    }
+    if service != "moto-api"
+        && let Some(rule) = shared.holding_rule(&cfg, &service, operation.as_deref())
+    {
+        // AWS carries the call out; its client never hears back (until it is killed).
+        let forwarded = forward(&client, shared.upstream, &parts.method, &target, head, body.clone(), close).await;
+        shared.stats().bump(&service, |c| c.held += 1);
+        let status = forwarded.as_ref().map(|r| r.status().as_u16()).unwrap_or_default();
+        tracing::info!(%service, operation = %rule.operation, request = %what, status, %key_id, "hold: forwarded, holding the answer back");
+        std::future::pending::<()>().await;
+    }
     if eligible_for_rules(&service, &cfg) {
         let protocol = protocol_of(head, &body);
-        let operation = operation_of(protocol, &service, method, &target, head, &body);
         if let Some(rule) = shared.failing_rule(&cfg, &service, operation.as_deref()) {
             shared.stats().bump(&service, |c| c.failed += 1);
             tracing::info!(%service, operation = %rule.operation, status = rule.status, request = %what, %key_id, in_ms = arrived.elapsed().as_millis() as u64, "fault: failing this call of the operation");
@@ -304,6 +318,7 @@ mod tests {
             only: vec![],
             apigw_limits: false,
             fail: Vec::new(),
+            hold: Vec::new(),
         };
         base.patched(&patch).unwrap()
     }

@@ -62,7 +62,11 @@
 //! * `POST /__faultproxy/config`: a JSON object with any of `latency_ms`, `jitter_ms`, `throttle_rate`,
 //!   `error_rate`, `drop_rate`, `seed`, `only` (array or comma-separated string; `null` or empty for
 //!   every service), `fail` (an array of rules, replacing the previous ones and restarting their
-//!   counts; `[]` or `null` for none); `-` may be used for `_`. Unknown keys or invalid values answer 400.
+//!   counts; `[]` or `null` for none), `hold` (rules `{"operation": "CreateDeployment", "service": …,
+//!   "nth": 1, "times": 1}` like `fail`'s: the call is forwarded upstream, so AWS carries it out, and its
+//!   answer is held back for good, counted as `held`; a test kills its client then); `-` may be used
+//!   for `_`. Unknown keys or invalid values answer 400. The statistics count requests by
+//!   `<service>:<operation>` too (`by_operation`), so a test can count the writes a run sent.
 //!
 //! SIGTERM or SIGINT prints the statistics JSON on stdout and exits 0. Logging goes to stderr
 //! (`-v` logs each fault, `-vv` each request; `FAULTPROXY_LOG` overrides with a tracing filter). Each
@@ -205,6 +209,7 @@ async fn main() -> ExitCode {
         only: normalize_services(args.only.clone()),
         apigw_limits: args.apigw_limits,
         fail: Vec::new(),
+        hold: Vec::new(),
     };
     if let Err(e) = config.validate() {
         eprintln!("faultproxy: {e}");

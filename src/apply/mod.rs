@@ -44,6 +44,14 @@ pub enum ApplyError {
     Unresolved { resource: String, field: String },
     #[error("{resource}: refusing to delete {id}: it does not carry this stack's ownership tag ({found}); it was not made by this stack")]
     NotOwned { resource: String, id: String, found: String },
+    /// The plan found that what AWS has under the recorded id is not what this state made.
+    #[error("{resource}: refusing to {action} {id}: {message}; nothing was sent to AWS")]
+    NotOurs { resource: String, action: &'static str, id: String, message: String },
+    #[error(
+        "update {resource}: AWS answered for {id} with the id `{now}`, but the state records `{recorded}`: it is not the resource \
+         this state made (deleted and made again during the update?); the record is left as it was, so the next plan shows the conflict"
+    )]
+    IdChanged { resource: String, id: String, recorded: String, now: String },
     #[error(
         "{resource}: {name} already exists in AWS but this stack's state does not own it (made outside reconcile, or by another stack): \
          delete or rename it, rename ours, or adopt it with `reconcile import {resource} <id>` ({detail})"
@@ -163,6 +171,9 @@ struct Ctx<'a> {
     /// Creates the plan found in conflict with what AWS has (resource → existing physical id): they
     /// fail without an AWS call.
     conflicts: HashMap<String, Option<String>>,
+    /// Recorded resources the plan found are not what this state made (resource → why): nothing of
+    /// theirs is written (see [`crate::plan::not_ours`]).
+    not_ours: HashMap<String, String>,
 }
 
 impl Ctx<'_> {
@@ -432,6 +443,13 @@ pub async fn execute(plan: &Plan, state: &StackState, store: &Store, aws: &Aws, 
     };
     let conflicts =
         plan.blockers.iter().filter(|b| b.problem == Problem::Conflict).map(|b| (b.resource.clone(), b.physical_id.clone())).collect();
+    let not_ours = plan
+        .blockers
+        .iter()
+        .filter(|b| b.problem == Problem::Conflict)
+        .filter(|b| plan.resources.iter().any(|c| c.name == b.resource && !c.deposed && c.action != Action::Create))
+        .map(|b| (b.resource.clone(), b.message.clone()))
+        .collect();
     let ctx = Ctx {
         aws,
         store,
@@ -440,6 +458,7 @@ pub async fn execute(plan: &Plan, state: &StackState, store: &Store, aws: &Aws, 
         outputs: Mutex::new(plan.known_outputs.clone()),
         recorded: Mutex::new(HashMap::new()),
         conflicts,
+        not_ours,
     };
     let began = Instant::now();
     let starts: Mutex<Vec<Option<Duration>>> = Mutex::new(vec![None; nodes.len()]);
@@ -702,6 +721,22 @@ async fn run(ctx: &Ctx<'_>, node: Node<'_>, op: Op<'_>) -> Result<(), ApplyError
     if node.step != Step::Whole && change.protect {
         return Err(ApplyError::Protected { resource: name.into(), action: "replacement" });
     }
+    if let Some(message) = ctx.not_ours.get(name).filter(|_| !change.deposed) {
+        let action = match op {
+            // Nothing to write, but the run must not say all is well.
+            Op::NoOp => Some("manage"),
+            // Forgetting it drops the record only: its tags are not ours to remove.
+            Op::Forget { id, .. } => return forget(ctx, name, change.kind, id, None).await,
+            Op::Create(_) => Some("create"),
+            Op::Update { .. } => Some("update"),
+            Op::Replace { .. } | Op::CreateNew { .. } => Some("replace"),
+            Op::DeleteOld { .. } | Op::Delete { .. } => Some("delete"),
+        };
+        if let Some(action) = action {
+            let id = change.physical_id.clone().unwrap_or_default();
+            return Err(ApplyError::NotOurs { resource: name.into(), action, id, message: message.clone() });
+        }
+    }
     if let Some(old) = change.moved_from.as_deref().filter(|_| node.step != Step::DeleteOld) {
         // A renamed key takes over the old key's record (and what depended on it follows) before
         // anything else happens to the resource.
@@ -749,7 +784,10 @@ async fn run(ctx: &Ctx<'_>, node: Node<'_>, op: Op<'_>) -> Result<(), ApplyError
                 .await
                 .map_err(|source| ApplyError::Provider { resource: name.into(), action: "update", source });
             let recorded = match applied {
-                Ok(a) => record(ctx, change, change.kind, a.physical_id, desired, a.outputs, change.depends_on.clone()).await,
+                Ok(a) => match changed_id(ctx, change, id, &a.outputs) {
+                    Some(e) => Err(e),
+                    None => record(ctx, change, change.kind, a.physical_id, desired, a.outputs, change.depends_on.clone()).await,
+                },
                 Err(e) => Err(e),
             };
             finish(ctx, op, &recorded).await;
@@ -784,6 +822,20 @@ fn recorded_kind(ctx: &Ctx<'_>, change: &ResourceChange) -> Kind {
     }
     let key = change.moved_from.as_deref().unwrap_or(&change.name);
     ctx.state.resources.get(key).map_or(change.kind, |s| s.kind)
+}
+
+/// An update's answer with another AWS-assigned id than the state records (see
+/// [`providers::assigned_id`]): the record is not overwritten with it.
+fn changed_id(ctx: &Ctx<'_>, change: &ResourceChange, id: &str, outputs: &BTreeMap<String, String>) -> Option<ApplyError> {
+    if change.adopt.is_some() {
+        // Adopted by this run: its record is what AWS has now.
+        return None;
+    }
+    let key = change.moved_from.as_deref().unwrap_or(&change.name);
+    let recorded = ctx.state.resources.get(key).or_else(|| ctx.state.resources.get(&change.name))?;
+    let was = providers::assigned_id(recorded.kind, &recorded.outputs)?;
+    let now = providers::assigned_id(change.kind, outputs)?;
+    (was != now).then(|| ApplyError::IdChanged { resource: change.name.clone(), id: id.to_string(), recorded: was, now })
 }
 
 /// Leaves a resource in AWS and drops it from the state (`retain_on_delete`, region-wide settings).

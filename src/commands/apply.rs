@@ -44,13 +44,19 @@ async fn apply_locked(g: &Global, args: &ApplyArgs, choices: &plan::Choices, man
     if let Some(cycle) = apply::plan_cycle(&plan, &state) {
         return Err(CliError::Refused(apply::cycle_refusal(&cycle)));
     }
-    if !plan.has_changes() {
+    if !plan.has_changes() && plan.blockers.is_empty() {
         // Nothing to confirm: the stack is meant to exist as it is (e.g. after a destroy whose deletes
         // all failed), so `watch --remediate` may repair it again.
         if state.last_operation == Some(crate::state::StackOperation::Destroy) {
             store.set_last_operation(&manifest.stack, crate::state::StackOperation::Apply).await?;
         }
         rekey_fingerprints(store, manifest).await;
+        // What an interrupted run journaled turned out to be in place already (a replacement killed
+        // after AWS made a child whose id its parent fixes, such as a stage's web ACL association):
+        // nothing is left to do for those entries.
+        for id in &plan.interrupted_operations {
+            store.finish_operation(*id, &crate::state::OperationOutcome::Reconciled).await?;
+        }
         return finish(g, "Apply", &plan, None, store, Some(&aws)).await;
     }
     plan::check_blockers(manifest, &state, &mut plan, &aws).await?;
@@ -87,7 +93,19 @@ pub(super) async fn run_plan(
     let options = Options { parallelism: args.parallelism.into() };
     let report = apply::execute(plan, state, store, aws, options, &progress).await;
     rekey_fingerprints(store, manifest).await;
-    finish(g, "Apply", plan, Some(report), store, Some(aws)).await
+    let exit = finish(g, "Apply", plan, Some(report), store, Some(aws)).await?;
+    // A resource that is not ours and has nothing to change runs no operation, but the apply did not
+    // bring the stack to what it should be: it says so and fails.
+    let refused: Vec<&plan::Blocker> = plan
+        .blockers
+        .iter()
+        .filter(|b| b.problem == plan::Problem::Conflict)
+        .filter(|b| plan.resources.iter().any(|c| c.name == b.resource && !c.deposed && c.action == plan::Action::NoOp))
+        .collect();
+    for b in &refused {
+        eprintln!("error: {}: {}", b.resource, b.message);
+    }
+    Ok(if refused.is_empty() { exit } else { Exit::Error })
 }
 
 /// Re-keys the secret fingerprints an older version left unkeyed in the stack's state, from the

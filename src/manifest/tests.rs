@@ -404,7 +404,7 @@ fn misspelt_names_get_a_did_you_mean_at_their_file_line_and_column() {
     let e = errors(&format!("{HEAD}{lg}[resources.b]\ntype = \"aws_cloudwatch_log_group\"\nname = \"${{logs.nmae}}\"\n"));
     assert_eq!(
         e,
-        vec!["10:9: reference `${logs.nmae}`: aws_cloudwatch_log_group has no output `nmae`; outputs: arn, name; did you mean `${logs.name}`?"
+        vec!["10:9: reference `${logs.nmae}`: aws_cloudwatch_log_group has no output `nmae`; outputs: arn, name, creation_time; did you mean `${logs.name}`?"
             .to_string()]
     );
     // In an output, in `depends_on`, a field, a type, a `[stack]` key, a top-level key.

@@ -325,6 +325,9 @@ pub enum PlanError {
          {identity}; one resource has one owner: keep one declaration"
     )]
     SameIdentity { resource: String, kind: Kind, location: String, first: String, first_location: String, identity: String },
+    /// What AWS has under the recorded physical id is not what this state made (see [`not_ours`]).
+    #[error("{resource}: {message}")]
+    NotOurs { resource: String, kind: Kind, message: String },
     #[error("reading {resource} ({kind} {id}) from AWS: {source}")]
     Refresh {
         resource: String,
@@ -567,15 +570,24 @@ pub async fn compute_tolerant(
         let resource = match &e {
             PlanError::SingletonOwned { resource, .. } | PlanError::SameIdentity { resource, .. } => resource.clone(),
             PlanError::MovedAcrossTypes { to, .. } => to.clone(),
-            PlanError::Recovery { .. } | PlanError::Refresh { .. } => continue,
+            PlanError::Recovery { .. } | PlanError::Refresh { .. } | PlanError::NotOurs { .. } => continue,
         };
         refused.insert(resource.clone());
         reads.insert(resource, Err(e));
     }
+    // Nor is what is not ours (another stack's tag, a re-made resource): it stands as a failed read
+    // that says why, and is never remediated.
+    for b in &plan.blockers {
+        refused.insert(b.resource.clone());
+        reads
+            .insert(b.resource.clone(), Err(PlanError::NotOurs { resource: b.resource.clone(), kind: b.kind, message: b.message.clone() }));
+    }
     let unread = |c: &ResourceChange| {
         refused.contains(&c.name) || state.resources.contains_key(&c.name) && !reads.get(&c.name).is_some_and(Result::is_ok)
     };
-    let plan = plan.restricted(|c| !unread(c));
+    let mut plan = plan.restricted(|c| !unread(c));
+    // Those stand as failed reads now, and their changes as `NoOp`.
+    plan.blockers.retain(|b| !refused.contains(&b.resource));
     Observation { plan, reads }
 }
 
@@ -869,16 +881,47 @@ pub async fn inspect(manifest: &Manifest, state: &StackState, pending: &[Pending
                 let Some(s) = insp.state.resources.get(&op.resource).filter(|s| s.kind == kind).cloned() else { continue };
                 let mut taken: std::collections::HashSet<String> = insp.state.resources.values().map(|s| s.physical_id.clone()).collect();
                 taken.extend(insp.deposed.iter().map(|(_, _, id)| id.clone()));
-                // Where the manifest fixes the new one's physical id, what AWS has under it is adopted as
-                // the current one (it is what this run would make), and the recorded one is deleted
-                // once its dependents moved, as the interrupted run would have done.
-                if let Some(r) = manifest.resource(&op.resource).filter(|r| r.kind == kind) {
+                // What the manifest wants now, resolved against what the state records now: after an
+                // interrupted replacement of a parent (a REST API), the new parent, not the one the
+                // child's record names.
+                let wanted = manifest.resource(&op.resource).filter(|r| r.kind == kind).and_then(|r| {
                     let known: HashMap<&str, &BTreeMap<String, String>> =
                         insp.live.iter().filter_map(|(n, l)| l.as_ref().map(|l| (n.as_str(), &l.outputs))).collect();
                     let lookup = |res: &str, out: &str| known.get(res).and_then(|o| o.get(out)).cloned();
                     let (desired, unknown) = refs::resolve(&Value::Object(r.attrs.clone()), &lookup);
-                    let want =
-                        desired.as_object().filter(|_| !unknown).and_then(|d| providers::physical_id_of(kind, d).map(|id| (id, d.clone())));
+                    desired.as_object().filter(|_| !unknown).cloned().map(|d| (r, d))
+                });
+                // Where the manifest fixes the new one's physical id, what AWS has under it is adopted as
+                // the current one (it is what this run would make), and the recorded one is deleted
+                // once its dependents moved, as the interrupted run would have done.
+                if let Some((r, desired)) = &wanted {
+                    let want = providers::physical_id_of(kind, desired).map(|id| (id, desired.clone()));
+                    if let Some((same, live)) = want
+                        .as_ref()
+                        .filter(|(id, _)| *id == s.physical_id)
+                        .and_then(|(_, d)| Some((d, insp.live.get(&op.resource)?.clone()?)))
+                    {
+                        // The same name (a replacement that deletes first): what AWS has there now is
+                        // what the interrupted run made, if it carries this stack's and this resource's
+                        // tags; it is adopted, with the id AWS gave it (so it is not taken for a
+                        // resource re-made by someone else).
+                        let made = providers::assigned_id(kind, &s.outputs);
+                        let now = providers::assigned_id(kind, &live.outputs);
+                        if kind.schema().taggable && made.is_some() && now != made && owned_by(&live.attrs, same) {
+                            tracing::info!(resource = %r.name, id = s.physical_id, "adopting what an interrupted replacement created under the same name");
+                            insp.state.resources.insert(
+                                r.name.clone(),
+                                ResourceState {
+                                    attributes: Value::Object(live.attrs.clone()),
+                                    outputs: live.outputs.clone(),
+                                    depends_on: r.deps.iter().cloned().collect(),
+                                    ..s.clone()
+                                },
+                            );
+                            insp.adopted.insert(r.name.clone(), s.physical_id.clone());
+                        }
+                        continue;
+                    }
                     if let Some((want, desired)) = want.filter(|(id, _)| *id != s.physical_id) {
                         if taken.contains(&want) {
                             continue;
@@ -905,7 +948,12 @@ pub async fn inspect(manifest: &Manifest, state: &StackState, pending: &[Pending
                         continue;
                     }
                 }
-                let mut desired = s.attributes.as_object().cloned().unwrap_or_default();
+                // What the killed run made is looked for as the manifest has it now (under the parent
+                // the state records now), else as the state recorded it.
+                let mut desired = match wanted {
+                    Some((_, desired)) => desired,
+                    None => s.attributes.as_object().cloned().unwrap_or_default(),
+                };
                 let field = kind.schema().physical_name;
                 if let Some(name) = op.physical_name.as_ref().filter(|_| !field.is_empty()) {
                     desired.insert(field.to_string(), Value::String(name.clone()));
@@ -1105,12 +1153,10 @@ pub async fn check_blockers(manifest: &Manifest, state: &StackState, plan: &mut 
             }
         }
     }
-    for b in &blockers {
-        if let Some(change) = plan.resources.iter_mut().find(|c| c.name == b.resource) {
-            change.reason = Some(b.message.clone());
-        }
-    }
-    plan.blockers = blockers;
+    show_blockers(&mut plan.resources, &blockers);
+    // What the diff found (recorded resources that are not ours) stays; these come after.
+    plan.blockers.retain(|b| !blockers.iter().any(|n| n.resource == b.resource && n.problem == b.problem));
+    plan.blockers.extend(blockers);
     Ok(())
 }
 
@@ -1149,6 +1195,63 @@ pub fn owned_by(live: &Map<String, Value>, desired: &Map<String, Value>) -> bool
     [crate::manifest::TAG_STACK, crate::manifest::TAG_RESOURCE].iter().all(|k| tag(live, k).is_some() && tag(live, k) == tag(desired, k))
 }
 
+/// Why what AWS has under a recorded resource's physical id (`live`) is not the resource this state
+/// made, if it is not: its `reconcile:stack` tag names another stack; or the state recorded this
+/// stack's ownership tags and AWS has none (a kind with tags); or the id AWS gave it when it was made
+/// (its RoleId, creation time, REST API id… see [`providers::assigned_id`]) is not the one the state
+/// recorded, so it was deleted and re-made outside reconcile, tags or not. Such a resource is not
+/// updated, replaced, deleted or remediated: the plan shows the conflict and names `import`.
+pub fn not_ours(stack: &str, recorded: &ResourceState, live: &Live) -> Option<String> {
+    let kind = recorded.kind;
+    let tag = |attrs: Option<&Map<String, Value>>| {
+        attrs.and_then(|m| m.get("tags")).and_then(|t| t.get(crate::manifest::TAG_STACK)).and_then(Value::as_str).map(str::to_string)
+    };
+    let why = if kind.schema().taggable {
+        match (tag(Some(&live.attrs)), tag(recorded.attributes.as_object())) {
+            (Some(other), _) if other != stack => Some(format!("its `{}` tag says stack `{other}`", crate::manifest::TAG_STACK)),
+            (None, Some(ours)) if ours == stack => {
+                Some(format!("it has no `{}` tag, and the one this state made had this stack's", crate::manifest::TAG_STACK))
+            }
+            _ => None,
+        }
+    } else {
+        None
+    };
+    let why = why.or_else(|| {
+        let made = providers::assigned_id(kind, &recorded.outputs)?;
+        let now = providers::assigned_id(kind, &live.outputs)?;
+        (made != now).then(|| {
+            format!("AWS gave it the id `{now}` when it was made, and the one this state made had `{made}` (deleted and made again outside reconcile)")
+        })
+    })?;
+    let (name, id) = (&recorded.name, &recorded.physical_id);
+    Some(format!(
+        "not ours: {kind} `{id}` in AWS is not the one this state recorded: {why}; reconcile neither changes nor deletes it. \
+         If this stack is to manage it, adopt it with `reconcile state rm {name}` and then `reconcile import {name} {id}`; \
+         otherwise `reconcile state rm {name}` forgets the record and leaves it alone"
+    ))
+}
+
+/// The conflict [`not_ours`] found for `recorded`, as the plan shows it.
+fn not_ours_blocker(stack: &str, recorded: &ResourceState, live: &Live, resource: &str) -> Option<Blocker> {
+    not_ours(stack, recorded, live).map(|message| Blocker {
+        resource: resource.to_string(),
+        kind: recorded.kind,
+        problem: Problem::Conflict,
+        physical_id: Some(recorded.physical_id.clone()),
+        message,
+    })
+}
+
+/// Each blocked change says why (its reason is the blocker's message).
+fn show_blockers(changes: &mut [ResourceChange], blockers: &[Blocker]) {
+    for b in blockers {
+        if let Some(change) = changes.iter_mut().find(|c| c.name == b.resource && !c.deposed) {
+            change.reason = Some(b.message.clone());
+        }
+    }
+}
+
 /// The pure part of planning: no I/O.
 pub fn diff_all(manifest: &Manifest, state: &StackState, live: &HashMap<String, Option<Live>>) -> Plan {
     diff_all_with(manifest, state, live, &std::collections::BTreeSet::new())
@@ -1166,6 +1269,8 @@ pub fn diff_all_with(
     // State keys no longer in the manifest whose physical resource a new key takes over.
     let mut moved: HashMap<String, String> = HashMap::new();
     let mut warnings = Vec::new();
+    // What AWS has under a recorded id that is not what this state made.
+    let mut blockers = Vec::new();
     // Explicit `[[moved]]` entries first: they take precedence over moves found by physical name.
     let mut explicit: HashMap<&str, &str> = HashMap::new();
     for m in &manifest.moved {
@@ -1243,6 +1348,7 @@ pub fn diff_all_with(
                 ..planned(Action::Create)
             },
             (Some(s), Some(l)) => {
+                blockers.extend(not_ours_blocker(&manifest.stack, s, l, &r.name));
                 // `reconcile:resource` names the key the resource was created (or adopted) under: a
                 // renamed key keeps it, so a move writes nothing to AWS.
                 let mut desired = desired.clone();
@@ -1353,6 +1459,9 @@ pub fn diff_all_with(
     for s in state.resources.values() {
         if manifest.resource(&s.name).is_none() && !moved.contains_key(&s.name) {
             let gone = live.get(&s.name).is_some_and(Option::is_none);
+            if let Some(l) = live.get(&s.name).and_then(Option::as_ref) {
+                blockers.extend(not_ours_blocker(&manifest.stack, s, l, &s.name));
+            }
             let retain = retained(state, &s.name, s.kind);
             // Switched off, the resource is still declared: its `protect = true` still holds.
             let protect = retain.is_none() && manifest.protected.contains(&s.name);
@@ -1375,6 +1484,7 @@ pub fn diff_all_with(
             });
         }
     }
+    show_blockers(&mut changes, &blockers);
     let lookup = |res: &str, out: &str| known.get(res).and_then(|o| o.get(out)).cloned();
     let outputs: BTreeMap<String, String> = manifest
         .outputs
@@ -1395,7 +1505,7 @@ pub fn diff_all_with(
         output_changes,
         interrupted_operations: Vec::new(),
         known_outputs: known,
-        blockers: Vec::new(),
+        blockers,
         output_expressions: manifest.outputs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         destroy: false,
         artifacts: manifest.resources.iter().filter_map(|r| r.artifact.as_ref()).map(|a| (a.sha256.clone(), a.clone())).collect(),
@@ -1495,10 +1605,14 @@ pub fn destroy(stack: &str, inspection: &Inspection) -> Plan {
             }
         })
         .collect();
+    let blockers: Vec<Blocker> =
+        inspection.state.resources.values().filter_map(|s| not_ours_blocker(stack, s, live.get(&s.name)?.as_ref()?, &s.name)).collect();
+    show_blockers(&mut resources, &blockers);
     resources.extend(inspection.deposed_changes());
     Plan {
         format_version: FORMAT_VERSION,
         stack: stack.to_string(),
+        blockers,
         state_serial: inspection.state.serial,
         summary: Summary::default(),
         resources,

@@ -80,6 +80,12 @@ pub fn styled(plan: &Plan) -> String {
     if !plan.warnings.is_empty() || plan.partial {
         out.push('\n');
     }
+    if !plan.has_changes() && !plan.blockers.is_empty() {
+        // Nothing differs, yet what AWS has is not all this stack's (a resource made again by hand).
+        let _ = writeln!(out, "No changes planned for stack `{}` ({} resources unchanged).", plan.stack, plan.summary.no_op);
+        blockers(&mut out, plan);
+        return out;
+    }
     if !plan.has_changes() {
         let _ = writeln!(out, "No changes: AWS matches the manifest for stack `{}` ({} resources).", plan.stack, plan.summary.no_op);
         outputs(&mut out, plan, true);
@@ -104,13 +110,18 @@ pub fn styled(plan: &Plan) -> String {
         "Plan: {adopt}{} to create, {} to update, {} to replace, {} to delete{forget}, {} unchanged{outputs}.",
         s.create, s.update, s.replace, s.delete, s.no_op
     );
+    blockers(&mut out, plan);
+    out
+}
+
+/// What AWS has in the way (conflicts, what is not ours, account logging), if anything.
+fn blockers(out: &mut String, plan: &Plan) {
     if !plan.blockers.is_empty() {
         let _ = writeln!(out, "\nFound in AWS; apply refuses these until they are fixed:");
         for b in &plan.blockers {
             let _ = writeln!(out, "  ! {} ({}): {}", b.resource, b.kind, b.message);
         }
     }
-    out
 }
 
 /// The stack outputs as far as they are known before apply (`(known after apply)` otherwise), those

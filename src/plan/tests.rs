@@ -931,3 +931,70 @@ fn a_move_to_a_key_of_another_type_is_refused_at_the_entry() {
     );
     assert!(moved_type_conflicts(&manifest(&same), &state).is_empty());
 }
+
+#[test]
+fn a_recorded_resource_that_is_not_ours_is_a_conflict_whatever_its_action() {
+    let m = manifest(M);
+    let mut state = StackState::default();
+    for n in ["role", "logs"] {
+        state.resources.insert(n.into(), recorded(&m, n));
+    }
+    state.resources.get_mut("role").unwrap().outputs = BTreeMap::from([("id".to_string(), "AROAOURS".to_string())]);
+    state.resources.get_mut("logs").unwrap().outputs = BTreeMap::from([("creation_time".to_string(), "1000".to_string())]);
+    let in_sync = || {
+        HashMap::from([
+            ("role".to_string(), Some(live_of(&m, "role", &[("name", "role.name"), ("id", "AROAOURS")]))),
+            ("logs".to_string(), Some(live_of(&m, "logs", &[("creation_time", "1000")]))),
+        ])
+    };
+    let plan = diff_all(&m, &state, &in_sync());
+    assert!(plan.blockers.is_empty() && !plan.has_changes(), "{:#?}", plan.blockers);
+
+    // Another stack's tag on the log group (with a drift to update): a conflict, not an update to carry out.
+    let mut live = in_sync();
+    let logs = live.get_mut("logs").unwrap().as_mut().unwrap();
+    logs.attrs["tags"]["reconcile:stack"] = json!("other");
+    logs.attrs["retention_in_days"] = json!(30);
+    let plan = diff_all(&m, &state, &live);
+    assert_eq!(plan.blockers.iter().map(|b| (b.resource.as_str(), b.problem)).collect::<Vec<_>>(), vec![("logs", Problem::Conflict)]);
+    let b = &plan.blockers[0];
+    assert!(b.message.contains("its `reconcile:stack` tag says stack `other`"), "{}", b.message);
+    assert!(b.message.contains("`reconcile state rm logs` and then `reconcile import logs lg`"), "{}", b.message);
+    assert_eq!(plan.resources.iter().find(|c| c.name == "logs").unwrap().reason.as_deref(), Some(b.message.as_str()));
+
+    // The role re-made by hand: no tags, another RoleId; and with our tags copied but another RoleId.
+    let mut live = in_sync();
+    let role = live.get_mut("role").unwrap().as_mut().unwrap();
+    role.outputs.insert("id".into(), "AROAHAND".into());
+    let copied = role.clone();
+    role.attrs.remove("tags");
+    let plan = diff_all(&m, &state, &live);
+    assert_eq!(plan.blockers.len(), 1, "{:#?}", plan.blockers);
+    assert!(plan.blockers[0].message.contains("it has no `reconcile:stack` tag"), "{}", plan.blockers[0].message);
+    live.insert("role".into(), Some(copied));
+    let plan = diff_all(&m, &state, &live);
+    assert_eq!(plan.blockers.len(), 1, "{:#?}", plan.blockers);
+    assert!(plan.blockers[0].message.contains("the id `AROAHAND`") && plan.blockers[0].message.contains("`AROAOURS`"));
+
+    // An imported resource never tagged by us is not a loss of tags; a record without an assigned id
+    // (written before ids were recorded) compares none.
+    let mut imported = state.clone();
+    let role = imported.resources.get_mut("role").unwrap();
+    role.attributes.as_object_mut().unwrap().remove("tags");
+    role.outputs.clear();
+    let mut live = in_sync();
+    live.get_mut("role").unwrap().as_mut().unwrap().attrs.remove("tags");
+    let plan = diff_all(&m, &imported, &live);
+    assert!(plan.blockers.is_empty(), "{:#?}", plan.blockers);
+    assert_eq!(plan.resources.iter().find(|c| c.name == "role").unwrap().action, Action::Update, "its tags are put on");
+
+    // Removed from the manifest, and destroyed: the same conflict.
+    let mut live = in_sync();
+    live.get_mut("logs").unwrap().as_mut().unwrap().outputs.insert("creation_time".into(), "2000".into());
+    let only_role = manifest(&M[..M.find("[resources.logs]").unwrap()]);
+    let plan = diff_all(&only_role, &state, &live);
+    assert_eq!(plan.blockers.iter().map(|b| b.resource.as_str()).collect::<Vec<_>>(), vec!["logs"]);
+    let inspection = Inspection { state: state.clone(), live, ..Inspection::default() };
+    let plan = destroy("s", &inspection);
+    assert_eq!(plan.blockers.iter().map(|b| b.resource.as_str()).collect::<Vec<_>>(), vec!["logs"]);
+}

@@ -285,6 +285,11 @@ impl Resource for IamRole {
         id.to_string()
     }
 
+    /// RoleId: IAM gives every role a new one, also one re-made under the same name.
+    fn assigned_id(outputs: &BTreeMap<String, String>) -> Option<String> {
+        outputs.get("id").cloned()
+    }
+
     fn derived_outputs(_spec: &RoleSpec) -> BTreeMap<String, String> {
         BTreeMap::new()
     }

@@ -176,6 +176,11 @@ impl Resource for LambdaAlias {
         lambda_function::function_name(id).to_string()
     }
 
+    /// The alias ARN (the same for a re-made alias; the alias belongs to its function, whose tags decide).
+    fn assigned_id(outputs: &BTreeMap<String, String>) -> Option<String> {
+        outputs.get("arn").cloned()
+    }
+
     fn derived_outputs(_spec: &AliasSpec) -> BTreeMap<String, String> {
         BTreeMap::new()
     }

@@ -324,6 +324,12 @@ impl Resource for LambdaFunction {
         function_name(id).to_string()
     }
 
+    /// The function ARN. AWS gives a re-made function the same one, so this tells only the account, region and partition apart; the
+    /// ownership tags decide the rest (a revision id changes with every update, drift included, so it cannot stand for the making).
+    fn assigned_id(outputs: &BTreeMap<String, String>) -> Option<String> {
+        outputs.get("arn").cloned()
+    }
+
     fn derived_outputs(_spec: &FunctionSpec) -> BTreeMap<String, String> {
         BTreeMap::new()
     }

@@ -182,6 +182,11 @@ impl Resource for LambdaPermission {
         }
     }
 
+    /// A statement has no id of its own beyond its physical id; it belongs to its function.
+    fn assigned_id(_outputs: &BTreeMap<String, String>) -> Option<String> {
+        None
+    }
+
     fn derived_outputs(_spec: &PermissionSpec) -> BTreeMap<String, String> {
         BTreeMap::new()
     }

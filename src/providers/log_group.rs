@@ -34,7 +34,11 @@ pub static SCHEMA: KindSchema = KindSchema {
     physical_name: "name",
     create_before_destroy: false,
     retain_on_delete: false,
-    outputs: &[("arn", "Log group ARN (without the trailing `:*`)"), ("name", "Log group name")],
+    outputs: &[
+        ("arn", "Log group ARN (without the trailing `:*`)"),
+        ("name", "Log group name"),
+        ("creation_time", "When AWS made it (milliseconds since the epoch); a log group re-made under the name has another"),
+    ],
     taggable: true,
     singleton: false,
     identity: crate::providers::schema::Identity::Fields(&["name"]),
@@ -66,11 +70,17 @@ struct Group {
     name: String,
     arn: String,
     retention: i64,
+    /// When AWS made it (ms since the epoch): what tells it from a log group re-made under its name.
+    created: Option<i64>,
 }
 
 impl Group {
     fn outputs(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([("arn".into(), self.arn.clone()), ("name".into(), self.name.clone())])
+        let mut outputs = BTreeMap::from([("arn".into(), self.arn.clone()), ("name".into(), self.name.clone())]);
+        if let Some(t) = self.created {
+            outputs.insert("creation_time".into(), t.to_string());
+        }
+        outputs
     }
 }
 
@@ -79,7 +89,7 @@ impl Group {
         // `logGroupArn` is the ARN without the trailing `:*` that other services (API Gateway) expect.
         let arn =
             g.log_group_arn().map(str::to_string).or_else(|| g.arn().map(|a| a.trim_end_matches(":*").to_string())).unwrap_or_default();
-        Group { name: name.to_string(), arn, retention: g.retention_in_days().map_or(0, i64::from) }
+        Group { name: name.to_string(), arn, retention: g.retention_in_days().map_or(0, i64::from), created: g.creation_time() }
     }
 }
 
@@ -168,6 +178,11 @@ impl Resource for LogGroup {
 
     fn canonical_id(id: &str) -> String {
         id.to_string()
+    }
+
+    /// The creation time AWS reports (ms since the epoch): a log group re-made under the same name has another (its ARN is the same).
+    fn assigned_id(outputs: &BTreeMap<String, String>) -> Option<String> {
+        outputs.get("creation_time").cloned()
     }
 
     fn derived_outputs(_spec: &LogGroupSpec) -> BTreeMap<String, String> {

@@ -67,7 +67,8 @@ pub struct Aws {
 
 impl Aws {
     /// Loads configuration (the standard AWS chain: env, profiles, `AWS_ENDPOINT_URL`; `region`
-    /// overrides the chain's) and checks that a region and credentials are there (no AWS call is made). `api_share`: the share of each rate-limited service's account limits this process
+    /// overrides the chain's) and checks that a region and credentials are there (no AWS call is made). `api_share`: the share of each
+    /// rate-limited service's account limits this process
     /// uses (`--api-share`; 1: all of them).
     pub async fn connect(region: Option<String>, api_share: f64) -> Result<Aws> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
@@ -332,6 +333,12 @@ pub fn physical_id_of(kind: Kind, d: &Map<String, Value>) -> Option<String> {
 /// a Lambda permission's function may be written as a name or as an ARN.
 pub fn canonical_id(kind: Kind, id: &str) -> String {
     kind.provider().canonical_id(id)
+}
+
+/// The id AWS gave the resource when it was made, from its outputs (live, or as recorded): see
+/// [`Resource::assigned_id`]. `None` for kinds where AWS assigns nothing that tells two makings apart.
+pub fn assigned_id(kind: Kind, outputs: &BTreeMap<String, String>) -> Option<String> {
+    kind.provider().assigned_id(outputs)
 }
 
 /// The resource a resource belongs to, as (kind, physical id): a deployment's or a stage's REST API,

@@ -91,6 +91,14 @@ pub trait Resource: Send + Sync + 'static {
     /// The physical id as AWS identifies the resource, for telling whether two ids name the same one.
     fn canonical_id(id: &str) -> String;
 
+    /// The id AWS gave this very resource when it was made (an IAM RoleId, a log group's creation
+    /// time, a REST API or web ACL id…), taken from its outputs: as `read` reports them, or as the
+    /// state recorded them at create, adoption or import. Something deleted and re-made under the
+    /// same name gets another one, so a live id that differs from the recorded one is not the
+    /// resource this state made, whatever its tags say. `None` where AWS assigns nothing that tells
+    /// two makings apart (a function's ARN is the same for a re-made function; its tags decide).
+    fn assigned_id(outputs: &BTreeMap<String, String>) -> Option<String>;
+
     /// Outputs that follow from the spec alone, known at plan time before the resource exists.
     fn derived_outputs(spec: &Self::Spec) -> BTreeMap<String, String>;
 
@@ -158,6 +166,7 @@ pub trait Provider: Send + Sync {
     fn list_names<'a>(&'a self, aws: &'a Aws) -> BoxFuture<'a, Result<Vec<(String, String)>>>;
     fn parent(&self, id: &str) -> Option<(Kind, String)>;
     fn canonical_id(&self, id: &str) -> String;
+    fn assigned_id(&self, outputs: &BTreeMap<String, String>) -> Option<String>;
     fn derived_outputs(&self, attrs: &Map<String, Value>) -> Result<BTreeMap<String, String>>;
     fn unknown_after_update(&self, current: &Map<String, Value>, desired: &Map<String, Value>) -> Result<Vec<&'static str>>;
     fn finishes_incomplete(&self) -> bool;
@@ -228,6 +237,9 @@ impl<R: Resource> Provider for Registered<R> {
     }
     fn canonical_id(&self, id: &str) -> String {
         R::canonical_id(id)
+    }
+    fn assigned_id(&self, outputs: &BTreeMap<String, String>) -> Option<String> {
+        R::assigned_id(outputs).filter(|id| !id.is_empty())
     }
     fn derived_outputs(&self, attrs: &Map<String, Value>) -> Result<BTreeMap<String, String>> {
         Ok(R::derived_outputs(&spec::<R>(attrs)?))

@@ -266,3 +266,132 @@ async fn two_watched_stacks_declaring_the_account_setting_do_not_fight_over_it()
     w.signal("TERM");
     w.wait(std::time::Duration::from_secs(20));
 }
+
+/// The AWS writes the proxy forwarded (every operation but reads and STS), by `service:operation`.
+fn proxied_writes(proxy: &support::FaultProxy) -> Vec<String> {
+    let stats = proxy.stats();
+    let by_operation = stats["by_operation"].as_object().unwrap_or_else(|| panic!("no by_operation in {stats}"));
+    let read = |op: &str| ["Get", "List", "Describe"].iter().any(|p| op.starts_with(p));
+    by_operation.keys().filter(|k| !k.starts_with("sts:") && !read(k.split(':').nth(1).unwrap_or_default())).cloned().collect()
+}
+
+/// Deletes a role by hand (its managed and inline policies first, as IAM requires).
+async fn delete_role(aws: &Aws, name: &str) {
+    for p in aws.iam.list_attached_role_policies().role_name(name).send().await.unwrap().attached_policies() {
+        aws.iam.detach_role_policy().role_name(name).policy_arn(p.policy_arn().unwrap()).send().await.unwrap();
+    }
+    for p in aws.iam.list_role_policies().role_name(name).send().await.unwrap().policy_names() {
+        aws.iam.delete_role_policy().role_name(name).policy_name(p).send().await.unwrap();
+    }
+    aws.iam.delete_role().role_name(name).send().await.unwrap();
+}
+
+/// A plan and an apply through a counting proxy: the plan shows `resource` as a conflict (exit 1)
+/// saying `why` and naming `import`, the apply refuses it, and no AWS write is sent.
+fn refused_without_a_write(cli: &Cli, moto: &Moto, resource: &str, why: &str) {
+    let proxy = support::FaultProxy::start(&moto.url, &[]);
+    let env = [("AWS_ENDPOINT_URL", Some(proxy.url.as_str()))];
+    let out = cli.run_with_env(&["-f", SEED, "--json", "plan"], &env);
+    out.assert_status(1);
+    let plan: Value = serde_json::from_str(&out.stdout).unwrap();
+    let blockers: Vec<(&str, &str)> =
+        plan["blockers"].as_array().unwrap().iter().map(|b| (b["resource"].as_str().unwrap(), b["problem"].as_str().unwrap())).collect();
+    assert_eq!(blockers, vec![(resource, "conflict")], "{plan:#}");
+    let message = plan["blockers"][0]["message"].as_str().unwrap();
+    assert!(message.contains(why), "{message}");
+    assert!(message.contains(&format!("`reconcile state rm {resource}` and then `reconcile import {resource} ")), "{message}");
+    let text = cli.run_with_env(&["-f", SEED, "plan"], &env);
+    text.assert_status(1);
+    assert!(text.stdout.contains(&format!("! {resource} (")) && text.stdout.contains(why), "{text}");
+
+    let out = cli.run_with_env(&["-f", SEED, "apply", "--auto-approve"], &env);
+    out.assert_status(1);
+    assert!(
+        out.combined().contains(&format!("{resource}: refusing to ")) || out.stderr.contains(&format!("error: {resource}: not ours")),
+        "{out}"
+    );
+    assert_eq!(proxied_writes(&proxy), Vec::<String>::new(), "{}", proxy.stats());
+    assert!(proxy.stats()["by_operation"].as_object().is_some_and(|ops| ops.keys().any(|k| k.starts_with("sts:"))), "counted");
+}
+
+/// A log group the state records, deleted outside reconcile and made again by someone else with
+/// another stack's tag: not updated (nor retagged as ours, nor its new creation time recorded),
+/// and not deleted by destroy.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_of_a_log_group_another_stack_now_owns_is_refused_and_nothing_is_written() {
+    let (moto, cli) = seeded();
+    cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
+    let aws = aws(&moto).await;
+    aws.logs.delete_log_group().log_group_name("DevLogGroupAccessLog").send().await.unwrap();
+    aws.logs.create_log_group().log_group_name("DevLogGroupAccessLog").tags("reconcile:stack", "someone-else").send().await.unwrap();
+    // (moto keeps a deleted log group's tags for the next one of its name; AWS does not.)
+    let arn = "arn:aws:logs:us-east-1:123456789012:log-group:DevLogGroupAccessLog";
+    aws.logs.untag_resource().resource_arn(arn).tag_keys("reconcile:managed-by").tag_keys("reconcile:resource").send().await.unwrap();
+
+    let before = log_group(&aws, "DevLogGroupAccessLog").await.unwrap();
+    refused_without_a_write(&cli, &moto, "dev_access_logs", "its `reconcile:stack` tag says stack `someone-else`");
+    // A watcher with remediation on reads it as not ours, pass after pass, and writes nothing.
+    let proxy = support::FaultProxy::start(&moto.url, &[]);
+    let (mut w, port) = spawn_watch(&cli, &["--remediate", SEED], &[("AWS_ENDPOINT_URL", Some(proxy.url.as_str()))]);
+    support::poll_until(
+        WATCH_DEADLINE,
+        "a pass to read it as not ours",
+        || w.stderr().contains("dev_access_logs: not ours").then_some(()),
+        || w.stderr(),
+    );
+    let target = stack_passes(port, STACK) + 2.0;
+    support::poll_until(WATCH_DEADLINE, "2 more passes", || (stack_passes(port, STACK) >= target).then_some(()), || w.stderr());
+    w.assert_running();
+    w.signal("TERM");
+    w.wait(std::time::Duration::from_secs(20));
+    assert_eq!(proxied_writes(&proxy), Vec::<String>::new(), "watch wrote: {}", proxy.stats());
+    let out = cli.run(&["-f", SEED, "destroy", "--auto-approve"]);
+    out.assert_status(1);
+    assert!(out.combined().contains("dev_access_logs: refusing to delete DevLogGroupAccessLog: not ours"), "{out}");
+    let after = log_group(&aws, "DevLogGroupAccessLog").await.expect("someone else's log group survives destroy");
+    assert_eq!((after.creation_time(), after.retention_in_days()), (before.creation_time(), None));
+    let tags = aws.logs.list_tags_for_resource().resource_arn(arn).send().await.unwrap();
+    assert_eq!(tags.tags().unwrap().clone(), std::collections::HashMap::from([("reconcile:stack".into(), "someone-else".into())]));
+}
+
+/// A role the state records, deleted and made again by hand under its name (another RoleId):
+/// refused whether it is untagged or carries copies of this stack's tags, and left as it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_of_a_role_made_again_by_hand_is_refused_and_nothing_is_written() {
+    let (moto, cli) = seeded();
+    cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
+    let aws = aws(&moto).await;
+    let name = "HelloLambdaTest-role";
+    let ours = aws.iam.get_role().role_name(name).send().await.unwrap().role.unwrap();
+    delete_role(&aws, name).await;
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    let made = aws
+        .iam
+        .create_role()
+        .role_name(name)
+        .assume_role_policy_document(trust)
+        .description("Execution role of the HelloLambdaTest function")
+        .send()
+        .await
+        .unwrap()
+        .role
+        .unwrap();
+    // (moto keeps a deleted role's tags for the next one of its name; AWS does not.)
+    let left: Vec<String> =
+        aws.iam.list_role_tags().role_name(name).send().await.unwrap().tags().iter().map(|t| t.key().to_string()).collect();
+    aws.iam.untag_role().role_name(name).set_tag_keys(Some(left)).send().await.unwrap();
+    let policy = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole";
+    aws.iam.attach_role_policy().role_name(name).policy_arn(policy).send().await.unwrap();
+    assert_ne!(made.role_id(), ours.role_id());
+
+    refused_without_a_write(&cli, &moto, "hello_lambda_role", "is not the one this state recorded");
+    let live = aws.iam.get_role().role_name(name).send().await.unwrap().role.unwrap();
+    assert_eq!((live.role_id(), live.tags().len()), (made.role_id(), 0), "the hand-made role was tagged or replaced");
+
+    // With this stack's tags copied onto it, only its RoleId tells it apart: still not ours.
+    let tags: Vec<_> = ours.tags().to_vec();
+    aws.iam.tag_role().role_name(name).set_tags(Some(tags)).send().await.unwrap();
+    refused_without_a_write(&cli, &moto, "hello_lambda_role", &format!("AWS gave it the id `{}`", made.role_id()));
+    let live = aws.iam.get_role().role_name(name).send().await.unwrap().role.unwrap();
+    assert_eq!(live.role_id(), made.role_id());
+}

@@ -96,6 +96,11 @@ impl Resource for Account {
         id.to_string()
     }
 
+    /// A region-wide setting: there is only ever the one.
+    fn assigned_id(_outputs: &BTreeMap<String, String>) -> Option<String> {
+        None
+    }
+
     fn derived_outputs(_spec: &AccountSpec) -> BTreeMap<String, String> {
         BTreeMap::new()
     }

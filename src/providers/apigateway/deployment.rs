@@ -122,6 +122,11 @@ impl Resource for Deployment {
         id.to_string()
     }
 
+    /// The deployment id (also in the physical id).
+    fn assigned_id(outputs: &BTreeMap<String, String>) -> Option<String> {
+        outputs.get("id").cloned()
+    }
+
     fn derived_outputs(_spec: &DeploymentSpec) -> BTreeMap<String, String> {
         BTreeMap::new()
     }

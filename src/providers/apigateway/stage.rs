@@ -257,6 +257,12 @@ impl Resource for Stage {
         id.to_string()
     }
 
+    /// None: a stage is named, not numbered, and the dates AWS reports are not kept by every endpoint (moto makes them up); it belongs
+    /// to its REST API, whose id its physical id holds, and its tags decide.
+    fn assigned_id(_outputs: &BTreeMap<String, String>) -> Option<String> {
+        None
+    }
+
     fn derived_outputs(_spec: &StageSpec) -> BTreeMap<String, String> {
         BTreeMap::new()
     }

@@ -100,6 +100,11 @@ impl Resource for Association {
         id.to_string()
     }
 
+    /// An association is the pair it links; it belongs to its stage.
+    fn assigned_id(_outputs: &BTreeMap<String, String>) -> Option<String> {
+        None
+    }
+
     fn derived_outputs(_spec: &AssociationSpec) -> BTreeMap<String, String> {
         BTreeMap::new()
     }

@@ -726,6 +726,11 @@ impl Resource for WebAcl {
         id.to_string()
     }
 
+    /// The web ACL id (also in the physical id).
+    fn assigned_id(outputs: &BTreeMap<String, String>) -> Option<String> {
+        outputs.get("id").cloned()
+    }
+
     fn derived_outputs(_spec: &WebAclSpec) -> BTreeMap<String, String> {
         BTreeMap::new()
     }

@@ -375,6 +375,11 @@ impl Resource for RestApi {
         id.to_string()
     }
 
+    /// The REST API id (also the physical id).
+    fn assigned_id(outputs: &BTreeMap<String, String>) -> Option<String> {
+        outputs.get("id").cloned()
+    }
+
     fn derived_outputs(spec: &RestApiSpec) -> BTreeMap<String, String> {
         BTreeMap::from([("model_hash".to_string(), routes::model_hash(&spec.routes))])
     }
