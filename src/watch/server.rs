@@ -164,7 +164,10 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, mut stop:
                     open.remove(&id);
                 }
             }
-            accepted = listener.accept() => {
+            // A connection evicted keeps its file until its task has ended: while more than a few are
+            // still closing, no new one is accepted, so a flood of connects cannot outrun the closing
+            // and the files in use stay within the cap (and the reserve is never touched).
+            accepted = listener.accept(), if tasks.len() < limits.max_connections + closing_slack(limits.max_connections) => {
                 let stream = match accepted {
                     Ok((stream, _)) => stream,
                     Err(e) => {
@@ -211,6 +214,12 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, mut stop:
     }
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
+}
+
+/// How many connections beyond the cap may still be closing (evicted, their tasks not yet ended)
+/// before the accept loop waits for them.
+fn closing_slack(max_connections: usize) -> usize {
+    (max_connections / 8).max(1)
 }
 
 /// One connection: HTTP/1 with the header timeout, closed when idle too long or evicted.
