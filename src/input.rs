@@ -75,27 +75,13 @@ fn size(n: u64) -> String {
 /// The bytes of the regular file at `path`, at most `limit` of them (more is [`InputError::TooLarge`]);
 /// `what` names the input in that error ("a manifest"). Never blocks on a FIFO.
 pub fn read_bytes(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u8>, InputError> {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let io = |source| InputError::Io { path: path.to_path_buf(), source };
     // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer. It changes nothing for
     // a regular file, the only kind read below.
     let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path).map_err(io)?;
     let meta = file.metadata().map_err(io)?;
-    let ty = meta.file_type();
-    if !ty.is_file() {
-        let what = if ty.is_dir() {
-            "a folder"
-        } else if ty.is_fifo() {
-            "a FIFO (named pipe)"
-        } else if ty.is_char_device() {
-            "a character device"
-        } else if ty.is_block_device() {
-            "a block device"
-        } else if ty.is_socket() {
-            "a socket"
-        } else {
-            "not a file"
-        };
+    if let Some(what) = not_regular(&meta.file_type()) {
         return Err(InputError::NotRegular { path: path.to_path_buf(), what });
     }
     if meta.len() > limit {
@@ -108,6 +94,36 @@ pub fn read_bytes(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u8>
         return Err(InputError::TooLarge { path: path.to_path_buf(), limit, what });
     }
     Ok(bytes)
+}
+
+/// What a file that is not a regular one is ("a FIFO (named pipe)"), or `None` for a regular file.
+fn not_regular(ty: &std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    Some(if ty.is_file() {
+        return None;
+    } else if ty.is_dir() {
+        "a folder"
+    } else if ty.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if ty.is_char_device() {
+        "a character device"
+    } else if ty.is_block_device() {
+        "a block device"
+    } else if ty.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    })
+}
+
+/// The metadata of `path` (symlinks followed) when it is a regular file, without opening it (the
+/// watcher's cheap check between reads): anything else is [`InputError::NotRegular`].
+pub fn check_regular(path: &Path) -> Result<std::fs::Metadata, InputError> {
+    let meta = std::fs::metadata(path).map_err(|source| InputError::Io { path: path.to_path_buf(), source })?;
+    match not_regular(&meta.file_type()) {
+        Some(what) => Err(InputError::NotRegular { path: path.to_path_buf(), what }),
+        None => Ok(meta),
+    }
 }
 
 /// [`read_bytes`], then the bytes as UTF-8 text: otherwise [`InputError::NotUtf8`] at the first bad byte.

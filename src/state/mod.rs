@@ -103,8 +103,8 @@ use backend::{Db, SQLITE_MIGRATOR as MIGRATOR, StackTx, WritePool, now, on_db};
 pub use backend::{is_postgres_url, redact_url};
 use lease::FencedWrite;
 pub mod drift;
-pub mod fingerprint;
 mod file;
+pub mod fingerprint;
 pub use drift::{DELETED, Drift, DriftEvent, Listing, Resolution};
 use file::StateFile;
 pub mod lease;
@@ -517,7 +517,14 @@ impl Store {
     /// an advisory lock; a schema newer than this binary is refused untouched).
     pub async fn open_postgres(url: &str) -> Result<Store> {
         let pool = backend::connect_postgres(url).await?;
-        Ok(Store { db: Db::Postgres(pool), path: PathBuf::from(redact_url(url)), held: Default::default(), fence: None, secret_key: None, file: None })
+        Ok(Store {
+            db: Db::Postgres(pool),
+            path: PathBuf::from(redact_url(url)),
+            held: Default::default(),
+            fence: None,
+            secret_key: None,
+            file: None,
+        })
     }
 
     /// Whether the state is on PostgreSQL.
@@ -558,7 +565,14 @@ impl Store {
         let pool = pool.connect_with(options).await.map_err(|e| classify_open_error(path, e))?;
         Self::migrate(&pool, path).await?;
         file.check()?;
-        Ok(Store { db: Db::Sqlite(pool), path: path.to_path_buf(), held: Default::default(), fence: None, secret_key: None, file: Some(file) })
+        Ok(Store {
+            db: Db::Sqlite(pool),
+            path: path.to_path_buf(),
+            held: Default::default(),
+            fence: None,
+            secret_key: None,
+            file: Some(file),
+        })
     }
 
     /// The database, while the SQLite file opened is still in place ([`StateError::Vanished`] once
@@ -598,7 +612,14 @@ impl Store {
         let options = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
         let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
         Self::migrate(&pool, Path::new(":memory:")).await?;
-        Ok(Store { db: Db::Sqlite(pool), path: PathBuf::from(":memory:"), held: Default::default(), fence: None, secret_key: None, file: None })
+        Ok(Store {
+            db: Db::Sqlite(pool),
+            path: PathBuf::from(":memory:"),
+            held: Default::default(),
+            fence: None,
+            secret_key: None,
+            file: None,
+        })
     }
 
     async fn migrate(pool: &SqlitePool, path: &Path) -> Result<()> {

@@ -65,7 +65,7 @@ pub enum WatchError {
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
-    File(#[from] sources::FileError),
+    File(#[from] crate::input::InputError),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -9,86 +9,15 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::WatchError;
+use crate::input::{InputError, MAX_MANIFEST, MAX_VAR_FILE, check_regular, read_bytes};
 use crate::manifest::{self, Manifest};
 
 /// Bytes of file content a fingerprint reads; past this, files count by their metadata alone.
 pub const CONTENT_BUDGET: u64 = 8 * 1024 * 1024;
 
-/// The largest manifest or var file the watcher reads.
-pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
-
 /// How long reading a stack's manifest, var files and code may take before the watcher gives up on
 /// it for now (a hung file system) and goes on with the last good version.
 pub const READ_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Why a file the watcher reads as a manifest, var file or code cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum FileError {
-    #[error("{}: not a regular file ({kind}); a manifest, var file or code file must be one", path.display())]
-    NotRegular { path: PathBuf, kind: &'static str },
-    #[error("{}: larger than {limit} bytes", path.display())]
-    TooLarge { path: PathBuf, limit: u64 },
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-fn file_kind(ft: &std::fs::FileType) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if ft.is_fifo() {
-            return "a FIFO";
-        }
-        if ft.is_socket() {
-            return "a socket";
-        }
-        if ft.is_block_device() || ft.is_char_device() {
-            return "a device";
-        }
-    }
-    if ft.is_dir() { "a directory" } else { "not a plain file" }
-}
-
-/// Checks that `path` (symlinks followed) is a regular file, without opening it (opening a FIFO
-/// blocks until a writer comes).
-pub fn check_regular(path: &Path) -> Result<std::fs::Metadata, FileError> {
-    let meta = std::fs::metadata(path).map_err(|source| FileError::Io { path: path.to_path_buf(), source })?;
-    if !meta.is_file() {
-        return Err(FileError::NotRegular { path: path.to_path_buf(), kind: file_kind(&meta.file_type()) });
-    }
-    Ok(meta)
-}
-
-/// Reads a regular file of at most `limit` bytes: anything else (a FIFO, a device, a socket, a
-/// directory) is an error naming the path, and is never opened for a blocking read.
-pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, FileError> {
-    use std::io::Read;
-    let io = |source| FileError::Io { path: path.to_path_buf(), source };
-    check_regular(path)?;
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        // Replaced by a FIFO since the check: the open does not wait for a writer.
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NONBLOCK);
-    }
-    let file = options.open(path).map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
-    if !meta.is_file() {
-        return Err(FileError::NotRegular { path: path.to_path_buf(), kind: file_kind(&meta.file_type()) });
-    }
-    let mut bytes = Vec::new();
-    file.take(limit + 1).read_to_end(&mut bytes).map_err(io)?;
-    if bytes.len() as u64 > limit {
-        return Err(FileError::TooLarge { path: path.to_path_buf(), limit });
-    }
-    Ok(bytes)
-}
 
 /// A fingerprint of the code trees a manifest names: each file's path, size, modification and status
 /// change times and inode, and the content of the first [`CONTENT_BUDGET`] bytes (so an edit within
@@ -132,7 +61,7 @@ fn tree(path: &Path, h: &mut Sha256, budget: &mut u64) {
         h.update(meta.len().to_le_bytes());
         stamp(&meta, h);
         if meta.len() <= *budget
-            && let Ok(bytes) = read_regular(&file, *budget)
+            && let Ok(bytes) = read_bytes(&file, *budget, "a Lambda code file")
         {
             *budget = budget.saturating_sub(bytes.len() as u64);
             h.update(Sha256::digest(&bytes));
@@ -185,7 +114,7 @@ impl Sources {
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|x| x == "toml") && check_regular(p).is_ok())
             .filter(|p| {
-                let text = read_regular(p, MAX_MANIFEST_BYTES).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                let text = read_bytes(p, MAX_MANIFEST, "a manifest").map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
                 manifest::variables::has_stack_table(&text) != Some(false)
             })
             .collect();
@@ -197,7 +126,7 @@ impl Sources {
         // Only a file that is there but not a regular one is refused here (a missing one is left to
         // the manifest's own error, which says how to name one).
         let refuse = |p: &Path| match check_regular(p) {
-            Err(e @ FileError::NotRegular { .. }) => Err(e),
+            Err(e @ InputError::NotRegular { .. }) => Err(e),
             _ => Ok(()),
         };
         refuse(path)?;
@@ -250,7 +179,7 @@ impl Sources {
         for dir in self.dirs.clone() {
             let Ok(files) = Self::toml_files(&dir) else { continue };
             for path in files {
-                let Ok(text) = read_regular(&path, MAX_MANIFEST_BYTES) else { continue };
+                let Ok(text) = read_bytes(&path, MAX_MANIFEST, "a manifest") else { continue };
                 let hash = sha256(&text);
                 if self.rejected.get(&path) == Some(&hash) {
                     continue;
@@ -293,14 +222,14 @@ pub(super) fn sha256(bytes: &[u8]) -> [u8; 32] {
 
 /// The hash of a manifest's text and of the var files it is loaded with, so an edit of either is
 /// seen (a var file that cannot be read is an error: it would stop the manifest from loading).
-fn inputs_hash(text: &[u8], manifest: &Manifest) -> Result<[u8; 32], FileError> {
+fn inputs_hash(text: &[u8], manifest: &Manifest) -> Result<[u8; 32], InputError> {
     let mut h = Sha256::new();
     h.update(text);
     for file in &manifest.inputs.var_files {
         h.update([0]);
         h.update(file.as_os_str().as_encoded_bytes());
         h.update([0]);
-        h.update(read_regular(file, MAX_MANIFEST_BYTES)?);
+        h.update(read_bytes(file, MAX_VAR_FILE, "a var file")?);
     }
     Ok(h.finalize().into())
 }
@@ -344,7 +273,8 @@ pub(super) struct ManifestSource {
 
 impl ManifestSource {
     pub(super) fn new(path: PathBuf, manifest: Manifest, settle: std::time::Duration) -> ManifestSource {
-        let good_hash = read_regular(&path, MAX_MANIFEST_BYTES).ok().and_then(|b| inputs_hash(&b, &manifest).ok()).unwrap_or_default();
+        let good_hash =
+            read_bytes(&path, MAX_MANIFEST, "a manifest").ok().and_then(|b| inputs_hash(&b, &manifest).ok()).unwrap_or_default();
         let good_code = code_fingerprint(&manifest);
         let pending = Some((sha256(&[good_hash, good_code].concat()), std::time::Instant::now()));
         ManifestSource {
@@ -385,7 +315,7 @@ impl ManifestSource {
     /// Whether the manifest file or its code changed on disk since they were loaded (an edit in
     /// progress, or an apply about to deploy it): remediation then waits for the next pass.
     pub(super) fn changed(&self) -> bool {
-        let text = read_regular(&self.path, MAX_MANIFEST_BYTES).ok().and_then(|b| inputs_hash(&b, &self.manifest).ok());
+        let text = read_bytes(&self.path, MAX_MANIFEST, "a manifest").ok().and_then(|b| inputs_hash(&b, &self.manifest).ok());
         text != Some(self.good_hash) || code_fingerprint(&self.manifest) != self.good_code
     }
 
@@ -430,7 +360,7 @@ impl ManifestSource {
     /// reported once, and the last good version keeps being watched (see [`ManifestSource::problem`]).
     pub(super) fn reload(&mut self) {
         let stack = self.manifest.stack.clone();
-        let read = read_regular(&self.path, MAX_MANIFEST_BYTES).and_then(|b| {
+        let read = read_bytes(&self.path, MAX_MANIFEST, "a manifest").and_then(|b| {
             let hash = inputs_hash(&b, &self.manifest)?;
             Ok((b, hash))
         });

@@ -253,7 +253,7 @@ async fn a_manifest_replaced_by_a_fifo_is_reported_and_sigterm_still_stops_the_w
 
     let body = readyz_503(&w, port, "/readyz to report the FIFO");
     assert!(body.contains(&format!("{STACK}: watching its last good version (manifest_unreadable)")), "{body}");
-    assert!(body.contains("not a regular file (a FIFO)"), "{body}");
+    assert!(body.contains("it is a FIFO (named pipe), not a regular file"), "{body}");
     assert!(w.stderr().contains("cannot read the manifest"), "{}", w.stderr());
     assert_eq!(http_get(port, "/healthz").0, 200);
     w.signal("TERM");
@@ -291,5 +291,5 @@ async fn watch_refuses_a_fifo_as_its_manifest_at_start_naming_it() {
     assert!(made.success());
     let out = cli.run(&["-f", "fifo.toml", "watch", "--listen", "127.0.0.1:0"]);
     out.assert_status(1);
-    assert!(out.stderr.contains("fifo.toml: not a regular file (a FIFO)"), "{out}");
+    assert!(out.stderr.contains("fifo.toml: it is a FIFO (named pipe), not a regular file"), "{out}");
 }
