@@ -1,7 +1,7 @@
 //! A state that cannot vanish (issue 34): a full disk under a watcher, a state file deleted or
 //! replaced under it, a leftover write-ahead log, a read-only state, "database is locked" (end to
 //! end against moto). The disk and the read-only file system are small tmpfs mounts: these tests
-//! need root (`mount -t tmpfs`), as the e2e environment has.
+//! need root (`mount -t tmpfs`), or else passwordless `sudo` for `mount` and `umount`.
 
 #[allow(unused_imports)]
 use super::*;
@@ -11,30 +11,43 @@ use std::time::Duration;
 
 const STACK: &str = "apigw-lambda-basic";
 
-/// A tmpfs of `size` mounted at `dir` (created), unmounted on drop.
+/// `mount`/`umount` as root: directly when the tests run as root, else through `sudo -n`.
+fn privileged(program: &str) -> std::process::Command {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        std::process::Command::new(program)
+    } else {
+        let mut c = std::process::Command::new("sudo");
+        c.args(["-n", program]);
+        c
+    }
+}
+
+/// A tmpfs of `size` mounted at `dir` (created; writable by everyone, so by a test run as another
+/// user than the one mounting), unmounted on drop.
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
     fn mount(dir: PathBuf, size: &str) -> Tmpfs {
         std::fs::create_dir_all(&dir).unwrap();
-        let status = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(&dir).status();
+        let status = privileged("mount").args(["-t", "tmpfs", "-o", &format!("size={size},mode=1777"), "tmpfs"]).arg(&dir).status();
         assert!(
             status.as_ref().is_ok_and(|s| s.success()),
-            "`mount -t tmpfs` at {} failed ({status:?}): these tests need root to mount a small file system",
+            "`mount -t tmpfs` at {} failed ({status:?}): these tests need root (or passwordless sudo) to mount a small file system",
             dir.display()
         );
         Tmpfs(dir)
     }
 
     fn remount(&self, mode: &str) {
-        let status = std::process::Command::new("mount").args(["-o", &format!("remount,{mode}")]).arg(&self.0).status().unwrap();
+        let status = privileged("mount").args(["-o", &format!("remount,{mode}")]).arg(&self.0).status().unwrap();
         assert!(status.success(), "remount {mode} of {}", self.0.display());
     }
 }
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = privileged("umount").arg("-l").arg(&self.0).status();
     }
 }
 

@@ -348,7 +348,10 @@ fn schema_prints_the_kept_copy_and_completions_name_the_subcommands() {
         "docs/manifest.schema.json differs from `reconcile schema`; regenerate it with `cargo run -- schema > docs/manifest.schema.json`"
     );
     let doc: Value = serde_json::from_str(&schema).unwrap();
-    assert_eq!(doc["definitions"]["aws_lambda_function"]["properties"]["memory_size"]["type"], "integer");
+    // A number field: an integer, or a `${var.NAME}` string (as validate accepts).
+    let memory = &doc["definitions"]["aws_lambda_function"]["properties"]["memory_size"];
+    assert_eq!(memory["type"], serde_json::json!(["integer", "string"]), "{memory}");
+    assert_eq!(memory["pattern"], "^\\$\\{var\\.[A-Za-z_][A-Za-z0-9_]*\\}$", "{memory}");
     for shell in ["bash", "zsh", "fish", "powershell"] {
         let script = run(&["completions", shell]);
         for sub in ["plan", "apply", "state", "graph", "completions", "schema", "drift"] {
