@@ -42,7 +42,7 @@ pub(super) fn record(
         code_sha256: inputs.code_sha256,
         secrets_sha256: inputs.secrets_sha256,
         choices: choices.clone(),
-        live: saved::live_digests(&saved::touched(plan, live), live),
+        live: saved::live_digests(&saved::touched(plan, live), live, key),
         plan: serde_json::to_value(plan).unwrap_or_default(),
     }
 }
@@ -198,7 +198,7 @@ async fn apply_locked(g: &Global, args: &ApplyArgs, saved: &SavedPlan, manifest:
     let only = saved.live.keys().cloned().collect();
     let (mut plan, live) = plan::compute_with(manifest, &state, &pending, &aws, &saved.choices, Some(&only)).await?;
     for (name, then) in &saved.live {
-        let now = saved::live_digest(live.get(name).and_then(Option::as_ref));
+        let now = saved::live_digest(live.get(name).and_then(Option::as_ref), store.secret_key());
         if now != *then {
             let how = match (then, &now) {
                 (Some(_), None) => "was deleted",

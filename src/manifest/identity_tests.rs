@@ -144,3 +144,16 @@ fn the_seed_with_its_prod_stage_named_dev_is_refused_at_the_stage() {
     let line = text.lines().nth(d[0].location.line - 1).unwrap();
     assert!(line.starts_with("stage_name = \"${var.prod_stage}\""), "points at the second stage's name: {line}");
 }
+
+#[test]
+fn web_acls_of_one_name_in_two_scopes_are_two_resources() {
+    let acl = |key: &str, scope: Option<&str>| {
+        let scope = scope.map(|s| format!("scope = \"{s}\"\n")).unwrap_or_default();
+        format!("[resources.{key}]\ntype = \"aws_wafv2_web_acl\"\nname = \"edge\"\n{scope}visibility = {{ metric_name = \"edge\" }}\n\n")
+    };
+    // A regional and a CloudFront web ACL may share a name: AWS keeps them apart by scope.
+    assert_eq!(errors_in(&format!("{HEAD}{}{}", acl("a", Some("REGIONAL")), acl("b", Some("CLOUDFRONT"))), &[]), Vec::<String>::new());
+    // The default scope is REGIONAL: written or not, it is one web ACL.
+    let e = one_error(&format!("{HEAD}{}{}", acl("a", None), acl("b", Some("REGIONAL"))));
+    assert!(e.contains("is the same resource in AWS as `a`"), "{e}");
+}

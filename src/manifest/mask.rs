@@ -28,23 +28,42 @@ fn names_secret(key: &str, secret: &BTreeSet<&'static str>) -> bool {
 
 /// The 1-based numbers of the lines that hold secret values.
 fn secret_lines(src: &SourceMap, secret: &BTreeSet<&'static str>) -> BTreeSet<usize> {
+    let header_of = |t: &str| t.trim_start_matches('[').split(']').next().unwrap_or_default().trim().to_string();
+    let is_sensitive = |t: &str| {
+        let t: String = t.chars().filter(|c| !c.is_whitespace()).collect();
+        t.contains("sensitive=true")
+    };
+    // `[variables.NAME]` tables that say `sensitive = true` (told from the text, so this holds when
+    // the TOML does not parse): their `default` is a secret.
+    let mut sensitive_tables = BTreeSet::new();
+    let mut header = String::new();
+    for line in src.text.lines() {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            header = header_of(t);
+        } else if header.starts_with("variables.") && is_sensitive(t) {
+            sensitive_tables.insert(header.clone());
+        }
+    }
     let mut lines = BTreeSet::new();
     let mut in_secret_table = false;
     for (i, line) in src.text.lines().enumerate() {
         let t = line.trim_start();
         if t.starts_with('[') {
-            let header = t.trim_start_matches('[');
-            let header = header.split(']').next().unwrap_or_default();
-            in_secret_table = names_secret(header, secret);
+            header = header_of(t);
+            in_secret_table = names_secret(&header, secret);
             continue;
         }
         let key = t.split('=').next().unwrap_or_default();
-        if in_secret_table || (t.contains('=') && names_secret(key, secret)) {
+        let sensitive_default = (sensitive_tables.contains(&header) && key.trim() == "default")
+            // `NAME = { type = "string", sensitive = true, default = "…" }` under `[variables]`.
+            || (header == "variables" && is_sensitive(t));
+        if in_secret_table || sensitive_default || (t.contains('=') && names_secret(key, secret)) {
             lines.insert(i + 1);
         }
     }
     if let Ok(root) = DeTable::parse(&src.text) {
-        for span in secret_spans(root.get_ref(), secret) {
+        for span in secret_spans(root.get_ref(), secret).into_iter().chain(sensitive_defaults(root.get_ref()).into_iter().map(|(s, _)| s)) {
             let (first, last) = (src.location(span.start).line, src.location(span.end.saturating_sub(1).max(span.start)).line);
             lines.extend(first..=last);
         }
@@ -64,18 +83,38 @@ fn secret_spans(root: &DeTable<'_>, secret: &BTreeSet<&'static str>) -> Vec<Rang
     out
 }
 
-/// The string values of secret fields, to mask in messages.
-fn secret_values(root: &DeTable<'_>, secret: &BTreeSet<&'static str>) -> Vec<String> {
-    fn leaves(v: &DeValue<'_>, out: &mut Vec<String>) {
-        match v {
-            DeValue::String(s) => out.push(s.to_string()),
-            DeValue::Array(items) => items.iter().for_each(|i| leaves(i.get_ref(), out)),
-            DeValue::Table(t) => t.iter().for_each(|(_, v)| leaves(v.get_ref(), out)),
-            _ => {}
+/// The `default`s of the variables declared `sensitive = true`: their spans and string values.
+fn sensitive_defaults(root: &DeTable<'_>) -> Vec<(Range<usize>, Vec<String>)> {
+    let Some(DeValue::Table(vars)) = root.get("variables").map(|v| v.get_ref()) else { return Vec::new() };
+    let mut out = Vec::new();
+    for (_, var) in vars.iter() {
+        let DeValue::Table(decl) = var.get_ref() else { continue };
+        if !matches!(decl.get("sensitive").map(|v| v.get_ref()), Some(DeValue::Boolean(true))) {
+            continue;
+        }
+        if let Some(default) = decl.get("default") {
+            let mut values = Vec::new();
+            leaves(default.get_ref(), &mut values);
+            out.push((default.span(), values));
         }
     }
-    let Some(DeValue::Table(resources)) = root.get("resources").map(|v| v.get_ref()) else { return Vec::new() };
-    let mut out = Vec::new();
+    out
+}
+
+/// The string leaves of a value.
+fn leaves(v: &DeValue<'_>, out: &mut Vec<String>) {
+    match v {
+        DeValue::String(s) => out.push(s.to_string()),
+        DeValue::Array(items) => items.iter().for_each(|i| leaves(i.get_ref(), out)),
+        DeValue::Table(t) => t.iter().for_each(|(_, v)| leaves(v.get_ref(), out)),
+        _ => {}
+    }
+}
+
+/// The string values of secret fields (and of sensitive variables' defaults), to mask in messages.
+fn secret_values(root: &DeTable<'_>, secret: &BTreeSet<&'static str>) -> Vec<String> {
+    let mut out: Vec<String> = sensitive_defaults(root).into_iter().flat_map(|(_, v)| v).collect();
+    let Some(DeValue::Table(resources)) = root.get("resources").map(|v| v.get_ref()) else { return out };
     for (_, resource) in resources.iter() {
         if let DeValue::Table(fields) = resource.get_ref() {
             for (_, v) in fields.iter().filter(|(k, _)| secret.contains(k.get_ref().as_ref())) {
@@ -135,5 +174,20 @@ mod tests {
         let broken = "[resources.f]\nsecret_environment = { PW = \"hunter2-x }\n";
         let d = masked(broken, 2, "invalid TOML");
         assert!(!d.snippet.contains("hunter2"), "{}", d.snippet);
+    }
+
+    #[test]
+    fn a_sensitive_variables_default_is_masked_in_excerpts_and_messages() {
+        let text = "[variables.db_password]\ntype = \"string\"\nsensitive = true\ndefault = \"p4ss-w0rd-x\"\n\
+                    [variables.region]\ntype = \"string\"\ndefault = \"eu-west-1\"\n";
+        let d = masked(text, 4, "`p4ss-w0rd-x` does not match");
+        assert_eq!(d.snippet, "default = (sensitive)");
+        assert_eq!(d.message, "`(sensitive)` does not match");
+        assert_eq!(masked(text, 7, "x").snippet, "default = \"eu-west-1\"", "a variable not sensitive is shown");
+        // Invalid TOML on the default's own line (a bad escape), and the inline form under [variables].
+        let broken = "[variables.db_password]\nsensitive = true\ndefault = \"p4ss\\w0rd\"\n";
+        assert!(!masked(broken, 3, "invalid escape").snippet.contains("p4ss"));
+        let inline = "[variables]\ndb_password = { type = \"string\", sensitive = true, default = \"hunter2-prod\", pattern = \"[\" }\n";
+        assert!(!masked(inline, 2, "bad pattern").snippet.contains("hunter2"));
     }
 }

@@ -135,9 +135,17 @@ pub fn secrets_hash(manifest: &Manifest, key: Option<&SecretKey>) -> String {
     hex_sha256(canonical(&serde_json::json!(secrets)).as_bytes())
 }
 
-/// A digest of what AWS had for one resource (`None`: nothing): its attributes and outputs.
-pub fn live_digest(live: Option<&Live>) -> Option<String> {
-    live.map(|l| hex_sha256(canonical(&serde_json::json!({"attrs": l.attrs, "outputs": l.outputs})).as_bytes()))
+/// A digest of what AWS had for one resource (`None`: nothing): its attributes and outputs, keyed with
+/// the state's secret key when there is one (what AWS returns may hold secret values — a function's
+/// environment —, so an unkeyed hash in the plan file would let its reader test guesses of them).
+pub fn live_digest(live: Option<&Live>, key: Option<&SecretKey>) -> Option<String> {
+    live.map(|l| {
+        let text = canonical(&serde_json::json!({"attrs": l.attrs, "outputs": l.outputs}));
+        match key {
+            Some(key) => key.fingerprint(&text),
+            None => hex_sha256(text.as_bytes()),
+        }
+    })
 }
 
 /// The state keys of the resources the plan touches (creates, updates, replacements, deletes,
@@ -153,8 +161,12 @@ pub fn touched(plan: &Plan, live: &HashMap<String, Option<Live>>) -> BTreeSet<St
 }
 
 /// Digests of what AWS had for `keys`.
-pub fn live_digests(keys: &BTreeSet<String>, live: &HashMap<String, Option<Live>>) -> BTreeMap<String, Option<String>> {
-    keys.iter().map(|k| (k.clone(), live_digest(live.get(k).and_then(Option::as_ref)))).collect()
+pub fn live_digests(
+    keys: &BTreeSet<String>,
+    live: &HashMap<String, Option<Live>>,
+    key: Option<&SecretKey>,
+) -> BTreeMap<String, Option<String>> {
+    keys.iter().map(|k| (k.clone(), live_digest(live.get(k).and_then(Option::as_ref), key))).collect()
 }
 
 /// The plan document as compared between plan time and apply time: what an unchanged resource
@@ -199,6 +211,23 @@ pub fn first_difference(saved: &Value, now: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_live_digest_is_keyed_so_a_plan_file_cannot_confirm_a_guessed_secret() {
+        let live = Live {
+            attrs: serde_json::json!({"environment": {"PIN": "4711"}}).as_object().cloned().unwrap_or_default(),
+            outputs: BTreeMap::new(),
+        };
+        let text = canonical(&serde_json::json!({"attrs": live.attrs, "outputs": live.outputs}));
+        let key = SecretKey::new(vec![7u8; 32], "test").unwrap();
+        let keyed = live_digest(Some(&live), Some(&key)).unwrap();
+        // The unkeyed hash of the live text (what a reader holding a guess can compute) is not it.
+        assert_ne!(keyed, hex_sha256(text.as_bytes()));
+        assert_eq!(live_digest(Some(&live), Some(&key)), Some(keyed.clone()), "stable under one key");
+        let other = SecretKey::new(vec![8u8; 32], "test").unwrap();
+        assert_ne!(live_digest(Some(&live), Some(&other)), Some(keyed));
+        assert_eq!(live_digest(None, Some(&key)), None);
+    }
 
     fn manifest(text: &str) -> Manifest {
         let dir = tempfile::tempdir().unwrap();

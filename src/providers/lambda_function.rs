@@ -352,6 +352,17 @@ impl Resource for LambdaFunction {
         let Some(c) = out.configuration() else {
             return Ok(None);
         };
+        // GetFunction answers without the tags when the caller may not `lambda:ListTags`: the tags are
+        // then unknown, not empty, and whose function this is cannot be told (an empty map would read as
+        // lost ownership tags, or as tags to put back).
+        if let Some(e) = out.tags_error() {
+            return Err(ProviderError::Other(format!(
+                "GetFunction returned {name} without its tags ({}: {}); reconcile reads a function's tags to know it is this \
+                 stack's: allow `lambda:ListTags` on it",
+                e.error_code(),
+                e.message()
+            )));
+        }
         let mut tags: BTreeMap<String, String> =
             out.tags().map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
         let (version, published) = match tags.remove(PUBLISH_TAG) {

@@ -273,8 +273,23 @@ pub(super) struct ManifestSource {
 
 impl ManifestSource {
     pub(super) fn new(path: PathBuf, manifest: Manifest, settle: std::time::Duration) -> ManifestSource {
-        let good_hash =
-            read_bytes(&path, MAX_MANIFEST, "a manifest").ok().and_then(|b| inputs_hash(&b, &manifest).ok()).unwrap_or_default();
+        // The version in use and its hash come from one read: the file may have changed since
+        // `manifest` was loaded from it (a writer still at work), and a hash of newer bytes beside an
+        // older parse would let the half-written version pass for settled. What cannot be read or
+        // parsed again keeps no hash (the first settled read then loads the file anew).
+        let (manifest, good_hash) = match read_bytes(&path, MAX_MANIFEST, "a manifest") {
+            Ok(bytes) => {
+                let again = String::from_utf8(bytes.clone())
+                    .ok()
+                    .and_then(|text| manifest::parse_like(&path, text, &manifest).ok())
+                    .filter(|m| m.stack == manifest.stack);
+                match again.and_then(|m| inputs_hash(&bytes, &m).ok().map(|h| (m, h))) {
+                    Some((m, h)) => (m, h),
+                    None => (manifest, [0; 32]),
+                }
+            }
+            Err(_) => (manifest, [0; 32]),
+        };
         let good_code = code_fingerprint(&manifest);
         let pending = Some((sha256(&[good_hash, good_code].concat()), std::time::Instant::now()));
         ManifestSource {
@@ -472,5 +487,22 @@ mod tests {
         assert_ne!(a, b);
         std::fs::write(dir.path().join("code/extra.py"), "").unwrap();
         assert_ne!(b, code_fingerprint(&m), "a new file counts");
+    }
+
+    #[test]
+    fn the_version_in_use_and_its_hash_come_from_one_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stack.toml");
+        let head = "[stack]\nname = \"s\"\n\n[resources.logs]\ntype = \"aws_cloudwatch_log_group\"\nname = \"L\"\nretention_in_days = 1";
+        // Loaded from a writer's first half (`retention_in_days = 1`); the file is whole (`14`) by the
+        // time the watcher takes its hash.
+        std::fs::write(&path, format!("{head}\n")).unwrap();
+        let half = crate::manifest::load(&path).unwrap();
+        std::fs::write(&path, format!("{head}4\n")).unwrap();
+        let source = ManifestSource::new(path.clone(), half, std::time::Duration::ZERO);
+        let retention = |m: &Manifest| m.resource("logs").and_then(|r| r.attrs.get("retention_in_days").cloned());
+        assert_eq!(retention(&source.manifest), Some(serde_json::json!(14)), "the hash taken is of the version in use");
+        let whole = read_bytes(&path, MAX_MANIFEST, "a manifest").unwrap();
+        assert_eq!(source.good_hash, inputs_hash(&whole, &source.manifest).unwrap());
     }
 }

@@ -53,7 +53,7 @@ pub static SCHEMA: KindSchema = KindSchema {
     outputs: &[("arn", "Web ACL ARN"), ("id", "Web ACL id"), ("name", "Web ACL name")],
     taggable: true,
     singleton: false,
-    identity: crate::providers::schema::Identity::Fields(&["name"]),
+    identity: crate::providers::schema::Identity::Fields(&["scope", "name"]),
 };
 
 /// AWS reads back 300 s for a rate-based rule created without a window; moto reads back 0.
