@@ -1221,6 +1221,12 @@ fn generate(data: &[u32]) -> Generated {
                 if field.required {
                     g.flaws.push(format!("`{name}` without `{}`", field.name));
                 }
+                // Left out, an identity field has its default (a web ACL's scope is REGIONAL).
+                if let Some(crate::providers::schema::DefaultValue::Str(d)) = field.default
+                    && schema.identity.fields().contains(&field.name)
+                {
+                    identity.insert(field.name, d.to_string());
+                }
                 continue;
             }
             let value = if g.flaw(5) {
