@@ -690,7 +690,7 @@ async fn kill_points(points: impl Iterator<Item = String>) -> (usize, usize) {
     let (mut survived, mut unreached) = (0, 0);
     for point in points {
         moto.reset();
-        let _ = std::fs::remove_file(cli.join("reconcile.db"));
+        cli.remove_state();
         let killed = cli.run_with_env(&["-f", SEED, "apply", "--auto-approve"], &[("RECONCILE_CRASH_AT", Some(point.as_str()))]);
         if killed.status == 0 {
             // The apply made fewer calls than the point: nothing left to kill.

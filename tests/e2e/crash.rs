@@ -19,11 +19,7 @@ fn write_updated(cli: &Cli) {
 /// Starts each kill point from the seed stack applied to an empty moto.
 fn fresh_seed(moto: &Moto, cli: &Cli) {
     moto.reset();
-    // With its WAL and shared-memory files: a killed run leaves them, and a new database beside an old
-    // WAL is not a database.
-    for file in ["reconcile.db", "reconcile.db-wal", "reconcile.db-shm"] {
-        let _ = std::fs::remove_file(cli.join(file));
-    }
+    cli.remove_state();
     cli.run(&["-f", SEED, "apply", "--auto-approve"]).assert_success();
 }
 
@@ -342,7 +338,7 @@ async fn a_create_killed_then_renamed_in_the_manifest_leaves_nothing_under_the_o
     let mut survived = 0;
     for n in 1..=4 {
         moto.reset();
-        let _ = std::fs::remove_file(cli.join("reconcile.db"));
+        cli.remove_state();
         std::fs::write(cli.join(SEED), &original).unwrap();
         let point = format!("after-write:{n}");
         if killed_after_write(&cli, &["-f", SEED, "apply", "--auto-approve", "--parallelism", "1"], n).await.is_none() {

@@ -252,7 +252,7 @@ async fn an_apply_killed_at_each_write_of_a_publish_converges_on_one_new_version
     let mut reached = 0;
     for point in ["after-write:1", "after-write:2", "after-write:3", "before-write:2", "before-write:3"] {
         moto.reset();
-        let _ = std::fs::remove_file(cli.join("reconcile.db"));
+        cli.remove_state();
         write_code(&cli, "one");
         cli.write_file(MANIFEST, &versions_manifest(3, "{}"));
         cli.run(&["-f", MANIFEST, "apply", "--auto-approve"]).assert_success();

@@ -392,6 +392,14 @@ impl Cli {
         self.dir.path()
     }
 
+    /// Deletes the SQLite state file with its WAL and shared-memory files (a killed run leaves them,
+    /// and reconcile refuses to make a new state beside a leftover WAL).
+    pub fn remove_state(&self) {
+        for file in ["reconcile.db", "reconcile.db-wal", "reconcile.db-shm"] {
+            let _ = std::fs::remove_file(self.join(file));
+        }
+    }
+
     /// `rel` inside the work directory.
     pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
         self.dir.path().join(rel)
