@@ -63,7 +63,7 @@ fn list(g: &Global, manifest: &Manifest, state: &StackState) -> Result<Exit, Cli
 pub fn masked(r: &ResourceState) -> Value {
     let mut attributes = r.attributes.clone();
     if let Value::Object(map) = &mut attributes {
-        for field in r.kind.schema().fields.iter().filter(|f| f.secret) {
+        for field in r.kind.schema().secret_fields() {
             match map.get_mut(field.name) {
                 Some(Value::Object(values)) => values.values_mut().for_each(|v| *v = json!(SENSITIVE)),
                 Some(Value::Null) | None => {}

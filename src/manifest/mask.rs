@@ -18,7 +18,7 @@ use crate::redact::{SENSITIVE, Secrets};
 
 /// The names of the fields some kind marks secret.
 fn secret_fields() -> BTreeSet<&'static str> {
-    Kind::ALL.iter().flat_map(|k| k.schema().fields.iter().filter(|f| f.secret).map(|f| f.name)).collect()
+    Kind::ALL.iter().flat_map(|k| k.schema().secret_fields().map(|f| f.name)).collect()
 }
 
 /// Whether a TOML key (a dotted key, a table header's path) names a secret field or something in one.

@@ -143,7 +143,7 @@ impl Manifest {
         }
         let mut values = Vec::new();
         for r in &self.resources {
-            for field in r.kind.schema().fields.iter().filter(|f| f.secret) {
+            for field in r.kind.schema().secret_fields() {
                 if let Some(v) = r.attrs.get(field.name) {
                     leaves(v, &mut values);
                 }
@@ -685,7 +685,7 @@ impl<'a> Validator<'a> {
             }
         }
         // A key both plain and secret: Lambda has one value for it, so one of the two never converges.
-        for field in schema.fields.iter().filter(|f| f.secret) {
+        for field in schema.secret_fields() {
             let (Some(plain), Some(DeValue::Table(secret))) =
                 (field.name.strip_prefix("secret_"), table.get(field.name).map(|v| v.get_ref()))
             else {

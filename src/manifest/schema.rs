@@ -26,7 +26,7 @@ pub fn split_secrets_known(
     desired: &serde_json::Map<String, Value>,
     recorded: Option<&serde_json::Map<String, Value>>,
 ) {
-    for field in kind.schema().fields.iter().filter(|f| f.secret) {
+    for field in kind.schema().secret_fields() {
         let Some(plain) = field.name.strip_prefix("secret_") else { continue };
         let keys_of = |m: Option<&serde_json::Map<String, Value>>| -> Vec<String> {
             m.and_then(|m| m.get(field.name)).and_then(Value::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default()

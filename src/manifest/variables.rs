@@ -711,7 +711,7 @@ pub(super) fn substitute<'a>(
                     let DeValue::Table(fields) = res.get_mut() else { continue };
                     let kind = fields.get("type").and_then(|t| t.get_ref().as_str()).and_then(Kind::from_type_name);
                     for (fname, fvalue) in fields.iter_mut() {
-                        let secret = kind.is_some_and(|k| k.schema().field(fname.get_ref()).is_some_and(|f| f.secret));
+                        let secret = kind.is_some_and(|k| k.schema().is_secret(fname.get_ref()));
                         s.walk(fvalue, secret);
                     }
                 }

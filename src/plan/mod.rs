@@ -129,7 +129,7 @@ pub struct Unresolved {
 
 impl Serialize for Unresolved {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let secret = |k: &str| self.kind.schema().fields.iter().any(|f| f.secret && f.name == k);
+        let secret = |k: &str| self.kind.schema().is_secret(k);
         let masked: Map<String, Value> =
             self.attrs.iter().map(|(k, v)| (k.clone(), if secret(k) { diff::redact_map(v) } else { v.clone() })).collect();
         masked.serialize(serializer)

@@ -72,7 +72,7 @@ fn hex_sha256(bytes: &[u8]) -> String {
 }
 
 fn secret_field(kind: crate::manifest::Kind, name: &str) -> bool {
-    kind.schema().fields.iter().any(|f| f.secret && f.name == name)
+    kind.schema().is_secret(name)
 }
 
 /// A hash of the resolved manifest (after any substitution), secret values left out (their keys

@@ -229,6 +229,14 @@ impl KindSchema {
     pub fn field(&self, name: &str) -> Option<&'static Field> {
         self.fields.iter().find(|f| f.name == name)
     }
+    /// The fields whose values are never shown nor stored ([`Field::secret`]).
+    pub fn secret_fields(&self) -> impl Iterator<Item = &'static Field> + use<> {
+        self.fields.iter().filter(|f| f.secret)
+    }
+    /// Whether `name` is one of [`KindSchema::secret_fields`].
+    pub fn is_secret(&self, name: &str) -> bool {
+        self.field(name).is_some_and(|f| f.secret)
+    }
     pub fn has_output(&self, name: &str) -> bool {
         self.outputs.iter().any(|(o, _)| *o == name)
     }

@@ -162,7 +162,7 @@ fn is_unkeyed(s: &str) -> bool {
 /// itself) by its keyed fingerprint (without a key: by the marker). A value already in a recorded
 /// form stays; an unkeyed fingerprint becomes the marker.
 pub fn fingerprint_secrets(kind: Kind, attrs: &mut Map<String, Value>, key: Option<&SecretKey>) {
-    let fields: Vec<&str> = kind.schema().fields.iter().filter(|f| f.secret).map(|f| f.name).collect();
+    let fields: Vec<&str> = kind.schema().secret_fields().map(|f| f.name).collect();
     fingerprint_fields(&fields, attrs, key);
 }
 
@@ -197,7 +197,7 @@ fn fingerprint_fields(fields: &[&str], attrs: &mut Map<String, Value>, key: Opti
 /// (or the marker without a key); anywhere else the marker. Whether anything changed.
 fn rekey(kind: Kind, recorded: &mut Map<String, Value>, desired: Option<&Map<String, Value>>, key: Option<&SecretKey>) -> bool {
     let mut changed = false;
-    for field in kind.schema().fields.iter().filter(|f| f.secret) {
+    for field in kind.schema().secret_fields() {
         let want = desired.and_then(|d| d.get(field.name));
         let mut fix = |v: &mut Value, want: Option<&Value>| {
             let Value::String(s) = v else { return };

@@ -76,7 +76,7 @@ pub fn findings(plan: &Plan, state: &StackState, read: impl Fn(&str) -> bool) ->
 fn field_drift<'c>(c: &'c ResourceChange, changes: &'c [crate::plan::FieldChange]) -> impl Iterator<Item = Drift> + 'c {
     changes.iter().filter(|f| !f.after.as_ref().is_some_and(contains_unknown)).map(move |f| {
         let top = f.path.split('.').next().unwrap_or_default();
-        let secret = c.kind.schema().fields.iter().any(|s| s.secret && s.name == top);
+        let secret = c.kind.schema().is_secret(top);
         let show = |v: &Option<Value>| match v {
             // Redacted by the plan already; kept redacted here whatever the plan does.
             Some(_) if secret => Value::String(SENSITIVE.into()),
